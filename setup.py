@@ -1,0 +1,38 @@
+"""tb_convviz: see what every conv filter learned, right in TensorBoard."""
+from setuptools import setup
+
+setup(
+    name="tb_convviz",
+    version="0.1.0",
+    description="PyTorch callback + TensorBoard plugin that shows what every conv filter learned",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=[
+        "tb_convviz",
+        "tb_convviz.analysis",
+        "tb_convviz.plugin",
+        "tb_convviz.frontend",
+    ],
+    # The dashboard's ES modules live at the top level (frontend/) and ship inside the wheel,
+    # so a non-editable install serves them.
+    package_dir={"tb_convviz.frontend": "frontend"},
+    package_data={"tb_convviz.frontend": ["*.js", "*.css", "views/*.js"]},
+    install_requires=[
+        "torch>=2.1",
+        "tensorboard>=2.14",
+        "numpy",
+        "protobuf",
+        "werkzeug",
+    ],
+    extras_require={
+        "test": ["pytest", "playwright", "scikit-learn"],
+        "lightning": ["lightning"],
+        "demo": ["scikit-learn", "mnist1d"],
+    },
+    entry_points={
+        "tensorboard_plugins": [
+            "convviz = tb_convviz.plugin.loader:ConvVizLoader",
+        ],
+    },
+)

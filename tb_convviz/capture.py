@@ -1,0 +1,55 @@
+"""One forward pass that records (or edits) the outputs of chosen modules."""
+from __future__ import annotations
+
+from typing import Callable, Mapping, Optional
+
+import torch
+from torch import nn
+
+OutputEdit = Callable[[str, torch.Tensor], Optional[torch.Tensor]]
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's parameters live, so probes can follow them."""
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def run_with_hooks(
+    model: nn.Module,
+    modules: Mapping[str, nn.Module],
+    x: torch.Tensor,
+    *,
+    record: bool = True,
+    edit: Optional[OutputEdit] = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Run `model(x)` once with forward hooks on `modules`; hooks are always removed.
+
+    `edit(name, output)` may return a replacement output (used for ablation); `record`
+    keeps each module's (possibly edited) output. Returns (model output, {name: output}).
+    Gradients follow the caller's grad mode, so perturbation analyses can backpropagate.
+    """
+    outputs: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def make_hook(name: str):
+        def hook(_module: nn.Module, _inputs, out: torch.Tensor):
+            if edit is not None:
+                replaced = edit(name, out)
+                if replaced is not None:
+                    out = replaced
+            if record:
+                outputs[name] = out
+            return out
+
+        return hook
+
+    try:
+        for name, module in modules.items():
+            handles.append(module.register_forward_hook(make_hook(name)))
+        y = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return y, outputs

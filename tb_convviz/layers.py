@@ -1,0 +1,88 @@
+"""Which modules of a model are conv layers, and how their weights read as filters."""
+from __future__ import annotations
+
+from typing import Callable, Iterable, Union
+
+import torch
+from torch import nn
+
+CONV_TYPES = (
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+)
+
+LayerSelector = Union[None, Iterable[str], Callable[[str, nn.Module], bool]]
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The user's module inside DataParallel/DistributedDataParallel, so names match the model's own."""
+    while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        model = model.module
+    return model
+
+
+def conv_layers(model: nn.Module, layers: LayerSelector = None) -> dict[str, nn.Module]:
+    """Conv modules chosen by `layers`: None (all), a list of module names, or a predicate(name, module).
+
+    Raises ValueError naming what is wrong: a name that does not exist or is not a conv,
+    or a model/selection with no conv layer at all.
+    """
+    model = unwrap(model)
+    all_convs = {n: m for n, m in model.named_modules() if isinstance(m, CONV_TYPES)}
+    if layers is None:
+        chosen = all_convs
+    elif callable(layers):
+        chosen = {n: m for n, m in all_convs.items() if layers(n, m)}
+    else:
+        names = [layers] if isinstance(layers, str) else list(layers)
+        modules = dict(model.named_modules())
+        missing = [n for n in names if n not in modules]
+        if missing:
+            raise ValueError(
+                f"layers: no module named {missing!r} in the model; conv layers are {sorted(all_convs)!r}"
+            )
+        not_conv = [n for n in names if n not in all_convs]
+        if not_conv:
+            raise ValueError(f"layers: {not_conv!r} are not conv layers; conv layers are {sorted(all_convs)!r}")
+        chosen = {n: all_convs[n] for n in names}
+    if not all_convs:
+        raise ValueError("model has no conv layer (Conv1d/2d/3d or ConvTranspose1d/2d/3d) to visualize")
+    if not chosen:
+        raise ValueError(f"layers selected no conv layer; conv layers are {sorted(all_convs)!r}")
+    return chosen
+
+
+def filter_weights(conv: nn.Module) -> torch.Tensor:
+    """Weights as (out_channels, in_channels/groups, *kernel), whatever the conv kind.
+
+    ConvTranspose stores (in, out/groups, *k); it is regrouped so that axis 0 is always the
+    output filter, which is what the dashboard draws and what ablation removes.
+    """
+    w = conv.weight.detach()
+    if not getattr(conv, "transposed", False):
+        return w
+    g = conv.groups
+    cin, out_per_g = w.shape[0], w.shape[1]
+    k = w.shape[2:]
+    w = w.reshape(g, cin // g, out_per_g, *k).transpose(1, 2)
+    return w.reshape(g * out_per_g, cin // g, *k)
+
+
+def layer_info(conv: nn.Module) -> dict:
+    """Static facts about a conv that the dashboard shows next to its filters."""
+    w = filter_weights(conv)
+    return {
+        "kind": type(conv).__name__,
+        "dims": w.dim() - 2,
+        "filters": int(w.shape[0]),
+        "in_per_group": int(w.shape[1]),
+        "kernel_size": [int(s) for s in w.shape[2:]],
+        "groups": int(conv.groups),
+        "stride": [int(s) for s in conv.stride],
+        "transposed": bool(getattr(conv, "transposed", False)),
+        "has_bias": conv.bias is not None,
+    }
