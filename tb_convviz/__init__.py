@@ -1,1 +1,6 @@
 """tb_convviz: log what every conv filter learned and browse it in TensorBoard."""
+from tb_convviz.callback import ConvViz
+from tb_convviz.reader import Logs, NotFound, load
+
+__all__ = ["ConvViz", "Logs", "NotFound", "load"]
+__version__ = "0.1.0"

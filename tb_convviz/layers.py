@@ -86,3 +86,43 @@ def layer_info(conv: nn.Module) -> dict:
         "transposed": bool(getattr(conv, "transposed", False)),
         "has_bias": conv.bias is not None,
     }
+
+
+_BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def following_batchnorm(model: nn.Module, convs: dict[str, nn.Module]) -> dict[str, str]:
+    """{conv name: name of the BatchNorm that directly consumes its output} for folding.
+
+    The graph (torch.fx) is the truth when the model traces; otherwise a BatchNorm registered
+    right after the conv with a matching channel count is taken, as in nn.Sequential stacks
+    and torchvision-style blocks.
+    """
+    model = unwrap(model)
+    modules = dict(model.named_modules())
+
+    def fits(conv_name: str, bn_name: str) -> bool:
+        bn = modules.get(bn_name)
+        return (
+            isinstance(bn, _BN_TYPES)
+            and bn.track_running_stats  # without running stats there is nothing fixed to fold
+            and bn.num_features == filter_weights(convs[conv_name]).shape[0]
+        )
+
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception:  # noqa: BLE001 - any tracing failure means "use registration order"
+        graph = None
+    found: dict[str, str] = {}
+    if graph is not None:
+        for node in graph.nodes:
+            if node.op == "call_module" and node.target in convs and len(node.users) == 1:
+                (user,) = node.users
+                if user.op == "call_module" and fits(node.target, user.target):
+                    found[node.target] = user.target
+        return found
+    names = [n for n, m in model.named_modules() if not list(m.children())]
+    for conv_name, next_name in zip(names, names[1:]):
+        if conv_name in convs and fits(conv_name, next_name):
+            found[conv_name] = next_name
+    return found

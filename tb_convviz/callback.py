@@ -1,0 +1,243 @@
+"""ConvViz: the one line users add to a training loop. It orchestrates; analyses live elsewhere."""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from tb_convviz import format as fmt
+from tb_convviz.analysis.activations import activation_stats, downsample_maps
+from tb_convviz.analysis.kernels import filter_drift, filter_stats, fold_batchnorm, kernel_tiles
+from tb_convviz.capture import model_device, run_with_hooks
+from tb_convviz.layers import LayerSelector, conv_layers, filter_weights, following_batchnorm, layer_info, unwrap
+from tb_convviz.observe import untouched
+from tb_convviz.probe import make_probe
+from tb_convviz.writer import RecordWriter
+
+SMALL_LAYER_WEIGHTS = 65_536  # layers this small keep full kernels every epoch: they cost < 64 KB
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+@dataclass
+class _LayerMemory:
+    """What the callback remembers of one layer between logs, to report drift."""
+
+    first_step: int
+    first: torch.Tensor
+    prev_step: int
+    prev: torch.Tensor
+
+
+@dataclass
+class _ModelPlan:
+    """Resolved once, at the first log: which convs, which BatchNorm follows each."""
+
+    layers: dict[str, nn.Module]
+    batchnorm: dict[str, str]
+    memory: dict[str, _LayerMemory] = field(default_factory=dict)
+
+
+class ConvViz:
+    """Log what every conv filter learned, each epoch, for the CONVVIZ TensorBoard tab.
+
+    Args:
+        log_dir_or_summary_writer: a log directory, or a torch ``SummaryWriter`` to share.
+        probe: the fixed batch to measure activations on: images ``(N, C, *spatial)`` or
+            ``(images, labels)``. None logs kernels only.
+        layers: None (every conv), a list of module names, or ``predicate(name, module)``.
+        every_n_epochs: log only when ``step % every_n_epochs == 0`` (and on ``final``).
+        kernels_every: full kernels every this many logs, at the first and the final one;
+            layers with ≤ 65,536 weights keep full kernels every log. Drift is exact every log.
+        map_size: activation maps are average-pooled so no side exceeds this.
+        map_images: activation maps are kept for this many probe images (stats use all).
+        keep_all: keep everything: full kernels every log, full-resolution maps of every probe image.
+    """
+
+    def __init__(
+        self,
+        log_dir_or_summary_writer: Any,
+        probe: Any = None,
+        layers: LayerSelector = None,
+        every_n_epochs: int = 1,
+        *,
+        kernels_every: int = 10,
+        map_size: int = 16,
+        map_images: int = 4,
+        keep_all: bool = False,
+    ):
+        self.every_n_epochs = _positive_int(every_n_epochs, "every_n_epochs")
+        self.kernels_every = _positive_int(kernels_every, "kernels_every")
+        self.map_size = _positive_int(map_size, "map_size")
+        self.map_images = _positive_int(map_images, "map_images")
+        if not isinstance(keep_all, bool):
+            raise ValueError(f"keep_all must be True or False, got {keep_all!r}")
+        self.keep_all = keep_all
+        if not (layers is None or callable(layers) or isinstance(layers, (str, list, tuple, set))):
+            raise ValueError(f"layers must be None, a list of module names or a predicate, got {type(layers).__name__}")
+        self._layer_selector = layers
+        self._probe = make_probe(probe)
+        self._writer = RecordWriter(log_dir_or_summary_writer)
+        self._plan: Optional[_ModelPlan] = None
+        self._logs_done = 0
+        self._warned: set[str] = set()
+        self._closed = False
+
+    # -- public verbs -------------------------------------------------------------------------
+
+    def log(self, model: nn.Module, step: int, *, final: bool = False) -> bool:
+        """Log every chosen conv layer of `model` at `step`; returns whether anything was written.
+
+        A configuration problem (no such layer, no conv, a probe the model cannot take) raises
+        ValueError at the first log. Any later failure warns once and training goes on.
+        """
+        if self._closed:
+            raise RuntimeError("ConvViz.log() called after close()")
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
+            raise ValueError(f"step must be an integer, got {step!r}")
+        if step % self.every_n_epochs != 0 and not final:
+            return False
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+            return False  # one writer per job: rank 0 sees the same weights as every rank
+        model = unwrap(model)
+        first = self._plan is None
+        if first:
+            layers = conv_layers(model, self._layer_selector)
+            self._plan = _ModelPlan(layers, following_batchnorm(model, layers))
+        try:
+            records = self._collect(model, int(step), final or first)
+        except Exception as e:  # noqa: BLE001 - observers must never stop training
+            if first and self._probe is not None and isinstance(e, RuntimeError):
+                self._plan = None
+                raise ValueError(
+                    f"probe of shape {tuple(self._probe.images.shape)} does not fit the model: {e}"
+                ) from e
+            self._warn(f"tb_convviz: logging step {step} failed and was skipped ({type(e).__name__}: {e})")
+            return False
+        try:
+            for layer, kind, payload in records:
+                self._writer.write(layer, kind, step, payload)
+            self._writer.flush()
+        except Exception as e:  # noqa: BLE001 - a full disk must not end the training run
+            self._warn(f"tb_convviz: writing step {step} failed ({type(e).__name__}: {e}); earlier steps are intact")
+            return False
+        self._logs_done += 1
+        return True
+
+    def on_epoch_end(self, model: nn.Module, epoch: int) -> bool:
+        """Alias of `log`, named for the moment it runs."""
+        return self.log(model, epoch)
+
+    def close(self) -> None:
+        """Flush and close the event file (a shared SummaryWriter is only flushed)."""
+        if not self._closed:
+            self._closed = True
+            try:
+                self._writer.close()
+            except Exception as e:  # noqa: BLE001
+                self._warn(f"tb_convviz: closing the event file failed ({type(e).__name__}: {e})")
+
+    def __enter__(self) -> "ConvViz":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- orchestration ------------------------------------------------------------------------
+
+    def _warn(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+    def _collect(self, model: nn.Module, step: int, full: bool) -> list[tuple[str, str, bytes]]:
+        """Every record of this step, computed before anything is written."""
+        plan = self._plan
+        assert plan is not None
+        full_kernels = self.keep_all or full or self._logs_done % self.kernels_every == 0
+        outputs: dict[str, torch.Tensor] = {}
+        with untouched(model), torch.no_grad():
+            if self._probe is not None:
+                p = model_device(model)
+                dtype = next((q.dtype for q in model.parameters() if q.is_floating_point()), torch.float32)
+                _, outputs = run_with_hooks(model, plan.layers, self._probe.images.to(p, dtype))
+            records = []
+            if self._logs_done == 0:
+                records.append((fmt.RUN_LAYER, fmt.KIND_RUN, self._run_record(plan)))
+            for name, conv in plan.layers.items():
+                acts = outputs.get(name)
+                records.extend(self._layer_records(model, name, conv, step, full_kernels, acts))
+        return records
+
+    def _run_record(self, plan: _ModelPlan) -> bytes:
+        arrays: dict[str, tuple[str, np.ndarray, int]] = {}
+        meta: dict[str, Any] = {"layers": list(plan.layers)}
+        if self._probe is not None:
+            arrays["images"] = ("q8", self._probe.images.numpy(), 1)
+            if self._probe.labels is not None:
+                arrays["labels"] = ("i32", self._probe.labels.numpy(), 0)
+        return fmt.encode_bundle(arrays, meta)
+
+    def _layer_records(
+        self,
+        model: nn.Module,
+        name: str,
+        conv: nn.Module,
+        step: int,
+        full_kernels: bool,
+        acts: Optional[torch.Tensor],
+    ) -> list[tuple[str, str, bytes]]:
+        plan = self._plan
+        assert plan is not None
+        # A copy, never a view: the drift memory must not follow the live parameter.
+        w = filter_weights(conv).to("cpu", torch.float32, copy=True)
+        if not torch.isfinite(w).all():
+            self._warn(f"tb_convviz: layer {name!r} has NaN or infinite weights (first seen at step {step})")
+        info = layer_info(conv)
+        info["batchnorm"] = plan.batchnorm.get(name)
+        memory = plan.memory.get(name)
+        if memory is None:
+            memory = plan.memory[name] = _LayerMemory(step, w, step, w)
+        stats = dict(filter_stats(w))
+        for key, value in filter_drift(memory.prev, w).items():
+            stats[f"{key}_prev"] = value
+        stats["cosine_distance_first"] = filter_drift(memory.first, w)["cosine_distance"]
+        meta = {"info": info, "prev_step": memory.prev_step, "first_step": memory.first_step}
+        arrays: dict[str, tuple[str, np.ndarray, int]] = {"tiles": ("q8", kernel_tiles(w).numpy(), 1)}
+        records = []
+        if acts is not None:
+            stats.update(activation_stats(acts))
+            n = acts.shape[0] if self.keep_all else min(self.map_images, acts.shape[0])
+            maps = acts[:n] if self.keep_all else downsample_maps(acts[:n], self.map_size)
+            map_meta = {"images": list(range(n)), "source_shape": list(acts.shape[2:])}
+            records.append((name, fmt.KIND_MAPS, fmt.encode_bundle({"maps": ("q8", maps.float().cpu().numpy(), 2)}, map_meta)))
+        for key, value in stats.items():
+            arrays[key] = ("f32", value.cpu().numpy(), 0)
+        records.insert(0, (name, fmt.KIND_FILTERS, fmt.encode_bundle(arrays, meta)))
+        if full_kernels or w.numel() <= SMALL_LAYER_WEIGHTS:
+            records.append((name, fmt.KIND_KERNELS, self._kernel_record(model, name, conv, w)))
+        memory.prev_step, memory.prev = step, w
+        return records
+
+    def _kernel_record(self, model: nn.Module, name: str, conv: nn.Module, w: torch.Tensor) -> bytes:
+        arrays: dict[str, tuple[str, np.ndarray, int]] = {"kernel": ("q8", w.numpy(), 1)}
+        bn_name = self._plan.batchnorm.get(name) if self._plan else None
+        if bn_name is not None:
+            bn = dict(model.named_modules())[bn_name]
+            bias = conv.bias.detach().cpu() if conv.bias is not None else None
+            gamma = bn.weight.detach().cpu() if bn.weight is not None else None
+            beta = bn.bias.detach().cpu() if bn.bias is not None else None
+            w_eff, b_eff = fold_batchnorm(w, bias, bn.running_mean.cpu(), bn.running_var.cpu(), gamma, beta, bn.eps)
+            arrays["effective_kernel"] = ("q8", w_eff.numpy(), 1)
+            arrays["effective_bias"] = ("f32", b_eff.numpy(), 0)
+        if conv.bias is not None:
+            arrays["bias"] = ("f32", conv.bias.detach().float().cpu().numpy(), 0)
+        return fmt.encode_bundle(arrays, {"batchnorm": bn_name})

@@ -1,0 +1,174 @@
+"""The on-disk format of convviz summaries, defined once for the writer and every reader.
+
+A record is a TensorBoard tensor summary under the plugin name ``convviz``:
+
+* tag ``<layer>/<kind>`` (``_run/run`` for run-level data), one record per logged step;
+* plugin content: JSON ``{"version": FORMAT_VERSION, "kind": kind}``;
+* value: a scalar DT_STRING tensor holding a *bundle*: named arrays plus JSON metadata.
+
+Bundle bytes: ``MAGIC``, a little-endian uint32 header length, the JSON header
+``{"meta": {...}, "arrays": {name: {"enc", "shape", "offset", "nbytes", "groups"}}}``
+and the array payloads. Arrays are encoded one of:
+
+* ``q8``: per-group affine uint8. The leading ``groups`` axes (e.g. filter, or image×filter)
+  each get their own float32 ``lo`` and ``step``; a value decodes as ``lo + step * q``.
+  Tolerance: ``|x - decoded| <= step / 2 = (max - min) / 510`` within each group.
+* ``f16``, ``f32``, ``i32``, ``u8``: raw little-endian arrays.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import struct
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+PLUGIN_NAME = "convviz"
+FORMAT_VERSION = 1
+MAGIC = b"CVZ1"
+
+# Record kinds. Later analyses add kinds here; readers skip kinds they do not know.
+KIND_RUN = "run"  # per run, at its first log: layer order, probe inputs and labels
+KIND_FILTERS = "filters"  # per layer and step: layer facts, per-filter stats and drift, kernel tiles
+KIND_MAPS = "maps"  # per layer and step: downsampled activation maps on the probe
+KIND_KERNELS = "kernels"  # per layer, every few steps: full raw and BN-folded kernels
+KIND_PERTURBATION = "perturbation"  # per layer: responses to rotation, noise, adversarial, counterfactuals
+KIND_IMPACT = "impact"  # per layer: ablation / Taylor impact, selectivity, top examples
+KINDS = (KIND_RUN, KIND_FILTERS, KIND_MAPS, KIND_KERNELS, KIND_PERTURBATION, KIND_IMPACT)
+
+RUN_LAYER = "_run"  # pseudo-layer under which run-level records live
+
+_RAW = {"f16": np.float16, "f32": np.float32, "i32": np.int32, "u8": np.uint8}
+
+
+def tag_for(layer: str, kind: str) -> str:
+    """The summary tag of one record stream."""
+    return f"{layer}/{kind}"
+
+
+def parse_tag(tag: str) -> tuple[str, str]:
+    """Inverse of `tag_for`: (layer, kind). Layer names may hold dots but never end in '/kind'."""
+    layer, _, kind = tag.rpartition("/")
+    return layer, kind
+
+
+def plugin_content(kind: str) -> bytes:
+    """SummaryMetadata.plugin_data.content for a record of `kind`."""
+    return json.dumps({"version": FORMAT_VERSION, "kind": kind}).encode()
+
+
+def parse_plugin_content(content: bytes) -> Optional[dict]:
+    """Decode plugin content; a newer format version warns and is skipped rather than misread."""
+    try:
+        meta = json.loads(content.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        warnings.warn("convviz: unreadable plugin metadata; record skipped")
+        return None
+    if meta.get("version", 0) > FORMAT_VERSION:
+        warnings.warn(
+            f"convviz: record format version {meta.get('version')} is newer than this tb_convviz "
+            f"reads ({FORMAT_VERSION}); upgrade tb_convviz to see it"
+        )
+        return None
+    return meta
+
+
+def quantize(a: np.ndarray, groups: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-group affine uint8 quantization over the leading `groups` axes: (q, lo, step)."""
+    a = np.asarray(a, dtype=np.float32)
+    n = int(np.prod(a.shape[:groups])) if groups else 1
+    flat = a.reshape(n, -1) if a.size else a.reshape(n, 0)
+    if flat.shape[1] == 0:
+        return np.zeros(a.shape, np.uint8), np.zeros(n, np.float32), np.zeros(n, np.float32)
+    finite = np.where(np.isfinite(flat), flat, 0.0)
+    lo = finite.min(axis=1)
+    hi = finite.max(axis=1)
+    step = ((hi - lo) / 255.0).astype(np.float32)
+    safe = np.where(step > 0, step, 1.0)
+    q = np.clip(np.rint((finite - lo[:, None]) / safe[:, None]), 0, 255).astype(np.uint8)
+    return q.reshape(a.shape), lo.astype(np.float32), step
+
+
+def dequantize(q: np.ndarray, lo: np.ndarray, step: np.ndarray, groups: int) -> np.ndarray:
+    """Inverse of `quantize` (within step/2 per value)."""
+    n = lo.shape[0]
+    flat = q.reshape(n, -1).astype(np.float32) * step[:, None] + lo[:, None]
+    return flat.reshape(q.shape)
+
+
+@dataclass
+class Bundle:
+    """Named arrays plus JSON metadata; arrays decode lazily so readers pay only for what they use."""
+
+    meta: dict = field(default_factory=dict)
+    _header: dict = field(default_factory=dict)
+    _payload: memoryview = field(default_factory=lambda: memoryview(b""))
+
+    def names(self) -> list[str]:
+        return list(self._header)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._header
+
+    def _raw(self, name: str) -> tuple[dict, memoryview]:
+        h = self._header[name]
+        return h, self._payload[h["offset"] : h["offset"] + h["nbytes"]]
+
+    def array(self, name: str) -> np.ndarray:
+        """The decoded array as float32 (or its integer dtype for i32/u8)."""
+        h, buf = self._raw(name)
+        shape = tuple(h["shape"])
+        if h["enc"] == "q8":
+            n = h["ngroups"]
+            lo = np.frombuffer(buf, np.float32, n, 0)
+            step = np.frombuffer(buf, np.float32, n, 4 * n)
+            q = np.frombuffer(buf, np.uint8, int(np.prod(shape)), 8 * n).reshape(shape)
+            return dequantize(q, lo, step, h["groups"])
+        a = np.frombuffer(buf, _RAW[h["enc"]]).reshape(shape)
+        return a.astype(np.float32) if h["enc"] == "f16" else a.copy()
+
+    def wire(self, name: str) -> dict:
+        """A compact JSON form for the browser: the stored bytes in base64, no float expansion."""
+        h, buf = self._raw(name)
+        return {
+            "shape": h["shape"],
+            "enc": h["enc"],
+            "groups": h.get("ngroups", 0),
+            "data": base64.b64encode(bytes(buf)).decode("ascii"),
+        }
+
+
+def encode_bundle(arrays: Mapping[str, tuple[str, np.ndarray, int]], meta: Mapping[str, Any]) -> bytes:
+    """Serialize {name: (enc, array, quant_groups_axes)} and `meta` into bundle bytes."""
+    header: dict[str, dict] = {}
+    chunks: list[bytes] = []
+    offset = 0
+    for name, (enc, arr, groups) in arrays.items():
+        arr = np.asarray(arr)
+        if enc == "q8":
+            q, lo, step = quantize(arr, groups)
+            blob = lo.tobytes() + step.tobytes() + q.tobytes()
+            entry = {"groups": groups, "ngroups": int(lo.shape[0])}
+        elif enc in _RAW:
+            blob = np.ascontiguousarray(arr.astype(_RAW[enc])).tobytes()
+            entry = {}
+        else:
+            raise ValueError(f"unknown array encoding {enc!r}")
+        entry.update(enc=enc, shape=[int(s) for s in arr.shape], offset=offset, nbytes=len(blob))
+        header[name] = entry
+        chunks.append(blob)
+        offset += len(blob)
+    head = json.dumps({"meta": dict(meta), "arrays": header}, separators=(",", ":")).encode()
+    return MAGIC + struct.pack("<I", len(head)) + head + b"".join(chunks)
+
+
+def decode_bundle(data: bytes) -> Bundle:
+    """Parse bundle bytes written by `encode_bundle`; raises ValueError on anything else."""
+    if len(data) < 8 or data[:4] != MAGIC:
+        raise ValueError("not a convviz bundle")
+    (hlen,) = struct.unpack("<I", data[4:8])
+    head = json.loads(data[8 : 8 + hlen].decode())
+    return Bundle(head.get("meta", {}), head.get("arrays", {}), memoryview(data)[8 + hlen :])

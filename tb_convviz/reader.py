@@ -1,0 +1,140 @@
+"""Reads convviz records through TensorBoard's own data provider, for the plugin and for `load()`."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+from tensorboard import context as tb_context
+from tensorboard.data import provider as tb_provider
+
+from tb_convviz import format as fmt
+
+_ALL_STEPS = 1 << 30  # downsample bound meaning "every step": users must see every epoch
+
+
+class NotFound(LookupError):
+    """A run, layer, kind or step that the logs do not hold; the message says which."""
+
+
+class ConvVizReader:
+    """Runs → layers → steps → decoded bundles, over any `tensorboard.data.provider.DataProvider`."""
+
+    def __init__(self, data_provider: tb_provider.DataProvider, experiment_id: str = "", ctx: Any = None):
+        self._provider = data_provider
+        self._eid = experiment_id
+        self._ctx = ctx if ctx is not None else tb_context.RequestContext()
+
+    def _index(self, run: Optional[str] = None) -> dict[str, dict[str, str]]:
+        """{run: {tag: kind}} of records this version can read."""
+        listing = self._provider.list_blob_sequences(
+            self._ctx,
+            experiment_id=self._eid,
+            plugin_name=fmt.PLUGIN_NAME,
+            run_tag_filter=tb_provider.RunTagFilter(runs=[run]) if run is not None else None,
+        )
+        index: dict[str, dict[str, str]] = {}
+        for run_name, tags in listing.items():
+            for tag, series in tags.items():
+                meta = fmt.parse_plugin_content(series.plugin_content)
+                if meta is not None and meta.get("kind") in fmt.KINDS:
+                    index.setdefault(run_name, {})[tag] = meta["kind"]
+        return index
+
+    def runs(self) -> list[str]:
+        return sorted(self._index())
+
+    def layers(self, run: str) -> list[str]:
+        """Layer names in model order (as the run record lists them), else sorted."""
+        tags = self._index(run).get(run)
+        if not tags:
+            raise NotFound(f"no convviz data for run {run!r}")
+        names = {fmt.parse_tag(t)[0] for t in tags} - {fmt.RUN_LAYER}
+        try:
+            order = self.bundle(run, fmt.RUN_LAYER, fmt.KIND_RUN).meta.get("layers", [])
+        except NotFound:
+            order = []
+        return [n for n in order if n in names] + sorted(names - set(order))
+
+    def kinds(self, run: str, layer: str) -> list[str]:
+        tags = self._index(run).get(run, {})
+        return sorted(kind for tag, kind in tags.items() if fmt.parse_tag(tag)[0] == layer)
+
+    def _series(self, run: str, layer: str, kind: str) -> list[tb_provider.BlobSequenceDatum]:
+        tag = fmt.tag_for(layer, kind)
+        data = self._provider.read_blob_sequences(
+            self._ctx,
+            experiment_id=self._eid,
+            plugin_name=fmt.PLUGIN_NAME,
+            downsample=_ALL_STEPS,
+            run_tag_filter=tb_provider.RunTagFilter(runs=[run], tags=[tag]),
+        )
+        series = data.get(run, {}).get(tag)
+        if not series:
+            raise NotFound(f"no {kind!r} records for layer {layer!r} in run {run!r}")
+        return series
+
+    def steps(self, run: str, layer: str, kind: str = fmt.KIND_FILTERS) -> list[int]:
+        return [d.step for d in self._series(run, layer, kind)]
+
+    def bundle(self, run: str, layer: str, kind: str, step: Optional[int] = None) -> fmt.Bundle:
+        """The record at `step` (the earliest one when None)."""
+        series = self._series(run, layer, kind)
+        datum = series[0] if step is None else next((d for d in series if d.step == step), None)
+        if datum is None:
+            raise NotFound(f"no {kind!r} record for layer {layer!r} of run {run!r} at step {step}")
+        blob = self._provider.read_blob(self._ctx, blob_key=datum.values[0].blob_key)
+        try:
+            return fmt.decode_bundle(blob)
+        except ValueError as e:
+            raise NotFound(f"record {kind!r} of layer {layer!r} at step {datum.step} is unreadable: {e}") from e
+
+    def latest_at_or_before(self, run: str, layer: str, kind: str, step: int) -> int:
+        """The last step ≤ `step` holding a `kind` record (full kernels are kept only every few steps)."""
+        candidates = [s for s in self.steps(run, layer, kind) if s <= step]
+        if not candidates:
+            raise NotFound(f"no {kind!r} record for layer {layer!r} of run {run!r} at or before step {step}")
+        return max(candidates)
+
+
+class Logs(ConvVizReader):
+    """numpy access to a log dir, for notebooks and tests: ``load(logdir).kernels(run, layer, step)``."""
+
+    def kernels(self, run: str, layer: str, step: int) -> np.ndarray:
+        """Raw kernels (filters, in/groups, *kernel) within the q8 tolerance: (max−min)/510 per filter."""
+        return self.bundle(run, layer, fmt.KIND_KERNELS, step).array("kernel")
+
+    def effective_kernels(self, run: str, layer: str, step: int) -> np.ndarray:
+        """Kernels with the following BatchNorm folded in; NotFound when no BatchNorm follows."""
+        b = self.bundle(run, layer, fmt.KIND_KERNELS, step)
+        if "effective_kernel" not in b:
+            raise NotFound(f"layer {layer!r} has no BatchNorm directly after it")
+        return b.array("effective_kernel")
+
+    def activations(self, run: str, layer: str, step: int) -> np.ndarray:
+        """Activation maps (probe_n, filters, *spatial) for the probe images kept (see `maps_meta`)."""
+        return self.bundle(run, layer, fmt.KIND_MAPS, step).array("maps")
+
+    def filter_stats(self, run: str, layer: str, step: int) -> dict[str, np.ndarray]:
+        """Per-filter arrays: l2, mean_abs, dead, drift vs previous and first log, activation stats."""
+        b = self.bundle(run, layer, fmt.KIND_FILTERS, step)
+        return {n: b.array(n) for n in b.names() if n != "tiles"}
+
+    def layer_info(self, run: str, layer: str) -> dict:
+        return self.bundle(run, layer, fmt.KIND_FILTERS).meta["info"]
+
+    def probe(self, run: str) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """The probe images (N, C, *spatial) and labels (N,) or None."""
+        b = self.bundle(run, fmt.RUN_LAYER, fmt.KIND_RUN)
+        if "images" not in b:
+            raise NotFound(f"run {run!r} was logged without a probe")
+        return b.array("images"), (b.array("labels") if "labels" in b else None)
+
+
+def load(logdir: str) -> Logs:
+    """Load every run under `logdir` (all steps kept) through TensorBoard's multiplexer data provider."""
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+
+    mux = plugin_event_multiplexer.EventMultiplexer(tensor_size_guidance={fmt.PLUGIN_NAME: 0})
+    mux.AddRunsFromDirectory(str(logdir))
+    mux.Reload()
+    return Logs(data_provider.MultiplexerDataProvider(mux, str(logdir)))
