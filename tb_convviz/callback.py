@@ -11,7 +11,8 @@ from torch import nn
 
 from tb_convviz import format as fmt
 from tb_convviz.analysis.activations import activation_stats, downsample_maps
-from tb_convviz.analysis.kernels import filter_drift, filter_stats, fold_batchnorm, kernel_tiles
+from tb_convviz.analysis.compare import weight_drift
+from tb_convviz.analysis.kernels import filter_stats, fold_batchnorm, kernel_tiles
 from tb_convviz.capture import model_device, run_with_hooks
 from tb_convviz.layers import LayerSelector, conv_layers, filter_weights, following_batchnorm, layer_info, unwrap
 from tb_convviz.observe import untouched
@@ -206,21 +207,21 @@ class ConvViz:
         memory = plan.memory.get(name)
         if memory is None:
             memory = plan.memory[name] = _LayerMemory(step, w, step, w)
-        stats = dict(filter_stats(w))
-        for key, value in filter_drift(memory.prev, w).items():
+        stats = {k: v.numpy() for k, v in filter_stats(w).items()}
+        for key, value in weight_drift(memory.prev.numpy(), w.numpy()).items():
             stats[f"{key}_prev"] = value
-        stats["cosine_distance_first"] = filter_drift(memory.first, w)["cosine_distance"]
+        stats["cosine_distance_first"] = weight_drift(memory.first.numpy(), w.numpy())["cosine_distance"]
         meta = {"info": info, "prev_step": memory.prev_step, "first_step": memory.first_step}
         arrays: dict[str, tuple[str, np.ndarray, int]] = {"tiles": ("q8", kernel_tiles(w).numpy(), 1)}
         records = []
         if acts is not None:
-            stats.update(activation_stats(acts))
+            stats.update({k: v.cpu().numpy() for k, v in activation_stats(acts).items()})
             n = acts.shape[0] if self.keep_all else min(self.map_images, acts.shape[0])
             maps = acts[:n] if self.keep_all else downsample_maps(acts[:n], self.map_size)
             map_meta = {"images": list(range(n)), "source_shape": list(acts.shape[2:])}
             records.append((name, fmt.KIND_MAPS, fmt.encode_bundle({"maps": ("q8", maps.float().cpu().numpy(), 2)}, map_meta)))
         for key, value in stats.items():
-            arrays[key] = ("f32", value.cpu().numpy(), 0)
+            arrays[key] = ("f32", value, 0)
         records.insert(0, (name, fmt.KIND_FILTERS, fmt.encode_bundle(arrays, meta)))
         if full_kernels or w.numel() <= SMALL_LAYER_WEIGHTS:
             records.append((name, fmt.KIND_KERNELS, self._kernel_record(model, name, conv, w)))

@@ -131,7 +131,11 @@ class Bundle:
         return a.astype(np.float32) if h["enc"] == "f16" else a.copy()
 
     def wire(self, name: str) -> dict:
-        """A compact JSON form for the browser: the stored bytes in base64, no float expansion."""
+        """A compact JSON form for the browser: the stored bytes in base64, no float expansion.
+
+        For ``q8`` the bytes are ``lo`` (float32 × groups), ``step`` (float32 × groups), then
+        the uint8 values; the dashboard's decoder mirrors `dequantize`.
+        """
         h, buf = self._raw(name)
         return {
             "shape": h["shape"],
@@ -139,6 +143,12 @@ class Bundle:
             "groups": h.get("ngroups", 0),
             "data": base64.b64encode(bytes(buf)).decode("ascii"),
         }
+
+
+def wire_array(a: np.ndarray) -> dict:
+    """An array computed on the fly, in the same JSON form as `Bundle.wire` (raw float32)."""
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    return {"shape": list(a.shape), "enc": "f32", "groups": 0, "data": base64.b64encode(a.tobytes()).decode("ascii")}
 
 
 def encode_bundle(arrays: Mapping[str, tuple[str, np.ndarray, int]], meta: Mapping[str, Any]) -> bytes:

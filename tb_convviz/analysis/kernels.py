@@ -47,21 +47,6 @@ def filter_stats(weight: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"l2": l2, "mean_abs": mean_abs, "dead": dead.float()}
 
 
-def filter_drift(before: torch.Tensor, after: torch.Tensor) -> dict[str, torch.Tensor]:
-    """How much each filter moved: cosine distance of the flattened kernels and relative norm change.
-
-    Cosine distance is 0 for an unchanged direction and 2 for a flipped one; a filter that is
-    zero on either side counts as fully changed (1) unless both are zero (0).
-    """
-    a = before.float().reshape(before.shape[0], -1)
-    b = after.float().reshape(after.shape[0], -1)
-    na, nb = a.norm(dim=1), b.norm(dim=1)
-    denom = na * nb
-    cos = torch.where(denom > 0, (a * b).sum(dim=1) / denom.clamp_min(1e-30), (na == nb).float())
-    rel = torch.where(na > 0, (nb - na) / na.clamp_min(1e-30), (nb > 0).float())
-    return {"cosine_distance": (1 - cos).clamp(0, 2), "norm_change": rel}
-
-
 def kernel_tiles(weight: torch.Tensor) -> torch.Tensor:
     """What the filter grid draws per filter: all input channels when there are ≤ 3 (an RGB-like
     first layer), else their mean, giving (filters, channels, *kernel) with channels 1 or ≤ 3."""

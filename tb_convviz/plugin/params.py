@@ -1,0 +1,68 @@
+"""Every route parameter is parsed and checked here, once, against what the logs hold."""
+from __future__ import annotations
+
+from typing import Optional
+
+from werkzeug.datastructures import MultiDict
+
+from tb_convviz import format as fmt
+from tb_convviz.reader import ConvVizReader, NotFound
+
+
+class BadRequest(ValueError):
+    """A malformed parameter: answered as HTTP 400 with the message."""
+
+
+class RequestParams:
+    """Typed access to one request's query string; errors name the parameter."""
+
+    def __init__(self, args: MultiDict, reader: ConvVizReader):
+        self._args = args
+        self._reader = reader
+
+    def text(self, name: str) -> str:
+        value = self._args.get(name)
+        if value is None or value == "":
+            raise BadRequest(f"missing parameter {name!r}")
+        return value
+
+    def integer(self, name: str, default: Optional[int] = None) -> int:
+        raw = self._args.get(name)
+        if raw is None or raw == "":
+            if default is not None:
+                return default
+            raise BadRequest(f"missing parameter {name!r}")
+        try:
+            return int(raw)
+        except ValueError:
+            raise BadRequest(f"parameter {name!r} must be an integer, got {raw!r}") from None
+
+    def choice(self, name: str, options: tuple[str, ...]) -> str:
+        value = self._args.get(name) or options[0]
+        if value not in options:
+            raise BadRequest(f"parameter {name!r} must be one of {list(options)}, got {value!r}")
+        return value
+
+    def run(self, name: str = "run") -> str:
+        run = self.text(name)
+        if run not in self._reader.runs():
+            raise NotFound(f"no convviz data for run {run!r}")
+        return run
+
+    def layer(self, run: str, name: str = "layer") -> str:
+        layer = self.text(name)
+        if layer == fmt.RUN_LAYER or layer not in self._reader.layers(run):
+            raise NotFound(f"run {run!r} has no conv layer {layer!r}")
+        return layer
+
+    def step(self, run: str, layer: str, name: str = "step") -> int:
+        step = self.integer(name)
+        if step not in self._reader.steps(run, layer):
+            raise NotFound(f"layer {layer!r} of run {run!r} was not logged at step {step}")
+        return step
+
+    def filter(self, filters: int, name: str = "filter") -> int:
+        index = self.integer(name)
+        if not 0 <= index < filters:
+            raise BadRequest(f"parameter {name!r} must be in [0, {filters}), got {index}")
+        return index

@@ -1,0 +1,169 @@
+"""What each route answers, built from the reader; no HTTP here."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from tb_convviz import format as fmt
+from tb_convviz.analysis.compare import match_filters, most_changed_first, weight_drift
+from tb_convviz.plugin.params import BadRequest
+from tb_convviz.reader import ConvVizReader, NotFound
+
+
+def _floats(a: np.ndarray) -> list:
+    """JSON-safe floats: NaN and infinities become null rather than invalid JSON."""
+    return [None if not np.isfinite(v) else float(v) for v in np.asarray(a, np.float64).ravel()]
+
+
+def _stats(bundle: fmt.Bundle, index: Optional[int] = None) -> dict[str, Any]:
+    out = {}
+    for name in bundle.names():
+        if name != "tiles":
+            values = bundle.array(name)
+            out[name] = _floats(values) if index is None else _floats(values[index : index + 1])[0]
+    return out
+
+
+def index(reader: ConvVizReader) -> dict:
+    """Runs → layers (facts and logged steps) → probe summary."""
+    runs = []
+    for run in reader.runs():
+        layers = []
+        for layer in reader.layers(run):
+            kinds = reader.kinds(run, layer)
+            if fmt.KIND_FILTERS not in kinds:
+                continue
+            layers.append(
+                {
+                    "name": layer,
+                    "info": reader.bundle(run, layer, fmt.KIND_FILTERS).meta["info"],
+                    "steps": reader.steps(run, layer),
+                    "kernel_steps": reader.steps(run, layer, fmt.KIND_KERNELS) if fmt.KIND_KERNELS in kinds else [],
+                    "kinds": kinds,
+                }
+            )
+        probe = None
+        try:
+            run_record = reader.bundle(run, fmt.RUN_LAYER, fmt.KIND_RUN)
+            if "images" in run_record:
+                shape = run_record._header["images"]["shape"]
+                probe = {"n": shape[0], "shape": shape, "has_labels": "labels" in run_record}
+        except NotFound:
+            pass
+        runs.append({"run": run, "layers": layers, "probe": probe})
+    return {"runs": runs, "format_version": fmt.FORMAT_VERSION}
+
+
+def layer(reader: ConvVizReader, run: str, layer: str, step: int) -> dict:
+    """One layer at one step: per-filter stats and drift, kernel tiles, activation maps."""
+    filters = reader.bundle(run, layer, fmt.KIND_FILTERS, step)
+    out = {
+        "run": run,
+        "layer": layer,
+        "step": step,
+        "info": filters.meta["info"],
+        "prev_step": filters.meta.get("prev_step"),
+        "first_step": filters.meta.get("first_step"),
+        "stats": _stats(filters),
+        "tiles": filters.wire("tiles"),
+        "maps": None,
+        "map_images": [],
+    }
+    try:
+        maps = reader.bundle(run, layer, fmt.KIND_MAPS, step)
+        out["maps"] = maps.wire("maps")
+        out["map_images"] = maps.meta.get("images", [])
+    except NotFound:
+        pass
+    return out
+
+
+def filter_detail(reader: ConvVizReader, run: str, layer: str, step: int, index: int) -> dict:
+    """One filter: its input-channel slices, maps over the probe, and history over every step."""
+    out: dict[str, Any] = {"run": run, "layer": layer, "step": step, "filter": index}
+    filters = reader.bundle(run, layer, fmt.KIND_FILTERS, step)
+    out["stats"] = _stats(filters, index)
+    try:
+        kernel_step = reader.latest_at_or_before(run, layer, fmt.KIND_KERNELS, step)
+        kernels = reader.bundle(run, layer, fmt.KIND_KERNELS, kernel_step)
+        out["kernel_step"] = kernel_step
+        out["slices"] = fmt.wire_array(kernels.array("kernel")[index])
+        out["effective"] = (
+            fmt.wire_array(kernels.array("effective_kernel")[index]) if "effective_kernel" in kernels else None
+        )
+    except NotFound:
+        out["kernel_step"], out["slices"], out["effective"] = None, None, None
+    try:
+        maps = reader.bundle(run, layer, fmt.KIND_MAPS, step)
+        out["maps"] = fmt.wire_array(maps.array("maps")[:, index])
+        out["map_images"] = maps.meta.get("images", [])
+    except NotFound:
+        out["maps"], out["map_images"] = None, []
+    history: dict[str, list] = {"steps": []}
+    for s in reader.steps(run, layer):
+        stats = _stats(reader.bundle(run, layer, fmt.KIND_FILTERS, s), index)
+        history["steps"].append(s)
+        for name, value in stats.items():
+            history.setdefault(name, []).append(value)
+    out["history"] = history
+    return out
+
+
+def probe(reader: ConvVizReader, run: str) -> dict:
+    """The probe inputs (for overlays) and their labels."""
+    record = reader.bundle(run, fmt.RUN_LAYER, fmt.KIND_RUN)
+    if "images" not in record:
+        raise NotFound(f"run {run!r} was logged without a probe")
+    labels = record.array("labels").tolist() if "labels" in record else None
+    return {"run": run, "images": record.wire("images"), "labels": labels}
+
+
+def _weights_for(reader: ConvVizReader, run: str, layer: str, step: int) -> tuple[np.ndarray, str]:
+    """Full kernels when that step kept them, else the tiles every step keeps."""
+    kernel_steps = reader.steps(run, layer, fmt.KIND_KERNELS) if fmt.KIND_KERNELS in reader.kinds(run, layer) else []
+    if step in kernel_steps:
+        return reader.bundle(run, layer, fmt.KIND_KERNELS, step).array("kernel"), "kernels"
+    return reader.bundle(run, layer, fmt.KIND_FILTERS, step).array("tiles"), "tiles"
+
+
+def compare(
+    reader: ConvVizReader, layer: str, run_a: str, step_a: int, run_b: str, step_b: int, align: str
+) -> dict:
+    """Per-filter drift of one layer from (run_a, step_a) to (run_b, step_b), most changed first."""
+    fa = reader.bundle(run_a, layer, fmt.KIND_FILTERS, step_a)
+    fb = reader.bundle(run_b, layer, fmt.KIND_FILTERS, step_b)
+    n_a, n_b = fa.meta["info"]["filters"], fb.meta["info"]["filters"]
+    if n_a != n_b or fa.meta["info"]["kernel_size"] != fb.meta["info"]["kernel_size"]:
+        raise BadRequest(
+            f"layer {layer!r} differs between the runs: {n_a} filters of {fa.meta['info']['kernel_size']} "
+            f"vs {n_b} of {fb.meta['info']['kernel_size']}"
+        )
+    wa, basis_a = _weights_for(reader, run_a, layer, step_a)
+    wb, basis_b = _weights_for(reader, run_b, layer, step_b)
+    basis = "kernels" if basis_a == basis_b == "kernels" else "tiles"
+    if basis == "tiles":
+        wa = fa.array("tiles")
+        wb = fb.array("tiles")
+    match = match_filters(wa, wb) if align == "match" else np.arange(n_a)
+    drift = weight_drift(wa, wb[match])
+    if run_a == run_b and align == "index" and fb.meta.get("prev_step") == step_a and step_a != step_b:
+        # Consecutive logs of one run: the callback measured this drift exactly on full weights.
+        drift = {"cosine_distance": fb.array("cosine_distance_prev"), "norm_change": fb.array("norm_change_prev")}
+        basis = "logged"
+    metrics = {k: _floats(v) for k, v in drift.items()}
+    if "act_mean" in fa and "act_mean" in fb:
+        metrics["act_mean_change"] = _floats(fb.array("act_mean")[match] - fa.array("act_mean"))
+    return {
+        "layer": layer,
+        "a": {"run": run_a, "step": step_a},
+        "b": {"run": run_b, "step": step_b},
+        "filters": n_a,
+        "basis": basis,
+        "align": align,
+        "match": match.tolist(),
+        "metrics": metrics,
+        "order": most_changed_first(np.asarray(drift["cosine_distance"], np.float64)).tolist(),
+        "tiles_a": fa.wire("tiles"),
+        "tiles_b": fmt.wire_array(fb.array("tiles")[match]),
+    }

@@ -1,0 +1,120 @@
+"""The CONVVIZ tab's backend: thin werkzeug handlers over `payloads`, validation in `params`."""
+from __future__ import annotations
+
+import json
+import mimetypes
+from pathlib import Path
+from typing import Callable
+
+from tensorboard import plugin_util
+from tensorboard.backend import http_util
+from tensorboard.plugins import base_plugin
+from werkzeug import wrappers
+
+from tb_convviz import format as fmt
+from tb_convviz.plugin import payloads
+from tb_convviz.plugin.params import BadRequest, RequestParams
+from tb_convviz.reader import ConvVizReader, NotFound
+
+
+def frontend_dir() -> Path:
+    """The dashboard's ES modules: inside the installed package, or `frontend/` in a source checkout."""
+    try:
+        import tb_convviz.frontend as shipped  # present in a built wheel
+
+        return Path(next(iter(shipped.__path__)))
+    except ImportError:
+        return Path(__file__).resolve().parents[2] / "frontend"
+
+
+_STATIC_TYPES = {".js": "text/javascript", ".css": "text/css"}
+
+
+def _json(request: wrappers.Request, payload: object, code: int = 200) -> wrappers.Response:
+    return http_util.Respond(request, json.dumps(payload, allow_nan=False), "application/json", code=code)
+
+
+class ConvVizPlugin(base_plugin.TBPlugin):
+    """Serves per-layer filter data and comparisons for the CONVVIZ tab."""
+
+    plugin_name = fmt.PLUGIN_NAME
+
+    def __init__(self, context: base_plugin.TBContext):
+        self._provider = context.data_provider
+        self._static_root = frontend_dir().resolve()
+
+    def get_plugin_apps(self) -> dict[str, Callable]:
+        return {
+            "/index.js": self._serve_entry,
+            "/static/*": self._serve_static,
+            "/index": self._route(lambda r, p: payloads.index(r)),
+            "/layer": self._route(self._layer),
+            "/filter": self._route(self._filter),
+            "/probe": self._route(lambda r, p: payloads.probe(r, p.run())),
+            "/compare": self._route(self._compare),
+        }
+
+    def is_active(self) -> bool:
+        return False  # activity comes from data_plugin_names via the data provider
+
+    def data_plugin_names(self) -> tuple[str, ...]:
+        return (fmt.PLUGIN_NAME,)
+
+    def frontend_metadata(self) -> base_plugin.FrontendMetadata:
+        return base_plugin.FrontendMetadata(es_module_path="/index.js", tab_name="CONVVIZ")
+
+    # -- handlers: parse, call, respond -------------------------------------------------------
+
+    def _route(self, impl: Callable[[ConvVizReader, RequestParams], object]) -> Callable:
+        @wrappers.Request.application
+        def handler(request: wrappers.Request) -> wrappers.Response:
+            reader = ConvVizReader(
+                self._provider, plugin_util.experiment_id(request.environ), plugin_util.context(request.environ)
+            )
+            try:
+                return _json(request, impl(reader, RequestParams(request.args, reader)))
+            except BadRequest as e:
+                return _json(request, {"error": str(e)}, 400)
+            except NotFound as e:
+                return _json(request, {"error": str(e)}, 404)
+
+        return handler
+
+    @staticmethod
+    def _layer(reader: ConvVizReader, p: RequestParams) -> dict:
+        run = p.run()
+        layer = p.layer(run)
+        return payloads.layer(reader, run, layer, p.step(run, layer))
+
+    @staticmethod
+    def _filter(reader: ConvVizReader, p: RequestParams) -> dict:
+        run = p.run()
+        layer = p.layer(run)
+        step = p.step(run, layer)
+        filters = reader.bundle(run, layer, fmt.KIND_FILTERS, step).meta["info"]["filters"]
+        return payloads.filter_detail(reader, run, layer, step, p.filter(filters))
+
+    @staticmethod
+    def _compare(reader: ConvVizReader, p: RequestParams) -> dict:
+        run_a = p.run("run_a")
+        run_b = p.run("run_b")
+        layer = p.layer(run_a)
+        p.layer(run_b)
+        step_a = p.step(run_a, layer, "step_a")
+        step_b = p.step(run_b, layer, "step_b")
+        return payloads.compare(reader, layer, run_a, step_a, run_b, step_b, p.choice("align", ("index", "match")))
+
+    @wrappers.Request.application
+    def _serve_entry(self, request: wrappers.Request) -> wrappers.Response:
+        return self._static_file(request, "index.js")
+
+    @wrappers.Request.application
+    def _serve_static(self, request: wrappers.Request) -> wrappers.Response:
+        return self._static_file(request, request.path.split("/static/", 1)[1])
+
+    def _static_file(self, request: wrappers.Request, relative: str) -> wrappers.Response:
+        """Serve a dashboard file; nothing outside the frontend folder, only .js/.css."""
+        path = (self._static_root / relative).resolve()
+        if self._static_root not in path.parents or path.suffix not in _STATIC_TYPES or not path.is_file():
+            return _json(request, {"error": f"no dashboard file {relative!r}"}, 404)
+        return http_util.Respond(request, path.read_bytes(), _STATIC_TYPES[path.suffix])
