@@ -1,0 +1,65 @@
+"""The summary format: quantization tolerance, bundle round trip, version handling."""
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+from tb_convviz import format as fmt
+
+
+def test_q8_error_is_within_stated_tolerance_per_group():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(16, 5, 3, 3)).astype(np.float32) * rng.uniform(0.01, 10, size=(16, 1, 1, 1)).astype(np.float32)
+    q, lo, step = fmt.quantize(a, groups=1)
+    back = fmt.dequantize(q, lo, step, 1)
+    span = a.reshape(16, -1).max(1) - a.reshape(16, -1).min(1)
+    err = np.abs(back - a).reshape(16, -1).max(1)
+    assert np.all(err <= span / 510 + 1e-6 * np.abs(a).reshape(16, -1).max(1))
+
+
+def test_bundle_round_trip_keeps_meta_and_every_encoding():
+    rng = np.random.default_rng(1)
+    maps = rng.normal(size=(2, 3, 4, 4)).astype(np.float32)
+    blob = fmt.encode_bundle(
+        {
+            "maps": ("q8", maps, 2),
+            "stats": ("f32", np.array([1.5, -2.0], np.float32), 0),
+            "labels": ("i32", np.array([3, 1, 2]), 0),
+            "half": ("f16", np.array([0.5, 0.25]), 0),
+        },
+        {"info": {"filters": 3}},
+    )
+    b = fmt.decode_bundle(blob)
+    assert b.meta == {"info": {"filters": 3}}
+    assert sorted(b.names()) == ["half", "labels", "maps", "stats"]
+    assert np.abs(b.array("maps") - maps).max() <= (maps.max() - maps.min()) / 510 + 1e-6
+    np.testing.assert_array_equal(b.array("stats"), [1.5, -2.0])
+    np.testing.assert_array_equal(b.array("labels"), [3, 1, 2])
+    np.testing.assert_array_equal(b.array("half"), [0.5, 0.25])
+
+
+def test_constant_group_and_non_finite_values_do_not_break_encoding():
+    a = np.array([[2.0, 2.0, 2.0], [np.nan, 1.0, 3.0]], np.float32)
+    b = fmt.decode_bundle(fmt.encode_bundle({"a": ("q8", a, 1)}, {}))
+    out = b.array("a")
+    np.testing.assert_allclose(out[0], [2.0, 2.0, 2.0])
+    assert np.isfinite(out).all()
+
+
+def test_garbage_is_rejected_with_a_clear_error():
+    with pytest.raises(ValueError, match="not a convviz bundle"):
+        fmt.decode_bundle(b"hello world")
+
+
+def test_newer_format_version_warns_instead_of_misreading():
+    content = json.dumps({"version": fmt.FORMAT_VERSION + 1, "kind": "filters"}).encode()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert fmt.parse_plugin_content(content) is None
+    assert any("newer" in str(w.message) for w in caught)
+    assert fmt.parse_plugin_content(fmt.plugin_content("filters")) == {"version": fmt.FORMAT_VERSION, "kind": "filters"}
+
+
+def test_tags_round_trip_with_dotted_layer_names():
+    assert fmt.parse_tag(fmt.tag_for("layer1.0.conv1", "kernels")) == ("layer1.0.conv1", "kernels")

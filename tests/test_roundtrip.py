@@ -1,0 +1,170 @@
+"""Callback → event file → TensorBoard's data provider → arrays equal to the model's own."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from models import bn_cnn, every_conv_kind, probe_images
+from tb_convviz import ConvViz, load
+from tb_convviz.layers import filter_weights
+
+
+def _tolerance(w: np.ndarray) -> np.ndarray:
+    """The stated q8 tolerance, per filter: (max − min) / 510."""
+    flat = w.reshape(w.shape[0], -1)
+    return (flat.max(1) - flat.min(1)) / 510 + 1e-7
+
+
+@pytest.fixture(scope="module")
+def all_kinds_logs(tmp_path_factory):
+    model = every_conv_kind()
+    logdir = tmp_path_factory.mktemp("logs")
+    viz = ConvViz(logdir / "run", probe=probe_images(), keep_all=True)
+    expected = {}
+    for epoch in range(3):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        viz.log(model, epoch)
+        expected[epoch] = {n: filter_weights(m).clone().numpy() for n, m in model.named_modules() if hasattr(m, "transposed")}
+    viz.close()
+    return model, load(logdir), expected
+
+
+KINDS = ["c1d", "t1d", "c2d", "grouped", "depthwise", "t2d", "c3d", "t3d"]
+
+
+@pytest.mark.parametrize("layer", KINDS)
+def test_kernels_equal_model_weights_within_tolerance(all_kinds_logs, layer):
+    model, logs, expected = all_kinds_logs
+    assert logs.steps("run", layer) == [0, 1, 2]
+    for step in (0, 2):
+        want = expected[step][layer]
+        got = logs.kernels("run", layer, step)
+        assert got.shape == want.shape
+        err = np.abs(got - want).reshape(want.shape[0], -1).max(1)
+        assert np.all(err <= _tolerance(want)), (layer, step, err.max())
+
+
+def test_transposed_kernels_are_regrouped_filter_first():
+    conv = nn.ConvTranspose2d(4, 6, 3, groups=2)
+    w = filter_weights(conv)
+    assert w.shape == (6, 2, 3, 3)
+    # Output filter 4 belongs to group 1 (inputs 2..3), column 1 of that group's block.
+    torch.testing.assert_close(w[4], conv.weight.detach()[2:4, 1])
+
+
+def test_layer_facts_describe_each_conv(all_kinds_logs):
+    _, logs, _ = all_kinds_logs
+    info = logs.layer_info("run", "depthwise")
+    assert (info["kind"], info["filters"], info["in_per_group"], info["groups"]) == ("Conv2d", 8, 1, 8)
+    assert logs.layer_info("run", "c3d")["dims"] == 3
+    assert logs.layer_info("run", "t1d")["transposed"] is True
+    assert logs.layers("run") == KINDS  # model order, not alphabetical
+
+
+def test_activation_maps_equal_the_layer_outputs(all_kinds_logs):
+    model, logs, _ = all_kinds_logs
+    outputs = {}
+    hooks = [m.register_forward_hook(lambda _m, _i, o, n=n: outputs.__setitem__(n, o)) for n, m in model.named_modules() if n in KINDS]
+    model.eval()
+    with torch.no_grad():
+        model(probe_images())
+    for h in hooks:
+        h.remove()
+    for name in KINDS:
+        want = outputs[name].numpy()  # weights are those of the last logged step
+        got = logs.activations("run", name, 2)
+        assert got.shape == want.shape
+        span = want.reshape(want.shape[0] * want.shape[1], -1)
+        tol = (span.max(1) - span.min(1)) / 510 + 1e-6
+        assert np.all(np.abs(got - want).reshape(span.shape).max(1) <= tol), name
+        stats = logs.filter_stats("run", name, 2)
+        np.testing.assert_allclose(stats["act_mean"], want.mean(axis=tuple(i for i in range(want.ndim) if i != 1)), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(stats["act_frac_pos"], (want > 0).mean(axis=tuple(i for i in range(want.ndim) if i != 1)), atol=1e-6)
+
+
+def test_effective_kernel_folds_the_following_batchnorm(tmp_path):
+    model = bn_cnn()
+    model.train()
+    with torch.no_grad():  # give BatchNorm non-trivial statistics and affine parameters
+        for _ in range(3):
+            model(torch.randn(8, 3, 6, 6) * 3 + 1)
+        model[1].weight.uniform_(0.5, 2.0)
+        model[1].bias.uniform_(-1, 1)
+    viz = ConvViz(tmp_path, probe=probe_images(size=6))
+    viz.log(model, 0)
+    viz.close()
+    logs = load(tmp_path)
+    run = logs.runs()[0]
+    conv, bn = model[0], model[1]
+    model.eval()
+    x = probe_images(size=6)
+    with torch.no_grad():
+        want = bn(conv(x))
+    eff = torch.from_numpy(logs.effective_kernels(run, "0", 0))
+    bias = torch.from_numpy(logs.bundle(run, "0", "kernels", 0).array("effective_bias"))
+    got = nn.functional.conv2d(x, eff, bias, padding=1)
+    assert torch.allclose(got, want, atol=0.05 * want.abs().max().item())
+    assert logs.layer_info(run, "0")["batchnorm"] == "1"
+
+
+def test_thirty_epochs_are_all_kept_when_loaded(tmp_path):
+    model = nn.Sequential(nn.Conv2d(1, 2, 3))
+    viz = ConvViz(tmp_path / "r", probe=torch.randn(2, 1, 5, 5))
+    for epoch in range(30):
+        viz.log(model, epoch)
+    viz.close()
+    logs = load(tmp_path)
+    assert logs.steps("r", "0") == list(range(30))
+    assert logs.steps("r", "0", "maps") == list(range(30))
+
+
+def test_drift_reports_which_filters_changed(tmp_path):
+    model = nn.Sequential(nn.Conv2d(1, 4, 3))
+    viz = ConvViz(tmp_path, probe=torch.randn(2, 1, 5, 5))
+    viz.log(model, 0)
+    with torch.no_grad():
+        model[0].weight[2] *= -1  # filter 2 flips; the others stay
+    viz.log(model, 1)
+    viz.close()
+    logs = load(tmp_path)
+    drift = logs.filter_stats(logs.runs()[0], "0", 1)["cosine_distance_prev"]
+    np.testing.assert_allclose(drift, [0, 0, 2, 0], atol=1e-5)
+
+
+def test_defaults_keep_big_layer_kernels_only_every_few_logs(tmp_path):
+    model = nn.Sequential(nn.Conv2d(64, 128, 3))  # 73,728 weights: above the every-epoch size
+    viz = ConvViz(tmp_path, probe=torch.randn(1, 64, 5, 5), kernels_every=3)
+    for epoch in range(7):
+        viz.log(model, epoch)
+    viz.log(model, 7, final=True)
+    viz.close()
+    logs = load(tmp_path)
+    run = logs.runs()[0]
+    assert logs.steps(run, "0", "kernels") == [0, 3, 6, 7]
+    assert logs.steps(run, "0") == list(range(8))
+
+
+def test_every_n_epochs_and_layer_selection(tmp_path):
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 3), nn.Conv2d(2, 2, 1))
+    viz = ConvViz(tmp_path, probe=torch.randn(1, 1, 7, 7), layers=lambda name, m: m.kernel_size == (3, 3), every_n_epochs=2)
+    for epoch in range(5):
+        viz.on_epoch_end(model, epoch)
+    viz.close()
+    logs = load(tmp_path)
+    run = logs.runs()[0]
+    assert logs.layers(run) == ["0", "1"]
+    assert logs.steps(run, "0") == [0, 2, 4]
+
+
+def test_shared_summary_writer_is_used_and_left_open(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(tmp_path / "shared")
+    viz = ConvViz(writer, probe=torch.randn(1, 1, 5, 5))
+    viz.log(nn.Sequential(nn.Conv2d(1, 2, 3)), 0)
+    viz.close()
+    writer.add_scalar("loss", 1.0, 0)  # still usable by its owner
+    writer.close()
+    assert load(tmp_path).steps("shared", "0") == [0]
