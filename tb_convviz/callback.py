@@ -28,6 +28,10 @@ def _positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
+class _ProbeForwardFailed(Exception):
+    """The model could not run the probe batch."""
+
+
 @dataclass
 class _LayerMemory:
     """What the callback remembers of one layer between logs, to report drift."""
@@ -112,23 +116,25 @@ class ConvViz:
         first = self._plan is None
         if first:
             layers = conv_layers(model, self._layer_selector)
-            self._plan = _ModelPlan(layers, following_batchnorm(model, layers))
+            with untouched(model):  # tracing runs Python forward code, which may touch buffers
+                self._plan = _ModelPlan(layers, following_batchnorm(model, layers))
         try:
             records = self._collect(model, int(step), final or first)
-        except Exception as e:  # noqa: BLE001 - observers must never stop training
-            if first and self._probe is not None and isinstance(e, RuntimeError):
+        except _ProbeForwardFailed as e:
+            if first:  # a configuration error: say so now rather than warn every epoch
                 self._plan = None
-                raise ValueError(
-                    f"probe of shape {tuple(self._probe.images.shape)} does not fit the model: {e}"
-                ) from e
-            self._warn(f"tb_convviz: logging step {step} failed and was skipped ({type(e).__name__}: {e})")
+                raise ValueError(f"probe of shape {tuple(self._probe.images.shape)} does not fit the model: {e}") from e
+            self._warn(f"the probe forward pass failed ({e})", step)
+            return False
+        except Exception as e:  # noqa: BLE001 - observers must never stop training
+            self._warn(f"logging failed ({type(e).__name__}: {e})", step)
             return False
         try:
             for layer, kind, payload in records:
                 self._writer.write(layer, kind, step, payload)
             self._writer.flush()
         except Exception as e:  # noqa: BLE001 - a full disk must not end the training run
-            self._warn(f"tb_convviz: writing step {step} failed ({type(e).__name__}: {e}); earlier steps are intact")
+            self._warn(f"writing failed ({type(e).__name__}: {e}); earlier steps are intact", step)
             return False
         self._logs_done += 1
         return True
@@ -144,7 +150,7 @@ class ConvViz:
             try:
                 self._writer.close()
             except Exception as e:  # noqa: BLE001
-                self._warn(f"tb_convviz: closing the event file failed ({type(e).__name__}: {e})")
+                self._warn(f"closing the event file failed ({type(e).__name__}: {e})")
 
     def __enter__(self) -> "ConvViz":
         return self
@@ -154,10 +160,16 @@ class ConvViz:
 
     # -- orchestration ------------------------------------------------------------------------
 
-    def _warn(self, message: str) -> None:
-        if message not in self._warned:
-            self._warned.add(message)
-            warnings.warn(message, RuntimeWarning, stacklevel=3)
+    def _warn(self, problem: str, step: Optional[int] = None) -> None:
+        """Warn once per distinct problem: a failure that persists must not flood the training log."""
+        if problem not in self._warned:
+            self._warned.add(problem)
+            where = f" at step {step}" if step is not None else ""
+            warnings.warn(
+                f"tb_convviz: {problem}{where}; training goes on, and this warning is not repeated",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def _collect(self, model: nn.Module, step: int, full: bool) -> list[tuple[str, str, bytes]]:
         """Every record of this step, computed before anything is written."""
@@ -169,7 +181,10 @@ class ConvViz:
             if self._probe is not None:
                 p = model_device(model)
                 dtype = next((q.dtype for q in model.parameters() if q.is_floating_point()), torch.float32)
-                _, outputs = run_with_hooks(model, plan.layers, self._probe.images.to(p, dtype))
+                try:
+                    _, outputs = run_with_hooks(model, plan.layers, self._probe.images.to(p, dtype))
+                except Exception as e:  # noqa: BLE001 - re-raised with its meaning attached
+                    raise _ProbeForwardFailed(f"{type(e).__name__}: {e}") from e
             records = []
             if self._logs_done == 0:
                 records.append((fmt.RUN_LAYER, fmt.KIND_RUN, self._run_record(plan)))
@@ -201,7 +216,7 @@ class ConvViz:
         # A copy, never a view: the drift memory must not follow the live parameter.
         w = filter_weights(conv).to("cpu", torch.float32, copy=True)
         if not torch.isfinite(w).all():
-            self._warn(f"tb_convviz: layer {name!r} has NaN or infinite weights (first seen at step {step})")
+            self._warn(f"layer {name!r} has NaN or infinite weights (logged as 0)", step)
         info = layer_info(conv)
         info["batchnorm"] = plan.batchnorm.get(name)
         memory = plan.memory.get(name)

@@ -1,0 +1,135 @@
+"""Bad input fails early and names the problem; failures during training warn once and go on."""
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tb_convviz import ConvViz, load
+from tb_convviz import callback as callback_module
+
+
+def _net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"every_n_epochs": 0}, "every_n_epochs"),
+        ({"every_n_epochs": 1.5}, "every_n_epochs"),
+        ({"kernels_every": -1}, "kernels_every"),
+        ({"map_size": 0}, "map_size"),
+        ({"map_images": "4"}, "map_images"),
+        ({"keep_all": "yes"}, "keep_all"),
+        ({"layers": 3}, "layers"),
+        ({"probe": torch.randn(3, 3)}, "probe"),
+        ({"probe": torch.zeros(2, 3, 4, 4, dtype=torch.long)}, "probe"),
+        ({"probe": torch.full((1, 3, 4, 4), float("nan"))}, "probe"),
+        ({"probe": (torch.randn(2, 3, 4, 4), torch.tensor([0, 1, 2]))}, "labels"),
+        ({"probe": (torch.randn(2, 3, 4, 4), torch.tensor([0.5, 1.0]))}, "labels"),
+        ({"probe": [1, 2, 3]}, "probe"),
+    ],
+)
+def test_bad_arguments_fail_at_construction_naming_the_argument(tmp_path, kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        ConvViz(tmp_path, **kwargs)
+
+
+def test_unwritable_log_dir_fails_at_construction(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ValueError, match="log_dir"):
+        ConvViz(blocker / "logs")
+
+
+def test_unknown_layer_name_fails_at_first_log_listing_the_real_ones(tmp_path):
+    viz = ConvViz(tmp_path, layers=["0", "conv9"])
+    with pytest.raises(ValueError, match=r"conv9.*conv layers are \['0', '2'\]"):
+        viz.log(_net(), 0)
+
+
+def test_non_conv_layer_name_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="not conv layers"):
+        ConvViz(tmp_path, layers=["1"]).log(_net(), 0)
+
+
+def test_model_without_conv_fails_at_first_log(tmp_path):
+    with pytest.raises(ValueError, match="no conv layer"):
+        ConvViz(tmp_path).log(nn.Sequential(nn.Linear(3, 2)), 0)
+
+
+def test_probe_that_does_not_fit_the_model_fails_at_first_log(tmp_path):
+    viz = ConvViz(tmp_path, probe=torch.randn(2, 5, 8, 8))  # 5 channels into a 3-channel conv
+    with pytest.raises(ValueError, match=r"probe of shape \(2, 5, 8, 8\) does not fit the model"):
+        viz.log(_net(), 0)
+
+
+def _train_with(viz: ConvViz, model: nn.Module, epochs: range) -> list[bool]:
+    results = []
+    for epoch in epochs:
+        with torch.no_grad():
+            model[0].weight.add_(0.01)
+        results.append(viz.log(model, epoch))
+    return results
+
+
+def test_disk_full_warns_once_and_keeps_earlier_steps(tmp_path, monkeypatch):
+    model = _net()
+    viz = ConvViz(tmp_path / "run", probe=torch.randn(2, 3, 8, 8))
+    assert _train_with(viz, model, range(3)) == [True] * 3
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(viz._writer, "write", full_disk)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _train_with(viz, model, range(3, 6)) == [False] * 3
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "No space left" in messages[0]  # one clear warning, not one per epoch
+    monkeypatch.undo()
+    assert viz.log(model, 6)  # the disk frees up: logging resumes
+    viz.close()
+    assert load(tmp_path).steps("run", "0") == [0, 1, 2, 6]
+
+
+def test_analysis_exception_warns_once_and_training_goes_on(tmp_path, monkeypatch):
+    def broken(acts):
+        raise ArithmeticError("analysis bug")
+
+    monkeypatch.setattr(callback_module, "activation_stats", broken)
+    model = _net()
+    viz = ConvViz(tmp_path / "run", probe=torch.randn(2, 3, 8, 8))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = _train_with(viz, model, range(3))
+    assert results == [False] * 3
+    relevant = [w for w in caught if "analysis bug" in str(w.message)]
+    assert len(relevant) == 1 and len(caught) == 1
+    viz.close()
+
+
+def test_nan_weights_warn_once_and_are_still_logged(tmp_path):
+    model = _net()
+    viz = ConvViz(tmp_path / "run", probe=torch.randn(2, 3, 8, 8))
+    with torch.no_grad():
+        model[2].weight[1] = float("nan")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert viz.log(model, 0) and viz.log(model, 1)
+    nan_warnings = [w for w in caught if "NaN" in str(w.message)]
+    assert len(nan_warnings) == 1 and "'2'" in str(nan_warnings[0].message)
+    viz.close()
+    logs = load(tmp_path)
+    assert logs.steps("run", "2") == [0, 1]
+    assert np.isfinite(logs.kernels("run", "2", 1)).all()
+
+
+def test_log_after_close_is_an_error(tmp_path):
+    viz = ConvViz(tmp_path)
+    viz.close()
+    with pytest.raises(RuntimeError, match="after close"):
+        viz.log(_net(), 0)
