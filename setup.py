@@ -26,7 +26,7 @@ setup(
         "werkzeug",
     ],
     extras_require={
-        "test": ["pytest", "playwright", "scikit-learn", "mnist1d"],
+        "test": ["pytest", "playwright", "scikit-learn", "mnist1d", "lightning"],
         "lightning": ["lightning"],
         "demo": ["scikit-learn", "mnist1d"],
     },
