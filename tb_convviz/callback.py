@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 import torch
@@ -12,6 +12,8 @@ from torch import nn
 from tb_convviz import format as fmt
 from tb_convviz.analysis.activations import activation_stats, downsample_maps
 from tb_convviz.analysis.compare import weight_drift
+from tb_convviz.analysis.impact import filter_impact
+from tb_convviz.analysis.perturbation import counterfactual_sensitivity, perturbation_responses
 from tb_convviz.analysis.kernels import filter_stats, fold_batchnorm, kernel_tiles
 from tb_convviz.capture import model_device, run_with_hooks
 from tb_convviz.layers import LayerSelector, conv_layers, filter_weights, following_batchnorm, layer_info, unwrap
@@ -65,6 +67,12 @@ class ConvViz:
         map_size: activation maps are average-pooled so no side exceeds this.
         map_images: activation maps are kept for this many probe images (stats use all).
         keep_all: keep everything: full kernels every log, full-resolution maps of every probe image.
+        perturbations: log each filter's responses to oriented gratings and rotation (2-D), shift and
+            reversal (1-D), Gaussian noise and FGSM/PGD attacks on the probe.
+        counterfactuals: ``{"name": edit(batch) -> batch}``; each filter's sensitivity to each edit
+            (e.g. "remove the watermark") is logged and outliers are flagged.
+        impact: log what the model loses without each filter (exact ablation, Taylor estimate),
+            class selectivity and top activating probe examples. Needs probe labels.
     """
 
     def __init__(
@@ -78,6 +86,9 @@ class ConvViz:
         map_size: int = 16,
         map_images: int = 4,
         keep_all: bool = False,
+        perturbations: bool = True,
+        counterfactuals: Optional[Mapping[str, Callable[[torch.Tensor], torch.Tensor]]] = None,
+        impact: bool = False,
     ):
         self.every_n_epochs = _positive_int(every_n_epochs, "every_n_epochs")
         self.kernels_every = _positive_int(kernels_every, "kernels_every")
@@ -86,10 +97,25 @@ class ConvViz:
         if not isinstance(keep_all, bool):
             raise ValueError(f"keep_all must be True or False, got {keep_all!r}")
         self.keep_all = keep_all
+        for flag, value in (("perturbations", perturbations), ("impact", impact)):
+            if not isinstance(value, bool):
+                raise ValueError(f"{flag} must be True or False, got {value!r}")
+        self.perturbations = perturbations
+        self.impact = impact
+        if counterfactuals is not None and (
+            not isinstance(counterfactuals, Mapping)
+            or not all(isinstance(k, str) and k and "/" not in k and callable(v) for k, v in counterfactuals.items())
+        ):
+            raise ValueError('counterfactuals must map names (no "/") to callables: {"name": edit(batch) -> batch}')
+        self.counterfactuals = dict(counterfactuals or {})
         if not (layers is None or callable(layers) or isinstance(layers, (str, list, tuple, set))):
             raise ValueError(f"layers must be None, a list of module names or a predicate, got {type(layers).__name__}")
         self._layer_selector = layers
         self._probe = make_probe(probe)
+        if (impact or self.counterfactuals) and self._probe is None:
+            raise ValueError("impact and counterfactuals need a probe: pass probe=(images, labels)")
+        if impact and self._probe.labels is None:
+            raise ValueError("impact=True needs probe labels: pass probe=(images, labels)")
         self._writer = RecordWriter(log_dir_or_summary_writer)
         self._plan: Optional[_ModelPlan] = None
         self._logs_done = 0
@@ -177,20 +203,56 @@ class ConvViz:
         assert plan is not None
         full_kernels = self.keep_all or full or self._logs_done % self.kernels_every == 0
         outputs: dict[str, torch.Tensor] = {}
-        with untouched(model), torch.no_grad():
-            if self._probe is not None:
-                p = model_device(model)
-                dtype = next((q.dtype for q in model.parameters() if q.is_floating_point()), torch.float32)
-                try:
-                    _, outputs = run_with_hooks(model, plan.layers, self._probe.images.to(p, dtype))
-                except Exception as e:  # noqa: BLE001 - re-raised with its meaning attached
-                    raise _ProbeForwardFailed(f"{type(e).__name__}: {e}") from e
-            records = []
-            if self._logs_done == 0:
-                records.append((fmt.RUN_LAYER, fmt.KIND_RUN, self._run_record(plan)))
-            for name, conv in plan.layers.items():
-                acts = outputs.get(name)
-                records.extend(self._layer_records(model, name, conv, step, full_kernels, acts))
+        x = None
+        with untouched(model):
+            with torch.no_grad():
+                if self._probe is not None:
+                    dtype = next((q.dtype for q in model.parameters() if q.is_floating_point()), torch.float32)
+                    x = self._probe.images.to(model_device(model), dtype)
+                    try:
+                        _, outputs = run_with_hooks(model, plan.layers, x)
+                    except Exception as e:  # noqa: BLE001 - re-raised with its meaning attached
+                        raise _ProbeForwardFailed(f"{type(e).__name__}: {e}") from e
+                records = []
+                if self._logs_done == 0:
+                    records.append((fmt.RUN_LAYER, fmt.KIND_RUN, self._run_record(plan)))
+                for name, conv in plan.layers.items():
+                    acts = outputs.get(name)
+                    records.extend(self._layer_records(model, name, conv, step, full_kernels, acts))
+            del outputs
+            if x is not None:
+                records.extend(self._analysis_records(model, x, step))
+        return records
+
+    def _analysis_records(self, model: nn.Module, x: torch.Tensor, step: int) -> list[tuple[str, str, bytes]]:
+        """Perturbation and impact records; one failing analysis warns and the others still land."""
+        plan = self._plan
+        assert plan is not None and self._probe is not None
+        labels = self._probe.labels
+        y = labels.to(x.device) if labels is not None else None
+        analyses: list[tuple[str, Callable[[], dict]]] = []
+        if self.perturbations or self.counterfactuals:
+            analyses.append(
+                (
+                    fmt.KIND_PERTURBATION,
+                    lambda: perturbation_responses(model, plan.layers, x, y, counterfactuals=self.counterfactuals)
+                    if self.perturbations
+                    else counterfactual_sensitivity(model, plan.layers, x, self.counterfactuals),
+                )
+            )
+        if self.impact:
+            analyses.append((fmt.KIND_IMPACT, lambda: filter_impact(model, plan.layers, x, y)))
+        records = []
+        for kind, run_analysis in analyses:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # their caveats are for notebooks, not every epoch
+                    per_layer = run_analysis()
+            except Exception as e:  # noqa: BLE001 - the rest of the step still lands
+                self._warn(f"the {kind} analysis failed ({type(e).__name__}: {e})", step)
+                continue
+            for name, arrays in per_layer.items():
+                records.append((name, kind, fmt.encode_bundle({k: fmt.natural_encoding(v) for k, v in arrays.items()}, {})))
         return records
 
     def _run_record(self, plan: _ModelPlan) -> bytes:

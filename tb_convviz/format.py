@@ -41,6 +41,19 @@ KINDS = (KIND_RUN, KIND_FILTERS, KIND_MAPS, KIND_KERNELS, KIND_PERTURBATION, KIN
 
 RUN_LAYER = "_run"  # pseudo-layer under which run-level records live
 
+# Arrays of a perturbation record, grouped by the perturbation that produced them. A user's
+# counterfactual `c` adds "cf/<c>" (relative change), "cf/<c>/cosine", "cf/<c>/z", "cf/<c>/flag".
+PERTURBATION_GROUPS = {
+    "orientation": ("rotation_angles", "tuning", "osi", "preferred_orientation", "tuning_frequency"),
+    "rotation": ("rotation_angles", "rotation_response"),
+    "noise": ("noise_sigmas", "stability"),
+    "adversarial": ("adv_epsilon", "fgsm", "pgd"),
+    "shift": ("shift_fractions", "shift"),
+    "reversal": ("reversal",),
+}
+COUNTERFACTUAL_PREFIX = "cf/"
+TOP_EXAMPLE_PREFIX = "topk_"  # impact-record arrays describing the top activating probe examples
+
 _RAW = {"f16": np.float16, "f32": np.float32, "i32": np.int32, "u8": np.uint8}
 
 
@@ -149,6 +162,16 @@ def wire_array(a: np.ndarray) -> dict:
     """An array computed on the fly, in the same JSON form as `Bundle.wire` (raw float32)."""
     a = np.ascontiguousarray(a, dtype=np.float32)
     return {"shape": list(a.shape), "enc": "f32", "groups": 0, "data": base64.b64encode(a.tobytes()).decode("ascii")}
+
+
+def natural_encoding(a: np.ndarray) -> tuple[str, np.ndarray, int]:
+    """Lossless encoding for small analysis results: i32 for integers, u8 for flags, f32 otherwise."""
+    a = np.asarray(a)
+    if a.dtype == np.bool_:
+        return "u8", a, 0
+    if np.issubdtype(a.dtype, np.integer):
+        return "i32", a, 0
+    return "f32", a, 0
 
 
 def encode_bundle(arrays: Mapping[str, tuple[str, np.ndarray, int]], meta: Mapping[str, Any]) -> bytes:

@@ -119,6 +119,36 @@ class Logs(ConvVizReader):
         b = self.bundle(run, layer, fmt.KIND_FILTERS, step)
         return {n: b.array(n) for n in b.names() if n != "tiles"}
 
+    def perturbation(self, run: str, layer: str, step: int) -> dict[str, np.ndarray]:
+        """Every perturbation-response array of the layer at `step` (keys: format.PERTURBATION_GROUPS)."""
+        b = self.bundle(run, layer, fmt.KIND_PERTURBATION, step)
+        return {n: b.array(n) for n in b.names()}
+
+    def tuning(self, run: str, layer: str, step: int, name: str) -> dict[str, np.ndarray]:
+        """One perturbation's arrays: "orientation", "rotation", "noise", "adversarial", "shift",
+        "reversal", or a counterfactual's name (keys "change", "cosine", "z", "flag")."""
+        arrays = self.perturbation(run, layer, step)
+        if name in fmt.PERTURBATION_GROUPS:
+            found = {k: arrays[k] for k in fmt.PERTURBATION_GROUPS[name] if k in arrays}
+        else:
+            prefix = fmt.COUNTERFACTUAL_PREFIX + name
+            found = {(k[len(prefix) + 1 :] or "change"): v for k, v in arrays.items() if k == prefix or k.startswith(prefix + "/")}
+        if not found:
+            groups = {g for g, keys in fmt.PERTURBATION_GROUPS.items() if any(k in arrays for k in keys)}
+            known = sorted(groups | {k.split("/")[1] for k in arrays if k.startswith(fmt.COUNTERFACTUAL_PREFIX)})
+            raise NotFound(f"no {name!r} response for layer {layer!r} at step {step}; logged: {known}")
+        return found
+
+    def impact(self, run: str, layer: str, step: int) -> dict[str, np.ndarray]:
+        """Per-filter impact arrays by metric: d_accuracy, d_recall (F, classes), taylor_d_loss, …"""
+        b = self.bundle(run, layer, fmt.KIND_IMPACT, step)
+        return {n: b.array(n) for n in b.names() if not n.startswith(fmt.TOP_EXAMPLE_PREFIX)}
+
+    def top_examples(self, run: str, layer: str, step: int) -> dict[str, np.ndarray]:
+        """Top activating probe examples per filter: index, label (F, k), class, concentration, flag (F,)."""
+        b = self.bundle(run, layer, fmt.KIND_IMPACT, step)
+        return {n[len(fmt.TOP_EXAMPLE_PREFIX) :]: b.array(n) for n in b.names() if n.startswith(fmt.TOP_EXAMPLE_PREFIX)}
+
     def layer_info(self, run: str, layer: str) -> dict:
         return self.bundle(run, layer, fmt.KIND_FILTERS).meta["info"]
 

@@ -48,7 +48,12 @@ def test_log_leaves_a_training_batchnorm_model_bitwise_unchanged(tmp_path):
     model[0].weight.requires_grad_(False)
     loss = model(torch.randn(4, 3, 8, 8)).sum()
     loss.backward()  # grads present, as they are mid-training
-    viz = ConvViz(tmp_path, probe=(probe_images(size=8), torch.tensor([0, 1, 2, 0])))
+    viz = ConvViz(
+        tmp_path,
+        probe=(probe_images(size=8), torch.tensor([0, 1, 2, 0])),
+        impact=True,  # ablation and Taylor backward passes run too
+        counterfactuals={"darker": lambda batch: batch * 0.5},
+    )
     for epoch in range(2):
         before = _snapshot(model)
         assert viz.log(model, epoch)
@@ -62,7 +67,8 @@ def test_training_with_and_without_logging_is_identical(tmp_path):
         np.random.seed(3)
         model = bn_cnn()
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        viz = ConvViz(tmp_path / str(log), probe=probe_images(size=8)) if log else None
+        probe = (probe_images(size=8), torch.tensor([0, 1, 2, 0]))
+        viz = ConvViz(tmp_path / str(log), probe=probe, impact=True) if log else None
         for epoch in range(3):
             x = torch.randn(8, 3, 8, 8)
             loss = nn.functional.cross_entropy(model(x), torch.randint(0, 3, (8,)))

@@ -168,3 +168,28 @@ def test_shared_summary_writer_is_used_and_left_open(tmp_path):
     writer.add_scalar("loss", 1.0, 0)  # still usable by its owner
     writer.close()
     assert load(tmp_path).steps("shared", "0") == [0]
+
+
+def test_perturbation_and_impact_records_read_back_per_filter(tmp_path):
+    model = bn_cnn(classes=3)
+    labels = torch.tensor([0, 1, 2, 0])
+    viz = ConvViz(tmp_path, probe=(probe_images(size=8), labels), impact=True, counterfactuals={"darker": lambda b: b * 0.5})
+    viz.log(model, 0)
+    viz.close()
+    logs = load(tmp_path)
+    run = logs.runs()[0]
+    orientation = logs.tuning(run, "0", 0, "orientation")
+    assert orientation["tuning"].shape == (6, orientation["rotation_angles"].shape[0])
+    assert logs.tuning(run, "4", 0, "noise")["stability"].shape[0] == 8
+    assert set(logs.tuning(run, "0", 0, "darker")) == {"change", "cosine", "z", "flag"}
+    impact = logs.impact(run, "4", 0)
+    assert impact["d_accuracy"].shape == (8,) and impact["d_recall"].shape == (8, 3)
+    top = logs.top_examples(run, "4", 0)
+    assert top["index"].shape[0] == 8 and np.all(top["index"] < 4)
+    with pytest.raises(LookupError, match="logged:"):
+        logs.tuning(run, "0", 0, "no-such-perturbation")
+
+
+def test_impact_without_labels_fails_at_construction(tmp_path):
+    with pytest.raises(ValueError, match="impact=True needs probe labels"):
+        ConvViz(tmp_path, probe=probe_images(), impact=True)
