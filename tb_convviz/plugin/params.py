@@ -55,10 +55,12 @@ class RequestParams:
             raise NotFound(f"run {run!r} has no conv layer {layer!r}")
         return layer
 
-    def step(self, run: str, layer: str, name: str = "step") -> int:
+    def step(self, run: str, layer: str, name: str = "step", kind: str = fmt.KIND_FILTERS) -> int:
         step = self.integer(name)
-        if step not in self._reader.steps(run, layer):
-            raise NotFound(f"layer {layer!r} of run {run!r} was not logged at step {step}")
+        if kind not in self._reader.kinds(run, layer):
+            raise NotFound(f"layer {layer!r} of run {run!r} has no {kind!r} records (see ConvViz options)")
+        if step not in self._reader.steps(run, layer, kind):
+            raise NotFound(f"layer {layer!r} of run {run!r} has no {kind!r} record at step {step}")
         return step
 
     def filter(self, filters: int, name: str = "filter") -> int:

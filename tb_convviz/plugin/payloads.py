@@ -106,7 +106,48 @@ def filter_detail(reader: ConvVizReader, run: str, layer: str, step: int, index:
         history["steps"].append(s)
         for name, value in stats.items():
             history.setdefault(name, []).append(value)
+    kinds = reader.kinds(run, layer)
+    for kind in (fmt.KIND_PERTURBATION, fmt.KIND_IMPACT):
+        if kind in kinds:
+            history[kind] = _analysis_history(reader, run, layer, kind, index, filters.meta["info"]["filters"])
     out["history"] = history
+    return out
+
+
+def _analysis_history(
+    reader: ConvVizReader, run: str, layer: str, kind: str, index: int, n_filters: int
+) -> dict[str, list]:
+    """Per-filter scalars of an analysis over every step it was logged (how a filter's impact grew)."""
+    history: dict[str, list] = {"steps": []}
+    for s in reader.steps(run, layer, kind):
+        record = reader.bundle(run, layer, kind, s)
+        history["steps"].append(s)
+        for name in record.names():
+            a = record.array(name)
+            if a.shape == (n_filters,):  # one value per filter
+                history.setdefault(name, []).append(_floats(a[index : index + 1])[0])
+    return history
+
+
+def _plain(bundle: fmt.Bundle) -> dict[str, dict]:
+    """Small analysis arrays as {name: {"shape", "values"}} (values flat, row-major, NaN → null)."""
+    out = {}
+    for name in bundle.names():
+        a = bundle.array(name)
+        out[name] = {"shape": list(a.shape), "values": _floats(a)}
+    return out
+
+
+def analysis(reader: ConvVizReader, run: str, layer: str, step: int, kind: str) -> dict:
+    """A layer's perturbation responses or impact table at `step`, every filter at once."""
+    record = reader.bundle(run, layer, kind, step)
+    arrays = _plain(record)
+    out = {"run": run, "layer": layer, "step": step, "kind": kind, "arrays": arrays}
+    if kind == fmt.KIND_PERTURBATION:
+        out["groups"] = {g: [k for k in keys if k in arrays] for g, keys in fmt.PERTURBATION_GROUPS.items()}
+        out["counterfactuals"] = sorted(
+            {k.split("/")[1] for k in arrays if k.startswith(fmt.COUNTERFACTUAL_PREFIX)}
+        )
     return out
 
 

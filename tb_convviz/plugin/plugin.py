@@ -52,6 +52,8 @@ class ConvVizPlugin(base_plugin.TBPlugin):
             "/filter": self._route(self._filter),
             "/probe": self._route(lambda r, p: payloads.probe(r, p.run())),
             "/compare": self._route(self._compare),
+            "/perturbation": self._route(self._analysis(fmt.KIND_PERTURBATION)),
+            "/impact": self._route(self._analysis(fmt.KIND_IMPACT)),
         }
 
     def is_active(self) -> bool:
@@ -93,6 +95,15 @@ class ConvVizPlugin(base_plugin.TBPlugin):
         step = p.step(run, layer)
         filters = reader.bundle(run, layer, fmt.KIND_FILTERS, step).meta["info"]["filters"]
         return payloads.filter_detail(reader, run, layer, step, p.filter(filters))
+
+    @staticmethod
+    def _analysis(kind: str) -> Callable[[ConvVizReader, RequestParams], dict]:
+        def impl(reader: ConvVizReader, p: RequestParams) -> dict:
+            run = p.run()
+            layer = p.layer(run)
+            return payloads.analysis(reader, run, layer, p.step(run, layer, kind=kind), kind)
+
+        return impl
 
     @staticmethod
     def _compare(reader: ConvVizReader, p: RequestParams) -> dict:
