@@ -1,1 +1,44 @@
-export function render() { document.body.textContent = "convviz"; }
+// Entry point TensorBoard imports inside the CONVVIZ tab's iframe; it calls render().
+
+import { Store } from "./static/store.js";
+import { mountCompare } from "./static/views/compare.js";
+import { mountDetail } from "./static/views/detail.js";
+import { mountLayerView } from "./static/views/layer.js";
+import { mountRanking } from "./static/views/ranking.js";
+import { mountSlider } from "./static/views/slider.js";
+import { mountStatus } from "./static/views/status.js";
+import { mountToolbar } from "./static/views/toolbar.js";
+
+export function render() {
+  const style = document.createElement("link");
+  style.rel = "stylesheet";
+  style.href = new URL("./static/convviz.css", import.meta.url).href;
+  document.head.append(style);
+  const meta = document.createElement("meta");
+  meta.name = "color-scheme";
+  meta.content = "light dark";
+  document.head.append(meta);
+
+  const store = new Store();
+  const app = document.createElement("div");
+  app.className = "cvz-app";
+  app.dataset.testid = "convviz-root";
+  const main = document.createElement("main");
+  main.className = "cvz-main";
+  const primary = document.createElement("div");
+  primary.className = "cvz-primary";
+  const side = document.createElement("aside");
+  side.className = "cvz-side";
+  main.append(primary, side);
+
+  mountToolbar(app, store);
+  mountSlider(app, store);
+  mountStatus(app, store);
+  app.append(main);
+  mountLayerView(primary, store);
+  mountCompare(primary, store);
+  mountRanking(side, store);
+  mountDetail(side, store);
+  document.body.append(app);
+  store.load();
+}

@@ -1,0 +1,69 @@
+// Fetches the plugin's JSON routes. Relative URLs resolve against the iframe's
+// <base href="plugin/convviz/">, so "layer" is /data/plugin/convviz/layer.
+
+/** A route answered with an error, or could not be reached; `message` is for people. */
+export class ApiError extends Error {
+  /** @param {string} message @param {number} status HTTP status, 0 when unreachable */
+  constructor(message, status) {
+    super(message);
+    this.status = status;
+  }
+}
+
+/**
+ * @param {string} route
+ * @param {Record<string, string|number>} [params]
+ * @returns {Promise<any>} the parsed JSON body, with `receivedAt` (performance.now()) added
+ */
+async function getJson(route, params) {
+  const query = params ? `?${new URLSearchParams(Object.entries(params).map(([k, v]) => [k, String(v)]))}` : "";
+  let response;
+  try {
+    response = await fetch(route + query, { credentials: "same-origin" });
+  } catch (e) {
+    throw new ApiError(`cannot reach TensorBoard (${e instanceof Error ? e.message : e})`, 0);
+  }
+  let body;
+  try {
+    body = await response.json();
+  } catch {
+    throw new ApiError(`${route}: TensorBoard answered HTTP ${response.status} without data`, response.status);
+  }
+  if (!response.ok) {
+    throw new ApiError(body && typeof body.error === "string" ? body.error : `HTTP ${response.status}`, response.status);
+  }
+  body.receivedAt = performance.now();
+  return body;
+}
+
+/** Runs → layers (facts, logged steps) → probe summary. */
+export const fetchIndex = () => getJson("index");
+
+/** One layer at one step: stats, tiles, activation maps. */
+export const fetchLayer = (/** @type {string} */ run, /** @type {string} */ layer, /** @type {number} */ step) =>
+  getJson("layer", { run, layer, step });
+
+/** One filter: slices, maps and history over every logged step. */
+export const fetchFilter = (
+  /** @type {string} */ run,
+  /** @type {string} */ layer,
+  /** @type {number} */ step,
+  /** @type {number} */ filter,
+) => getJson("filter", { run, layer, step, filter });
+
+/** The run's probe inputs and labels. */
+export const fetchProbe = (/** @type {string} */ run) => getJson("probe", { run });
+
+/**
+ * Per-filter drift of one layer between two (run, step) snapshots.
+ * @param {{layer: string, runA: string, stepA: number, runB: string, stepB: number, align: "index"|"match"}} q
+ */
+export const fetchCompare = (q) =>
+  getJson("compare", {
+    layer: q.layer,
+    run_a: q.runA,
+    step_a: q.stepA,
+    run_b: q.runB,
+    step_b: q.stepB,
+    align: q.align,
+  });

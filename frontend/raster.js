@@ -1,0 +1,125 @@
+// Turns arrays into pixels: how one filter (or one activation map) is laid out as a small
+// image, the colour scale it is drawn with, and the drawing itself.
+
+/**
+ * Where each pixel of an item's image takes its value from.
+ * @typedef {{width: number, height: number, offsets: Int32Array}} ItemLayout
+ *   offsets[y * width + x] is an index into the item's values, or -1 for a separator pixel.
+ * @typedef {{lo: number, hi: number}} Scale  values map linearly from lo..hi to the colormap
+ */
+
+/**
+ * Lay out an item shaped (channels, ...spatial):
+ * 1-D (C, L): a heat strip, one row per channel;
+ * 2-D (C, H, W): channels side by side;
+ * 3-D (C, D, H, W): per channel, a row of depth slices; channels stacked.
+ * @param {number[]} shape
+ * @returns {ItemLayout}
+ */
+export function itemLayout(shape) {
+  const [channels, ...spatial] = shape;
+  /** @type {(c: number, y: number, x: number) => [number, number]} */
+  let place;
+  let width;
+  let height;
+  if (spatial.length === 1) {
+    const [len] = spatial;
+    width = len;
+    height = channels;
+    place = (c, y, x) => [x, c];
+  } else if (spatial.length === 2) {
+    const [h, w] = spatial;
+    width = channels * w + (channels - 1);
+    height = h;
+    place = (c, y, x) => [c * (w + 1) + x, y];
+  } else {
+    const [d, h, w] = spatial;
+    width = d * w + (d - 1);
+    height = channels * h + (channels - 1);
+    // y runs over (depth, row): depth slices go left to right.
+    place = (c, y, x) => [Math.floor(y / h) * (w + 1) + x, c * (h + 1) + (y % h)];
+  }
+  const offsets = new Int32Array(width * height).fill(-1);
+  const rows = spatial.length === 3 ? spatial[0] * spatial[1] : spatial.length === 2 ? spatial[0] : 1;
+  const cols = spatial[spatial.length - 1];
+  for (let c = 0; c < channels; c++) {
+    for (let y = 0; y < rows; y++) {
+      for (let x = 0; x < cols; x++) {
+        const [px, py] = place(c, y, x);
+        offsets[py * width + px] = (c * rows + y) * cols + x;
+      }
+    }
+  }
+  return { width, height, offsets };
+}
+
+/**
+ * Weights: symmetric around 0 so white means 0. Activations: min..max.
+ * @param {ArrayLike<number>} values @param {"diverging"|"sequential"} kind @returns {Scale}
+ */
+export function scaleOf(values, kind) {
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  if (!Number.isFinite(lo)) return { lo: -1, hi: 1 };
+  if (kind === "diverging") {
+    const m = Math.max(Math.abs(lo), Math.abs(hi)) || 1;
+    return { lo: -m, hi: m };
+  }
+  return hi > lo ? { lo, hi } : { lo: lo - 1, hi: hi + 1 };
+}
+
+/**
+ * Paint one item into `image` at (x0, y0), one pixel per value.
+ * @param {ImageData} image
+ * @param {ArrayLike<number>} values  the item's values
+ * @param {ItemLayout} layout
+ * @param {Scale} scale
+ * @param {Uint8ClampedArray} lut 256-entry RGBA
+ * @param {number} x0 @param {number} y0
+ */
+export function paintItem(image, values, layout, scale, lut, x0, y0) {
+  const { data, width: iw } = image;
+  const k = 255 / (scale.hi - scale.lo);
+  for (let y = 0; y < layout.height; y++) {
+    let p = 4 * ((y0 + y) * iw + x0);
+    for (let x = 0; x < layout.width; x++, p += 4) {
+      const o = layout.offsets[y * layout.width + x];
+      if (o < 0) continue; // separator stays transparent
+      const v = values[o];
+      const t = Number.isFinite(v) ? Math.max(0, Math.min(255, Math.round((v - scale.lo) * k))) : 0;
+      data[p] = lut[4 * t];
+      data[p + 1] = lut[4 * t + 1];
+      data[p + 2] = lut[4 * t + 2];
+      data[p + 3] = Number.isFinite(v) ? 255 : 64;
+    }
+  }
+}
+
+/**
+ * One item drawn to a canvas at `zoom` CSS pixels per value (crisp, no smoothing).
+ * @param {ArrayLike<number>} values @param {number[]} shape (channels, ...spatial)
+ * @param {Scale} scale @param {Uint8ClampedArray} lut @param {number} zoom
+ * @returns {HTMLCanvasElement}
+ */
+export function itemCanvas(values, shape, scale, lut, zoom) {
+  const layout = itemLayout(shape);
+  const source = new OffscreenCanvas(layout.width, layout.height);
+  const image = new ImageData(layout.width, layout.height);
+  paintItem(image, values, layout, scale, lut, 0, 0);
+  source.getContext("2d").putImageData(image, 0, 0);
+  const canvas = document.createElement("canvas");
+  const dpr = window.devicePixelRatio || 1;
+  canvas.style.width = `${layout.width * zoom}px`;
+  canvas.style.height = `${layout.height * zoom}px`;
+  canvas.width = Math.round(layout.width * zoom * dpr);
+  canvas.height = Math.round(layout.height * zoom * dpr);
+  const ctx = canvas.getContext("2d");
+  ctx.imageSmoothingEnabled = false;
+  ctx.drawImage(source, 0, 0, canvas.width, canvas.height);
+  return canvas;
+}

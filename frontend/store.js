@@ -1,0 +1,241 @@
+// The one store: every piece of dashboard state, and the actions that change it (loading
+// data through api.js on the way). Views read `store.state`, call actions and subscribe.
+
+import * as api from "./api.js";
+
+/**
+ * @typedef {{name: string, info: LayerInfo, steps: number[], kernel_steps: number[], kinds: string[]}} LayerEntry
+ * @typedef {{kind: string, dims: number, filters: number, in_per_group: number, kernel_size: number[],
+ *   groups: number, stride: number[], transposed: boolean, has_bias: boolean, batchnorm: ?string}} LayerInfo
+ * @typedef {{run: string, layers: LayerEntry[], probe: ?{n: number, shape: number[], has_labels: boolean}}} RunEntry
+ * @typedef {{status: "idle"|"loading"|"ready"|"error", data: any, error: string}} Load
+ * @typedef {"filters"|"epochs"|"runs"} Mode
+ * @typedef {{
+ *   phase: "loading"|"empty"|"error"|"ready", message: string,
+ *   runs: RunEntry[], run: string, layer: string, step: number,
+ *   mode: Mode, show: "weights"|"activations", norm: "filter"|"layer",
+ *   sort: "index"|"cosine_distance_prev"|"cosine_distance_first"|"l2"|"act_mean", image: number,
+ *   layerData: Load, filter: ?number, detail: Load, probes: Record<string, Load>, overlay: number,
+ *   compare: {stepA: number, runB: string, stepB: number, align: "index"|"match",
+ *     sort: "cosine_distance"|"norm_change"|"act_mean_change", load: Load},
+ * }} State
+ */
+
+/** @type {Load} */
+const IDLE = Object.freeze({ status: "idle", data: null, error: "" });
+
+/** @param {any} data @returns {Load} */
+const ready = (data) => ({ status: "ready", data, error: "" });
+/** @param {unknown} e @returns {Load} */
+const failed = (e) => ({ status: "error", data: null, error: e instanceof Error ? e.message : String(e) });
+/** @type {Load} */
+const LOADING = Object.freeze({ status: "loading", data: null, error: "" });
+
+export class Store {
+  constructor() {
+    /** @type {State} */
+    this.state = {
+      phase: "loading",
+      message: "Loading convviz runs…",
+      runs: [],
+      run: "",
+      layer: "",
+      step: 0,
+      mode: "filters",
+      show: "weights",
+      norm: "filter",
+      sort: "index",
+      image: 0,
+      layerData: IDLE,
+      filter: null,
+      detail: IDLE,
+      probes: {},
+      overlay: 0.6,
+      compare: { stepA: 0, runB: "", stepB: 0, align: "match", sort: "cosine_distance", load: IDLE },
+    };
+    /** @type {Set<(s: State, prev: State) => void>} */
+    this.listeners = new Set();
+  }
+
+  /** @param {(s: State, prev: State) => void} fn */
+  subscribe(fn) {
+    this.listeners.add(fn);
+    fn(this.state, this.state);
+  }
+
+  /** @param {Partial<State>} patch */
+  set(patch) {
+    const prev = this.state;
+    this.state = { ...prev, ...patch };
+    for (const fn of this.listeners) fn(this.state, prev);
+  }
+
+  // -- lookups -------------------------------------------------------------------------------
+
+  /** @param {string} [run] @returns {RunEntry|undefined} */
+  runEntry(run = this.state.run) {
+    return this.state.runs.find((r) => r.run === run);
+  }
+
+  /** @param {string} [run] @param {string} [layer] @returns {LayerEntry|undefined} */
+  layerEntry(run = this.state.run, layer = this.state.layer) {
+    return this.runEntry(run)?.layers.find((l) => l.name === layer);
+  }
+
+  /** Runs whose `layer` has the same filters and kernel size as in the current run: comparable. */
+  comparableRuns() {
+    const here = this.layerEntry();
+    if (!here) return [];
+    return this.state.runs.filter((r) => {
+      const other = r.layers.find((l) => l.name === here.name);
+      return (
+        other &&
+        other.info.filters === here.info.filters &&
+        other.info.kernel_size.join("x") === here.info.kernel_size.join("x")
+      );
+    });
+  }
+
+  // -- actions -------------------------------------------------------------------------------
+
+  /** Load the run index, then the first run's first layer at its last step. */
+  async load() {
+    this.set({ phase: "loading", message: "Loading convviz runs…" });
+    let index;
+    try {
+      index = await api.fetchIndex();
+    } catch (e) {
+      this.set({ phase: "error", message: `Could not load convviz runs: ${failed(e).error}` });
+      return;
+    }
+    const runs = /** @type {RunEntry[]} */ (index.runs).filter((r) => r.layers.length > 0);
+    if (runs.length === 0) {
+      this.set({
+        phase: "empty",
+        runs: [],
+        message: "No convviz data in this logdir: add ConvViz(...) to your training loop.",
+      });
+      return;
+    }
+    const keep = this.state.run && runs.some((r) => r.run === this.state.run) ? this.state.run : runs[0].run;
+    this.set({ phase: "ready", message: "", runs });
+    this.selectRun(keep);
+  }
+
+  /** @param {string} run */
+  selectRun(run) {
+    const entry = this.runEntry(run);
+    if (!entry) return;
+    const layer = entry.layers.some((l) => l.name === this.state.layer) ? this.state.layer : entry.layers[0].name;
+    this.set({ run });
+    this.selectLayer(layer);
+  }
+
+  /** @param {string} layer */
+  selectLayer(layer) {
+    const entry = this.layerEntry(this.state.run, layer);
+    if (!entry) return;
+    const step = entry.steps.includes(this.state.step) ? this.state.step : entry.steps[entry.steps.length - 1];
+    this.set({ layer, filter: null, detail: IDLE });
+    this.selectStep(step);
+    this.resetCompare();
+  }
+
+  /** @param {number} step */
+  async selectStep(step) {
+    const { run, layer } = this.state;
+    this.set({ step, layerData: { ...this.state.layerData, status: "loading" } });
+    const load = await api.fetchLayer(run, layer, step).then(ready, failed);
+    if (this.state.run !== run || this.state.layer !== layer || this.state.step !== step) return; // stale
+    this.set({ layerData: load });
+    if (this.state.filter !== null) this.loadDetail();
+    if (this.state.mode !== "filters") this.loadCompare();
+  }
+
+  /** @param {Partial<Pick<State, "show"|"norm"|"sort"|"image"|"overlay">>} patch */
+  setView(patch) {
+    this.set(patch);
+  }
+
+  /** @param {Mode} mode */
+  setMode(mode) {
+    this.set({ mode });
+    if (mode !== "filters") this.loadCompare();
+  }
+
+  /** @param {?number} filter */
+  selectFilter(filter) {
+    this.set({ filter, detail: filter === null ? IDLE : LOADING });
+    if (filter !== null) this.loadDetail();
+  }
+
+  async loadDetail() {
+    const { run, layer, step, filter } = this.state;
+    if (filter === null) return;
+    if (this.state.detail.status !== "ready" || this.state.detail.data?.filter !== filter) {
+      this.set({ detail: LOADING });
+    }
+    const probeWanted = this.runEntry(run)?.probe && !this.state.probes[run];
+    const [detail, probe] = await Promise.all([
+      api.fetchFilter(run, layer, step, filter).then(ready, failed),
+      probeWanted ? api.fetchProbe(run).then(ready, failed) : Promise.resolve(null),
+    ]);
+    if (probe) this.set({ probes: { ...this.state.probes, [run]: probe } });
+    const now = this.state;
+    if (now.run !== run || now.layer !== layer || now.step !== step || now.filter !== filter) return;
+    this.set({ detail });
+  }
+
+  /**
+   * Side by side, A is always the current run: at `stepA` against the slider's step (epochs), or at
+   * the slider's step against `runB` at `stepB` (runs). Defaults: the first step; the next comparable
+   * run at its last step.
+   */
+  resetCompare() {
+    const entry = this.layerEntry();
+    if (!entry) return;
+    const others = this.comparableRuns().filter((r) => r.run !== this.state.run);
+    const runB = others.length ? others[0].run : this.state.run;
+    const stepsB = this.layerEntry(runB)?.steps ?? entry.steps;
+    this.set({
+      compare: {
+        ...this.state.compare,
+        stepA: entry.steps[0],
+        runB,
+        stepB: stepsB[stepsB.length - 1],
+        load: IDLE,
+      },
+    });
+    if (this.state.mode !== "filters") this.loadCompare();
+  }
+
+  /** @param {Partial<State["compare"]>} patch */
+  setCompare(patch) {
+    const compare = { ...this.state.compare, ...patch };
+    if (patch.runB !== undefined) {
+      const steps = this.layerEntry(compare.runB)?.steps ?? [];
+      if (!steps.includes(compare.stepB)) compare.stepB = steps[steps.length - 1];
+    }
+    this.set({ compare });
+    if (patch.sort === undefined || Object.keys(patch).length > 1) this.loadCompare();
+  }
+
+  /** The query the side-by-side view needs in the current mode. */
+  compareQuery() {
+    const { mode, run, layer, step, compare } = this.state;
+    if (mode === "epochs") {
+      return { layer, runA: run, stepA: compare.stepA, runB: run, stepB: step, align: /** @type {const} */ ("index") };
+    }
+    return { layer, runA: run, stepA: step, runB: compare.runB, stepB: compare.stepB, align: compare.align };
+  }
+
+  async loadCompare() {
+    if (this.state.mode === "filters" || !this.state.layer) return;
+    const query = this.compareQuery();
+    const key = JSON.stringify(query);
+    this.set({ compare: { ...this.state.compare, load: { ...this.state.compare.load, status: "loading" } } });
+    const load = await api.fetchCompare(query).then(ready, failed);
+    if (JSON.stringify(this.compareQuery()) !== key || this.state.mode === "filters") return; // stale
+    this.set({ compare: { ...this.state.compare, load } });
+  }
+}

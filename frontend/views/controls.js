@@ -1,0 +1,108 @@
+// Small form controls shared by the views: a labelled <select> and a segmented button group.
+// Option labels come from data (run and layer names) and are set as text, never as HTML.
+
+/**
+ * @param {string} tag @param {string} [className] @param {string} [text]
+ * @returns {HTMLElement}
+ */
+export function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+/**
+ * A labelled select.
+ * @param {string} label @param {string} testid @param {(value: string) => void} onChange
+ */
+export function labelledSelect(label, testid, onChange) {
+  const wrap = /** @type {HTMLLabelElement} */ (el("label", "cvz-field"));
+  wrap.append(el("span", "cvz-field-label", label));
+  const select = document.createElement("select");
+  select.dataset.testid = testid;
+  select.addEventListener("change", () => onChange(select.value));
+  wrap.append(select);
+  return {
+    element: wrap,
+    select,
+    /**
+     * @param {Array<{value: string, text: string, disabled?: boolean}>} options
+     * @param {string} value
+     */
+    setOptions(options, value) {
+      const same =
+        select.options.length === options.length &&
+        options.every((o, i) => select.options[i].value === o.value && select.options[i].text === o.text &&
+          select.options[i].disabled === Boolean(o.disabled));
+      if (!same) {
+        select.replaceChildren(
+          ...options.map((o) => {
+            const option = document.createElement("option");
+            option.value = o.value;
+            option.textContent = o.text;
+            option.disabled = Boolean(o.disabled);
+            return option;
+          }),
+        );
+      }
+      select.value = value;
+    },
+  };
+}
+
+/**
+ * A row of toggle buttons, one pressed.
+ * @param {string} label @param {string} testid
+ * @param {Array<{value: string, text: string}>} options
+ * @param {(value: string) => void} onChange
+ */
+export function segmented(label, testid, options, onChange) {
+  const wrap = el("div", "cvz-field");
+  wrap.append(el("span", "cvz-field-label", label));
+  const group = el("div", "cvz-segmented");
+  group.setAttribute("role", "group");
+  group.setAttribute("aria-label", label);
+  group.dataset.testid = testid;
+  /** @type {Map<string, HTMLButtonElement>} */
+  const buttons = new Map();
+  for (const o of options) {
+    const button = /** @type {HTMLButtonElement} */ (el("button", "cvz-segment", o.text));
+    button.type = "button";
+    button.dataset.value = o.value;
+    button.addEventListener("click", () => onChange(o.value));
+    buttons.set(o.value, button);
+    group.append(button);
+  }
+  wrap.append(group);
+  return {
+    element: wrap,
+    /** @param {string} value @param {Record<string, string>} [disabled] value → reason */
+    setValue(value, disabled = {}) {
+      for (const [v, button] of buttons) {
+        button.setAttribute("aria-pressed", String(v === value));
+        button.disabled = v in disabled;
+        button.title = disabled[v] ?? "";
+      }
+    },
+  };
+}
+
+/**
+ * A number for people: 3 significant digits, "—" when missing.
+ * @param {?number|undefined} v @param {number} [digits]
+ */
+export function formatNumber(v, digits = 3) {
+  if (v === null || v === undefined || !Number.isFinite(v)) return "—";
+  if (v === 0) return "0";
+  const a = Math.abs(v);
+  if (a >= 1e4 || a < 1e-3) return v.toExponential(digits - 1);
+  return v.toPrecision(digits);
+}
+
+/** @param {?number|undefined} v a relative change */
+export function formatPercent(v) {
+  if (v === null || v === undefined || !Number.isFinite(v)) return "—";
+  const p = v * 100;
+  return `${p > 0 ? "+" : ""}${Math.abs(p) < 0.1 && p !== 0 ? p.toExponential(1) : p.toFixed(1)}%`;
+}

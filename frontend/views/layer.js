@@ -1,0 +1,179 @@
+// The filter grid of one layer at one step: weights (diverging colormap) or activation maps on
+// one probe image (viridis), per-filter or per-layer colour scale, in the chosen order.
+
+import { DIVERGING, SEQUENTIAL, cssGradient } from "../colormap.js";
+import { scaleOf } from "../raster.js";
+import { along, decodeWire } from "../wire.js";
+import { el, formatNumber, formatPercent, segmented } from "./controls.js";
+import { FilterGrid } from "./grid.js";
+import { layerFacts } from "./toolbar.js";
+
+/** @typedef {import("../store.js").State} State */
+
+/**
+ * Cells in display order: by index, or by a per-filter stat, largest first, missing values last.
+ * @param {number} count @param {?Array<?number>} stat
+ */
+export function orderBy(count, stat) {
+  const order = Array.from({ length: count }, (_, i) => i);
+  if (!stat) return order;
+  const key = (/** @type {number} */ i) => (stat[i] === null || !Number.isFinite(stat[i]) ? -Infinity : stat[i]);
+  return order.sort((a, b) => key(b) - key(a) || a - b);
+}
+
+/**
+ * The legend under a grid: colour bar and what its ends mean.
+ * @param {HTMLElement} box @param {"diverging"|"sequential"} kind @param {?import("../raster.js").Scale} scale
+ */
+export function drawLegend(box, kind, scale) {
+  const bar = el("span", "cvz-legend-bar");
+  bar.style.background = cssGradient(kind === "diverging" ? DIVERGING : SEQUENTIAL);
+  const what = kind === "diverging" ? "weight" : "activation";
+  if (scale) {
+    box.replaceChildren(
+      el("span", "cvz-legend-end", formatNumber(scale.lo)),
+      bar,
+      el("span", "cvz-legend-end", formatNumber(scale.hi)),
+      el("span", "cvz-legend-note", `${what}, one scale for the whole layer`),
+    );
+  } else {
+    const lo = kind === "diverging" ? "−max|w|" : "min";
+    const hi = kind === "diverging" ? "+max|w|" : "max";
+    box.replaceChildren(
+      el("span", "cvz-legend-end", lo),
+      bar,
+      el("span", "cvz-legend-end", hi),
+      el("span", "cvz-legend-note", `${what}, each filter scaled to its own range`),
+    );
+  }
+}
+
+/** @param {HTMLElement} root @param {import("../store.js").Store} store */
+export function mountLayerView(root, store) {
+  const card = el("section", "cvz-card");
+  card.dataset.testid = "layer-view";
+  const head = el("div", "cvz-card-head");
+  const title = el("h2", "cvz-card-title");
+  title.dataset.testid = "layer-title";
+  const facts = el("div", "cvz-card-sub");
+  head.append(title, facts);
+  const tools = el("div", "cvz-card-tools");
+  const imageRow = el("div", "cvz-image-row");
+  const legend = el("div", "cvz-legend");
+  legend.dataset.testid = "legend";
+  tools.append(legend, imageRow);
+  const note = el("p", "cvz-note");
+  note.dataset.testid = "layer-note";
+
+  /** @type {any} */
+  let stats = null;
+  const grid = new FilterGrid({
+    testid: "filter-grid",
+    label: "Filters of the selected layer",
+    describe: (f) => [
+      ["L2 norm", formatNumber(stats?.l2?.[f])],
+      ["mean |w|", formatNumber(stats?.mean_abs?.[f])],
+      ["drift vs previous", formatNumber(stats?.cosine_distance_prev?.[f])],
+      ["norm change vs previous", formatPercent(stats?.norm_change_prev?.[f])],
+      ["act mean", formatNumber(stats?.act_mean?.[f])],
+      ...(stats?.dead?.[f] ? [/** @type {[string, string]} */ (["status", "dead (zero weights)"])] : []),
+    ],
+    onSelect: (f) => store.selectFilter(f),
+  });
+  card.append(head, tools, note, grid.element);
+  root.append(card);
+
+  /** Decoded arrays of the payload last drawn, so toggles do not decode again. */
+  let decoded = { data: /** @type {any} */ (null), tiles: /** @type {any} */ (null), maps: /** @type {any} */ (null) };
+
+  store.subscribe((s, prev) => {
+    card.hidden = s.phase !== "ready" || s.mode !== "filters";
+    if (card.hidden) return;
+    const data = s.layerData.data;
+    card.dataset.loading = String(s.layerData.status === "loading");
+    const entry = store.layerEntry();
+    title.textContent = s.layer ? `Layer ${s.layer}` : "";
+    facts.textContent = entry ? `${layerFacts(entry.info)} · step ${s.step}` : "";
+    if (s.layerData.status === "error") {
+      note.textContent = `Could not load this layer: ${s.layerData.error}`;
+      note.hidden = false;
+      return;
+    }
+    if (!data || (data.run !== s.run || data.layer !== s.layer)) {
+      note.textContent = `Loading layer ${s.layer}…`;
+      note.hidden = false;
+      return;
+    }
+    const same =
+      decoded.data === data &&
+      prev.show === s.show &&
+      prev.norm === s.norm &&
+      prev.sort === s.sort &&
+      prev.image === s.image &&
+      prev.filter === s.filter &&
+      prev.mode === s.mode;
+    if (same) return;
+    if (decoded.data !== data) decoded = { data, tiles: decodeWire(data.tiles), maps: data.maps ? decodeWire(data.maps) : null };
+    stats = data.stats;
+    const count = data.info.filters;
+
+    const imageValues = (data.map_images ?? []).map(String);
+    imageRow.replaceChildren();
+    const showMaps = s.show === "activations";
+    if (showMaps && decoded.maps) {
+      const picker = segmented(
+        "Probe image",
+        "image-picker",
+        imageValues.map((v, i) => ({ value: String(i), text: `#${v}` })),
+        (v) => store.setView({ image: Number(v) }),
+      );
+      picker.setValue(String(Math.min(s.image, imageValues.length - 1)));
+      imageRow.append(picker.element);
+    }
+
+    const order = orderBy(count, s.sort === "index" ? null : stats[s.sort] ?? null);
+    /** @type {import("./grid.js").GridSpec} */
+    let spec;
+    if (showMaps && decoded.maps) {
+      const image = along(decoded.maps, Math.min(s.image, decoded.maps.shape[0] - 1));
+      spec = {
+        values: image.values,
+        itemShape: [1, ...image.shape.slice(1)],
+        count,
+        order,
+        lut: SEQUENTIAL,
+        kind: "sequential",
+        norm: s.norm,
+        selected: s.filter,
+        strip: image.shape.length === 2,
+        receivedAt: data.receivedAt,
+      };
+      note.textContent = `Activation maps of probe image #${imageValues[Math.min(s.image, imageValues.length - 1)]}, averaged down to at most 16 per side.`;
+      note.hidden = false;
+    } else {
+      spec = {
+        values: decoded.tiles.values,
+        itemShape: decoded.tiles.shape.slice(1),
+        count,
+        order,
+        lut: DIVERGING,
+        kind: "diverging",
+        norm: s.norm,
+        selected: s.filter,
+        strip: decoded.tiles.shape.length === 3,
+        receivedAt: data.receivedAt,
+      };
+      const meanOfChannels = data.info.in_per_group > 3;
+      note.textContent = showMaps
+        ? "No activation maps at this step: the run was logged without a probe."
+        : meanOfChannels
+          ? `Each cell is the filter's mean over its ${data.info.in_per_group} input channels; click a filter for every slice.`
+          : "";
+      note.hidden = note.textContent === "";
+    }
+    drawLegend(legend, spec.kind, s.norm === "layer" ? scaleOf(spec.values, spec.kind) : null);
+    grid.draw(spec);
+    grid.canvas.dataset.step = String(data.step);
+    grid.canvas.dataset.layer = data.layer;
+  });
+}

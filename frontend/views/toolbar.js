@@ -1,0 +1,90 @@
+// The toolbar: run and layer pickers, which view (filters / epoch vs epoch / run vs run),
+// and how the grid is drawn (weights or activations, normalization, sort order).
+
+import { el, labelledSelect, segmented } from "./controls.js";
+
+/** @typedef {import("../store.js").Store} Store */
+
+/** @param {import("../store.js").LayerInfo} info */
+export function layerFacts(info) {
+  const parts = [
+    info.kind,
+    `${info.filters} filters`,
+    `${info.kernel_size.join("×")} kernel`,
+    `${info.in_per_group} input channel${info.in_per_group === 1 ? "" : "s"}${info.groups > 1 ? ` per group (${info.groups} groups)` : ""}`,
+  ];
+  if (info.batchnorm) parts.push(`BatchNorm ${info.batchnorm} follows`);
+  return parts.join(" · ");
+}
+
+/** @param {HTMLElement} root @param {Store} store */
+export function mountToolbar(root, store) {
+  const bar = el("div", "cvz-toolbar");
+  bar.dataset.testid = "toolbar";
+  const run = labelledSelect("Run", "run-picker", (v) => store.selectRun(v));
+  const layer = labelledSelect("Layer", "layer-picker", (v) => store.selectLayer(v));
+  const mode = segmented(
+    "View",
+    "mode-picker",
+    [
+      { value: "filters", text: "Filters" },
+      { value: "epochs", text: "Epoch vs epoch" },
+      { value: "runs", text: "Run vs run" },
+    ],
+    (v) => store.setMode(/** @type {import("../store.js").Mode} */ (v)),
+  );
+  const show = segmented(
+    "Show",
+    "show-picker",
+    [
+      { value: "weights", text: "Weights" },
+      { value: "activations", text: "Activations" },
+    ],
+    (v) => store.setView({ show: /** @type {"weights"|"activations"} */ (v) }),
+  );
+  const norm = segmented(
+    "Color scale",
+    "norm-picker",
+    [
+      { value: "filter", text: "Per filter" },
+      { value: "layer", text: "Per layer" },
+    ],
+    (v) => store.setView({ norm: /** @type {"filter"|"layer"} */ (v) }),
+  );
+  const sort = labelledSelect("Order", "sort-picker", (v) =>
+    store.setView({ sort: /** @type {import("../store.js").State["sort"]} */ (v) }),
+  );
+  bar.append(run.element, layer.element, mode.element, show.element, norm.element, sort.element);
+  root.append(bar);
+
+  store.subscribe((s) => {
+    bar.hidden = s.phase !== "ready";
+    if (bar.hidden) return;
+    run.setOptions(
+      s.runs.map((r) => ({ value: r.run, text: r.run })),
+      s.run,
+    );
+    const layers = store.runEntry()?.layers ?? [];
+    layer.setOptions(
+      layers.map((l) => ({ value: l.name, text: `${l.name} — ${l.info.kind} ${l.info.filters}` })),
+      s.layer,
+    );
+    const others = store.comparableRuns().filter((r) => r.run !== s.run);
+    mode.setValue(s.mode, others.length ? {} : { runs: "No other run logs this layer with the same shape" });
+    const hasMaps = store.layerEntry()?.kinds.includes("maps");
+    show.setValue(s.show, hasMaps ? {} : { activations: "This run was logged without a probe: no activations" });
+    norm.setValue(s.norm);
+    show.element.hidden = s.mode !== "filters";
+    sort.element.hidden = s.mode !== "filters";
+    sort.setOptions(
+      [
+        { value: "index", text: "Filter index" },
+        { value: "cosine_distance_prev", text: "Most changed since previous step" },
+        { value: "cosine_distance_first", text: "Most changed since first step" },
+        { value: "l2", text: "Largest L2 norm" },
+        { value: "act_mean", text: "Highest mean activation" },
+      ],
+      s.sort,
+    );
+  });
+}

@@ -1,0 +1,180 @@
+"""Fixtures for the CONVVIZ tab in a real browser: logs from the real callback, a real
+`tensorboard` process serving them, and headless Chromium driven by Playwright."""
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import torch
+from torch import nn
+
+from tb_convviz import ConvViz
+
+CHROMIUM = shutil.which("chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+XSS_RUN = "<img src=x onerror=alert(1)>"
+RUNS_2D = ("baseline", XSS_RUN)
+RUN_1D = "signal_1d"
+EPOCHS = 6
+
+
+def image_net() -> nn.Sequential:
+    """Two conv layers (8 and 16 filters), BatchNorm after the first."""
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 4),
+    )
+
+
+def signal_net() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv1d(2, 6, 5, padding=2),
+        nn.ReLU(),
+        nn.Conv1d(6, 6, 3),
+        nn.AdaptiveAvgPool1d(1),
+        nn.Flatten(),
+        nn.Linear(6, 3),
+    )
+
+
+def train_and_log(model: nn.Module, logdir: Path, inputs: torch.Tensor, labels: torch.Tensor, seed: int) -> None:
+    """A few epochs of plain SGD with a large step, so filters visibly change between epochs.
+
+    The update is written out rather than taken from torch.optim, whose first use imports
+    torch._dynamo (seconds).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with ConvViz(str(logdir), probe=(inputs[:4], labels[:4])) as viz:
+        for epoch in range(EPOCHS):
+            for _ in range(3):
+                batch = torch.randint(0, inputs.shape[0], (16,), generator=gen)
+                model.zero_grad()
+                nn.functional.cross_entropy(model(inputs[batch]), labels[batch]).backward()
+                with torch.no_grad():
+                    for p in model.parameters():
+                        p -= 0.5 * p.grad
+            viz.log(model, epoch)
+
+
+def write_logs(root: Path) -> Path:
+    """Two Conv2d runs (one named like an HTML injection) and a Conv1d run."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: more threads only contend (100x slower on 2 busy cores)
+    try:
+        _write_runs(root)
+    finally:
+        torch.set_num_threads(threads)
+    return root
+
+
+def _write_runs(root: Path) -> None:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(64, 3, 12, 12, generator=g)
+    image_labels = (images[:, 0].mean(dim=(1, 2)) > 0).long() + 2 * (images[:, 1, :6].mean(dim=(1, 2)) > 0).long()
+    for seed, run in enumerate(RUNS_2D):
+        torch.manual_seed(seed)
+        train_and_log(image_net(), root / run, images, image_labels, seed)
+    signals = torch.randn(48, 2, 32, generator=g)
+    signal_labels = (signals[:, 0].mean(dim=1) > 0).long() + (signals[:, 1].mean(dim=1) > 0).long()
+    torch.manual_seed(7)
+    train_and_log(signal_net(), root / RUN_1D, signals, signal_labels, 7)
+
+
+@pytest.fixture(scope="session")
+def logdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_logs(tmp_path_factory.mktemp("convviz_logs"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_tensorboard(logdir: Path, expect_runs: int, timeout: float = 60.0) -> tuple[subprocess.Popen, str]:
+    """A real `tensorboard` serving `logdir`, returned once the convviz index lists `expect_runs` runs."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"tensorboard exited with {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/data/plugin/convviz/index", timeout=2) as r:
+                if len(json.load(r)["runs"]) >= expect_runs:
+                    return proc, url
+        except (OSError, ValueError, KeyError):
+            pass
+        if time.monotonic() > deadline:
+            stop_process(proc)
+            raise RuntimeError(f"tensorboard did not serve {expect_runs} convviz runs within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def tensorboard_url(logdir: Path) -> Iterator[str]:
+    proc, url = start_tensorboard(logdir, expect_runs=len(RUNS_2D) + 1)
+    try:
+        yield url
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator["object"]:
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium): browser tests need it")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser) -> Iterator["object"]:
+    """A fresh page; any JavaScript dialog (alert from injected markup) fails the test."""
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    pg = context.new_page()
+    dialogs: list[str] = []
+    errors: list[str] = []
+    pg.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        yield pg
+    finally:
+        context.close()
+    assert dialogs == [], f"a dialog opened: {dialogs}"
+    assert errors == [], f"uncaught errors in the page: {errors}"
