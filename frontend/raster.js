@@ -108,10 +108,8 @@ export function paintItem(image, values, layout, scale, lut, x0, y0) {
  */
 export function itemCanvas(values, shape, scale, lut, zoom) {
   const layout = itemLayout(shape);
-  const source = new OffscreenCanvas(layout.width, layout.height);
   const image = new ImageData(layout.width, layout.height);
   paintItem(image, values, layout, scale, lut, 0, 0);
-  source.getContext("2d").putImageData(image, 0, 0);
   const canvas = document.createElement("canvas");
   const dpr = window.devicePixelRatio || 1;
   canvas.style.width = `${layout.width * zoom}px`;
@@ -120,6 +118,130 @@ export function itemCanvas(values, shape, scale, lut, zoom) {
   canvas.height = Math.round(layout.height * zoom * dpr);
   const ctx = canvas.getContext("2d");
   ctx.imageSmoothingEnabled = false;
-  ctx.drawImage(source, 0, 0, canvas.width, canvas.height);
+  ctx.drawImage(bitmap(image), 0, 0, canvas.width, canvas.height);
+  return canvas;
+}
+
+/**
+ * A probe input as an image: RGB when it has 3 channels, else the channel mean in grey;
+ * stretched to its own min..max.
+ * @param {Float32Array} values (C, H, W) @param {number[]} shape
+ * @returns {ImageData}
+ */
+export function probeImage(values, shape) {
+  const [channels, h, w] = shape;
+  const n = h * w;
+  const image = new ImageData(w, h);
+  const rgb = channels === 3;
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const v of values) {
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  const k = hi > lo ? 255 / (hi - lo) : 0;
+  for (let i = 0; i < n; i++) {
+    let r;
+    let g;
+    let b;
+    if (rgb) {
+      r = values[i];
+      g = values[n + i];
+      b = values[2 * n + i];
+    } else {
+      let sum = 0;
+      for (let c = 0; c < channels; c++) sum += values[c * n + i];
+      r = g = b = sum / channels;
+    }
+    image.data[4 * i] = (r - lo) * k;
+    image.data[4 * i + 1] = (g - lo) * k;
+    image.data[4 * i + 2] = (b - lo) * k;
+    image.data[4 * i + 3] = 255;
+  }
+  return image;
+}
+
+/** @param {ImageData} image */
+function bitmap(image) {
+  const c = new OffscreenCanvas(image.width, image.height);
+  c.getContext("2d").putImageData(image, 0, 0);
+  return c;
+}
+
+/**
+ * A probe image with a filter's activation map laid over it (viridis, `alpha` opaque).
+ * The map is stretched over the whole input: a conv's output covers its input.
+ * @param {{values: Float32Array, shape: number[]}} input (C, H, W)
+ * @param {{values: Float32Array, shape: number[]}} map (h, w)
+ * @param {Scale} scale @param {Uint8ClampedArray} lut @param {number} alpha 0..1
+ * @param {number} cssWidth
+ * @returns {HTMLCanvasElement}
+ */
+export function overlayCanvas(input, map, scale, lut, alpha, cssWidth) {
+  const [, h, w] = input.shape;
+  const cssHeight = Math.round((cssWidth * h) / w);
+  const dpr = window.devicePixelRatio || 1;
+  const canvas = document.createElement("canvas");
+  canvas.style.width = `${cssWidth}px`;
+  canvas.style.height = `${cssHeight}px`;
+  canvas.width = Math.round(cssWidth * dpr);
+  canvas.height = Math.round(cssHeight * dpr);
+  const ctx = canvas.getContext("2d");
+  ctx.imageSmoothingEnabled = false;
+  ctx.drawImage(bitmap(probeImage(input.values, input.shape)), 0, 0, canvas.width, canvas.height);
+  const layout = itemLayout([1, ...map.shape]);
+  const heat = new ImageData(layout.width, layout.height);
+  paintItem(heat, map.values, layout, scale, lut, 0, 0);
+  ctx.globalAlpha = alpha;
+  ctx.imageSmoothingEnabled = true;
+  ctx.drawImage(bitmap(heat), 0, 0, canvas.width, canvas.height);
+  return canvas;
+}
+
+/**
+ * A 1-D probe input (grey lines, one per channel) with a filter's activation over time on top
+ * (coloured line, and a viridis strip underneath).
+ * @param {{values: Float32Array, shape: number[]}} input (C, L)
+ * @param {Float32Array} activation (l,)
+ * @param {Scale} scale @param {Uint8ClampedArray} lut
+ * @param {number} cssWidth @param {number} cssHeight
+ * @param {{input: string, activation: string}} colors
+ * @returns {HTMLCanvasElement}
+ */
+export function signalCanvas(input, activation, scale, lut, cssWidth, cssHeight, colors) {
+  const dpr = window.devicePixelRatio || 1;
+  const canvas = document.createElement("canvas");
+  canvas.style.width = `${cssWidth}px`;
+  canvas.style.height = `${cssHeight}px`;
+  canvas.width = Math.round(cssWidth * dpr);
+  canvas.height = Math.round(cssHeight * dpr);
+  const ctx = canvas.getContext("2d");
+  ctx.scale(dpr, dpr);
+  const strip = 10;
+  const plotH = cssHeight - strip - 4;
+  /** @param {ArrayLike<number>} ys @param {number} lo @param {number} hi */
+  const line = (ys, lo, hi) => {
+    ctx.beginPath();
+    for (let i = 0; i < ys.length; i++) {
+      const x = ys.length === 1 ? cssWidth / 2 : (i / (ys.length - 1)) * cssWidth;
+      const y = 2 + (1 - (ys[i] - lo) / (hi - lo || 1)) * (plotH - 4);
+      if (i === 0) ctx.moveTo(x, y);
+      else ctx.lineTo(x, y);
+    }
+    ctx.stroke();
+  };
+  const [channels, len] = input.shape;
+  const inScale = scaleOf(input.values, "sequential");
+  ctx.strokeStyle = colors.input;
+  ctx.lineWidth = 1;
+  for (let c = 0; c < channels; c++) line(input.values.subarray(c * len, (c + 1) * len), inScale.lo, inScale.hi);
+  ctx.strokeStyle = colors.activation;
+  ctx.lineWidth = 2;
+  line(activation, scale.lo, scale.hi);
+  const layout = itemLayout([1, activation.length]);
+  const heat = new ImageData(layout.width, 1);
+  paintItem(heat, activation, layout, scale, lut, 0, 0);
+  ctx.imageSmoothingEnabled = false;
+  ctx.drawImage(bitmap(heat), 0, cssHeight - strip, cssWidth, strip);
   return canvas;
 }

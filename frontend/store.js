@@ -21,6 +21,9 @@ import * as api from "./api.js";
  * }} State
  */
 
+/** Layer answers kept for the slider: a 512-filter layer's answer is about 1 MB. */
+const LAYER_CACHE_SIZE = 24;
+
 /** @type {Load} */
 const IDLE = Object.freeze({ status: "idle", data: null, error: "" });
 
@@ -40,7 +43,7 @@ export class Store {
       runs: [],
       run: "",
       layer: "",
-      step: 0,
+      step: -1, // none yet: the first layer opens at its last step
       mode: "filters",
       show: "weights",
       norm: "filter",
@@ -55,6 +58,8 @@ export class Store {
     };
     /** @type {Set<(s: State, prev: State) => void>} */
     this.listeners = new Set();
+    /** Recent /layer answers by "run\0layer\0step", so scrubbing back over the slider is instant. */
+    this.layerCache = new Map();
   }
 
   /** @param {(s: State, prev: State) => void} fn */
@@ -137,17 +142,26 @@ export class Store {
     if (!entry) return;
     const step = entry.steps.includes(this.state.step) ? this.state.step : entry.steps[entry.steps.length - 1];
     this.set({ layer, filter: null, detail: IDLE });
-    this.selectStep(step);
     this.resetCompare();
+    this.selectStep(step);
   }
 
   /** @param {number} step */
   async selectStep(step) {
     const { run, layer } = this.state;
-    this.set({ step, layerData: { ...this.state.layerData, status: "loading" } });
-    const load = await api.fetchLayer(run, layer, step).then(ready, failed);
-    if (this.state.run !== run || this.state.layer !== layer || this.state.step !== step) return; // stale
-    this.set({ layerData: load });
+    const key = [run, layer, step].join("\0");
+    const cached = this.layerCache.get(key);
+    const layerData = cached ? ready({ ...cached, receivedAt: performance.now() }) : { ...this.state.layerData, status: "loading" };
+    this.set({ step, layerData });
+    if (!cached) {
+      const load = await api.fetchLayer(run, layer, step).then(ready, failed);
+      if (this.state.run !== run || this.state.layer !== layer || this.state.step !== step) return; // stale
+      if (load.status === "ready") {
+        this.layerCache.set(key, load.data);
+        if (this.layerCache.size > LAYER_CACHE_SIZE) this.layerCache.delete(this.layerCache.keys().next().value);
+      }
+      this.set({ layerData: load });
+    }
     if (this.state.filter !== null) this.loadDetail();
     if (this.state.mode !== "filters") this.loadCompare();
   }
@@ -160,6 +174,16 @@ export class Store {
   /** @param {Mode} mode */
   setMode(mode) {
     this.set({ mode });
+    if (mode === "epochs") {
+      // Two different steps: A the first, B the slider's step (or the last, if the slider is at the first).
+      const steps = this.layerEntry()?.steps ?? [];
+      if (steps.length > 1 && this.state.step === steps[0]) {
+        this.set({ compare: { ...this.state.compare, stepA: steps[0] } });
+        this.selectStep(steps[steps.length - 1]);
+        return;
+      }
+      if (this.state.compare.stepA >= this.state.step) this.set({ compare: { ...this.state.compare, stepA: steps[0] } });
+    }
     if (mode !== "filters") this.loadCompare();
   }
 
@@ -206,7 +230,6 @@ export class Store {
         load: IDLE,
       },
     });
-    if (this.state.mode !== "filters") this.loadCompare();
   }
 
   /** @param {Partial<State["compare"]>} patch */

@@ -1,12 +1,266 @@
-// Side by side (work in progress).
+// Side by side: one layer at epoch A vs epoch B of a run, or in run A vs run B. Both grids put
+// the same filters (or, across runs, matched filters) in the same cell; a table ranks the
+// filters by drift, norm change or activation change.
+
+import { DIVERGING } from "../colormap.js";
+import { scaleOf } from "../raster.js";
+import { decodeWire } from "../wire.js";
+import { el, formatNumber, formatPercent, labelledSelect, segmented } from "./controls.js";
+import { FilterGrid } from "./grid.js";
+import { drawLegend } from "./layer.js";
+
+/** @typedef {"cosine_distance"|"norm_change"|"act_mean_change"} Metric */
+
+/** What each basis means, in words. */
+const BASIS = {
+  kernels: "Compared on full kernels: both steps kept every input channel of every filter.",
+  tiles:
+    "Compared on the grid tiles (input channels averaged): full kernels were not kept at both steps, so drift is approximate.",
+  logged: "Drift as logged during training: the callback measured these consecutive steps exactly, on the full weights.",
+};
+
+/** @type {Record<Metric, string>} */
+const METRIC_NAMES = {
+  cosine_distance: "Drift (cosine distance)",
+  norm_change: "Norm change",
+  act_mean_change: "Activation change",
+};
+
+/**
+ * Most changed first: drift descending; norm and activation change by magnitude. Ties by index.
+ * @param {any} data the /compare payload @param {Metric} metric @returns {number[]}
+ */
+export function rankBy(data, metric) {
+  const values = data.metrics[metric];
+  if (!values) return data.order;
+  const key = (/** @type {number} */ i) => {
+    const v = values[i];
+    if (v === null || !Number.isFinite(v)) return -Infinity;
+    return metric === "cosine_distance" ? v : Math.abs(v);
+  };
+  return Array.from({ length: data.filters }, (_, i) => i).sort((a, b) => key(b) - key(a) || a - b);
+}
 
 /** @param {HTMLElement} root @param {import("../store.js").Store} store */
 export function mountCompare(root, store) {
-  const card = document.createElement("section");
-  card.className = "cvz-card";
+  const card = el("section", "cvz-card cvz-compare");
   card.dataset.testid = "compare-view";
-  root.append(card);
-  store.subscribe((s) => {
-    card.hidden = s.mode === "filters";
+  const head = el("div", "cvz-card-head");
+  const title = el("h2", "cvz-card-title");
+  const sub = el("div", "cvz-card-sub");
+  head.append(title, sub);
+
+  const controls = el("div", "cvz-compare-controls");
+  const stepA = labelledSelect("Step A", "compare-step-a", (v) => {
+    if (store.state.mode === "epochs") store.setCompare({ stepA: Number(v) });
+    else store.selectStep(Number(v));
   });
+  const stepB = labelledSelect("Step B", "compare-step-b", (v) => {
+    if (store.state.mode === "epochs") store.selectStep(Number(v));
+    else store.setCompare({ stepB: Number(v) });
+  });
+  const runB = labelledSelect("Run B", "compare-run-b", (v) => store.setCompare({ runB: v }));
+  const align = segmented(
+    "Pair filters",
+    "align-picker",
+    [
+      { value: "match", text: "By similarity" },
+      { value: "index", text: "By index" },
+    ],
+    (v) => store.setCompare({ align: /** @type {"index"|"match"} */ (v) }),
+  );
+  const legend = el("div", "cvz-legend");
+  controls.append(stepA.element, runB.element, stepB.element, align.element, legend);
+
+  const basis = el("p", "cvz-basis");
+  basis.dataset.testid = "compare-basis";
+  const message = el("p", "cvz-note");
+  message.dataset.testid = "compare-message";
+
+  /** @type {any} */
+  let data = null;
+  /** @type {Metric} */
+  let metric = "cosine_distance";
+  /** @param {number} f @returns {Array<[string, string]>} */
+  const describe = (f) => [
+    ["drift (cosine)", formatNumber(data?.metrics.cosine_distance[f])],
+    ["norm change", formatPercent(data?.metrics.norm_change[f])],
+    ["activation change", formatNumber(data?.metrics.act_mean_change?.[f])],
+  ];
+  const gridA = new FilterGrid({
+    testid: "compare-grid-a",
+    label: "Filters at A",
+    describe,
+    onSelect: (f) => store.selectFilter(f),
+  });
+  const gridB = new FilterGrid({
+    testid: "compare-grid-b",
+    label: "The same filters at B",
+    describe,
+    name: (f) => (data && data.match[f] !== f ? `Filter #${data.match[f]} (matches A #${f})` : `Filter #${f}`),
+    onSelect: (f) => store.selectFilter(f),
+  });
+  const sideA = el("div", "cvz-compare-side");
+  const labelA = el("div", "cvz-compare-label");
+  labelA.dataset.testid = "compare-label-a";
+  sideA.append(labelA, gridA.element);
+  const sideB = el("div", "cvz-compare-side");
+  const labelB = el("div", "cvz-compare-label");
+  labelB.dataset.testid = "compare-label-b";
+  sideB.append(labelB, gridB.element);
+  const pair = el("div", "cvz-compare-grids");
+  pair.append(sideA, sideB);
+
+  const table = el("table", "cvz-table");
+  table.dataset.testid = "compare-table";
+  const thead = el("thead");
+  const headRow = el("tr");
+  /** @type {Map<Metric, HTMLButtonElement>} */
+  const sortButtons = new Map();
+  headRow.append(el("th", "cvz-num", "Rank"), el("th", "cvz-num", "A"), el("th", "cvz-num", "B"));
+  for (const m of /** @type {Metric[]} */ (Object.keys(METRIC_NAMES))) {
+    const th = el("th", m === "cosine_distance" ? "cvz-bar-col" : "cvz-num");
+    const button = /** @type {HTMLButtonElement} */ (el("button", "cvz-sort", METRIC_NAMES[m]));
+    button.type = "button";
+    button.dataset.testid = `sort-${m}`;
+    button.title = `Most changed first by ${METRIC_NAMES[m].toLowerCase()}`;
+    button.addEventListener("click", () => store.setCompare({ sort: m }));
+    sortButtons.set(m, button);
+    th.append(button);
+    headRow.append(th);
+  }
+  thead.append(headRow);
+  const tbody = el("tbody");
+  table.append(thead, tbody);
+  const tableWrap = el("div", "cvz-table-wrap");
+  tableWrap.append(table);
+
+  card.append(head, controls, basis, message, pair, tableWrap);
+  root.append(card);
+
+  /** What was drawn last, so unrelated state changes do not redraw. */
+  let drawn = { data: /** @type {any} */ (null), sort: "", norm: "", filter: /** @type {?number} */ (null) };
+  /** @type {{data: any, a: any, b: any}} */
+  let decoded = { data: null, a: null, b: null };
+
+  store.subscribe((s) => {
+    card.hidden = s.phase !== "ready" || s.mode === "filters";
+    if (card.hidden) {
+      drawn = { data: null, sort: "", norm: "", filter: null };
+      return;
+    }
+    const entry = store.layerEntry();
+    const steps = entry?.steps ?? [];
+    const epochs = s.mode === "epochs";
+    const q = store.compareQuery();
+    title.textContent = `${epochs ? "Epoch vs epoch" : "Run vs run"} · layer ${s.layer}`;
+    sub.textContent = epochs
+      ? `run ${s.run}: how each filter changed between two steps`
+      : `the same layer in two runs, filters ${q.align === "match" ? "paired by similarity" : "paired by index"}`;
+    const stepOptions = (/** @type {number[]} */ list) => list.map((x) => ({ value: String(x), text: String(x) }));
+    stepA.setOptions(stepOptions(steps), String(q.stepA));
+    stepA.element.querySelector(".cvz-field-label").textContent = epochs ? "Step A" : `Step A (${s.run})`;
+    runB.element.hidden = epochs;
+    align.element.hidden = epochs;
+    if (!epochs) {
+      runB.setOptions(
+        store.comparableRuns().map((r) => ({ value: r.run, text: r.run })),
+        q.runB,
+      );
+      align.setValue(q.align);
+    }
+    stepB.setOptions(stepOptions(store.layerEntry(q.runB)?.steps ?? []), String(q.stepB));
+
+    const load = s.compare.load;
+    card.dataset.loading = String(load.status === "loading");
+    if (load.status === "error") {
+      message.textContent = `Could not compare: ${load.error}`;
+      message.hidden = false;
+      pair.hidden = tableWrap.hidden = basis.hidden = true;
+      drawn.data = null;
+      return;
+    }
+    if (!load.data) {
+      message.textContent = "Comparing…";
+      message.hidden = false;
+      pair.hidden = tableWrap.hidden = basis.hidden = true;
+      return;
+    }
+    message.hidden = true;
+    pair.hidden = tableWrap.hidden = basis.hidden = false;
+    if (drawn.data === load.data && drawn.sort === s.compare.sort && drawn.norm === s.norm && drawn.filter === s.filter) return;
+    drawn = { data: load.data, sort: s.compare.sort, norm: s.norm, filter: s.filter };
+    data = load.data;
+    metric = s.compare.sort;
+    if (decoded.data !== data) decoded = { data, a: decodeWire(data.tiles_a), b: decodeWire(data.tiles_b) };
+
+    basis.textContent = `${BASIS[/** @type {keyof typeof BASIS} */ (data.basis)] ?? data.basis}${
+      data.align === "match" ? " Filters of B are paired with A's by weight similarity (|cosine|, greedy), as independently trained runs learn similar filters in different slots." : ""
+    }`;
+    basis.dataset.basis = data.basis;
+    labelA.textContent = `A · ${data.a.run} · step ${data.a.step}`;
+    labelB.textContent = `B · ${data.b.run} · step ${data.b.step}`;
+
+    const order = rankBy(data, metric);
+    const [sa, sb] = [scaleOf(decoded.a.values, "diverging"), scaleOf(decoded.b.values, "diverging")];
+    const shared = s.norm === "layer" ? { lo: Math.min(sa.lo, sb.lo), hi: Math.max(sa.hi, sb.hi) } : undefined;
+    drawLegend(legend, "diverging", shared ?? null, "one scale for A and B");
+    for (const [grid, tiles] of [[gridA, decoded.a], [gridB, decoded.b]]) {
+      grid.draw({
+        values: tiles.values,
+        itemShape: tiles.shape.slice(1),
+        count: data.filters,
+        order,
+        lut: DIVERGING,
+        kind: "diverging",
+        norm: s.norm,
+        layerScale: shared,
+        selected: s.filter,
+        strip: tiles.shape.length === 3,
+        receivedAt: data.receivedAt,
+      });
+    }
+    for (const [m, button] of sortButtons) button.setAttribute("aria-pressed", String(m === metric));
+    fillTable(tbody, data, order, s.filter, (f) => store.selectFilter(f));
+    card.dataset.sort = metric;
+  });
+}
+
+/**
+ * @param {HTMLElement} tbody @param {any} data @param {number[]} order @param {?number} selected
+ * @param {(filter: number) => void} onSelect
+ */
+function fillTable(tbody, data, order, selected, onSelect) {
+  const drift = data.metrics.cosine_distance;
+  const top = Math.max(1e-12, ...drift.filter((/** @type {?number} */ v) => v !== null));
+  tbody.replaceChildren(
+    ...order.map((f, rank) => {
+      const row = el("tr", "cvz-row");
+      row.dataset.testid = "compare-row";
+      row.dataset.filter = String(f);
+      row.tabIndex = 0;
+      row.setAttribute("aria-selected", String(f === selected));
+      const bar = el("span", "cvz-rank-bar");
+      bar.style.width = `${Math.max(1, ((drift[f] ?? 0) / top) * 100)}%`;
+      const track = el("span", "cvz-rank-track");
+      track.append(bar);
+      const driftCell = el("td", "cvz-bar-col");
+      const barBox = el("div", "cvz-bar-cell");
+      barBox.append(track, el("span", "cvz-bar-value", formatNumber(drift[f])));
+      driftCell.append(barBox);
+      row.append(
+        el("td", "cvz-num", String(rank + 1)),
+        el("td", "cvz-num", `#${f}`),
+        el("td", "cvz-num", `#${data.match[f]}`),
+        driftCell,
+        el("td", "cvz-num", formatPercent(data.metrics.norm_change[f])),
+        el("td", "cvz-num", formatNumber(data.metrics.act_mean_change?.[f])),
+      );
+      row.addEventListener("click", () => onSelect(f));
+      row.addEventListener("keydown", (e) => {
+        if (e.key === "Enter") onSelect(f);
+      });
+      return row;
+    }),
+  );
 }

@@ -94,7 +94,7 @@ export function segmented(label, testid, options, onChange) {
  */
 export function formatNumber(v, digits = 3) {
   if (v === null || v === undefined || !Number.isFinite(v)) return "—";
-  if (v === 0) return "0";
+  if (Math.abs(v) < 1e-12) return "0"; // float32 rounding, e.g. the drift of an unchanged filter
   const a = Math.abs(v);
   if (a >= 1e4 || a < 1e-3) return v.toExponential(digits - 1);
   return v.toPrecision(digits);

@@ -26,7 +26,8 @@ function targetCell(count) {
 export class FilterGrid {
   /**
    * @param {{testid: string, label: string, describe: (filter: number) => Array<[string, string]>,
-   *   onSelect: (filter: number) => void}} options
+   *   onSelect: (filter: number) => void, name?: (filter: number) => string}} options
+   *   name: the tooltip title (default "Filter #i")
    */
   constructor(options) {
     this.options = options;
@@ -81,7 +82,7 @@ export class FilterGrid {
     const cellW = layout.width * zx;
     const cellH = layout.height * zy;
     // Channels inside a cell are one zoomed pixel apart; filters must be clearly further apart.
-    const gap = layout.offsets.includes(-1) ? Math.max(6, 2 * zoom + 2) : spec.count > 256 ? 3 : 4;
+    const gap = Math.max(layout.offsets.includes(-1) ? 2 * zoom + 2 : 0, spec.count > 256 ? 3 : spec.count > 64 ? 5 : 8);
     const pitchX = cellW + gap;
     const pitchY = cellH + gap;
     const cols = Math.max(1, Math.min(spec.count, Math.floor((Math.max(this.width, pitchX) + gap) / pitchX)));
@@ -170,7 +171,8 @@ export class FilterGrid {
     }
     const { cols, cellW, pitchX, pitchY } = this.geometry;
     const filter = this.spec.order[cell];
-    this.tooltip.replaceChildren(el("div", "cvz-tooltip-title", `Filter #${filter}`));
+    const name = this.options.name ? this.options.name(filter) : `Filter #${filter}`;
+    this.tooltip.replaceChildren(el("div", "cvz-tooltip-title", name));
     for (const [label, value] of this.options.describe(filter)) {
       const row = el("div", "cvz-tooltip-row");
       row.append(el("span", "cvz-tooltip-label", label), el("span", "cvz-tooltip-value", value));

@@ -22,10 +22,11 @@ export function orderBy(count, stat) {
 }
 
 /**
- * The legend under a grid: colour bar and what its ends mean.
+ * A colour bar and what its ends mean: the shared scale's values, or "each filter's own range".
  * @param {HTMLElement} box @param {"diverging"|"sequential"} kind @param {?import("../raster.js").Scale} scale
+ * @param {string} [note] what the shared scale spans
  */
-export function drawLegend(box, kind, scale) {
+export function drawLegend(box, kind, scale, note = "one scale for the whole layer") {
   const bar = el("span", "cvz-legend-bar");
   bar.style.background = cssGradient(kind === "diverging" ? DIVERGING : SEQUENTIAL);
   const what = kind === "diverging" ? "weight" : "activation";
@@ -34,7 +35,7 @@ export function drawLegend(box, kind, scale) {
       el("span", "cvz-legend-end", formatNumber(scale.lo)),
       bar,
       el("span", "cvz-legend-end", formatNumber(scale.hi)),
-      el("span", "cvz-legend-note", `${what}, one scale for the whole layer`),
+      el("span", "cvz-legend-note", `${what}, ${note}`),
     );
   } else {
     const lo = kind === "diverging" ? "−max|w|" : "min";

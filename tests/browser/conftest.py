@@ -9,8 +9,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 import torch
@@ -150,7 +151,7 @@ def tensorboard_url(logdir: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator["object"]:
+def browser() -> Iterator[Any]:
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (apt-get install chromium): browser tests need it")
     from playwright.sync_api import sync_playwright
@@ -163,18 +164,43 @@ def browser() -> Iterator["object"]:
             b.close()
 
 
-@pytest.fixture
-def page(browser) -> Iterator["object"]:
-    """A fresh page; any JavaScript dialog (alert from injected markup) fails the test."""
+@dataclass
+class Tab:
+    """The CONVVIZ tab open in one page: its frame, and whatever dialogs or page errors occurred."""
+
+    page: Any
+    frame: Any
+    dialogs: list = field(default_factory=list)
+    errors: list = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def tab(browser, tensorboard_url: str) -> Iterator[Tab]:
+    """TensorBoard's page opened once per test module (loading it takes seconds); tests choose
+    their run, layer and view themselves. Any JavaScript dialog (alert from injected markup) or
+    uncaught page error fails the test during which it happened."""
     context = browser.new_context(viewport={"width": 1440, "height": 1000})
-    pg = context.new_page()
-    dialogs: list[str] = []
-    errors: list[str] = []
-    pg.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    pg.on("pageerror", lambda e: errors.append(str(e)))
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    t = Tab(page, page.frame_locator('iframe[src*="name=convviz"]'))
+    page.on("dialog", lambda d: (t.dialogs.append(d.message), d.dismiss()))
+    page.on("pageerror", lambda e: t.errors.append(str(e)))
+    page.goto(f"{tensorboard_url}/#convviz")
+    t.frame.locator("[data-testid=filter-grid][data-paint-ms]").wait_for()
     try:
-        yield pg
+        yield t
     finally:
         context.close()
-    assert dialogs == [], f"a dialog opened: {dialogs}"
-    assert errors == [], f"uncaught errors in the page: {errors}"
+
+
+@pytest.fixture
+def frame(tab: Tab) -> Iterator[Any]:
+    """The tab's frame, back in the Filters view with no filter open; no dialog or error may occur."""
+    f = tab.frame
+    f.locator("[data-testid=mode-picker] button[data-value=filters]").click()
+    close = f.locator("[data-testid=detail-panel] .cvz-icon-button")
+    if close.is_visible():
+        close.click()
+    yield f
+    assert tab.dialogs == [], f"a dialog opened: {tab.dialogs}"
+    assert tab.errors == [], f"uncaught errors in the page: {tab.errors}"

@@ -3,17 +3,6 @@ from __future__ import annotations
 
 from conftest import RUN_1D, RUNS_2D, XSS_RUN, EPOCHS
 
-TIMEOUT_MS = 15_000
-
-
-def open_tab(page, url: str):
-    """Open the CONVVIZ tab and wait for the first grid to be painted; returns the tab's frame."""
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(f"{url}/#convviz")
-    frame = page.frame_locator('iframe[src*="name=convviz"]')
-    frame.locator("[data-testid=filter-grid][data-paint-ms]").wait_for()
-    return frame
-
 
 def grid_shows(frame, run: str, layer: str, step: int | None = None):
     """Wait until the grid was painted for `layer` (at `step`); returns the canvas locator."""
@@ -26,13 +15,26 @@ def grid_shows(frame, run: str, layer: str, step: int | None = None):
     return grid
 
 
-def test_run_names_are_text_and_grid_counts_the_layers_filters(page, tensorboard_url):
-    frame = open_tab(page, tensorboard_url)
+def choose(frame, run: str, layer: str, step: int):
+    """Pick run, layer and step as a user would; returns the grid once painted for them."""
+    frame.locator("[data-testid=run-picker]").select_option(run)
+    frame.locator("[data-testid=layer-picker]").select_option(layer)
+    steps = frame.locator("[data-testid=epoch-slider]")
+    steps.fill(str(step))  # the runs here log steps 0..EPOCHS-1: slider position = step
+    return grid_shows(frame, run, layer, step)
+
+
+def test_run_names_are_text_and_grid_counts_the_layers_filters(frame):
     picker = frame.locator("[data-testid=run-picker]")
     names = picker.locator("option").all_text_contents()
     assert sorted(names) == sorted([*RUNS_2D, RUN_1D])
     assert picker.input_value() == XSS_RUN  # '<' sorts first: the hostile name is the one shown
     assert frame.locator("img").count() == 0
+    picker.select_option(RUNS_2D[0])
+    picker.select_option(XSS_RUN)
+    frame.locator("[data-testid=layer-picker]").select_option("0")
+    grid_shows(frame, XSS_RUN, "0")
+    assert frame.locator("[data-testid=filter-grid]").get_attribute("data-filter-count") == "8"
 
     frame.locator("[data-testid=layer-picker]").select_option("3")
     grid = grid_shows(frame, XSS_RUN, "3")
@@ -51,9 +53,8 @@ def ranking(frame, step: int) -> list[tuple[str, str]]:
     return [(items.nth(i).get_attribute("data-filter"), items.nth(i).text_content()) for i in range(items.count())]
 
 
-def test_epoch_slider_moves_the_drift_ranking(page, tensorboard_url):
-    frame = open_tab(page, tensorboard_url)
-    frame.locator("[data-testid=run-picker]").select_option(RUNS_2D[0])
+def test_epoch_slider_moves_the_drift_ranking(frame):
+    choose(frame, RUNS_2D[0], "0", 0)
     slider = frame.locator("[data-testid=epoch-slider]")
     assert slider.get_attribute("max") == str(EPOCHS - 1)
 
@@ -71,3 +72,77 @@ def test_epoch_slider_moves_the_drift_ranking(page, tensorboard_url):
     first = frame.locator('[data-testid=drift-ranking][data-step="0"]')
     first.wait_for()
     assert "first logged step" in first.text_content()
+
+
+def click_cell(frame, testid: str, cell: int) -> None:
+    """Click the middle of grid cell `cell` (cells are laid out row by row, `data-pitch-*` apart)."""
+    grid = frame.locator(f"[data-testid={testid}]")
+    cols = int(grid.get_attribute("data-cols"))
+    px, py = float(grid.get_attribute("data-pitch-x")), float(grid.get_attribute("data-pitch-y"))
+    grid.click(position={"x": (cell % cols) * px + 6, "y": (cell // cols) * py + 6})
+
+
+def test_filter_detail_shows_slices_maps_and_history(frame):
+    choose(frame, RUNS_2D[0], "0", EPOCHS - 1)
+    frame.locator("[data-testid=sort-picker]").select_option("cosine_distance_prev")
+    grid = frame.locator("[data-testid=filter-grid]")
+    first = grid.get_attribute("data-order").split(",")[0]
+
+    grid.hover(position={"x": 6, "y": 6})
+    tooltip = frame.locator("[data-testid=filter-grid-tooltip]")
+    assert tooltip.is_visible()
+    assert f"Filter #{first}" in tooltip.text_content()
+    for stat in ("L2 norm", "mean |w|", "drift vs previous", "act mean"):
+        assert stat in tooltip.text_content()
+
+    click_cell(frame, "filter-grid", 0)
+    panel = frame.locator(f'[data-testid=detail-panel][data-filter="{first}"]')
+    panel.wait_for()
+    assert panel.locator("[data-testid=detail-title]").text_content() == f"Filter #{first}"
+    assert panel.locator("[data-testid=detail-slices] canvas").count() == 3  # one per input channel
+    assert panel.locator("[data-testid=detail-effective] canvas").count() == 3  # BatchNorm follows layer 0
+    assert panel.locator("[data-testid=detail-map]").count() == 4  # every probe image kept
+    charts = panel.locator("[data-testid=history-chart]")
+    assert charts.count() == 3
+    assert charts.first.locator("circle").count() == EPOCHS
+
+    frame.locator("[data-testid=layer-picker]").select_option("3")
+    grid_shows(frame, RUNS_2D[0], "3")
+    assert frame.locator("[data-testid=detail-panel]").is_hidden()
+
+
+def test_side_by_side_epochs_and_runs(frame):
+    choose(frame, RUNS_2D[0], "3", EPOCHS - 1)
+
+    frame.locator("[data-testid=mode-picker] button[data-value=epochs]").click()
+    view = frame.locator("[data-testid=compare-view]")
+    frame.locator("[data-testid=compare-grid-b][data-paint-ms]").wait_for()
+    assert frame.locator("[data-testid=compare-label-a]").text_content() == f"A · {RUNS_2D[0]} · step 0"
+    assert frame.locator("[data-testid=compare-label-b]").text_content() == f"B · {RUNS_2D[0]} · step {EPOCHS - 1}"
+    assert frame.locator("[data-testid=compare-basis]").get_attribute("data-basis") == "kernels"
+    assert "full kernels" in frame.locator("[data-testid=compare-basis]").text_content()
+    rows = frame.locator("[data-testid=compare-row]")
+    assert rows.count() == 16
+    by_drift = [rows.nth(i).get_attribute("data-filter") for i in range(16)]
+    assert frame.locator("[data-testid=compare-grid-a]").get_attribute("data-order").split(",") == by_drift
+
+    frame.locator("[data-testid=sort-norm_change]").click()
+    frame.locator('[data-testid=compare-view][data-sort="norm_change"]').wait_for()
+    by_norm = [rows.nth(i).get_attribute("data-filter") for i in range(16)]
+    assert sorted(by_norm) == sorted(by_drift) and by_norm != by_drift
+
+    # Consecutive steps: the drift the callback logged on the full weights.
+    frame.locator("[data-testid=compare-step-a]").select_option(str(EPOCHS - 2))
+    frame.locator('[data-testid=compare-basis][data-basis="logged"]').wait_for()
+
+    frame.locator("[data-testid=mode-picker] button[data-value=runs]").click()
+    label_b = frame.locator("[data-testid=compare-label-b]")
+    label_b.filter(has_text=XSS_RUN).wait_for()
+    assert label_b.text_content() == f"B · {XSS_RUN} · step {EPOCHS - 1}"
+    assert view.locator("[data-testid=align-picker] [aria-pressed=true]").get_attribute("data-value") == "match"
+    b_filters = [rows.nth(i).locator("td").nth(2).text_content() for i in range(16)]
+    assert sorted(b_filters, key=lambda t: int(t[1:])) == [f"#{i}" for i in range(16)]  # a pairing
+    assert frame.locator("img").count() == 0
+
+    rows.first.click()
+    frame.locator("[data-testid=detail-panel]").wait_for()
