@@ -125,7 +125,10 @@ class ConvVizPlugin(base_plugin.TBPlugin):
 
     def _static_file(self, request: wrappers.Request, relative: str) -> wrappers.Response:
         """Serve a dashboard file; nothing outside the frontend folder, only .js/.css."""
-        path = (self._static_root / relative).resolve()
+        try:
+            path = (self._static_root / relative).resolve()
+        except (ValueError, OSError):  # a NUL byte or a malformed name: no such file
+            path = self._static_root
         if self._static_root not in path.parents or path.suffix not in _STATIC_TYPES or not path.is_file():
             return _json(request, {"error": f"no dashboard file {relative!r}"}, 404)
         return http_util.Respond(request, path.read_bytes(), _STATIC_TYPES[path.suffix])

@@ -1,0 +1,269 @@
+"""The plugin's HTTP routes, through TensorBoard's own WSGI app and data provider, over logs the
+real ConvViz callback wrote. Every bad parameter is a 4xx with a JSON {"error": ...}, never a 500."""
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.application import TensorBoardWSGI
+from tensorboard.plugins import base_plugin
+from torch import nn
+from werkzeug.test import Client
+
+from tb_convviz import ConvViz
+from tb_convviz.plugin.plugin import ConvVizPlugin
+from tb_convviz.reader import load
+
+STEPS = [0, 1, 2, 3]
+BASE = "/data/plugin/convviz"
+
+
+def two_conv_net() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.Conv2d(6, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 2),
+    )
+
+
+def log_run(logdir: Path, model: nn.Module, probe, seed: int) -> None:
+    torch.manual_seed(seed)
+    x = torch.randn(8, 3, 8, 8)
+    y = torch.randint(0, 2, (8,))
+    with ConvViz(str(logdir), probe=probe, perturbations=False) as viz:
+        for step in STEPS:
+            model.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            with torch.no_grad():
+                for p in model.parameters():
+                    p -= 0.3 * p.grad
+            viz.log(model, step)
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Client:
+    """Runs: a, b (same net), narrow (layer "0" with 4 filters, no layer "3"), noprobe."""
+    d = tmp_path_factory.mktemp("routes")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        g = torch.Generator().manual_seed(0)
+        probe = (torch.randn(3, 3, 8, 8, generator=g), torch.tensor([0, 1, 0]))
+        torch.manual_seed(0)
+        log_run(d / "a", two_conv_net(), probe, 0)
+        torch.manual_seed(1)
+        log_run(d / "b", two_conv_net(), probe, 1)
+        narrow = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+        log_run(d / "narrow", narrow, probe, 2)
+        log_run(d / "noprobe", two_conv_net(), None, 3)
+    finally:
+        torch.set_num_threads(threads)
+    logs = load(d)
+    plugin = ConvVizPlugin(base_plugin.TBContext(data_provider=logs._provider, logdir=str(d)))
+    return Client(TensorBoardWSGI([plugin]))
+
+
+def get_ok(client: Client, route: str) -> dict:
+    r = client.get(f"{BASE}/{route}")
+    assert r.status_code == 200, r.get_data(as_text=True)
+    assert r.mimetype == "application/json"
+    return r.get_json()
+
+
+def get_error(client: Client, route: str, status: int) -> str:
+    r = client.get(f"{BASE}/{route}")
+    assert r.status_code == status, f"{route}: {r.status_code} {r.get_data(as_text=True)[:300]}"
+    assert r.mimetype == "application/json"
+    body = r.get_json()
+    assert isinstance(body, dict) and isinstance(body.get("error"), str) and body["error"]
+    return body["error"]
+
+
+def decode(wire: dict) -> np.ndarray:
+    """The dashboard's decoder, in numpy: q8 is lo×groups, step×groups (float32), then uint8."""
+    raw = base64.b64decode(wire["data"])
+    shape = wire["shape"]
+    if wire["enc"] == "f32":
+        return np.frombuffer(raw, np.float32).reshape(shape)
+    assert wire["enc"] == "q8"
+    g = wire["groups"]
+    lo = np.frombuffer(raw, np.float32, g, 0)
+    step = np.frombuffer(raw, np.float32, g, 4 * g)
+    q = np.frombuffer(raw, np.uint8, int(np.prod(shape)), 8 * g).reshape(g, -1)
+    return (lo[:, None] + step[:, None] * q).reshape(shape)
+
+
+# -- what each route answers ---------------------------------------------------------------------
+
+
+def test_index_lists_runs_layers_steps_and_probe(client):
+    index = get_ok(client, "index")
+    runs = {r["run"]: r for r in index["runs"]}
+    assert sorted(runs) == ["a", "b", "narrow", "noprobe"]
+    layers = {layer["name"]: layer for layer in runs["a"]["layers"]}
+    assert list(layers) == ["0", "3"]
+    assert layers["0"]["steps"] == STEPS
+    assert layers["0"]["info"]["filters"] == 6 and layers["0"]["info"]["batchnorm"] == "1"
+    assert layers["3"]["info"]["filters"] == 8 and layers["3"]["info"]["kernel_size"] == [3, 3]
+    assert runs["a"]["probe"]["n"] == 3 and runs["a"]["probe"]["has_labels"]
+    assert runs["noprobe"]["probe"] is None
+
+
+def test_layer_has_stats_tiles_and_maps(client):
+    body = get_ok(client, "layer?run=a&layer=3&step=2")
+    assert (body["step"], body["prev_step"], body["first_step"]) == (2, 1, 0)
+    for name in ("l2", "mean_abs", "cosine_distance_prev", "norm_change_prev", "act_mean"):
+        assert len(body["stats"][name]) == 8
+    assert decode(body["tiles"]).shape == (8, 1, 3, 3)  # 6 input channels: the grid shows their mean
+    assert decode(body["maps"]).shape == (3, 8, 8, 8)
+    assert body["map_images"] == [0, 1, 2]
+    assert get_ok(client, "layer?run=noprobe&layer=3&step=0")["maps"] is None
+
+
+def test_filter_detail_slices_effective_maps_history(client):
+    body = get_ok(client, "filter?run=a&layer=0&step=3&filter=5")
+    assert decode(body["slices"]).shape == (3, 3, 3)
+    assert decode(body["effective"]).shape == (3, 3, 3)  # BatchNorm "1" follows layer "0"
+    assert decode(body["maps"]).shape == (3, 8, 8)
+    assert body["history"]["steps"] == STEPS
+    assert len(body["history"]["l2"]) == len(STEPS)
+    assert body["history"]["cosine_distance_prev"][0] == pytest.approx(0, abs=1e-6)  # the first step is its own previous
+    assert get_ok(client, "filter?run=a&layer=3&step=3&filter=0")["effective"] is None
+
+
+def test_probe_images_and_labels(client):
+    body = get_ok(client, "probe?run=a")
+    assert decode(body["images"]).shape == (3, 3, 8, 8)
+    assert body["labels"] == [0, 1, 0]
+
+
+def test_compare_epochs_runs_and_basis(client):
+    epochs = get_ok(client, "compare?layer=3&run_a=a&step_a=0&run_b=a&step_b=3&align=index")
+    assert epochs["basis"] == "kernels" and epochs["match"] == list(range(8))
+    assert sorted(epochs["order"]) == list(range(8))
+    drift = epochs["metrics"]["cosine_distance"]
+    assert [drift[i] for i in epochs["order"]] == sorted(drift, reverse=True)
+    assert set(epochs["metrics"]) == {"cosine_distance", "norm_change", "act_mean_change"}
+
+    consecutive = get_ok(client, "compare?layer=3&run_a=a&step_a=2&run_b=a&step_b=3&align=index")
+    assert consecutive["basis"] == "logged"
+
+    runs = get_ok(client, "compare?layer=0&run_a=a&step_a=3&run_b=b&step_b=3&align=match")
+    assert sorted(runs["match"]) == list(range(6))
+    assert decode(runs["tiles_b"]).shape == decode(runs["tiles_a"]).shape == (6, 3, 3, 3)
+    assert get_ok(client, "compare?layer=0&run_a=a&step_a=3&run_b=b&step_b=3")["align"] == "index"
+
+
+def test_dashboard_files_are_served(client):
+    r = client.get(f"{BASE}/index.js")
+    assert r.status_code == 200 and r.mimetype == "text/javascript"
+    assert b"export function render" in r.get_data()
+    for path in ("static/store.js", "static/views/grid.js", "static/convviz.css"):
+        r = client.get(f"{BASE}/{path}")
+        assert r.status_code == 200, path
+    assert client.get(f"{BASE}/static/convviz.css").mimetype == "text/css"
+
+
+# -- bad parameters: 4xx with a message, never 500 ----------------------------------------------
+
+BAD = [
+    # run
+    ("layer?layer=0&step=0", 400, "run"),
+    ("layer?run=&layer=0&step=0", 400, "run"),
+    ("layer?run=nope&layer=0&step=0", 404, "nope"),
+    ("layer?run=%3Cimg%20src%3Dx%3E&layer=0&step=0", 404, "<img src=x>"),
+    # layer
+    ("layer?run=a&step=0", 400, "layer"),
+    ("layer?run=a&layer=9&step=0", 404, "'9'"),
+    ("layer?run=a&layer=_run&step=0", 404, "_run"),
+    ("layer?run=narrow&layer=3&step=0", 404, "'3'"),
+    # step
+    ("layer?run=a&layer=0", 400, "step"),
+    ("layer?run=a&layer=0&step=", 400, "step"),
+    ("layer?run=a&layer=0&step=1.5", 400, "integer"),
+    ("layer?run=a&layer=0&step=two", 400, "integer"),
+    ("layer?run=a&layer=0&step=99", 404, "99"),
+    ("layer?run=a&layer=0&step=-1", 404, "-1"),
+    ("layer?run=a&layer=0&step=99999999999999999999999", 404, "step"),
+    # filter
+    ("filter?run=a&layer=0&step=0", 400, "filter"),
+    ("filter?run=a&layer=0&step=0&filter=6", 400, "[0, 6)"),
+    ("filter?run=a&layer=0&step=0&filter=-1", 400, "filter"),
+    ("filter?run=a&layer=0&step=0&filter=x", 400, "integer"),
+    ("filter?run=a&layer=0&step=7&filter=0", 404, "7"),
+    # probe
+    ("probe", 400, "run"),
+    ("probe?run=nope", 404, "nope"),
+    ("probe?run=noprobe", 404, "without a probe"),
+    # compare
+    ("compare?layer=0&run_b=b&step_a=0&step_b=0", 400, "run_a"),
+    ("compare?layer=0&run_a=a&step_a=0&step_b=0", 400, "run_b"),
+    ("compare?layer=0&run_a=a&run_b=zz&step_a=0&step_b=0", 404, "zz"),
+    ("compare?run_a=a&run_b=b&step_a=0&step_b=0", 400, "layer"),
+    ("compare?layer=0&run_a=a&run_b=b&step_a=x&step_b=0", 400, "step_a"),
+    ("compare?layer=0&run_a=a&run_b=b&step_a=0", 400, "step_b"),
+    ("compare?layer=0&run_a=a&run_b=b&step_a=0&step_b=42", 404, "42"),
+    ("compare?layer=0&run_a=a&run_b=b&step_a=0&step_b=0&align=closest", 400, "align"),
+    # the layer exists in one run only / differs between the runs
+    ("compare?layer=3&run_a=a&run_b=narrow&step_a=0&step_b=0", 404, "narrow"),
+    ("compare?layer=0&run_a=a&run_b=narrow&step_a=0&step_b=0&align=match", 400, "differs"),
+    ("compare?layer=0&run_a=narrow&run_b=a&step_a=0&step_b=0", 400, "differs"),
+]
+
+
+@pytest.mark.parametrize("route,status,mentions", BAD, ids=[b[0] for b in BAD])
+def test_bad_parameters_are_4xx_with_a_message(client, route, status, mentions):
+    assert mentions in get_error(client, route, status)
+
+
+TRAVERSAL = [
+    "static/../../setup.py",
+    "static/..%2F..%2Fsetup.py",
+    "static/%2e%2e/%2e%2e/setup.py",
+    "static/../../tb_convviz/__init__.py",
+    "static/..%2f..%2ftb_convviz%2fplugin%2fplugin.py",
+    "static//etc/passwd",
+    "static/%2Fetc%2Fpasswd",
+    "static/views/../../../README.md",
+    "static/",
+    "static/views",
+    "static/missing.js",
+    "static/store.js%00.css",
+    "static/..",
+]
+
+
+@pytest.mark.parametrize("path", TRAVERSAL)
+def test_static_serves_nothing_outside_the_frontend(client, path):
+    r = client.get(f"{BASE}/{path}")
+    assert 400 <= r.status_code < 500, f"{path}: {r.status_code}"
+    assert b"setuptools" not in r.get_data() and b"root:" not in r.get_data()
+
+
+@pytest.mark.parametrize("route", ["index", "layer", "filter", "probe", "compare", "perturbation", "impact"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "",
+        "?run=a",
+        "?run=a&layer=0",
+        "?run=a&layer=0&step=0&filter=0&run_a=a&run_b=b&step_a=0&step_b=0&align=index",
+        "?run=a&run=b&layer=0&layer=3&step=0&step=1",
+        "?run=%00&layer=%ff&step=%20",
+        "?run=a&layer=0&step=0x10&filter=1e3",
+    ],
+)
+def test_no_query_makes_a_500(client, route, query):
+    r = client.get(f"{BASE}/{route}{query}")
+    assert r.status_code < 500, f"{route}{query}: {r.get_data(as_text=True)[:300]}"
+    assert r.mimetype == "application/json"
+    if r.status_code >= 400:
+        assert r.get_json()["error"]
