@@ -1,0 +1,66 @@
+"""The demos run end to end on tiny settings: real training, real event files, read back with `load`."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from tb_convviz import load
+
+DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
+sys.path.insert(0, str(DEMO_DIR))  # the demos are scripts that import their sibling demo_common
+
+import digits  # noqa: E402
+import mnist1d_demo  # noqa: E402
+
+
+def check_logged(logdir: Path, layers: list[str], epochs: int) -> None:
+    logs = load(str(logdir))
+    assert logs.runs() == ["seed0", "seed1"]
+    for run in logs.runs():
+        assert logs.layers(run) == layers
+        for layer in layers:
+            assert logs.steps(run, layer) == list(range(epochs + 1))  # step 0 is the untrained model
+            assert logs.activations(run, layer, epochs).shape[0] > 0
+            assert logs.kernels(run, layer, epochs).ndim >= 3
+        images, labels = logs.probe(run)
+        assert images.shape[0] == labels.shape[0] == 16
+    # conv1 is followed by BatchNorm in both demos: the folded kernels must be there.
+    assert logs.effective_kernels("seed0", "conv1", epochs).shape == logs.kernels("seed0", "conv1", epochs).shape
+
+
+def test_digits_demo_one_epoch(tmp_path: Path) -> None:
+    results = digits.main(["--epochs", "1", "--runs", "2", "--logdir", str(tmp_path), "--no-serve"])
+    assert [r.run for r in results] == ["seed0", "seed1"]
+    assert all(0.0 <= r.test_accuracy <= 1.0 for r in results)
+    check_logged(tmp_path, ["conv1", "conv2", "conv3"], epochs=1)
+
+
+def test_mnist1d_demo_one_epoch(tmp_path: Path) -> None:
+    results = mnist1d_demo.main(
+        ["--epochs", "1", "--runs", "2", "--samples", "500", "--logdir", str(tmp_path), "--no-serve"]
+    )
+    assert [r.run for r in results] == ["seed0", "seed1"]
+    check_logged(tmp_path, ["conv1", "conv2", "conv3"], epochs=1)
+    signals, _ = load(str(tmp_path)).probe("seed0")
+    assert signals.shape[1:] == (1, 40)
+
+
+def test_mnist1d_is_generated_not_downloaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mnist1d.data
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the demo must not download MNIST-1D")
+
+    monkeypatch.setattr(mnist1d.data.requests, "get", no_network)
+    train, test = mnist1d_demo.make_mnist1d(samples=200)
+    assert train.x.shape == (160, 1, 40) and test.x.shape == (40, 1, 40)
+    assert set(train.y.tolist()) <= set(range(10))
+
+
+@pytest.mark.parametrize("demo", [digits, mnist1d_demo])
+def test_bad_arguments_are_named(demo, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        demo.main(["--epochs", "0", "--no-serve"])
+    assert "--epochs must be at least 1" in capsys.readouterr().err
