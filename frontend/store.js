@@ -156,14 +156,34 @@ export class Store {
     if (!cached) {
       const load = await api.fetchLayer(run, layer, step).then(ready, failed);
       if (this.state.run !== run || this.state.layer !== layer || this.state.step !== step) return; // stale
-      if (load.status === "ready") {
-        this.layerCache.set(key, load.data);
-        if (this.layerCache.size > LAYER_CACHE_SIZE) this.layerCache.delete(this.layerCache.keys().next().value);
-      }
+      if (load.status === "ready") this.cacheLayer(key, load.data);
       this.set({ layerData: load });
+      if (load.status !== "ready") return;
     }
+    this.prefetchNeighbours(run, layer, step);
     if (this.state.filter !== null) this.loadDetail();
     if (this.state.mode !== "filters") this.loadCompare();
+  }
+
+  /**
+   * Fetch the steps either side of `step` into the cache, so the next slider move paints at once.
+   * @param {string} run @param {string} layer @param {number} step
+   */
+  prefetchNeighbours(run, layer, step) {
+    const steps = this.layerEntry(run, layer)?.steps ?? [];
+    const i = steps.indexOf(step);
+    for (const next of [steps[i + 1], steps[i - 1]]) {
+      const key = [run, layer, next].join("\0");
+      if (next === undefined || this.layerCache.has(key)) continue;
+      // A failure is left for the step's own fetch to report, if the user ever moves there.
+      api.fetchLayer(run, layer, next).then((data) => this.cacheLayer(key, data), () => {});
+    }
+  }
+
+  /** @param {string} key @param {any} data */
+  cacheLayer(key, data) {
+    this.layerCache.set(key, data);
+    if (this.layerCache.size > LAYER_CACHE_SIZE) this.layerCache.delete(this.layerCache.keys().next().value);
   }
 
   /** @param {Partial<Pick<State, "show"|"norm"|"sort"|"image"|"overlay">>} patch */

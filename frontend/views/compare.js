@@ -92,6 +92,7 @@ export function mountCompare(root, store) {
     label: "Filters at A",
     describe,
     onSelect: (f) => store.selectFilter(f),
+    onHover: (cell) => gridB.echo(cell),
   });
   const gridB = new FilterGrid({
     testid: "compare-grid-b",
@@ -99,6 +100,7 @@ export function mountCompare(root, store) {
     describe,
     name: (f) => (data && data.match[f] !== f ? `Filter #${data.match[f]} (matches A #${f})` : `Filter #${f}`),
     onSelect: (f) => store.selectFilter(f),
+    onHover: (cell) => gridA.echo(cell),
   });
   const sideA = el("div", "cvz-compare-side");
   const labelA = el("div", "cvz-compare-label");
@@ -134,8 +136,12 @@ export function mountCompare(root, store) {
   table.append(thead, tbody);
   const tableWrap = el("div", "cvz-table-wrap");
   tableWrap.append(table);
+  const summary = el("div", "cvz-compare-summary");
+  summary.dataset.testid = "compare-summary";
+  const bottom = el("div", "cvz-compare-bottom");
+  bottom.append(tableWrap, summary);
 
-  card.append(head, controls, basis, message, pair, tableWrap);
+  card.append(head, controls, basis, message, pair, bottom);
   root.append(card);
 
   /** What was drawn last, so unrelated state changes do not redraw. */
@@ -176,18 +182,18 @@ export function mountCompare(root, store) {
     if (load.status === "error") {
       message.textContent = `Could not compare: ${load.error}`;
       message.hidden = false;
-      pair.hidden = tableWrap.hidden = basis.hidden = true;
+      pair.hidden = bottom.hidden = basis.hidden = true;
       drawn.data = null;
       return;
     }
     if (!load.data) {
       message.textContent = "Comparing…";
       message.hidden = false;
-      pair.hidden = tableWrap.hidden = basis.hidden = true;
+      pair.hidden = bottom.hidden = basis.hidden = true;
       return;
     }
     message.hidden = true;
-    pair.hidden = tableWrap.hidden = basis.hidden = false;
+    pair.hidden = bottom.hidden = basis.hidden = false;
     if (drawn.data === load.data && drawn.sort === s.compare.sort && drawn.norm === s.norm && drawn.filter === s.filter) return;
     drawn = { data: load.data, sort: s.compare.sort, norm: s.norm, filter: s.filter };
     data = load.data;
@@ -195,7 +201,9 @@ export function mountCompare(root, store) {
     if (decoded.data !== data) decoded = { data, a: decodeWire(data.tiles_a), b: decodeWire(data.tiles_b) };
 
     basis.textContent = `${BASIS[/** @type {keyof typeof BASIS} */ (data.basis)] ?? data.basis}${
-      data.align === "match" ? " Filters of B are paired with A's by weight similarity (|cosine|, greedy), as independently trained runs learn similar filters in different slots." : ""
+      data.align === "match"
+        ? " Filters of B are paired with A's by weight similarity (|cosine|, greedy): independently trained runs learn similar filters in different slots. A drift above 1 means the pair matches with its sign flipped."
+        : ""
     }`;
     basis.dataset.basis = data.basis;
     labelA.textContent = `A · ${data.a.run} · step ${data.a.step}`;
@@ -222,6 +230,7 @@ export function mountCompare(root, store) {
     }
     for (const [m, button] of sortButtons) button.setAttribute("aria-pressed", String(m === metric));
     fillTable(tbody, data, order, s.filter, (f) => store.selectFilter(f));
+    fillSummary(summary, data);
     card.dataset.sort = metric;
   });
 }
@@ -262,5 +271,51 @@ function fillTable(tbody, data, order, selected, onSelect) {
       });
       return row;
     }),
+  );
+}
+
+/**
+ * How much the layer changed as a whole: a few numbers and a histogram of per-filter drift.
+ * @param {HTMLElement} box @param {any} data
+ */
+function fillSummary(box, data) {
+  const drift = /** @type {number[]} */ (data.metrics.cosine_distance.filter((/** @type {?number} */ v) => v !== null));
+  const sorted = [...drift].sort((a, b) => a - b);
+  const median = sorted.length ? sorted[Math.floor((sorted.length - 1) / 2)] : null;
+  const norms = data.metrics.norm_change.filter((/** @type {?number} */ v) => v !== null);
+  const meanNorm = norms.length ? norms.reduce((/** @type {number} */ a, /** @type {number} */ b) => a + b, 0) / norms.length : null;
+  const facts = el("dl", "cvz-facts cvz-facts-2");
+  /** @type {Array<[string, string]>} */
+  const rows = [
+    ["filters compared", String(data.filters)],
+    ["median drift", formatNumber(median)],
+    ["drift > 0.5", `${drift.filter((v) => v > 0.5).length} of ${drift.length}`],
+    ["mean norm change", formatPercent(meanNorm)],
+  ];
+  if (data.align === "match") rows.push(["sign-flipped pairs", String(drift.filter((v) => v > 1).length)]);
+  else rows.push(["unchanged (drift < 1e-4)", String(drift.filter((v) => v < 1e-4).length)]);
+  for (const [k, v] of rows) facts.append(el("dt", "", k), el("dd", "", v));
+
+  // Histogram over the drift's full range 0..2, 20 bins.
+  const bins = new Array(20).fill(0);
+  for (const v of drift) bins[Math.min(19, Math.max(0, Math.floor(v * 10)))]++;
+  const top = Math.max(1, ...bins);
+  const histogram = el("div", "cvz-histogram");
+  histogram.setAttribute("role", "img");
+  histogram.setAttribute("aria-label", "Histogram of per-filter drift from 0 to 2");
+  bins.forEach((count, i) => {
+    const bar = el("span", "cvz-histogram-bar");
+    bar.style.height = `${(count / top) * 100}%`;
+    bar.title = `drift ${(i / 10).toFixed(1)}–${((i + 1) / 10).toFixed(1)}: ${count} filter${count === 1 ? "" : "s"}`;
+    histogram.append(bar);
+  });
+  const axis = el("div", "cvz-histogram-axis");
+  axis.append(el("span", "", "0"), el("span", "", "1"), el("span", "", "2"));
+  box.replaceChildren(
+    el("h4", "cvz-detail-heading", "Layer summary"),
+    facts,
+    el("h4", "cvz-detail-heading", "Drift per filter"),
+    histogram,
+    axis,
   );
 }

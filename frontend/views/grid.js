@@ -26,8 +26,9 @@ function targetCell(count) {
 export class FilterGrid {
   /**
    * @param {{testid: string, label: string, describe: (filter: number) => Array<[string, string]>,
-   *   onSelect: (filter: number) => void, name?: (filter: number) => string}} options
-   *   name: the tooltip title (default "Filter #i")
+   *   onSelect: (filter: number) => void, name?: (filter: number) => string,
+   *   onHover?: (cell: number) => void}} options
+   *   name: the tooltip title (default "Filter #i"); onHover: the cell under the cursor, -1 for none
    */
   constructor(options) {
     this.options = options;
@@ -134,6 +135,11 @@ export class FilterGrid {
     this.hover(this.cursor, -1, -1);
   }
 
+  /** Outline `cell` as if hovered, without a tooltip: the same filter hovered in another grid. @param {number} cell */
+  echo(cell) {
+    this.placeBox(this.hoverBox, cell);
+  }
+
   /** @param {number} x @param {number} y @returns {number} cell index or -1 */
   cellAt(x, y) {
     const { cols, cellW, cellH, pitchX, pitchY } = this.geometry;
@@ -165,6 +171,7 @@ export class FilterGrid {
   hover(cell, x, y) {
     this.cursor = cell;
     this.placeBox(this.hoverBox, cell);
+    this.options.onHover?.(cell);
     if (cell < 0 || !this.spec) {
       this.tooltip.hidden = true;
       return;
