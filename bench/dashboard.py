@@ -67,7 +67,7 @@ def write_logs(logdir: Path) -> float:
             for epoch in range(EPOCHS):
                 with torch.no_grad():  # a stand-in for an epoch of training: every filter moves a little
                     model.conv.weight.add_(0.02 * model.conv.weight.std() * torch.randn_like(model.conv.weight))
-                viz.log(model, epoch)
+                viz.log(model, epoch, final=epoch == EPOCHS - 1)
     return time.perf_counter() - start
 
 

@@ -198,6 +198,7 @@ export function mountCompare(root, store) {
     drawn = { data: load.data, sort: s.compare.sort, norm: s.norm, filter: s.filter };
     data = load.data;
     metric = s.compare.sort;
+    const since = decoded.data === data ? performance.now() : data.receivedAt;
     if (decoded.data !== data) decoded = { data, a: decodeWire(data.tiles_a), b: decodeWire(data.tiles_b) };
 
     basis.textContent = `${BASIS[/** @type {keyof typeof BASIS} */ (data.basis)] ?? data.basis}${
@@ -225,7 +226,7 @@ export function mountCompare(root, store) {
         layerScale: shared,
         selected: s.filter,
         strip: tiles.shape.length === 3,
-        receivedAt: data.receivedAt,
+        receivedAt: since,
       });
     }
     for (const [m, button] of sortButtons) button.setAttribute("aria-pressed", String(m === metric));

@@ -81,7 +81,9 @@ function mapViews(maps, imageIds, probe, labels, alpha) {
   for (let i = 0; i < maps.shape[0]; i++) {
     const map = along(maps, i);
     const id = imageIds[i] ?? i;
-    const input = probe && id < probe.shape[0] ? along(probe, id) : null;
+    // The probe is this layer's input only when it has the same number of spatial dims (a 1-D
+    // layer inside an image model sees something else): otherwise the map is drawn alone.
+    const input = probe && id < probe.shape[0] && probe.shape.length - 2 === dims ? along(probe, id) : null;
     const cell = el("figure", "cvz-map");
     cell.dataset.testid = "detail-map";
     if (dims === 1) {
@@ -197,6 +199,9 @@ function render(data, probe, labels, s, store) {
   const slices = section("Input-channel slices", "detail-slices");
   if (data.slices) {
     const kernel = decodeWire(data.slices);
+    if (kernel.shape.length === 4) {
+      slices.append(el("p", "cvz-note", "Conv3d: each input channel's depth slices, front to back."));
+    }
     if (data.kernel_step !== data.step) {
       slices.append(el("p", "cvz-note", `Full kernels from step ${data.kernel_step}: they are kept every few logs.`));
     }
@@ -229,7 +234,8 @@ function render(data, probe, labels, s, store) {
     slider.addEventListener("change", () => store.setView({ overlay: Number(slider.value) }));
     alpha.append(el("span", "cvz-field-label", "Overlay"), slider);
     const array = decodeWire(data.maps);
-    if (array.shape.length !== 2) maps.append(alpha);
+    const overlays = probe !== null && array.shape.length >= 3 && probe.shape.length - 1 === array.shape.length;
+    if (overlays) maps.append(alpha);
     maps.append(...mapViews(array, data.map_images, probe, labels, s.overlay));
   } else {
     maps.append(el("p", "cvz-note", "No activation maps: this run was logged without a probe."));

@@ -114,6 +114,8 @@ export function mountLayerView(root, store) {
       prev.filter === s.filter &&
       prev.mode === s.mode;
     if (same) return;
+    // Paint time runs from the data's arrival, or for a redraw of the same data, from now.
+    const since = decoded.data === data ? performance.now() : data.receivedAt;
     if (decoded.data !== data) decoded = { data, tiles: decodeWire(data.tiles), maps: data.maps ? decodeWire(data.maps) : null };
     stats = data.stats;
     const count = data.info.filters;
@@ -147,7 +149,7 @@ export function mountLayerView(root, store) {
         norm: s.norm,
         selected: s.filter,
         strip: image.shape.length === 2,
-        receivedAt: data.receivedAt,
+        receivedAt: since,
       };
       note.textContent = `Activation maps of probe image #${imageValues[Math.min(s.image, imageValues.length - 1)]}, averaged down to at most 16 per side.`;
       note.hidden = false;
@@ -162,7 +164,7 @@ export function mountLayerView(root, store) {
         norm: s.norm,
         selected: s.filter,
         strip: decoded.tiles.shape.length === 3,
-        receivedAt: data.receivedAt,
+        receivedAt: since,
       };
       const meanOfChannels = data.info.in_per_group > 3;
       note.textContent = showMaps
