@@ -1,0 +1,425 @@
+"""Benchmark: what one `ConvViz.log()` costs per epoch, in seconds and in event-file megabytes,
+next to "the tutorial way" of logging the same content with torch's SummaryWriter.add_image.
+
+For a small CNN (32 px input) and a ResNet-18-shaped net (112 px), on a probe of 8 images, each
+epoch perturbs every weight a little (so nothing is cached or repeated) and then logs with:
+
+* convviz (defaults): `ConvViz(dir, probe=(images, labels))`, all defaults, perturbation
+  responses included;
+* convviz, perturbations=False: the same content as the tutorial way (kernels, activations);
+* tutorial: per conv layer, a make_grid-style image of its kernels (each filter's first ≤3 input
+  channels, else their mean, normalized per tile) and, for every probe image, a grid of every
+  filter's activation map, each written with SummaryWriter.add_image (PNG).
+
+Seconds are the median over the epochs; MB per epoch is event-file growth, mean and max over the
+epochs (convviz keeps full kernels of large layers only every `kernels_every` logs, so epochs
+differ). Targets: the ResNet-18-shaped net at ≤ 2 MB per epoch, and log() at ≤ 1/3 of the
+tutorial way's time. Not a test: the numbers are what it prints.
+
+    /work/venv/bin/python bench/log_overhead.py                 # both models, 10 epochs
+    /work/venv/bin/python bench/log_overhead.py --epochs 5 --models resnet18
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import math
+import os
+import pstats
+import statistics
+import warnings
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tb_convviz import ConvViz  # noqa: E402
+from tb_convviz import format as fmt  # noqa: E402
+
+MB = 1e6
+TARGET_RESNET_MB = 2.0
+TARGET_TIME_FRACTION = 1 / 3
+CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+# ---------------------------------------------------------------- models
+
+
+def small_cnn() -> nn.Module:
+    """Five 3x3 convs with BatchNorm, 32 → 16 → 8 → 4 px, then a linear classifier."""
+
+    def block(cin: int, cout: int) -> list[nn.Module]:
+        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+    return nn.Sequential(
+        *block(3, 32), *block(32, 32), nn.MaxPool2d(2),
+        *block(32, 64), *block(64, 64), nn.MaxPool2d(2),
+        *block(64, 128), nn.MaxPool2d(2),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10),
+    )  # fmt: skip
+
+
+class BasicBlock(nn.Module):
+    """ResNet's two 3x3 convs with BatchNorm and a residual; conv1x1+BN downsample when the shape changes."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNet18Shaped(nn.Module):
+    """torchvision's resnet18 layout: conv7x7/2 + BN + maxpool, 4 stages of 2 BasicBlocks (64…512)."""
+
+    def __init__(self, classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        widths = (64, 128, 256, 512)
+        cin = 64
+        for i, w in enumerate(widths, start=1):
+            stride = 1 if i == 1 else 2
+            setattr(self, f"layer{i}", nn.Sequential(BasicBlock(cin, w, stride), BasicBlock(w, w, 1)))
+            cin = w
+        self.fc = nn.Linear(512, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+@dataclass(frozen=True)
+class BenchModel:
+    key: str
+    title: str
+    build: Callable[[], nn.Module]
+    image_size: int
+
+
+MODELS = {
+    "small": BenchModel("small", "small CNN, 32 px", small_cnn, 32),
+    "resnet18": BenchModel("resnet18", "ResNet-18-shaped, 112 px", ResNet18Shaped, 112),
+}
+
+
+# ---------------------------------------------------------------- the tutorial way
+
+
+def make_grid(tiles: torch.Tensor, padding: int = 2) -> torch.Tensor:
+    """torchvision.utils.make_grid(tiles, nrow=ceil(sqrt(n)), normalize=True, scale_each=True):
+    (n, c, h, w) → (c, H, W) in [0, 1], each tile min-max normalized on its own."""
+    n, c, h, w = tiles.shape
+    flat = tiles.reshape(n, -1)
+    lo = flat.min(dim=1, keepdim=True).values
+    span = (flat.max(dim=1, keepdim=True).values - lo).clamp_min(1e-5)
+    tiles = ((flat - lo) / span).reshape(n, c, h, w)
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    grid = torch.zeros(c, rows * (h + padding) + padding, cols * (w + padding) + padding)
+    for i in range(n):
+        r, q = divmod(i, cols)
+        top, left = padding + r * (h + padding), padding + q * (w + padding)
+        grid[:, top : top + h, left : left + w] = tiles[i]
+    return grid
+
+
+def kernel_display_tiles(weight: torch.Tensor) -> torch.Tensor:
+    """What tutorials draw per filter: the input channels as RGB when there are 3, else their mean."""
+    return weight if weight.shape[1] in (1, 3) else weight.mean(dim=1, keepdim=True)
+
+
+def log_tutorial_way(writer: SummaryWriter, model: nn.Module, probe: torch.Tensor, step: int) -> None:
+    """Kernel grid per conv layer, and per probe image a grid of every filter's map, as PNG images."""
+    convs = {name: m for name, m in model.named_modules() if isinstance(m, CONV_TYPES)}
+    maps: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_hook(lambda _m, _i, out, name=name: maps.__setitem__(name, out.detach())) for name, m in convs.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(probe)
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    for name, conv in convs.items():
+        writer.add_image(f"{name}/kernels", make_grid(kernel_display_tiles(conv.weight.detach().float())), step)
+        for i, image_maps in enumerate(maps[name]):
+            writer.add_image(f"{name}/activations/image_{i}", make_grid(image_maps.unsqueeze(1)), step)
+    writer.flush()
+
+
+# ---------------------------------------------------------------- measuring
+
+
+@dataclass
+class Series:
+    """Per-epoch seconds and event-file bytes of one way of logging."""
+
+    way: str
+    seconds: list[float] = field(default_factory=list)
+    bytes: list[int] = field(default_factory=list)
+
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def mean_mb(self) -> float:
+        return statistics.fmean(self.bytes) / MB
+
+    @property
+    def max_mb(self) -> float:
+        return max(self.bytes) / MB
+
+
+def tree_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+def perturb_weights(model: nn.Module, generator: torch.Generator, scale: float = 0.02) -> None:
+    """Nudge every parameter by `scale` of its own spread, like an optimizer step would."""
+    with torch.no_grad():
+        for p in model.parameters():
+            spread = p.std() if p.numel() > 1 else p.abs().mean()
+            p.add_(torch.randn(p.shape, generator=generator) * scale * float(spread + 1e-8))
+
+
+def convviz_bytes_by_array(logdir: str) -> dict[str, int]:
+    """Bytes per "kind/array" (e.g. "kernels/effective_kernel") across every event file under `logdir`;
+    "<kind>/(header)" is each bundle's JSON header and "(tensorboard framing)" the event protos around them."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    totals: dict[str, int] = defaultdict(int)
+    for d, _, files in os.walk(logdir):
+        for f in files:
+            if "tfevents" not in f:
+                continue
+            for event in EventFileLoader(os.path.join(d, f)).Load():
+                totals["(tensorboard framing)"] += event.ByteSize() + 16  # + TFRecord length and CRCs
+                for value in event.summary.value:
+                    for blob in value.tensor.string_val:
+                        kind = fmt.parse_tag(value.tag)[1]
+                        totals["(tensorboard framing)"] -= len(blob)
+                        bundle = fmt.decode_bundle(blob)
+                        arrays = bundle._header  # the bench reads the layout, not the values
+                        for name, h in arrays.items():
+                            totals[f"{kind}/{name}"] += h["nbytes"]
+                        totals[f"{kind}/(header)"] += len(blob) - sum(h["nbytes"] for h in arrays.values())
+    return dict(totals)
+
+
+def crc_seconds_per_mb() -> float:
+    """TensorBoard's event writer checksums every record with a pure-Python CRC-32C (no TensorFlow)."""
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
+
+    data = os.urandom(1_000_000)
+    start = time.perf_counter()
+    masked_crc32c(data)
+    return (time.perf_counter() - start) / (len(data) / MB)
+
+
+def bare_forward_seconds(model: nn.Module, images: torch.Tensor) -> float:
+    was_training = model.training
+    model.eval()
+    start = time.perf_counter()
+    with torch.no_grad():
+        model(images)
+    model.train(was_training)
+    return time.perf_counter() - start
+
+
+PERTURBATION_PARTS = ("orientation_tuning", "rotation_response", "sequence_symmetry", "noise_stability", "adversarial_change")
+
+
+def perturbation_shares(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Share of `perturbation_responses` time spent in each of its analyses (one cProfile'd call)."""
+    from tb_convviz.analysis.perturbation import perturbation_responses
+    from tb_convviz.layers import conv_layers
+    from tb_convviz.observe import untouched
+
+    profiler = cProfile.Profile()
+    with untouched(model), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        layers = conv_layers(model, None)
+        profiler.enable()
+        perturbation_responses(model, layers, images, labels)
+        profiler.disable()
+    cumulative = {func: ct for (path, _line, func), (_cc, _nc, _tt, ct, _callers) in pstats.Stats(profiler).stats.items()  # type: ignore[attr-defined]
+                  if path.endswith("perturbation.py")}  # fmt: skip
+    total = cumulative.get("perturbation_responses", 0.0) or 1e-9
+    return {part: cumulative[part] / total for part in PERTURBATION_PARTS if part in cumulative}
+
+
+WAYS = ("convviz", "convviz_plain", "tutorial")
+WAY_LABELS = {
+    "convviz": "convviz, defaults",
+    "convviz_plain": "convviz, perturbations=False",
+    "tutorial": "tutorial (add_image grids)",
+}
+
+
+def bench_model(spec: BenchModel, ways: list[str], epochs: int, n_images: int, root: str, options: dict) -> dict[str, Series]:
+    """Log `epochs` times with each way, interleaved; every way also gets a bare probe forward ("forward")."""
+    torch.manual_seed(0)
+    model = spec.build()
+    images = torch.randn(n_images, 3, spec.image_size, spec.image_size)
+    labels = torch.arange(n_images) % 10
+    generator = torch.Generator().manual_seed(1)
+    loggers: dict[str, Callable[[int], object]] = {}
+    closers: list[Callable[[], None]] = []
+    for way in ways:
+        logdir = os.path.join(root, spec.key, way)
+        if way == "tutorial":
+            writer = SummaryWriter(logdir)
+            loggers[way] = lambda step, w=writer: log_tutorial_way(w, model, images, step)
+            closers.append(writer.close)
+        else:
+            kwargs = {**options, "perturbations": False} if way == "convviz_plain" else options
+            viz = ConvViz(logdir, probe=(images, labels), **kwargs)
+            loggers[way] = lambda step, v=viz: v.log(model, step)
+            closers.append(viz.close)
+    loggers["forward"] = lambda step: bare_forward_seconds(model, images)  # the floor every way pays
+    series = {way: Series(way) for way in loggers}
+    for epoch in range(epochs):
+        perturb_weights(model, generator)
+        for way, log in loggers.items():  # interleaved, so machine load hits every way alike
+            logdir = os.path.join(root, spec.key, way)
+            before = tree_bytes(logdir)
+            start = time.perf_counter()
+            log(epoch)
+            series[way].seconds.append(time.perf_counter() - start)
+            series[way].bytes.append(tree_bytes(logdir) - before)
+        print(
+            f"  epoch {epoch}: "
+            + "  ".join(f"{w} {s.seconds[-1]:.3f}s {s.bytes[-1] / MB:.3f}MB" for w, s in series.items() if w != "forward"),
+            flush=True,
+        )
+    for close in closers:
+        close()
+    return series
+
+
+def report(spec: BenchModel, series: dict[str, Series], root: str, epochs: int, shares: dict[str, float], crc_s_mb: float) -> None:
+    n_convs = sum(isinstance(m, CONV_TYPES) for m in spec.build().modules())
+    print(f"\n{spec.title}: {epochs} epochs, {n_convs} conv layers, {series['forward'].median_s:.3f}s bare probe forward")
+    print(f"  {'way':32s} {'log() s (median)':>17s} {'MB/epoch mean':>14s} {'MB/epoch max':>13s}")
+    ours_ways = [w for w in ("convviz", "convviz_plain") if w in series]
+    for way in (*ours_ways, "tutorial"):
+        if way in series:
+            s = series[way]
+            print(f"  {WAY_LABELS[way]:32s} {s.median_s:17.3f} {s.mean_mb:14.3f} {s.max_mb:13.3f}")
+    tut = series.get("tutorial")
+    fwd = series["forward"]
+
+    def crc(s: Series) -> float:
+        return statistics.median(s.bytes) / MB * crc_s_mb
+
+    if tut is not None:
+        for way in ours_ways:
+            s = series[way]
+            print(f"  tutorial/ours, {WAY_LABELS[way]}: time {tut.median_s / s.median_s:.2f}x, MB {tut.mean_mb / s.mean_mb:.2f}x")
+    print("  where the median log() goes (s; CRC = tensorboard's pure-Python CRC-32C of the bytes written):")
+    if "convviz_plain" in series:
+        plain = series["convviz_plain"]
+        rest = max(plain.median_s - fwd.median_s - crc(plain), 0)
+        print(f"    {WAY_LABELS['convviz_plain']}: probe forward {fwd.median_s:.3f}, CRC {crc(plain):.3f}, stats/quantize/encode/write {rest:.3f}")
+        if "convviz" in series:
+            ours = series["convviz"]
+            print(f"    {WAY_LABELS['convviz']}: the above + perturbation analyses {max(ours.median_s - plain.median_s, 0):.3f}")
+    if tut is not None:
+        print(f"    {WAY_LABELS['tutorial']}: probe forward {fwd.median_s:.3f}, CRC {crc(tut):.3f}, "
+              f"grids + PNG encoding {max(tut.median_s - fwd.median_s - crc(tut), 0):.3f}")
+    if shares:
+        print("    perturbation analyses split: " + ", ".join(f"{k} {v:.0%}" for k, v in sorted(shares.items(), key=lambda kv: -kv[1])))
+    for way in ours_ways:
+        by_array = convviz_bytes_by_array(os.path.join(root, spec.key, way))
+        total = sum(by_array.values()) or 1
+        top = sorted(by_array.items(), key=lambda kv: -kv[1])[:8]
+        print(f"  {WAY_LABELS[way]}, MB/epoch by kind/array: " + ", ".join(f"{k} {v / epochs / MB:.3f} ({v / total:.0%})" for k, v in top))
+        redundant = by_array.get("kernels/effective_kernel", 0) / epochs / MB
+        if redundant:
+            print(f"    without the stored effective_kernel (= kernel × a per-filter scale, recomputable on read): "
+                  f"{series[way].mean_mb - redundant:.3f} MB/epoch mean")
+    for way in ours_ways:
+        s = series[way]
+        if tut is not None:
+            verdict = "MET" if s.median_s <= TARGET_TIME_FRACTION * tut.median_s else "MISSED"
+            print(f"  target log() ≤ 1/3 of the tutorial's time, {WAY_LABELS[way]}: {verdict} ({s.median_s / tut.median_s:.2f} of it)")
+        if spec.key == "resnet18":
+            verdict = "MET" if s.mean_mb <= TARGET_RESNET_MB else "MISSED"
+            print(f"  target ≤ {TARGET_RESNET_MB:g} MB/epoch, {WAY_LABELS[way]}: {verdict} (mean {s.mean_mb:.3f}, worst epoch {s.max_mb:.3f})")
+
+
+def parse_options(pairs: list[str]) -> dict:
+    """KEY=VALUE ConvViz keyword overrides, values read as Python literals (kernels_every=20)."""
+    import ast
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--convviz option {pair!r} is not KEY=VALUE")
+        options[key] = ast.literal_eval(value)
+    return options
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=10, help="logs per way and model (default: %(default)s)")
+    parser.add_argument("--images", type=int, default=8, help="probe images (default: %(default)s)")
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["small", "resnet18"])
+    parser.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS), help="ways of logging to compare (default: all)")
+    parser.add_argument("--convviz", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="ConvViz option overrides to try, e.g. kernels_every=20 map_images=2 (default: none)")  # fmt: skip
+    parser.add_argument("--no-split", action="store_true", help="skip the profiled split of the perturbation analyses")
+    args = parser.parse_args(argv)
+    if args.epochs < 1 or args.images < 1:
+        parser.error("--epochs and --images must be at least 1")
+    try:
+        options = parse_options(args.convviz)
+    except (ValueError, SyntaxError) as e:
+        parser.error(str(e))
+    crc_s_mb = crc_seconds_per_mb()
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f}; ConvViz options: {options or 'defaults'}; tensorboard's pure-Python CRC-32C: "
+        f"{crc_s_mb:.3f} s/MB"
+    )
+    with tempfile.TemporaryDirectory(prefix="convviz_bench_") as root:
+        for key in args.models:
+            spec = MODELS[key]
+            print(f"\n== {spec.title}", flush=True)
+            series = bench_model(spec, args.ways, args.epochs, args.images, root, options)
+            shares = {}
+            if "convviz" in args.ways and not args.no_split and options.get("perturbations", True):
+                torch.manual_seed(0)
+                images = torch.randn(args.images, 3, spec.image_size, spec.image_size)
+                shares = perturbation_shares(spec.build(), images, torch.arange(args.images) % 10)
+            report(spec, series, root, args.epochs, shares, crc_s_mb)
+
+
+if __name__ == "__main__":
+    main()
