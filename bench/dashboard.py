@@ -4,6 +4,7 @@ Writes synthetic logs with the real ConvViz callback (one Conv2d(256, 512, 3) la
 2 runs; the weights take a random step each epoch), starts a real `tensorboard` on them and prints:
 
 * p50/p95 latency of the `layer` route and of the `compare` route (epoch vs epoch and run vs run),
+  and of the `filter` route behind the detail panel,
   once with TensorBoard's default loader (the Rust data server where it runs) and once with
   `--load_fast=false` (the Python multiplexer);
 * the time Chromium takes to paint the 512-filter grid after the data arrived (the grid's own
@@ -166,6 +167,11 @@ def route_urls(tb: TensorBoard, n: int) -> dict[str, list[str]]:
         "compare, run vs run (match)": [
             tb.route("compare", layer=LAYER, run_a=RUNS[0], run_b=RUNS[1], step_a=s, step_b=s, align="match")
             for s in (rng.choice(steps) for _ in range(n))
+        ],
+        # The detail panel: it reads every logged step for the history, so fewer requests.
+        "filter (detail panel)": [
+            tb.route("filter", run=rng.choice(RUNS), layer=LAYER, step=rng.choice(steps), filter=rng.randrange(FILTERS))
+            for _ in range(max(5, n // 4))
         ],
     }
 
