@@ -128,7 +128,7 @@ export function itemCanvas(values, shape, scale, lut, zoom) {
  * @param {Float32Array} values (C, H, W) @param {number[]} shape
  * @returns {ImageData}
  */
-export function probeImage(values, shape) {
+function probeImage(values, shape) {
   const [channels, h, w] = shape;
   const n = h * w;
   const image = new ImageData(w, h);

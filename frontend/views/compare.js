@@ -30,7 +30,7 @@ const METRIC_NAMES = {
  * Most changed first: drift descending; norm and activation change by magnitude. Ties by index.
  * @param {any} data the /compare payload @param {Metric} metric @returns {number[]}
  */
-export function rankBy(data, metric) {
+function rankBy(data, metric) {
   const values = data.metrics[metric];
   if (!values) return data.order;
   const key = (/** @type {number} */ i) => {

@@ -108,7 +108,8 @@ def free_port() -> int:
 
 
 def start_tensorboard(logdir: Path, expect_runs: int, timeout: float = 60.0) -> tuple[subprocess.Popen, str]:
-    """A real `tensorboard` serving `logdir`, returned once the convviz index lists `expect_runs` runs."""
+    """A real `tensorboard` serving `logdir`, returned once the convviz index lists `expect_runs` runs
+    (for an empty logdir, `expect_runs=0`: once the index answers)."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port)],

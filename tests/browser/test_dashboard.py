@@ -1,7 +1,7 @@
 """The CONVVIZ tab in headless Chromium against a real TensorBoard process."""
 from __future__ import annotations
 
-from conftest import RUN_1D, RUNS_2D, XSS_RUN, EPOCHS
+from conftest import EPOCHS, RUN_1D, RUNS_2D, XSS_RUN, start_tensorboard, stop_process
 
 
 def grid_shows(frame, run: str, layer: str, step: int | None = None):
@@ -146,3 +146,18 @@ def test_side_by_side_epochs_and_runs(frame):
 
     rows.first.click()
     frame.locator("[data-testid=detail-panel]").wait_for()
+
+
+def test_empty_logdir_says_what_to_do(browser, tmp_path):
+    proc, url = start_tensorboard(tmp_path, expect_runs=0)
+    page = browser.new_page()
+    try:
+        # With no data the tab is inactive in TensorBoard's menu: open its frame directly.
+        page.goto(f"{url}/data/plugin_entry.html?name=convviz")
+        status = page.locator('[data-testid=status][data-phase="empty"]')
+        status.wait_for(timeout=15_000)
+        assert "No convviz data in this logdir: add ConvViz(...) to your training loop." in status.text_content()
+        assert page.locator("[data-testid=toolbar]").is_hidden()
+    finally:
+        page.close()
+        stop_process(proc)
