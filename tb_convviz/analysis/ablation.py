@@ -130,9 +130,13 @@ class _FxEngine:
             mask = _channel_mask(filters, self.n, out.shape[1], out.dim(), out)
         env = {}
         for nd in self.gm.graph.nodes:
-            if nd not in rerun and nd.op != "output":
-                value = self._stacked(nd, copies)
-                env[nd] = value * mask if nd in targets and mask is not None else value
+            if nd in rerun or nd.op == "output":
+                continue
+            if nd not in targets and not any(u in rerun for u in nd.users):
+                env[nd] = self.values[nd]  # never read by the replay: no need to stack it
+                continue
+            value = self._stacked(nd, copies)
+            env[nd] = value * mask if nd in targets and mask is not None else value
         return _logits(_Replayer(self.gm, targets, mask).run(initial_env=env), copies * self.n)
 
     def ablate(self, layer: str, per_pass: int) -> torch.Tensor:
