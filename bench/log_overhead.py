@@ -322,7 +322,9 @@ def bench_model(spec: BenchModel, ways: list[str], epochs: int, n_images: int, r
     return series
 
 
-def report(spec: BenchModel, series: dict[str, Series], root: str, epochs: int, shares: dict[str, float], crc_s_mb: float) -> None:
+def report(
+    spec: BenchModel, series: dict[str, Series], root: str, epochs: int, options: dict, shares: dict[str, float], crc_s_mb: float
+) -> None:
     n_convs = sum(isinstance(m, CONV_TYPES) for m in spec.build().modules())
     print(f"\n{spec.title}: {epochs} epochs, {n_convs} conv layers, {series['forward'].median_s:.3f}s bare probe forward")
     print(f"  {'way':32s} {'log() s (median)':>17s} {'MB/epoch mean':>14s} {'MB/epoch max':>13s}")
@@ -363,6 +365,10 @@ def report(spec: BenchModel, series: dict[str, Series], root: str, epochs: int, 
         if redundant:
             print(f"    without the stored effective_kernel (= kernel × a per-filter scale, recomputable on read): "
                   f"{series[way].mean_mb - redundant:.3f} MB/epoch mean")
+        steady, full = statistics.median(series[way].bytes), max(series[way].bytes)
+        every = options.get("kernels_every", 10)
+        print(f"    a long run keeping full kernels once per kernels_every={every} logs: "
+              f"{(steady + (full - steady) / every) / MB:.3f} MB/epoch (steady epochs {steady / MB:.3f}, full-kernel epochs {full / MB:.3f})")
     for way in ours_ways:
         s = series[way]
         if tut is not None:
@@ -418,7 +424,7 @@ def main(argv: list[str] | None = None) -> None:
                 torch.manual_seed(0)
                 images = torch.randn(args.images, 3, spec.image_size, spec.image_size)
                 shares = perturbation_shares(spec.build(), images, torch.arange(args.images) % 10)
-            report(spec, series, root, args.epochs, shares, crc_s_mb)
+            report(spec, series, root, args.epochs, options, shares, crc_s_mb)
 
 
 if __name__ == "__main__":

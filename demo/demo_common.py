@@ -126,7 +126,8 @@ def train_runs(
         torch.manual_seed(s)
         model = build_model()
         run_dir = os.path.join(logdir, run_name(s))
-        log(f"run {run_name(s)} -> {run_dir}")
+        replaced = clear_previous_run(run_dir)
+        log(f"run {run_name(s)} -> {run_dir}" + (f" (replacing {replaced} earlier event file(s))" if replaced else ""))
         start = time.perf_counter()
         acc = fit(model, train, test, run_dir, seed=s, log=log, **fit_args)
         results.append(RunResult(run_name(s), run_dir, acc, time.perf_counter() - start))
@@ -148,6 +149,16 @@ def demo_parser(description: str, example: str) -> argparse.ArgumentParser:
             f"Example:\n  {example}"
         ),
     )
+
+
+def clear_previous_run(run_dir: str) -> int:
+    """Delete event files an earlier demo run left in `run_dir`, so steps 0..N are not logged twice."""
+    if not os.path.isdir(run_dir):
+        return 0
+    old = [f for f in os.listdir(run_dir) if f.startswith("events.out.tfevents.")]
+    for f in old:
+        os.remove(os.path.join(run_dir, f))
+    return len(old)
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, epochs: int, logdir: str) -> None:

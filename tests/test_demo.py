@@ -64,3 +64,11 @@ def test_bad_arguments_are_named(demo, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit):
         demo.main(["--epochs", "0", "--no-serve"])
     assert "--epochs must be at least 1" in capsys.readouterr().err
+
+
+def test_running_a_demo_again_replaces_its_runs(tmp_path: Path) -> None:
+    args = ["--epochs", "1", "--runs", "1", "--samples", "200", "--logdir", str(tmp_path), "--no-serve"]
+    mnist1d_demo.main(args)
+    mnist1d_demo.main(args)
+    assert len(list((tmp_path / "seed0").glob("events.out.tfevents.*"))) == 1
+    assert load(str(tmp_path)).steps("seed0", "conv1") == [0, 1]
