@@ -1,6 +1,7 @@
 """Reads convviz records through TensorBoard's own data provider, for the plugin and for `load()`."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
 import numpy as np
@@ -10,6 +11,7 @@ from tensorboard.data import provider as tb_provider
 from tb_convviz import format as fmt
 
 _ALL_STEPS = 1 << 30  # downsample bound meaning "every step": users must see every epoch
+_PARALLEL_READS = 8  # blob reads in flight at once: each waits on the data server, not the CPU
 
 
 class NotFound(LookupError):
@@ -23,6 +25,11 @@ class ConvVizReader:
         self._provider = data_provider
         self._eid = experiment_id
         self._ctx = ctx if ctx is not None else tb_context.RequestContext()
+
+    @property
+    def context(self) -> Any:
+        """The TensorBoard request context this reader reads under."""
+        return self._ctx
 
     def _index(self, run: Optional[str] = None) -> dict[str, dict[str, str]]:
         """{run: {tag: kind}} of records this version can read."""
@@ -87,6 +94,17 @@ class ConvVizReader:
             return fmt.decode_bundle(blob)
         except ValueError as e:
             raise NotFound(f"record {kind!r} of layer {layer!r} at step {datum.step} is unreadable: {e}") from e
+
+    def blob_keys(self, run: str, layer: str, kind: str) -> list[str]:
+        """The keys of every step's record of one stream (for prefetching)."""
+        return [d.values[0].blob_key for d in self._series(run, layer, kind)]
+
+    def bundles(self, run: str, layer: str, kind: str) -> list[tuple[int, fmt.Bundle]]:
+        """Every step's record of one stream, read concurrently: a history needs them all."""
+        series = self._series(run, layer, kind)
+        with ThreadPoolExecutor(_PARALLEL_READS) as pool:
+            blobs = list(pool.map(lambda d: self._provider.read_blob(self._ctx, blob_key=d.values[0].blob_key), series))
+        return [(d.step, fmt.decode_bundle(b)) for d, b in zip(series, blobs)]
 
     def latest_at_or_before(self, run: str, layer: str, kind: str, step: int) -> int:
         """The last step ≤ `step` holding a `kind` record (full kernels are kept only every few steps)."""

@@ -16,18 +16,23 @@ def match_filters(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     Independently trained runs learn similar filters in different slots, so run-vs-run
     comparison pairs them greedily by |cosine similarity| (sign-agnostic: a negated
     filter is the same detector for the layers after it), most similar pairs first.
+    Greedy order is reached in vectorized rounds: every mutually-best pair of the remaining
+    filters is one greedy would take (no larger entry shares its row or column).
     """
     sim = np.abs(_unit_rows(a) @ _unit_rows(b).T)
     n = sim.shape[0]
     match = np.full(n, -1, dtype=np.int64)
-    used_a = np.zeros(n, bool)
-    used_b = np.zeros(sim.shape[1], bool)
-    for flat_index in np.argsort(-sim, axis=None, kind="stable"):
-        i, j = divmod(int(flat_index), sim.shape[1])
-        if not used_a[i] and not used_b[j]:
-            match[i], used_a[i], used_b[j] = j, True, True
-            if used_a.all():
-                break
+    rows = np.arange(n)
+    cols = np.arange(sim.shape[1])
+    while rows.size and cols.size:
+        sub = sim[np.ix_(rows, cols)]
+        best_col = sub.argmax(axis=1)
+        best_row = sub.argmax(axis=0)
+        mutual = best_row[best_col] == np.arange(rows.size)
+        match[rows[mutual]] = cols[best_col[mutual]]
+        keep_cols = np.ones(cols.size, bool)
+        keep_cols[best_col[mutual]] = False
+        rows, cols = rows[~mutual], cols[keep_cols]
     return match
 
 

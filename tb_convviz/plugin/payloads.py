@@ -101,8 +101,8 @@ def filter_detail(reader: ConvVizReader, run: str, layer: str, step: int, index:
     except NotFound:
         out["maps"], out["map_images"] = None, []
     history: dict[str, list] = {"steps": []}
-    for s in reader.steps(run, layer):
-        stats = _stats(reader.bundle(run, layer, fmt.KIND_FILTERS, s), index)
+    for s, record in reader.bundles(run, layer, fmt.KIND_FILTERS):
+        stats = _stats(record, index)
         history["steps"].append(s)
         for name, value in stats.items():
             history.setdefault(name, []).append(value)
@@ -119,8 +119,7 @@ def _analysis_history(
 ) -> dict[str, list]:
     """Per-filter scalars of an analysis over every step it was logged (how a filter's impact grew)."""
     history: dict[str, list] = {"steps": []}
-    for s in reader.steps(run, layer, kind):
-        record = reader.bundle(run, layer, kind, s)
+    for s, record in reader.bundles(run, layer, kind):
         history["steps"].append(s)
         for name in record.names():
             a = record.array(name)

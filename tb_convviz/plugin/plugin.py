@@ -13,6 +13,7 @@ from werkzeug import wrappers
 
 from tb_convviz import format as fmt
 from tb_convviz.plugin import payloads
+from tb_convviz.plugin.cache import CachingProvider
 from tb_convviz.plugin.params import BadRequest, RequestParams
 from tb_convviz.reader import ConvVizReader, NotFound
 
@@ -40,7 +41,7 @@ class ConvVizPlugin(base_plugin.TBPlugin):
     plugin_name = fmt.PLUGIN_NAME
 
     def __init__(self, context: base_plugin.TBContext):
-        self._provider = context.data_provider
+        self._provider = CachingProvider(context.data_provider)
         self._static_root = frontend_dir().resolve()
 
     def get_plugin_apps(self) -> dict[str, Callable]:
@@ -82,11 +83,15 @@ class ConvVizPlugin(base_plugin.TBPlugin):
 
         return handler
 
-    @staticmethod
-    def _layer(reader: ConvVizReader, p: RequestParams) -> dict:
+    def _layer(self, reader: ConvVizReader, p: RequestParams) -> dict:
         run = p.run()
         layer = p.layer(run)
-        return payloads.layer(reader, run, layer, p.step(run, layer))
+        answer = payloads.layer(reader, run, layer, p.step(run, layer))
+        # The slider comes next: warm every step of this layer (filters ~10 KB, maps ~50 KB each).
+        for kind in (fmt.KIND_FILTERS, fmt.KIND_MAPS):
+            if kind in reader.kinds(run, layer):
+                self._provider.prefetch(reader.context, reader.blob_keys(run, layer, kind))
+        return answer
 
     @staticmethod
     def _filter(reader: ConvVizReader, p: RequestParams) -> dict:

@@ -1,0 +1,89 @@
+"""The dashboard's caching view of the data provider: fewer calls, never stale after a rewrite."""
+import time
+
+import torch
+from torch import nn
+
+from tb_convviz import ConvViz, load
+from tb_convviz import format as fmt
+from tb_convviz.plugin.cache import CachingProvider
+from tb_convviz.reader import ConvVizReader
+
+
+class Counting:
+    """Forwards to a real data provider and counts the calls that reach it."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.calls = {"list": 0, "series": 0, "blob": 0}
+
+    def list_blob_sequences(self, ctx=None, **kw):
+        self.calls["list"] += 1
+        return self.inner.list_blob_sequences(ctx, **kw)
+
+    def read_blob_sequences(self, ctx=None, **kw):
+        self.calls["series"] += 1
+        return self.inner.read_blob_sequences(ctx, **kw)
+
+    def read_blob(self, ctx=None, **kw):
+        self.calls["blob"] += 1
+        return self.inner.read_blob(ctx, **kw)
+
+
+def _logs(tmp_path, epochs=4):
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Conv2d(2, 3, 3))
+    viz = ConvViz(tmp_path / "run", probe=torch.randn(2, 1, 8, 8), perturbations=False)
+    for epoch in range(epochs):
+        with torch.no_grad():
+            model[0].weight.add_(0.1)
+        viz.log(model, epoch)
+    viz.close()
+    return load(tmp_path)
+
+
+def test_repeated_reads_hit_the_cache_and_agree_with_the_provider(tmp_path):
+    logs = _logs(tmp_path)
+    counting = Counting(logs._provider)
+    cached = ConvVizReader(CachingProvider(counting, ttl_s=60))
+    for _ in range(3):
+        assert cached.steps("run", "0") == [0, 1, 2, 3]
+        assert cached.steps("run", "1", fmt.KIND_MAPS) == [0, 1, 2, 3]
+        got = cached.bundle("run", "0", fmt.KIND_KERNELS, 2).array("kernel")
+    assert counting.calls == {"list": 0, "series": 1, "blob": 1}  # one read of all the run's tags
+    assert (got == logs.kernels("run", "0", 2)).all()
+    assert [s for s, _ in cached.bundles("run", "1", fmt.KIND_FILTERS)] == [0, 1, 2, 3]
+
+
+def test_listings_expire_so_new_epochs_appear(tmp_path):
+    logs = _logs(tmp_path, epochs=2)
+    counting = Counting(logs._provider)
+    provider = CachingProvider(counting, ttl_s=0.05)
+    reader = ConvVizReader(provider)
+    reader.runs()
+    reader.runs()
+    assert counting.calls["list"] == 1
+    time.sleep(0.1)
+    reader.runs()
+    assert counting.calls["list"] == 2
+
+
+def test_blob_cache_stays_within_its_byte_budget(tmp_path):
+    logs = _logs(tmp_path)
+    provider = CachingProvider(logs._provider, ttl_s=60, blob_bytes=1)
+    reader = ConvVizReader(provider)
+    for step in range(4):
+        reader.bundle("run", "0", fmt.KIND_FILTERS, step)
+    assert len(provider._blobs) == 1  # only the newest survives a 1-byte budget
+
+
+def test_prefetch_warms_the_blob_cache(tmp_path):
+    logs = _logs(tmp_path)
+    counting = Counting(logs._provider)
+    provider = CachingProvider(counting, ttl_s=60)
+    reader = ConvVizReader(provider)
+    provider.prefetch(reader.context, reader.blob_keys("run", "0", fmt.KIND_FILTERS))
+    provider._prefetcher.shutdown(wait=True)
+    before = counting.calls["blob"]
+    for step in range(4):
+        reader.bundle("run", "0", fmt.KIND_FILTERS, step)
+    assert before == 4 and counting.calls["blob"] == 4
