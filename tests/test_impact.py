@@ -227,7 +227,7 @@ def test_class_selectivity_planted() -> None:
 def test_spearman_with_ties_and_constant() -> None:
     a = np.array([1.0, 2.0, 2.0, 3.0, 5.0])
     b = np.array([2.0, 1.0, 4.0, 3.0, 9.0])
-    # average ranks: a → [0, 1.5, 1.5, 3, 4], b → [1, 0, 3, 2, 4]; Pearson of ranks by hand = 0.7 / √(0.98·1)... below
+    # Spearman is Pearson on ranks; the tie in a shares ranks 1 and 2
     ra, rb = np.array([0, 1.5, 1.5, 3, 4]), np.array([1, 0, 3, 2, 4.0])
     expected = np.corrcoef(ra, rb)[0, 1]
     assert spearman(a, b) == pytest.approx(expected)
