@@ -27,8 +27,9 @@ def run_with_hooks(
     """Run `model(x)` once with forward hooks on `modules`; hooks are always removed.
 
     `edit(name, output)` may return a replacement output (used for ablation); `record`
-    keeps each module's (possibly edited) output. Returns (model output, {name: output}).
-    Gradients follow the caller's grad mode, so perturbation analyses can backpropagate.
+    keeps a detached copy of each module's (possibly edited) output. Returns (model output,
+    {name: output}). The forward follows the caller's grad mode, so analyses that need
+    gradients read the live outputs inside `edit` instead.
     """
     outputs: dict[str, torch.Tensor] = {}
     handles = []
@@ -40,7 +41,8 @@ def run_with_hooks(
                 if replaced is not None:
                     out = replaced
             if record:
-                outputs[name] = out
+                # A copy: an in-place op downstream (ReLU(inplace=True)) would rewrite the tensor.
+                outputs[name] = out.detach().clone()
             return out
 
         return hook

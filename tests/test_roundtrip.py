@@ -193,3 +193,16 @@ def test_perturbation_and_impact_records_read_back_per_filter(tmp_path):
 def test_impact_without_labels_fails_at_construction(tmp_path):
     with pytest.raises(ValueError, match="impact=True needs probe labels"):
         ConvViz(tmp_path, probe=probe_images(), impact=True)
+
+
+def test_maps_are_the_conv_output_even_before_an_inplace_relu(tmp_path):
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(inplace=True))
+    x = torch.randn(2, 1, 6, 6)
+    viz = ConvViz(tmp_path, probe=x, perturbations=False, keep_all=True)
+    viz.log(model, 0)
+    viz.close()
+    logs = load(tmp_path)
+    want = model[0](x).detach().numpy()
+    assert (want < 0).any()
+    got = logs.activations(logs.runs()[0], "0", 0)
+    assert np.abs(got - want).max() <= (want.max() - want.min()) / 510 * 2
