@@ -29,6 +29,8 @@ setup(
         "test": ["pytest", "playwright", "scikit-learn", "mnist1d", "lightning"],
         "lightning": ["lightning"],
         "demo": ["scikit-learn", "mnist1d"],
+        # bench/impact.py compares exact ablation with Captum's LayerFeatureAblation.
+        "bench": ["captum", "psutil"],
     },
     entry_points={
         "tensorboard_plugins": [
