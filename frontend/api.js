@@ -51,6 +51,13 @@ export const fetchFilter = (
   /** @type {number} */ filter,
 ) => getJson("filter", { run, layer, step, filter });
 
+/**
+ * A layer's perturbation responses or impact table at one step, every filter at once:
+ * {arrays: {name: {shape, values}}, ...}. 404 when the run did not log that analysis.
+ * @param {"perturbation"|"impact"} kind @param {string} run @param {string} layer @param {number} step
+ */
+export const fetchAnalysis = (kind, run, layer, step) => getJson(kind, { run, layer, step });
+
 /** The run's probe inputs and labels. */
 export const fetchProbe = (/** @type {string} */ run) => getJson("probe", { run });
 

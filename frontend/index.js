@@ -3,6 +3,7 @@
 import { Store } from "./static/store.js";
 import { mountCompare } from "./static/views/compare.js";
 import { mountDetail } from "./static/views/detail.js";
+import { mountImpact } from "./static/views/impact.js";
 import { mountLayerView } from "./static/views/layer.js";
 import { mountRanking } from "./static/views/ranking.js";
 import { mountSlider } from "./static/views/slider.js";
@@ -37,6 +38,7 @@ export function render() {
   app.append(main);
   mountLayerView(primary, store);
   mountCompare(primary, store);
+  mountImpact(primary, store);
   mountRanking(side, store);
   mountDetail(side, store);
   document.body.append(app);

@@ -169,10 +169,10 @@ function bitmap(image) {
 }
 
 /**
- * A probe image with a filter's activation map laid over it (viridis, `alpha` opaque).
- * The map is stretched over the whole input: a conv's output covers its input.
+ * A probe image with a filter's activation map laid over it (viridis, `alpha` opaque), or alone
+ * when `map` is null. The map is stretched over the whole input: a conv's output covers its input.
  * @param {{values: Float32Array, shape: number[]}} input (C, H, W)
- * @param {{values: Float32Array, shape: number[]}} map (h, w)
+ * @param {?{values: Float32Array, shape: number[]}} map (h, w)
  * @param {Scale} scale @param {Uint8ClampedArray} lut @param {number} alpha 0..1
  * @param {number} cssWidth
  * @returns {HTMLCanvasElement}
@@ -189,6 +189,7 @@ export function overlayCanvas(input, map, scale, lut, alpha, cssWidth) {
   const ctx = canvas.getContext("2d");
   ctx.imageSmoothingEnabled = false;
   ctx.drawImage(bitmap(probeImage(input.values, input.shape)), 0, 0, canvas.width, canvas.height);
+  if (!map) return canvas;
   const layout = itemLayout([1, ...map.shape]);
   const heat = new ImageData(layout.width, layout.height);
   paintItem(heat, map.values, layout, scale, lut, 0, 0);
@@ -200,7 +201,7 @@ export function overlayCanvas(input, map, scale, lut, alpha, cssWidth) {
 
 /**
  * A 1-D probe input (grey lines, one per channel) with a filter's activation over time on top
- * (coloured line, and a viridis strip underneath).
+ * (coloured line, and a viridis strip underneath). Either may be empty: (0, 0) and (0,).
  * @param {{values: Float32Array, shape: number[]}} input (C, L)
  * @param {Float32Array} activation (l,)
  * @param {Scale} scale @param {Uint8ClampedArray} lut
@@ -235,6 +236,7 @@ export function signalCanvas(input, activation, scale, lut, cssWidth, cssHeight,
   ctx.strokeStyle = colors.input;
   ctx.lineWidth = 1;
   for (let c = 0; c < channels; c++) line(input.values.subarray(c * len, (c + 1) * len), inScale.lo, inScale.hi);
+  if (activation.length === 0) return canvas;
   ctx.strokeStyle = colors.activation;
   ctx.lineWidth = 2;
   line(activation, scale.lo, scale.hi);

@@ -8,8 +8,10 @@ import * as api from "./api.js";
  * @typedef {{kind: string, dims: number, filters: number, in_per_group: number, kernel_size: number[],
  *   groups: number, stride: number[], transposed: boolean, has_bias: boolean, batchnorm: ?string}} LayerInfo
  * @typedef {{run: string, layers: LayerEntry[], probe: ?{n: number, shape: number[], has_labels: boolean}}} RunEntry
- * @typedef {{status: "idle"|"loading"|"ready"|"error", data: any, error: string}} Load
- * @typedef {"filters"|"epochs"|"runs"} Mode
+ * @typedef {{status: "idle"|"off"|"loading"|"ready"|"error", data: any, error: string, code?: number}} Load
+ *   off: the run did not log this (an analysis left out of ConvViz(...)); code: the HTTP status of an error
+ * @typedef {"perturbation"|"impact"} Analysis
+ * @typedef {"filters"|"epochs"|"runs"|"impact"} Mode
  * @typedef {{
  *   phase: "loading"|"empty"|"error"|"ready", message: string,
  *   runs: RunEntry[], run: string, layer: string, step: number,
@@ -18,11 +20,19 @@ import * as api from "./api.js";
  *   layerData: Load, filter: ?number, detail: Load, probes: Record<string, Load>, overlay: number,
  *   compare: {stepA: number, runB: string, stepB: number, align: "index"|"match",
  *     sort: "cosine_distance"|"norm_change"|"act_mean_change", load: Load},
+ *   analysis: Record<Analysis, Load>, impactSort: {metric: string, reverse: boolean},
  * }} State
+ *   analysis: the current layer's perturbation responses and impact table at the slider's step, for
+ *   the Impact view and the filter detail; impactSort: the Impact table's column (a metric key of
+ *   views/impact.js) and whether its natural order is reversed.
  */
 
 /** Layer answers kept for the slider: a 512-filter layer's answer is about 1 MB. */
 const LAYER_CACHE_SIZE = 24;
+/** Analysis answers (perturbation and impact, a few hundred KB for 512 filters) kept for the slider. */
+const ANALYSIS_CACHE_SIZE = 24;
+/** @type {Analysis[]} */
+const ANALYSES = ["perturbation", "impact"];
 
 /** @type {Load} */
 const IDLE = Object.freeze({ status: "idle", data: null, error: "" });
@@ -30,9 +40,16 @@ const IDLE = Object.freeze({ status: "idle", data: null, error: "" });
 /** @param {any} data @returns {Load} */
 const ready = (data) => ({ status: "ready", data, error: "" });
 /** @param {unknown} e @returns {Load} */
-const failed = (e) => ({ status: "error", data: null, error: e instanceof Error ? e.message : String(e) });
+const failed = (e) => ({
+  status: "error",
+  data: null,
+  error: e instanceof Error ? e.message : String(e),
+  code: e instanceof api.ApiError ? e.status : 0,
+});
 /** @type {Load} */
 const LOADING = Object.freeze({ status: "loading", data: null, error: "" });
+/** @type {Load} */
+const OFF = Object.freeze({ status: "off", data: null, error: "" });
 
 export class Store {
   constructor() {
@@ -55,11 +72,19 @@ export class Store {
       probes: {},
       overlay: 0.6,
       compare: { stepA: 0, runB: "", stepB: 0, align: "match", sort: "cosine_distance", load: IDLE },
+      analysis: { perturbation: IDLE, impact: IDLE },
+      impactSort: { metric: "d_accuracy", reverse: false },
     };
     /** @type {Set<(s: State, prev: State) => void>} */
     this.listeners = new Set();
     /** Recent /layer answers by "run\0layer\0step", so scrubbing back over the slider is instant. */
     this.layerCache = new Map();
+    /**
+     * Recent /perturbation and /impact answers by "kind\0run\0layer\0step": the fetch (so concurrent
+     * asks share it) and, once it succeeded, its data.
+     * @type {Map<string, {answer: Promise<any>, data: any}>}
+     */
+    this.analysisCache = new Map();
   }
 
   /** @param {(s: State, prev: State) => void} fn */
@@ -153,6 +178,7 @@ export class Store {
     const cached = this.layerCache.get(key);
     const layerData = cached ? ready({ ...cached, receivedAt: performance.now() }) : { ...this.state.layerData, status: "loading" };
     this.set({ step, layerData });
+    if (this.state.mode === "impact") this.loadAnalysis();
     if (!cached) {
       const load = await api.fetchLayer(run, layer, step).then(ready, failed);
       if (this.state.run !== run || this.state.layer !== layer || this.state.step !== step) return; // stale
@@ -162,7 +188,12 @@ export class Store {
     }
     this.prefetchNeighbours(run, layer, step);
     if (this.state.filter !== null) this.loadDetail();
-    if (this.state.mode !== "filters") this.loadCompare();
+    if (this.comparing()) this.loadCompare();
+  }
+
+  /** Whether the side-by-side view is shown (epoch vs epoch or run vs run). */
+  comparing() {
+    return this.state.mode === "epochs" || this.state.mode === "runs";
   }
 
   /**
@@ -177,6 +208,13 @@ export class Store {
       if (next === undefined || this.layerCache.has(key)) continue;
       // A failure is left for the step's own fetch to report, if the user ever moves there.
       api.fetchLayer(run, layer, next).then((data) => this.cacheLayer(key, data), () => {});
+    }
+    if (this.state.mode !== "impact" && this.state.filter === null) return;
+    const kinds = this.layerEntry(run, layer)?.kinds ?? [];
+    for (const next of [steps[i + 1], steps[i - 1]]) {
+      for (const kind of ANALYSES) {
+        if (next !== undefined && kinds.includes(kind)) this.analysisFor(kind, run, layer, next);
+      }
     }
   }
 
@@ -204,7 +242,8 @@ export class Store {
       }
       if (this.state.compare.stepA >= this.state.step) this.set({ compare: { ...this.state.compare, stepA: steps[0] } });
     }
-    if (mode !== "filters") this.loadCompare();
+    if (this.comparing()) this.loadCompare();
+    if (mode === "impact") this.loadAnalysis();
   }
 
   /** @param {?number} filter */
@@ -220,9 +259,11 @@ export class Store {
       this.set({ detail: LOADING });
     }
     const probeWanted = this.runEntry(run)?.probe && !this.state.probes[run];
+    // The filter's responses and impact come from the layer-wide analyses: the detail shows once all arrived.
     const [detail, probe] = await Promise.all([
       api.fetchFilter(run, layer, step, filter).then(ready, failed),
       probeWanted ? api.fetchProbe(run).then(ready, failed) : Promise.resolve(null),
+      this.loadAnalysis(),
     ]);
     if (probe) this.set({ probes: { ...this.state.probes, [run]: probe } });
     const now = this.state;
@@ -273,12 +314,63 @@ export class Store {
   }
 
   async loadCompare() {
-    if (this.state.mode === "filters" || !this.state.layer) return;
+    if (!this.comparing() || !this.state.layer) return;
     const query = this.compareQuery();
     const key = JSON.stringify(query);
     this.set({ compare: { ...this.state.compare, load: { ...this.state.compare.load, status: "loading" } } });
     const load = await api.fetchCompare(query).then(ready, failed);
-    if (JSON.stringify(this.compareQuery()) !== key || this.state.mode === "filters") return; // stale
+    if (JSON.stringify(this.compareQuery()) !== key || !this.comparing()) return; // stale
     this.set({ compare: { ...this.state.compare, load } });
+  }
+
+  /**
+   * One analysis of one layer at one step, fetched once and kept for the slider; a failed fetch is
+   * forgotten, to be asked again next time (its failure is reported by whoever awaits it).
+   * @param {Analysis} kind @param {string} run @param {string} layer @param {number} step
+   */
+  analysisFor(kind, run, layer, step) {
+    const key = [kind, run, layer, step].join("\0");
+    let entry = this.analysisCache.get(key);
+    if (!entry) {
+      const answer = api.fetchAnalysis(kind, run, layer, step);
+      const fresh = { answer, data: null };
+      answer.then(
+        (data) => (fresh.data = data),
+        () => this.analysisCache.get(key) === fresh && this.analysisCache.delete(key),
+      );
+      entry = fresh;
+      this.analysisCache.set(key, entry);
+      if (this.analysisCache.size > ANALYSIS_CACHE_SIZE) this.analysisCache.delete(this.analysisCache.keys().next().value);
+    }
+    return entry;
+  }
+
+  /**
+   * The current layer's perturbation responses and impact table at the slider's step. An analysis
+   * the run did not log is "off" (the views say how to turn it on) and is not asked for.
+   */
+  async loadAnalysis() {
+    const { run, layer, step } = this.state;
+    const kinds = this.layerEntry()?.kinds ?? [];
+    const entries = ANALYSES.map((kind) => (kinds.includes(kind) ? this.analysisFor(kind, run, layer, step) : null));
+    if (entries.some((e) => e && e.data === null)) {
+      // Still arriving: the views keep what they show, dimmed.
+      const [perturbation, impact] = entries.map((e, i) => (e ? { ...this.state.analysis[ANALYSES[i]], status: "loading" } : OFF));
+      this.set({ analysis: { perturbation, impact } });
+    }
+    const loads = await Promise.all(entries.map((e) => (e ? e.answer.then(ready, failed) : OFF)));
+    const now = this.state;
+    if (now.run !== run || now.layer !== layer || now.step !== step) return; // stale
+    const analysis = { perturbation: loads[0], impact: loads[1] };
+    const same = ANALYSES.every((kind) => {
+      const [a, b] = [analysis[kind], now.analysis[kind]];
+      return a.status === b.status && a.data === b.data && a.error === b.error;
+    });
+    if (!same) this.set({ analysis });
+  }
+
+  /** @param {string} metric @param {boolean} reverse */
+  setImpactSort(metric, reverse) {
+    this.set({ impactSort: { metric, reverse } });
   }
 }

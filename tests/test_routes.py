@@ -34,11 +34,12 @@ def two_conv_net() -> nn.Sequential:
     )
 
 
-def log_run(logdir: Path, model: nn.Module, probe, seed: int) -> None:
+def log_run(logdir: Path, model: nn.Module, probe, seed: int, **options) -> None:
+    """Four logged steps of a few SGD updates; `options` go to ConvViz (perturbations off unless given)."""
     torch.manual_seed(seed)
     x = torch.randn(8, 3, 8, 8)
     y = torch.randint(0, 2, (8,))
-    with ConvViz(str(logdir), probe=probe, perturbations=False) as viz:
+    with ConvViz(str(logdir), probe=probe, **{"perturbations": False, **options}) as viz:
         for step in STEPS:
             model.zero_grad()
             nn.functional.cross_entropy(model(x), y).backward()
@@ -50,7 +51,8 @@ def log_run(logdir: Path, model: nn.Module, probe, seed: int) -> None:
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Client:
-    """Runs: a, b (same net), narrow (layer "0" with 4 filters, no layer "3"), noprobe."""
+    """Runs: a, b (same net), narrow (layer "0" with 4 filters, no layer "3"), noprobe, and analysed
+    (the same net with perturbation responses, a counterfactual and impact)."""
     d = tmp_path_factory.mktemp("routes")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -64,6 +66,8 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Client:
         narrow = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
         log_run(d / "narrow", narrow, probe, 2)
         log_run(d / "noprobe", two_conv_net(), None, 3)
+        torch.manual_seed(4)
+        log_run(d / "analysed", two_conv_net(), probe, 4, perturbations=True, impact=True, counterfactuals={"dim": lambda b: 0.5 * b})
     finally:
         torch.set_num_threads(threads)
     logs = load(d)
@@ -107,7 +111,7 @@ def decode(wire: dict) -> np.ndarray:
 def test_index_lists_runs_layers_steps_and_probe(client):
     index = get_ok(client, "index")
     runs = {r["run"]: r for r in index["runs"]}
-    assert sorted(runs) == ["a", "b", "narrow", "noprobe"]
+    assert sorted(runs) == ["a", "analysed", "b", "narrow", "noprobe"]
     layers = {layer["name"]: layer for layer in runs["a"]["layers"]}
     assert list(layers) == ["0", "3"]
     assert layers["0"]["steps"] == STEPS
@@ -162,6 +166,53 @@ def test_compare_epochs_runs_and_basis(client):
     assert get_ok(client, "compare?layer=0&run_a=a&step_a=3&run_b=b&step_b=3")["align"] == "index"
 
 
+def arrays_of(body: dict) -> dict[str, np.ndarray]:
+    """The analysis answer's arrays as numpy (null → NaN), checked against their declared shapes."""
+    out = {}
+    for name, a in body["arrays"].items():
+        values = np.array([np.nan if v is None else v for v in a["values"]], dtype=np.float64)
+        out[name] = values.reshape(a["shape"])
+    return out
+
+
+def test_perturbation_responses_per_filter(client):
+    body = get_ok(client, "perturbation?run=analysed&layer=0&step=2")
+    assert (body["run"], body["layer"], body["step"], body["kind"]) == ("analysed", "0", 2, "perturbation")
+    a = arrays_of(body)
+    angles = len(a["rotation_angles"])
+    assert a["tuning"].shape == a["rotation_response"].shape == (6, angles)
+    assert a["osi"].shape == a["preferred_orientation"].shape == a["tuning_frequency"].shape == (6,)
+    assert np.all((a["osi"] >= 0) & (a["osi"] <= 1))
+    assert a["stability"].shape == (6, len(a["noise_sigmas"]))
+    assert a["adv_epsilon"].shape == () and a["fgsm"].shape == a["pgd"].shape == (6,)
+    for key in ("cf/dim", "cf/dim/cosine", "cf/dim/z", "cf/dim/flag"):
+        assert a[key].shape == (6,), key
+    assert body["counterfactuals"] == ["dim"]
+    assert body["groups"]["orientation"] == ["rotation_angles", "tuning", "osi", "preferred_orientation", "tuning_frequency"]
+    assert body["groups"]["shift"] == []  # 2-D images: no shift or reversal
+    assert get_ok(client, "perturbation?run=analysed&layer=3&step=0")["arrays"]["tuning"]["shape"] == [8, angles]
+
+
+def test_impact_per_filter(client):
+    a = arrays_of(get_ok(client, "impact?run=analysed&layer=3&step=3"))
+    assert a["accuracy"].shape == () and 0 <= a["accuracy"] <= 1
+    for key in ("d_accuracy", "d_confidence", "d_loss", "flips", "taylor_d_loss", "class_selectivity", "topk_class", "topk_flag"):
+        assert a[key].shape == (8,), key
+    assert a["d_recall"].shape == a["d_precision"].shape == (8, 2)  # the net has 2 classes
+    assert a["class_support"].tolist() == [2, 1]  # probe labels [0, 1, 0]
+    assert a["topk_index"].shape == a["topk_label"].shape == (8, 3)  # top-k capped at the 3 probe images
+    assert set(a["topk_index"].ravel().tolist()) <= {0, 1, 2}
+    assert a["taylor_spearman"].shape == ()
+
+
+def test_filter_history_has_analysis_scalars(client):
+    history = get_ok(client, "filter?run=analysed&layer=0&step=1&filter=2")["history"]
+    for kind, key in (("impact", "d_accuracy"), ("impact", "taylor_d_loss"), ("perturbation", "osi"), ("perturbation", "cf/dim")):
+        assert history[kind]["steps"] == STEPS
+        assert len(history[kind][key]) == len(STEPS), (kind, key)
+    assert "perturbation" not in get_ok(client, "filter?run=a&layer=0&step=1&filter=2")["history"]
+
+
 def test_dashboard_files_are_served(client):
     r = client.get(f"{BASE}/index.js")
     assert r.status_code == 200 and r.mimetype == "text/javascript"
@@ -199,6 +250,13 @@ BAD = [
     ("filter?run=a&layer=0&step=0&filter=-1", 400, "filter"),
     ("filter?run=a&layer=0&step=0&filter=x", 400, "integer"),
     ("filter?run=a&layer=0&step=7&filter=0", 404, "7"),
+    # perturbation and impact: off for the run, or no record at that step
+    ("perturbation?run=a&layer=0&step=0", 404, "'perturbation'"),
+    ("impact?run=a&layer=0&step=0", 404, "'impact'"),
+    ("impact?run=noprobe&layer=3&step=0", 404, "'impact'"),
+    ("impact?run=analysed&layer=0&step=9", 404, "9"),
+    ("perturbation?run=analysed&layer=0", 400, "step"),
+    ("impact?run=analysed&layer=7&step=0", 404, "'7'"),
     # probe
     ("probe", 400, "run"),
     ("probe?run=nope", 404, "nope"),

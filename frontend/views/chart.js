@@ -1,4 +1,5 @@
-// Small SVG line charts: a filter's history over steps, a 1-D kernel or activation over time.
+// Small charts: SVG line charts (a filter's history over steps, a 1-D kernel or activation over
+// time), SVG polar charts (orientation tuning) and HTML bar lists (a few signed or positive values).
 
 import { el, formatNumber } from "./controls.js";
 
@@ -110,4 +111,163 @@ export function lineChart(spec) {
     figure.append(legend);
   }
   return figure;
+}
+
+/**
+ * @typedef {{title: string, angles: number[], series: Series[], axial: boolean, marker?: ?number,
+ *   ring?: {value: number, label: string}, size?: number, testid?: string}} PolarSpec
+ *   angles: degrees, counter-clockwise from the right-pointing horizontal; axial: the values are of
+ *   orientations (θ and θ + 180° are one), drawn on both sides; marker: an angle drawn as a dashed
+ *   spoke (a preferred orientation); ring: a reference value drawn as a labelled circle.
+ */
+
+/**
+ * A polar chart: radius ∝ value, from 0 at the centre to the largest value (or the ring) at the edge.
+ * @param {PolarSpec} spec
+ * @returns {HTMLElement}
+ */
+export function polarChart(spec) {
+  const size = spec.size ?? 160;
+  const c = size / 2;
+  const radius = c - 14; // room for the angle labels
+  const figure = el("figure", "cvz-chart cvz-polar");
+  if (spec.testid) figure.dataset.testid = spec.testid;
+  figure.append(el("figcaption", "cvz-chart-title", spec.title));
+  const root = svg("svg", { width: size, height: size, viewBox: `0 0 ${size} ${size}`, role: "img" });
+  root.setAttribute("aria-label", spec.title);
+  figure.append(root);
+  const finite = spec.series.flatMap((s) => s.values.filter((v) => v !== null && Number.isFinite(v)));
+  if (finite.length === 0) {
+    figure.append(el("div", "cvz-chart-empty", "no values logged"));
+    return figure;
+  }
+  const top = Math.max(...finite, spec.ring?.value ?? 0) || 1;
+  /** @param {number} deg @param {number} r @returns {[number, number]} SVG y grows downwards */
+  const at = (deg, r) => [c + r * Math.cos((deg * Math.PI) / 180), c - r * Math.sin((deg * Math.PI) / 180)];
+
+  const grid = svg("g", { class: "cvz-chart-axis" });
+  for (const k of [0.5, 1]) grid.append(svg("circle", { cx: c, cy: c, r: k * radius, fill: "none" }));
+  for (const deg of [0, 45, 90, 135]) {
+    const [x1, y1] = at(deg, radius);
+    const [x2, y2] = at(deg + 180, radius);
+    grid.append(svg("line", { x1, y1, x2, y2 }));
+  }
+  /** @param {string} text @param {number} deg @param {string} anchor */
+  const label = (text, deg, anchor) => {
+    const [x, y] = at(deg, radius + 7);
+    const t = svg("text", { x, y: y + 3, "text-anchor": anchor });
+    t.textContent = text;
+    grid.append(t);
+  };
+  label("0°", 0, "start");
+  label("90°", 90, "middle");
+  if (!spec.axial) label("180°", 180, "end");
+  const [tx, ty] = at(90, 0.5 * radius);
+  const half = svg("text", { x: tx + 2, y: ty - 2, "text-anchor": "start" });
+  half.textContent = formatNumber(top / 2, 2);
+  grid.append(half);
+  root.append(grid);
+
+  if (spec.ring) {
+    const ring = svg("circle", { cx: c, cy: c, r: (spec.ring.value / top) * radius, fill: "none", class: "cvz-polar-ring" });
+    const tip = svg("title", {});
+    tip.textContent = spec.ring.label;
+    ring.append(tip);
+    root.append(ring);
+  }
+  if (spec.marker !== undefined && spec.marker !== null && Number.isFinite(spec.marker)) {
+    const [x1, y1] = at(spec.marker, radius);
+    const [x2, y2] = spec.axial ? at(spec.marker + 180, radius) : [c, c];
+    root.append(svg("line", { x1, y1, x2, y2, class: "cvz-chart-current" }));
+  }
+  spec.series.forEach((s, k) => {
+    const className = s.className ?? `cvz-series-${k}`;
+    /** @type {Array<[number, ?number]>} */
+    const points = spec.angles.map((deg, i) => [deg, s.values[i]]);
+    if (spec.axial) points.push(...points.map(([deg, v]) => /** @type {[number, ?number]} */ ([deg + 180, v])));
+    let d = "";
+    let pen = false;
+    for (const [deg, v] of points) {
+      if (v === null || !Number.isFinite(v)) {
+        pen = false;
+        continue;
+      }
+      const [x, y] = at(deg, (Math.max(0, v) / top) * radius);
+      d += `${pen ? "L" : "M"}${x.toFixed(1)},${y.toFixed(1)}`;
+      pen = true;
+    }
+    // An orientation curve closes on itself; a curve over part of the circle closes through the centre.
+    const whole = points.every(([, v]) => v !== null && Number.isFinite(v));
+    const shape = !whole ? d : spec.axial ? `${d}Z` : `M${c},${c}L${d.slice(1)}Z`;
+    root.append(svg("path", { d: shape, class: `cvz-chart-line cvz-polar-area ${className}` }));
+    spec.angles.forEach((deg, i) => {
+      const v = s.values[i];
+      if (v === null || !Number.isFinite(v)) return;
+      const [x, y] = at(deg, (Math.max(0, v) / top) * radius);
+      const dot = svg("circle", { cx: x, cy: y, r: 2, class: `cvz-chart-dot ${className}` });
+      const tip = svg("title", {});
+      tip.textContent = `${s.label} at ${formatNumber(deg)}°: ${formatNumber(v, 4)}`;
+      dot.append(tip);
+      root.append(dot);
+    });
+  });
+  if (spec.series.length > 1 || spec.ring) {
+    const legend = el("div", "cvz-chart-legend");
+    spec.series.forEach((s, k) => legend.append(el("span", `cvz-chart-key ${s.className ?? `cvz-series-${k}`}`, s.label)));
+    if (spec.ring) legend.append(el("span", "cvz-chart-key cvz-polar-ring-key", spec.ring.label));
+    figure.append(legend);
+  }
+  return figure;
+}
+
+/**
+ * @typedef {{label: string, value: ?number, text?: string, title?: string, badge?: string, mark?: ?number}} Bar
+ *   text: the value as shown (default formatNumber); title: a tooltip; badge: a flag shown after the
+ *   value; mark: a reference value (the layer's median) drawn as a tick on the track
+ * @typedef {{items: Bar[], signed?: boolean, max?: number, testid?: string, itemTestid?: string}} BarSpec
+ *   signed: bars grow left (negative) or right (positive) of a middle zero line; max: |value| at full length
+ */
+
+/**
+ * A list of labelled horizontal bars on one scale.
+ * @param {BarSpec} spec
+ * @returns {HTMLElement}
+ */
+export function barList(spec) {
+  const list = el("div", `cvz-bars${spec.signed ? " cvz-bars-signed" : ""}`);
+  if (spec.testid) list.dataset.testid = spec.testid;
+  const finite = spec.items.flatMap((b) => [b.value, b.mark ?? null]).filter((v) => v !== null && Number.isFinite(v));
+  const top = spec.max ?? (Math.max(0, ...finite.map((v) => Math.abs(/** @type {number} */ (v)))) || 1);
+  /** Where `v` lies along the track, in %. @param {number} v */
+  const position = (v) => {
+    const share = Math.min(1, Math.abs(v) / top);
+    return spec.signed ? 50 + Math.sign(v) * share * 50 : share * 100;
+  };
+  for (const b of spec.items) {
+    const row = el("div", "cvz-bars-row");
+    if (spec.itemTestid) row.dataset.testid = spec.itemTestid;
+    if (b.title) row.title = b.title;
+    const track = el("span", "cvz-bars-track");
+    const bar = el("span", "cvz-bars-bar");
+    const v = b.value !== null && Number.isFinite(b.value) ? b.value : 0;
+    const [from, to] = spec.signed ? [Math.min(50, position(v)), Math.max(50, position(v))] : [0, position(v)];
+    bar.style.left = `${from}%`;
+    bar.style.width = `${to - from}%`;
+    bar.classList.toggle("cvz-bars-negative", v < 0);
+    track.append(bar);
+    if (b.mark !== undefined && b.mark !== null && Number.isFinite(b.mark)) {
+      const tick = el("span", "cvz-bars-mark");
+      tick.style.left = `${position(b.mark)}%`;
+      tick.title = `layer median ${formatNumber(b.mark)}`;
+      track.append(tick);
+    }
+    row.append(el("span", "cvz-bars-label", b.label), track, el("span", "cvz-bars-value", b.text ?? formatNumber(b.value)));
+    if (b.badge) {
+      const badge = el("span", "cvz-badge", b.badge);
+      badge.dataset.testid = "badge";
+      row.append(badge);
+    }
+    list.append(row);
+  }
+  return list;
 }

@@ -150,7 +150,7 @@ export function mountCompare(root, store) {
   let decoded = { data: null, a: null, b: null };
 
   store.subscribe((s) => {
-    card.hidden = s.phase !== "ready" || s.mode === "filters";
+    card.hidden = s.phase !== "ready" || !store.comparing();
     if (card.hidden) {
       drawn = { data: null, sort: "", norm: "", filter: null };
       return;

@@ -1,4 +1,5 @@
-// Small form controls shared by the views: a labelled <select> and a segmented button group.
+// Small pieces shared by the views: a labelled <select>, a segmented button group, a detail
+// section, and number formats.
 // Option labels come from data (run and layer names) and are set as text, never as HTML.
 
 /**
@@ -10,6 +11,17 @@ export function el(tag, className, text) {
   if (className) node.className = className;
   if (text !== undefined) node.textContent = text;
   return node;
+}
+
+/**
+ * A titled section of the filter detail.
+ * @param {string} title @param {string} testid
+ */
+export function section(title, testid) {
+  const box = el("section", "cvz-detail-section");
+  box.dataset.testid = testid;
+  box.append(el("h4", "cvz-detail-heading", title));
+  return box;
 }
 
 /**
@@ -98,6 +110,17 @@ export function formatNumber(v, digits = 3) {
   const a = Math.abs(v);
   if (a >= 1e4 || a < 1e-3) return v.toExponential(digits - 1);
   return v.toPrecision(digits);
+}
+
+/** A signed number for people: "+0.012", "−0.3"; "—" when missing. @param {?number|undefined} v */
+export function formatSigned(v) {
+  const text = formatNumber(v);
+  return v !== null && v !== undefined && v > 0 && text !== "0" ? `+${text}` : text;
+}
+
+/** A whole number for people (a count); "—" when missing. @param {?number|undefined} v */
+export function formatCount(v) {
+  return v === null || v === undefined || !Number.isFinite(v) ? "—" : String(Math.round(v));
 }
 
 /** @param {?number|undefined} v a relative change */

@@ -1,30 +1,23 @@
 // One filter in detail: its input-channel slices (raw and BatchNorm-folded), its activation
-// maps on every probe image kept (over the probe input), and its history over every logged step.
+// maps on every probe image kept (over the probe input), its perturbation responses and impact
+// where the run logged them, and its history over every logged step.
 
-import { DIVERGING, SEQUENTIAL } from "../colormap.js";
-import { itemCanvas, overlayCanvas, scaleOf, signalCanvas } from "../raster.js";
+import { COUNTERFACTUAL_PREFIX, absentMessage } from "../analysis.js";
+import { DIVERGING } from "../colormap.js";
+import { itemCanvas, scaleOf } from "../raster.js";
 import { along, decodeWire } from "../wire.js";
-import { el, formatNumber, formatPercent } from "./controls.js";
+import { el, formatNumber, formatPercent, section } from "./controls.js";
 import { lineChart } from "./chart.js";
+import { exampleView, zoomFor } from "./examples.js";
+import { impactViews } from "./filterimpact.js";
 import { drawLegend } from "./layer.js";
+import { responseViews } from "./responses.js";
 
 /**
  * @typedef {import("../wire.js").NdArray} NdArray
  * @typedef {import("../store.js").State} State
+ * @typedef {import("../store.js").Load} Load
  */
-
-/** @param {string} title @param {string} testid */
-function section(title, testid) {
-  const box = el("section", "cvz-detail-section");
-  box.dataset.testid = testid;
-  box.append(el("h4", "cvz-detail-heading", title));
-  return box;
-}
-
-/** Pixels per value so a slice is about `target` CSS px on its longer side. @param {number[]} k @param {number} target */
-function zoomFor(k, target) {
-  return Math.max(2, Math.floor(target / Math.max(...k)));
-}
 
 /**
  * Every input-channel slice of a kernel, on one diverging scale.
@@ -73,11 +66,6 @@ function mapViews(maps, imageIds, probe, labels, alpha) {
   const scale = scaleOf(maps.values, "sequential");
   const dims = maps.shape.length - 1;
   const wall = el("div", "cvz-maps");
-  const style = getComputedStyle(document.documentElement);
-  const colors = {
-    input: style.getPropertyValue("--cvz-faint").trim() || "#9e9e9e",
-    activation: style.getPropertyValue("--cvz-chart-line").trim() || "#1976d2",
-  };
   for (let i = 0; i < maps.shape[0]; i++) {
     const map = along(maps, i);
     const id = imageIds[i] ?? i;
@@ -86,31 +74,7 @@ function mapViews(maps, imageIds, probe, labels, alpha) {
     const input = probe && id < probe.shape[0] && probe.shape.length - 2 === dims ? along(probe, id) : null;
     const cell = el("figure", "cvz-map");
     cell.dataset.testid = "detail-map";
-    if (dims === 1) {
-      const signal = input ?? { values: new Float32Array(0), shape: [0, 0] };
-      cell.append(signalCanvas(signal, map.values, scale, SEQUENTIAL, 300, 64, colors));
-    } else if (dims === 2) {
-      cell.append(input ? overlayCanvas(input, map, scale, SEQUENTIAL, alpha, 112) : itemCanvas(map.values, [1, ...map.shape], scale, SEQUENTIAL, zoomFor(map.shape, 112)));
-    } else {
-      // Conv3d: a row of depth slices, each over the input slice at the same relative depth.
-      const row = el("div", "cvz-depth-row");
-      const [depth] = map.shape;
-      for (let d = 0; d < depth; d++) {
-        const slice = along(map, d);
-        if (input) {
-          const inDepth = input.shape[1];
-          const z = Math.min(inDepth - 1, Math.floor(((d + 0.5) * inDepth) / depth));
-          const channels = input.shape[0];
-          const hw = input.shape[2] * input.shape[3];
-          const values = new Float32Array(channels * hw);
-          for (let c = 0; c < channels; c++) values.set(input.values.subarray((c * inDepth + z) * hw, (c * inDepth + z + 1) * hw), c * hw);
-          row.append(overlayCanvas({ values, shape: [channels, input.shape[2], input.shape[3]] }, slice, scale, SEQUENTIAL, alpha, 56));
-        } else {
-          row.append(itemCanvas(slice.values, [1, ...slice.shape], scale, SEQUENTIAL, zoomFor(slice.shape, 56)));
-        }
-      }
-      cell.append(row);
-    }
+    cell.append(exampleView(input, map, scale, alpha, 112));
     const label = labels && labels[id] !== undefined ? `image #${id} · label ${labels[id]}` : `image #${id}`;
     cell.append(el("figcaption", "cvz-map-label", label));
     wall.append(cell);
@@ -138,15 +102,15 @@ export function mountDetail(root, store) {
   panel.append(head, sub, body);
   root.append(panel);
 
-  /** Redraw only when what is shown changes. */
-  let shown = { detail: /** @type {any} */ (null), probe: /** @type {any} */ (null), overlay: -1 };
+  /** What the body was drawn from, so it is redrawn only when one of them changes. */
+  let shown = /** @type {unknown[]} */ ([]);
   /** @type {{data: any, array: ?NdArray}} */
   let probeDecoded = { data: null, array: null };
 
   store.subscribe((s) => {
     panel.hidden = s.phase !== "ready" || s.filter === null;
     if (panel.hidden) {
-      shown = { detail: null, probe: null, overlay: -1 };
+      shown = [];
       return;
     }
     title.textContent = `Filter #${s.filter}`;
@@ -154,18 +118,20 @@ export function mountDetail(root, store) {
     panel.dataset.loading = String(s.detail.status === "loading");
     if (s.detail.status === "error") {
       body.replaceChildren(el("p", "cvz-note", `Could not load this filter: ${s.detail.error}`));
-      shown.detail = null;
+      shown = [];
       return;
     }
     const data = s.detail.data;
     if (!data) {
-      if (shown.detail === null) body.replaceChildren(el("p", "cvz-note", `Loading filter #${s.filter}…`));
+      if (shown.length === 0) body.replaceChildren(el("p", "cvz-note", `Loading filter #${s.filter}…`));
       return;
     }
     const probeLoad = s.probes[s.run];
     const probeData = probeLoad?.status === "ready" ? probeLoad.data : null;
-    if (shown.detail === data && shown.probe === probeData && shown.overlay === s.overlay) return;
-    shown = { detail: data, probe: probeData, overlay: s.overlay };
+    const { perturbation, impact } = s.analysis;
+    const now = [data, probeData, s.overlay, s.mode === "impact", perturbation.status, perturbation.data, impact.status, impact.data];
+    if (now.every((v, i) => v === shown[i])) return;
+    shown = now;
     if (probeDecoded.data !== probeData) probeDecoded = { data: probeData, array: probeData ? decodeWire(probeData.images) : null };
     panel.dataset.filter = String(data.filter);
     panel.dataset.step = String(data.step);
@@ -194,7 +160,8 @@ function render(data, probe, labels, s, store) {
   ];
   if (st.dead) rows.push(["status", "dead: weights ≈ 0"]);
   for (const [k, v] of rows) facts.append(el("dt", "", k), el("dd", "", v));
-  const out = [facts];
+  /** @type {HTMLElement[]} */
+  const weights = [];
 
   const slices = section("Input-channel slices", "detail-slices");
   if (data.slices) {
@@ -209,7 +176,7 @@ function render(data, probe, labels, s, store) {
   } else {
     slices.append(el("p", "cvz-note", "No full kernel was logged at or before this step."));
   }
-  out.push(slices);
+  weights.push(slices);
 
   if (data.effective) {
     const info = store.layerEntry()?.info;
@@ -218,11 +185,12 @@ function render(data, probe, labels, s, store) {
       el("p", "cvz-note", `What the filter computes in eval mode: weights × γ/σ of BatchNorm ${info?.batchnorm ?? ""}.`),
       ...sliceViews(decodeWire(data.effective)),
     );
-    out.push(effective);
+    weights.push(effective);
   }
 
   const maps = section("Activations on the probe", "detail-maps");
-  if (data.maps) {
+  const mapArray = data.maps ? decodeWire(data.maps) : null;
+  if (mapArray) {
     const alpha = el("label", "cvz-overlay");
     const slider = document.createElement("input");
     slider.type = "range";
@@ -233,14 +201,13 @@ function render(data, probe, labels, s, store) {
     slider.dataset.testid = "overlay-alpha";
     slider.addEventListener("change", () => store.setView({ overlay: Number(slider.value) }));
     alpha.append(el("span", "cvz-field-label", "Overlay"), slider);
-    const array = decodeWire(data.maps);
-    const overlays = probe !== null && array.shape.length >= 3 && probe.shape.length - 1 === array.shape.length;
+    const overlays = probe !== null && mapArray.shape.length >= 3 && probe.shape.length - 1 === mapArray.shape.length;
     if (overlays) maps.append(alpha);
-    maps.append(...mapViews(array, data.map_images, probe, labels, s.overlay));
+    maps.append(...mapViews(mapArray, data.map_images, probe, labels, s.overlay));
   } else {
     maps.append(el("p", "cvz-note", "No activation maps: this run was logged without a probe."));
   }
-  out.push(maps);
+  weights.push(maps);
 
   const h = data.history;
   const history = section(`History over ${h.steps.length} logged steps`, "detail-history");
@@ -264,6 +231,91 @@ function render(data, probe, labels, s, store) {
     );
   }
   history.append(charts);
-  out.push(history);
-  return out;
+  const histories = [history];
+  const trends = analysisHistory(h, data.step);
+  if (trends) histories.push(trends);
+
+  const examples = { probe, maps: mapArray, mapImages: data.map_images, alpha: s.overlay };
+  const analysis = [...impactSections(s.analysis.impact, data, examples), responseSection(s.analysis.perturbation, data)];
+  // Opened from the Impact view, what the filter does for the model comes first.
+  return s.mode === "impact" ? [facts, ...analysis, ...weights, ...histories] : [facts, ...weights, ...analysis, ...histories];
+}
+
+/**
+ * The layer-wide analysis answer when it is for the detail's layer and step, else null.
+ * @param {Load} load @param {any} data the /filter payload
+ */
+function answerFor(load, data) {
+  const a = load.data;
+  return load.status === "ready" && a && a.run === data.run && a.layer === data.layer && a.step === data.step ? a : null;
+}
+
+/**
+ * @param {Load} load the /impact answer @param {any} data the /filter payload
+ * @param {import("./filterimpact.js").Examples} examples
+ * @returns {HTMLElement[]}
+ */
+function impactSections(load, data, examples) {
+  const answer = answerFor(load, data);
+  if (answer) return impactViews(answer, data.filter, examples);
+  const box = section("Impact on the model", "detail-impact");
+  const note = el("p", "cvz-note", absentMessage("impact", load) || "Loading the impact…");
+  note.dataset.testid = "detail-impact-message";
+  box.append(note);
+  return [box];
+}
+
+/** @param {Load} load the /perturbation answer @param {any} data the /filter payload */
+function responseSection(load, data) {
+  const box = section("Perturbation responses", "detail-responses");
+  const answer = answerFor(load, data);
+  if (answer) {
+    box.append(...responseViews(answer, data.filter));
+  } else {
+    const note = el("p", "cvz-note", absentMessage("perturbation", load) || "Loading the perturbation responses…");
+    note.dataset.testid = "detail-responses-message";
+    box.append(note);
+  }
+  return box;
+}
+
+/**
+ * The filter's impact and responses over the steps they were logged: how its impact grew.
+ * @param {any} h the /filter payload's history @param {number} step
+ * @returns {?HTMLElement}
+ */
+function analysisHistory(h, step) {
+  const impact = h.impact;
+  const responses = h.perturbation;
+  const counterfactuals = Object.keys(responses ?? {})
+    .filter((k) => k.startsWith(COUNTERFACTUAL_PREFIX) && k.split("/").length === 2)
+    .map((k) => /** @type {[string, string]} */ ([k, k.slice(COUNTERFACTUAL_PREFIX.length)]));
+  /** @type {Array<[any, string, Array<[string, string]>]>} history, title, [key, label] of each series */
+  const specs = [
+    [impact, "Δaccuracy without this filter", [["d_accuracy", "Δaccuracy"]]],
+    [impact, "Δloss without this filter: exact and Taylor estimate", [["d_loss", "exact"], ["taylor_d_loss", "Taylor"]]],
+    [impact, "Class selectivity", [["class_selectivity", "class selectivity"]]],
+    [responses, "Orientation selectivity (OSI)", [["osi", "OSI"]]],
+    [responses, "Time-reversal cosine", [["reversal", "reversal"]]],
+    [responses, "Adversarial change", [["fgsm", "FGSM"], ["pgd", "PGD"]]],
+    [responses, "Counterfactual change of mean |activation|", counterfactuals],
+  ];
+  const charts = el("div", "cvz-charts");
+  for (const [series, title, keys] of specs) {
+    const present = series ? keys.filter(([k]) => series[k]) : [];
+    if (!present.length) continue;
+    charts.append(
+      lineChart({
+        title,
+        x: series.steps,
+        series: present.map(([k, label]) => ({ label, values: series[k] })),
+        current: step,
+        testid: "analysis-history-chart",
+      }),
+    );
+  }
+  if (!charts.childElementCount) return null;
+  const box = section("Impact and responses over the logged steps", "detail-analysis-history");
+  box.append(charts);
+  return box;
 }

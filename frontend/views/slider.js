@@ -29,7 +29,7 @@ export function mountSlider(root, store) {
     const all = steps();
     row.hidden = s.phase !== "ready" || all.length === 0;
     if (row.hidden) return;
-    label.textContent = { filters: "Step", epochs: "Step B", runs: "Step A" }[s.mode];
+    label.textContent = { filters: "Step", epochs: "Step B", runs: "Step A", impact: "Step" }[s.mode];
     input.max = String(all.length - 1);
     input.disabled = all.length < 2;
     const i = all.indexOf(s.step);

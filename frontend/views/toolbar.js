@@ -1,4 +1,4 @@
-// The toolbar: run and layer pickers, which view (filters / epoch vs epoch / run vs run),
+// The toolbar: run and layer pickers, which view (filters / epoch vs epoch / run vs run / impact),
 // and how the grid is drawn (weights or activations, normalization, sort order).
 
 import { el, labelledSelect, segmented } from "./controls.js";
@@ -30,6 +30,7 @@ export function mountToolbar(root, store) {
       { value: "filters", text: "Filters" },
       { value: "epochs", text: "Epoch vs epoch" },
       { value: "runs", text: "Run vs run" },
+      { value: "impact", text: "Impact" },
     ],
     (v) => store.setMode(/** @type {import("../store.js").Mode} */ (v)),
   );
@@ -74,6 +75,7 @@ export function mountToolbar(root, store) {
     const hasMaps = store.layerEntry()?.kinds.includes("maps");
     show.setValue(s.show, hasMaps ? {} : { activations: "This run was logged without a probe: no activations" });
     norm.setValue(s.norm);
+    norm.element.hidden = s.mode === "impact";
     show.element.hidden = s.mode !== "filters";
     sort.element.hidden = s.mode !== "filters";
     sort.setOptions(

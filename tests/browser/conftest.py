@@ -11,7 +11,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import pytest
 import torch
@@ -25,7 +25,10 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 XSS_RUN = "<img src=x onerror=alert(1)>"
 RUNS_2D = ("baseline", XSS_RUN)
 RUN_1D = "signal_1d"
+RUN_IMPACT = "impact_3class"  # impact=True and a counterfactual; the other runs log perturbations only
+RUNS = (*RUNS_2D, RUN_1D, RUN_IMPACT)
 EPOCHS = 6
+IMPACT_PROBE = 24  # labelled probe images of the impact run: top-5 examples out of these
 
 
 def image_net() -> nn.Sequential:
@@ -53,27 +56,57 @@ def signal_net() -> nn.Sequential:
     )
 
 
-def train_and_log(model: nn.Module, logdir: Path, inputs: torch.Tensor, labels: torch.Tensor, seed: int) -> None:
-    """A few epochs of plain SGD with a large step, so filters visibly change between epochs.
+def colour_net() -> nn.Sequential:
+    """Two conv layers (8 and 12 filters) for 3 classes: which colour channel is brightest."""
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 12, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(12, 3),
+    )
+
+
+def no_red(batch: torch.Tensor) -> torch.Tensor:
+    """A counterfactual: the probe without its red channel."""
+    return batch * torch.tensor([0.0, 1.0, 1.0]).view(1, 3, 1, 1)
+
+
+def train_and_log(
+    model: nn.Module,
+    logdir: Path,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    seed: int,
+    *,
+    probe_n: int = 4,
+    lr: float = 0.5,
+    batches: int = 3,
+    **options: Any,
+) -> None:
+    """A few epochs of plain SGD with a large step, so filters visibly change between epochs;
+    `options` go to ConvViz.
 
     The update is written out rather than taken from torch.optim, whose first use imports
     torch._dynamo (seconds).
     """
     gen = torch.Generator().manual_seed(seed)
-    with ConvViz(str(logdir), probe=(inputs[:4], labels[:4])) as viz:
+    with ConvViz(str(logdir), probe=(inputs[:probe_n], labels[:probe_n]), **options) as viz:
         for epoch in range(EPOCHS):
-            for _ in range(3):
+            for _ in range(batches):
                 batch = torch.randint(0, inputs.shape[0], (16,), generator=gen)
                 model.zero_grad()
                 nn.functional.cross_entropy(model(inputs[batch]), labels[batch]).backward()
                 with torch.no_grad():
                     for p in model.parameters():
-                        p -= 0.5 * p.grad
+                        p -= lr * p.grad
             viz.log(model, epoch)
 
 
 def write_logs(root: Path) -> Path:
-    """Two Conv2d runs (one named like an HTML injection) and a Conv1d run."""
+    """Two Conv2d runs (one named like an HTML injection), a Conv1d run and a Conv2d run with impact."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: more threads only contend (100x slower on 2 busy cores)
     try:
@@ -94,6 +127,13 @@ def _write_runs(root: Path) -> None:
     signal_labels = (signals[:, 0].mean(dim=1) > 0).long() + (signals[:, 1].mean(dim=1) > 0).long()
     torch.manual_seed(7)
     train_and_log(signal_net(), root / RUN_1D, signals, signal_labels, 7)
+    colours = torch.randn(96, 3, 12, 12, generator=g) + torch.randn(96, 3, 1, 1, generator=g)  # a colour cast each
+    brightest = colours.mean(dim=(2, 3)).argmax(dim=1)
+    torch.manual_seed(3)
+    train_and_log(
+        colour_net(), root / RUN_IMPACT, colours, brightest, 3,
+        probe_n=IMPACT_PROBE, lr=0.3, batches=10, impact=True, counterfactuals={"no_red": no_red},
+    )
 
 
 @pytest.fixture(scope="session")
@@ -144,7 +184,7 @@ def stop_process(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="session")
 def tensorboard_url(logdir: Path) -> Iterator[str]:
-    proc, url = start_tensorboard(logdir, expect_runs=len(RUNS_2D) + 1)
+    proc, url = start_tensorboard(logdir, expect_runs=len(RUNS))
     try:
         yield url
     finally:
@@ -192,6 +232,26 @@ def tab(browser, tensorboard_url: str) -> Iterator[Tab]:
         yield t
     finally:
         context.close()
+
+
+def grid_shows(frame: Any, run: str, layer: str, step: Optional[int] = None) -> Any:
+    """Wait until the grid was painted for `layer` (at `step`); returns the canvas locator."""
+    sel = f'[data-testid=filter-grid][data-layer="{layer}"]'
+    if step is not None:
+        sel += f'[data-step="{step}"]'
+    grid = frame.locator(sel)
+    grid.wait_for()
+    assert frame.locator("[data-testid=run-picker]").input_value() == run
+    return grid
+
+
+def choose(frame: Any, run: str, layer: str, step: int) -> Any:
+    """Pick run, layer and step as a user would; returns the grid once painted for them."""
+    frame.locator("[data-testid=run-picker]").select_option(run)
+    frame.locator("[data-testid=layer-picker]").select_option(layer)
+    steps = frame.locator("[data-testid=epoch-slider]")
+    steps.fill(str(step))  # the runs here log steps 0..EPOCHS-1: slider position = step
+    return grid_shows(frame, run, layer, step)
 
 
 @pytest.fixture

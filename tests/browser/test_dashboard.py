@@ -1,33 +1,13 @@
 """The CONVVIZ tab in headless Chromium against a real TensorBoard process."""
 from __future__ import annotations
 
-from conftest import EPOCHS, RUN_1D, RUNS_2D, XSS_RUN, start_tensorboard, stop_process
-
-
-def grid_shows(frame, run: str, layer: str, step: int | None = None):
-    """Wait until the grid was painted for `layer` (at `step`); returns the canvas locator."""
-    sel = f'[data-testid=filter-grid][data-layer="{layer}"]'
-    if step is not None:
-        sel += f'[data-step="{step}"]'
-    grid = frame.locator(sel)
-    grid.wait_for()
-    assert frame.locator("[data-testid=run-picker]").input_value() == run
-    return grid
-
-
-def choose(frame, run: str, layer: str, step: int):
-    """Pick run, layer and step as a user would; returns the grid once painted for them."""
-    frame.locator("[data-testid=run-picker]").select_option(run)
-    frame.locator("[data-testid=layer-picker]").select_option(layer)
-    steps = frame.locator("[data-testid=epoch-slider]")
-    steps.fill(str(step))  # the runs here log steps 0..EPOCHS-1: slider position = step
-    return grid_shows(frame, run, layer, step)
+from conftest import EPOCHS, RUN_1D, RUNS, RUNS_2D, XSS_RUN, choose, grid_shows, start_tensorboard, stop_process
 
 
 def test_run_names_are_text_and_grid_counts_the_layers_filters(frame):
     picker = frame.locator("[data-testid=run-picker]")
     names = picker.locator("option").all_text_contents()
-    assert sorted(names) == sorted([*RUNS_2D, RUN_1D])
+    assert sorted(names) == sorted(RUNS)
     assert picker.input_value() == XSS_RUN  # '<' sorts first: the hostile name is the one shown
     assert frame.locator("img").count() == 0
     picker.select_option(RUNS_2D[0])

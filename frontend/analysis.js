@@ -1,0 +1,79 @@
+// Reads the /perturbation and /impact answers: {arrays: {name: {shape, values}}}, values flat and
+// row-major, NaN as null. A per-filter array has the layer's filters on its first axis.
+
+/**
+ * @typedef {{shape: number[], values: Array<?number>}} Plain
+ * @typedef {Record<string, Plain>} Arrays
+ * @typedef {import("./store.js").Load} Load
+ */
+
+/** Counterfactual arrays: "cf/<name>" (signed relative change), "cf/<name>/cosine", "/z", "/flag". */
+export const COUNTERFACTUAL_PREFIX = "cf/";
+
+/**
+ * The value of a per-filter array (F,) for `filter`; null when the array is absent or the value is NaN.
+ * @param {?Arrays} arrays @param {string} name @param {number} filter @returns {?number}
+ */
+export function filterValue(arrays, name, filter) {
+  const a = arrays?.[name];
+  return a && a.shape.length === 1 ? a.values[filter] ?? null : null;
+}
+
+/**
+ * The row of a per-filter array (F, X) for `filter`; empty when the array is absent.
+ * @param {?Arrays} arrays @param {string} name @param {number} filter @returns {Array<?number>}
+ */
+export function filterRow(arrays, name, filter) {
+  const a = arrays?.[name];
+  if (!a || a.shape.length !== 2) return [];
+  const width = a.shape[1];
+  return a.values.slice(filter * width, (filter + 1) * width);
+}
+
+/**
+ * A layer-wide array whole: a scalar's one value, or an axis (angles, sigmas); empty when absent.
+ * @param {?Arrays} arrays @param {string} name @returns {Array<?number>}
+ */
+export function whole(arrays, name) {
+  return arrays?.[name]?.values ?? [];
+}
+
+/**
+ * The median of the finite values; null when there are none.
+ * @param {Array<?number>} values @returns {?number}
+ */
+export function median(values) {
+  const finite = /** @type {number[]} */ (values.filter((v) => v !== null && Number.isFinite(v)));
+  if (finite.length === 0) return null;
+  finite.sort((a, b) => a - b);
+  const mid = finite.length >> 1;
+  return finite.length % 2 ? finite[mid] : (finite[mid - 1] + finite[mid]) / 2;
+}
+
+/**
+ * The median over the layer's filters of a per-filter array (F,): what is usual in this layer.
+ * @param {?Arrays} arrays @param {string} name @returns {?number}
+ */
+export function layerMedian(arrays, name) {
+  return median(whole(arrays, name));
+}
+
+/** How to turn each analysis on: ConvViz's option that logs it. */
+const OFF = {
+  perturbation:
+    "Perturbation responses are off for this run: ConvViz(..., perturbations=True) with a probe logs each filter's orientation tuning, noise stability and attack response (counterfactuals={...} adds your own edits).",
+  impact:
+    "Impact is off for this run: ConvViz(..., impact=True) with probe labels logs what the model loses without each filter.",
+};
+
+/**
+ * Why an analysis is not shown, for people: off for the run, no record at this step, or a failure.
+ * Empty while it loads or once it is there.
+ * @param {"perturbation"|"impact"} kind @param {Load} load
+ */
+export function absentMessage(kind, load) {
+  if (load.status === "off") return OFF[kind];
+  if (load.status !== "error") return "";
+  const what = kind === "impact" ? "impact" : "perturbation responses";
+  return load.code === 404 ? `No ${what} here: ${load.error}.` : `Could not load the ${what}: ${load.error}`;
+}

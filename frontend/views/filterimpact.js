@@ -1,0 +1,142 @@
+// One filter's impact, in its detail: what the model loses without it (Δaccuracy, Δconfidence,
+// Δloss exact and by Taylor, flips, Δrecall per class), what it fires on (class selectivity,
+// errors vs correct) and its top activating probe examples with its activation laid over them.
+
+import { filterRow, filterValue, layerMedian, whole } from "../analysis.js";
+import { scaleOf } from "../raster.js";
+import { along } from "../wire.js";
+import { barList } from "./chart.js";
+import { el, formatCount, formatNumber, formatPercent, formatSigned, section } from "./controls.js";
+import { exampleView } from "./examples.js";
+
+/**
+ * @typedef {import("../analysis.js").Arrays} Arrays
+ * @typedef {import("../wire.js").NdArray} NdArray
+ * @typedef {{probe: ?NdArray, maps: ?NdArray, mapImages: number[], alpha: number}} Examples
+ *   probe: every probe input (N, C, ...spatial); maps: the filter's activation on the probe
+ *   images kept (images, ...spatial), image i being probe example mapImages[i]
+ */
+
+/**
+ * 1-based rank of `filter` in the layer by `name`, largest first; null when its value is missing.
+ * @param {Arrays} arrays @param {string} name @param {number} filter
+ */
+function rankOf(arrays, name, filter) {
+  const mine = filterValue(arrays, name, filter);
+  if (mine === null) return null;
+  return 1 + whole(arrays, name).filter((v) => v !== null && v > mine).length;
+}
+
+/** @param {Arrays} arrays @param {number} f @returns {HTMLElement} */
+function impactFacts(arrays, f) {
+  const box = section("Impact on the model", "detail-impact");
+  box.append(
+    el(
+      "p",
+      "cvz-note",
+      "The filter's output zeroed on the labelled probe. Δ = without − with: a filter the model needs has Δaccuracy < 0 and Δloss > 0.",
+    ),
+  );
+  const support = whole(arrays, "class_support");
+  const examples = support.reduce((/** @type {number} */ a, v) => a + (v ?? 0), 0);
+  const filters = arrays.d_loss?.shape[0] ?? 0;
+  const rank = rankOf(arrays, "d_loss", f);
+  const [accuracy] = whole(arrays, "accuracy");
+  /** @type {Array<[string, string, string]>} label, value, testid */
+  const rows = [
+    ["Δaccuracy", `${formatPercent(filterValue(arrays, "d_accuracy", f))} of ${formatPercent(accuracy).replace("+", "")}`, "d_accuracy"],
+    ["flipped predictions", `${formatCount(filterValue(arrays, "flips", f))} of ${examples}`, "flips"],
+    ["Δconfidence (true class)", formatSigned(filterValue(arrays, "d_confidence", f)), "d_confidence"],
+    ["Δloss", formatSigned(filterValue(arrays, "d_loss", f)), "d_loss"],
+    ["Δloss by Taylor", formatSigned(filterValue(arrays, "taylor_d_loss", f)), "taylor_d_loss"],
+    ["rank by Δloss", rank === null ? "—" : `${rank} of ${filters}`, "rank"],
+    [
+      "class selectivity",
+      `${formatNumber(filterValue(arrays, "class_selectivity", f), 2)} (median ${formatNumber(layerMedian(arrays, "class_selectivity"), 2)})`,
+      "class_selectivity",
+    ],
+    [
+      "fires on errors / correct",
+      `${formatNumber(filterValue(arrays, "act_on_errors", f))} / ${formatNumber(filterValue(arrays, "act_on_correct", f))}`,
+      "errors_vs_correct",
+    ],
+  ];
+  const facts = el("dl", "cvz-facts cvz-facts-2");
+  for (const [label, value, testid] of rows) {
+    const dd = el("dd", "", value);
+    dd.dataset.testid = `impact-${testid}`;
+    facts.append(el("dt", "", label), dd);
+  }
+  box.append(facts);
+
+  const recall = filterRow(arrays, "d_recall", f);
+  if (recall.length) {
+    const precision = filterRow(arrays, "d_precision", f);
+    box.append(
+      el("h5", "cvz-response-title", "Δrecall per class"),
+      barList({
+        items: recall.map((v, k) => ({
+          label: `class ${k} (${support[k] ?? 0})`,
+          value: v,
+          text: formatPercent(v),
+          title: `Δprecision ${formatPercent(precision[k])}; ${support[k] ?? 0} probe examples of class ${k}`,
+        })),
+        signed: true,
+        testid: "recall-bars",
+      }),
+    );
+  }
+  return box;
+}
+
+/** @param {Arrays} arrays @param {number} f @param {Examples} ex @returns {?HTMLElement} */
+function topExamples(arrays, f, ex) {
+  const indices = filterRow(arrays, "topk_index", f);
+  if (!indices.length) return null;
+  const box = section("Top activating probe examples", "detail-top-examples");
+  const labels = filterRow(arrays, "topk_label", f);
+  const concentration = filterValue(arrays, "topk_concentration", f) ?? 0;
+  const common = filterValue(arrays, "topk_class", f);
+  const note = el(
+    "p",
+    "cvz-note",
+    `The ${indices.length} probe examples where its peak activation is highest: ${Math.round(concentration * indices.length)} of ${indices.length} are class ${common}.`,
+  );
+  if (filterValue(arrays, "topk_flag", f)) {
+    const badge = el("span", "cvz-badge", "class-concentrated");
+    badge.dataset.testid = "badge";
+    badge.title = "≥ 90 % of its top examples are one class: it may detect that class, or a shortcut in it";
+    note.prepend(badge, " ");
+  }
+  box.append(note);
+  const scale = ex.maps ? scaleOf(ex.maps.values, "sequential") : { lo: 0, hi: 1 };
+  const wall = el("div", "cvz-examples");
+  indices.forEach((id, rank) => {
+    const figure = el("figure", "cvz-map");
+    figure.dataset.testid = "top-example";
+    figure.dataset.index = String(id);
+    const i = id === null ? -1 : ex.mapImages.indexOf(id);
+    const map = ex.maps && i >= 0 ? along(ex.maps, i) : null;
+    figure.dataset.overlay = String(map !== null);
+    if (ex.probe && id !== null && id < ex.probe.shape[0]) {
+      figure.append(exampleView(along(ex.probe, id), map, scale, ex.alpha, 56));
+    }
+    figure.title = `rank ${rank + 1}: probe image #${id}, class ${labels[rank]}`;
+    figure.append(el("figcaption", "cvz-map-label", `#${id}\nclass ${labels[rank]}`));
+    wall.append(figure);
+  });
+  box.append(wall);
+  if (ex.maps) box.append(el("p", "cvz-note", `Activation laid over the examples whose maps were kept (probe images ${ex.mapImages.join(", ")}).`));
+  return box;
+}
+
+/**
+ * The filter's impact and top examples at the answer's step.
+ * @param {any} data the /impact payload @param {number} filter @param {Examples} examples
+ * @returns {HTMLElement[]}
+ */
+export function impactViews(data, filter, examples) {
+  const arrays = /** @type {Arrays} */ (data.arrays);
+  const top = topExamples(arrays, filter, examples);
+  return top ? [impactFacts(arrays, filter), top] : [impactFacts(arrays, filter)];
+}

@@ -1,0 +1,283 @@
+// The Impact view: every filter of the layer at the slider's step in one sortable table, by what
+// the model loses without it (exact ablation and Taylor estimate), class selectivity and its
+// perturbation responses, with flags for counterfactual-sensitive and class-concentrated filters.
+// A row opens the filter's detail.
+
+import { COUNTERFACTUAL_PREFIX, absentMessage, filterRow, filterValue, whole } from "../analysis.js";
+import { el, formatCount, formatNumber, formatPercent, formatSigned } from "./controls.js";
+
+/**
+ * @typedef {import("../analysis.js").Arrays} Arrays
+ * @typedef {import("../store.js").Load} Load
+ * @typedef {{key: string, label: string, title: string, best: "low"|"high"|"abs",
+ *   value: (f: number) => ?number, format: (v: ?number) => string}} Metric
+ *   best: which end comes first in the natural order (most notable first): the lowest value, the
+ *   highest, or the largest magnitude
+ */
+
+/** @type {Metric} */
+const BY_INDEX = {
+  key: "index",
+  label: "Filter",
+  title: "Filter index",
+  best: "low",
+  value: (f) => f,
+  format: (v) => `#${v}`,
+};
+
+/**
+ * The columns this layer's answers hold, in table order.
+ * @param {?Arrays} impact @param {?Arrays} responses @param {string[]} counterfactuals
+ * @returns {Metric[]}
+ */
+function metricsOf(impact, responses, counterfactuals) {
+  /** @type {Metric[]} */
+  const metrics = [BY_INDEX];
+  /**
+   * @param {?Arrays} arrays @param {string} name @param {string} label @param {string} title
+   * @param {Metric["best"]} best @param {Metric["format"]} format
+   */
+  const add = (arrays, name, label, title, best, format) => {
+    if (arrays?.[name]) metrics.push({ key: name, label, title, best, value: (f) => filterValue(arrays, name, f), format });
+  };
+  const two = (/** @type {?number} */ v) => formatNumber(v, 2);
+  add(impact, "d_accuracy", "Δaccuracy", "Change of probe accuracy without the filter (most lost first)", "low", formatPercent);
+  add(impact, "d_loss", "Δloss", "Change of mean cross-entropy without the filter, exact ablation", "high", formatSigned);
+  add(impact, "flips", "Flips", "Probe predictions that change class without the filter", "high", formatCount);
+  add(impact, "taylor_d_loss", "Taylor Δloss", "First-order estimate of Δloss from one backward pass", "high", formatSigned);
+  add(impact, "class_selectivity", "Class sel.", "Class selectivity index: 0 no class preference, 1 fires for one class only", "high", two);
+  add(responses, "osi", "OSI", "Orientation selectivity on gratings: 0 none, 1 one orientation only", "high", two);
+  add(responses, "reversal", "Reversal", "Cosine of the map on the time-reversed input with the reversed map", "low", two);
+  const sigmas = whole(responses, "noise_sigmas");
+  if (responses?.stability && sigmas.length) {
+    const mid = sigmas.length >> 1;
+    metrics.push({
+      key: "stability",
+      label: `Stability σ=${formatNumber(sigmas[mid], 2)}`,
+      title: `Cosine with the clean map under noise of σ = ${formatNumber(sigmas[mid], 2)} × probe std (least stable first)`,
+      best: "low",
+      value: (f) => filterRow(responses, "stability", f)[mid] ?? null,
+      format: (v) => formatNumber(v, 3),
+    });
+  }
+  add(responses, "fgsm", "FGSM", "Relative activation change under an FGSM attack", "high", (v) => formatNumber(v));
+  for (const name of counterfactuals) {
+    add(responses, COUNTERFACTUAL_PREFIX + name, name, `Counterfactual "${name}": signed change of mean |activation| (largest first)`, "abs", formatPercent);
+  }
+  return metrics;
+}
+
+/**
+ * Filter indices in the metric's natural order, or its reverse; missing values last, ties by index.
+ * @param {number} count @param {Metric} metric @param {boolean} reverse
+ */
+function orderBy(count, metric, reverse) {
+  const key = (/** @type {number} */ f) => {
+    const v = metric.value(f);
+    if (v === null || !Number.isFinite(v)) return null;
+    const k = metric.best === "low" ? v : metric.best === "high" ? -v : -Math.abs(v);
+    return reverse ? -k : k;
+  };
+  const keys = Array.from({ length: count }, (_, f) => key(f));
+  return Array.from({ length: count }, (_, f) => f).sort((a, b) => {
+    const [ka, kb] = [keys[a], keys[b]];
+    if (ka === null || kb === null) return (ka === null ? 1 : 0) - (kb === null ? 1 : 0) || a - b;
+    return ka - kb || a - b;
+  });
+}
+
+/**
+ * The flags of filter `f`: each counterfactual it reacts to far more than the layer's others, and
+ * a top-k that is one class.
+ * @param {?Arrays} impact @param {?Arrays} responses @param {string[]} counterfactuals @param {number} f
+ * @returns {Array<{flag: string, text: string, title: string}>}
+ */
+function flagsOf(impact, responses, counterfactuals, f) {
+  const flags = [];
+  for (const name of counterfactuals) {
+    if (filterValue(responses, `${COUNTERFACTUAL_PREFIX}${name}/flag`, f)) {
+      flags.push({ flag: "counterfactual", text: name, title: `Reacts to "${name}" far more than the layer's other filters` });
+    }
+  }
+  if (filterValue(impact, "topk_flag", f)) {
+    const cls = filterValue(impact, "topk_class", f);
+    flags.push({ flag: "class", text: `class ${cls}`, title: `≥ 90 % of its top activating probe examples are class ${cls}` });
+  }
+  return flags;
+}
+
+/**
+ * The layer-wide analysis answer when it is for the shown run, layer and step, else null.
+ * @param {Load} load @param {import("../store.js").State} s
+ */
+function answerFor(load, s) {
+  const a = load.data;
+  return a && a.run === s.run && a.layer === s.layer ? a : null;
+}
+
+/** @param {HTMLElement} root @param {import("../store.js").Store} store */
+export function mountImpact(root, store) {
+  const card = el("section", "cvz-card cvz-impact");
+  card.dataset.testid = "impact-view";
+  const head = el("div", "cvz-card-head");
+  const title = el("h2", "cvz-card-title");
+  const sub = el("div", "cvz-card-sub");
+  head.append(title, sub);
+  const messages = el("div", "cvz-impact-messages");
+  const summary = el("dl", "cvz-facts cvz-impact-summary");
+  summary.dataset.testid = "impact-summary";
+  const note = el(
+    "p",
+    "cvz-note",
+    "Δ = without the filter − with it, on the probe. Click a column to sort (again to reverse), a row for the filter's detail.",
+  );
+  const table = el("table", "cvz-table");
+  table.dataset.testid = "impact-table";
+  const thead = el("thead");
+  const tbody = el("tbody");
+  table.append(thead, tbody);
+  const wrap = el("div", "cvz-table-wrap cvz-impact-wrap");
+  wrap.append(table);
+  card.append(head, messages, summary, note, wrap);
+  root.append(card);
+
+  /** What the table was drawn from, so unrelated state changes do not redraw it. */
+  let shown = /** @type {unknown[]} */ ([]);
+
+  store.subscribe((s) => {
+    card.hidden = s.phase !== "ready" || s.mode !== "impact";
+    if (card.hidden) {
+      shown = [];
+      return;
+    }
+    const { perturbation, impact } = s.analysis;
+    const now = [s.run, s.layer, s.step, impact.status, impact.data, perturbation.status, perturbation.data, s.impactSort, s.filter];
+    if (now.every((v, i) => v === shown[i])) return;
+    shown = now;
+
+    const count = store.layerEntry()?.info.filters ?? 0;
+    title.textContent = `Impact · layer ${s.layer}`;
+    sub.textContent = `run ${s.run} · step ${s.step}: what the model loses without each filter, and how each responds to perturbations`;
+    card.dataset.loading = String(impact.status === "loading" || perturbation.status === "loading");
+    card.dataset.step = String(s.step);
+
+    const impactData = answerFor(impact, s);
+    const responseData = answerFor(perturbation, s);
+    messages.replaceChildren(
+      ...[/** @type {const} */ (["impact", impact]), /** @type {const} */ (["perturbation", perturbation])]
+        .map(([kind, load]) => absentMessage(kind, load))
+        .filter((text) => text)
+        .map((text) => {
+          const p = el("p", "cvz-basis", text);
+          p.dataset.testid = "impact-message";
+          return p;
+        }),
+    );
+    if (!impactData && !responseData) {
+      const loading = impact.status === "loading" || perturbation.status === "loading";
+      summary.hidden = note.hidden = wrap.hidden = true;
+      if (loading && !messages.childElementCount) messages.append(el("p", "cvz-note", `Loading the impact of layer ${s.layer}…`));
+      return;
+    }
+    summary.hidden = note.hidden = wrap.hidden = false;
+    /** @type {?Arrays} */
+    const ia = impactData?.arrays ?? null;
+    /** @type {?Arrays} */
+    const ra = responseData?.arrays ?? null;
+    const counterfactuals = responseData?.counterfactuals ?? [];
+    const metrics = metricsOf(ia, ra, counterfactuals);
+    const metric = metrics.find((m) => m.key === s.impactSort.metric) ?? metrics[Math.min(1, metrics.length - 1)];
+    const reverse = metric.key === s.impactSort.metric && s.impactSort.reverse;
+    card.dataset.sort = metric.key;
+    card.dataset.reverse = String(reverse);
+
+    fillSummary(summary, ia, ra, counterfactuals, count);
+    const headRow = el("tr");
+    for (const m of metrics) {
+      const th = el("th", m.key === "index" ? "" : "cvz-num");
+      const button = /** @type {HTMLButtonElement} */ (el("button", "cvz-sort", m.label));
+      button.type = "button";
+      button.title = m.title;
+      button.dataset.testid = "impact-sort";
+      button.dataset.metric = m.key;
+      const active = m === metric;
+      button.setAttribute("aria-pressed", String(active));
+      if (active && reverse) button.classList.add("cvz-sort-reverse");
+      button.addEventListener("click", () => store.setImpactSort(m.key, active ? !reverse : false));
+      th.append(button);
+      headRow.append(th);
+    }
+    headRow.append(el("th", "", "Flags"));
+    thead.replaceChildren(headRow);
+
+    tbody.replaceChildren(
+      ...orderBy(count, metric, reverse).map((f) => {
+        const row = el("tr", "cvz-row");
+        row.dataset.testid = "impact-row";
+        row.dataset.filter = String(f);
+        const value = metric.value(f);
+        row.dataset.value = value === null ? "" : String(value);
+        row.tabIndex = 0;
+        row.setAttribute("aria-selected", String(f === s.filter));
+        for (const m of metrics) {
+          const cell = el("td", `${m.key === "index" ? "cvz-filter-cell" : "cvz-num"}${m === metric ? " cvz-sorted" : ""}`, m.format(m.value(f)));
+          row.append(cell);
+        }
+        const flagCell = el("td", "cvz-flags");
+        for (const flag of flagsOf(ia, ra, counterfactuals, f)) {
+          const badge = el("span", `cvz-badge cvz-badge-${flag.flag}`, flag.text);
+          badge.dataset.testid = "impact-flag";
+          badge.dataset.flag = flag.flag;
+          badge.title = flag.title;
+          flagCell.append(badge);
+        }
+        row.append(flagCell);
+        row.addEventListener("click", () => store.selectFilter(f));
+        row.addEventListener("keydown", (e) => {
+          if (e.key === "Enter") store.selectFilter(f);
+        });
+        return row;
+      }),
+    );
+  });
+}
+
+/**
+ * The layer at a glance: probe accuracy, how well Taylor ranks filters, how many are flagged.
+ * @param {HTMLElement} box @param {?Arrays} impact @param {?Arrays} responses
+ * @param {string[]} counterfactuals @param {number} count
+ */
+function fillSummary(box, impact, responses, counterfactuals, count) {
+  /** @type {Array<[string, string, string, string]>} label, value, tooltip, testid */
+  const rows = [];
+  if (impact) {
+    const [accuracy] = whole(impact, "accuracy");
+    const [rho] = whole(impact, "taylor_spearman");
+    const needed = whole(impact, "d_accuracy").filter((v) => v !== null && v < 0).length;
+    const concentrated = whole(impact, "topk_flag").filter((v) => v).length;
+    rows.push(
+      ["probe accuracy", formatPercent(accuracy).replace("+", ""), "Accuracy of the intact model on the labelled probe", "probe-accuracy"],
+      [
+        "Taylor vs exact",
+        `ρ = ${formatNumber(rho, 2)}`,
+        "Spearman rank correlation of the Taylor estimate with the exact ablation Δloss over this layer's filters: near 1, the one-pass estimate ranks filters as exact ablation does",
+        "taylor-spearman",
+      ],
+      ["needed (Δaccuracy < 0)", `${needed} of ${count}`, "Filters without which the probe accuracy drops", "needed"],
+      ["class-concentrated", `${concentrated} of ${count}`, "Filters whose top activating probe examples are ≥ 90 % one class", "concentrated"],
+    );
+  }
+  for (const name of counterfactuals) {
+    const flagged = whole(responses, `${COUNTERFACTUAL_PREFIX}${name}/flag`).filter((v) => v).length;
+    rows.push([`flagged by "${name}"`, `${flagged} of ${count}`, `Filters that react to "${name}" far more than the layer's others`, "counterfactual-flagged"]);
+  }
+  box.replaceChildren();
+  for (const [label, value, tip, testid] of rows) {
+    const dt = el("dt", "", label);
+    dt.title = tip;
+    const dd = el("dd", "", value);
+    dd.dataset.testid = testid;
+    box.append(dt, dd);
+  }
+  box.hidden = rows.length === 0;
+}

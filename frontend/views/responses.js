@@ -1,0 +1,197 @@
+// One filter's perturbation responses, in its detail: orientation tuning and probe rotation as
+// polar plots (2-D), shift and reversal (1-D), noise stability over σ, FGSM/PGD change and each
+// counterfactual's change with its flag. The layer's median is drawn beside each for scale.
+
+import { COUNTERFACTUAL_PREFIX, filterRow, filterValue, layerMedian, median, whole } from "../analysis.js";
+import { el, formatNumber, formatPercent } from "./controls.js";
+import { barList, lineChart, polarChart } from "./chart.js";
+
+/** @typedef {import("../analysis.js").Arrays} Arrays */
+
+/** @param {string} title @param {string} testid @param {string} [note] */
+function block(title, testid, note) {
+  const box = el("div", "cvz-response");
+  box.dataset.testid = testid;
+  box.append(el("h5", "cvz-response-title", title));
+  if (note) box.append(el("p", "cvz-note", note));
+  return box;
+}
+
+/**
+ * The layer's median response at each column (angle, σ) of a per-filter array (F, X).
+ * @param {Arrays} arrays @param {string} name @returns {Array<?number>}
+ */
+function medianRow(arrays, name) {
+  const a = arrays[name];
+  if (!a || a.shape.length !== 2) return [];
+  const [rows, width] = a.shape;
+  return Array.from({ length: width }, (_, j) => median(Array.from({ length: rows }, (_, i) => a.values[i * width + j])));
+}
+
+/** @param {Arrays} arrays @param {number} f @returns {HTMLElement[]} */
+function orientation(arrays, f) {
+  const angles = /** @type {number[]} */ (whole(arrays, "rotation_angles"));
+  const out = [];
+  const tuning = filterRow(arrays, "tuning", f);
+  if (tuning.length) {
+    const box = block(
+      "Orientation tuning",
+      "tuning-polar",
+      "Energy on oriented gratings; a lobe points along the stripes the filter prefers (0° = horizontal stripes).",
+    );
+    const osi = filterValue(arrays, "osi", f);
+    const preferred = filterValue(arrays, "preferred_orientation", f);
+    const freq = filterValue(arrays, "tuning_frequency", f);
+    const polars = el("div", "cvz-polars");
+    polars.append(
+      polarChart({
+        title: `OSI ${formatNumber(osi, 2)} · prefers ${preferred === null ? "—" : Math.round(preferred)}°`,
+        angles,
+        series: [{ label: "grating energy", values: tuning }],
+        axial: true,
+        marker: preferred,
+        testid: "polar-chart",
+      }),
+    );
+    const rotation = filterRow(arrays, "rotation_response", f);
+    if (rotation.length) {
+      polars.append(
+        polarChart({
+          title: "Rotated probe (energy vs unrotated)",
+          angles,
+          series: [{ label: "rotated probe", values: rotation, className: "cvz-series-1" }],
+          axial: false,
+          ring: { value: 1, label: "unrotated = 1" },
+          testid: "rotation-polar",
+        }),
+      );
+    }
+    box.append(polars);
+    /** @type {Array<[string, string]>} */
+    const facts = [
+      ["orientation selectivity", `${formatNumber(osi, 2)} (layer median ${formatNumber(layerMedian(arrays, "osi"), 2)})`],
+      ["grating frequency", freq === null ? "—" : `1/${Math.round(1 / freq)} cycles per pixel`],
+    ];
+    box.append(factList(facts));
+    out.push(box);
+  } else if (filterRow(arrays, "rotation_response", f).length) {
+    const box = block("Rotated probe", "rotation-polar-only");
+    box.append(
+      polarChart({
+        title: "Energy vs unrotated",
+        angles,
+        series: [{ label: "rotated probe", values: filterRow(arrays, "rotation_response", f) }],
+        axial: false,
+        ring: { value: 1, label: "unrotated = 1" },
+        testid: "rotation-polar",
+      }),
+    );
+    out.push(box);
+  }
+  return out;
+}
+
+/** @param {Arrays} arrays @param {number} f @returns {HTMLElement[]} */
+function symmetry(arrays, f) {
+  const shift = filterRow(arrays, "shift", f);
+  const reversal = filterValue(arrays, "reversal", f);
+  if (!shift.length && reversal === null) return [];
+  const box = block(
+    "Shift and reversal",
+    "symmetry-bars",
+    "Cosine of the map on the changed input with the changed map: 1 = follows the change exactly.",
+  );
+  const fractions = whole(arrays, "shift_fractions");
+  const items = shift.map((v, i) => ({ label: `shift ${formatNumber(fractions[i], 2)} L`, value: v }));
+  if (reversal !== null) items.push({ label: "time reversal", value: reversal });
+  box.append(barList({ items, signed: true, max: 1 }));
+  return [box];
+}
+
+/** @param {Arrays} arrays @param {number} f @returns {HTMLElement[]} */
+function noise(arrays, f) {
+  const stability = filterRow(arrays, "stability", f);
+  if (!stability.length) return [];
+  const box = block("Noise stability", "noise-chart");
+  box.append(
+    lineChart({
+      title: "Cosine with the clean map under Gaussian noise of σ × probe std (1 = stable)",
+      // Logged as float32: 0.1 arrives as 0.100000001…
+      x: whole(arrays, "noise_sigmas").map((v) => Number(Number(v).toPrecision(3))),
+      series: [
+        { label: "this filter", values: stability },
+        { label: "layer median", values: medianRow(arrays, "stability"), className: "cvz-series-7" },
+      ],
+      xLabel: "σ",
+      testid: "response-chart",
+    }),
+  );
+  return [box];
+}
+
+/** @param {Arrays} arrays @param {number} f @returns {HTMLElement[]} */
+function adversarial(arrays, f) {
+  const fgsm = filterValue(arrays, "fgsm", f);
+  const pgd = filterValue(arrays, "pgd", f);
+  if (fgsm === null && pgd === null) return [];
+  const [eps] = whole(arrays, "adv_epsilon");
+  const box = block(
+    `Adversarial change (ε = ${formatNumber(eps, 2)} × probe std)`,
+    "adversarial-bars",
+    "Relative activation change ‖a(x′) − a(x)‖ / ‖a(x)‖ under attacks on the model's loss.",
+  );
+  const items = [
+    { label: "FGSM", value: fgsm, mark: layerMedian(arrays, "fgsm") },
+    { label: "PGD", value: pgd, mark: layerMedian(arrays, "pgd") },
+  ];
+  box.append(barList({ items }), el("p", "cvz-bars-key", "│ layer median"));
+  return [box];
+}
+
+/** @param {Arrays} arrays @param {string[]} names @param {number} f @returns {HTMLElement[]} */
+function counterfactualList(arrays, names, f) {
+  if (!names.length) return [];
+  const box = block(
+    "Counterfactuals",
+    "counterfactuals",
+    "Signed change of mean |activation| when your edit is applied to the probe (│ layer median); flagged when the filter reacts far more than the layer's others.",
+  );
+  const items = names.map((name) => {
+    const key = COUNTERFACTUAL_PREFIX + name;
+    const z = filterValue(arrays, `${key}/z`, f);
+    const cosine = filterValue(arrays, `${key}/cosine`, f);
+    return {
+      label: name,
+      value: filterValue(arrays, key, f),
+      text: formatPercent(filterValue(arrays, key, f)),
+      mark: layerMedian(arrays, key),
+      title: `robust z ${formatNumber(z, 2)} within the layer · map cosine ${formatNumber(cosine, 3)}`,
+      badge: filterValue(arrays, `${key}/flag`, f) ? "flagged" : undefined,
+    };
+  });
+  box.append(barList({ items, signed: true, itemTestid: "counterfactual-row" }));
+  return [box];
+}
+
+/** @param {Array<[string, string]>} rows */
+function factList(rows) {
+  const facts = el("dl", "cvz-facts cvz-facts-2");
+  for (const [k, v] of rows) facts.append(el("dt", "", k), el("dd", "", v));
+  return facts;
+}
+
+/**
+ * The filter's perturbation responses at the answer's step.
+ * @param {any} data the /perturbation payload @param {number} filter
+ * @returns {HTMLElement[]}
+ */
+export function responseViews(data, filter) {
+  const arrays = /** @type {Arrays} */ (data.arrays);
+  return [
+    ...orientation(arrays, filter),
+    ...symmetry(arrays, filter),
+    ...noise(arrays, filter),
+    ...adversarial(arrays, filter),
+    ...counterfactualList(arrays, data.counterfactuals ?? [], filter),
+  ];
+}

@@ -1,0 +1,121 @@
+"""The Impact view and the filter detail's perturbation and impact sections, in headless Chromium
+against a real TensorBoard process serving logs the real callback wrote."""
+from __future__ import annotations
+
+import json
+import urllib.request
+
+from conftest import EPOCHS, IMPACT_PROBE, RUN_1D, RUN_IMPACT, RUNS_2D, choose
+
+LAST = EPOCHS - 1
+
+
+def open_impact(frame, run: str, layer: str, step: int = LAST):
+    """Pick run, layer and step, switch to the Impact view; returns its rows once drawn for them."""
+    choose(frame, run, layer, step)
+    frame.locator("[data-testid=mode-picker] button[data-value=impact]").click()
+    frame.locator(f'[data-testid=impact-view][data-step="{step}"][data-loading=false]').wait_for()
+    return frame.locator("[data-testid=impact-row]")
+
+
+def values(rows) -> list[float]:
+    return [float(v) for v in rows.evaluate_all("rows => rows.map(r => r.dataset.value)")]
+
+
+def answer(url: str, route: str) -> dict:
+    with urllib.request.urlopen(f"{url}/data/plugin/convviz/{route}", timeout=10) as r:
+        return json.load(r)
+
+
+def test_impact_table_sorts_flags_and_opens_the_filter(frame, tensorboard_url):
+    rows = open_impact(frame, RUN_IMPACT, "0")
+    assert rows.count() == 8  # one per filter
+    view = frame.locator("[data-testid=impact-view]")
+    assert view.get_attribute("data-sort") == "d_accuracy"
+    by_accuracy = values(rows)
+    assert by_accuracy == sorted(by_accuracy)  # the most accuracy lost first
+    assert min(by_accuracy) < 0  # some filter matters on this probe
+
+    data = answer(tensorboard_url, f"impact?run={RUN_IMPACT}&layer=0&step={LAST}")["arrays"]
+    spearman = frame.locator("[data-testid=taylor-spearman]").text_content()
+    assert spearman.startswith("ρ = ")
+    assert abs(float(spearman[4:]) - data["taylor_spearman"]["values"][0]) < 0.01
+    concentrated = sum(1 for v in data["topk_flag"]["values"] if v)
+    assert frame.locator("[data-testid=impact-flag][data-flag=class]").count() == concentrated
+    headers = frame.locator("[data-testid=impact-sort]").evaluate_all("bs => bs.map(b => b.dataset.metric)")
+    for metric in ("d_accuracy", "d_loss", "flips", "taylor_d_loss", "class_selectivity", "osi", "stability", "fgsm", "cf/no_red"):
+        assert metric in headers
+
+    sort = frame.locator("[data-testid=impact-sort][data-metric=d_accuracy]")
+    sort.click()  # again: reversed
+    frame.locator('[data-testid=impact-view][data-reverse="true"]').wait_for()
+    assert values(rows) == sorted(by_accuracy, reverse=True)
+    frame.locator("[data-testid=impact-sort][data-metric=d_loss]").click()
+    frame.locator('[data-testid=impact-view][data-sort="d_loss"][data-reverse="false"]').wait_for()
+    by_loss = values(rows)
+    assert by_loss == sorted(by_loss, reverse=True)
+    assert sorted(by_loss) == sorted(data["d_loss"]["values"])
+
+    first = rows.first.get_attribute("data-filter")
+    rows.first.click()
+    panel = frame.locator(f'[data-testid=detail-panel][data-filter="{first}"]')
+    panel.wait_for()
+    assert panel.locator("[data-testid=polar-chart] path.cvz-chart-line").count() == 1
+    assert panel.locator("[data-testid=polar-chart] circle.cvz-chart-dot").count() == 12  # one per grating angle
+    assert panel.locator("[data-testid=rotation-polar]").count() == 1
+    examples = panel.locator("[data-testid=top-example]")
+    assert examples.count() == 5
+    top = data["topk_index"]["values"][int(first) * 5 : int(first) * 5 + 5]
+    assert [int(i) for i in examples.evaluate_all("fs => fs.map(f => f.dataset.index)")] == [int(i) for i in top]
+    assert all(0 <= i < IMPACT_PROBE for i in top)
+    # The layer's maps are kept for probe images 0-3: only those examples get the overlay.
+    overlays = examples.evaluate_all("fs => fs.map(f => f.dataset.overlay)")
+    assert overlays == ["true" if i < 4 else "false" for i in top]
+    assert examples.locator("canvas").count() == 5
+    assert panel.locator("[data-testid=impact-d_accuracy]").text_content().endswith("%")
+    assert panel.locator("[data-testid=recall-bars] .cvz-bars-row").count() == 3  # one per class
+    assert panel.locator("[data-testid=counterfactual-row]").count() == 1
+    assert panel.locator("[data-testid=noise-chart] circle").count() >= 4
+    trends = panel.locator("[data-testid=analysis-history-chart]")
+    assert trends.count() >= 5
+    assert trends.first.locator("circle").count() == EPOCHS
+    # Opened from the Impact view, the impact comes before the weights.
+    order = panel.locator("section[data-testid]").evaluate_all("ss => ss.map(s => s.dataset.testid)")
+    assert order.index("detail-impact") < order.index("detail-slices")
+
+    # The step slider moves the table and the open detail to another epoch.
+    frame.locator("[data-testid=epoch-slider]").fill("2")
+    frame.locator('[data-testid=impact-view][data-step="2"][data-loading=false]').wait_for()
+    frame.locator(f'[data-testid=detail-panel][data-filter="{first}"][data-step="2"]').wait_for()
+    assert rows.count() == 8
+
+
+def test_run_without_impact_says_how_to_turn_it_on(frame):
+    rows = open_impact(frame, RUNS_2D[0], "3")
+    message = frame.locator("[data-testid=impact-message]")
+    assert message.count() == 1
+    assert message.text_content().startswith("Impact is off for this run: ConvViz(..., impact=True) with probe labels")
+    # Its perturbation responses (on by default) still fill the table.
+    assert rows.count() == 16
+    headers = frame.locator("[data-testid=impact-sort]").evaluate_all("bs => bs.map(b => b.dataset.metric)")
+    assert "d_accuracy" not in headers and "osi" in headers
+    assert frame.locator("[data-testid=impact-view]").get_attribute("data-sort") == "osi"
+
+    rows.first.click()
+    panel = frame.locator("[data-testid=detail-panel]")
+    panel.locator("[data-testid=polar-chart]").wait_for()
+    assert "impact=True" in panel.locator("[data-testid=detail-impact-message]").text_content()
+    assert panel.locator("[data-testid=top-example]").count() == 0
+
+
+def test_conv1d_responses_are_shift_and_reversal(frame):
+    rows = open_impact(frame, RUN_1D, "0")
+    assert rows.count() == 6
+    headers = frame.locator("[data-testid=impact-sort]").evaluate_all("bs => bs.map(b => b.dataset.metric)")
+    assert "reversal" in headers and "osi" not in headers
+    rows.first.click()
+    panel = frame.locator("[data-testid=detail-panel]")
+    bars = panel.locator("[data-testid=symmetry-bars] .cvz-bars-row")
+    bars.first.wait_for()
+    assert bars.count() == 4  # three shifts and the reversal
+    assert panel.locator("[data-testid=polar-chart]").count() == 0
