@@ -18,6 +18,12 @@ tutorial way's time. Not a test: the numbers are what it prints.
 
     /work/venv/bin/python bench/log_overhead.py                 # both models, 10 epochs
     /work/venv/bin/python bench/log_overhead.py --epochs 5 --models resnet18
+    # what other defaults would cost (bytes do not depend on machine load):
+    /work/venv/bin/python bench/log_overhead.py --models resnet18 --ways convviz convviz_plain --convviz map_images=2
+
+Besides the table it prints where each log() spends its time (probe forward, TensorBoard's
+pure-Python CRC-32C of the bytes written, the perturbation analyses), the bytes per record
+kind and array, and the long-run MB/epoch for the kernels_every in use.
 """
 from __future__ import annotations
 
@@ -154,7 +160,10 @@ def log_tutorial_way(writer: SummaryWriter, model: nn.Module, probe: torch.Tenso
     """Kernel grid per conv layer, and per probe image a grid of every filter's map, as PNG images."""
     convs = {name: m for name, m in model.named_modules() if isinstance(m, CONV_TYPES)}
     maps: dict[str, torch.Tensor] = {}
-    hooks = [m.register_forward_hook(lambda _m, _i, out, name=name: maps.__setitem__(name, out.detach())) for name, m in convs.items()]
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out, name=name: maps.__setitem__(name, out.detach()))
+        for name, m in convs.items()
+    ]
     was_training = model.training
     model.eval()
     try:
@@ -267,8 +276,8 @@ def perturbation_shares(model: nn.Module, images: torch.Tensor, labels: torch.Te
         profiler.enable()
         perturbation_responses(model, layers, images, labels)
         profiler.disable()
-    cumulative = {func: ct for (path, _line, func), (_cc, _nc, _tt, ct, _callers) in pstats.Stats(profiler).stats.items()  # type: ignore[attr-defined]
-                  if path.endswith("perturbation.py")}  # fmt: skip
+    entries = pstats.Stats(profiler).stats.items()  # type: ignore[attr-defined]
+    cumulative = {func: ct for (path, _line, func), (_cc, _nc, _tt, ct, _callers) in entries if path.endswith("perturbation.py")}
     total = cumulative.get("perturbation_responses", 0.0) or 1e-9
     return {part: cumulative[part] / total for part in PERTURBATION_PARTS if part in cumulative}
 
