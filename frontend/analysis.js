@@ -58,6 +58,17 @@ export function layerMedian(arrays, name) {
   return median(whole(arrays, name));
 }
 
+/**
+ * A layer-wide analysis answer if it is for `where` (run, layer and, when given, step), else null:
+ * one loading for the next step keeps the previous step's answer.
+ * @param {Load} load @param {{run: string, layer: string, step?: number}} where @returns {any}
+ */
+export function answerFor(load, where) {
+  const a = load.data;
+  if (!a || a.run !== where.run || a.layer !== where.layer) return null;
+  return where.step === undefined || (load.status === "ready" && a.step === where.step) ? a : null;
+}
+
 /** How to turn each analysis on: ConvViz's option that logs it. */
 const OFF = {
   perturbation:

@@ -25,6 +25,20 @@ export function section(title, testid) {
 }
 
 /**
+ * Label–value pairs as a definition list; a pair's optional third item is the value's test id.
+ * @param {Array<[string, string] | [string, string, string]>} rows @param {string} [className]
+ */
+export function factList(rows, className = "cvz-facts cvz-facts-2") {
+  const facts = el("dl", className);
+  for (const [label, value, testid] of rows) {
+    const dd = el("dd", "", value);
+    if (testid) dd.dataset.testid = testid;
+    facts.append(el("dt", "", label), dd);
+  }
+  return facts;
+}
+
+/**
  * A labelled select.
  * @param {string} label @param {string} testid @param {(value: string) => void} onChange
  */

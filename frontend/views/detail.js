@@ -2,11 +2,11 @@
 // maps on every probe image kept (over the probe input), its perturbation responses and impact
 // where the run logged them, and its history over every logged step.
 
-import { COUNTERFACTUAL_PREFIX, absentMessage } from "../analysis.js";
+import { COUNTERFACTUAL_PREFIX, absentMessage, answerFor } from "../analysis.js";
 import { DIVERGING } from "../colormap.js";
 import { itemCanvas, scaleOf } from "../raster.js";
 import { along, decodeWire } from "../wire.js";
-import { el, formatNumber, formatPercent, section } from "./controls.js";
+import { el, factList, formatNumber, formatPercent, section } from "./controls.js";
 import { lineChart } from "./chart.js";
 import { exampleView, zoomFor } from "./examples.js";
 import { impactViews } from "./filterimpact.js";
@@ -146,7 +146,6 @@ export function mountDetail(root, store) {
  */
 function render(data, probe, labels, s, store) {
   const st = data.stats;
-  const facts = el("dl", "cvz-facts");
   /** @type {Array<[string, string]>} */
   const rows = [
     ["L2 norm", formatNumber(st.l2)],
@@ -159,7 +158,7 @@ function render(data, probe, labels, s, store) {
     ["positive fraction", st.act_frac_pos === undefined ? "—" : formatPercent(st.act_frac_pos).replace("+", "")],
   ];
   if (st.dead) rows.push(["status", "dead: weights ≈ 0"]);
-  for (const [k, v] of rows) facts.append(el("dt", "", k), el("dd", "", v));
+  const facts = factList(rows, "cvz-facts");
   /** @type {HTMLElement[]} */
   const weights = [];
 
@@ -239,15 +238,6 @@ function render(data, probe, labels, s, store) {
   const analysis = [...impactSections(s.analysis.impact, data, examples), responseSection(s.analysis.perturbation, data)];
   // Opened from the Impact view, what the filter does for the model comes first.
   return s.mode === "impact" ? [facts, ...analysis, ...weights, ...histories] : [facts, ...weights, ...analysis, ...histories];
-}
-
-/**
- * The layer-wide analysis answer when it is for the detail's layer and step, else null.
- * @param {Load} load @param {any} data the /filter payload
- */
-function answerFor(load, data) {
-  const a = load.data;
-  return load.status === "ready" && a && a.run === data.run && a.layer === data.layer && a.step === data.step ? a : null;
 }
 
 /**

@@ -6,7 +6,7 @@ import { filterRow, filterValue, layerMedian, whole } from "../analysis.js";
 import { scaleOf } from "../raster.js";
 import { along } from "../wire.js";
 import { barList } from "./chart.js";
-import { el, formatCount, formatNumber, formatPercent, formatSigned, section } from "./controls.js";
+import { el, factList, formatCount, formatNumber, formatPercent, formatSigned, section } from "./controls.js";
 import { exampleView } from "./examples.js";
 
 /**
@@ -42,32 +42,26 @@ function impactFacts(arrays, f) {
   const filters = arrays.d_loss?.shape[0] ?? 0;
   const rank = rankOf(arrays, "d_loss", f);
   const [accuracy] = whole(arrays, "accuracy");
-  /** @type {Array<[string, string, string]>} label, value, testid */
-  const rows = [
-    ["Δaccuracy", `${formatPercent(filterValue(arrays, "d_accuracy", f))} of ${formatPercent(accuracy).replace("+", "")}`, "d_accuracy"],
-    ["flipped predictions", `${formatCount(filterValue(arrays, "flips", f))} of ${examples}`, "flips"],
-    ["Δconfidence (true class)", formatSigned(filterValue(arrays, "d_confidence", f)), "d_confidence"],
-    ["Δloss", formatSigned(filterValue(arrays, "d_loss", f)), "d_loss"],
-    ["Δloss by Taylor", formatSigned(filterValue(arrays, "taylor_d_loss", f)), "taylor_d_loss"],
-    ["rank by Δloss", rank === null ? "—" : `${rank} of ${filters}`, "rank"],
-    [
-      "class selectivity",
-      `${formatNumber(filterValue(arrays, "class_selectivity", f), 2)} (median ${formatNumber(layerMedian(arrays, "class_selectivity"), 2)})`,
-      "class_selectivity",
-    ],
-    [
-      "fires on errors / correct",
-      `${formatNumber(filterValue(arrays, "act_on_errors", f))} / ${formatNumber(filterValue(arrays, "act_on_correct", f))}`,
-      "errors_vs_correct",
-    ],
-  ];
-  const facts = el("dl", "cvz-facts cvz-facts-2");
-  for (const [label, value, testid] of rows) {
-    const dd = el("dd", "", value);
-    dd.dataset.testid = `impact-${testid}`;
-    facts.append(el("dt", "", label), dd);
-  }
-  box.append(facts);
+  box.append(
+    factList([
+      ["Δaccuracy", `${formatPercent(filterValue(arrays, "d_accuracy", f))} of ${formatPercent(accuracy).replace("+", "")}`, "impact-d_accuracy"],
+      ["flipped predictions", `${formatCount(filterValue(arrays, "flips", f))} of ${examples}`, "impact-flips"],
+      ["Δconfidence (true class)", formatSigned(filterValue(arrays, "d_confidence", f)), "impact-d_confidence"],
+      ["Δloss", formatSigned(filterValue(arrays, "d_loss", f)), "impact-d_loss"],
+      ["Δloss by Taylor", formatSigned(filterValue(arrays, "taylor_d_loss", f)), "impact-taylor_d_loss"],
+      ["rank by Δloss", rank === null ? "—" : `${rank} of ${filters}`, "impact-rank"],
+      [
+        "class selectivity",
+        `${formatNumber(filterValue(arrays, "class_selectivity", f), 2)} (median ${formatNumber(layerMedian(arrays, "class_selectivity"), 2)})`,
+        "impact-class_selectivity",
+      ],
+      [
+        "fires on errors / correct",
+        `${formatNumber(filterValue(arrays, "act_on_errors", f))} / ${formatNumber(filterValue(arrays, "act_on_correct", f))}`,
+        "impact-errors_vs_correct",
+      ],
+    ]),
+  );
 
   const recall = filterRow(arrays, "d_recall", f);
   if (recall.length) {

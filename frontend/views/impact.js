@@ -3,12 +3,11 @@
 // perturbation responses, with flags for counterfactual-sensitive and class-concentrated filters.
 // A row opens the filter's detail.
 
-import { COUNTERFACTUAL_PREFIX, absentMessage, filterRow, filterValue, whole } from "../analysis.js";
+import { COUNTERFACTUAL_PREFIX, absentMessage, answerFor, filterRow, filterValue, whole } from "../analysis.js";
 import { el, formatCount, formatNumber, formatPercent, formatSigned } from "./controls.js";
 
 /**
  * @typedef {import("../analysis.js").Arrays} Arrays
- * @typedef {import("../store.js").Load} Load
  * @typedef {{key: string, label: string, title: string, best: "low"|"high"|"abs",
  *   value: (f: number) => ?number, format: (v: ?number) => string}} Metric
  *   best: which end comes first in the natural order (most notable first): the lowest value, the
@@ -106,15 +105,6 @@ function flagsOf(impact, responses, counterfactuals, f) {
   return flags;
 }
 
-/**
- * The layer-wide analysis answer when it is for the shown run, layer and step, else null.
- * @param {Load} load @param {import("../store.js").State} s
- */
-function answerFor(load, s) {
-  const a = load.data;
-  return a && a.run === s.run && a.layer === s.layer ? a : null;
-}
-
 /** @param {HTMLElement} root @param {import("../store.js").Store} store */
 export function mountImpact(root, store) {
   const card = el("section", "cvz-card cvz-impact");
@@ -161,8 +151,10 @@ export function mountImpact(root, store) {
     card.dataset.loading = String(impact.status === "loading" || perturbation.status === "loading");
     card.dataset.step = String(s.step);
 
-    const impactData = answerFor(impact, s);
-    const responseData = answerFor(perturbation, s);
+    // While the slider's step loads, the previous step's table stays, dimmed.
+    const here = { run: s.run, layer: s.layer };
+    const impactData = answerFor(impact, here);
+    const responseData = answerFor(perturbation, here);
     messages.replaceChildren(
       ...[/** @type {const} */ (["impact", impact]), /** @type {const} */ (["perturbation", perturbation])]
         .map(([kind, load]) => absentMessage(kind, load))

@@ -3,7 +3,7 @@
 // counterfactual's change with its flag. The layer's median is drawn beside each for scale.
 
 import { COUNTERFACTUAL_PREFIX, filterRow, filterValue, layerMedian, median, whole } from "../analysis.js";
-import { el, formatNumber, formatPercent } from "./controls.js";
+import { el, factList, formatNumber, formatPercent } from "./controls.js";
 import { barList, lineChart, polarChart } from "./chart.js";
 
 /** @typedef {import("../analysis.js").Arrays} Arrays */
@@ -73,19 +73,6 @@ function orientation(arrays, f) {
       ["grating frequency", freq === null ? "—" : `1/${Math.round(1 / freq)} cycles per pixel`],
     ];
     box.append(factList(facts));
-    out.push(box);
-  } else if (filterRow(arrays, "rotation_response", f).length) {
-    const box = block("Rotated probe", "rotation-polar-only");
-    box.append(
-      polarChart({
-        title: "Energy vs unrotated",
-        angles,
-        series: [{ label: "rotated probe", values: filterRow(arrays, "rotation_response", f) }],
-        axial: false,
-        ring: { value: 1, label: "unrotated = 1" },
-        testid: "rotation-polar",
-      }),
-    );
     out.push(box);
   }
   return out;
@@ -171,13 +158,6 @@ function counterfactualList(arrays, names, f) {
   });
   box.append(barList({ items, signed: true, itemTestid: "counterfactual-row" }));
   return [box];
-}
-
-/** @param {Array<[string, string]>} rows */
-function factList(rows) {
-  const facts = el("dl", "cvz-facts cvz-facts-2");
-  for (const [k, v] of rows) facts.append(el("dt", "", k), el("dd", "", v));
-  return facts;
 }
 
 /**
