@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from tb_convviz import format as fmt
-from tb_convviz.analysis.activations import activation_stats, downsample_maps
+from tb_convviz.analysis.activations import activation_stats, downsample_maps, map_resolution
 from tb_convviz.analysis.compare import weight_drift
 from tb_convviz.analysis.impact import filter_impact
 from tb_convviz.analysis.perturbation import counterfactual_sensitivity, perturbation_responses
@@ -49,7 +49,8 @@ class _ModelPlan:
     """Resolved once, at the first log: which convs, which BatchNorm follows each."""
 
     layers: dict[str, nn.Module]
-    batchnorm: dict[str, str]
+    batchnorm: dict[str, str]  # conv name -> name of the BatchNorm right after it
+    batchnorm_modules: dict[str, nn.Module]  # conv name -> that BatchNorm
     memory: dict[str, _LayerMemory] = field(default_factory=dict)
 
 
@@ -65,7 +66,8 @@ class ConvViz:
         kernels_every: full kernels every this many logs, at the first and the final one;
             layers with ≤ 65,536 weights keep full kernels every log. Drift is exact every log.
         map_size: activation maps are average-pooled so no side exceeds this.
-        map_images: activation maps are kept for this many probe images (stats use all).
+        map_images: activation maps are kept for at most this many probe images (stats use all).
+        map_budget_mb: all layers' maps of one log fit this; sides, then images, shrink to fit.
         keep_all: keep everything: full kernels every log, full-resolution maps of every probe image.
         perturbations: log each filter's responses to oriented gratings and rotation (2-D), shift and
             reversal (1-D), Gaussian noise and FGSM/PGD attacks on the probe.
@@ -85,6 +87,7 @@ class ConvViz:
         kernels_every: int = 10,
         map_size: int = 16,
         map_images: int = 4,
+        map_budget_mb: float = 0.5,
         keep_all: bool = False,
         perturbations: bool = True,
         counterfactuals: Optional[Mapping[str, Callable[[torch.Tensor], torch.Tensor]]] = None,
@@ -94,6 +97,9 @@ class ConvViz:
         self.kernels_every = _positive_int(kernels_every, "kernels_every")
         self.map_size = _positive_int(map_size, "map_size")
         self.map_images = _positive_int(map_images, "map_images")
+        if isinstance(map_budget_mb, bool) or not isinstance(map_budget_mb, (int, float)) or not map_budget_mb > 0:
+            raise ValueError(f"map_budget_mb must be a positive number, got {map_budget_mb!r}")
+        self.map_budget_mb = float(map_budget_mb)
         if not isinstance(keep_all, bool):
             raise ValueError(f"keep_all must be True or False, got {keep_all!r}")
         self.keep_all = keep_all
@@ -143,7 +149,9 @@ class ConvViz:
         if first:
             layers = conv_layers(model, self._layer_selector)
             with untouched(model):  # tracing runs Python forward code, which may touch buffers
-                self._plan = _ModelPlan(layers, following_batchnorm(model, layers))
+                batchnorm = following_batchnorm(model, layers)
+            modules = dict(model.named_modules())
+            self._plan = _ModelPlan(layers, batchnorm, {c: modules[b] for c, b in batchnorm.items()})
         try:
             records = self._collect(model, int(step), final or first)
         except _ProbeForwardFailed as e:
@@ -216,13 +224,22 @@ class ConvViz:
                 records = []
                 if self._logs_done == 0:
                     records.append((fmt.RUN_LAYER, fmt.KIND_RUN, self._run_record(plan)))
+                maps_kept = self._map_resolution(outputs)
                 for name, conv in plan.layers.items():
                     acts = outputs.get(name)
-                    records.extend(self._layer_records(model, name, conv, step, full_kernels, acts))
+                    records.extend(self._layer_records(name, conv, step, full_kernels, acts, maps_kept))
             del outputs
             if x is not None:
                 records.extend(self._analysis_records(model, x, step))
         return records
+
+    def _map_resolution(self, outputs: dict[str, torch.Tensor]) -> tuple[int, Optional[int]]:
+        """(probe images, max side) of the maps kept this log; keep_all keeps them whole."""
+        if self.keep_all or not outputs:
+            return (self._probe.n if self._probe else 0), None
+        shapes = [tuple(a.shape[1:]) for a in outputs.values()]
+        images = min(self.map_images, self._probe.n if self._probe else 0)
+        return map_resolution(shapes, images, self.map_size, int(self.map_budget_mb * 1e6))
 
     def _analysis_records(self, model: nn.Module, x: torch.Tensor, step: int) -> list[tuple[str, str, bytes]]:
         """Perturbation and impact records; one failing analysis warns and the others still land."""
@@ -266,12 +283,12 @@ class ConvViz:
 
     def _layer_records(
         self,
-        model: nn.Module,
         name: str,
         conv: nn.Module,
         step: int,
         full_kernels: bool,
         acts: Optional[torch.Tensor],
+        maps_kept: tuple[int, Optional[int]],
     ) -> list[tuple[str, str, bytes]]:
         plan = self._plan
         assert plan is not None
@@ -293,28 +310,30 @@ class ConvViz:
         records = []
         if acts is not None:
             stats.update({k: v.cpu().numpy() for k, v in activation_stats(acts).items()})
-            n = acts.shape[0] if self.keep_all else min(self.map_images, acts.shape[0])
-            maps = acts[:n] if self.keep_all else downsample_maps(acts[:n], self.map_size)
+            n, side = maps_kept
+            maps = acts[:n] if side is None else downsample_maps(acts[:n], side)
             map_meta = {"images": list(range(n)), "source_shape": list(acts.shape[2:])}
             records.append((name, fmt.KIND_MAPS, fmt.encode_bundle({"maps": ("q8", maps.float().cpu().numpy(), 2)}, map_meta)))
         for key, value in stats.items():
             arrays[key] = ("f32", value, 0)
         records.insert(0, (name, fmt.KIND_FILTERS, fmt.encode_bundle(arrays, meta)))
         if full_kernels or w.numel() <= SMALL_LAYER_WEIGHTS:
-            records.append((name, fmt.KIND_KERNELS, self._kernel_record(model, name, conv, w)))
+            records.append((name, fmt.KIND_KERNELS, self._kernel_record(name, conv, w)))
         memory.prev_step, memory.prev = step, w
         return records
 
-    def _kernel_record(self, model: nn.Module, name: str, conv: nn.Module, w: torch.Tensor) -> bytes:
+    def _kernel_record(self, name: str, conv: nn.Module, w: torch.Tensor) -> bytes:
+        plan = self._plan
+        assert plan is not None
         arrays: dict[str, tuple[str, np.ndarray, int]] = {"kernel": ("q8", w.numpy(), 1)}
-        bn_name = self._plan.batchnorm.get(name) if self._plan else None
-        if bn_name is not None:
-            bn = dict(model.named_modules())[bn_name]
+        bn_name = plan.batchnorm.get(name)
+        bn = plan.batchnorm_modules.get(name)
+        if bn is not None:
             bias = conv.bias.detach().cpu() if conv.bias is not None else None
             gamma = bn.weight.detach().cpu() if bn.weight is not None else None
             beta = bn.bias.detach().cpu() if bn.bias is not None else None
-            w_eff, b_eff = fold_batchnorm(w, bias, bn.running_mean.cpu(), bn.running_var.cpu(), gamma, beta, bn.eps)
-            arrays["effective_kernel"] = ("q8", w_eff.numpy(), 1)
+            scale, b_eff = fold_batchnorm(bias, bn.running_mean.cpu(), bn.running_var.cpu(), gamma, beta, bn.eps)
+            arrays["bn_scale"] = ("f32", scale.numpy(), 0)
             arrays["effective_bias"] = ("f32", b_eff.numpy(), 0)
         if conv.bias is not None:
             arrays["bias"] = ("f32", conv.bias.detach().float().cpu().numpy(), 0)

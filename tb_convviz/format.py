@@ -158,6 +158,18 @@ class Bundle:
         }
 
 
+def effective_kernel(kernels: Bundle) -> Optional[np.ndarray]:
+    """The BatchNorm-folded kernel of a kernels record (kernel × per-filter ``bn_scale``), or None.
+
+    Folding on read costs nothing in precision: the q8 groups are per filter, so the stored
+    kernel scaled per filter is exactly as close to the true folded kernel (tolerance × |scale|).
+    """
+    if "bn_scale" not in kernels:
+        return None
+    w = kernels.array("kernel")
+    return w * kernels.array("bn_scale").reshape((-1,) + (1,) * (w.ndim - 1))
+
+
 def wire_array(a: np.ndarray) -> dict:
     """An array computed on the fly, in the same JSON form as `Bundle.wire` (raw float32)."""
     a = np.ascontiguousarray(a, dtype=np.float32)

@@ -123,10 +123,10 @@ class Logs(ConvVizReader):
 
     def effective_kernels(self, run: str, layer: str, step: int) -> np.ndarray:
         """Kernels with the following BatchNorm folded in; NotFound when no BatchNorm follows."""
-        b = self.bundle(run, layer, fmt.KIND_KERNELS, step)
-        if "effective_kernel" not in b:
+        effective = fmt.effective_kernel(self.bundle(run, layer, fmt.KIND_KERNELS, step))
+        if effective is None:
             raise NotFound(f"layer {layer!r} has no BatchNorm directly after it")
-        return b.array("effective_kernel")
+        return effective
 
     def activations(self, run: str, layer: str, step: int) -> np.ndarray:
         """Activation maps (probe_n, filters, *spatial) for the probe images kept (see `maps_meta`)."""

@@ -12,7 +12,6 @@ DEAD_RELATIVE_NORM = 1e-6  # a filter this small next to its layer's median cann
 
 
 def fold_batchnorm(
-    weight: torch.Tensor,
     bias: Optional[torch.Tensor],
     running_mean: torch.Tensor,
     running_var: torch.Tensor,
@@ -20,21 +19,20 @@ def fold_batchnorm(
     beta: Optional[torch.Tensor],
     eps: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The kernel and bias that conv+BN compute at inference: W·γ/σ and (b−μ)·γ/σ+β.
+    """Per-filter scale γ/σ and the effective bias (b−μ)·γ/σ+β of conv+BN at inference.
 
-    This is what a filter really does in eval mode; raw kernels of BN nets can look
-    alike while their effective gains differ by orders of magnitude.
+    The effective kernel is W·scale per filter: what a filter really does in eval mode. Raw
+    kernels of BN nets can look alike while their effective gains differ by orders of magnitude.
+    Only the scale is stored; readers fold it in (`format.effective_kernel`).
     """
     scale = torch.rsqrt(running_var.float() + eps)
     if gamma is not None:
         scale = scale * gamma.float()
-    shape = (-1,) + (1,) * (weight.dim() - 1)
-    w_eff = weight.float() * scale.reshape(shape)
     b = bias.float() if bias is not None else torch.zeros_like(scale)
     b_eff = (b - running_mean.float()) * scale
     if beta is not None:
         b_eff = b_eff + beta.float()
-    return w_eff, b_eff
+    return scale, b_eff
 
 
 def filter_stats(weight: torch.Tensor) -> dict[str, torch.Tensor]:

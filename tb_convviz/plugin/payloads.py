@@ -89,9 +89,8 @@ def filter_detail(reader: ConvVizReader, run: str, layer: str, step: int, index:
         kernels = reader.bundle(run, layer, fmt.KIND_KERNELS, kernel_step)
         out["kernel_step"] = kernel_step
         out["slices"] = fmt.wire_array(kernels.array("kernel")[index])
-        out["effective"] = (
-            fmt.wire_array(kernels.array("effective_kernel")[index]) if "effective_kernel" in kernels else None
-        )
+        effective = fmt.effective_kernel(kernels)
+        out["effective"] = fmt.wire_array(effective[index]) if effective is not None else None
     except NotFound:
         out["kernel_step"], out["slices"], out["effective"] = None, None, None
     try:
