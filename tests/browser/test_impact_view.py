@@ -42,6 +42,9 @@ def test_impact_table_sorts_flags_and_opens_the_filter(frame, tensorboard_url):
     assert abs(float(spearman[4:]) - data["taylor_spearman"]["values"][0]) < 0.01
     concentrated = sum(1 for v in data["topk_flag"]["values"] if v)
     assert frame.locator("[data-testid=impact-flag][data-flag=class]").count() == concentrated
+    responses = answer(tensorboard_url, f"perturbation?run={RUN_IMPACT}&layer=0&step={LAST}")["arrays"]
+    flagged = sum(1 for v in responses["cf/no_red/flag"]["values"] if v)
+    assert frame.locator("[data-testid=impact-flag][data-flag=counterfactual]").count() == flagged
     headers = frame.locator("[data-testid=impact-sort]").evaluate_all("bs => bs.map(b => b.dataset.metric)")
     for metric in ("d_accuracy", "d_loss", "flips", "taylor_d_loss", "class_selectivity", "osi", "stability", "fgsm", "cf/no_red"):
         assert metric in headers
