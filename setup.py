@@ -24,6 +24,7 @@ setup(
         "numpy",
         "protobuf",
         "werkzeug",
+        "crc32c",  # C checksums for event files: TensorBoard's pure-Python ones cost 0.35 s/MB
     ],
     extras_require={
         "test": ["pytest", "playwright", "scikit-learn", "mnist1d", "lightning"],

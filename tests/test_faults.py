@@ -133,3 +133,30 @@ def test_log_after_close_is_an_error(tmp_path):
     viz.close()
     with pytest.raises(RuntimeError, match="after close"):
         viz.log(_net(), 0)
+
+
+def test_a_record_cut_short_by_a_full_disk_is_rolled_back(tmp_path):
+    model = _net()
+    viz = ConvViz(tmp_path / "run", probe=torch.randn(2, 3, 8, 8), perturbations=False)
+    assert viz.log(model, 0)
+    real_file = viz._writer._file
+
+    class HalfWrites:
+        """Writes half of what it is given, then fails as a full disk does."""
+
+        def __getattr__(self, name):
+            return getattr(real_file, name)
+
+        def write(self, data):
+            real_file.write(data[: len(data) // 2])
+            raise OSError(28, "No space left on device")
+
+    viz._writer._file = HalfWrites()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not viz.log(model, 1)
+    assert len(caught) == 1
+    viz._writer._file = real_file
+    assert viz.log(model, 2)
+    viz.close()
+    assert load(tmp_path).steps("run", "0") == [0, 2]  # readable past the failed step
