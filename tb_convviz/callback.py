@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+import inspect
+from typing import Any, Callable, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -28,6 +29,19 @@ def _positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def _perturbation_options(perturbations: Any) -> dict[str, Any]:
+    """Keyword options for `perturbation_responses` from the `perturbations` argument."""
+    if isinstance(perturbations, bool):
+        return {}
+    if not isinstance(perturbations, Mapping):
+        raise ValueError(f"perturbations must be True, False or a dict of options, got {perturbations!r}")
+    allowed = set(inspect.signature(perturbation_responses).parameters) - {"model", "layers", "x", "y", "counterfactuals"}
+    unknown = sorted(set(perturbations) - allowed)
+    if unknown:
+        raise ValueError(f"perturbations: unknown options {unknown}; known: {sorted(allowed)}")
+    return dict(perturbations)
 
 
 class _ProbeForwardFailed(Exception):
@@ -69,8 +83,9 @@ class ConvViz:
         map_images: activation maps are kept for at most this many probe images (stats use all).
         map_budget_mb: all layers' maps of one log fit this; sides, then images, shrink to fit.
         keep_all: keep everything: full kernels every log, full-resolution maps of every probe image.
-        perturbations: log each filter's responses to oriented gratings and rotation (2-D), shift and
-            reversal (1-D), Gaussian noise and FGSM/PGD attacks on the probe.
+        perturbations: log each filter's responses to oriented gratings (2-D), shift and reversal
+            (1-D), Gaussian noise and FGSM/PGD attacks on the probe. A dict instead of True passes
+            options to `perturbation_responses`, e.g. ``{"rotate_probe": True, "angles": 24}``.
         counterfactuals: ``{"name": edit(batch) -> batch}``; each filter's sensitivity to each edit
             (e.g. "remove the watermark") is logged and outliers are flagged.
         impact: log what the model loses without each filter (exact ablation, Taylor estimate),
@@ -89,7 +104,7 @@ class ConvViz:
         map_images: int = 4,
         map_budget_mb: float = 0.5,
         keep_all: bool = False,
-        perturbations: bool = True,
+        perturbations: Union[bool, Mapping[str, Any]] = True,
         counterfactuals: Optional[Mapping[str, Callable[[torch.Tensor], torch.Tensor]]] = None,
         impact: bool = False,
     ):
@@ -103,10 +118,10 @@ class ConvViz:
         if not isinstance(keep_all, bool):
             raise ValueError(f"keep_all must be True or False, got {keep_all!r}")
         self.keep_all = keep_all
-        for flag, value in (("perturbations", perturbations), ("impact", impact)):
-            if not isinstance(value, bool):
-                raise ValueError(f"{flag} must be True or False, got {value!r}")
-        self.perturbations = perturbations
+        if not isinstance(impact, bool):
+            raise ValueError(f"impact must be True or False, got {impact!r}")
+        self.perturbations = bool(perturbations)
+        self.perturbation_options = _perturbation_options(perturbations)
         self.impact = impact
         if counterfactuals is not None and (
             not isinstance(counterfactuals, Mapping)
@@ -252,7 +267,9 @@ class ConvViz:
             analyses.append(
                 (
                     fmt.KIND_PERTURBATION,
-                    lambda: perturbation_responses(model, plan.layers, x, y, counterfactuals=self.counterfactuals)
+                    lambda: perturbation_responses(
+                        model, plan.layers, x, y, counterfactuals=self.counterfactuals, **self.perturbation_options
+                    )
                     if self.perturbations
                     else counterfactual_sensitivity(model, plan.layers, x, self.counterfactuals),
                 )

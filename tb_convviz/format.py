@@ -177,12 +177,15 @@ def wire_array(a: np.ndarray) -> dict:
 
 
 def natural_encoding(a: np.ndarray) -> tuple[str, np.ndarray, int]:
-    """Lossless encoding for small analysis results: i32 for integers, u8 for flags, f32 otherwise."""
+    """Encoding for analysis results: i32 for integers, u8 for flags, f32 for scalars and per-filter
+    vectors, and q8 per filter for per-filter curves (F, X), which are most of the bytes."""
     a = np.asarray(a)
     if a.dtype == np.bool_:
         return "u8", a, 0
     if np.issubdtype(a.dtype, np.integer):
         return "i32", a, 0
+    if a.ndim >= 2 and np.isfinite(a).all():
+        return "q8", a, 1
     return "f32", a, 0
 
 

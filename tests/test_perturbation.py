@@ -193,7 +193,8 @@ def test_default_set_keys_shapes_and_untouched_state(oriented_model: Planted) ->
     rng = torch.get_rng_state()
     x = smooth_images(4, 24, seed=9)
     res = perturbation_responses(
-        model, {"conv1": model.conv1}, x, torch.tensor([0, 1, 2, 1]), counterfactuals={"dark": lambda b: b * 0.5}
+        model, {"conv1": model.conv1}, x, torch.tensor([0, 1, 2, 1]), counterfactuals={"dark": lambda b: b * 0.5},
+        rotate_probe=True,
     )["conv1"]
     filters = DC + 1
     expect = {

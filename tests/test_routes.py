@@ -67,7 +67,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Client:
         log_run(d / "narrow", narrow, probe, 2)
         log_run(d / "noprobe", two_conv_net(), None, 3)
         torch.manual_seed(4)
-        log_run(d / "analysed", two_conv_net(), probe, 4, perturbations=True, impact=True, counterfactuals={"dim": lambda b: 0.5 * b})
+        log_run(d / "analysed", two_conv_net(), probe, 4, perturbations={"rotate_probe": True}, impact=True, counterfactuals={"dim": lambda b: 0.5 * b})
     finally:
         torch.set_num_threads(threads)
     logs = load(d)

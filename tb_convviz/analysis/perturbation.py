@@ -474,12 +474,17 @@ def perturbation_responses(
     noise_sigmas: Sequence[float] = DEFAULT_SIGMAS,
     epsilon: float = 0.1,
     pgd_steps: int = 3,
-    rotate_probe: bool = True,
+    phases: int = 2,
+    rotate_probe: bool = False,
     seed: int = 0,
     max_batch: int = 128,
 ) -> Arrays:
     """The cheap default set, merged per layer: orientation (2-D inputs) or shift/reversal (1-D),
     noise stability, FGSM/PGD change, and the given counterfactuals.
+
+    Cheap because it runs every logged epoch: gratings in two quadrature phases (the energy of a
+    linear filter over a quadrature pair does not depend on phase), and the rotated-probe curve
+    only on request (`rotate_probe=True`), since the grating curve already gives the tuning.
 
     x: (N, C, *spatial); y: labels (N,) or None (attacks then use the model's predictions).
     Orientation needs gratings, so 3-D inputs get none (a warning says so). The adversarial pair is
@@ -489,7 +494,7 @@ def perturbation_responses(
     """
     parts: list[Arrays] = []
     if x.dim() == 4:
-        parts.append(orientation_tuning(model, layers, x, angles=angles, max_batch=max_batch))
+        parts.append(orientation_tuning(model, layers, x, angles=angles, phases=phases, max_batch=max_batch))
         if rotate_probe:
             parts.append(rotation_response(model, layers, x, angles=angles, max_batch=max_batch))
     elif x.dim() == 3:

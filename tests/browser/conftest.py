@@ -133,6 +133,7 @@ def _write_runs(root: Path) -> None:
     train_and_log(
         colour_net(), root / RUN_IMPACT, colours, brightest, 3,
         probe_n=IMPACT_PROBE, lr=0.3, batches=10, impact=True, counterfactuals={"no_red": no_red},
+        perturbations={"rotate_probe": True},
     )
 
 
