@@ -11,7 +11,7 @@ import contextlib
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
@@ -61,20 +61,26 @@ def fit(
     batch_size: int,
     seed: int,
     weight_decay: float = 0.0,
+    probe: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+    convviz_options: Optional[Mapping[str, Any]] = None,
+    report: Optional[Callable[[nn.Module], str]] = None,
     log: Callable[[str], None] = print,
 ) -> float:
     """Train with Adam and a cosine schedule, logging every conv filter to `run_dir` each epoch.
 
     Step 0 logs the untrained filters, so "drift from first" in the dashboard means drift
-    from initialization. Returns the final test accuracy.
+    from initialization. `probe` (images, labels) defaults to the first 16 test examples;
+    `convviz_options` are passed on to `ConvViz` (e.g. counterfactuals, impact); `report(model)`
+    returns extra text for each epoch's line. Returns the final test accuracy.
     """
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = -(-len(train.y) // batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch)
-    probe = (test.x[:PROBE_SIZE], test.y[:PROBE_SIZE])
+    if probe is None:
+        probe = (test.x[:PROBE_SIZE], test.y[:PROBE_SIZE])
     acc = accuracy(model, test)
-    with ConvViz(run_dir, probe=probe) as viz:
+    with ConvViz(run_dir, probe=probe, **(convviz_options or {})) as viz:
         viz.log(model, 0)
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
@@ -93,8 +99,9 @@ def fit(
             viz.log(model, epoch, final=epoch == epochs)
             log_seconds = time.perf_counter() - start - train_seconds
             acc = accuracy(model, test)
+            extra = f"  {report(model)}" if report is not None else ""
             log(
-                f"  epoch {epoch:3d}/{epochs}  loss {total_loss / len(train.y):.4f}  test acc {acc:6.2%}  "
+                f"  epoch {epoch:3d}/{epochs}  loss {total_loss / len(train.y):.4f}  test acc {acc:6.2%}{extra}  "
                 f"train {train_seconds:5.2f}s  convviz log {log_seconds:4.2f}s"
             )
     return acc
@@ -135,17 +142,17 @@ def train_runs(
     return results
 
 
-def demo_parser(description: str, example: str) -> argparse.ArgumentParser:
+def demo_parser(description: str, example: str, probe: str = "16 fixed test examples") -> argparse.ArgumentParser:
     """A parser whose help says what the demo does, what it writes and where to look."""
     return argparse.ArgumentParser(
         description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
             "Each run is logged to LOGDIR/seed<k>: every conv layer's kernels (raw and BatchNorm-folded),\n"
-            "per-filter statistics and drift, and activations on 16 fixed test examples (maps of the\n"
-            "first 4), at step 0 (initialization) and after every epoch. Unless --no-serve, TensorBoard\n"
-            "then serves LOGDIR on http://127.0.0.1:PORT/#convviz until Ctrl-C; to look again later,\n"
-            "run `tensorboard --logdir LOGDIR`.\n\n"
+            "per-filter statistics and drift, and activations on the probe (maps of its first 4 images)\n"
+            f"at step 0 (initialization) and after every epoch. The probe: {probe}.\n"
+            "Unless --no-serve, TensorBoard then serves LOGDIR on http://127.0.0.1:PORT/#convviz until\n"
+            "Ctrl-C; to look again later, run `tensorboard --logdir LOGDIR`.\n\n"
             f"Example:\n  {example}"
         ),
     )
@@ -161,12 +168,12 @@ def clear_previous_run(run_dir: str) -> int:
     return len(old)
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, *, epochs: int, logdir: str) -> None:
+def add_common_arguments(parser: argparse.ArgumentParser, *, epochs: int, logdir: str, runs: int = 2) -> None:
     parser.add_argument("--epochs", type=int, default=epochs, help="training epochs per run (default: %(default)s)")
     parser.add_argument(
         "--runs",
         type=int,
-        default=2,
+        default=runs,
         help="runs to train, with seeds SEED, SEED+1, ... so run-vs-run comparison has something to show "
         "(default: %(default)s)",
     )
