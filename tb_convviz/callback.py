@@ -99,7 +99,7 @@ class ConvViz:
         layers: LayerSelector = None,
         every_n_epochs: int = 1,
         *,
-        kernels_every: int = 10,
+        kernels_every: int = 20,
         map_size: int = 16,
         map_images: int = 4,
         map_budget_mb: float = 0.5,
