@@ -207,16 +207,21 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def launch(logdir: str, port: int) -> str:
+    """Start TensorBoard over `logdir` on 127.0.0.1:`port` in this process's background; its base URL."""
+    from tensorboard import program
+
+    board = program.TensorBoard()
+    board.configure(argv=[None, "--logdir", os.path.abspath(logdir), "--host", "127.0.0.1", "--port", str(port)])
+    return board.launch().rstrip("/")
+
+
 def serve(logdir: str, port: int, wait: Optional[float] = None) -> str:
     """Start TensorBoard on 127.0.0.1:`port` over `logdir`, print the CONVVIZ URL, block until Ctrl-C.
 
     `wait` (seconds) returns early instead of blocking, for scripted checks.
     """
-    from tensorboard import program
-
-    board = program.TensorBoard()
-    board.configure(argv=[None, "--logdir", os.path.abspath(logdir), "--host", "127.0.0.1", "--port", str(port)])
-    url = board.launch().rstrip("/") + "/#convviz"
+    url = launch(logdir, port) + "/#convviz"
     print(f"\nTensorBoard is serving {logdir} at\n\n    {url}\n\nPress Ctrl-C to stop.", flush=True)
     try:
         time.sleep(wait) if wait is not None else _sleep_forever()

@@ -16,7 +16,6 @@ them back with `tb_convviz.load` and prints them, and the tab's Impact view show
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
@@ -77,9 +76,7 @@ class BiasedData:
     marked_train: int
 
 
-def plant_marker(
-    target: int = 3, rate: float = 0.9, size: int = 4, seed: int = 0
-) -> BiasedData:
+def plant_marker(target: int = 3, rate: float = 0.9, size: int = 6, seed: int = 0) -> BiasedData:
     """The digits demo's (N, 1, 32, 32) split with the marker on `rate` of the train images of `target`."""
     train, test = load_digits_split(seed=seed)
     marker = Marker(size, on=train.x.max().item(), off=train.x.min().item())
