@@ -16,7 +16,7 @@ from tb_convviz.analysis.compare import weight_drift
 from tb_convviz.analysis.impact import filter_impact
 from tb_convviz.analysis.perturbation import counterfactual_sensitivity, perturbation_responses
 from tb_convviz.analysis.kernels import filter_stats, fold_batchnorm, kernel_tiles
-from tb_convviz.capture import model_device, run_with_hooks
+from tb_convviz.capture import as_model_input, run_with_hooks
 from tb_convviz.layers import LayerSelector, conv_layers, filter_weights, following_batchnorm, layer_info, unwrap
 from tb_convviz.observe import untouched
 from tb_convviz.probe import make_probe
@@ -230,8 +230,7 @@ class ConvViz:
         with untouched(model):
             with torch.no_grad():
                 if self._probe is not None:
-                    dtype = next((q.dtype for q in model.parameters() if q.is_floating_point()), torch.float32)
-                    x = self._probe.images.to(model_device(model), dtype)
+                    x = as_model_input(model, self._probe.images)
                     try:
                         _, outputs = run_with_hooks(model, plan.layers, x)
                     except Exception as e:  # noqa: BLE001 - re-raised with its meaning attached

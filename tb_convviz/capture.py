@@ -16,6 +16,12 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def as_model_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`x` on the model's device and in its floating dtype: the probe follows the model."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    return x.to(model_device(model), dtype)
+
+
 def run_with_hooks(
     model: nn.Module,
     modules: Mapping[str, nn.Module],
@@ -50,7 +56,7 @@ def run_with_hooks(
     try:
         for name, module in modules.items():
             handles.append(module.register_forward_hook(make_hook(name)))
-        y = model(x)
+        y = model(as_model_input(model, x))
     finally:
         for h in handles:
             h.remove()

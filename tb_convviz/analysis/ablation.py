@@ -16,7 +16,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from tb_convviz.capture import model_device, run_with_hooks
+from tb_convviz.capture import as_model_input, run_with_hooks
 from tb_convviz.layers import unwrap
 
 Method = Literal["auto", "fx", "hooks"]
@@ -185,7 +185,7 @@ def ablated_logits(
     with a warning, for the model or layer that fx cannot handle. Runs under no_grad.
     """
     model = unwrap(model)
-    x = x.detach().to(model_device(model))
+    x = as_model_input(model, x.detach())
     per_pass = max(1, max_batch // x.shape[0])
     result: dict[str, torch.Tensor] = {}
     with torch.no_grad():

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tb_convviz.analysis.ablation import Method, ablated_logits
-from tb_convviz.capture import model_device, run_with_hooks
+from tb_convviz.capture import as_model_input, run_with_hooks
 from tb_convviz.layers import unwrap
 
 Arrays = dict[str, dict[str, np.ndarray]]
@@ -174,7 +174,7 @@ def filter_impact(
     the clean model gets wrong / right (NaN when there are none).
     """
     model = unwrap(model)
-    x = x.detach().to(model_device(model)).float()
+    x = as_model_input(model, x.detach())
     y = torch.as_tensor(y).to(x.device).long()
     _, acts, taylor = taylor_activations(model, layers, x, y)
     clean, ablated = ablated_logits(model, list(layers), x, method=method, max_batch=max_batch)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tb_convviz.capture import model_device, run_with_hooks
+from tb_convviz.capture import as_model_input, run_with_hooks
 
 Arrays = dict[str, dict[str, np.ndarray]]
 Counterfactual = Callable[[torch.Tensor], torch.Tensor]
@@ -97,7 +97,7 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 def _prepare(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return x.detach().to(model_device(model)).float()
+    return as_model_input(model, x.detach())
 
 
 # ---------------------------------------------------------------- orientation (2-D inputs)
