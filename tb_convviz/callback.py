@@ -193,7 +193,7 @@ class ConvViz:
         return self.log(model, epoch)
 
     def close(self) -> None:
-        """Flush and close the event file (a shared SummaryWriter is only flushed)."""
+        """Close convviz's event file (a shared SummaryWriter stays open for its owner)."""
         if not self._closed:
             self._closed = True
             try:
