@@ -35,6 +35,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.models import perturb_weights  # noqa: E402
 from tb_convviz import ConvViz  # noqa: E402
 
 TARGET_ROUTE_P50_MS = 20.0
@@ -66,8 +67,7 @@ def write_logs(logdir: Path) -> float:
         probe = (torch.randn(8, 256, 16, 16), torch.randint(0, 10, (8,)))
         with ConvViz(str(logdir / run), probe=probe, perturbations=False) as viz:
             for epoch in range(EPOCHS):
-                with torch.no_grad():  # a stand-in for an epoch of training: every filter moves a little
-                    model.conv.weight.add_(0.02 * model.conv.weight.std() * torch.randn_like(model.conv.weight))
+                perturb_weights([model.conv.weight])  # a stand-in for an epoch of training: every filter moves a little
                 viz.log(model, epoch, final=epoch == EPOCHS - 1)
     return time.perf_counter() - start
 

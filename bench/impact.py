@@ -20,11 +20,11 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.models import ResNet18Shaped, three_conv_cnn  # noqa: E402
 from tb_convviz.analysis.ablation import ablated_logits  # noqa: E402
 from tb_convviz.analysis.impact import filter_impact  # noqa: E402
 from tb_convviz.analysis.perturbation import perturbation_responses  # noqa: E402
@@ -38,53 +38,6 @@ except ImportError:
 # shallowest (everything is downstream: our worst case), middle, deepest (our best case)
 RESNET_SUBSET = ("conv1", "layer2.1.conv1", "layer4.1.conv2")
 MAX_BATCH = 256  # images per pass, for ours and for Captum's perturbations_per_eval alike
-
-
-def small_cnn(classes: int = 10) -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, classes),
-    )  # fmt: skip
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(out)) + identity)
-
-
-class ResNet18Shape(nn.Module):
-    """ResNet-18's layout (64-128-256-512, two basic blocks per stage) in plain nn modules."""
-
-    def __init__(self, classes: int = 10):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.pool = nn.MaxPool2d(3, 2, 1)
-        widths, cin = (64, 128, 256, 512), 64
-        for i, w in enumerate(widths, 1):
-            stride = 1 if i == 1 else 2
-            setattr(self, f"layer{i}", nn.Sequential(BasicBlock(cin, w, stride), BasicBlock(w, w, 1)))
-            cin = w
-        self.fc = nn.Linear(512, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(F.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
 def prepared(model: nn.Module) -> nn.Module:
@@ -217,13 +170,13 @@ def main() -> None:
     gen = torch.Generator().manual_seed(1)
     y = torch.randint(0, 10, (8,), generator=gen)
 
-    cnn = prepared(small_cnn())
+    cnn = prepared(three_conv_cnn())
     x_small = torch.randn(8, 3, 32, 32, generator=gen)
     compare("small CNN", cnn, x_small, y, list(conv_layers(cnn)), unbatched=True, repeats=3)
     if not args.skip_full:
         full_analysis("small CNN", cnn, x_small, y, repeats=3)
 
-    resnet = prepared(ResNet18Shape())
+    resnet = prepared(ResNet18Shaped())
     x_big = torch.randn(8, 3, 112, 112, generator=gen)
     names = list(conv_layers(resnet)) if args.all_resnet_layers else list(RESNET_SUBSET)
     compare("ResNet-18 shape" + ("" if args.all_resnet_layers else " (layer subset)"), resnet, x_big, y, names, args.captum_unbatched, repeats=1)

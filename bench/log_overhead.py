@@ -44,12 +44,12 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.models import ResNet18Shaped, five_conv_bn_cnn, perturb_weights  # noqa: E402
 from tb_convviz import ConvViz  # noqa: E402
 from tb_convviz import format as fmt  # noqa: E402
 
@@ -63,61 +63,6 @@ CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # ---------------------------------------------------------------- models
 
 
-def small_cnn() -> nn.Module:
-    """Five 3x3 convs with BatchNorm, 32 → 16 → 8 → 4 px, then a linear classifier."""
-
-    def block(cin: int, cout: int) -> list[nn.Module]:
-        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
-
-    return nn.Sequential(
-        *block(3, 32), *block(32, 32), nn.MaxPool2d(2),
-        *block(32, 64), *block(64, 64), nn.MaxPool2d(2),
-        *block(64, 128), nn.MaxPool2d(2),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10),
-    )  # fmt: skip
-
-
-class BasicBlock(nn.Module):
-    """ResNet's two 3x3 convs with BatchNorm and a residual; conv1x1+BN downsample when the shape changes."""
-
-    def __init__(self, cin: int, cout: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + (x if self.downsample is None else self.downsample(x)))
-
-
-class ResNet18Shaped(nn.Module):
-    """torchvision's resnet18 layout: conv7x7/2 + BN + maxpool, 4 stages of 2 BasicBlocks (64…512)."""
-
-    def __init__(self, classes: int = 10):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        widths = (64, 128, 256, 512)
-        cin = 64
-        for i, w in enumerate(widths, start=1):
-            stride = 1 if i == 1 else 2
-            setattr(self, f"layer{i}", nn.Sequential(BasicBlock(cin, w, stride), BasicBlock(w, w, 1)))
-            cin = w
-        self.fc = nn.Linear(512, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(x.mean(dim=(2, 3)))
-
-
 @dataclass(frozen=True)
 class BenchModel:
     key: str
@@ -127,7 +72,7 @@ class BenchModel:
 
 
 MODELS = {
-    "small": BenchModel("small", "small CNN, 32 px", small_cnn, 32),
+    "small": BenchModel("small", "small CNN, 32 px", five_conv_bn_cnn, 32),
     "resnet18": BenchModel("resnet18", "ResNet-18-shaped, 112 px", ResNet18Shaped, 112),
 }
 
@@ -208,14 +153,6 @@ class Series:
 
 def tree_bytes(path: str) -> int:
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
-
-
-def perturb_weights(model: nn.Module, generator: torch.Generator, scale: float = 0.02) -> None:
-    """Nudge every parameter by `scale` of its own spread, like an optimizer step would."""
-    with torch.no_grad():
-        for p in model.parameters():
-            spread = p.std() if p.numel() > 1 else p.abs().mean()
-            p.add_(torch.randn(p.shape, generator=generator) * scale * float(spread + 1e-8))
 
 
 def convviz_bytes_by_array(logdir: str) -> dict[str, int]:
@@ -315,7 +252,7 @@ def bench_model(spec: BenchModel, ways: list[str], epochs: int, n_images: int, r
     loggers["forward"] = lambda step: bare_forward_seconds(model, images)  # the floor every way pays
     series = {way: Series(way) for way in loggers}
     for epoch in range(epochs):
-        perturb_weights(model, generator)
+        perturb_weights(model.parameters(), generator)
         for way, log in loggers.items():  # interleaved, so machine load hits every way alike
             logdir = os.path.join(root, spec.key, way)
             before = tree_bytes(logdir)
