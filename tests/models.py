@@ -54,3 +54,20 @@ def bn_cnn(classes: int = 3) -> nn.Sequential:
         nn.Flatten(),
         nn.Linear(8, classes),
     )
+
+
+def two_conv_net(filters: tuple[int, int], classes: int, *, batchnorm: bool = True) -> nn.Sequential:
+    """Two size-keeping 3x3 convs with `filters` filters, each followed by ReLU (BatchNorm before
+    the first ReLU unless `batchnorm=False`), then global average pooling and a linear head.
+    Conv layers are "0" and "3" ("0" and "2" without BatchNorm); input (n, 3, h, w)."""
+    first, second = filters
+    return nn.Sequential(
+        nn.Conv2d(3, first, 3, padding=1),
+        *([nn.BatchNorm2d(first)] if batchnorm else []),
+        nn.ReLU(),
+        nn.Conv2d(first, second, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(second, classes),
+    )

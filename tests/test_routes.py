@@ -13,40 +13,22 @@ from tensorboard.plugins import base_plugin
 from torch import nn
 from werkzeug.test import Client
 
-from tb_convviz import ConvViz
+from models import two_conv_net
 from tb_convviz.plugin.plugin import ConvVizPlugin
 from tb_convviz.reader import load
+from training import one_thread, train_and_log
 
 STEPS = [0, 1, 2, 3]
 BASE = "/data/plugin/convviz"
 
 
-def two_conv_net() -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1),
-        nn.BatchNorm2d(6),
-        nn.ReLU(),
-        nn.Conv2d(6, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(8, 2),
-    )
-
-
 def log_run(logdir: Path, model: nn.Module, probe, seed: int, **options) -> None:
-    """Four logged steps of a few SGD updates; `options` go to ConvViz (perturbations off unless given)."""
+    """Four logged steps, each after one full-batch SGD update; `options` go to ConvViz
+    (perturbations off unless given)."""
     torch.manual_seed(seed)
     x = torch.randn(8, 3, 8, 8)
     y = torch.randint(0, 2, (8,))
-    with ConvViz(str(logdir), probe=probe, **{"perturbations": False, **options}) as viz:
-        for step in STEPS:
-            model.zero_grad()
-            nn.functional.cross_entropy(model(x), y).backward()
-            with torch.no_grad():
-                for p in model.parameters():
-                    p -= 0.3 * p.grad
-            viz.log(model, step)
+    train_and_log(logdir, model, probe, lambda: [(x, y)], STEPS, lr=0.3, **{"perturbations": False, **options})
 
 
 @pytest.fixture(scope="module")
@@ -54,22 +36,18 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Client:
     """Runs: a, b (same net), narrow (layer "0" with 4 filters, no layer "3"), noprobe, and analysed
     (the same net with perturbation responses, a counterfactual and impact)."""
     d = tmp_path_factory.mktemp("routes")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         g = torch.Generator().manual_seed(0)
         probe = (torch.randn(3, 3, 8, 8, generator=g), torch.tensor([0, 1, 0]))
         torch.manual_seed(0)
-        log_run(d / "a", two_conv_net(), probe, 0)
+        log_run(d / "a", two_conv_net((6, 8), classes=2), probe, 0)
         torch.manual_seed(1)
-        log_run(d / "b", two_conv_net(), probe, 1)
+        log_run(d / "b", two_conv_net((6, 8), classes=2), probe, 1)
         narrow = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
         log_run(d / "narrow", narrow, probe, 2)
-        log_run(d / "noprobe", two_conv_net(), None, 3)
+        log_run(d / "noprobe", two_conv_net((6, 8), classes=2), None, 3)
         torch.manual_seed(4)
-        log_run(d / "analysed", two_conv_net(), probe, 4, perturbations={"rotate_probe": True}, impact=True, counterfactuals={"dim": lambda b: 0.5 * b})
-    finally:
-        torch.set_num_threads(threads)
+        log_run(d / "analysed", two_conv_net((6, 8), classes=2), probe, 4, perturbations={"rotate_probe": True}, impact=True, counterfactuals={"dim": lambda b: 0.5 * b})
     logs = load(d)
     plugin = ConvVizPlugin(base_plugin.TBContext(data_provider=logs._provider, logdir=str(d)))
     return Client(TensorBoardWSGI([plugin]))

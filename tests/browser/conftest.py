@@ -17,7 +17,8 @@ import pytest
 import torch
 from torch import nn
 
-from tb_convviz import ConvViz
+from models import two_conv_net
+from training import one_thread, train_and_log
 
 CHROMIUM = shutil.which("chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -31,20 +32,6 @@ EPOCHS = 6
 IMPACT_PROBE = 24  # labelled probe images of the impact run: top-5 examples out of these
 
 
-def image_net() -> nn.Sequential:
-    """Two conv layers (8 and 16 filters), BatchNorm after the first."""
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.Conv2d(8, 16, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(16, 4),
-    )
-
-
 def signal_net() -> nn.Sequential:
     return nn.Sequential(
         nn.Conv1d(2, 6, 5, padding=2),
@@ -56,25 +43,12 @@ def signal_net() -> nn.Sequential:
     )
 
 
-def colour_net() -> nn.Sequential:
-    """Two conv layers (8 and 12 filters) for 3 classes: which colour channel is brightest."""
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(8, 12, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(12, 3),
-    )
-
-
 def no_red(batch: torch.Tensor) -> torch.Tensor:
     """A counterfactual: the probe without its red channel."""
     return batch * torch.tensor([0.0, 1.0, 1.0]).view(1, 3, 1, 1)
 
 
-def train_and_log(
+def log_minibatch_sgd(
     model: nn.Module,
     logdir: Path,
     inputs: torch.Tensor,
@@ -86,33 +60,22 @@ def train_and_log(
     batches: int = 3,
     **options: Any,
 ) -> None:
-    """A few epochs of plain SGD with a large step, so filters visibly change between epochs;
-    `options` go to ConvViz.
-
-    The update is written out rather than taken from torch.optim, whose first use imports
-    torch._dynamo (seconds).
-    """
+    """EPOCHS epochs of `batches` SGD steps each on random minibatches of 16, with a large step so
+    filters visibly change between epochs; the first `probe_n` inputs are the probe, `options` go to ConvViz."""
     gen = torch.Generator().manual_seed(seed)
-    with ConvViz(str(logdir), probe=(inputs[:probe_n], labels[:probe_n]), **options) as viz:
-        for epoch in range(EPOCHS):
-            for _ in range(batches):
-                batch = torch.randint(0, inputs.shape[0], (16,), generator=gen)
-                model.zero_grad()
-                nn.functional.cross_entropy(model(inputs[batch]), labels[batch]).backward()
-                with torch.no_grad():
-                    for p in model.parameters():
-                        p -= lr * p.grad
-            viz.log(model, epoch)
+
+    def epoch() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for _ in range(batches):
+            batch = torch.randint(0, inputs.shape[0], (16,), generator=gen)
+            yield inputs[batch], labels[batch]
+
+    train_and_log(logdir, model, (inputs[:probe_n], labels[:probe_n]), epoch, range(EPOCHS), lr=lr, **options)
 
 
 def write_logs(root: Path) -> Path:
     """Two Conv2d runs (one named like an HTML injection), a Conv1d run and a Conv2d run with impact."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: more threads only contend (100x slower on 2 busy cores)
-    try:
+    with one_thread():
         _write_runs(root)
-    finally:
-        torch.set_num_threads(threads)
     return root
 
 
@@ -122,16 +85,16 @@ def _write_runs(root: Path) -> None:
     image_labels = (images[:, 0].mean(dim=(1, 2)) > 0).long() + 2 * (images[:, 1, :6].mean(dim=(1, 2)) > 0).long()
     for seed, run in enumerate(RUNS_2D):
         torch.manual_seed(seed)
-        train_and_log(image_net(), root / run, images, image_labels, seed)
+        log_minibatch_sgd(two_conv_net((8, 16), classes=4), root / run, images, image_labels, seed)
     signals = torch.randn(48, 2, 32, generator=g)
     signal_labels = (signals[:, 0].mean(dim=1) > 0).long() + (signals[:, 1].mean(dim=1) > 0).long()
     torch.manual_seed(7)
-    train_and_log(signal_net(), root / RUN_1D, signals, signal_labels, 7)
+    log_minibatch_sgd(signal_net(), root / RUN_1D, signals, signal_labels, 7)
     colours = torch.randn(96, 3, 12, 12, generator=g) + torch.randn(96, 3, 1, 1, generator=g)  # a colour cast each
     brightest = colours.mean(dim=(2, 3)).argmax(dim=1)
     torch.manual_seed(3)
-    train_and_log(
-        colour_net(), root / RUN_IMPACT, colours, brightest, 3,
+    log_minibatch_sgd(
+        two_conv_net((8, 12), classes=3, batchnorm=False), root / RUN_IMPACT, colours, brightest, 3,
         probe_n=IMPACT_PROBE, lr=0.3, batches=10, impact=True, counterfactuals={"no_red": no_red},
         perturbations={"rotate_probe": True},
     )
