@@ -2,13 +2,7 @@
 `tensorboard` process serving them, and headless Chromium driven by Playwright."""
 from __future__ import annotations
 
-import json
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -18,6 +12,7 @@ import torch
 from torch import nn
 
 from models import two_conv_net
+from tbserver import get_json, tensorboard, wait_for
 from training import one_thread, train_and_log
 
 CHROMIUM = shutil.which("chromium")
@@ -105,54 +100,21 @@ def logdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_logs(tmp_path_factory.mktemp("convviz_logs"))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_tensorboard(logdir: Path, expect_runs: int, timeout: float = 60.0) -> tuple[subprocess.Popen, str]:
-    """A real `tensorboard` serving `logdir`, returned once the convviz index lists `expect_runs` runs
-    (for an empty logdir, `expect_runs=0`: once the index answers)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"tensorboard exited with {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/data/plugin/convviz/index", timeout=2) as r:
-                if len(json.load(r)["runs"]) >= expect_runs:
-                    return proc, url
-        except (OSError, ValueError, KeyError):
-            pass
-        if time.monotonic() > deadline:
-            stop_process(proc)
-            raise RuntimeError(f"tensorboard did not serve {expect_runs} convviz runs within {timeout:.0f} s")
-        time.sleep(0.2)
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    proc.terminate()
+def served_runs(url: str) -> int:
+    """How many runs the convviz index of the TensorBoard at `url` lists; 0 while it does not answer."""
     try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        return len(get_json(f"{url}/data/plugin/convviz/index", timeout=2)["runs"])
+    except (OSError, ValueError, KeyError):
+        return 0
 
 
 @pytest.fixture(scope="session")
 def tensorboard_url(logdir: Path) -> Iterator[str]:
-    proc, url = start_tensorboard(logdir, expect_runs=len(RUNS))
-    try:
+    """A real `tensorboard` serving `logdir`, once its convviz index lists every run."""
+    with tensorboard(logdir) as url:
+        if not wait_for(lambda: served_runs(url) >= len(RUNS), timeout=60):
+            raise RuntimeError(f"tensorboard did not serve {len(RUNS)} convviz runs within 60 s")
         yield url
-    finally:
-        stop_process(proc)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
 """The CONVVIZ tab in headless Chromium against a real TensorBoard process."""
 from __future__ import annotations
 
-from conftest import EPOCHS, RUN_1D, RUNS, RUNS_2D, XSS_RUN, choose, grid_shows, start_tensorboard, stop_process
+from conftest import EPOCHS, RUN_1D, RUNS, RUNS_2D, XSS_RUN, choose, grid_shows
+from tbserver import tensorboard
 
 
 def test_run_names_are_text_and_grid_counts_the_layers_filters(frame):
@@ -129,15 +130,14 @@ def test_side_by_side_epochs_and_runs(frame):
 
 
 def test_empty_logdir_says_what_to_do(browser, tmp_path):
-    proc, url = start_tensorboard(tmp_path, expect_runs=0)
-    page = browser.new_page()
-    try:
-        # With no data the tab is inactive in TensorBoard's menu: open its frame directly.
-        page.goto(f"{url}/data/plugin_entry.html?name=convviz")
-        status = page.locator('[data-testid=status][data-phase="empty"]')
-        status.wait_for(timeout=15_000)
-        assert "No convviz data in this logdir: add ConvViz(...) to your training loop." in status.text_content()
-        assert page.locator("[data-testid=toolbar]").is_hidden()
-    finally:
-        page.close()
-        stop_process(proc)
+    with tensorboard(tmp_path) as url:
+        page = browser.new_page()
+        try:
+            # With no data the tab is inactive in TensorBoard's menu: open its frame directly.
+            page.goto(f"{url}/data/plugin_entry.html?name=convviz")
+            status = page.locator('[data-testid=status][data-phase="empty"]')
+            status.wait_for(timeout=15_000)
+            assert "No convviz data in this logdir: add ConvViz(...) to your training loop." in status.text_content()
+            assert page.locator("[data-testid=toolbar]").is_hidden()
+        finally:
+            page.close()
