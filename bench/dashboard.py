@@ -35,7 +35,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.models import perturb_weights  # noqa: E402
+from bench.models import ResNet18Shaped, perturb_weights  # noqa: E402
 from tb_convviz import ConvViz  # noqa: E402
 
 TARGET_ROUTE_P50_MS = 20.0
@@ -72,6 +72,38 @@ def write_logs(logdir: Path) -> float:
     return time.perf_counter() - start
 
 
+def write_resnet_logs(logdir: Path, epochs: int, perturbations: bool) -> float:
+    """`epochs` × 2 runs of the ResNet-18-shaped net (112 px probe, 8 images); returns the seconds."""
+    start = time.perf_counter()
+    for seed, run in enumerate(RUNS):
+        torch.manual_seed(seed)
+        model = ResNet18Shaped()
+        probe = (torch.randn(8, 3, 112, 112), torch.randint(0, 10, (8,)))
+        with ConvViz(str(logdir / run), probe=probe, perturbations=perturbations) as viz:
+            for epoch in range(epochs):
+                perturb_weights(list(model.parameters()))
+                viz.log(model, epoch, final=epoch == epochs - 1)
+    return time.perf_counter() - start
+
+
+def resnet_memory(logdir: Path, epochs: int, perturbations: bool) -> None:
+    """TensorBoard's RSS, both loaders, with `epochs` × 2 runs of the ResNet-18-shaped net loaded."""
+    if not (logdir / RUNS[0]).exists():
+        what = "defaults" if perturbations else "perturbations=False (records ~0.25 MB/epoch smaller)"
+        print(f"writing {len(RUNS)} runs × {epochs} epochs of the ResNet-18-shaped net, {what}, to {logdir} …", flush=True)
+        print(f"  {write_resnet_logs(logdir, epochs, perturbations):.1f} s")
+    size_mb = sum(f.stat().st_size for f in logdir.rglob("*") if f.is_file()) / 2**20
+    print(f"logdir: {size_mb:.0f} MB")
+    for label, extra in (("default loader", []), ("--load_fast=false", ["--load_fast=false"])):
+        tb = TensorBoard(logdir, extra, epochs=epochs)
+        try:
+            rss = tb.rss_mb()
+            print(f"  tensorboard ({label}): loaded in {tb.load_s:.1f} s, RSS {rss:.0f} MB   "
+                  f"(target ≤ {TARGET_RSS_MB:.0f} MB: {verdict(rss, TARGET_RSS_MB)})")
+        finally:
+            tb.stop()
+
+
 def free_port() -> int:
     import socket
 
@@ -88,7 +120,7 @@ def get(url: str) -> bytes:
 class TensorBoard:
     """A real `tensorboard` process; ready once the convviz index lists every run at every step."""
 
-    def __init__(self, logdir: Path, extra: list[str]):
+    def __init__(self, logdir: Path, extra: list[str], epochs: int = EPOCHS):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
@@ -104,7 +136,7 @@ class TensorBoard:
             try:
                 index = json.loads(get(f"{self.url}/data/plugin/convviz/index"))
                 if len(index["runs"]) == len(RUNS) and all(
-                    len(r["layers"]) == 1 and len(r["layers"][0]["steps"]) == EPOCHS for r in index["runs"]
+                    r["layers"] and all(len(layer["steps"]) == epochs for layer in r["layers"]) for r in index["runs"]
                 ):
                     break
             except (OSError, ValueError, KeyError):
@@ -218,9 +250,14 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the logs after the run")
     parser.add_argument("--requests", type=int, default=40, help="requests per route (default 40)")
     parser.add_argument("--paints", type=int, default=8, help="grid paints to time (default 8)")
+    parser.add_argument("--resnet-epochs", type=int, default=100,
+                        help="epochs × 2 runs of the ResNet-18-shaped net for the memory check (0 skips; default 100)")
+    parser.add_argument("--resnet-perturbations", action="store_true",
+                        help="log the ResNet runs with perturbations (defaults) rather than without (faster to write)")
     args = parser.parse_args()
 
     logdir = args.logdir or Path(tempfile.mkdtemp(prefix="convviz-bench-"))
+    resnet_dir = logdir.with_name(logdir.name + "-resnet18")  # a sibling: not one of the 512-filter runs
     try:
         if not (logdir / RUNS[0]).exists():
             print(f"writing {len(RUNS)} runs × {EPOCHS} epochs of Conv2d(256, {FILTERS}, 3) to {logdir} …", flush=True)
@@ -248,9 +285,12 @@ def main() -> None:
                 print(f"  RSS: {rss:.0f} MB   (target ≤ {TARGET_RSS_MB:.0f} MB: {verdict(rss, TARGET_RSS_MB)})\n")
             finally:
                 tb.stop()
+        if args.resnet_epochs > 0:
+            resnet_memory(resnet_dir, args.resnet_epochs, args.resnet_perturbations)
     finally:
         if not args.keep and args.logdir is None:
             shutil.rmtree(logdir, ignore_errors=True)
+            shutil.rmtree(resnet_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
