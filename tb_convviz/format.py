@@ -126,6 +126,10 @@ class Bundle:
     def __contains__(self, name: str) -> bool:
         return name in self._header
 
+    def shape(self, name: str) -> tuple[int, ...]:
+        """An array's shape, without decoding it."""
+        return tuple(self._header[name]["shape"])
+
     def _raw(self, name: str) -> tuple[dict, memoryview]:
         h = self._header[name]
         return h, self._payload[h["offset"] : h["offset"] + h["nbytes"]]

@@ -47,7 +47,7 @@ def index(reader: ConvVizReader) -> dict:
         try:
             run_record = reader.bundle(run, fmt.RUN_LAYER, fmt.KIND_RUN)
             if "images" in run_record:
-                shape = run_record._header["images"]["shape"]
+                shape = list(run_record.shape("images"))
                 probe = {"n": shape[0], "shape": shape, "has_labels": "labels" in run_record}
         except NotFound:
             pass
