@@ -134,18 +134,30 @@ class Bundle:
         h = self._header[name]
         return h, self._payload[h["offset"] : h["offset"] + h["nbytes"]]
 
-    def array(self, name: str) -> np.ndarray:
-        """The decoded array as float32 (or its integer dtype for i32/u8)."""
+    def array(self, name: str, select: Any = None) -> np.ndarray:
+        """The decoded array as float32 (or its integer dtype for i32/u8).
+
+        `select` indexes the leading axes, e.g. ``3`` (filter 3 of a kernel) or
+        ``(slice(None), 3)`` (filter 3 of every image's maps); for q8 only the selected
+        groups are decoded, so one filter of a 512-filter layer costs 1/512 of the whole.
+        """
         h, buf = self._raw(name)
         shape = tuple(h["shape"])
         if h["enc"] == "q8":
-            n = h["ngroups"]
+            n, g = h["ngroups"], h["groups"]
             lo = np.frombuffer(buf, np.float32, n, 0)
             step = np.frombuffer(buf, np.float32, n, 4 * n)
-            q = np.frombuffer(buf, np.uint8, int(np.prod(shape)), 8 * n).reshape(shape)
-            return dequantize(q, lo, step, h["groups"])
+            q = np.frombuffer(buf, np.uint8, int(np.prod(shape)), 8 * n).reshape(n, -1)
+            ids = np.arange(n).reshape(shape[:g])
+            if select is not None:
+                ids = ids[select]
+            rows = np.asarray(ids).ravel()
+            values = q[rows].astype(np.float32) * step[rows, None] + lo[rows, None]
+            return values.reshape(np.shape(ids) + shape[g:])
         a = np.frombuffer(buf, _RAW[h["enc"]]).reshape(shape)
-        return a.astype(np.float32) if h["enc"] == "f16" else a.copy()
+        if select is not None:
+            a = a[select]
+        return a.astype(np.float32) if h["enc"] == "f16" else np.array(a)
 
     def wire(self, name: str) -> dict:
         """A compact JSON form for the browser: the stored bytes in base64, no float expansion.
@@ -162,16 +174,18 @@ class Bundle:
         }
 
 
-def effective_kernel(kernels: Bundle) -> Optional[np.ndarray]:
-    """The BatchNorm-folded kernel of a kernels record (kernel × per-filter ``bn_scale``), or None.
+def effective_kernel(kernels: Bundle, select: Any = None) -> Optional[np.ndarray]:
+    """The BatchNorm-folded kernel of a kernels record (kernel × per-filter ``bn_scale``), or None;
+    `select` picks filters as in `Bundle.array`.
 
     Folding on read costs nothing in precision: the q8 groups are per filter, so the stored
     kernel scaled per filter is exactly as close to the true folded kernel (tolerance × |scale|).
     """
     if "bn_scale" not in kernels:
         return None
-    w = kernels.array("kernel")
-    return w * kernels.array("bn_scale").reshape((-1,) + (1,) * (w.ndim - 1))
+    w = kernels.array("kernel", select)
+    scale = np.asarray(kernels.array("bn_scale", select))
+    return w * scale.reshape(scale.shape + (1,) * (w.ndim - scale.ndim))
 
 
 def wire_array(a: np.ndarray) -> dict:

@@ -63,3 +63,18 @@ def test_newer_format_version_warns_instead_of_misreading():
 
 def test_tags_round_trip_with_dotted_layer_names():
     assert fmt.parse_tag(fmt.tag_for("layer1.0.conv1", "kernels")) == ("layer1.0.conv1", "kernels")
+
+
+def test_selecting_filters_decodes_the_same_values_as_the_whole_array():
+    rng = np.random.default_rng(2)
+    kernel = rng.normal(size=(7, 3, 3, 3)).astype(np.float32)
+    maps = rng.normal(size=(4, 7, 5, 5)).astype(np.float32)
+    stats = rng.normal(size=7).astype(np.float32)
+    b = fmt.decode_bundle(
+        fmt.encode_bundle({"kernel": ("q8", kernel, 1), "maps": ("q8", maps, 2), "stats": ("f32", stats, 0)}, {})
+    )
+    np.testing.assert_array_equal(b.array("kernel", 5), b.array("kernel")[5])
+    np.testing.assert_array_equal(b.array("kernel", np.array([6, 0, 2])), b.array("kernel")[[6, 0, 2]])
+    np.testing.assert_array_equal(b.array("maps", (slice(None), 3)), b.array("maps")[:, 3])
+    assert b.array("stats", 4) == stats[4]
+    assert b.shape("maps") == (4, 7, 5, 5)

@@ -13,15 +13,19 @@ from tb_convviz.reader import ConvVizReader, NotFound
 
 def _floats(a: np.ndarray) -> list:
     """JSON-safe floats: NaN and infinities become null rather than invalid JSON."""
-    return [None if not np.isfinite(v) else float(v) for v in np.asarray(a, np.float64).ravel()]
+    flat = np.asarray(a, np.float64).ravel()
+    out = flat.tolist()
+    for i in np.flatnonzero(~np.isfinite(flat)):
+        out[i] = None
+    return out
 
 
 def _stats(bundle: fmt.Bundle, index: Optional[int] = None) -> dict[str, Any]:
     out = {}
     for name in bundle.names():
         if name != "tiles":
-            values = bundle.array(name)
-            out[name] = _floats(values) if index is None else _floats(values[index : index + 1])[0]
+            values = bundle.array(name, index)
+            out[name] = _floats(values) if index is None else _floats(values)[0]
     return out
 
 
@@ -88,14 +92,14 @@ def filter_detail(reader: ConvVizReader, run: str, layer: str, step: int, index:
         kernel_step = reader.latest_at_or_before(run, layer, fmt.KIND_KERNELS, step)
         kernels = reader.bundle(run, layer, fmt.KIND_KERNELS, kernel_step)
         out["kernel_step"] = kernel_step
-        out["slices"] = fmt.wire_array(kernels.array("kernel")[index])
-        effective = fmt.effective_kernel(kernels)
-        out["effective"] = fmt.wire_array(effective[index]) if effective is not None else None
+        out["slices"] = fmt.wire_array(kernels.array("kernel", index))
+        effective = fmt.effective_kernel(kernels, index)
+        out["effective"] = fmt.wire_array(effective) if effective is not None else None
     except NotFound:
         out["kernel_step"], out["slices"], out["effective"] = None, None, None
     try:
         maps = reader.bundle(run, layer, fmt.KIND_MAPS, step)
-        out["maps"] = fmt.wire_array(maps.array("maps")[:, index])
+        out["maps"] = fmt.wire_array(maps.array("maps", (slice(None), index)))
         out["map_images"] = maps.meta.get("images", [])
     except NotFound:
         out["maps"], out["map_images"] = None, []
@@ -204,5 +208,5 @@ def compare(
         "metrics": metrics,
         "order": most_changed_first(np.asarray(drift["cosine_distance"], np.float64)).tolist(),
         "tiles_a": fa.wire("tiles"),
-        "tiles_b": fmt.wire_array(fb.array("tiles")[match]),
+        "tiles_b": fmt.wire_array(fb.array("tiles", match)),
     }
