@@ -28,7 +28,7 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 from torch import nn
@@ -58,27 +58,16 @@ class BigLayer(nn.Module):
         return self.head(torch.relu(self.conv(x)).mean(dim=(2, 3)))
 
 
-def write_logs(logdir: Path) -> float:
-    """50 epochs × 2 runs of the big layer; returns the seconds it took."""
+def write_runs(
+    logdir: Path, make_model: Callable[[], nn.Module], probe_shape: tuple[int, ...], epochs: int, perturbations: bool
+) -> float:
+    """`epochs` × 2 runs of `make_model()`, every weight stepping a little each epoch (a stand-in for
+    training); returns the seconds it took."""
     start = time.perf_counter()
     for seed, run in enumerate(RUNS):
         torch.manual_seed(seed)
-        model = BigLayer()
-        probe = (torch.randn(8, 256, 16, 16), torch.randint(0, 10, (8,)))
-        with ConvViz(str(logdir / run), probe=probe, perturbations=False) as viz:
-            for epoch in range(EPOCHS):
-                perturb_weights([model.conv.weight])  # a stand-in for an epoch of training: every filter moves a little
-                viz.log(model, epoch, final=epoch == EPOCHS - 1)
-    return time.perf_counter() - start
-
-
-def write_resnet_logs(logdir: Path, epochs: int, perturbations: bool) -> float:
-    """`epochs` × 2 runs of the ResNet-18-shaped net (112 px probe, 8 images); returns the seconds."""
-    start = time.perf_counter()
-    for seed, run in enumerate(RUNS):
-        torch.manual_seed(seed)
-        model = ResNet18Shaped()
-        probe = (torch.randn(8, 3, 112, 112), torch.randint(0, 10, (8,)))
+        model = make_model()
+        probe = (torch.randn(*probe_shape), torch.randint(0, 10, (probe_shape[0],)))
         with ConvViz(str(logdir / run), probe=probe, perturbations=perturbations) as viz:
             for epoch in range(epochs):
                 perturb_weights(list(model.parameters()))
@@ -91,7 +80,7 @@ def resnet_memory(logdir: Path, epochs: int, perturbations: bool) -> None:
     if not (logdir / RUNS[0]).exists():
         what = "defaults" if perturbations else "perturbations=False (records ~0.25 MB/epoch smaller)"
         print(f"writing {len(RUNS)} runs × {epochs} epochs of the ResNet-18-shaped net, {what}, to {logdir} …", flush=True)
-        print(f"  {write_resnet_logs(logdir, epochs, perturbations):.1f} s")
+        print(f"  {write_runs(logdir, ResNet18Shaped, (8, 3, 112, 112), epochs, perturbations):.1f} s")
     size_mb = sum(f.stat().st_size for f in logdir.rglob("*") if f.is_file()) / 2**20
     print(f"logdir: {size_mb:.0f} MB")
     for label, extra in (("default loader", []), ("--load_fast=false", ["--load_fast=false"])):
@@ -261,7 +250,7 @@ def main() -> None:
     try:
         if not (logdir / RUNS[0]).exists():
             print(f"writing {len(RUNS)} runs × {EPOCHS} epochs of Conv2d(256, {FILTERS}, 3) to {logdir} …", flush=True)
-            print(f"  {write_logs(logdir):.1f} s")
+            print(f"  {write_runs(logdir, BigLayer, (8, 256, 16, 16), EPOCHS, perturbations=False):.1f} s")
         size_mb = sum(f.stat().st_size for f in logdir.rglob("*") if f.is_file()) / 2**20
         print(f"logdir: {size_mb:.0f} MB\n")
 
