@@ -110,13 +110,7 @@ export function itemCanvas(values, shape, scale, lut, zoom) {
   const layout = itemLayout(shape);
   const image = new ImageData(layout.width, layout.height);
   paintItem(image, values, layout, scale, lut, 0, 0);
-  const canvas = document.createElement("canvas");
-  const dpr = window.devicePixelRatio || 1;
-  canvas.style.width = `${layout.width * zoom}px`;
-  canvas.style.height = `${layout.height * zoom}px`;
-  canvas.width = Math.round(layout.width * zoom * dpr);
-  canvas.height = Math.round(layout.height * zoom * dpr);
-  const ctx = canvas.getContext("2d");
+  const { canvas, ctx } = hiDpiCanvas(layout.width * zoom, layout.height * zoom);
   ctx.imageSmoothingEnabled = false;
   ctx.drawImage(bitmap(image), 0, 0, canvas.width, canvas.height);
   return canvas;
@@ -161,6 +155,22 @@ function probeImage(values, shape) {
   return image;
 }
 
+/**
+ * A canvas of `cssWidth` × `cssHeight` CSS pixels backed by device pixels, so it stays sharp on
+ * high-DPI screens; callers draw in device pixels or scale the context by `dpr`.
+ * @param {number} cssWidth @param {number} cssHeight
+ * @returns {{canvas: HTMLCanvasElement, ctx: CanvasRenderingContext2D, dpr: number}}
+ */
+function hiDpiCanvas(cssWidth, cssHeight) {
+  const dpr = window.devicePixelRatio || 1;
+  const canvas = document.createElement("canvas");
+  canvas.style.width = `${cssWidth}px`;
+  canvas.style.height = `${cssHeight}px`;
+  canvas.width = Math.round(cssWidth * dpr);
+  canvas.height = Math.round(cssHeight * dpr);
+  return { canvas, ctx: /** @type {CanvasRenderingContext2D} */ (canvas.getContext("2d")), dpr };
+}
+
 /** @param {ImageData} image */
 function bitmap(image) {
   const c = new OffscreenCanvas(image.width, image.height);
@@ -180,13 +190,7 @@ function bitmap(image) {
 export function overlayCanvas(input, map, scale, lut, alpha, cssWidth) {
   const [, h, w] = input.shape;
   const cssHeight = Math.round((cssWidth * h) / w);
-  const dpr = window.devicePixelRatio || 1;
-  const canvas = document.createElement("canvas");
-  canvas.style.width = `${cssWidth}px`;
-  canvas.style.height = `${cssHeight}px`;
-  canvas.width = Math.round(cssWidth * dpr);
-  canvas.height = Math.round(cssHeight * dpr);
-  const ctx = canvas.getContext("2d");
+  const { canvas, ctx } = hiDpiCanvas(cssWidth, cssHeight);
   ctx.imageSmoothingEnabled = false;
   ctx.drawImage(bitmap(probeImage(input.values, input.shape)), 0, 0, canvas.width, canvas.height);
   if (!map) return canvas;
@@ -210,13 +214,7 @@ export function overlayCanvas(input, map, scale, lut, alpha, cssWidth) {
  * @returns {HTMLCanvasElement}
  */
 export function signalCanvas(input, activation, scale, lut, cssWidth, cssHeight, colors) {
-  const dpr = window.devicePixelRatio || 1;
-  const canvas = document.createElement("canvas");
-  canvas.style.width = `${cssWidth}px`;
-  canvas.style.height = `${cssHeight}px`;
-  canvas.width = Math.round(cssWidth * dpr);
-  canvas.height = Math.round(cssHeight * dpr);
-  const ctx = canvas.getContext("2d");
+  const { canvas, ctx, dpr } = hiDpiCanvas(cssWidth, cssHeight);
   ctx.scale(dpr, dpr);
   const strip = 10;
   const plotH = cssHeight - strip - 4;
