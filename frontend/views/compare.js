@@ -5,7 +5,7 @@
 import { DIVERGING } from "../colormap.js";
 import { scaleOf } from "../raster.js";
 import { decodeWire } from "../wire.js";
-import { el, formatNumber, formatPercent, labelledSelect, segmented } from "./controls.js";
+import { el, filterTableRow, formatNumber, formatPercent, labelledSelect, segmented, sortButton, viewCard } from "./controls.js";
 import { FilterGrid } from "./grid.js";
 import { drawLegend } from "./layer.js";
 
@@ -43,12 +43,7 @@ function rankBy(data, metric) {
 
 /** @param {HTMLElement} root @param {import("../store.js").Store} store */
 export function mountCompare(root, store) {
-  const card = el("section", "cvz-card cvz-compare");
-  card.dataset.testid = "compare-view";
-  const head = el("div", "cvz-card-head");
-  const title = el("h2", "cvz-card-title");
-  const sub = el("div", "cvz-card-sub");
-  head.append(title, sub);
+  const { card, head, title, sub } = viewCard("cvz-card cvz-compare", "compare-view");
 
   const controls = el("div", "cvz-compare-controls");
   const stepA = labelledSelect("Step A", "compare-step-a", (v) => {
@@ -122,11 +117,9 @@ export function mountCompare(root, store) {
   headRow.append(el("th", "cvz-num", "Rank"), el("th", "cvz-num", "A"), el("th", "cvz-num", "B"));
   for (const m of /** @type {Metric[]} */ (Object.keys(METRIC_NAMES))) {
     const th = el("th", m === "cosine_distance" ? "cvz-bar-col" : "cvz-num");
-    const button = /** @type {HTMLButtonElement} */ (el("button", "cvz-sort", METRIC_NAMES[m]));
-    button.type = "button";
-    button.dataset.testid = `sort-${m}`;
-    button.title = `Most changed first by ${METRIC_NAMES[m].toLowerCase()}`;
-    button.addEventListener("click", () => store.setCompare({ sort: m }));
+    const button = sortButton(METRIC_NAMES[m], `Most changed first by ${METRIC_NAMES[m].toLowerCase()}`, `sort-${m}`, () =>
+      store.setCompare({ sort: m }),
+    );
     sortButtons.set(m, button);
     th.append(button);
     headRow.append(th);
@@ -245,11 +238,7 @@ function fillTable(tbody, data, order, selected, onSelect) {
   const top = Math.max(1e-12, ...drift.filter((/** @type {?number} */ v) => v !== null));
   tbody.replaceChildren(
     ...order.map((f, rank) => {
-      const row = el("tr", "cvz-row");
-      row.dataset.testid = "compare-row";
-      row.dataset.filter = String(f);
-      row.tabIndex = 0;
-      row.setAttribute("aria-selected", String(f === selected));
+      const row = filterTableRow("compare-row", f, selected, onSelect);
       const bar = el("span", "cvz-rank-bar");
       bar.style.width = `${Math.max(1, ((drift[f] ?? 0) / top) * 100)}%`;
       const track = el("span", "cvz-rank-track");
@@ -266,10 +255,6 @@ function fillTable(tbody, data, order, selected, onSelect) {
         el("td", "cvz-num", formatPercent(data.metrics.norm_change[f])),
         el("td", "cvz-num", formatNumber(data.metrics.act_mean_change?.[f])),
       );
-      row.addEventListener("click", () => onSelect(f));
-      row.addEventListener("keydown", (e) => {
-        if (e.key === "Enter") onSelect(f);
-      });
       return row;
     }),
   );

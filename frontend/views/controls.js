@@ -1,5 +1,5 @@
-// Small pieces shared by the views: a labelled <select>, a segmented button group, a detail
-// section, and number formats.
+// Small pieces shared by the views: a view's card, a labelled <select>, a segmented button group,
+// a detail section, a sortable table's buttons and rows, and number formats.
 // Option labels come from data (run and layer names) and are set as text, never as HTML.
 
 /**
@@ -11,6 +11,51 @@ export function el(tag, className, text) {
   if (className) node.className = className;
   if (text !== undefined) node.textContent = text;
   return node;
+}
+
+/**
+ * A view's card with its head: a title and a subtitle under it.
+ * @param {string} className @param {string} testid
+ */
+export function viewCard(className, testid) {
+  const card = el("section", className);
+  card.dataset.testid = testid;
+  const head = el("div", "cvz-card-head");
+  const title = el("h2", "cvz-card-title");
+  const sub = el("div", "cvz-card-sub");
+  head.append(title, sub);
+  return { card, head, title, sub };
+}
+
+/**
+ * A table header's sort button; the caller marks which one is active.
+ * @param {string} label @param {string} title @param {string} testid @param {() => void} onClick
+ */
+export function sortButton(label, title, testid, onClick) {
+  const button = /** @type {HTMLButtonElement} */ (el("button", "cvz-sort", label));
+  button.type = "button";
+  button.title = title;
+  button.dataset.testid = testid;
+  button.addEventListener("click", onClick);
+  return button;
+}
+
+/**
+ * A table row for filter `f` that selects it on click or Enter; the caller appends its cells.
+ * @param {string} testid @param {number} f @param {?number} selected
+ * @param {(filter: number) => void} onSelect
+ */
+export function filterTableRow(testid, f, selected, onSelect) {
+  const row = el("tr", "cvz-row");
+  row.dataset.testid = testid;
+  row.dataset.filter = String(f);
+  row.tabIndex = 0;
+  row.setAttribute("aria-selected", String(f === selected));
+  row.addEventListener("click", () => onSelect(f));
+  row.addEventListener("keydown", (e) => {
+    if (e.key === "Enter") onSelect(f);
+  });
+  return row;
 }
 
 /**

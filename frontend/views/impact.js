@@ -4,7 +4,7 @@
 // A row opens the filter's detail.
 
 import { COUNTERFACTUAL_PREFIX, absentMessage, answerFor, filterRow, filterValue, whole } from "../analysis.js";
-import { el, formatCount, formatNumber, formatPercent, formatSigned } from "./controls.js";
+import { el, filterTableRow, formatCount, formatNumber, formatPercent, formatSigned, sortButton, viewCard } from "./controls.js";
 
 /**
  * @typedef {import("../analysis.js").Arrays} Arrays
@@ -107,12 +107,7 @@ function flagsOf(impact, responses, counterfactuals, f) {
 
 /** @param {HTMLElement} root @param {import("../store.js").Store} store */
 export function mountImpact(root, store) {
-  const card = el("section", "cvz-card cvz-impact");
-  card.dataset.testid = "impact-view";
-  const head = el("div", "cvz-card-head");
-  const title = el("h2", "cvz-card-title");
-  const sub = el("div", "cvz-card-sub");
-  head.append(title, sub);
+  const { card, head, title, sub } = viewCard("cvz-card cvz-impact", "impact-view");
   const messages = el("div", "cvz-impact-messages");
   const summary = el("dl", "cvz-facts cvz-impact-summary");
   summary.dataset.testid = "impact-summary";
@@ -187,15 +182,11 @@ export function mountImpact(root, store) {
     const headRow = el("tr");
     for (const m of metrics) {
       const th = el("th", m.key === "index" ? "" : "cvz-num");
-      const button = /** @type {HTMLButtonElement} */ (el("button", "cvz-sort", m.label));
-      button.type = "button";
-      button.title = m.title;
-      button.dataset.testid = "impact-sort";
-      button.dataset.metric = m.key;
       const active = m === metric;
+      const button = sortButton(m.label, m.title, "impact-sort", () => store.setImpactSort(m.key, active ? !reverse : false));
+      button.dataset.metric = m.key;
       button.setAttribute("aria-pressed", String(active));
       if (active && reverse) button.classList.add("cvz-sort-reverse");
-      button.addEventListener("click", () => store.setImpactSort(m.key, active ? !reverse : false));
       th.append(button);
       headRow.append(th);
     }
@@ -204,13 +195,9 @@ export function mountImpact(root, store) {
 
     tbody.replaceChildren(
       ...orderBy(count, metric, reverse).map((f) => {
-        const row = el("tr", "cvz-row");
-        row.dataset.testid = "impact-row";
-        row.dataset.filter = String(f);
+        const row = filterTableRow("impact-row", f, s.filter, (g) => store.selectFilter(g));
         const value = metric.value(f);
         row.dataset.value = value === null ? "" : String(value);
-        row.tabIndex = 0;
-        row.setAttribute("aria-selected", String(f === s.filter));
         for (const m of metrics) {
           const cell = el("td", `${m.key === "index" ? "cvz-filter-cell" : "cvz-num"}${m === metric ? " cvz-sorted" : ""}`, m.format(m.value(f)));
           row.append(cell);
@@ -224,10 +211,6 @@ export function mountImpact(root, store) {
           flagCell.append(badge);
         }
         row.append(flagCell);
-        row.addEventListener("click", () => store.selectFilter(f));
-        row.addEventListener("keydown", (e) => {
-          if (e.key === "Enter") store.selectFilter(f);
-        });
         return row;
       }),
     );

@@ -4,7 +4,7 @@
 import { DIVERGING, SEQUENTIAL, cssGradient } from "../colormap.js";
 import { scaleOf } from "../raster.js";
 import { along, decodeWire } from "../wire.js";
-import { el, formatNumber, formatPercent, segmented } from "./controls.js";
+import { el, formatNumber, formatPercent, segmented, viewCard } from "./controls.js";
 import { FilterGrid } from "./grid.js";
 import { layerFacts } from "./toolbar.js";
 
@@ -51,13 +51,8 @@ export function drawLegend(box, kind, scale, note = "one scale for the whole lay
 
 /** @param {HTMLElement} root @param {import("../store.js").Store} store */
 export function mountLayerView(root, store) {
-  const card = el("section", "cvz-card");
-  card.dataset.testid = "layer-view";
-  const head = el("div", "cvz-card-head");
-  const title = el("h2", "cvz-card-title");
+  const { card, head, title, sub: facts } = viewCard("cvz-card", "layer-view");
   title.dataset.testid = "layer-title";
-  const facts = el("div", "cvz-card-sub");
-  head.append(title, facts);
   const tools = el("div", "cvz-card-tools");
   const imageRow = el("div", "cvz-image-row");
   const legend = el("div", "cvz-legend");
