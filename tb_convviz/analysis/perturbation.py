@@ -63,6 +63,23 @@ def _reduced_forward(
     return {name: torch.cat(p) for name, p in parts.items()}
 
 
+def _variant_means(
+    model: nn.Module,
+    layers: Mapping[str, nn.Module],
+    batch: torch.Tensor,
+    reduce: Reducer,
+    max_batch: int,
+    variants: int,
+    n: int,
+) -> dict[str, torch.Tensor]:
+    """`batch` is `variants` copies of the n probe images, stacked variant-major ((variants · n, ...));
+    reduce each image's output as `_reduced_forward` does, then average over the n images.
+    Returns {name: (variants, filters)}.
+    """
+    per_image = _reduced_forward(model, layers, batch, reduce, max_batch)
+    return {name: r.reshape(variants, n, -1).mean(1) for name, r in per_image.items()}
+
+
 def _layer_maps(model: nn.Module, layers: Mapping[str, nn.Module], x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Each layer's output on x as (N, filters, positions), float, detached."""
     maps: dict[str, torch.Tensor] = {}
@@ -237,8 +254,8 @@ def rotation_response(
         return (out.flatten(2) ** 2).mean(-1)
 
     result: Arrays = {}
-    for name, e in _reduced_forward(model, layers, batch, energy, max_batch).items():
-        e = e.reshape(angles, n, -1).mean(1).T  # (F, A)
+    for name, e in _variant_means(model, layers, batch, energy, max_batch, angles, n).items():
+        e = e.T  # (F, A)
         rel = e / e[:, :1].clamp_min(1e-30)
         result[name] = {"rotation_angles": np.asarray(angle_deg, dtype=np.float32), "rotation_response": _np(rel)}
     return result
@@ -286,9 +303,8 @@ def sequence_symmetry(
         return _map_cosine(a, ref)
 
     result: Arrays = {}
-    for name, cos in _reduced_forward(model, layers, batch, compare, max_batch).items():
-        cos = cos.reshape(len(steps) + 1, n, -1).mean(1)  # (S + 1, F)
-        result[name] = {
+    for name, cos in _variant_means(model, layers, batch, compare, max_batch, len(steps) + 1, n).items():
+        result[name] = {  # cos: (S + 1, F)
             "shift_fractions": np.asarray(shifts, dtype=np.float32),
             "shift": _np(cos[:-1].T),
             "reversal": _np(cos[-1]),
@@ -329,10 +345,10 @@ def noise_stability(
         return _map_cosine(out.flatten(2), clean[name][idx])
 
     result: Arrays = {}
-    for name, cos in _reduced_forward(model, layers, batch, compare, max_batch).items():
+    for name, cos in _variant_means(model, layers, batch, compare, max_batch, len(sigmas), n).items():
         result[name] = {
             "noise_sigmas": np.asarray(sigmas, dtype=np.float32),
-            "stability": _np(cos.reshape(len(sigmas), n, -1).mean(1).T),
+            "stability": _np(cos.T),
         }
     return result
 
