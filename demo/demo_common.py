@@ -11,7 +11,7 @@ import contextlib
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,8 @@ from torch import nn
 from tb_convviz import ConvViz
 
 PROBE_SIZE = 16  # fixed test examples every epoch is measured on
+
+R = TypeVar("R")  # what a demo's train returns per run
 
 
 @dataclass
@@ -228,6 +230,17 @@ def serve(logdir: str, port: int, wait: Optional[float] = None) -> str:
     except KeyboardInterrupt:
         print("stopped")
     return url
+
+
+def run_demo(args: argparse.Namespace, train: Callable[..., list[R]], **options: Any) -> list[R]:
+    """A demo's main once its arguments are parsed: `train(logdir, epochs, runs, seed, **options)`
+    under --threads torch threads, then serve the logdir unless --no-serve; returns train's results.
+    """
+    with torch_threads(args.threads):
+        results = train(args.logdir, epochs=args.epochs, runs=args.runs, seed=args.seed, **options)
+    if not args.no_serve:
+        serve(args.logdir, args.port)
+    return results
 
 
 def _sleep_forever() -> None:

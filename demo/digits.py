@@ -24,8 +24,7 @@ from demo_common import (
     add_common_arguments,
     check_common_arguments,
     demo_parser,
-    serve,
-    torch_threads,
+    run_demo,
     train_runs,
 )
 
@@ -120,11 +119,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> list[RunResult]:
     args = parse_args(argv)
-    with torch_threads(args.threads):
-        results = train(args.logdir, epochs=args.epochs, runs=args.runs, seed=args.seed, width=args.width, lr=args.lr)
-    if not args.no_serve:
-        serve(args.logdir, args.port)
-    return results
+    return run_demo(args, train, width=args.width, lr=args.lr)
 
 
 if __name__ == "__main__":

@@ -31,8 +31,7 @@ from demo_common import (
     add_common_arguments,
     check_common_arguments,
     demo_parser,
-    serve,
-    torch_threads,
+    run_demo,
     train_runs,
 )
 from digits import DigitsCNN, load_digits_split
@@ -294,21 +293,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> list[BiasResult]:
     args = parse_args(argv)
-    with torch_threads(args.threads):
-        results = train(
-            args.logdir,
-            epochs=args.epochs,
-            runs=args.runs,
-            seed=args.seed,
-            target=args.target,
-            rate=args.rate,
-            marker_size=args.marker_size,
-            width=args.width,
-            lr=args.lr,
-        )
-    if not args.no_serve:
-        serve(args.logdir, args.port)
-    return results
+    return run_demo(
+        args, train, target=args.target, rate=args.rate, marker_size=args.marker_size, width=args.width, lr=args.lr
+    )
 
 
 if __name__ == "__main__":
