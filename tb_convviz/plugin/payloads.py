@@ -54,7 +54,7 @@ def index(reader: ConvVizReader) -> dict:
                 shape = list(run_record.shape("images"))
                 probe = {"n": shape[0], "shape": shape, "has_labels": "labels" in run_record}
         except NotFound:
-            pass
+            pass  # not loaded yet (TensorBoard reads event files lazily): the probe shows up later
         runs.append({"run": run, "layers": layers, "probe": probe})
     return {"runs": runs, "format_version": fmt.FORMAT_VERSION}
 
