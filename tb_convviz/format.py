@@ -37,7 +37,8 @@ KIND_MAPS = "maps"  # per layer and step: downsampled activation maps on the pro
 KIND_KERNELS = "kernels"  # per layer, every few steps: full raw and BN-folded kernels
 KIND_PERTURBATION = "perturbation"  # per layer: responses to rotation, noise, adversarial, counterfactuals
 KIND_IMPACT = "impact"  # per layer: ablation / Taylor impact, selectivity, top examples
-KINDS = (KIND_RUN, KIND_FILTERS, KIND_MAPS, KIND_KERNELS, KIND_PERTURBATION, KIND_IMPACT)
+KIND_COMMIT = "commit"  # per step, under RUN_LAYER, after all its other records: the step is whole
+KINDS = (KIND_RUN, KIND_FILTERS, KIND_MAPS, KIND_KERNELS, KIND_PERTURBATION, KIND_IMPACT, KIND_COMMIT)
 
 RUN_LAYER = "_run"  # pseudo-layer under which run-level records live
 

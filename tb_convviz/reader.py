@@ -66,16 +66,25 @@ class ConvVizReader:
         tags = self._index(run).get(run, {})
         return sorted(kind for tag, kind in tags.items() if fmt.parse_tag(tag)[0] == layer)
 
-    def _series(self, run: str, layer: str, kind: str) -> list[tb_provider.BlobSequenceDatum]:
-        tag = fmt.tag_for(layer, kind)
+    def _read_series(self, run: str, tags: list[str]) -> dict[str, list[tb_provider.BlobSequenceDatum]]:
         data = self._provider.read_blob_sequences(
             self._ctx,
             experiment_id=self._eid,
             plugin_name=fmt.PLUGIN_NAME,
             downsample=_ALL_STEPS,
-            run_tag_filter=tb_provider.RunTagFilter(runs=[run], tags=[tag]),
+            run_tag_filter=tb_provider.RunTagFilter(runs=[run], tags=tags),
         )
-        series = data.get(run, {}).get(tag)
+        return data.get(run, {})
+
+    def _series(self, run: str, layer: str, kind: str) -> list[tb_provider.BlobSequenceDatum]:
+        """A stream's records of whole steps only: a step whose commit record has not been loaded
+        yet is still being written (logs from before commit records count every step as whole)."""
+        tag, commit_tag = fmt.tag_for(layer, kind), fmt.tag_for(fmt.RUN_LAYER, fmt.KIND_COMMIT)
+        data = self._read_series(run, [tag, commit_tag])
+        series = data.get(tag)
+        if series and commit_tag in data and kind != fmt.KIND_RUN:
+            whole = {d.step for d in data[commit_tag]}
+            series = [d for d in series if d.step in whole]
         if not series:
             raise NotFound(f"no {kind!r} records for layer {layer!r} in run {run!r}")
         return series

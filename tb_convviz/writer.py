@@ -14,7 +14,7 @@ import os
 import socket
 import struct
 import time
-from typing import Any, BinaryIO, Union
+from typing import Any, BinaryIO, Optional, Union
 
 import crc32c
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
@@ -65,19 +65,27 @@ class RecordWriter:
             raise TypeError(
                 f"log_dir_or_summary_writer must be a path or a torch SummaryWriter, not {type(target).__name__}"
             )
-        name = f"events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}.{id(self)}.convviz"
         try:
             os.makedirs(logdir, exist_ok=True)
-            self._file: BinaryIO = open(os.path.join(logdir, name), "ab")
         except OSError as e:
             raise ValueError(f"log_dir {logdir!r} is not writable: {e}") from e
+        if not os.access(logdir, os.W_OK | os.X_OK):
+            raise ValueError(f"log_dir {logdir!r} is not writable")
         self.logdir = logdir
+        self._file: Optional[BinaryIO] = None  # opened at the first record: a run that never logs leaves no file
         self._good = 0
-        self._append(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
-        self.flush()
+
+    def _open(self) -> BinaryIO:
+        if self._file is None:
+            name = f"events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}.{id(self)}.convviz"
+            self._file = open(os.path.join(self.logdir, name), "ab")
+            self._file.write(tfrecord(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString()))
+            self._file.flush()
+            self._good = self._file.tell()
+        return self._file
 
     def _append(self, event: event_pb2.Event) -> None:
-        self._file.write(tfrecord(event.SerializeToString()))
+        self._open().write(tfrecord(event.SerializeToString()))
 
     def write(self, layer: str, kind: str, step: int, payload: bytes) -> None:
         try:
@@ -87,6 +95,8 @@ class RecordWriter:
             raise
 
     def flush(self) -> None:
+        if self._file is None:
+            return
         try:
             self._file.flush()
             os.fsync(self._file.fileno())
@@ -97,6 +107,8 @@ class RecordWriter:
 
     def _rollback(self) -> None:
         """Drop a partly written record; a reader would otherwise stop at it for good."""
+        if self._file is None:
+            return
         try:
             self._file.seek(self._good)
             self._file.truncate(self._good)
@@ -104,4 +116,5 @@ class RecordWriter:
             pass  # the original error is re-raised by the caller and warned about there
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from tb_convviz import ConvViz, load
-from tb_convviz import callback as callback_module
+from tb_convviz import collect as collect_module
 
 
 def _net() -> nn.Module:
@@ -73,17 +73,20 @@ def test_probe_that_does_not_fit_the_model_fails_at_first_log(tmp_path):
 
 
 def _train_with(viz: ConvViz, model: nn.Module, epochs: range) -> list[bool]:
+    """Log each epoch; the steps' outcomes are known once the worker is flushed."""
     results = []
     for epoch in epochs:
         with torch.no_grad():
             model[0].weight.add_(0.01)
         results.append(viz.log(model, epoch))
+    viz.flush()
     return results
 
 
-def test_disk_full_warns_once_and_keeps_earlier_steps(tmp_path, monkeypatch):
+@pytest.mark.parametrize("background", [False, True])
+def test_disk_full_warns_once_and_keeps_earlier_steps(tmp_path, monkeypatch, background):
     model = _net()
-    viz = ConvViz(tmp_path / "run", probe=torch.randn(2, 3, 8, 8))
+    viz = ConvViz(tmp_path / "run", probe=torch.randn(2, 3, 8, 8), background=background)
     assert _train_with(viz, model, range(3)) == [True] * 3
 
     def full_disk(*args, **kwargs):
@@ -92,29 +95,34 @@ def test_disk_full_warns_once_and_keeps_earlier_steps(tmp_path, monkeypatch):
     monkeypatch.setattr(viz._writer, "write", full_disk)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert _train_with(viz, model, range(3, 6)) == [False] * 3
-    messages = [str(w.message) for w in caught]
-    assert len(messages) == 1 and "No space left" in messages[0]  # one clear warning, not one per epoch
+        assert _train_with(viz, model, range(3, 6)) == [background] * 3  # inline: not written; background: taken, then failed
+    messages = [str(w.message) for w in caught if "No space left" in str(w.message)]
+    assert len(messages) == 1  # one clear warning, not one per epoch
     monkeypatch.undo()
     assert viz.log(model, 6)  # the disk frees up: logging resumes
     viz.close()
     assert load(tmp_path).steps("run", "0") == [0, 1, 2, 6]
 
 
-def test_analysis_exception_warns_once_and_training_goes_on(tmp_path, monkeypatch):
+@pytest.mark.parametrize("background", [False, True])
+def test_analysis_exception_warns_once_and_training_goes_on(tmp_path, monkeypatch, background):
     def broken(acts):
         raise ArithmeticError("analysis bug")
 
-    monkeypatch.setattr(callback_module, "activation_stats", broken)
+    monkeypatch.setattr(collect_module, "activation_stats", broken)
     model = _net()
-    viz = ConvViz(tmp_path / "run", probe=torch.randn(2, 3, 8, 8))
+    viz = ConvViz(tmp_path / "run", probe=torch.randn(2, 3, 8, 8), perturbations=False, background=background)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         results = _train_with(viz, model, range(3))
-    assert results == [False] * 3
+    assert results == [background] * 3  # inline: nothing written; background: taken, then failed
     relevant = [w for w in caught if "analysis bug" in str(w.message)]
-    assert len(relevant) == 1 and len(caught) == 1
+    others = [w for w in caught if "analysis bug" not in str(w.message) and "slower than training" not in str(w.message)]
+    assert len(relevant) == 1 and not others
+    monkeypatch.undo()
+    assert viz.log(model, 3)  # the next step still lands
     viz.close()
+    assert load(tmp_path).steps("run", "0") == [3]
 
 
 def test_nan_weights_warn_once_and_are_still_logged(tmp_path):
@@ -125,6 +133,7 @@ def test_nan_weights_warn_once_and_are_still_logged(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert viz.log(model, 0) and viz.log(model, 1)
+        viz.flush()
     nan_warnings = [w for w in caught if "NaN" in str(w.message)]
     assert len(nan_warnings) == 1 and "'2'" in str(nan_warnings[0].message)
     viz.close()
@@ -142,7 +151,7 @@ def test_log_after_close_is_an_error(tmp_path):
 
 def test_a_record_cut_short_by_a_full_disk_is_rolled_back(tmp_path):
     model = _net()
-    viz = ConvViz(tmp_path / "run", probe=torch.randn(2, 3, 8, 8), perturbations=False)
+    viz = ConvViz(tmp_path / "run", probe=torch.randn(2, 3, 8, 8), perturbations=False, background=False)
     assert viz.log(model, 0)
     real_file = viz._writer._file
 

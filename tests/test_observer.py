@@ -3,6 +3,7 @@ import copy
 import random
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -41,7 +42,8 @@ def _assert_same(before: dict, after: dict) -> None:
     assert before["grad_enabled"] == after["grad_enabled"]
 
 
-def test_log_leaves_a_training_batchnorm_model_bitwise_unchanged(tmp_path):
+@pytest.mark.parametrize("background", [False, True])
+def test_log_leaves_a_training_batchnorm_model_bitwise_unchanged(tmp_path, background):
     model = bn_cnn()
     model.train()
     model[4].eval()  # a mixed train/eval state must survive too
@@ -53,22 +55,26 @@ def test_log_leaves_a_training_batchnorm_model_bitwise_unchanged(tmp_path):
         probe=(probe_images(size=8), torch.tensor([0, 1, 2, 0])),
         impact=True,  # ablation and Taylor backward passes run too
         counterfactuals={"darker": lambda batch: batch * 0.5},
+        background=background,
     )
     for epoch in range(2):
         before = _snapshot(model)
         assert viz.log(model, epoch)
+        viz.flush()
         _assert_same(before, _snapshot(model))
     viz.close()
+    assert load(tmp_path).steps(load(tmp_path).runs()[0], "0", "impact") == [0, 1]
 
 
-def test_training_with_and_without_logging_is_identical(tmp_path):
+@pytest.mark.parametrize("background", [False, True])
+def test_training_with_and_without_logging_is_identical(tmp_path, background):
     def train(log: bool) -> dict:
         torch.manual_seed(3)
         np.random.seed(3)
         model = bn_cnn()
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
         probe = (probe_images(size=8), torch.tensor([0, 1, 2, 0]))
-        viz = ConvViz(tmp_path / str(log), probe=probe, impact=True) if log else None
+        viz = ConvViz(tmp_path / str(log), probe=probe, impact=True, background=background) if log else None
         for epoch in range(3):
             x = torch.randn(8, 3, 8, 8)
             loss = nn.functional.cross_entropy(model(x), torch.randint(0, 3, (8,)))
@@ -76,8 +82,10 @@ def test_training_with_and_without_logging_is_identical(tmp_path):
             loss.backward()
             opt.step()
             if viz:
-                viz.log(model, epoch)
-        return model.state_dict()
+                viz.log(model, epoch)  # in the background, the analysis overlaps the next epoch
+        if viz:
+            viz.close()
+        return {**model.state_dict(), "rng": torch.get_rng_state()}
 
     with_log, without = train(True), train(False)
     for k in without:
@@ -113,7 +121,7 @@ def test_hooks_are_removed_even_when_the_forward_fails(tmp_path):
             return y
 
     model = Flaky()
-    viz = ConvViz(tmp_path, probe=torch.randn(1, 1, 5, 5))
+    viz = ConvViz(tmp_path, probe=torch.randn(1, 1, 5, 5), background=False)  # `fail` is no weight: inline only
     assert viz.log(model, 0)
     model.fail = True
     model.train()

@@ -36,17 +36,17 @@ def index(reader: ConvVizReader) -> dict:
         layers = []
         for layer in reader.layers(run):
             kinds = reader.kinds(run, layer)
-            if fmt.KIND_FILTERS not in kinds:
-                continue
-            layers.append(
-                {
+            try:
+                entry = {
                     "name": layer,
                     "info": reader.bundle(run, layer, fmt.KIND_FILTERS).meta["info"],
                     "steps": reader.steps(run, layer),
                     "kernel_steps": reader.steps(run, layer, fmt.KIND_KERNELS) if fmt.KIND_KERNELS in kinds else [],
                     "kinds": kinds,
                 }
-            )
+            except NotFound:
+                continue  # no whole step of this layer yet: it shows up once its first step is written
+            layers.append(entry)
         probe = None
         try:
             run_record = reader.bundle(run, fmt.RUN_LAYER, fmt.KIND_RUN)

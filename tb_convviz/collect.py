@@ -1,0 +1,216 @@
+"""One logged step: run the probe and every analysis on a model, and build the step's records.
+
+Runs on the worker thread (on the callback's private model copy) or inline; either way it only
+reads the model. What it remembers between steps is the drift baseline of each layer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from tb_convviz import format as fmt
+from tb_convviz import records
+from tb_convviz.analysis.activations import activation_stats, downsample_maps, map_resolution
+from tb_convviz.analysis.compare import weight_drift
+from tb_convviz.analysis.impact import filter_impact
+from tb_convviz.analysis.kernels import filter_stats, fold_batchnorm, kernel_tiles
+from tb_convviz.analysis.perturbation import counterfactual_sensitivity, perturbation_responses
+from tb_convviz.capture import as_model_input, run_with_hooks
+from tb_convviz.layers import filter_weights, layer_info
+from tb_convviz.probe import Probe
+
+SMALL_LAYER_WEIGHTS = 65_536  # layers this small keep full kernels every epoch: they cost < 64 KB
+
+Record = tuple[str, str, bytes]  # (layer, kind, bundle bytes)
+Warn = Callable[[str], None]
+
+
+class ProbeForwardFailed(Exception):
+    """The model could not run the probe batch."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What to log, from the ConvViz arguments (validated there)."""
+
+    keep_all: bool
+    map_size: int
+    map_images: int
+    map_budget_mb: float
+    perturbations: bool
+    perturbation_options: Mapping[str, Any]
+    counterfactuals: Mapping[str, Callable[[torch.Tensor], torch.Tensor]]
+    impact: bool
+    impact_options: Mapping[str, Any]
+
+
+@dataclass
+class _LayerMemory:
+    """What is remembered of one layer between logs, to report drift."""
+
+    first_step: int
+    first: torch.Tensor
+    prev_step: int
+    prev: torch.Tensor
+
+
+@dataclass
+class Plan:
+    """Resolved at the first log, by module name so that any model object of the same
+    architecture can be logged: which convs, and the BatchNorm right after each."""
+
+    layers: list[str]
+    batchnorm: dict[str, str]  # conv name -> name of the BatchNorm right after it
+    memory: dict[str, _LayerMemory] = field(default_factory=dict)
+
+
+def probe_forward(model: nn.Module, plan: Plan, probe: Probe) -> tuple[torch.Tensor, Any, dict[str, torch.Tensor]]:
+    """(model input, model output, {layer: output}) of one hooked probe pass, under no_grad."""
+    modules = dict(model.named_modules())
+    x = as_model_input(model, probe.images)
+    try:
+        with torch.no_grad():
+            out, outputs = run_with_hooks(model, {n: modules[n] for n in plan.layers}, x)
+    except Exception as e:  # noqa: BLE001 - re-raised with its meaning attached
+        raise ProbeForwardFailed(f"{type(e).__name__}: {e}") from e
+    return x, out, outputs
+
+
+def check_labels(out: Any, probe: Probe) -> None:
+    """Labels must name the model's classes: a label ≥ the logits' width would only fail later,
+    inside the analyses, as a warning every epoch."""
+    if probe.labels is None or not isinstance(out, torch.Tensor) or out.dim() != 2:
+        return
+    classes = out.shape[1]
+    bad = probe.labels[(probe.labels < 0) | (probe.labels >= classes)]
+    if bad.numel():
+        shown = sorted(set(bad.tolist()))[:10]
+        raise ValueError(f"probe labels {shown} are outside the model's {classes} classes (0..{classes - 1})")
+
+
+def collect_step(
+    model: nn.Module, plan: Plan, probe: Optional[Probe], settings: Settings, step: int, full_kernels: bool,
+    first: bool, warn: Warn,
+) -> list[Record]:
+    """Every record of this step, in write order, computed before anything is written."""
+    modules = dict(model.named_modules())
+    outputs: dict[str, torch.Tensor] = {}
+    x = None
+    if probe is not None:
+        x, _, outputs = probe_forward(model, plan, probe)
+    result: list[Record] = []
+    if first:
+        images = probe.images.numpy() if probe is not None else None
+        labels = probe.labels.numpy() if probe is not None and probe.labels is not None else None
+        result.append((fmt.RUN_LAYER, fmt.KIND_RUN, records.run_record(plan.layers, images, labels)))
+    maps_kept = _map_resolution(settings, probe, outputs)
+    for name in plan.layers:
+        bn_name = plan.batchnorm.get(name)
+        result.extend(
+            _layer_records(plan, name, modules[name], modules.get(bn_name) if bn_name else None, bn_name, step,
+                           full_kernels, outputs.get(name), maps_kept, warn)
+        )
+    del outputs
+    if x is not None and probe is not None:
+        result.extend(_analysis_records(model, plan, probe, settings, x, warn))
+    return result
+
+
+def _map_resolution(settings: Settings, probe: Optional[Probe], outputs: dict[str, torch.Tensor]) -> tuple[int, Optional[int]]:
+    """(probe images, max side) of the maps kept this log; keep_all keeps them whole."""
+    n = probe.n if probe is not None else 0
+    if settings.keep_all or not outputs:
+        return n, None
+    shapes = [tuple(a.shape[1:]) for a in outputs.values()]
+    return map_resolution(shapes, min(settings.map_images, n), settings.map_size, int(settings.map_budget_mb * 1e6))
+
+
+def _analysis_records(
+    model: nn.Module, plan: Plan, probe: Probe, settings: Settings, x: torch.Tensor, warn: Warn
+) -> list[Record]:
+    """Perturbation and impact records; one failing analysis warns and the others still land."""
+    modules = dict(model.named_modules())
+    layers = {n: modules[n] for n in plan.layers}
+    y = probe.labels.to(x.device) if probe.labels is not None else None
+    analyses: list[tuple[str, Callable[[], dict]]] = []
+    if settings.perturbations or settings.counterfactuals:
+        analyses.append(
+            (
+                fmt.KIND_PERTURBATION,
+                lambda: perturbation_responses(
+                    model, layers, x, y, counterfactuals=settings.counterfactuals, **settings.perturbation_options
+                )
+                if settings.perturbations
+                else counterfactual_sensitivity(model, layers, x, settings.counterfactuals),
+            )
+        )
+    if settings.impact:
+        analyses.append((fmt.KIND_IMPACT, lambda: filter_impact(model, layers, x, y, **settings.impact_options)))
+    result: list[Record] = []
+    for kind, run_analysis in analyses:
+        try:
+            per_layer = run_analysis()
+        except Exception as e:  # noqa: BLE001 - the rest of the step still lands
+            warn(f"the {kind} analysis failed ({type(e).__name__}: {e})")
+            continue
+        result.extend((name, kind, records.analysis_record(kind, arrays)) for name, arrays in per_layer.items())
+    return result
+
+
+def _layer_records(
+    plan: Plan,
+    name: str,
+    conv: nn.Module,
+    bn: Optional[nn.Module],
+    bn_name: Optional[str],
+    step: int,
+    full_kernels: bool,
+    acts: Optional[torch.Tensor],
+    maps_kept: tuple[int, Optional[int]],
+    warn: Warn,
+) -> list[Record]:
+    # A copy, never a view: the drift memory must not follow the model's parameter.
+    w = filter_weights(conv).to("cpu", torch.float32, copy=True)
+    if not torch.isfinite(w).all():
+        warn(f"layer {name!r} has NaN or infinite weights (logged as 0)")
+    info = layer_info(conv)
+    info["batchnorm"] = bn_name
+    memory = plan.memory.get(name)
+    if memory is None:
+        memory = plan.memory[name] = _LayerMemory(step, w, step, w)
+    stats = {k: v.numpy() for k, v in filter_stats(w).items()}
+    drift_prev = weight_drift(memory.prev.numpy(), w.numpy())
+    for key in records.DRIFT_PREV:
+        stats[key] = drift_prev[key.removesuffix("_prev")]
+    stats[records.DRIFT_FIRST] = weight_drift(memory.first.numpy(), w.numpy())["cosine_distance"]
+    result = []
+    if acts is not None:
+        stats.update({k: v.cpu().numpy() for k, v in activation_stats(acts).items()})
+        n, side = maps_kept
+        maps = acts[:n] if side is None else downsample_maps(acts[:n], side)
+        result.append((name, fmt.KIND_MAPS, records.maps_record(maps.float().cpu().numpy(), list(range(n)), list(acts.shape[2:]))))
+    result.insert(0, (name, fmt.KIND_FILTERS, records.filters_record(info, memory.prev_step, memory.first_step, kernel_tiles(w).numpy(), stats)))
+    if full_kernels or w.numel() <= SMALL_LAYER_WEIGHTS:
+        result.append((name, fmt.KIND_KERNELS, _kernel_record(conv, bn, bn_name, w)))
+    memory.prev_step, memory.prev = step, w
+    return result
+
+
+def _kernel_record(conv: nn.Module, bn: Optional[nn.Module], bn_name: Optional[str], w: torch.Tensor) -> bytes:
+    bias = conv.bias.detach().float().cpu() if conv.bias is not None else None
+    scale = b_eff = None
+    if bn is not None:
+        gamma = bn.weight.detach().cpu() if bn.weight is not None else None
+        beta = bn.bias.detach().cpu() if bn.bias is not None else None
+        scale, b_eff = fold_batchnorm(bias, bn.running_mean.cpu(), bn.running_var.cpu(), gamma, beta, bn.eps)
+    return records.kernels_record(
+        w.numpy(),
+        bias.numpy() if bias is not None else None,
+        bn_name,
+        scale.numpy() if scale is not None else None,
+        b_eff.numpy() if b_eff is not None else None,
+    )

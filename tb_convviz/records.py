@@ -1,0 +1,128 @@
+"""What goes inside each record: array names, encodings and metadata, owned in one place.
+
+`format.py` says how a bundle is laid out in bytes; this module says which arrays a record of
+each kind holds and how each is encoded. The callback's worker builds records only through the
+`*_record` functions here, and the reader, the routes and (through the payloads) the dashboard
+take their names from here.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from tb_convviz import format as fmt
+
+Encoded = tuple[str, np.ndarray, int]  # (encoding, array, leading axes quantised per group)
+
+# -- names of the arrays inside records ------------------------------------------------------
+
+TILES = "tiles"
+KERNEL = "kernel"
+BN_SCALE = "bn_scale"
+EFFECTIVE_BIAS = "effective_bias"
+BIAS = "bias"
+MAPS = "maps"
+PROBE_IMAGES = "images"
+PROBE_LABELS = "labels"
+
+# Per-filter statistics of a filters record (float32, one value per filter).
+DRIFT_PREV = ("cosine_distance_prev", "norm_change_prev")
+DRIFT_FIRST = "cosine_distance_first"
+
+# Impact record: which filters were ablated exactly (the rest carry only the Taylor estimate).
+IMPACT_EXACT = "exact"
+# Sparse, exact description of every prediction an ablation changed: per-class tables are
+# rebuilt from these on read, so a 1000-class model costs no more than a 10-class one.
+IMPACT_CLEAN_PRED = "clean_pred"
+IMPACT_FLIPS = ("flip_filter", "flip_image", "flip_pred")
+# Arrays of an impact record that describe the top activating probe examples rather than impact.
+TOP_EXAMPLE_PREFIX = fmt.TOP_EXAMPLE_PREFIX
+COUNTERFACTUAL_PREFIX = fmt.COUNTERFACTUAL_PREFIX
+
+
+def record_names() -> dict[str, Any]:
+    """The names the dashboard needs to read records, sent in the index payload so that no view
+    parses a record name of its own."""
+    return {
+        "kinds": list(fmt.KINDS),
+        "perturbation_groups": {g: list(keys) for g, keys in fmt.PERTURBATION_GROUPS.items()},
+        "counterfactual_prefix": COUNTERFACTUAL_PREFIX,
+        "top_example_prefix": TOP_EXAMPLE_PREFIX,
+        "impact_exact": IMPACT_EXACT,
+    }
+
+
+# -- encodings -----------------------------------------------------------------------------
+
+
+def _exact_encoding(a: np.ndarray) -> Encoded:
+    """Impact numbers are read one by one and compared across filters: never 8-bit."""
+    a = np.asarray(a)
+    if a.dtype == np.bool_:
+        return "u8", a, 0
+    if np.issubdtype(a.dtype, np.integer):
+        return "i32", a, 0
+    return "f32", a, 0
+
+
+def _perturbation_encoding(a: np.ndarray) -> Encoded:
+    """Per-filter curves (F, X) are most of a perturbation record's bytes: q8 per filter."""
+    return fmt.natural_encoding(a)
+
+
+# -- the records -----------------------------------------------------------------------------
+
+
+def run_record(layers: list[str], images: Optional[np.ndarray], labels: Optional[np.ndarray]) -> bytes:
+    """Per run, at its first log: layer order, the probe images and labels (for overlays)."""
+    arrays: dict[str, Encoded] = {}
+    if images is not None:
+        arrays[PROBE_IMAGES] = ("q8", images, 1)
+        if labels is not None:
+            arrays[PROBE_LABELS] = ("i32", labels, 0)
+    return fmt.encode_bundle(arrays, {"layers": list(layers)})
+
+
+def filters_record(
+    info: dict, prev_step: int, first_step: int, tiles: np.ndarray, stats: Mapping[str, np.ndarray]
+) -> bytes:
+    """Per layer and step: layer facts, kernel tiles (q8 per filter) and per-filter float32 stats."""
+    arrays: dict[str, Encoded] = {TILES: ("q8", tiles, 1)}
+    arrays.update({k: ("f32", v, 0) for k, v in stats.items()})
+    return fmt.encode_bundle(arrays, {"info": info, "prev_step": prev_step, "first_step": first_step})
+
+
+def maps_record(maps: np.ndarray, images: list[int], source_shape: list[int]) -> bytes:
+    """Activation maps (images, filters, *spatial), q8 per image × filter."""
+    return fmt.encode_bundle({MAPS: ("q8", maps, 2)}, {"images": images, "source_shape": source_shape})
+
+
+def kernels_record(
+    kernel: np.ndarray,
+    bias: Optional[np.ndarray],
+    batchnorm: Optional[str],
+    bn_scale: Optional[np.ndarray],
+    effective_bias: Optional[np.ndarray],
+) -> bytes:
+    """Full raw kernels (q8 per filter), the conv bias, and the following BatchNorm as one scale per
+    filter (readers fold it in: `format.effective_kernel`)."""
+    arrays: dict[str, Encoded] = {KERNEL: ("q8", kernel, 1)}
+    if bn_scale is not None and effective_bias is not None:
+        arrays[BN_SCALE] = ("f32", bn_scale, 0)
+        arrays[EFFECTIVE_BIAS] = ("f32", effective_bias, 0)
+    if bias is not None:
+        arrays[BIAS] = ("f32", bias, 0)
+    return fmt.encode_bundle(arrays, {"batchnorm": batchnorm})
+
+
+def analysis_record(kind: str, arrays: Mapping[str, np.ndarray]) -> bytes:
+    """A perturbation or impact record from an analysis' per-layer arrays."""
+    encode = _exact_encoding if kind == fmt.KIND_IMPACT else _perturbation_encoding
+    return fmt.encode_bundle({k: encode(v) for k, v in arrays.items()}, {})
+
+
+def commit_record(records: int) -> bytes:
+    """Written after every other record of a step: readers show a step only once this is there,
+    so a step still being written never shows half its layers."""
+    return fmt.encode_bundle({}, {"records": records})

@@ -1,0 +1,64 @@
+"""The callback's private copy of the user's model, refreshed from a cheap snapshot at each log.
+
+`log()` only clones the parameters and buffers (what a `state_dict` clone costs); the worker loads
+them into a copy of the model made once, and analyses run on that copy while training goes on.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Optional, Union
+
+import torch
+from torch import nn
+
+State = dict[str, torch.Tensor]
+
+
+def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {**dict(model.named_parameters()), **dict(model.named_buffers())}
+
+
+def state_snapshot(model: nn.Module) -> State:
+    """Detached clones of every parameter and buffer, on their own device (no host sync)."""
+    with torch.no_grad():
+        return {name: t.detach().clone() for name, t in _tensors(model).items()}
+
+
+def architecture_mismatch(model: nn.Module, reference: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> Optional[str]:
+    """Why `model` cannot be logged into a run planned on another model object, or None."""
+    found = {name: (tuple(t.shape), t.dtype) for name, t in _tensors(model).items()}
+    missing = sorted(set(reference) - set(found))
+    extra = sorted(set(found) - set(reference))
+    if missing or extra:
+        return f"its parameters and buffers differ by name (missing {missing[:5]}, unexpected {extra[:5]})"
+    for name, (shape, dtype) in reference.items():
+        if found[name] != (shape, dtype):
+            return f"{name!r} is {found[name][1]} {list(found[name][0])}, was {dtype} {list(shape)}"
+    return None
+
+
+def signature(model: nn.Module) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Names, shapes and dtypes of a model's parameters and buffers: what later logs must match."""
+    return {name: (tuple(t.shape), t.dtype) for name, t in _tensors(model).items()}
+
+
+class ModelCopy:
+    """A deep copy of the model in eval mode on `device`, with no parameter requiring grad."""
+
+    def __init__(self, model: nn.Module, device: Optional[Union[str, torch.device]] = None):
+        replica = copy.deepcopy(model)
+        if device is not None:
+            replica = replica.to(device)
+        replica.eval()
+        for p in replica.parameters():
+            p.grad = None
+            p.requires_grad_(False)
+        self.model = replica
+        self._targets = _tensors(replica)
+
+    def load(self, state: State) -> nn.Module:
+        """Copy a snapshot's values into the copy; returns the refreshed model."""
+        with torch.no_grad():
+            for name, value in state.items():
+                self._targets[name].copy_(value)
+        return self.model
