@@ -174,3 +174,21 @@ def test_a_record_cut_short_by_a_full_disk_is_rolled_back(tmp_path):
     assert viz.log(model, 2)
     viz.close()
     assert load(tmp_path).steps("run", "0") == [0, 2]  # readable past the failed step
+
+
+def test_labels_outside_the_models_classes_fail_at_first_log(tmp_path):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    viz = ConvViz(tmp_path, probe=(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 5, 7])), impact=True)
+    with pytest.raises(ValueError, match=r"probe labels \[5, 7\] are outside the model's 3 classes"):
+        viz.log(model, 0)
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_a_failed_first_log_leaves_no_file_and_nothing_open(tmp_path, background):
+    viz = ConvViz(tmp_path / "run", probe=torch.randn(2, 5, 8, 8), background=background)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        with pytest.raises(ValueError, match="does not fit"):
+            viz.log(_net(), 0)
+        viz.close()
+    assert list((tmp_path / "run").iterdir()) == []
