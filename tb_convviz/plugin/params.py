@@ -1,4 +1,8 @@
-"""Every route parameter is parsed and checked here, once, against what the logs hold."""
+"""Every route parameter is parsed and checked here, once, against what the logs hold.
+
+Errors are TensorBoard's own (`errors.InvalidArgumentError` → 400, `errors.NotFoundError` → 404),
+as its built-in plugins raise them; the plugin answers them as JSON.
+"""
 from __future__ import annotations
 
 from typing import Optional
@@ -6,11 +10,9 @@ from typing import Optional
 from werkzeug.datastructures import MultiDict
 
 from tb_convviz import format as fmt
-from tb_convviz.reader import ConvVizReader, NotFound
+from tensorboard import errors
 
-
-class BadRequest(ValueError):
-    """A malformed parameter: answered as HTTP 400 with the message."""
+from tb_convviz.reader import ConvVizReader
 
 
 class RequestParams:
@@ -23,7 +25,7 @@ class RequestParams:
     def text(self, name: str) -> str:
         value = self._args.get(name)
         if value is None or value == "":
-            raise BadRequest(f"missing parameter {name!r}")
+            raise errors.InvalidArgumentError(f"missing parameter {name!r}")
         return value
 
     def integer(self, name: str, default: Optional[int] = None) -> int:
@@ -31,40 +33,40 @@ class RequestParams:
         if raw is None or raw == "":
             if default is not None:
                 return default
-            raise BadRequest(f"missing parameter {name!r}")
+            raise errors.InvalidArgumentError(f"missing parameter {name!r}")
         try:
             return int(raw)
         except ValueError:
-            raise BadRequest(f"parameter {name!r} must be an integer, got {raw!r}") from None
+            raise errors.InvalidArgumentError(f"parameter {name!r} must be an integer, got {raw!r}") from None
 
     def choice(self, name: str, options: tuple[str, ...]) -> str:
         value = self._args.get(name) or options[0]
         if value not in options:
-            raise BadRequest(f"parameter {name!r} must be one of {list(options)}, got {value!r}")
+            raise errors.InvalidArgumentError(f"parameter {name!r} must be one of {list(options)}, got {value!r}")
         return value
 
     def run(self, name: str = "run") -> str:
         run = self.text(name)
         if run not in self._reader.runs():
-            raise NotFound(f"no convviz data for run {run!r}")
+            raise errors.NotFoundError(f"no convviz data for run {run!r}")
         return run
 
     def layer(self, run: str, name: str = "layer") -> str:
         layer = self.text(name)
         if layer == fmt.RUN_LAYER or layer not in self._reader.layers(run):
-            raise NotFound(f"run {run!r} has no conv layer {layer!r}")
+            raise errors.NotFoundError(f"run {run!r} has no conv layer {layer!r}")
         return layer
 
     def step(self, run: str, layer: str, name: str = "step", kind: str = fmt.KIND_FILTERS) -> int:
         step = self.integer(name)
         if kind not in self._reader.kinds(run, layer):
-            raise NotFound(f"layer {layer!r} of run {run!r} has no {kind!r} records (see ConvViz options)")
+            raise errors.NotFoundError(f"layer {layer!r} of run {run!r} has no {kind!r} records (see ConvViz options)")
         if step not in self._reader.steps(run, layer, kind):
-            raise NotFound(f"layer {layer!r} of run {run!r} has no {kind!r} record at step {step}")
+            raise errors.NotFoundError(f"layer {layer!r} of run {run!r} has no {kind!r} record at step {step}")
         return step
 
     def filter(self, filters: int, name: str = "filter") -> int:
         index = self.integer(name)
         if not 0 <= index < filters:
-            raise BadRequest(f"parameter {name!r} must be in [0, {filters}), got {index}")
+            raise errors.InvalidArgumentError(f"parameter {name!r} must be in [0, {filters}), got {index}")
         return index

@@ -4,10 +4,11 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import numpy as np
+from tensorboard import errors
 
 from tb_convviz import format as fmt
+from tb_convviz import records
 from tb_convviz.analysis.compare import match_filters, most_changed_first, weight_drift
-from tb_convviz.plugin.params import BadRequest
 from tb_convviz.reader import ConvVizReader, NotFound
 
 
@@ -56,7 +57,7 @@ def index(reader: ConvVizReader) -> dict:
         except NotFound:
             pass  # not loaded yet (TensorBoard reads event files lazily): the probe shows up later
         runs.append({"run": run, "layers": layers, "probe": probe})
-    return {"runs": runs, "format_version": fmt.FORMAT_VERSION}
+    return {"runs": runs, "format_version": fmt.FORMAT_VERSION, "names": records.record_names()}
 
 
 def layer(reader: ConvVizReader, run: str, layer: str, step: int) -> dict:
@@ -157,7 +158,7 @@ def probe(reader: ConvVizReader, run: str) -> dict:
     """The probe inputs (for overlays) and their labels."""
     record = reader.bundle(run, fmt.RUN_LAYER, fmt.KIND_RUN)
     if "images" not in record:
-        raise NotFound(f"run {run!r} was logged without a probe")
+        raise errors.NotFoundError(f"run {run!r} was logged without a probe")
     labels = record.array("labels").tolist() if "labels" in record else None
     return {"run": run, "images": record.wire("images"), "labels": labels}
 
@@ -178,7 +179,7 @@ def compare(
     fb = reader.bundle(run_b, layer, fmt.KIND_FILTERS, step_b)
     n_a, n_b = fa.meta["info"]["filters"], fb.meta["info"]["filters"]
     if n_a != n_b or fa.meta["info"]["kernel_size"] != fb.meta["info"]["kernel_size"]:
-        raise BadRequest(
+        raise errors.InvalidArgumentError(
             f"layer {layer!r} differs between the runs: {n_a} filters of {fa.meta['info']['kernel_size']} "
             f"vs {n_b} of {fb.meta['info']['kernel_size']}"
         )

@@ -6,7 +6,7 @@ import mimetypes
 from pathlib import Path
 from typing import Callable
 
-from tensorboard import plugin_util
+from tensorboard import errors, plugin_util
 from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
@@ -14,7 +14,7 @@ from werkzeug import wrappers
 from tb_convviz import format as fmt
 from tb_convviz.plugin import payloads
 from tb_convviz.plugin.cache import CachingProvider
-from tb_convviz.plugin.params import BadRequest, RequestParams
+from tb_convviz.plugin.params import RequestParams
 from tb_convviz.reader import ConvVizReader, NotFound
 
 
@@ -79,10 +79,9 @@ class ConvVizPlugin(base_plugin.TBPlugin):
             )
             try:
                 return _json(request, impl(reader, RequestParams(request.args, reader)))
-            except BadRequest as e:
-                return _json(request, {"error": str(e)}, 400)
-            except NotFound as e:
-                return _json(request, {"error": str(e)}, 404)
+            except (errors.PublicError, NotFound) as e:  # NotFound: a record missing past the parameter checks
+                public = e if isinstance(e, errors.PublicError) else errors.NotFoundError(str(e))
+                return _json(request, {"error": str(public)}, public.http_code)
 
         return handler
 
