@@ -1,0 +1,116 @@
+"""Benchmark: how long `ConvViz.log()` holds up the training loop with `background=True`, and
+what the background analysis of a ResNet-50-shaped net costs per epoch.
+
+1. Blocking time of log() (the snapshot of every parameter and buffer, then a hand-off to the
+   worker) on the ResNet-18-shaped and the ResNet-50-shaped nets, as a multiple of a plain
+   `state_dict` clone measured in the same run (goal ≤ 3×). The worker is flushed between logs,
+   so each log() finds a free slot: this is the cost training pays when analysis keeps up.
+2. ResNet-50-shaped (26,560 filters, 1000 classes), a 32-image probe at 64 px, `impact=True`:
+   background analysis seconds per epoch (log() to flush()), MB per epoch (event-file growth),
+   and how many filters were ablated exactly under the default budget.
+
+    /work/venv/bin/python bench/background.py            # both parts
+    /work/venv/bin/python bench/background.py --epochs 2 --skip-impact
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.models import ResNet18Shaped, ResNet50Shaped, perturb_weights  # noqa: E402
+from tb_convviz import ConvViz, load  # noqa: E402
+from tb_convviz import format as fmt  # noqa: E402
+from tb_convviz import records  # noqa: E402
+
+MB = 1e6
+GOAL_BLOCKING_RATIO = 3.0
+
+
+def state_dict_clone_s(model: nn.Module, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        {k: v.detach().clone() for k, v in model.state_dict().items()}
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def blocking(model: nn.Module, probe: torch.Tensor, labels: torch.Tensor, epochs: int) -> tuple[float, float]:
+    """(median log() seconds, median state_dict clone seconds), measured alternately in one run."""
+    gen = torch.Generator().manual_seed(0)
+    log_s, clone_s = [], []
+    with tempfile.TemporaryDirectory() as d:
+        viz = ConvViz(d, probe=(probe, labels), perturbations=False)
+        viz.log(model, 0)  # the first log makes the model copy and checks the probe: not per epoch
+        viz.flush()
+        for epoch in range(1, epochs + 1):
+            perturb_weights(model.parameters(), gen)
+            clone_s.append(state_dict_clone_s(model, 1))
+            start = time.perf_counter()
+            viz.log(model, epoch)
+            log_s.append(time.perf_counter() - start)
+            viz.flush()
+        viz.close()
+    return statistics.median(log_s), statistics.median(clone_s)
+
+
+def impact_epochs(epochs: int) -> None:
+    model = ResNet50Shaped(classes=1000)
+    filters = sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))
+    gen = torch.Generator().manual_seed(1)
+    probe = torch.randn(32, 3, 64, 64, generator=gen)
+    labels = torch.randint(0, 1000, (32,), generator=gen)
+    with tempfile.TemporaryDirectory() as d:
+        viz = ConvViz(d, probe=(probe, labels), impact=True)
+        sizes, seconds = [], []
+        for epoch in range(epochs):
+            perturb_weights(model.parameters(), gen)
+            before = sum(f.stat().st_size for f in Path(d).iterdir())
+            start = time.perf_counter()
+            viz.log(model, epoch)
+            viz.flush()
+            seconds.append(time.perf_counter() - start)
+            sizes.append((sum(f.stat().st_size for f in Path(d).iterdir()) - before) / MB)
+        viz.close()
+        logs = load(d)
+        run = logs.runs()[0]
+        exact = sum(int(logs.bundle(run, layer, fmt.KIND_IMPACT, epochs - 1).array(records.IMPACT_EXACT).sum()) for layer in logs.layers(run))
+    print(f"\nResNet-50-shaped ({filters} filters, 1000 classes), 32-image probe at 64 px, impact=True, defaults")
+    print(f"  background analysis per epoch: {', '.join(f'{s:.1f}' for s in seconds)} s")
+    print(f"  MB per epoch: {', '.join(f'{s:.2f}' for s in sizes)} (the first keeps full kernels of every layer)")
+    print(f"  filters ablated exactly at the last epoch: {exact} of {filters}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=5, help="logs per net for the blocking time (default: %(default)s)")
+    parser.add_argument("--impact-epochs", type=int, default=2, help="epochs of the ResNet-50 impact run (default: %(default)s)")
+    parser.add_argument("--skip-impact", action="store_true", help="only measure the blocking time")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    print(f"log() blocking time with background=True vs a state_dict clone (goal ≤ {GOAL_BLOCKING_RATIO:.0f}×), "
+          f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs")
+    for name, model, size, classes in (("ResNet-18-shaped", ResNet18Shaped(10), 112, 10), ("ResNet-50-shaped", ResNet50Shaped(1000), 64, 1000)):
+        probe = torch.randn(8, 3, size, size)
+        labels = torch.arange(8) % classes
+        log_s, clone_s = blocking(model, probe, labels, args.epochs)
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        print(f"  {name:17s} ({params:5.1f} M params): log() {log_s * 1e3:7.1f} ms, state_dict clone {clone_s * 1e3:7.1f} ms, "
+              f"ratio {log_s / clone_s:4.2f}×")
+    if not args.skip_impact:
+        impact_epochs(args.impact_epochs)
+
+
+if __name__ == "__main__":
+    main()
