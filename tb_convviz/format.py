@@ -52,6 +52,14 @@ PERTURBATION_GROUPS = {
     "shift": ("shift_fractions", "shift"),
     "reversal": ("reversal",),
 }
+
+
+def group_keys_of_its_own(group: str) -> set[str]:
+    """The keys of a perturbation group that no other group shares: their presence means it was logged."""
+    others = {k for g, keys in PERTURBATION_GROUPS.items() if g != group for k in keys}
+    return set(PERTURBATION_GROUPS[group]) - others
+
+
 COUNTERFACTUAL_PREFIX = "cf/"
 TOP_EXAMPLE_PREFIX = "topk_"  # impact-record arrays describing the top activating probe examples
 

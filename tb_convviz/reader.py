@@ -156,12 +156,16 @@ class Logs(ConvVizReader):
         "reversal", or a counterfactual's name (keys "change", "cosine", "z", "flag")."""
         arrays = self.perturbation(run, layer, step)
         if name in fmt.PERTURBATION_GROUPS:
+            # A group is logged when a key of its own is there: "rotation_angles" alone belongs to
+            # the grating analysis too, and is no rotated-probe curve.
             found = {k: arrays[k] for k in fmt.PERTURBATION_GROUPS[name] if k in arrays}
+            if not set(found) & fmt.group_keys_of_its_own(name):
+                found = {}
         else:
             prefix = fmt.COUNTERFACTUAL_PREFIX + name
             found = {(k[len(prefix) + 1 :] or "change"): v for k, v in arrays.items() if k == prefix or k.startswith(prefix + "/")}
         if not found:
-            groups = {g for g, keys in fmt.PERTURBATION_GROUPS.items() if any(k in arrays for k in keys)}
+            groups = {g for g in fmt.PERTURBATION_GROUPS if fmt.group_keys_of_its_own(g) & set(arrays)}
             known = sorted(groups | {k.split("/")[1] for k in arrays if k.startswith(fmt.COUNTERFACTUAL_PREFIX)})
             raise NotFound(f"no {name!r} response for layer {layer!r} at step {step}; logged: {known}")
         return found

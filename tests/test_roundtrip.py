@@ -206,3 +206,15 @@ def test_maps_are_the_conv_output_even_before_an_inplace_relu(tmp_path):
     assert (want < 0).any()
     got = logs.activations(logs.runs()[0], "0", 0)
     assert np.abs(got - want).max() <= (want.max() - want.min()) / 510 * 2
+
+
+def test_rotation_not_logged_is_not_found(tmp_path):
+    from tb_convviz import NotFound
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    with ConvViz(tmp_path / "run", probe=torch.randn(2, 3, 8, 8)) as viz:
+        viz.log(model, 0)
+    logs = load(tmp_path)
+    assert "tuning" in logs.tuning("run", "0", 0, "orientation")
+    with pytest.raises(NotFound, match="'rotation'.*logged: \\['adversarial', 'noise', 'orientation'\\]"):
+        logs.tuning("run", "0", 0, "rotation")
