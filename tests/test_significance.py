@@ -171,6 +171,18 @@ def test_a_known_discordant_rate_makes_small_effects_harder_to_detect():
     assert math.isnan(detectable_effect(46, discordant_rate=0.05))  # ~2 discordant images expected
 
 
+@pytest.mark.parametrize("n", [7, 10, 46, 100])
+def test_one_way_changes_need_the_fewest_images_from_seven_on(n: int):
+    # No discordance ψ ∈ [Δ, 1] reaches 80% power for a slightly smaller effect than the one-way answer.
+    effect = 0.99 * detectable_effect(n)
+    assert max(mcnemar_power(n, effect, psi) for psi in np.linspace(effect, 1, 60)) < 0.8
+
+
+def test_at_six_images_near_total_discordance_beats_one_way_changes():
+    # The documented exception: 6 of 6 images changing, (1 + Δ)/2 of them lost, vs Δ^6 one-way.
+    assert mcnemar_power(6, 0.93, 1.0) >= 0.8 > mcnemar_power(6, 0.93)
+
+
 @pytest.mark.parametrize(
     "call, name",
     [
