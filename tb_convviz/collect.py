@@ -16,6 +16,7 @@ from tb_convviz import format as fmt
 from tb_convviz import records
 from tb_convviz.analysis.activations import activation_stats, downsample_maps, map_resolution
 from tb_convviz.analysis.compare import weight_drift
+from tb_convviz.analysis.footprint import kernel_footprint
 from tb_convviz.analysis.impact import filter_impact
 from tb_convviz.analysis.kernels import filter_stats, fold_batchnorm, kernel_tiles
 from tb_convviz.analysis.perturbation import counterfactual_sensitivity, perturbation_responses
@@ -207,10 +208,13 @@ def _kernel_record(conv: nn.Module, bn: Optional[nn.Module], bn_name: Optional[s
         gamma = bn.weight.detach().cpu() if bn.weight is not None else None
         beta = bn.bias.detach().cpu() if bn.bias is not None else None
         scale, b_eff = fold_batchnorm(bias, bn.running_mean.cpu(), bn.running_var.cpu(), gamma, beta, bn.eps)
+    # Footprint of what each filter does at inference: the BatchNorm-folded kernel where there is one.
+    effective = w if scale is None else w * scale.reshape(-1, *([1] * (w.dim() - 1)))
     return records.kernels_record(
         w.numpy(),
         bias.numpy() if bias is not None else None,
         bn_name,
         scale.numpy() if scale is not None else None,
         b_eff.numpy() if b_eff is not None else None,
+        kernel_footprint(effective, groups=conv.groups),
     )

@@ -9,6 +9,7 @@ from tensorboard import context as tb_context
 from tensorboard.data import provider as tb_provider
 
 from tb_convviz import format as fmt
+from tb_convviz import records
 
 _ALL_STEPS = 1 << 30  # downsample bound meaning "every step": users must see every epoch
 _PARALLEL_READS = 8  # blob reads in flight at once: each waits on the data server, not the CPU
@@ -121,6 +122,17 @@ class ConvVizReader:
         if not candidates:
             raise NotFound(f"no {kind!r} record for layer {layer!r} of run {run!r} at or before step {step}")
         return max(candidates)
+
+    def footprint(self, run: str, layer: str, step: int) -> dict:
+        """How the layer's kernel energy spreads over the kernel window, from the last full kernels at
+        or before `step`: "ring_energy" (R,) share per Chebyshev ring from the centre, "offset_energy"
+        (*kernel), "dead_share", "duplicate_share", "duplicate_pairs", "hint" (plain words or None),
+        and "step" (the kernels' step)."""
+        kernel_step = self.latest_at_or_before(run, layer, fmt.KIND_KERNELS, step)
+        found = records.footprint(self.bundle(run, layer, fmt.KIND_KERNELS, kernel_step))
+        if found is None:
+            raise NotFound(f"layer {layer!r} of run {run!r} was logged without kernel footprints")
+        return {**found, "step": kernel_step}
 
 
 class Logs(ConvVizReader):

@@ -26,6 +26,11 @@ MAPS = "maps"
 PROBE_IMAGES = "images"
 PROBE_LABELS = "labels"
 
+# A kernels record's footprint of the layer (analysis.footprint): arrays, and scalars in its meta.
+FOOTPRINT_ARRAYS = ("offset_energy", "ring_energy")
+FOOTPRINT_META = "footprint"
+FOOTPRINT_PREFIX = "footprint/"
+
 # Per-filter statistics of a filters record (float32, one value per filter).
 DRIFT_PREV = ("cosine_distance_prev", "norm_change_prev")
 DRIFT_FIRST = "cosine_distance_first"
@@ -104,16 +109,28 @@ def kernels_record(
     batchnorm: Optional[str],
     bn_scale: Optional[np.ndarray],
     effective_bias: Optional[np.ndarray],
+    footprint: Mapping[str, Any],
 ) -> bytes:
-    """Full raw kernels (q8 per filter), the conv bias, and the following BatchNorm as one scale per
-    filter (readers fold it in: `format.effective_kernel`)."""
+    """Full raw kernels (q8 per filter), the conv bias, the following BatchNorm as one scale per
+    filter (readers fold it in: `format.effective_kernel`), and the layer's kernel footprint."""
     arrays: dict[str, Encoded] = {KERNEL: ("q8", kernel, 1)}
+    arrays.update({FOOTPRINT_PREFIX + k: ("f32", np.asarray(footprint[k]), 0) for k in FOOTPRINT_ARRAYS})
+    scalars = {k: v for k, v in footprint.items() if k not in FOOTPRINT_ARRAYS}
     if bn_scale is not None and effective_bias is not None:
         arrays[BN_SCALE] = ("f32", bn_scale, 0)
         arrays[EFFECTIVE_BIAS] = ("f32", effective_bias, 0)
     if bias is not None:
         arrays[BIAS] = ("f32", bias, 0)
-    return fmt.encode_bundle(arrays, {"batchnorm": batchnorm})
+    return fmt.encode_bundle(arrays, {"batchnorm": batchnorm, FOOTPRINT_META: scalars})
+
+
+def footprint(bundle: fmt.Bundle) -> Optional[dict[str, Any]]:
+    """The footprint stored in a kernels record (None in logs from before it was kept)."""
+    if FOOTPRINT_META not in bundle.meta:
+        return None
+    out: dict[str, Any] = dict(bundle.meta[FOOTPRINT_META])
+    out.update({k: bundle.array(FOOTPRINT_PREFIX + k) for k in FOOTPRINT_ARRAYS})
+    return out
 
 
 def analysis_record(kind: str, arrays: Mapping[str, np.ndarray]) -> bytes:

@@ -218,3 +218,18 @@ def test_rotation_not_logged_is_not_found(tmp_path):
     assert "tuning" in logs.tuning("run", "0", 0, "orientation")
     with pytest.raises(NotFound, match="'rotation'.*logged: \\['adversarial', 'noise', 'orientation'\\]"):
         logs.tuning("run", "0", 0, "rotation")
+
+
+def test_footprint_of_a_5x5_layer_used_as_a_3x3(tmp_path):
+    model = nn.Sequential(nn.Conv2d(3, 8, 5, padding=2), nn.ReLU(), nn.Conv2d(8, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    with torch.no_grad():
+        model[0].weight[:, :, [0, 4], :] = 0
+        model[0].weight[:, :, :, [0, 4]] = 0
+    with ConvViz(tmp_path / "run", probe=torch.randn(2, 3, 8, 8), perturbations=False) as viz:
+        viz.log(model, 0)
+        viz.log(model, 1)
+    logs = load(tmp_path)
+    found = logs.footprint("run", "0", 1)
+    assert "a 3×3 would keep 100% of this 5×5 layer's energy" in found["hint"]
+    np.testing.assert_allclose(found["ring_energy"], [found["offset_energy"][2, 2], 1 - found["offset_energy"][2, 2], 0], atol=1e-6)
+    assert found["step"] == 1 and found["dead_share"] == 0

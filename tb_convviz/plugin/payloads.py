@@ -76,6 +76,11 @@ def layer(reader: ConvVizReader, run: str, layer: str, step: int) -> dict:
         "map_images": [],
     }
     try:
+        found = reader.footprint(run, layer, step)
+        out["footprint"] = {k: (_floats(v) if isinstance(v, np.ndarray) else v) for k, v in found.items()}
+    except NotFound:
+        out["footprint"] = None
+    try:
         maps = reader.bundle(run, layer, fmt.KIND_MAPS, step)
         out["maps"] = maps.wire("maps")
         out["map_images"] = maps.meta.get("images", [])
