@@ -93,7 +93,9 @@ def test_nonlinear_methods_fall_back_to_pca_for_a_handful_of_filters():
     np.testing.assert_array_equal(coords, filter_embedding(profile, "pca"))
 
 
-@pytest.mark.parametrize(("method", "module", "package"), [("umap", "umap", "umap-learn"), ("tsne", "sklearn.manifold", "scikit-learn")])
+@pytest.mark.parametrize(
+    ("method", "module", "package"), [("umap", "umap", "umap-learn"), ("tsne", "sklearn.manifold", "scikit-learn")]
+)
 def test_missing_package_names_the_embed_extra(monkeypatch, method, module, package):
     monkeypatch.setitem(sys.modules, module, None)  # `import` of it now raises ImportError
     with pytest.raises(ImportError, match=rf"{package}.*tb_convviz\[embed\]"):
