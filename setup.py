@@ -25,6 +25,7 @@ setup(
         "protobuf",
         "werkzeug",
         "crc32c",  # C checksums for event files: TensorBoard's pure-Python ones cost 0.35 s/MB
+        "scipy",  # optimal one-to-one filter matching across runs (linear_sum_assignment)
     ],
     extras_require={
         "test": ["pytest", "playwright", "scikit-learn", "mnist1d", "lightning"],
@@ -32,8 +33,11 @@ setup(
         "demo": ["scikit-learn", "mnist1d"],
         # bench/impact.py compares exact ablation with Captum's LayerFeatureAblation.
         "bench": ["captum", "psutil"],
+        # Non-linear filter maps (analysis/embedding.py); PCA needs neither.
+        "embed": ["umap-learn", "scikit-learn"],
     },
     entry_points={
+        "console_scripts": ["tb-convviz = tb_convviz.cli:main"],
         "tensorboard_plugins": [
             "convviz = tb_convviz.plugin.loader:ConvVizLoader",
         ],

@@ -1,0 +1,161 @@
+"""Pure functions comparing representations across runs and epochs the way the literature does:
+linear CKA (Kornblith et al. 2019) between layers, and one-to-one filter matching by response
+profiles (Li et al. 2016, "Convergent learning"), with weight drift measured after alignment.
+
+Everything is computed over one fixed set of probe images, so two snapshots are comparable
+exactly when they saw the same probe.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from tb_convviz.analysis.compare import weight_drift
+
+Array = Union[np.ndarray, torch.Tensor]
+
+# Filters flattened into the float64 Gram at once: bounds the temporary copy to about
+# N × 64 × H × W doubles (64 probe images of a 256×56×56 ResNet-50 layer would otherwise be 411 MB).
+_GRAM_FILTER_CHUNK = 64
+
+
+def _as_numpy(a: Array) -> np.ndarray:
+    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+
+
+def gram_matrix(acts: Array) -> np.ndarray:
+    """(N, F, *spatial) activations of N probe images → their (N, N) float64 linear Gram matrix.
+
+    Each image's representation is its whole activation (all filters at full resolution),
+    flattened; the Gram sums over those features, so it does not depend on filter order.
+    Features are centered over the probe images first: linear CKA needs the centered Gram
+    H K H, and centering before the product avoids the cancellation of subtracting large means
+    from it afterwards (`linear_cka` centers again, which leaves a centered Gram unchanged).
+    """
+    x = _as_numpy(acts)
+    n, filters = x.shape[0], x.shape[1]
+    gram = np.zeros((n, n), dtype=np.float64)
+    for start in range(0, filters, _GRAM_FILTER_CHUNK):
+        chunk = x[:, start : start + _GRAM_FILTER_CHUNK].reshape(n, -1).astype(np.float64)
+        chunk -= chunk.mean(axis=0, keepdims=True)
+        gram += chunk @ chunk.T
+    return gram
+
+
+def _centered_unit(gram: np.ndarray) -> np.ndarray:
+    """H K H scaled to unit Frobenius norm (all zeros for a representation constant over the probe)."""
+    k = np.asarray(gram, dtype=np.float64)
+    k = k - k.mean(axis=0, keepdims=True)
+    k = k - k.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(k)
+    return k / norm if norm > 0 else np.zeros_like(k)
+
+
+def linear_cka(gram_a: np.ndarray, gram_b: np.ndarray) -> float:
+    """Linear CKA of two representations of the same N probe images, from their (N, N) Grams.
+
+    CKA = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)) with HSIC(K, L) ∝ tr(K_c L_c), K_c = H K H;
+    the 1/(N−1)² factors cancel. 1 for representations equal up to rotation and isotropic
+    scale (so for a filter permutation), lower the more they differ. NaN when either
+    representation is constant over the probe (its centered Gram is 0: nothing to compare).
+    """
+    return float(cka_matrix([gram_a], [gram_b])[0, 0])
+
+
+def cka_matrix(grams_a: Sequence[np.ndarray], grams_b: Optional[Sequence[np.ndarray]] = None) -> np.ndarray:
+    """Linear CKA between every pair of (N, N) Grams: (len(a), len(b)), or (len(a), len(a))
+    when `grams_b` is None — e.g. one layer across epochs, or every layer of run A against
+    every layer of run B. Each Gram is centered and normalised once, so T epochs cost T² dot products."""
+    unit_a = np.stack([_centered_unit(g).ravel() for g in grams_a])
+    unit_b = unit_a if grams_b is None else np.stack([_centered_unit(g).ravel() for g in grams_b])
+    cka = unit_a @ unit_b.T
+    constant = (np.abs(unit_a).sum(axis=1) == 0)[:, None] | (np.abs(unit_b).sum(axis=1) == 0)[None, :]
+    return np.where(constant, np.nan, np.clip(cka, -1.0, 1.0))
+
+
+def response_profile(acts: Array) -> np.ndarray:
+    """(N, F, *spatial) activations → (F, N) float64: each filter's mean activation on each probe
+    image — what a filter responds to, independent of where in the image and of filter order."""
+    x = _as_numpy(acts)
+    return x.reshape(x.shape[0], x.shape[1], -1).mean(axis=2, dtype=np.float64).T.copy()
+
+
+def _standardized_rows(profile: np.ndarray) -> np.ndarray:
+    """Rows centered and scaled to unit norm, so a row product is a Pearson correlation; a
+    constant row becomes 0 (its correlation is undefined; 0 says "no evidence of a match")."""
+    p = np.asarray(profile, dtype=np.float64)
+    p = p - p.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(p, axis=1, keepdims=True)
+    return np.divide(p, norm, out=np.zeros_like(p), where=norm > 0)
+
+
+def match_filters(profile_a: np.ndarray, profile_b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pair each filter of A with at most one filter of B, maximising the total |Pearson correlation|
+    of their (F, N) response profiles over the same N probe images (optimal, Hungarian assignment).
+
+    Sign-aware: a filter whose response is its counterpart's negation carries the same information
+    (one layer later a negative weight undoes it), so pairs are chosen on |corr|.
+    Returns, per filter of A (shape (F_a,)):
+      match: index of its partner in B, −1 when F_a > F_b left it unmatched;
+      similarity: |corr| with its partner in [0, 1] (NaN when unmatched);
+      sign: +1 / −1 the sign of that correlation (0 when unmatched or the correlation is 0).
+    Constant profiles (a dead filter) correlate 0 with everything, so they match arbitrarily with
+    similarity 0.
+    """
+    corr = _standardized_rows(profile_a) @ _standardized_rows(profile_b).T
+    rows, cols = linear_sum_assignment(np.abs(corr), maximize=True)
+    f_a = corr.shape[0]
+    match = np.full(f_a, -1, dtype=np.int64)
+    similarity = np.full(f_a, np.nan)
+    sign = np.zeros(f_a, dtype=np.int64)
+    match[rows] = cols
+    paired = np.clip(corr[rows, cols], -1.0, 1.0)
+    similarity[rows] = np.abs(paired)
+    sign[rows] = np.sign(paired).astype(np.int64)
+    return match, similarity, sign
+
+
+def aligned_weight_drift(
+    kernels_a: np.ndarray, kernels_b: np.ndarray, match_this: np.ndarray, match_prev: Optional[np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Per-filter weight drift from A to B between matched filters, after aligning B's input channels.
+
+    kernels_*: (F, Cin/groups, *kernel). match_this: (F_a,) partner in B of each filter of A
+    (−1 none), from `match_filters` on this layer. match_prev: (Cin_a,) partner in B of each input
+    channel of A — `match_filters` of the layer feeding this one — or None when the inputs are the
+    same in both runs (the image). Without that alignment a permuted copy would look fully changed.
+    Grouping is inferred as Cin_a / (Cin/groups); an input channel whose partner is −1 or lies
+    outside the B filter's group has no counterpart weight and is compared against 0.
+    Returns `compare.weight_drift`'s keys, (F_a,) each: cosine_distance (0 same … 2 flipped) and
+    norm_change; NaN for unmatched filters. Signs are not flipped for anti-correlated partners.
+    """
+    a = np.asarray(kernels_a, dtype=np.float64)
+    b = np.asarray(kernels_b, dtype=np.float64)
+    match_this = np.asarray(match_this, dtype=np.int64)
+    f_a, per_group_a = a.shape[0], a.shape[1]
+    f_b, per_group_b = b.shape[0], b.shape[1]
+    matched = match_this >= 0
+    partner = b[np.where(matched, match_this, 0)]  # (F_a, Cin_b/groups, *k)
+    if match_prev is None:
+        if per_group_a != per_group_b:
+            raise ValueError(f"input channels differ ({per_group_a} vs {per_group_b}): pass match_prev")
+        aligned = partner
+    else:
+        match_prev = np.asarray(match_prev, dtype=np.int64)
+        groups = match_prev.shape[0] // per_group_a
+        # Global B input channel of each (A filter, A in-group channel), then local to the B filter's group.
+        group_a = np.arange(f_a) // (f_a // groups)
+        global_a = group_a[:, None] * per_group_a + np.arange(per_group_a)[None, :]
+        global_b = match_prev[global_a]
+        group_b = np.where(matched, match_this, 0) // max(f_b // groups, 1)
+        local_b = global_b - group_b[:, None] * per_group_b
+        valid = (global_b >= 0) & (local_b >= 0) & (local_b < per_group_b)
+        aligned = np.take_along_axis(
+            partner, np.where(valid, local_b, 0).reshape(f_a, per_group_a, *([1] * (a.ndim - 2))), axis=1
+        )
+        aligned = np.where(valid.reshape(f_a, per_group_a, *([1] * (a.ndim - 2))), aligned, 0.0)
+    drift = weight_drift(a, aligned)
+    return {k: np.where(matched, v, np.nan) for k, v in drift.items()}

@@ -1,0 +1,260 @@
+"""Planted truths for run-vs-run and epoch-vs-epoch similarity: a net with its filters permuted
+computes exactly what the original computes, so matching must recover each permutation, CKA
+must be 1 and aligned weight drift 0; independent nets must differ."""
+from __future__ import annotations
+
+import copy
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tb_convviz.analysis.similarity import (
+    aligned_weight_drift,
+    cka_matrix,
+    gram_matrix,
+    linear_cka,
+    match_filters,
+    response_profile,
+)
+from training import sgd_step
+
+CONVS = ("0", "3", "6")  # conv layers of `grouped_net`
+CLASSES = 4
+
+
+def grouped_net(seed: int) -> nn.Sequential:
+    """conv 3→6, BN, ReLU, conv 6→8, BN, ReLU, grouped conv 8→8 (2 groups), ReLU, pool, linear."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.Conv2d(6, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=2),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, CLASSES),
+    )
+
+
+def blob_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 3, 8, 8) noise images, each with a bright 4×4 blob in the quadrant named by its label."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % CLASSES
+    images = 0.3 * torch.randn(n, 3, 8, 8, generator=g)
+    for i, c in enumerate(labels.tolist()):
+        r, col = divmod(c, 2)
+        images[i, :, 4 * r : 4 * r + 4, 4 * col : 4 * col + 4] += 1.0
+    return images, labels
+
+
+def trained(seed: int) -> nn.Sequential:
+    """`grouped_net(seed)` after 50 SGD steps on 64 blob images: enough to classify the probe."""
+    model = grouped_net(seed)
+    images, labels = blob_data(64, seed=100)
+    for _ in range(50):
+        sgd_step(model, images, labels, lr=0.3)
+    return model.eval()
+
+
+def permute_conv(conv: nn.Conv2d, p_out: np.ndarray, p_in: np.ndarray) -> None:
+    """Filter j of the result is filter p_out[j]; its input channel c is the one the original read
+    from channel p_in[global c] (p_out and p_in must keep each group's channels together)."""
+    w = conv.weight.detach().clone()
+    per_group = w.shape[1]
+    out_per_group = w.shape[0] // conv.groups
+    new = torch.empty_like(w)
+    for j in range(w.shape[0]):
+        group = j // out_per_group
+        src_channels = [p_in[group * per_group + c] % per_group for c in range(per_group)]
+        new[j] = w[p_out[j]][src_channels]
+    with torch.no_grad():
+        conv.weight.copy_(new)
+        if conv.bias is not None:
+            conv.bias.copy_(conv.bias[p_out].clone())
+
+
+def permute_batchnorm(bn: nn.BatchNorm2d, p: np.ndarray) -> None:
+    with torch.no_grad():
+        for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var):
+            t.copy_(t[p].clone())
+
+
+def block_permutation(group_order: list[int], within: list[int]) -> np.ndarray:
+    """A permutation of len(group_order) × len(within) channels that moves whole groups."""
+    size = len(within)
+    return np.array([group_order[j // size] * size + within[j % size] for j in range(len(group_order) * size)])
+
+
+@pytest.fixture(scope="module")
+def permuted_pair():
+    """(A, B, {layer: p}): B's filter j of each conv is A's filter p[j]; B computes what A does."""
+    a = trained(seed=0)
+    perms = {
+        "0": np.array([5, 2, 0, 4, 1, 3]),
+        "3": block_permutation([1, 0], [2, 0, 3, 1]),
+        "6": block_permutation([1, 0], [1, 3, 0, 2]),
+    }
+    # None is its own inverse, so a matcher returning p instead of argsort(p) would fail.
+    assert all((np.argsort(p) != p).any() for p in perms.values())
+    b = copy.deepcopy(a)
+    permute_conv(b[0], perms["0"], np.arange(3))
+    permute_batchnorm(b[1], perms["0"])
+    permute_conv(b[3], perms["3"], perms["0"])
+    permute_batchnorm(b[4], perms["3"])
+    permute_conv(b[6], perms["6"], perms["3"])
+    with torch.no_grad():
+        b[10].weight.copy_(b[10].weight[:, perms["6"]].clone())
+    return a, b, perms
+
+
+def conv_outputs(model: nn.Module, images: torch.Tensor) -> dict[str, np.ndarray]:
+    """Each conv layer's output (N, F, H, W) on `images`."""
+    outputs: dict[str, np.ndarray] = {}
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, o, n=n: outputs.__setitem__(n, o.detach().numpy()))
+        for n, m in model.named_modules()
+        if n in CONVS
+    ]
+    try:
+        with torch.no_grad():
+            model(images)
+    finally:
+        for h in hooks:
+            h.remove()
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def probe() -> torch.Tensor:
+    return blob_data(32, seed=5)[0]
+
+
+def test_permuted_copy_computes_the_same_function(permuted_pair, probe):
+    a, b, _ = permuted_pair
+    torch.testing.assert_close(b(probe), a(probe), rtol=1e-5, atol=1e-5)
+
+
+def test_matching_recovers_every_permutation(permuted_pair, probe):
+    a, b, perms = permuted_pair
+    acts_a, acts_b = conv_outputs(a, probe), conv_outputs(b, probe)
+    for layer in CONVS:
+        match, similarity, sign = match_filters(response_profile(acts_a[layer]), response_profile(acts_b[layer]))
+        # B's filter j is A's filter p[j], so A's filter i sits at B's argsort(p)[i].
+        np.testing.assert_array_equal(match, np.argsort(perms[layer]), err_msg=layer)
+        np.testing.assert_allclose(similarity, 1.0, atol=1e-6)
+        np.testing.assert_array_equal(sign, 1)
+
+
+def test_cka_of_permuted_copy_is_one_for_every_layer(permuted_pair, probe):
+    a, b, _ = permuted_pair
+    acts_a, acts_b = conv_outputs(a, probe), conv_outputs(b, probe)
+    for layer in CONVS:
+        assert linear_cka(gram_matrix(acts_a[layer]), gram_matrix(acts_b[layer])) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_aligned_weight_drift_of_permuted_copy_is_zero(permuted_pair, probe):
+    a, b, _ = permuted_pair
+    acts_a, acts_b = conv_outputs(a, probe), conv_outputs(b, probe)
+    match = {n: match_filters(response_profile(acts_a[n]), response_profile(acts_b[n]))[0] for n in CONVS}
+    previous = {"0": None, "3": match["0"], "6": match["3"]}
+    for layer in CONVS:
+        wa, wb = a.get_submodule(layer).weight.detach().numpy(), b.get_submodule(layer).weight.detach().numpy()
+        drift = aligned_weight_drift(wa, wb, match[layer], previous[layer])
+        assert np.abs(drift["cosine_distance"]).max() < 1e-12, layer
+        assert np.abs(drift["norm_change"]).max() < 1e-12, layer
+    # Without aligning the input channels, the same pair looks changed: the alignment is what makes it 0.
+    unaligned = aligned_weight_drift(a[3].weight.detach().numpy(), b[3].weight.detach().numpy(), match["3"], None)
+    assert unaligned["cosine_distance"].mean() > 0.3
+
+
+def test_independently_initialised_nets_have_low_cka_on_last_layers(probe):
+    a, b = trained(seed=1), trained(seed=2)
+    labels = blob_data(32, seed=5)[1]
+    with torch.no_grad():  # both learned the task: the difference is not one of them failing
+        assert (a(probe).argmax(1) == labels).all() and (b(probe).argmax(1) == labels).all()
+    acts_a, acts_b = conv_outputs(a, probe), conv_outputs(b, probe)
+    for layer in ("3", "6"):
+        assert linear_cka(gram_matrix(acts_a[layer]), gram_matrix(acts_b[layer])) < 0.9, layer
+
+
+def test_cka_from_grams_equals_the_feature_space_formula(probe):
+    # 130 filters: more than one chunk of gram_matrix's filter loop.
+    g = torch.Generator().manual_seed(3)
+    x = nn.functional.conv2d(probe, torch.randn(130, 3, 3, 3, generator=g), padding=1).numpy()
+    y = conv_outputs(trained(seed=1), probe)["6"]
+
+    def centered(acts: np.ndarray) -> np.ndarray:
+        flat = acts.reshape(acts.shape[0], -1).astype(np.float64)
+        return flat - flat.mean(axis=0)
+
+    xc, yc = centered(x), centered(y)
+    direct = np.linalg.norm(yc.T @ xc) ** 2 / (np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc))
+    assert linear_cka(gram_matrix(x), gram_matrix(y)) == pytest.approx(direct, abs=1e-4)
+    np.testing.assert_allclose(gram_matrix(x), xc @ xc.T, rtol=1e-10, atol=1e-8)
+    assert 0.05 < direct < 0.95  # a pair that actually tests something
+
+
+def test_gram_ignores_filter_order_and_accepts_tensors(probe):
+    acts = conv_outputs(trained(seed=1), probe)["3"]
+    order = np.random.default_rng(0).permutation(acts.shape[1])
+    np.testing.assert_allclose(gram_matrix(acts[:, order]), gram_matrix(acts), rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(gram_matrix(torch.from_numpy(acts)), gram_matrix(acts))
+
+
+def test_cka_across_epochs_is_one_on_the_diagonal_and_falls_with_weight_change(probe):
+    model = trained(seed=0)
+    grams = []
+    rng = torch.Generator().manual_seed(11)
+    for noise in (0.0, 0.3, 1.0, 3.0):  # "epochs": every conv's weights moved further each time
+        with torch.no_grad():
+            for layer in CONVS:
+                w = model.get_submodule(layer).weight
+                w.add_(noise * w.std() * torch.randn(w.shape, generator=rng))
+        grams.append(gram_matrix(conv_outputs(model, probe)["6"]))
+    m = cka_matrix(grams)
+    np.testing.assert_allclose(np.diag(m), 1.0, atol=1e-12)
+    np.testing.assert_allclose(m, m.T, atol=1e-12)
+    assert np.all(np.diff(m[0]) < -1e-3), m[0]  # the further the weights moved, the lower
+    assert m[0, -1] < 0.9
+    np.testing.assert_allclose(cka_matrix(grams, grams[:1])[:, 0], m[:, 0], atol=1e-12)
+
+
+def test_cka_of_a_constant_representation_is_nan():
+    constant = gram_matrix(np.ones((5, 2, 3, 3)))
+    varied = gram_matrix(np.random.default_rng(0).normal(size=(5, 2, 3, 3)))
+    assert np.isnan(linear_cka(constant, varied))
+
+
+def test_match_filters_handles_sizes_signs_and_constant_profiles():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(6, 20))
+    b = np.concatenate([-a[[4, 1]] * 3.0 + 2.0, a[[0]], np.full((1, 20), 0.5)])  # 4 filters
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a constant profile must not produce a divide warning
+        match, similarity, sign = match_filters(a, b)
+    np.testing.assert_array_equal(match[[4, 1, 0]], [0, 1, 2])
+    np.testing.assert_array_equal(sign[[4, 1, 0]], [-1, -1, 1])
+    np.testing.assert_allclose(similarity[[4, 1, 0]], 1.0, atol=1e-12)
+    # Two of A's six filters remain for B's constant filter 3: one takes it with similarity 0.
+    rest = np.array([2, 3, 5])
+    assert sorted(match[rest].tolist()) == [-1, -1, 3]
+    taker = rest[match[rest] == 3][0]
+    assert similarity[taker] == 0 and sign[taker] == 0
+    unmatched = rest[match[rest] == -1]
+    assert np.isnan(similarity[unmatched]).all() and (sign[unmatched] == 0).all()
+    # Fewer filters in A: every one finds its copy in B.
+    match_back, _, _ = match_filters(b[:3], a)
+    np.testing.assert_array_equal(match_back, [4, 1, 0])
+
+
+def test_response_profile_is_per_filter_mean_per_image():
+    acts = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+    np.testing.assert_allclose(response_profile(acts), acts.mean(axis=2).T)
+    assert response_profile(torch.zeros(5, 7, 2, 2, 2)).shape == (7, 5)
