@@ -30,6 +30,9 @@ from tb_convviz.snapshot import ModelCopy, State, architecture_mismatch, signatu
 from tb_convviz.worker import BackgroundWorker
 from tb_convviz.writer import RecordWriter
 
+# The Gram record grows with images² per layer: 256 images is 64 KB a layer and epoch in float16.
+MAX_SIMILARITY_IMAGES = 256
+
 SLOW_ANALYSIS_HINT = (
     "analysis is slower than training: log() waited for the previous step's analysis to finish. "
     "Cheaper settings: every_n_epochs=k, perturbations=False, a smaller probe, "
@@ -90,6 +93,9 @@ class ConvViz:
         impact: log what the model loses without each filter (exact ablation, Taylor estimate),
             class selectivity and top activating probe examples. Needs probe labels. A dict passes
             options to `filter_impact`.
+        similarity_images: the first this many probe images (at most 256; 0: off) give each layer's
+            Gram matrix (linear CKA across layers, epochs and runs) and, for the first 32 of them,
+            each filter's response profile (filter matching across runs, filter maps).
         background: analyse in a worker thread on a private copy of the model, so `log()` costs
             only a snapshot of the weights. False (or a model that cannot be deep-copied) runs inline.
         analysis_device: where the copy lives and the analyses run (None: the model's device).
@@ -110,6 +116,7 @@ class ConvViz:
         perturbations: Union[bool, Mapping[str, Any]] = True,
         counterfactuals: Optional[Mapping[str, Callable[[torch.Tensor], torch.Tensor]]] = None,
         impact: Union[bool, Mapping[str, Any]] = False,
+        similarity_images: int = 64,
         background: bool = True,
         analysis_device: Optional[Union[str, torch.device]] = None,
     ):
@@ -121,6 +128,8 @@ class ConvViz:
             raise ValueError(f"map_budget_mb must be a positive number, got {map_budget_mb!r}")
         if not isinstance(keep_all, bool):
             raise ValueError(f"keep_all must be True or False, got {keep_all!r}")
+        if isinstance(similarity_images, bool) or not isinstance(similarity_images, (int, np.integer)) or not 0 <= similarity_images <= MAX_SIMILARITY_IMAGES:
+            raise ValueError(f"similarity_images must be an integer in [0, {MAX_SIMILARITY_IMAGES}], got {similarity_images!r}")
         if not isinstance(background, bool):
             raise ValueError(f"background must be True or False, got {background!r}")
         try:
@@ -148,6 +157,7 @@ class ConvViz:
             counterfactuals=dict(counterfactuals or {}),
             impact=bool(impact),
             impact_options=impact_options,
+            similarity_images=int(similarity_images),
         )
         if (self.settings.impact or self.settings.counterfactuals) and self._probe is None:
             raise ValueError("impact and counterfactuals need a probe: pass probe=(images, labels)")

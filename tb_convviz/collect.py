@@ -19,12 +19,17 @@ from tb_convviz.analysis.compare import weight_drift
 from tb_convviz.analysis.footprint import kernel_footprint
 from tb_convviz.analysis.impact import filter_impact
 from tb_convviz.analysis.kernels import filter_stats, fold_batchnorm, kernel_tiles
+from tb_convviz.analysis.similarity import gram_matrix, response_profile
 from tb_convviz.analysis.perturbation import counterfactual_sensitivity, perturbation_responses
 from tb_convviz.capture import as_model_input, run_with_hooks
 from tb_convviz.layers import filter_weights, layer_info
 from tb_convviz.probe import Probe
 
 SMALL_LAYER_WEIGHTS = 65_536  # layers this small keep full kernels every epoch: they cost < 64 KB
+# Response profiles (matching, filter maps) use at most this many probe images: they cost filters ×
+# images bytes every epoch (a ResNet-18's 4,800 filters: 150 KB at 32), while the Gram (CKA) costs
+# images² / 2 per layer whatever the width, so it takes all `similarity_images`.
+PROFILE_IMAGES = 32
 
 Record = tuple[str, str, bytes]  # (layer, kind, bundle bytes)
 Warn = Callable[[str], None]
@@ -47,6 +52,7 @@ class Settings:
     counterfactuals: Mapping[str, Callable[[torch.Tensor], torch.Tensor]]
     impact: bool
     impact_options: Mapping[str, Any]
+    similarity_images: int  # probe images in the Gram and profile records; 0: none are written
 
 
 @dataclass
@@ -115,9 +121,21 @@ def collect_step(
             _layer_records(plan, name, modules[name], modules.get(bn_name) if bn_name else None, bn_name, step,
                            full_kernels, outputs.get(name), maps_kept, warn)
         )
+    if outputs and settings.similarity_images:
+        result.extend(_similarity_records(plan, outputs, settings.similarity_images))
     del outputs
     if x is not None and probe is not None:
         result.extend(_analysis_records(model, plan, probe, settings, x, warn))
+    return result
+
+
+def _similarity_records(plan: Plan, outputs: dict[str, torch.Tensor], images: int) -> list[Record]:
+    """The step's Gram record (every layer, for CKA) and each layer's response profile."""
+    grams = {name: gram_matrix(outputs[name][:images].float()) for name in plan.layers if name in outputs}
+    result: list[Record] = [(fmt.RUN_LAYER, fmt.KIND_GRAM, records.gram_record(grams))]
+    for name in grams:
+        profile = response_profile(outputs[name][: min(images, PROFILE_IMAGES)].float())
+        result.append((name, fmt.KIND_PROFILE, records.profile_record(profile)))
     return result
 
 

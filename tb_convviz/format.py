@@ -37,8 +37,10 @@ KIND_MAPS = "maps"  # per layer and step: downsampled activation maps on the pro
 KIND_KERNELS = "kernels"  # per layer, every few steps: full raw and BN-folded kernels
 KIND_PERTURBATION = "perturbation"  # per layer: responses to rotation, noise, adversarial, counterfactuals
 KIND_IMPACT = "impact"  # per layer: ablation / Taylor impact, selectivity, top examples
+KIND_GRAM = "gram"  # per step, under RUN_LAYER: every layer's Gram matrix over the probe (for CKA)
+KIND_PROFILE = "profile"  # per layer and step: each filter's mean activation per probe image (matching, maps)
 KIND_COMMIT = "commit"  # per step, under RUN_LAYER, after all its other records: the step is whole
-KINDS = (KIND_RUN, KIND_FILTERS, KIND_MAPS, KIND_KERNELS, KIND_PERTURBATION, KIND_IMPACT, KIND_COMMIT)
+KINDS = (KIND_RUN, KIND_FILTERS, KIND_MAPS, KIND_KERNELS, KIND_PERTURBATION, KIND_IMPACT, KIND_GRAM, KIND_PROFILE, KIND_COMMIT)
 
 RUN_LAYER = "_run"  # pseudo-layer under which run-level records live
 

@@ -10,6 +10,8 @@ from tensorboard.data import provider as tb_provider
 
 from tb_convviz import format as fmt
 from tb_convviz import records
+from tb_convviz.analysis.embedding import embedding_trail, filter_embedding
+from tb_convviz.analysis.similarity import linear_cka, match_filters
 
 _ALL_STEPS = 1 << 30  # downsample bound meaning "every step": users must see every epoch
 _PARALLEL_READS = 8  # blob reads in flight at once: each waits on the data server, not the CPU
@@ -133,6 +135,54 @@ class ConvVizReader:
         if found is None:
             raise NotFound(f"layer {layer!r} of run {run!r} was logged without kernel footprints")
         return {**found, "step": kernel_step}
+
+    def gram(self, run: str, layer: str, step: int) -> np.ndarray:
+        """The layer's (N, N) centered Gram matrix over the first N probe images at `step`."""
+        bundle = self.bundle(run, fmt.RUN_LAYER, fmt.KIND_GRAM, step)
+        if records.GRAM_PREFIX + layer not in bundle:
+            raise NotFound(f"no Gram matrix of layer {layer!r} in run {run!r} at step {step}")
+        return records.gram(bundle, layer)
+
+    def profile(self, run: str, layer: str, step: int) -> np.ndarray:
+        """(filters, images): each filter's mean activation on each of the first probe images."""
+        return self.bundle(run, layer, fmt.KIND_PROFILE, step).array(records.PROFILE)
+
+    def check_same_probe(self, run_a: str, run_b: str) -> None:
+        """CKA and matching compare what two snapshots do on the same images: refuse other probes."""
+        if run_a == run_b:
+            return
+        a, b = (self.bundle(r, fmt.RUN_LAYER, fmt.KIND_RUN) for r in (run_a, run_b))
+        if records.PROBE_IMAGES not in a or records.PROBE_IMAGES not in b:
+            raise NotFound(f"runs {run_a!r} and {run_b!r} must both be logged with a probe to be compared")
+        if a.shape(records.PROBE_IMAGES) != b.shape(records.PROBE_IMAGES) or not np.array_equal(
+            a.array(records.PROBE_IMAGES), b.array(records.PROBE_IMAGES)
+        ):
+            raise ValueError(f"runs {run_a!r} and {run_b!r} were logged with different probes: their filters cannot be compared by activation")
+
+    def cka(self, run_a: str, layer_a: str, step_a: int, run_b: str, layer_b: str, step_b: int) -> float:
+        """Linear CKA (Kornblith et al. 2019) between two (run, layer, step) representations of the probe."""
+        self.check_same_probe(run_a, run_b)
+        return linear_cka(self.gram(run_a, layer_a, step_a), self.gram(run_b, layer_b, step_b))
+
+    def match(self, run_a: str, run_b: str, layer: str, step_a: int, step_b: int) -> tuple[np.ndarray, np.ndarray]:
+        """For each filter of A, the index of B's filter that responds most alike (optimal one-to-one
+        assignment on |correlation| of response profiles; −1 if unmatched), and that |correlation|."""
+        self.check_same_probe(run_a, run_b)
+        match, similarity, _ = match_filters(self.profile(run_a, layer, step_a), self.profile(run_b, layer, step_b))
+        return match, similarity
+
+    def embedding(self, run: str, layer: str, step: int, method: str = "pca") -> np.ndarray:
+        """(filters, 2): a 2-D map of the layer's filters from their response profiles at `step`."""
+        return filter_embedding(self.profile(run, layer, step), method)
+
+    def embedding_trail(self, run: str, layer: str, method: str = "pca") -> tuple[list[int], np.ndarray]:
+        """Every step's map (steps, filters, 2), each aligned to the one before (orthogonal Procrustes)
+        so that the map follows the filters rather than jumping from one step to the next."""
+        steps, maps = [], []
+        for step, bundle in self.bundles(run, layer, fmt.KIND_PROFILE):
+            steps.append(step)
+            maps.append(filter_embedding(bundle.array(records.PROFILE), method))
+        return steps, embedding_trail(maps)
 
 
 class Logs(ConvVizReader):

@@ -9,6 +9,7 @@ from tensorboard import errors
 from tb_convviz import format as fmt
 from tb_convviz import records
 from tb_convviz.analysis.compare import match_filters, most_changed_first, weight_drift
+from tb_convviz.analysis.similarity import aligned_weight_drift, cka_matrix, linear_cka
 from tb_convviz.reader import ConvVizReader, NotFound
 
 
@@ -176,16 +177,50 @@ def _weights_for(reader: ConvVizReader, run: str, layer: str, step: int) -> tupl
     return reader.bundle(run, layer, fmt.KIND_FILTERS, step).array("tiles"), "tiles"
 
 
+def _feeding_layer(reader: ConvVizReader, run: str, layer: str, info: dict) -> Optional[str]:
+    """The conv just before `layer` whose filters are its input channels, if the layer order shows one
+    (a plain stack; in a residual block the input is a sum of several convs and none is returned)."""
+    layers = reader.layers(run)
+    at = layers.index(layer)
+    if at == 0:
+        return None
+    before = layers[at - 1]
+    channels = info["in_per_group"] * info["groups"]
+    filters = reader.bundle(run, before, fmt.KIND_FILTERS).meta["info"]["filters"]
+    return before if filters == channels else None
+
+
+def _pairing(reader: ConvVizReader, layer: str, run_a: str, step_a: int, run_b: str, step_b: int,
+             wa: np.ndarray, wb: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray], str]:
+    """(B's partner of each A filter, its |correlation| or None, basis): by what the filters do on the
+    probe when both steps logged response profiles, else by weight cosine (valid for a first layer)."""
+    try:
+        match, similarity = reader.match(run_a, run_b, layer, step_a, step_b)
+        return match, similarity, "activations"
+    except NotFound:
+        return match_filters(wa, wb), None, "weights"
+    except ValueError as e:  # different probes
+        raise errors.InvalidArgumentError(str(e)) from e
+
+
 def compare(
     reader: ConvVizReader, layer: str, run_a: str, step_a: int, run_b: str, step_b: int, align: str
 ) -> dict:
-    """Per-filter drift of one layer from (run_a, step_a) to (run_b, step_b), most changed first."""
+    """Per-filter drift of one layer from (run_a, step_a) to (run_b, step_b), most changed first.
+
+    align "index": filter i with filter i; "match": each A filter with the B filter that responds
+    most alike on the probe (optimal assignment on response profiles; weight cosine without them);
+    "aligned": matched too, and B's kernels read with their input channels put in A's order by the
+    matching of the layer feeding this one, so a run that learned the same filters in another order
+    shows zero drift.
+    """
     fa = reader.bundle(run_a, layer, fmt.KIND_FILTERS, step_a)
     fb = reader.bundle(run_b, layer, fmt.KIND_FILTERS, step_b)
-    n_a, n_b = fa.meta["info"]["filters"], fb.meta["info"]["filters"]
-    if n_a != n_b or fa.meta["info"]["kernel_size"] != fb.meta["info"]["kernel_size"]:
+    info_a = fa.meta["info"]
+    n_a, n_b = info_a["filters"], fb.meta["info"]["filters"]
+    if n_a != n_b or info_a["kernel_size"] != fb.meta["info"]["kernel_size"]:
         raise errors.InvalidArgumentError(
-            f"layer {layer!r} differs between the runs: {n_a} filters of {fa.meta['info']['kernel_size']} "
+            f"layer {layer!r} differs between the runs: {n_a} filters of {info_a['kernel_size']} "
             f"vs {n_b} of {fb.meta['info']['kernel_size']}"
         )
     wa, basis_a = _weights_for(reader, run_a, layer, step_a)
@@ -194,15 +229,29 @@ def compare(
     if basis == "tiles":
         wa = fa.array("tiles")
         wb = fb.array("tiles")
-    match = match_filters(wa, wb) if align == "match" else np.arange(n_a)
-    drift = weight_drift(wa, wb[match])
+    similarity, match_basis, aligned_by = None, None, None
+    if align == "index":
+        match = np.arange(n_a)
+        drift = weight_drift(wa, wb)
+    else:
+        match, similarity, match_basis = _pairing(reader, layer, run_a, step_a, run_b, step_b, wa, wb)
+        feeding = _feeding_layer(reader, run_a, layer, info_a) if align == "aligned" and basis == "kernels" else None
+        prev_match = None
+        if feeding is not None:
+            prev_match, _, prev_basis = _pairing(reader, feeding, run_a, step_a, run_b, step_b, *(
+                _weights_for(reader, r, feeding, s)[0] for r, s in ((run_a, step_a), (run_b, step_b))))
+            aligned_by = {"layer": feeding, "basis": prev_basis}
+        drift = aligned_weight_drift(wa, wb, match, prev_match)
     if run_a == run_b and align == "index" and fb.meta.get("prev_step") == step_a and step_a != step_b:
         # Consecutive logs of one run: the callback measured this drift exactly on full weights.
         drift = {"cosine_distance": fb.array("cosine_distance_prev"), "norm_change": fb.array("norm_change_prev")}
         basis = "logged"
     metrics = {k: _floats(v) for k, v in drift.items()}
+    safe = np.where(match >= 0, match, 0)
     if "act_mean" in fa and "act_mean" in fb:
-        metrics["act_mean_change"] = _floats(fb.array("act_mean")[match] - fa.array("act_mean"))
+        metrics["act_mean_change"] = _floats(np.where(match >= 0, fb.array("act_mean")[safe] - fa.array("act_mean"), np.nan))
+    if similarity is not None:
+        metrics["match_similarity"] = _floats(similarity)
     return {
         "layer": layer,
         "a": {"run": run_a, "step": step_a},
@@ -210,9 +259,65 @@ def compare(
         "filters": n_a,
         "basis": basis,
         "align": align,
+        "match_basis": match_basis,
+        "aligned_inputs": aligned_by,
         "match": match.tolist(),
         "metrics": metrics,
         "order": most_changed_first(np.asarray(drift["cosine_distance"], np.float64)).tolist(),
         "tiles_a": fa.wire("tiles"),
-        "tiles_b": fmt.wire_array(fb.array("tiles", match)),
+        "tiles_b": fmt.wire_array(fb.array("tiles", safe)),
     }
+
+
+def cka_layers(reader: ConvVizReader, run_a: str, step_a: int, run_b: str, step_b: int) -> dict:
+    """Layer × layer linear CKA between (run_a, step_a) and (run_b, step_b), over the same probe."""
+    try:
+        reader.check_same_probe(run_a, run_b)
+    except ValueError as e:
+        raise errors.InvalidArgumentError(str(e)) from e
+    ga = reader.bundle(run_a, fmt.RUN_LAYER, fmt.KIND_GRAM, step_a)
+    gb = reader.bundle(run_b, fmt.RUN_LAYER, fmt.KIND_GRAM, step_b)
+    layers_a = [l for l in reader.layers(run_a) if records.GRAM_PREFIX + l in ga]
+    layers_b = [l for l in reader.layers(run_b) if records.GRAM_PREFIX + l in gb]
+    matrix = cka_matrix([records.gram(ga, l) for l in layers_a], [records.gram(gb, l) for l in layers_b])
+    return {"a": {"run": run_a, "step": step_a, "layers": layers_a}, "b": {"run": run_b, "step": step_b, "layers": layers_b},
+            "cka": _floats(matrix), "images": ga.meta["images"]}
+
+
+def _gram_series(reader: ConvVizReader, run: str) -> list[tuple[int, fmt.Bundle]]:
+    return reader.bundles(run, fmt.RUN_LAYER, fmt.KIND_GRAM)
+
+
+def cka_epochs(reader: ConvVizReader, run: str, layer: str) -> dict:
+    """Step × step linear CKA of one layer with itself: when did its representation stop changing?"""
+    series = [(s, b) for s, b in _gram_series(reader, run) if records.GRAM_PREFIX + layer in b]
+    if not series:
+        raise errors.NotFoundError(f"layer {layer!r} of run {run!r} has no Gram records (similarity_images=0?)")
+    matrix = cka_matrix([records.gram(b, layer) for _, b in series])
+    return {"run": run, "layer": layer, "steps": [s for s, _ in series], "cka": _floats(matrix)}
+
+
+def cka_to_final(reader: ConvVizReader, run: str) -> dict:
+    """Per layer, CKA of each step with the last step: which layers settle first (Raghu et al. 2017)."""
+    series = _gram_series(reader, run)
+    if not series:
+        raise errors.NotFoundError(f"run {run!r} has no Gram records (similarity_images=0?)")
+    steps = [s for s, _ in series]
+    final = series[-1][1]
+    out = {}
+    for layer in reader.layers(run):
+        key = records.GRAM_PREFIX + layer
+        if key in final:
+            last = records.gram(final, layer)
+            out[layer] = _floats(np.array([linear_cka(records.gram(b, layer), last) if key in b else np.nan for _, b in series]))
+    return {"run": run, "steps": steps, "final_step": steps[-1], "layers": list(out), "cka": out}
+
+
+def embedding(reader: ConvVizReader, run: str, layer: str, method: str) -> dict:
+    """Every step's 2-D map of the layer's filters from their response profiles, each aligned to the
+    one before, so the tab's slider moves points instead of redrawing a new map."""
+    try:
+        steps, trail = reader.embedding_trail(run, layer, method)
+    except ImportError as e:
+        raise errors.InvalidArgumentError(str(e)) from e
+    return {"run": run, "layer": layer, "method": method, "steps": steps, "points": fmt.wire_array(trail)}

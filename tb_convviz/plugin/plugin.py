@@ -58,6 +58,10 @@ class ConvVizPlugin(base_plugin.TBPlugin):
             "/compare": self._route(self._compare),
             "/perturbation": self._route(self._analysis(fmt.KIND_PERTURBATION)),
             "/impact": self._route(self._analysis(fmt.KIND_IMPACT)),
+            "/cka_layers": self._route(self._cka_layers),
+            "/cka_epochs": self._route(lambda r, p: payloads.cka_epochs(r, *self._run_layer(p))),
+            "/cka_final": self._route(lambda r, p: payloads.cka_to_final(r, p.run())),
+            "/embedding": self._route(self._embedding),
         }
 
     def is_active(self) -> bool:
@@ -120,7 +124,23 @@ class ConvVizPlugin(base_plugin.TBPlugin):
         p.layer(run_b)
         step_a = p.step(run_a, layer, "step_a")
         step_b = p.step(run_b, layer, "step_b")
-        return payloads.compare(reader, layer, run_a, step_a, run_b, step_b, p.choice("align", ("index", "match")))
+        return payloads.compare(reader, layer, run_a, step_a, run_b, step_b, p.choice("align", ("index", "match", "aligned")))
+
+    @staticmethod
+    def _run_layer(p: RequestParams) -> tuple[str, str]:
+        run = p.run()
+        return run, p.layer(run)
+
+    @staticmethod
+    def _cka_layers(reader: ConvVizReader, p: RequestParams) -> dict:
+        run_a, run_b = p.run("run_a"), p.run("run_b")
+        step_a = p.step(run_a, fmt.RUN_LAYER, "step_a", kind=fmt.KIND_GRAM)
+        step_b = p.step(run_b, fmt.RUN_LAYER, "step_b", kind=fmt.KIND_GRAM)
+        return payloads.cka_layers(reader, run_a, step_a, run_b, step_b)
+
+    def _embedding(self, reader: ConvVizReader, p: RequestParams) -> dict:
+        run, layer = self._run_layer(p)
+        return payloads.embedding(reader, run, layer, p.choice("method", ("pca", "umap", "tsne")))
 
     @wrappers.Request.application
     def _serve_entry(self, request: wrappers.Request) -> wrappers.Response:

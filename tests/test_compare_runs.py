@@ -1,0 +1,123 @@
+"""Run vs run and epoch vs epoch through the logs: the callback's Gram and profile records, the
+reader's match/cka/embedding and the routes, on a planted permuted copy of a trained net."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.application import TensorBoardWSGI
+from tensorboard.plugins import base_plugin
+from werkzeug.test import Client
+
+from permuted import blob_data, grouped_net, permuted_pair_of, trained
+from tb_convviz import ConvViz, load
+from tb_convviz.plugin.plugin import ConvVizPlugin
+
+CONVS = ("0", "3", "6")
+BASE = "/data/plugin/convviz"
+
+
+@pytest.fixture(scope="module")
+def logs_and_perms(tmp_path_factory):
+    """Runs "a" (trained), "b" (its permuted copy) and "other" (another seed), 3 steps each over the
+    same probe; between steps every run's weights take the same scaled nudge."""
+    d = tmp_path_factory.mktemp("compare_runs")
+    a, b, perms = permuted_pair_of(trained(seed=0))
+    other = trained(seed=2)
+    probe = blob_data(32, seed=5)
+    for name, model in (("a", a), ("b", b), ("other", other)):
+        with ConvViz(d / name, probe=probe, perturbations=False, background=False) as viz:
+            for step in range(3):
+                viz.log(model, step)
+                with torch.no_grad():
+                    for p in model.parameters():
+                        p.mul_(1.1)
+    return load(d), perms
+
+
+def test_matching_recovers_every_planted_permutation(logs_and_perms):
+    logs, perms = logs_and_perms
+    for layer in CONVS:
+        match, similarity = logs.match("a", "b", layer, 2, 2)
+        np.testing.assert_array_equal(match, np.argsort(perms[layer]))
+        assert (similarity > 0.999).all()
+
+
+def test_cka_of_a_permuted_copy_is_one_and_of_another_run_is_not(logs_and_perms):
+    logs, _ = logs_and_perms
+    for layer in CONVS:
+        assert logs.cka("a", layer, 1, "b", layer, 1) == pytest.approx(1.0, abs=1e-5)
+    for layer in ("3", "6"):
+        assert logs.cka("a", layer, 0, "other", layer, 0) < 0.9, layer
+
+
+def test_cka_equals_a_direct_computation(logs_and_perms):
+    logs, _ = logs_and_perms
+    a = trained(seed=0)
+    images, _ = blob_data(32, seed=5)
+    outputs = {}
+    hooks = [a.get_submodule(n).register_forward_hook(lambda _m, _i, o, n=n: outputs.__setitem__(n, o.flatten(1).double())) for n in ("0", "6")]
+    with torch.no_grad():
+        a(images)
+    for h in hooks:
+        h.remove()
+    x, y = (outputs[n] - outputs[n].mean(0) for n in ("0", "6"))
+    direct = float((y.T @ x).norm() ** 2 / ((x.T @ x).norm() * (y.T @ y).norm()))
+    assert logs.cka("a", "0", 0, "a", "6", 0) == pytest.approx(direct, abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def client(logs_and_perms) -> Client:
+    logs, _ = logs_and_perms
+    plugin = ConvVizPlugin(base_plugin.TBContext(data_provider=logs._provider, logdir=""))
+    return Client(TensorBoardWSGI([plugin]))
+
+
+def get(client: Client, route: str, status: int = 200) -> dict:
+    r = client.get(f"{BASE}/{route}")
+    assert r.status_code == status, r.get_data(as_text=True)[:300]
+    assert r.mimetype == "application/json"
+    return r.get_json()
+
+
+def test_aligned_run_vs_run_shows_zero_drift_for_a_permuted_copy(client, logs_and_perms):
+    _, perms = logs_and_perms
+    for layer in CONVS:
+        aligned = get(client, f"compare?layer={layer}&run_a=a&step_a=0&run_b=b&step_b=0&align=aligned")
+        assert aligned["match"] == np.argsort(perms[layer]).tolist() and aligned["match_basis"] == "activations"
+        np.testing.assert_allclose(aligned["metrics"]["cosine_distance"], 0, atol=1e-6)
+        assert (layer == "0") == (aligned["aligned_inputs"] is None)  # the first layer reads the image
+    unaligned = get(client, "compare?layer=3&run_a=a&step_a=0&run_b=b&step_b=0&align=match")
+    assert max(unaligned["metrics"]["cosine_distance"]) > 0.1  # input channels in another order
+
+
+def test_cka_routes(client):
+    layers = get(client, "cka_layers?run_a=a&step_a=2&run_b=b&step_b=2")
+    matrix = np.array(layers["cka"]).reshape(3, 3)
+    np.testing.assert_allclose(np.diag(matrix), 1, atol=1e-5)
+    epochs = get(client, "cka_epochs?run=a&layer=3")
+    m = np.array(epochs["cka"]).reshape(3, 3)
+    assert epochs["steps"] == [0, 1, 2]
+    np.testing.assert_allclose(np.diag(m), 1, atol=1e-6)
+    final = get(client, "cka_final?run=a")
+    assert final["layers"] == list(CONVS) and final["cka"]["0"][-1] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_embedding_route_gives_an_aligned_map_per_step(client):
+    answer = get(client, "embedding?run=a&layer=3&method=pca")
+    assert answer["steps"] == [0, 1, 2] and answer["points"]["shape"] == [3, 8, 2]
+
+
+@pytest.mark.parametrize(
+    "route, status",
+    [
+        ("cka_layers?run_a=a&step_a=9&run_b=b&step_b=0", 404),
+        ("cka_layers?run_a=a&step_a=x&run_b=b&step_b=0", 400),
+        ("cka_epochs?run=a&layer=nope", 404),
+        ("cka_final?run=missing", 404),
+        ("embedding?run=a&layer=3&method=mds", 400),
+        ("compare?layer=3&run_a=a&step_a=0&run_b=b&step_b=0&align=sideways", 400),
+    ],
+)
+def test_bad_parameters_of_the_new_routes(client, route, status):
+    assert get(client, route, status)["error"]
