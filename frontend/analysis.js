@@ -1,6 +1,8 @@
 // Reads the /perturbation and /impact answers: {arrays: {name: {shape, values}}}, values flat and
 // row-major, NaN as null. A per-filter array has the layer's filters on its first axis.
 
+import { median } from "./numeric.js";
+
 /**
  * @typedef {{shape: number[], values: Array<?number>}} Plain
  * @typedef {Record<string, Plain>} Arrays
@@ -36,18 +38,6 @@ export function filterRow(arrays, name, filter) {
  */
 export function whole(arrays, name) {
   return arrays?.[name]?.values ?? [];
-}
-
-/**
- * The median of the finite values; null when there are none.
- * @param {Array<?number>} values @returns {?number}
- */
-export function median(values) {
-  const finite = /** @type {number[]} */ (values.filter((v) => v !== null && Number.isFinite(v)));
-  if (finite.length === 0) return null;
-  finite.sort((a, b) => a - b);
-  const mid = finite.length >> 1;
-  return finite.length % 2 ? finite[mid] : (finite[mid - 1] + finite[mid]) / 2;
 }
 
 /**

@@ -1,7 +1,8 @@
 // Small charts: SVG line charts (a filter's history over steps, a 1-D kernel or activation over
 // time), SVG polar charts (orientation tuning) and HTML bar lists (a few signed or positive values).
 
-import { el, formatNumber } from "./controls.js";
+import { formatNumber } from "../numeric.js";
+import { el } from "./controls.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 

@@ -5,7 +5,8 @@
 import { DIVERGING } from "../colormap.js";
 import { scaleOf } from "../raster.js";
 import { decodeWire } from "../wire.js";
-import { el, filterTableRow, formatNumber, formatPercent, labelledSelect, segmented, sortButton, viewCard } from "./controls.js";
+import { formatNumber, formatPercent, median, sortOrder } from "../numeric.js";
+import { el, filterTableRow, labelledSelect, segmented, sortButton, viewCard } from "./controls.js";
 import { FilterGrid } from "./grid.js";
 import { drawLegend } from "./layer.js";
 
@@ -27,18 +28,13 @@ const METRIC_NAMES = {
 };
 
 /**
- * Most changed first: drift descending; norm and activation change by magnitude. Ties by index.
+ * Most changed first: drift descending; norm and activation change by magnitude.
  * @param {any} data the /compare payload @param {Metric} metric @returns {number[]}
  */
 function rankBy(data, metric) {
-  const values = data.metrics[metric];
+  const values = /** @type {?Array<?number>} */ (data.metrics[metric]);
   if (!values) return data.order;
-  const key = (/** @type {number} */ i) => {
-    const v = values[i];
-    if (v === null || !Number.isFinite(v)) return -Infinity;
-    return metric === "cosine_distance" ? v : Math.abs(v);
-  };
-  return Array.from({ length: data.filters }, (_, i) => i).sort((a, b) => key(b) - key(a) || a - b);
+  return sortOrder(metric === "cosine_distance" ? values : values.map((v) => (v === null ? null : Math.abs(v))), true);
 }
 
 /** @param {HTMLElement} root @param {import("../store.js").Store} store */
@@ -266,15 +262,13 @@ function fillTable(tbody, data, order, selected, onSelect) {
  */
 function fillSummary(box, data) {
   const drift = /** @type {number[]} */ (data.metrics.cosine_distance.filter((/** @type {?number} */ v) => v !== null));
-  const sorted = [...drift].sort((a, b) => a - b);
-  const median = sorted.length ? sorted[Math.floor((sorted.length - 1) / 2)] : null;
   const norms = data.metrics.norm_change.filter((/** @type {?number} */ v) => v !== null);
   const meanNorm = norms.length ? norms.reduce((/** @type {number} */ a, /** @type {number} */ b) => a + b, 0) / norms.length : null;
   const facts = el("dl", "cvz-facts cvz-facts-2");
   /** @type {Array<[string, string]>} */
   const rows = [
     ["filters compared", String(data.filters)],
-    ["median drift", formatNumber(median)],
+    ["median drift", formatNumber(median(drift))],
     ["drift > 0.5", `${drift.filter((v) => v > 0.5).length} of ${drift.length}`],
     ["mean norm change", formatPercent(meanNorm)],
   ];

@@ -6,7 +6,8 @@ import { COUNTERFACTUAL_PREFIX, absentMessage, answerFor } from "../analysis.js"
 import { DIVERGING } from "../colormap.js";
 import { itemCanvas, scaleOf } from "../raster.js";
 import { along, decodeWire } from "../wire.js";
-import { el, factList, formatNumber, formatPercent, section } from "./controls.js";
+import { formatNumber, formatPercent } from "../numeric.js";
+import { el, factList, section } from "./controls.js";
 import { lineChart } from "./chart.js";
 import { exampleView, zoomFor } from "./examples.js";
 import { impactViews } from "./filterimpact.js";
@@ -155,7 +156,7 @@ function render(data, probe, labels, s, store) {
     ["norm change vs previous", formatPercent(st.norm_change_prev)],
     ["act mean", formatNumber(st.act_mean)],
     ["act max", formatNumber(st.act_max)],
-    ["positive fraction", st.act_frac_pos === undefined ? "—" : formatPercent(st.act_frac_pos).replace("+", "")],
+    ["positive fraction", formatPercent(st.act_frac_pos, { signed: false })],
   ];
   if (st.dead) rows.push(["status", "dead: weights ≈ 0"]);
   const facts = factList(rows, "cvz-facts");

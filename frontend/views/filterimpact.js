@@ -6,7 +6,8 @@ import { filterRow, filterValue, layerMedian, whole } from "../analysis.js";
 import { scaleOf } from "../raster.js";
 import { along } from "../wire.js";
 import { barList } from "./chart.js";
-import { el, factList, formatCount, formatNumber, formatPercent, formatSigned, section } from "./controls.js";
+import { formatCount, formatNumber, formatPercent, formatSigned } from "../numeric.js";
+import { el, factList, section } from "./controls.js";
 import { exampleView } from "./examples.js";
 
 /**
@@ -44,7 +45,7 @@ function impactFacts(arrays, f) {
   const [accuracy] = whole(arrays, "accuracy");
   box.append(
     factList([
-      ["Δaccuracy", `${formatPercent(filterValue(arrays, "d_accuracy", f))} of ${formatPercent(accuracy).replace("+", "")}`, "impact-d_accuracy"],
+      ["Δaccuracy", `${formatPercent(filterValue(arrays, "d_accuracy", f))} of ${formatPercent(accuracy, { signed: false })}`, "impact-d_accuracy"],
       ["flipped predictions", `${formatCount(filterValue(arrays, "flips", f))} of ${examples}`, "impact-flips"],
       ["Δconfidence (true class)", formatSigned(filterValue(arrays, "d_confidence", f)), "impact-d_confidence"],
       ["Δloss", formatSigned(filterValue(arrays, "d_loss", f)), "impact-d_loss"],

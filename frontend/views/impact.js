@@ -4,7 +4,8 @@
 // A row opens the filter's detail.
 
 import { COUNTERFACTUAL_PREFIX, absentMessage, answerFor, filterRow, filterValue, whole } from "../analysis.js";
-import { el, filterTableRow, formatCount, formatNumber, formatPercent, formatSigned, sortButton, viewCard } from "./controls.js";
+import { formatCount, formatNumber, formatPercent, formatSigned, sortOrder } from "../numeric.js";
+import { el, filterTableRow, sortButton, viewCard } from "./controls.js";
 
 /**
  * @typedef {import("../analysis.js").Arrays} Arrays
@@ -67,22 +68,15 @@ function metricsOf(impact, responses, counterfactuals) {
 }
 
 /**
- * Filter indices in the metric's natural order, or its reverse; missing values last, ties by index.
+ * Filter indices in the metric's natural order, or its reverse.
  * @param {number} count @param {Metric} metric @param {boolean} reverse
  */
 function orderBy(count, metric, reverse) {
-  const key = (/** @type {number} */ f) => {
+  const keys = Array.from({ length: count }, (_, f) => {
     const v = metric.value(f);
-    if (v === null || !Number.isFinite(v)) return null;
-    const k = metric.best === "low" ? v : metric.best === "high" ? -v : -Math.abs(v);
-    return reverse ? -k : k;
-  };
-  const keys = Array.from({ length: count }, (_, f) => key(f));
-  return Array.from({ length: count }, (_, f) => f).sort((a, b) => {
-    const [ka, kb] = [keys[a], keys[b]];
-    if (ka === null || kb === null) return (ka === null ? 1 : 0) - (kb === null ? 1 : 0) || a - b;
-    return ka - kb || a - b;
+    return metric.best === "abs" && v !== null ? Math.abs(v) : v;
   });
+  return sortOrder(keys, (metric.best !== "low") !== reverse);
 }
 
 /**
@@ -231,7 +225,7 @@ function fillSummary(box, impact, responses, counterfactuals, count) {
     const needed = whole(impact, "d_accuracy").filter((v) => v !== null && v < 0).length;
     const concentrated = whole(impact, "topk_flag").filter((v) => v).length;
     rows.push(
-      ["probe accuracy", formatPercent(accuracy).replace("+", ""), "Accuracy of the intact model on the labelled probe", "probe-accuracy"],
+      ["probe accuracy", formatPercent(accuracy, { signed: false }), "Accuracy of the intact model on the labelled probe", "probe-accuracy"],
       [
         "Taylor vs exact",
         `ρ = ${formatNumber(rho, 2)}`,

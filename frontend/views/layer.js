@@ -4,22 +4,12 @@
 import { DIVERGING, SEQUENTIAL, cssGradient } from "../colormap.js";
 import { scaleOf } from "../raster.js";
 import { along, decodeWire } from "../wire.js";
-import { el, formatNumber, formatPercent, segmented, viewCard } from "./controls.js";
+import { formatNumber, formatPercent, sortOrder } from "../numeric.js";
+import { el, segmented, viewCard } from "./controls.js";
 import { FilterGrid } from "./grid.js";
 import { layerFacts } from "./toolbar.js";
 
 /** @typedef {import("../store.js").State} State */
-
-/**
- * Cells in display order: by index, or by a per-filter stat, largest first, missing values last.
- * @param {number} count @param {?Array<?number>} stat
- */
-export function orderBy(count, stat) {
-  const order = Array.from({ length: count }, (_, i) => i);
-  if (!stat) return order;
-  const key = (/** @type {number} */ i) => (stat[i] === null || !Number.isFinite(stat[i]) ? -Infinity : stat[i]);
-  return order.sort((a, b) => key(b) - key(a) || a - b);
-}
 
 /**
  * A colour bar and what its ends mean: the shared scale's values, or "each filter's own range".
@@ -129,7 +119,9 @@ export function mountLayerView(root, store) {
       imageRow.append(picker.element);
     }
 
-    const order = orderBy(count, s.sort === "index" ? null : stats[s.sort] ?? null);
+    // By index, or by a per-filter stat, largest first.
+    const stat = s.sort === "index" ? null : stats[s.sort] ?? null;
+    const order = stat ? sortOrder(stat, true) : Array.from({ length: count }, (_, i) => i);
     /** @type {import("./grid.js").GridSpec} */
     let spec;
     if (showMaps && decoded.maps) {

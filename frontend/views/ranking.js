@@ -1,7 +1,7 @@
 // The drift ranking beside the grid: which filters moved most since the previous logged step.
 
-import { el, formatNumber, formatPercent } from "./controls.js";
-import { orderBy } from "./layer.js";
+import { formatNumber, formatPercent, sortOrder } from "../numeric.js";
+import { el } from "./controls.js";
 
 const SHOWN = 10;
 
@@ -29,7 +29,7 @@ export function mountRanking(root, store) {
       return;
     }
     sub.textContent = "Cosine distance of each filter's weights to the previous step (0 = same direction).";
-    const order = orderBy(drift.length, drift).slice(0, SHOWN);
+    const order = sortOrder(drift, true).slice(0, SHOWN);
     const top = Math.max(...order.map((f) => drift[f] ?? 0)) || 1;
     list.replaceChildren(
       ...order.map((f) => {

@@ -2,8 +2,9 @@
 // polar plots (2-D), shift and reversal (1-D), noise stability over σ, FGSM/PGD change and each
 // counterfactual's change with its flag. The layer's median is drawn beside each for scale.
 
-import { COUNTERFACTUAL_PREFIX, filterRow, filterValue, layerMedian, median, whole } from "../analysis.js";
-import { el, factList, formatNumber, formatPercent } from "./controls.js";
+import { COUNTERFACTUAL_PREFIX, filterRow, filterValue, layerMedian, whole } from "../analysis.js";
+import { formatNumber, formatPercent, median } from "../numeric.js";
+import { el, factList } from "./controls.js";
 import { barList, lineChart, polarChart } from "./chart.js";
 
 /** @typedef {import("../analysis.js").Arrays} Arrays */
