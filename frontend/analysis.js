@@ -49,6 +49,23 @@ export function layerMedian(arrays, name) {
 }
 
 /**
+ * What the classes of a filter's top examples have in common, for people: the majority class
+ * ("4 of 5 are class 2") only when more than half share it, else how many classes there are.
+ * @param {Array<?number>} labels one per example, null when unknown @returns {string}
+ */
+export function classesInWords(labels) {
+  const known = labels.filter((v) => v !== null);
+  if (known.length === 0) return "their classes are unknown";
+  /** @type {Map<number, number>} */
+  const counts = new Map();
+  for (const v of known) counts.set(/** @type {number} */ (v), (counts.get(/** @type {number} */ (v)) ?? 0) + 1);
+  const [label, count] = [...counts].reduce((best, c) => (c[1] > best[1] || (c[1] === best[1] && c[0] < best[0]) ? c : best));
+  if (count === known.length) return `all ${count} are class ${label}`;
+  if (2 * count > known.length) return `${count} of ${known.length} are class ${label}`;
+  return `${counts.size} classes, none a majority`;
+}
+
+/**
  * A layer-wide analysis answer if it is for `where` (run, layer and, when given, step), else null:
  * one loading for the next step keeps the previous step's answer.
  * @param {Load} load @param {{run: string, layer: string, step?: number}} where @returns {any}

@@ -2,7 +2,7 @@
 // Δloss exact and by Taylor, flips, Δrecall per class), what it fires on (class selectivity,
 // errors vs correct) and its top activating probe examples with its activation laid over them.
 
-import { filterRow, filterValue, layerMedian, whole } from "../analysis.js";
+import { classesInWords, filterRow, filterValue, layerMedian, whole } from "../analysis.js";
 import { scaleOf } from "../raster.js";
 import { along } from "../wire.js";
 import { barList } from "./chart.js";
@@ -90,13 +90,8 @@ function topExamples(arrays, f, ex) {
   if (!indices.length) return null;
   const box = section("Top activating probe examples", "detail-top-examples");
   const labels = filterRow(arrays, "topk_label", f);
-  const concentration = filterValue(arrays, "topk_concentration", f) ?? 0;
-  const common = filterValue(arrays, "topk_class", f);
-  const note = el(
-    "p",
-    "cvz-note",
-    `The ${indices.length} probe examples where its peak activation is highest: ${Math.round(concentration * indices.length)} of ${indices.length} are class ${common}.`,
-  );
+  const note = el("p", "cvz-note", `The ${indices.length} probe examples where its peak activation is highest: ${classesInWords(labels)}.`);
+  note.dataset.testid = "top-examples-classes";
   if (filterValue(arrays, "topk_flag", f)) {
     const badge = el("span", "cvz-badge", "class-concentrated");
     badge.dataset.testid = "badge";

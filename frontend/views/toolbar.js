@@ -10,7 +10,7 @@ export function layerFacts(info) {
   const parts = [
     info.kind,
     `${info.filters} filters`,
-    `${info.kernel_size.join("×")} kernel`,
+    `kernel ${info.kernel_size.join("×")}`,
     `${info.in_per_group} input channel${info.in_per_group === 1 ? "" : "s"}${info.groups > 1 ? ` per group (${info.groups} groups)` : ""}`,
   ];
   if (info.batchnorm) parts.push(`BatchNorm ${info.batchnorm} follows`);
