@@ -39,6 +39,15 @@ export function median(values) {
 }
 
 /**
+ * The mean of the present values; null when there are none.
+ * @param {ArrayLike<?number>} values @returns {?number}
+ */
+export function mean(values) {
+  const finite = /** @type {number[]} */ (Array.from(values).filter(present));
+  return finite.length ? finite.reduce((a, b) => a + b, 0) / finite.length : null;
+}
+
+/**
  * A number for people: `digits` significant digits, exponent notation only below 1e-3 or from
  * 1e4 up; "—" when missing, "0" for float32 noise around zero (an unchanged filter's drift).
  * @param {?number|undefined} v @param {number} [digits]

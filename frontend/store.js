@@ -114,6 +114,15 @@ export class Store {
     return this.runEntry(run)?.layers.find((l) => l.name === layer);
   }
 
+  /**
+   * The runs Run B can be: those whose layer is comparable, the current run left out unless it is
+   * the only one (run vs itself is what epoch vs epoch shows).
+   */
+  runBChoices() {
+    const others = this.comparableRuns().filter((r) => r.run !== this.state.run);
+    return others.length ? others : this.comparableRuns();
+  }
+
   /** Runs whose `layer` has the same filters and kernel size as in the current run: comparable. */
   comparableRuns() {
     const here = this.layerEntry();
@@ -244,6 +253,7 @@ export class Store {
       }
       if (this.state.compare.stepA >= this.state.step) this.set({ compare: { ...this.state.compare, stepA: steps[0] } });
     }
+    if (mode === "runs" && !this.runBChoices().some((r) => r.run === this.state.compare.runB)) this.resetCompare();
     if (this.comparing()) this.loadCompare();
     if (mode === "impact") this.loadAnalysis();
   }
@@ -281,8 +291,7 @@ export class Store {
   resetCompare() {
     const entry = this.layerEntry();
     if (!entry) return;
-    const others = this.comparableRuns().filter((r) => r.run !== this.state.run);
-    const runB = others.length ? others[0].run : this.state.run;
+    const runB = this.runBChoices()[0]?.run ?? this.state.run;
     const stepsB = this.layerEntry(runB)?.steps ?? entry.steps;
     this.set({
       compare: {

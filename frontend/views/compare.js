@@ -5,7 +5,7 @@
 import { DIVERGING } from "../colormap.js";
 import { scaleOf } from "../raster.js";
 import { decodeWire } from "../wire.js";
-import { formatNumber, formatPercent, median, sortOrder } from "../numeric.js";
+import { formatNumber, formatPercent, mean, median, sortOrder } from "../numeric.js";
 import { el, filterTableRow, labelledSelect, segmented, sortButton, viewCard } from "./controls.js";
 import { FilterGrid } from "./grid.js";
 import { drawLegend } from "./layer.js";
@@ -42,14 +42,9 @@ export function mountCompare(root, store) {
   const { card, head, title, sub } = viewCard("cvz-card cvz-compare", "compare-view");
 
   const controls = el("div", "cvz-compare-controls");
-  const stepA = labelledSelect("Step A", "compare-step-a", (v) => {
-    if (store.state.mode === "epochs") store.setCompare({ stepA: Number(v) });
-    else store.selectStep(Number(v));
-  });
-  const stepB = labelledSelect("Step B", "compare-step-b", (v) => {
-    if (store.state.mode === "epochs") store.selectStep(Number(v));
-    else store.setCompare({ stepB: Number(v) });
-  });
+  // The step slider above is the other step (B in epoch vs epoch, A in run vs run): one control each.
+  const stepA = labelledSelect("Step A", "compare-step-a", (v) => store.setCompare({ stepA: Number(v) }));
+  const stepB = labelledSelect("Step B", "compare-step-b", (v) => store.setCompare({ stepB: Number(v) }));
   const runB = labelledSelect("Run B", "compare-run-b", (v) => store.setCompare({ runB: v }));
   const align = segmented(
     "Pair filters",
@@ -153,18 +148,18 @@ export function mountCompare(root, store) {
       ? `run ${s.run}: how each filter changed between two steps`
       : `the same layer in two runs, filters ${q.align === "match" ? "paired by similarity" : "paired by index"}`;
     const stepOptions = (/** @type {number[]} */ list) => list.map((x) => ({ value: String(x), text: String(x) }));
-    stepA.setOptions(stepOptions(steps), String(q.stepA));
-    stepA.element.querySelector(".cvz-field-label").textContent = epochs ? "Step A" : `Step A (${s.run})`;
-    runB.element.hidden = epochs;
-    align.element.hidden = epochs;
-    if (!epochs) {
+    stepA.element.hidden = !epochs;
+    runB.element.hidden = stepB.element.hidden = align.element.hidden = epochs;
+    if (epochs) {
+      stepA.setOptions(stepOptions(steps), String(q.stepA));
+    } else {
       runB.setOptions(
-        store.comparableRuns().map((r) => ({ value: r.run, text: r.run })),
+        store.runBChoices().map((r) => ({ value: r.run, text: r.run })),
         q.runB,
       );
+      stepB.setOptions(stepOptions(store.layerEntry(q.runB)?.steps ?? []), String(q.stepB));
       align.setValue(q.align);
     }
-    stepB.setOptions(stepOptions(store.layerEntry(q.runB)?.steps ?? []), String(q.stepB));
 
     const load = s.compare.load;
     card.dataset.loading = String(load.status === "loading");
@@ -262,15 +257,13 @@ function fillTable(tbody, data, order, selected, onSelect) {
  */
 function fillSummary(box, data) {
   const drift = /** @type {number[]} */ (data.metrics.cosine_distance.filter((/** @type {?number} */ v) => v !== null));
-  const norms = data.metrics.norm_change.filter((/** @type {?number} */ v) => v !== null);
-  const meanNorm = norms.length ? norms.reduce((/** @type {number} */ a, /** @type {number} */ b) => a + b, 0) / norms.length : null;
   const facts = el("dl", "cvz-facts cvz-facts-2");
   /** @type {Array<[string, string]>} */
   const rows = [
     ["filters compared", String(data.filters)],
     ["median drift", formatNumber(median(drift))],
     ["drift > 0.5", `${drift.filter((v) => v > 0.5).length} of ${drift.length}`],
-    ["mean norm change", formatPercent(meanNorm)],
+    ["mean norm change", formatPercent(mean(data.metrics.norm_change))],
   ];
   if (data.align === "match") rows.push(["sign-flipped pairs", String(drift.filter((v) => v > 1).length)]);
   else rows.push(["unchanged (drift < 1e-4)", String(drift.filter((v) => v < 1e-4).length)]);

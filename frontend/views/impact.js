@@ -4,7 +4,7 @@
 // A row opens the filter's detail.
 
 import { COUNTERFACTUAL_PREFIX, absentMessage, answerFor, filterRow, filterValue, whole } from "../analysis.js";
-import { formatCount, formatNumber, formatPercent, formatSigned, sortOrder } from "../numeric.js";
+import { formatCount, formatNumber, formatPercent, formatSigned, mean, sortOrder } from "../numeric.js";
 import { el, filterTableRow, sortButton, viewCard } from "./controls.js";
 
 /**
@@ -47,6 +47,16 @@ function metricsOf(impact, responses, counterfactuals) {
   add(impact, "taylor_d_loss", "Taylor Δloss", "First-order estimate of Δloss from one backward pass", "high", formatSigned);
   add(impact, "class_selectivity", "Class sel.", "Class selectivity index: 0 no class preference, 1 fires for one class only", "high", two);
   add(responses, "osi", "OSI", "Orientation selectivity on gratings: 0 none, 1 one orientation only", "high", two);
+  if (responses?.shift) {
+    metrics.push({
+      key: "shift",
+      label: "Shift",
+      title: "Cosine of the map on a circularly shifted input with the shifted map, mean over the shifts (least shift-following first)",
+      best: "low",
+      value: (f) => mean(filterRow(responses, "shift", f)),
+      format: two,
+    });
+  }
   add(responses, "reversal", "Reversal", "Cosine of the map on the time-reversed input with the reversed map", "low", two);
   const sigmas = whole(responses, "noise_sigmas");
   if (responses?.stability && sigmas.length) {

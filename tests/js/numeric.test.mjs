@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import test from "node:test";
 
-import { formatCount, formatNumber, formatPercent, formatSigned, median, present, sortOrder } from "../../frontend/numeric.js";
+import { formatCount, formatNumber, formatPercent, formatSigned, mean, median, present, sortOrder } from "../../frontend/numeric.js";
 
 test("present: null, undefined, NaN and infinities are missing", () => {
   assert.deepEqual([0, -1.5, null, undefined, NaN, Infinity, -Infinity].map(present), [true, true, false, false, false, false, false]);
@@ -29,6 +29,12 @@ test("median averages the middle pair of an even count, like numpy", () => {
   assert.equal(median([7]), 7);
   assert.equal(median([]), null);
   assert.equal(median([null, NaN]), null);
+});
+
+test("mean of the present values", () => {
+  assert.equal(mean([1, 2, null, 6, NaN]), 3);
+  assert.equal(mean([]), null);
+  assert.equal(mean([null]), null);
 });
 
 test("formatNumber: three significant digits, exponents only for the very small and the very large", () => {
