@@ -8,7 +8,7 @@ import { along } from "../wire.js";
 import { barList } from "./chart.js";
 import { formatCount, formatNumber, formatPercent, formatSigned } from "../numeric.js";
 import { el, factList, section } from "./controls.js";
-import { exampleView } from "./examples.js";
+import { exampleView, signalLegend } from "./examples.js";
 
 /**
  * @typedef {import("../analysis.js").Arrays} Arrays
@@ -99,6 +99,7 @@ function topExamples(arrays, f, ex) {
     note.prepend(badge, " ");
   }
   box.append(note);
+  if (ex.probe?.shape.length === 3) box.append(signalLegend({ activation: ex.maps !== null, input: true }));
   const scale = ex.maps ? scaleOf(ex.maps.values, "sequential") : { lo: 0, hi: 1 };
   const wall = el("div", "cvz-examples");
   indices.forEach((id, rank) => {

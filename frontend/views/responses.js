@@ -110,7 +110,8 @@ function noise(arrays, f) {
         { label: "this filter", values: stability },
         { label: "layer median", values: medianRow(arrays, "stability"), className: "cvz-series-7" },
       ],
-      xLabel: "σ",
+      xLabel: "σ (× probe std)",
+      yLabel: "cosine",
       testid: "response-chart",
     }),
   );
