@@ -85,6 +85,7 @@ export function mountCompare(root, store) {
     label: "The same filters at B",
     describe,
     name: (f) => (data && data.match[f] !== f ? `Filter #${data.match[f]} (matches A #${f})` : `Filter #${f}`),
+    caption: (f) => String(data ? data.match[f] : f),
     onSelect: (f) => store.selectFilter(f),
     onHover: (cell) => gridA.echo(cell),
   });
