@@ -183,9 +183,10 @@ export function mountImpact(root, store) {
     card.dataset.reverse = String(reverse);
 
     fillSummary(summary, ia, ra, counterfactuals, count);
+    // Filter and Flags first, both pinned: a narrow table scrolls sideways under them.
     const headRow = el("tr");
     for (const m of metrics) {
-      const th = el("th", m.key === "index" ? "" : "cvz-num");
+      const th = el("th", m.key === "index" ? "cvz-pinned" : "cvz-num");
       const active = m === metric;
       const button = sortButton(m.label, m.title, "impact-sort", () => store.setImpactSort(m.key, active ? !reverse : false));
       button.dataset.metric = m.key;
@@ -193,8 +194,8 @@ export function mountImpact(root, store) {
       if (active && reverse) button.classList.add("cvz-sort-reverse");
       th.append(button);
       headRow.append(th);
+      if (m.key === "index") headRow.append(el("th", "cvz-pinned cvz-flags", "Flags"));
     }
-    headRow.append(el("th", "", "Flags"));
     thead.replaceChildren(headRow);
 
     tbody.replaceChildren(
@@ -202,11 +203,7 @@ export function mountImpact(root, store) {
         const row = filterTableRow("impact-row", f, s.filter, (g) => store.selectFilter(g));
         const value = metric.value(f);
         row.dataset.value = value === null ? "" : String(value);
-        for (const m of metrics) {
-          const cell = el("td", `${m.key === "index" ? "cvz-filter-cell" : "cvz-num"}${m === metric ? " cvz-sorted" : ""}`, m.format(m.value(f)));
-          row.append(cell);
-        }
-        const flagCell = el("td", "cvz-flags");
+        const flagCell = el("td", "cvz-pinned cvz-flags");
         for (const flag of flagsOf(ia, ra, counterfactuals, f)) {
           const badge = el("span", `cvz-badge cvz-badge-${flag.flag}`, flag.text);
           badge.dataset.testid = "impact-flag";
@@ -214,7 +211,11 @@ export function mountImpact(root, store) {
           badge.title = flag.title;
           flagCell.append(badge);
         }
-        row.append(flagCell);
+        for (const m of metrics) {
+          const pinned = m.key === "index";
+          row.append(el("td", `${pinned ? "cvz-pinned cvz-filter-cell" : "cvz-num"}${m === metric ? " cvz-sorted" : ""}`, m.format(m.value(f))));
+          if (pinned) row.append(flagCell);
+        }
         return row;
       }),
     );

@@ -5,7 +5,7 @@ import { DIVERGING, SEQUENTIAL, cssGradient } from "../colormap.js";
 import { scaleOf } from "../raster.js";
 import { along, decodeWire } from "../wire.js";
 import { formatNumber, formatPercent, sortOrder } from "../numeric.js";
-import { el, segmented, viewCard } from "./controls.js";
+import { el, labelledSelect, segmented, viewCard } from "./controls.js";
 import { FilterGrid } from "./grid.js";
 import { layerFacts } from "./toolbar.js";
 
@@ -47,7 +47,19 @@ export function mountLayerView(root, store) {
   const imageRow = el("div", "cvz-image-row");
   const legend = el("div", "cvz-legend");
   legend.dataset.testid = "legend";
-  tools.append(legend, imageRow);
+  const sort = labelledSelect("Order", "sort-picker", (v) => store.setView({ sort: /** @type {State["sort"]} */ (v) }));
+  sort.element.classList.add("cvz-inline-field");
+  sort.setOptions(
+    [
+      { value: "index", text: "Filter index" },
+      { value: "cosine_distance_prev", text: "Most changed since previous step" },
+      { value: "cosine_distance_first", text: "Most changed since first step" },
+      { value: "l2", text: "Largest L2 norm" },
+      { value: "act_mean", text: "Highest mean activation" },
+    ],
+    "index",
+  );
+  tools.append(legend, imageRow, sort.element);
   const note = el("p", "cvz-note");
   note.dataset.testid = "layer-note";
 
@@ -75,6 +87,7 @@ export function mountLayerView(root, store) {
   store.subscribe((s, prev) => {
     card.hidden = s.phase !== "ready" || s.mode !== "filters";
     if (card.hidden) return;
+    sort.select.value = s.sort;
     const data = s.layerData.data;
     card.dataset.loading = String(s.layerData.status === "loading");
     const entry = store.layerEntry();
