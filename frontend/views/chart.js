@@ -3,6 +3,7 @@
 
 import { formatNumber } from "../numeric.js";
 import { el } from "./controls.js";
+import { pngButton } from "./download.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 
@@ -14,6 +15,13 @@ function svg(tag, attrs) {
   const node = document.createElementNS(SVG, tag);
   for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
   return node;
+}
+
+/** A chart's title, with a button that saves the chart as PNG. @param {string} title @param {HTMLElement} figure */
+function caption(title, figure) {
+  const box = el("figcaption", "cvz-chart-title", title);
+  box.append(pngButton(() => figure, title));
+  return box;
 }
 
 /**
@@ -31,11 +39,11 @@ function svg(tag, attrs) {
 export function lineChart(spec) {
   const width = spec.width ?? 340;
   const height = spec.height ?? 110;
-  const pad = { left: 60, right: 8, top: 8, bottom: 30 };
+  const pad = { left: 68, right: 8, top: 8, bottom: 30 };
   const format = spec.format ?? ((/** @type {number} */ v) => formatNumber(v));
   const figure = el("figure", "cvz-chart");
   if (spec.testid) figure.dataset.testid = spec.testid;
-  figure.append(el("figcaption", "cvz-chart-title", spec.title));
+  figure.append(caption(spec.title, figure));
 
   const finite = spec.series.flatMap((s) => s.values.filter((v) => v !== null && Number.isFinite(v)));
   const root = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img" });
@@ -143,7 +151,7 @@ export function polarChart(spec) {
   const radius = c - 14; // room for the angle labels
   const figure = el("figure", "cvz-chart cvz-polar");
   if (spec.testid) figure.dataset.testid = spec.testid;
-  figure.append(el("figcaption", "cvz-chart-title", spec.title));
+  figure.append(caption(spec.title, figure));
   const root = svg("svg", { width: size, height: size, viewBox: `0 0 ${size} ${size}`, role: "img" });
   root.setAttribute("aria-label", spec.title);
   figure.append(root);

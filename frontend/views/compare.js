@@ -7,6 +7,7 @@ import { scaleOf } from "../raster.js";
 import { decodeWire } from "../wire.js";
 import { formatNumber, formatPercent, mean, median, sortOrder } from "../numeric.js";
 import { el, filterTableRow, labelledSelect, segmented, sortButton, viewCard } from "./controls.js";
+import { csvButton, pngButton, setExportParts } from "./download.js";
 import { FilterGrid } from "./grid.js";
 import { drawLegend } from "./layer.js";
 
@@ -89,14 +90,18 @@ export function mountCompare(root, store) {
     onSelect: (f) => store.selectFilter(f),
     onHover: (cell) => gridA.echo(cell),
   });
-  const sideA = el("div", "cvz-compare-side");
-  const labelA = el("div", "cvz-compare-label");
-  labelA.dataset.testid = "compare-label-a";
-  sideA.append(labelA, gridA.element);
-  const sideB = el("div", "cvz-compare-side");
-  const labelB = el("div", "cvz-compare-label");
-  labelB.dataset.testid = "compare-label-b";
-  sideB.append(labelB, gridB.element);
+  /** @param {string} side @param {FilterGrid} grid */
+  const gridSide = (side, grid) => {
+    const box = el("div", "cvz-compare-side");
+    const label = el("div", "cvz-compare-label");
+    label.dataset.testid = `compare-label-${side.toLowerCase()}`;
+    const row = el("div", "cvz-compare-label-row");
+    row.append(label, pngButton(() => grid.canvas, `grid-${side}`));
+    box.append(row, grid.element);
+    return { box, label };
+  };
+  const { box: sideA, label: labelA } = gridSide("A", gridA);
+  const { box: sideB, label: labelB } = gridSide("B", gridB);
   const pair = el("div", "cvz-compare-grids");
   pair.append(sideA, sideB);
 
@@ -121,10 +126,14 @@ export function mountCompare(root, store) {
   table.append(thead, tbody);
   const tableWrap = el("div", "cvz-table-wrap");
   tableWrap.append(table);
+  const tableBox = el("div", "cvz-table-box");
+  const tableHead = el("div", "cvz-table-tools");
+  tableHead.append(csvButton(/** @type {HTMLTableElement} */ (table), "drift"));
+  tableBox.append(tableHead, tableWrap);
   const summary = el("div", "cvz-compare-summary");
   summary.dataset.testid = "compare-summary";
   const bottom = el("div", "cvz-compare-bottom");
-  bottom.append(tableWrap, summary);
+  bottom.append(tableBox, summary);
 
   card.append(head, controls, basis, message, pair, bottom);
   root.append(card);
@@ -192,6 +201,7 @@ export function mountCompare(root, store) {
         : ""
     }`;
     basis.dataset.basis = data.basis;
+    setExportParts(card, [data.layer, `${data.a.run}-step${data.a.step}`, "vs", `${data.b.run}-step${data.b.step}`]);
     labelA.textContent = `A · ${data.a.run} · step ${data.a.step}`;
     labelB.textContent = `B · ${data.b.run} · step ${data.b.step}`;
 
@@ -285,11 +295,10 @@ function fillSummary(box, data) {
   });
   const axis = el("div", "cvz-histogram-axis");
   axis.append(el("span", "", "0"), el("span", "", "1"), el("span", "", "2"));
-  box.replaceChildren(
-    el("h4", "cvz-detail-heading", "Layer summary"),
-    facts,
-    el("h4", "cvz-detail-heading", "Drift per filter"),
-    histogram,
-    axis,
-  );
+  const plot = el("figure", "cvz-chart");
+  plot.dataset.testid = "drift-histogram";
+  const heading = el("h4", "cvz-detail-heading", "Drift per filter");
+  heading.append(pngButton(() => plot, "drift-histogram"));
+  plot.append(heading, histogram, axis, el("div", "cvz-histogram-axis-title", "drift (cosine distance); bar height: number of filters"));
+  box.replaceChildren(el("h4", "cvz-detail-heading", "Layer summary"), facts, plot);
 }

@@ -2,6 +2,8 @@
 // a detail section, a sortable table's buttons and rows.
 // Option labels come from data (run and layer names) and are set as text, never as HTML.
 
+import { pngButton } from "./download.js";
+
 /**
  * @param {string} tag @param {string} [className] @param {string} [text]
  * @returns {HTMLElement}
@@ -59,13 +61,15 @@ export function filterTableRow(testid, f, selected, onSelect) {
 }
 
 /**
- * A titled section of the filter detail.
+ * A titled section of the filter detail, with a button that saves it as PNG.
  * @param {string} title @param {string} testid
  */
 export function section(title, testid) {
   const box = el("section", "cvz-detail-section");
   box.dataset.testid = testid;
-  box.append(el("h4", "cvz-detail-heading", title));
+  const heading = el("h4", "cvz-detail-heading", title);
+  heading.append(pngButton(() => box, title));
+  box.append(heading);
   return box;
 }
 

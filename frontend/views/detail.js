@@ -11,6 +11,7 @@ import { el, factList, section } from "./controls.js";
 import { lineChart } from "./chart.js";
 import { exampleView, signalLegend, zoomFor } from "./examples.js";
 import { impactViews } from "./filterimpact.js";
+import { setExportParts } from "./download.js";
 import { drawLegend } from "./layer.js";
 import { responseViews } from "./responses.js";
 
@@ -138,6 +139,7 @@ export function mountDetail(root, store) {
     if (probeDecoded.data !== probeData) probeDecoded = { data: probeData, array: probeData ? decodeWire(probeData.images) : null };
     panel.dataset.filter = String(data.filter);
     panel.dataset.step = String(data.step);
+    setExportParts(panel, [data.run, data.layer, `step${data.step}`, `filter${data.filter}`]);
     body.replaceChildren(...render(data, probeDecoded.array, probeData?.labels ?? null, s, store));
   });
 }

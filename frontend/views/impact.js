@@ -6,6 +6,7 @@
 import { COUNTERFACTUAL_PREFIX, absentMessage, answerFor, filterRow, filterValue, whole } from "../analysis.js";
 import { formatCount, formatNumber, formatPercent, formatSigned, mean, sortOrder } from "../numeric.js";
 import { el, filterTableRow, sortButton, viewCard } from "./controls.js";
+import { csvButton, setExportParts } from "./download.js";
 
 /**
  * @typedef {import("../analysis.js").Arrays} Arrays
@@ -127,7 +128,9 @@ export function mountImpact(root, store) {
   table.append(thead, tbody);
   const wrap = el("div", "cvz-table-wrap cvz-impact-wrap");
   wrap.append(table);
-  card.append(head, messages, summary, note, wrap);
+  const noteRow = el("div", "cvz-table-tools");
+  noteRow.append(note, csvButton(/** @type {HTMLTableElement} */ (table), "impact"));
+  card.append(head, messages, summary, noteRow, wrap);
   root.append(card);
 
   /** What the table was drawn from, so unrelated state changes do not redraw it. */
@@ -149,6 +152,7 @@ export function mountImpact(root, store) {
     sub.textContent = `run ${s.run} · step ${s.step}: what the model loses without each filter, and how each responds to perturbations`;
     card.dataset.loading = String(impact.status === "loading" || perturbation.status === "loading");
     card.dataset.step = String(s.step);
+    setExportParts(card, [s.run, s.layer, `step${s.step}`]);
 
     // While the slider's step loads, the previous step's table stays, dimmed.
     const here = { run: s.run, layer: s.layer };
@@ -166,11 +170,11 @@ export function mountImpact(root, store) {
     );
     if (!impactData && !responseData) {
       const loading = impact.status === "loading" || perturbation.status === "loading";
-      summary.hidden = note.hidden = wrap.hidden = true;
+      summary.hidden = noteRow.hidden = wrap.hidden = true;
       if (loading && !messages.childElementCount) messages.append(el("p", "cvz-note", `Loading the impact of layer ${s.layer}…`));
       return;
     }
-    summary.hidden = note.hidden = wrap.hidden = false;
+    summary.hidden = noteRow.hidden = wrap.hidden = false;
     /** @type {?Arrays} */
     const ia = impactData?.arrays ?? null;
     /** @type {?Arrays} */

@@ -6,6 +6,7 @@ import { scaleOf } from "../raster.js";
 import { along, decodeWire } from "../wire.js";
 import { formatNumber, formatPercent, sortOrder } from "../numeric.js";
 import { el, labelledSelect, segmented, viewCard } from "./controls.js";
+import { pngButton, setExportParts } from "./download.js";
 import { FilterGrid } from "./grid.js";
 import { layerFacts } from "./toolbar.js";
 
@@ -78,6 +79,7 @@ export function mountLayerView(root, store) {
     ],
     onSelect: (f) => store.selectFilter(f),
   });
+  tools.append(pngButton(() => grid.canvas, "grid"));
   card.append(head, tools, note, grid.element);
   root.append(card);
 
@@ -177,6 +179,7 @@ export function mountLayerView(root, store) {
     drawLegend(legend, spec.kind, s.norm === "layer" ? scaleOf(spec.values, spec.kind) : null);
     grid.draw(spec);
     grid.canvas.dataset.step = String(data.step);
+    setExportParts(card, [data.run, data.layer, `step${data.step}`, s.show === "activations" && decoded.maps ? "activations" : "weights"]);
     grid.canvas.dataset.layer = data.layer;
   });
 }

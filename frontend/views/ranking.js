@@ -4,6 +4,7 @@
 
 import { formatNumber, formatPercent, sortOrder } from "../numeric.js";
 import { el, segmented } from "./controls.js";
+import { pngButton, setExportParts } from "./download.js";
 
 const SHOWN = 10;
 
@@ -32,7 +33,9 @@ export function mountRanking(root, store) {
   since.element.classList.add("cvz-inline-field");
   const sub = el("div", "cvz-card-sub");
   const list = el("ol", "cvz-rank-list");
-  card.append(title, since.element, sub, list);
+  const head = el("div", "cvz-card-head cvz-ranking-head");
+  head.append(title, pngButton(() => card, "drift-ranking"));
+  card.append(head, since.element, sub, list);
   root.append(card);
 
   store.subscribe((s) => {
@@ -44,6 +47,7 @@ export function mountRanking(root, store) {
     const base = s.driftSince === "first" ? data.first_step : data.prev_step;
     const drift = /** @type {?Array<?number>} */ (data.stats[baseline.drift]);
     card.dataset.step = String(data.step);
+    setExportParts(card, [data.run, data.layer, `step${data.step}`]);
     card.dataset.since = s.driftSince;
     if (base === null || base === undefined || base === data.step || !drift) {
       title.textContent = "Drift";

@@ -5,15 +5,21 @@
 import { COUNTERFACTUAL_PREFIX, filterRow, filterValue, layerMedian, whole } from "../analysis.js";
 import { formatNumber, formatPercent, median } from "../numeric.js";
 import { el, factList } from "./controls.js";
+import { pngButton } from "./download.js";
 import { barList, lineChart, polarChart } from "./chart.js";
 
 /** @typedef {import("../analysis.js").Arrays} Arrays */
 
-/** @param {string} title @param {string} testid @param {string} [note] */
-function block(title, testid, note) {
+/**
+ * One response's box. Bars get a PNG button here; charts carry their own.
+ * @param {string} title @param {string} testid @param {string} [note] @param {boolean} [bars]
+ */
+function block(title, testid, note, bars = false) {
   const box = el("div", "cvz-response");
   box.dataset.testid = testid;
-  box.append(el("h5", "cvz-response-title", title));
+  const heading = el("h5", "cvz-response-title", title);
+  if (bars) heading.append(pngButton(() => box, title));
+  box.append(heading);
   if (note) box.append(el("p", "cvz-note", note));
   return box;
 }
@@ -88,6 +94,7 @@ function symmetry(arrays, f) {
     "Shift and reversal",
     "symmetry-bars",
     "Cosine of the map on the changed input with the changed map: 1 = follows the change exactly.",
+    true,
   );
   const fractions = whole(arrays, "shift_fractions");
   const items = shift.map((v, i) => ({ label: `shift ${formatNumber(fractions[i], 2)} L`, value: v }));
@@ -128,6 +135,7 @@ function adversarial(arrays, f) {
     `Adversarial change (ε = ${formatNumber(eps, 2)} × probe std)`,
     "adversarial-bars",
     "Relative activation change ‖a(x′) − a(x)‖ / ‖a(x)‖ under attacks on the model's loss.",
+    true,
   );
   const items = [
     { label: "FGSM", value: fgsm, mark: layerMedian(arrays, "fgsm") },
@@ -144,6 +152,7 @@ function counterfactualList(arrays, names, f) {
     "Counterfactuals",
     "counterfactuals",
     "Signed change of mean |activation| when your edit is applied to the probe (│ layer median); flagged when the filter reacts far more than the layer's others.",
+    true,
   );
   const items = names.map((name) => {
     const key = COUNTERFACTUAL_PREFIX + name;
