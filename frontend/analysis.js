@@ -9,8 +9,25 @@ import { median } from "./numeric.js";
  * @typedef {import("./store.js").Load} Load
  */
 
-/** Counterfactual arrays: "cf/<name>" (signed relative change), "cf/<name>/cosine", "/z", "/flag". */
-export const COUNTERFACTUAL_PREFIX = "cf/";
+/**
+ * The perturbation array of counterfactual `name` (a name from the answer's `counterfactuals`):
+ * its signed relative change of mean |activation|, or its map cosine, robust z or outlier flag.
+ * The one place the record's "cf/<name>[/field]" naming is known here; the payload lists the
+ * names but not these keys.
+ * @param {string} name @param {"cosine"|"z"|"flag"} [field] @returns {string}
+ */
+export function counterfactualKey(name, field) {
+  return field ? `cf/${name}/${field}` : `cf/${name}`;
+}
+
+/**
+ * Whether the perturbation answer holds `group` (a key of its `groups`: "orientation", "rotation",
+ * "noise", "adversarial", "shift", "reversal"), i.e. the record logged that response.
+ * @param {any} answer the /perturbation payload @param {string} group
+ */
+export function hasGroup(answer, group) {
+  return (answer?.groups?.[group] ?? []).length > 0;
+}
 
 /**
  * The value of a per-filter array (F,) for `filter`; null when the array is absent or the value is NaN.

@@ -2,7 +2,7 @@
 // maps on every probe image kept (over the probe input), its perturbation responses and impact
 // where the run logged them, and its history over every logged step.
 
-import { COUNTERFACTUAL_PREFIX, absentMessage, answerFor } from "../analysis.js";
+import { absentMessage, answerFor, counterfactualKey } from "../analysis.js";
 import { DIVERGING } from "../colormap.js";
 import { itemCanvas, scaleOf } from "../raster.js";
 import { along, decodeWire } from "../wire.js";
@@ -254,7 +254,8 @@ function render(data, probe, labels, s, store) {
   }
   history.append(charts);
   const histories = [history];
-  const trends = analysisHistory(h, data.step);
+  const counterfactuals = answerFor(s.analysis.perturbation, data)?.counterfactuals ?? [];
+  const trends = analysisHistory(h, data.step, counterfactuals);
   if (trends) histories.push(trends);
 
   const examples = { probe, maps: mapArray, mapImages: data.map_images, alpha: s.overlay };
@@ -295,14 +296,13 @@ function responseSection(load, data) {
 /**
  * The filter's impact and responses over the steps they were logged: how its impact grew.
  * @param {any} h the /filter payload's history @param {number} step
+ * @param {string[]} names the counterfactuals' names (from the /perturbation payload)
  * @returns {?HTMLElement}
  */
-function analysisHistory(h, step) {
+function analysisHistory(h, step, names) {
   const impact = h.impact;
   const responses = h.perturbation;
-  const counterfactuals = Object.keys(responses ?? {})
-    .filter((k) => k.startsWith(COUNTERFACTUAL_PREFIX) && k.split("/").length === 2)
-    .map((k) => /** @type {[string, string]} */ ([k, k.slice(COUNTERFACTUAL_PREFIX.length)]));
+  const counterfactuals = names.map((name) => /** @type {[string, string]} */ ([counterfactualKey(name), name]));
   const percent = (/** @type {number} */ v) => formatPercent(v);
   /**
    * history, title, y axis title, [key, label] of each series, y tick format

@@ -3,7 +3,7 @@
 // perturbation responses, with flags for counterfactual-sensitive and class-concentrated filters.
 // A row opens the filter's detail.
 
-import { COUNTERFACTUAL_PREFIX, absentMessage, answerFor, filterRow, filterValue, whole } from "../analysis.js";
+import { absentMessage, answerFor, counterfactualKey, filterRow, filterValue, whole } from "../analysis.js";
 import { formatCount, formatNumber, formatPercent, formatSigned, mean, sortOrder } from "../numeric.js";
 import { el, filterTableRow, sortButton, viewCard } from "./controls.js";
 import { csvButton, setExportParts } from "./download.js";
@@ -73,7 +73,7 @@ function metricsOf(impact, responses, counterfactuals) {
   }
   add(responses, "fgsm", "FGSM", "Relative activation change under an FGSM attack", "high", (v) => formatNumber(v));
   for (const name of counterfactuals) {
-    add(responses, COUNTERFACTUAL_PREFIX + name, name, `Counterfactual "${name}": signed change of mean |activation| (largest first)`, "abs", formatPercent);
+    add(responses, counterfactualKey(name), name, `Counterfactual "${name}": signed change of mean |activation| (largest first)`, "abs", formatPercent);
   }
   return metrics;
 }
@@ -99,7 +99,7 @@ function orderBy(count, metric, reverse) {
 function flagsOf(impact, responses, counterfactuals, f) {
   const flags = [];
   for (const name of counterfactuals) {
-    if (filterValue(responses, `${COUNTERFACTUAL_PREFIX}${name}/flag`, f)) {
+    if (filterValue(responses, counterfactualKey(name, "flag"), f)) {
       flags.push({ flag: "counterfactual", text: name, title: `Reacts to "${name}" far more than the layer's other filters` });
     }
   }
@@ -252,7 +252,7 @@ function fillSummary(box, impact, responses, counterfactuals, count) {
     );
   }
   for (const name of counterfactuals) {
-    const flagged = whole(responses, `${COUNTERFACTUAL_PREFIX}${name}/flag`).filter((v) => v).length;
+    const flagged = whole(responses, counterfactualKey(name, "flag")).filter((v) => v).length;
     rows.push([`flagged by "${name}"`, `${flagged} of ${count}`, `Filters that react to "${name}" far more than the layer's others`, "counterfactual-flagged"]);
   }
   box.replaceChildren();

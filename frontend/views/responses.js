@@ -2,7 +2,7 @@
 // polar plots (2-D), shift and reversal (1-D), noise stability over σ, FGSM/PGD change and each
 // counterfactual's change with its flag. The layer's median is drawn beside each for scale.
 
-import { COUNTERFACTUAL_PREFIX, filterRow, filterValue, layerMedian, whole } from "../analysis.js";
+import { counterfactualKey, filterRow, filterValue, hasGroup, layerMedian, whole } from "../analysis.js";
 import { formatNumber, formatPercent, median } from "../numeric.js";
 import { el, factList } from "./controls.js";
 import { pngButton } from "./download.js";
@@ -155,16 +155,16 @@ function counterfactualList(arrays, names, f) {
     true,
   );
   const items = names.map((name) => {
-    const key = COUNTERFACTUAL_PREFIX + name;
-    const z = filterValue(arrays, `${key}/z`, f);
-    const cosine = filterValue(arrays, `${key}/cosine`, f);
+    const key = counterfactualKey(name);
+    const z = filterValue(arrays, counterfactualKey(name, "z"), f);
+    const cosine = filterValue(arrays, counterfactualKey(name, "cosine"), f);
     return {
       label: name,
       value: filterValue(arrays, key, f),
       text: formatPercent(filterValue(arrays, key, f)),
       mark: layerMedian(arrays, key),
       title: `robust z ${formatNumber(z, 2)} within the layer · map cosine ${formatNumber(cosine, 3)}`,
-      badge: filterValue(arrays, `${key}/flag`, f) ? "flagged" : undefined,
+      badge: filterValue(arrays, counterfactualKey(name, "flag"), f) ? "flagged" : undefined,
     };
   });
   box.append(barList({ items, signed: true, itemTestid: "counterfactual-row" }));
@@ -178,11 +178,13 @@ function counterfactualList(arrays, names, f) {
  */
 export function responseViews(data, filter) {
   const arrays = /** @type {Arrays} */ (data.arrays);
+  // Which responses the record holds, as the payload's groups say.
+  const has = (/** @type {string} */ group) => hasGroup(data, group);
   return [
-    ...orientation(arrays, filter),
-    ...symmetry(arrays, filter),
-    ...noise(arrays, filter),
-    ...adversarial(arrays, filter),
+    ...(has("orientation") ? orientation(arrays, filter) : []),
+    ...(has("shift") || has("reversal") ? symmetry(arrays, filter) : []),
+    ...(has("noise") ? noise(arrays, filter) : []),
+    ...(has("adversarial") ? adversarial(arrays, filter) : []),
     ...counterfactualList(arrays, data.counterfactuals ?? [], filter),
   ];
 }

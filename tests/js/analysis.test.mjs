@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import test from "node:test";
 
-import { answerFor, classesInWords, filterRow, filterValue, layerMedian, whole } from "../../frontend/analysis.js";
+import { answerFor, classesInWords, counterfactualKey, filterRow, filterValue, hasGroup, layerMedian, whole } from "../../frontend/analysis.js";
 
 /** A layer of 3 filters as the routes send it: flat row-major values, NaN as null. */
 const arrays = {
@@ -37,6 +37,16 @@ test("answerFor keeps an answer only for its run, layer and (once ready) step", 
   assert.equal(answerFor(ready, { run: "a", layer: "conv1" }), data);
   assert.equal(answerFor(ready, { run: "b", layer: "conv1" }), null);
   assert.equal(answerFor({ ...ready, status: "loading" }, { run: "a", layer: "conv1", step: 3 }), null);
+});
+
+test("counterfactualKey and hasGroup name what the record holds", () => {
+  assert.equal(counterfactualKey("no red"), "cf/no red");
+  assert.equal(counterfactualKey("no red", "flag"), "cf/no red/flag");
+  const answer = { groups: { orientation: ["osi"], rotation: [] } };
+  assert.equal(hasGroup(answer, "orientation"), true);
+  assert.equal(hasGroup(answer, "rotation"), false);
+  assert.equal(hasGroup(answer, "noise"), false);
+  assert.equal(hasGroup(null, "noise"), false);
 });
 
 test("classesInWords names a class only when it is the majority", () => {
