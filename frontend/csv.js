@@ -17,14 +17,14 @@ export function toCsv(rows) {
 }
 
 /**
- * A file name from its parts (run, layer, step, what): each part reduced to letters, digits, dots
- * and dashes, so a run named like markup or a path still makes one safe name.
+ * A file name from its parts (run, layer, step, what), joined by "_": each part reduced to letters,
+ * digits, dots, dashes and underscores, so a run named like markup or a path still makes one safe name.
  * @param {Array<string|number>} parts @param {string} extension without the dot
  * @returns {string}
  */
 export function downloadName(parts, extension) {
   const clean = parts
-    .map((p) => String(p).replace(/[^\p{L}\p{N}.-]+/gu, "-").replace(/^[-.]+|-+$/g, ""))
+    .map((p) => String(p).replace(/[^\p{L}\p{N}._-]+/gu, "-").replace(/^[-._]+|[-_]+$/g, ""))
     .filter((p) => p !== "");
   return `${clean.join("_") || "convviz"}.${extension}`;
 }

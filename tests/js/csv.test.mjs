@@ -23,4 +23,5 @@ test("downloadName makes one safe file name from hostile parts", () => {
   assert.equal(downloadName(["convviz", "../../etc/passwd"], "png"), "convviz_etc-passwd.png");
   assert.equal(downloadName(["", "///"], "png"), "convviz.png");
   assert.equal(downloadName(["Δloss", 3], "png"), "Δloss_3.png");
+  assert.equal(downloadName(["impact_3class", "layer1"], "csv"), "impact_3class_layer1.csv");
 });
