@@ -16,8 +16,8 @@ import { el } from "./controls.js";
  *   order[k] is the filter drawn in cell k; strip: 1-D data, drawn taller than one row per channel.
  */
 
-/** CSS px under each cell for its filter index. */
-const LABEL_HEIGHT = 11;
+/** CSS px under each cell for its filter index (clear of the 2 px selection outline). */
+const LABEL_HEIGHT = 13;
 
 /** @param {number} count */
 function targetCell(count) {
@@ -133,7 +133,7 @@ export class FilterGrid {
     for (let k = 0; k < spec.count; k++) {
       const x = (k % cols) * pitchX + cellW / 2;
       // Squeezed to the pitch rather than spilling onto the neighbour's label.
-      ctx.fillText(caption(spec.order[k]), x, Math.floor(k / cols) * pitchY + cellH + 1, pitchX - 1);
+      ctx.fillText(caption(spec.order[k]), x, Math.floor(k / cols) * pitchY + cellH + 3, pitchX - 1);
     }
 
     const d = this.canvas.dataset;
