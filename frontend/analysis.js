@@ -1,14 +1,33 @@
 // Reads the /perturbation and /impact answers: {arrays: {name: {shape, values}}}, values flat and
 // row-major, NaN as null. A per-filter array has the layer's filters on its first axis.
 
+import { median } from "./numeric.js";
+
 /**
  * @typedef {{shape: number[], values: Array<?number>}} Plain
  * @typedef {Record<string, Plain>} Arrays
  * @typedef {import("./store.js").Load} Load
  */
 
-/** Counterfactual arrays: "cf/<name>" (signed relative change), "cf/<name>/cosine", "/z", "/flag". */
-export const COUNTERFACTUAL_PREFIX = "cf/";
+/**
+ * The perturbation array of counterfactual `name` (a name from the answer's `counterfactuals`):
+ * its signed relative change of mean |activation|, or its map cosine, robust z or outlier flag.
+ * The one place the record's "cf/<name>[/field]" naming is known here; the payload lists the
+ * names but not these keys.
+ * @param {string} name @param {"cosine"|"z"|"flag"} [field] @returns {string}
+ */
+export function counterfactualKey(name, field) {
+  return field ? `cf/${name}/${field}` : `cf/${name}`;
+}
+
+/**
+ * Whether the perturbation answer holds `group` (a key of its `groups`: "orientation", "rotation",
+ * "noise", "adversarial", "shift", "reversal"), i.e. the record logged that response.
+ * @param {any} answer the /perturbation payload @param {string} group
+ */
+export function hasGroup(answer, group) {
+  return (answer?.groups?.[group] ?? []).length > 0;
+}
 
 /**
  * The value of a per-filter array (F,) for `filter`; null when the array is absent or the value is NaN.
@@ -39,23 +58,28 @@ export function whole(arrays, name) {
 }
 
 /**
- * The median of the finite values; null when there are none.
- * @param {Array<?number>} values @returns {?number}
- */
-export function median(values) {
-  const finite = /** @type {number[]} */ (values.filter((v) => v !== null && Number.isFinite(v)));
-  if (finite.length === 0) return null;
-  finite.sort((a, b) => a - b);
-  const mid = finite.length >> 1;
-  return finite.length % 2 ? finite[mid] : (finite[mid - 1] + finite[mid]) / 2;
-}
-
-/**
  * The median over the layer's filters of a per-filter array (F,): what is usual in this layer.
  * @param {?Arrays} arrays @param {string} name @returns {?number}
  */
 export function layerMedian(arrays, name) {
   return median(whole(arrays, name));
+}
+
+/**
+ * What the classes of a filter's top examples have in common, for people: the majority class
+ * ("4 of 5 are class 2") only when more than half share it, else how many classes there are.
+ * @param {Array<?number>} labels one per example, null when unknown @returns {string}
+ */
+export function classesInWords(labels) {
+  const known = labels.filter((v) => v !== null);
+  if (known.length === 0) return "their classes are unknown";
+  /** @type {Map<number, number>} */
+  const counts = new Map();
+  for (const v of known) counts.set(/** @type {number} */ (v), (counts.get(/** @type {number} */ (v)) ?? 0) + 1);
+  const [label, count] = [...counts].reduce((best, c) => (c[1] > best[1] || (c[1] === best[1] && c[0] < best[0]) ? c : best));
+  if (count === known.length) return `all ${count} are class ${label}`;
+  if (2 * count > known.length) return `${count} of ${known.length} are class ${label}`;
+  return `${counts.size} classes, none a majority`;
 }
 
 /**

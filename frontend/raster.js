@@ -203,26 +203,33 @@ export function overlayCanvas(input, map, scale, lut, alpha, cssWidth) {
   return canvas;
 }
 
+/** CSS px left of a 1-D trace for its activation axis. */
+const SIGNAL_AXIS = 34;
+
 /**
- * A 1-D probe input (grey lines, one per channel) with a filter's activation over time on top
- * (coloured line, and a viridis strip underneath). Either may be empty: (0, 0) and (0,).
+ * A 1-D probe input (grey lines, one per channel, each stretched to fit) with a filter's activation
+ * over time on top (coloured line on the y axis at the left, and a viridis strip underneath).
+ * Either may be empty: (0, 0) and (0,).
  * @param {{values: Float32Array, shape: number[]}} input (C, L)
  * @param {Float32Array} activation (l,)
  * @param {Scale} scale @param {Uint8ClampedArray} lut
  * @param {number} cssWidth @param {number} cssHeight
- * @param {{input: string, activation: string}} colors
+ * @param {{input: string, activation: string, axis: string, font: string}} colors and the axis font
+ * @param {(v: number) => string} format the axis numbers
  * @returns {HTMLCanvasElement}
  */
-export function signalCanvas(input, activation, scale, lut, cssWidth, cssHeight, colors) {
+export function signalCanvas(input, activation, scale, lut, cssWidth, cssHeight, colors, format) {
   const { canvas, ctx, dpr } = hiDpiCanvas(cssWidth, cssHeight);
   ctx.scale(dpr, dpr);
   const strip = 10;
   const plotH = cssHeight - strip - 4;
+  const left = activation.length ? SIGNAL_AXIS : 0;
+  const plotW = cssWidth - left;
   /** @param {ArrayLike<number>} ys @param {number} lo @param {number} hi */
   const line = (ys, lo, hi) => {
     ctx.beginPath();
     for (let i = 0; i < ys.length; i++) {
-      const x = ys.length === 1 ? cssWidth / 2 : (i / (ys.length - 1)) * cssWidth;
+      const x = left + (ys.length === 1 ? plotW / 2 : (i / (ys.length - 1)) * plotW);
       const y = 2 + (1 - (ys[i] - lo) / (hi - lo || 1)) * (plotH - 4);
       if (i === 0) ctx.moveTo(x, y);
       else ctx.lineTo(x, y);
@@ -238,10 +245,24 @@ export function signalCanvas(input, activation, scale, lut, cssWidth, cssHeight,
   ctx.strokeStyle = colors.activation;
   ctx.lineWidth = 2;
   line(activation, scale.lo, scale.hi);
+  // The activation's axis: a rule with its top and bottom values.
+  ctx.strokeStyle = colors.axis;
+  ctx.lineWidth = 1;
+  ctx.beginPath();
+  ctx.moveTo(left - 2.5, 2);
+  ctx.lineTo(left - 2.5, plotH - 2);
+  ctx.stroke();
+  ctx.fillStyle = colors.axis;
+  ctx.font = colors.font;
+  ctx.textAlign = "right";
+  ctx.textBaseline = "top";
+  ctx.fillText(format(scale.hi), left - 5, 1, left - 6);
+  ctx.textBaseline = "bottom";
+  ctx.fillText(format(scale.lo), left - 5, plotH, left - 6);
   const layout = itemLayout([1, activation.length]);
   const heat = new ImageData(layout.width, 1);
   paintItem(heat, activation, layout, scale, lut, 0, 0);
   ctx.imageSmoothingEnabled = false;
-  ctx.drawImage(bitmap(heat), 0, cssHeight - strip, cssWidth, strip);
+  ctx.drawImage(bitmap(heat), left, cssHeight - strip, plotW, strip);
   return canvas;
 }

@@ -16,14 +16,15 @@ import * as api from "./api.js";
  *   phase: "loading"|"empty"|"error"|"ready", message: string,
  *   runs: RunEntry[], run: string, layer: string, step: number,
  *   mode: Mode, show: "weights"|"activations", norm: "filter"|"layer",
- *   sort: "index"|"cosine_distance_prev"|"cosine_distance_first"|"l2"|"act_mean", image: number,
+ *   sort: "index"|"cosine_distance_prev"|"cosine_distance_first"|"l2"|"act_mean", driftSince: "first"|"previous",
+ *   image: number,
  *   layerData: Load, filter: ?number, detail: Load, probes: Record<string, Load>, overlay: number,
  *   compare: {stepA: number, runB: string, stepB: number, align: "index"|"match",
  *     sort: "cosine_distance"|"norm_change"|"act_mean_change", load: Load},
  *   analysis: Record<Analysis, Load>, impactSort: {metric: string, reverse: boolean},
  * }} State
  *   analysis: the current layer's perturbation responses and impact table at the slider's step, for
- *   the Impact view and the filter detail; impactSort: the Impact table's column (a metric key of
+ *   the Impact view and the filter detail; driftSince: the drift ranking's baseline step; impactSort: the Impact table's column (a metric key of
  *   views/impact.js) and whether its natural order is reversed.
  */
 
@@ -65,6 +66,7 @@ export class Store {
       show: "weights",
       norm: "filter",
       sort: "index",
+      driftSince: "first",
       image: 0,
       layerData: IDLE,
       filter: null,
@@ -110,6 +112,15 @@ export class Store {
   /** @param {string} [run] @param {string} [layer] @returns {LayerEntry|undefined} */
   layerEntry(run = this.state.run, layer = this.state.layer) {
     return this.runEntry(run)?.layers.find((l) => l.name === layer);
+  }
+
+  /**
+   * The runs Run B can be: those whose layer is comparable, the current run left out unless it is
+   * the only one (run vs itself is what epoch vs epoch shows).
+   */
+  runBChoices() {
+    const others = this.comparableRuns().filter((r) => r.run !== this.state.run);
+    return others.length ? others : this.comparableRuns();
   }
 
   /** Runs whose `layer` has the same filters and kernel size as in the current run: comparable. */
@@ -224,7 +235,7 @@ export class Store {
     if (this.layerCache.size > LAYER_CACHE_SIZE) this.layerCache.delete(this.layerCache.keys().next().value);
   }
 
-  /** @param {Partial<Pick<State, "show"|"norm"|"sort"|"image"|"overlay">>} patch */
+  /** @param {Partial<Pick<State, "show"|"norm"|"sort"|"driftSince"|"image"|"overlay">>} patch */
   setView(patch) {
     this.set(patch);
   }
@@ -242,6 +253,7 @@ export class Store {
       }
       if (this.state.compare.stepA >= this.state.step) this.set({ compare: { ...this.state.compare, stepA: steps[0] } });
     }
+    if (mode === "runs" && !this.runBChoices().some((r) => r.run === this.state.compare.runB)) this.resetCompare();
     if (this.comparing()) this.loadCompare();
     if (mode === "impact") this.loadAnalysis();
   }
@@ -279,8 +291,7 @@ export class Store {
   resetCompare() {
     const entry = this.layerEntry();
     if (!entry) return;
-    const others = this.comparableRuns().filter((r) => r.run !== this.state.run);
-    const runB = others.length ? others[0].run : this.state.run;
+    const runB = this.runBChoices()[0]?.run ?? this.state.run;
     const stepsB = this.layerEntry(runB)?.steps ?? entry.steps;
     this.set({
       compare: {

@@ -1,7 +1,9 @@
 // Small charts: SVG line charts (a filter's history over steps, a 1-D kernel or activation over
 // time), SVG polar charts (orientation tuning) and HTML bar lists (a few signed or positive values).
 
-import { el, formatNumber } from "./controls.js";
+import { formatNumber } from "../numeric.js";
+import { el } from "./controls.js";
+import { pngButton } from "./download.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 
@@ -15,10 +17,18 @@ function svg(tag, attrs) {
   return node;
 }
 
+/** A chart's title, with a button that saves the chart as PNG. @param {string} title @param {HTMLElement} figure */
+function caption(title, figure) {
+  const box = el("figcaption", "cvz-chart-title", title);
+  box.append(pngButton(() => figure, title));
+  return box;
+}
+
 /**
  * @typedef {{label: string, values: Array<?number>, className?: string}} Series
- * @typedef {{title: string, x: number[], series: Series[], current?: number, testid?: string,
- *   width?: number, height?: number, xLabel?: string}} ChartSpec
+ * @typedef {{title: string, x: number[], series: Series[], xLabel: string, yLabel: string,
+ *   format?: (v: number) => string, current?: number, testid?: string, width?: number, height?: number}} ChartSpec
+ *   xLabel, yLabel: the axis titles (what and, where it has one, the unit); format: the y ticks' text
  */
 
 /**
@@ -28,11 +38,12 @@ function svg(tag, attrs) {
  */
 export function lineChart(spec) {
   const width = spec.width ?? 340;
-  const height = spec.height ?? 96;
-  const pad = { left: 46, right: 8, top: 8, bottom: 18 };
+  const height = spec.height ?? 110;
+  const pad = { left: 68, right: 8, top: 8, bottom: 30 };
+  const format = spec.format ?? ((/** @type {number} */ v) => formatNumber(v));
   const figure = el("figure", "cvz-chart");
   if (spec.testid) figure.dataset.testid = spec.testid;
-  figure.append(el("figcaption", "cvz-chart-title", spec.title));
+  figure.append(caption(spec.title, figure));
 
   const finite = spec.series.flatMap((s) => s.values.filter((v) => v !== null && Number.isFinite(v)));
   const root = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img" });
@@ -66,11 +77,19 @@ export function lineChart(spec) {
     t.textContent = text;
     axis.append(t);
   };
-  label(formatNumber(hi), { x: pad.left - 4, y: pad.top + 4, "text-anchor": "end" });
-  label(formatNumber(lo), { x: pad.left - 4, y: height - pad.bottom, "text-anchor": "end" });
-  label(String(x0), { x: pad.left, y: height - 4, "text-anchor": "start" });
-  if (x1 !== x0) label(String(x1), { x: width - pad.right, y: height - 4, "text-anchor": "end" });
-  if (spec.xLabel) label(spec.xLabel, { x: (pad.left + width - pad.right) / 2, y: height - 4, "text-anchor": "middle" });
+  label(format(hi), { x: pad.left - 4, y: pad.top + 4, "text-anchor": "end" });
+  label(format(lo), { x: pad.left - 4, y: height - pad.bottom, "text-anchor": "end" });
+  label(String(x0), { x: pad.left, y: height - pad.bottom + 12, "text-anchor": "start" });
+  if (x1 !== x0) label(String(x1), { x: width - pad.right, y: height - pad.bottom + 12, "text-anchor": "end" });
+  const xTitle = svg("text", { x: (pad.left + width - pad.right) / 2, y: height - 3, "text-anchor": "middle", class: "cvz-axis-title" });
+  xTitle.textContent = spec.xLabel;
+  xTitle.dataset.axis = "x";
+  // The y title runs up the left edge, centred on the plot.
+  const yMid = (pad.top + height - pad.bottom) / 2;
+  const yTitle = svg("text", { x: 10, y: yMid, "text-anchor": "middle", transform: `rotate(-90 10 ${yMid})`, class: "cvz-axis-title" });
+  yTitle.textContent = spec.yLabel;
+  yTitle.dataset.axis = "y";
+  axis.append(xTitle, yTitle);
   root.append(axis);
 
   if (spec.current !== undefined && spec.x.includes(spec.current)) {
@@ -96,7 +115,7 @@ export function lineChart(spec) {
         if (v === null || !Number.isFinite(v)) return;
         const dot = svg("circle", { cx: sx(spec.x[i]), cy: sy(v), r: spec.x[i] === spec.current ? 3.5 : 2, class: `cvz-chart-dot ${className}` });
         const tip = svg("title", {});
-        tip.textContent = `${s.label} at ${spec.x[i]}: ${formatNumber(v, 4)}`;
+        tip.textContent = `${s.label} at ${spec.xLabel} ${spec.x[i]}: ${spec.format ? spec.format(v) : formatNumber(v, 4)}`;
         dot.append(tip);
         root.append(dot);
       });
@@ -132,7 +151,7 @@ export function polarChart(spec) {
   const radius = c - 14; // room for the angle labels
   const figure = el("figure", "cvz-chart cvz-polar");
   if (spec.testid) figure.dataset.testid = spec.testid;
-  figure.append(el("figcaption", "cvz-chart-title", spec.title));
+  figure.append(caption(spec.title, figure));
   const root = svg("svg", { width: size, height: size, viewBox: `0 0 ${size} ${size}`, role: "img" });
   root.setAttribute("aria-label", spec.title);
   figure.append(root);

@@ -5,7 +5,9 @@
 import { DIVERGING } from "../colormap.js";
 import { scaleOf } from "../raster.js";
 import { decodeWire } from "../wire.js";
-import { el, filterTableRow, formatNumber, formatPercent, labelledSelect, segmented, sortButton, viewCard } from "./controls.js";
+import { formatNumber, formatPercent, mean, median, sortOrder } from "../numeric.js";
+import { el, filterTableRow, labelledSelect, segmented, sortButton, viewCard } from "./controls.js";
+import { csvButton, pngButton, setExportParts } from "./download.js";
 import { FilterGrid } from "./grid.js";
 import { drawLegend } from "./layer.js";
 
@@ -27,18 +29,13 @@ const METRIC_NAMES = {
 };
 
 /**
- * Most changed first: drift descending; norm and activation change by magnitude. Ties by index.
+ * Most changed first: drift descending; norm and activation change by magnitude.
  * @param {any} data the /compare payload @param {Metric} metric @returns {number[]}
  */
 function rankBy(data, metric) {
-  const values = data.metrics[metric];
+  const values = /** @type {?Array<?number>} */ (data.metrics[metric]);
   if (!values) return data.order;
-  const key = (/** @type {number} */ i) => {
-    const v = values[i];
-    if (v === null || !Number.isFinite(v)) return -Infinity;
-    return metric === "cosine_distance" ? v : Math.abs(v);
-  };
-  return Array.from({ length: data.filters }, (_, i) => i).sort((a, b) => key(b) - key(a) || a - b);
+  return sortOrder(metric === "cosine_distance" ? values : values.map((v) => (v === null ? null : Math.abs(v))), true);
 }
 
 /** @param {HTMLElement} root @param {import("../store.js").Store} store */
@@ -46,14 +43,9 @@ export function mountCompare(root, store) {
   const { card, head, title, sub } = viewCard("cvz-card cvz-compare", "compare-view");
 
   const controls = el("div", "cvz-compare-controls");
-  const stepA = labelledSelect("Step A", "compare-step-a", (v) => {
-    if (store.state.mode === "epochs") store.setCompare({ stepA: Number(v) });
-    else store.selectStep(Number(v));
-  });
-  const stepB = labelledSelect("Step B", "compare-step-b", (v) => {
-    if (store.state.mode === "epochs") store.selectStep(Number(v));
-    else store.setCompare({ stepB: Number(v) });
-  });
+  // The step slider above is the other step (B in epoch vs epoch, A in run vs run): one control each.
+  const stepA = labelledSelect("Step A", "compare-step-a", (v) => store.setCompare({ stepA: Number(v) }));
+  const stepB = labelledSelect("Step B", "compare-step-b", (v) => store.setCompare({ stepB: Number(v) }));
   const runB = labelledSelect("Run B", "compare-run-b", (v) => store.setCompare({ runB: v }));
   const align = segmented(
     "Pair filters",
@@ -94,17 +86,22 @@ export function mountCompare(root, store) {
     label: "The same filters at B",
     describe,
     name: (f) => (data && data.match[f] !== f ? `Filter #${data.match[f]} (matches A #${f})` : `Filter #${f}`),
+    caption: (f) => String(data ? data.match[f] : f),
     onSelect: (f) => store.selectFilter(f),
     onHover: (cell) => gridA.echo(cell),
   });
-  const sideA = el("div", "cvz-compare-side");
-  const labelA = el("div", "cvz-compare-label");
-  labelA.dataset.testid = "compare-label-a";
-  sideA.append(labelA, gridA.element);
-  const sideB = el("div", "cvz-compare-side");
-  const labelB = el("div", "cvz-compare-label");
-  labelB.dataset.testid = "compare-label-b";
-  sideB.append(labelB, gridB.element);
+  /** @param {string} side @param {FilterGrid} grid */
+  const gridSide = (side, grid) => {
+    const box = el("div", "cvz-compare-side");
+    const label = el("div", "cvz-compare-label");
+    label.dataset.testid = `compare-label-${side.toLowerCase()}`;
+    const row = el("div", "cvz-compare-label-row");
+    row.append(label, pngButton(() => grid.canvas, `grid-${side}`));
+    box.append(row, grid.element);
+    return { box, label };
+  };
+  const { box: sideA, label: labelA } = gridSide("A", gridA);
+  const { box: sideB, label: labelB } = gridSide("B", gridB);
   const pair = el("div", "cvz-compare-grids");
   pair.append(sideA, sideB);
 
@@ -129,10 +126,14 @@ export function mountCompare(root, store) {
   table.append(thead, tbody);
   const tableWrap = el("div", "cvz-table-wrap");
   tableWrap.append(table);
+  const tableBox = el("div", "cvz-table-box");
+  const tableHead = el("div", "cvz-table-tools");
+  tableHead.append(csvButton(/** @type {HTMLTableElement} */ (table), "drift"));
+  tableBox.append(tableHead, tableWrap);
   const summary = el("div", "cvz-compare-summary");
   summary.dataset.testid = "compare-summary";
   const bottom = el("div", "cvz-compare-bottom");
-  bottom.append(tableWrap, summary);
+  bottom.append(tableBox, summary);
 
   card.append(head, controls, basis, message, pair, bottom);
   root.append(card);
@@ -157,18 +158,18 @@ export function mountCompare(root, store) {
       ? `run ${s.run}: how each filter changed between two steps`
       : `the same layer in two runs, filters ${q.align === "match" ? "paired by similarity" : "paired by index"}`;
     const stepOptions = (/** @type {number[]} */ list) => list.map((x) => ({ value: String(x), text: String(x) }));
-    stepA.setOptions(stepOptions(steps), String(q.stepA));
-    stepA.element.querySelector(".cvz-field-label").textContent = epochs ? "Step A" : `Step A (${s.run})`;
-    runB.element.hidden = epochs;
-    align.element.hidden = epochs;
-    if (!epochs) {
+    stepA.element.hidden = !epochs;
+    runB.element.hidden = stepB.element.hidden = align.element.hidden = epochs;
+    if (epochs) {
+      stepA.setOptions(stepOptions(steps), String(q.stepA));
+    } else {
       runB.setOptions(
-        store.comparableRuns().map((r) => ({ value: r.run, text: r.run })),
+        store.runBChoices().map((r) => ({ value: r.run, text: r.run })),
         q.runB,
       );
+      stepB.setOptions(stepOptions(store.layerEntry(q.runB)?.steps ?? []), String(q.stepB));
       align.setValue(q.align);
     }
-    stepB.setOptions(stepOptions(store.layerEntry(q.runB)?.steps ?? []), String(q.stepB));
 
     const load = s.compare.load;
     card.dataset.loading = String(load.status === "loading");
@@ -200,6 +201,7 @@ export function mountCompare(root, store) {
         : ""
     }`;
     basis.dataset.basis = data.basis;
+    setExportParts(card, [data.layer, `${data.a.run}-step${data.a.step}`, "vs", `${data.b.run}-step${data.b.step}`]);
     labelA.textContent = `A · ${data.a.run} · step ${data.a.step}`;
     labelB.textContent = `B · ${data.b.run} · step ${data.b.step}`;
 
@@ -266,17 +268,13 @@ function fillTable(tbody, data, order, selected, onSelect) {
  */
 function fillSummary(box, data) {
   const drift = /** @type {number[]} */ (data.metrics.cosine_distance.filter((/** @type {?number} */ v) => v !== null));
-  const sorted = [...drift].sort((a, b) => a - b);
-  const median = sorted.length ? sorted[Math.floor((sorted.length - 1) / 2)] : null;
-  const norms = data.metrics.norm_change.filter((/** @type {?number} */ v) => v !== null);
-  const meanNorm = norms.length ? norms.reduce((/** @type {number} */ a, /** @type {number} */ b) => a + b, 0) / norms.length : null;
   const facts = el("dl", "cvz-facts cvz-facts-2");
   /** @type {Array<[string, string]>} */
   const rows = [
     ["filters compared", String(data.filters)],
-    ["median drift", formatNumber(median)],
+    ["median drift", formatNumber(median(drift))],
     ["drift > 0.5", `${drift.filter((v) => v > 0.5).length} of ${drift.length}`],
-    ["mean norm change", formatPercent(meanNorm)],
+    ["mean norm change", formatPercent(mean(data.metrics.norm_change))],
   ];
   if (data.align === "match") rows.push(["sign-flipped pairs", String(drift.filter((v) => v > 1).length)]);
   else rows.push(["unchanged (drift < 1e-4)", String(drift.filter((v) => v < 1e-4).length)]);
@@ -297,11 +295,10 @@ function fillSummary(box, data) {
   });
   const axis = el("div", "cvz-histogram-axis");
   axis.append(el("span", "", "0"), el("span", "", "1"), el("span", "", "2"));
-  box.replaceChildren(
-    el("h4", "cvz-detail-heading", "Layer summary"),
-    facts,
-    el("h4", "cvz-detail-heading", "Drift per filter"),
-    histogram,
-    axis,
-  );
+  const plot = el("figure", "cvz-chart");
+  plot.dataset.testid = "drift-histogram";
+  const heading = el("h4", "cvz-detail-heading", "Drift per filter");
+  heading.append(pngButton(() => plot, "drift-histogram"));
+  plot.append(heading, histogram, axis, el("div", "cvz-histogram-axis-title", "drift (cosine distance); bar height: number of filters"));
+  box.replaceChildren(el("h4", "cvz-detail-heading", "Layer summary"), facts, plot);
 }

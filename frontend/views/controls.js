@@ -1,6 +1,8 @@
 // Small pieces shared by the views: a view's card, a labelled <select>, a segmented button group,
-// a detail section, a sortable table's buttons and rows, and number formats.
+// a detail section, a sortable table's buttons and rows.
 // Option labels come from data (run and layer names) and are set as text, never as HTML.
+
+import { pngButton } from "./download.js";
 
 /**
  * @param {string} tag @param {string} [className] @param {string} [text]
@@ -59,13 +61,15 @@ export function filterTableRow(testid, f, selected, onSelect) {
 }
 
 /**
- * A titled section of the filter detail.
+ * A titled section of the filter detail, with a button that saves it as PNG.
  * @param {string} title @param {string} testid
  */
 export function section(title, testid) {
   const box = el("section", "cvz-detail-section");
   box.dataset.testid = testid;
-  box.append(el("h4", "cvz-detail-heading", title));
+  const heading = el("h4", "cvz-detail-heading", title);
+  heading.append(pngButton(() => box, title));
+  box.append(heading);
   return box;
 }
 
@@ -157,34 +161,4 @@ export function segmented(label, testid, options, onChange) {
       }
     },
   };
-}
-
-/**
- * A number for people: 3 significant digits, "—" when missing.
- * @param {?number|undefined} v @param {number} [digits]
- */
-export function formatNumber(v, digits = 3) {
-  if (v === null || v === undefined || !Number.isFinite(v)) return "—";
-  if (Math.abs(v) < 1e-12) return "0"; // float32 rounding, e.g. the drift of an unchanged filter
-  const a = Math.abs(v);
-  if (a >= 1e4 || a < 1e-3) return v.toExponential(digits - 1);
-  return v.toPrecision(digits);
-}
-
-/** A signed number for people: "+0.012", "−0.3"; "—" when missing. @param {?number|undefined} v */
-export function formatSigned(v) {
-  const text = formatNumber(v);
-  return v !== null && v !== undefined && v > 0 && text !== "0" ? `+${text}` : text;
-}
-
-/** A whole number for people (a count); "—" when missing. @param {?number|undefined} v */
-export function formatCount(v) {
-  return v === null || v === undefined || !Number.isFinite(v) ? "—" : String(Math.round(v));
-}
-
-/** @param {?number|undefined} v a relative change */
-export function formatPercent(v) {
-  if (v === null || v === undefined || !Number.isFinite(v)) return "—";
-  const p = v * 100;
-  return `${p > 0 ? "+" : ""}${Math.abs(p) < 0.1 && p !== 0 ? p.toExponential(1) : p.toFixed(1)}%`;
 }

@@ -2,14 +2,16 @@
 // maps on every probe image kept (over the probe input), its perturbation responses and impact
 // where the run logged them, and its history over every logged step.
 
-import { COUNTERFACTUAL_PREFIX, absentMessage, answerFor } from "../analysis.js";
+import { absentMessage, answerFor, counterfactualKey } from "../analysis.js";
 import { DIVERGING } from "../colormap.js";
 import { itemCanvas, scaleOf } from "../raster.js";
 import { along, decodeWire } from "../wire.js";
-import { el, factList, formatNumber, formatPercent, section } from "./controls.js";
+import { formatNumber, formatPercent } from "../numeric.js";
+import { el, factList, section } from "./controls.js";
 import { lineChart } from "./chart.js";
-import { exampleView, zoomFor } from "./examples.js";
+import { exampleView, signalLegend, zoomFor } from "./examples.js";
 import { impactViews } from "./filterimpact.js";
+import { setExportParts } from "./download.js";
 import { drawLegend } from "./layer.js";
 import { responseViews } from "./responses.js";
 
@@ -50,6 +52,7 @@ function sliceViews(kernel) {
         x: Array.from({ length: k[0] }, (_, i) => i),
         series: Array.from({ length: shown }, (_, c) => ({ label: `in ${c}`, values: Array.from(along(kernel, c).values) })),
         xLabel: "tap",
+        yLabel: "weight",
       }),
     );
   }
@@ -81,6 +84,7 @@ function mapViews(maps, imageIds, probe, labels, alpha) {
   }
   const legend = el("div", "cvz-legend");
   drawLegend(legend, "sequential", scale, "one scale for all images");
+  if (dims === 1) return [signalLegend({ activation: true, input: probe !== null && probe.shape.length === 3 }), legend, wall];
   return [legend, wall];
 }
 
@@ -135,6 +139,7 @@ export function mountDetail(root, store) {
     if (probeDecoded.data !== probeData) probeDecoded = { data: probeData, array: probeData ? decodeWire(probeData.images) : null };
     panel.dataset.filter = String(data.filter);
     panel.dataset.step = String(data.step);
+    setExportParts(panel, [data.run, data.layer, `step${data.step}`, `filter${data.filter}`]);
     body.replaceChildren(...render(data, probeDecoded.array, probeData?.labels ?? null, s, store));
   });
 }
@@ -155,7 +160,7 @@ function render(data, probe, labels, s, store) {
     ["norm change vs previous", formatPercent(st.norm_change_prev)],
     ["act mean", formatNumber(st.act_mean)],
     ["act max", formatNumber(st.act_max)],
-    ["positive fraction", st.act_frac_pos === undefined ? "—" : formatPercent(st.act_frac_pos).replace("+", "")],
+    ["positive fraction", formatPercent(st.act_frac_pos, { signed: false })],
   ];
   if (st.dead) rows.push(["status", "dead: weights ≈ 0"]);
   const facts = factList(rows, "cvz-facts");
@@ -212,10 +217,20 @@ function render(data, probe, labels, s, store) {
   const history = section(`History over ${h.steps.length} logged steps`, "detail-history");
   const charts = el("div", "cvz-charts");
   charts.append(
-    lineChart({ title: "L2 norm", x: h.steps, series: [{ label: "L2 norm", values: h.l2 }], current: data.step, testid: "history-chart" }),
     lineChart({
-      title: "Drift per step (cosine distance to previous)",
+      title: "L2 norm of the weights",
       x: h.steps,
+      series: [{ label: "L2 norm", values: h.l2 }],
+      xLabel: "step",
+      yLabel: "L2 norm",
+      current: data.step,
+      testid: "history-chart",
+    }),
+    lineChart({
+      title: "Drift: cosine distance to the previous and the first logged step",
+      x: h.steps,
+      xLabel: "step",
+      yLabel: "cosine distance",
       series: [
         { label: "vs previous", values: h.cosine_distance_prev },
         { label: "vs first", values: h.cosine_distance_first, className: "cvz-series-1" },
@@ -226,12 +241,21 @@ function render(data, probe, labels, s, store) {
   );
   if (h.act_mean) {
     charts.append(
-      lineChart({ title: "Mean activation", x: h.steps, series: [{ label: "act mean", values: h.act_mean }], current: data.step, testid: "history-chart" }),
+      lineChart({
+        title: "Mean activation on the probe",
+        x: h.steps,
+        series: [{ label: "act mean", values: h.act_mean }],
+        xLabel: "step",
+        yLabel: "mean activation",
+        current: data.step,
+        testid: "history-chart",
+      }),
     );
   }
   history.append(charts);
   const histories = [history];
-  const trends = analysisHistory(h, data.step);
+  const counterfactuals = answerFor(s.analysis.perturbation, data)?.counterfactuals ?? [];
+  const trends = analysisHistory(h, data.step, counterfactuals);
   if (trends) histories.push(trends);
 
   const examples = { probe, maps: mapArray, mapImages: data.map_images, alpha: s.overlay };
@@ -272,26 +296,29 @@ function responseSection(load, data) {
 /**
  * The filter's impact and responses over the steps they were logged: how its impact grew.
  * @param {any} h the /filter payload's history @param {number} step
+ * @param {string[]} names the counterfactuals' names (from the /perturbation payload)
  * @returns {?HTMLElement}
  */
-function analysisHistory(h, step) {
+function analysisHistory(h, step, names) {
   const impact = h.impact;
   const responses = h.perturbation;
-  const counterfactuals = Object.keys(responses ?? {})
-    .filter((k) => k.startsWith(COUNTERFACTUAL_PREFIX) && k.split("/").length === 2)
-    .map((k) => /** @type {[string, string]} */ ([k, k.slice(COUNTERFACTUAL_PREFIX.length)]));
-  /** @type {Array<[any, string, Array<[string, string]>]>} history, title, [key, label] of each series */
+  const counterfactuals = names.map((name) => /** @type {[string, string]} */ ([counterfactualKey(name), name]));
+  const percent = (/** @type {number} */ v) => formatPercent(v);
+  /**
+   * history, title, y axis title, [key, label] of each series, y tick format
+   * @type {Array<[any, string, string, Array<[string, string]>, ((v: number) => string)?]>}
+   */
   const specs = [
-    [impact, "Δaccuracy without this filter", [["d_accuracy", "Δaccuracy"]]],
-    [impact, "Δloss without this filter: exact and Taylor estimate", [["d_loss", "exact"], ["taylor_d_loss", "Taylor"]]],
-    [impact, "Class selectivity", [["class_selectivity", "class selectivity"]]],
-    [responses, "Orientation selectivity (OSI)", [["osi", "OSI"]]],
-    [responses, "Time-reversal cosine", [["reversal", "reversal"]]],
-    [responses, "Adversarial change", [["fgsm", "FGSM"], ["pgd", "PGD"]]],
-    [responses, "Counterfactual change of mean |activation|", counterfactuals],
+    [impact, "Δaccuracy without this filter", "Δaccuracy (%)", [["d_accuracy", "Δaccuracy"]], percent],
+    [impact, "Δloss without this filter: exact and Taylor estimate", "Δloss (nats)", [["d_loss", "exact"], ["taylor_d_loss", "Taylor"]]],
+    [impact, "Class selectivity", "selectivity (0–1)", [["class_selectivity", "class selectivity"]]],
+    [responses, "Orientation selectivity (OSI)", "OSI (0–1)", [["osi", "OSI"]]],
+    [responses, "Time-reversal cosine", "cosine", [["reversal", "reversal"]]],
+    [responses, "Adversarial change", "relative change", [["fgsm", "FGSM"], ["pgd", "PGD"]]],
+    [responses, "Counterfactual change of mean |activation|", "change (%)", counterfactuals, percent],
   ];
   const charts = el("div", "cvz-charts");
-  for (const [series, title, keys] of specs) {
+  for (const [series, title, yLabel, keys, format] of specs) {
     const present = series ? keys.filter(([k]) => series[k]) : [];
     if (!present.length) continue;
     charts.append(
@@ -299,6 +326,9 @@ function analysisHistory(h, step) {
         title,
         x: series.steps,
         series: present.map(([k, label]) => ({ label, values: series[k] })),
+        xLabel: "step",
+        yLabel,
+        format,
         current: step,
         testid: "analysis-history-chart",
       }),

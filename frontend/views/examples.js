@@ -2,8 +2,10 @@
 // alone. Shared by the detail's activation maps and its top activating examples.
 
 import { SEQUENTIAL } from "../colormap.js";
+import { formatNumber } from "../numeric.js";
 import { itemCanvas, overlayCanvas, signalCanvas } from "../raster.js";
 import { along } from "../wire.js";
+import { el } from "./controls.js";
 
 /**
  * @typedef {import("../wire.js").NdArray} NdArray
@@ -15,6 +17,19 @@ const EMPTY = { values: new Float32Array(0), shape: [0, 0] };
 /** Pixels per value so an item is about `target` CSS px on its longer side. @param {number[]} k @param {number} target */
 export function zoomFor(k, target) {
   return Math.max(2, Math.floor(target / Math.max(...k)));
+}
+
+/**
+ * What the lines of 1-D traces are, shown once above a wall of them.
+ * @param {{activation: boolean, input: boolean}} shown which of the two the traces draw
+ * @returns {HTMLElement}
+ */
+export function signalLegend(shown) {
+  const legend = el("div", "cvz-chart-legend cvz-signal-legend");
+  legend.dataset.testid = "signal-legend";
+  if (shown.activation) legend.append(el("span", "cvz-chart-key cvz-series-0", "filter's activation (left axis; in colour on the strip below)"));
+  if (shown.input) legend.append(el("span", "cvz-chart-key cvz-signal-input", "probe input, one line per channel, stretched to fit"));
+  return legend;
 }
 
 /**
@@ -33,9 +48,16 @@ export function exampleView(input, map, scale, alpha, size) {
     const colors = {
       input: style.getPropertyValue("--cvz-faint").trim() || "#9e9e9e",
       activation: style.getPropertyValue("--cvz-chart-line").trim() || "#1976d2",
+      axis: style.getPropertyValue("--cvz-muted").trim() || "#616161",
+      font: `9px ${getComputedStyle(document.body).fontFamily}`,
     };
     const activation = map ? map.values : new Float32Array(0);
-    return signalCanvas(input ?? EMPTY, activation, scale, SEQUENTIAL, Math.round(size * 2.7), Math.max(40, Math.round(size * 0.57)), colors);
+    const canvas = signalCanvas(
+      input ?? EMPTY, activation, scale, SEQUENTIAL, Math.round(size * 2.7), Math.max(40, Math.round(size * 0.57)), colors,
+      (v) => formatNumber(v, 2),
+    );
+    canvas.dataset.testid = "signal-trace";
+    return canvas;
   }
   if (dims === 2) {
     if (input) return overlayCanvas(input, map, scale, SEQUENTIAL, alpha, size);

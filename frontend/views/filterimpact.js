@@ -2,12 +2,13 @@
 // Δloss exact and by Taylor, flips, Δrecall per class), what it fires on (class selectivity,
 // errors vs correct) and its top activating probe examples with its activation laid over them.
 
-import { filterRow, filterValue, layerMedian, whole } from "../analysis.js";
+import { classesInWords, filterRow, filterValue, layerMedian, whole } from "../analysis.js";
 import { scaleOf } from "../raster.js";
 import { along } from "../wire.js";
 import { barList } from "./chart.js";
-import { el, factList, formatCount, formatNumber, formatPercent, formatSigned, section } from "./controls.js";
-import { exampleView } from "./examples.js";
+import { formatCount, formatNumber, formatPercent, formatSigned } from "../numeric.js";
+import { el, factList, section } from "./controls.js";
+import { exampleView, signalLegend } from "./examples.js";
 
 /**
  * @typedef {import("../analysis.js").Arrays} Arrays
@@ -44,7 +45,7 @@ function impactFacts(arrays, f) {
   const [accuracy] = whole(arrays, "accuracy");
   box.append(
     factList([
-      ["Δaccuracy", `${formatPercent(filterValue(arrays, "d_accuracy", f))} of ${formatPercent(accuracy).replace("+", "")}`, "impact-d_accuracy"],
+      ["Δaccuracy", `${formatPercent(filterValue(arrays, "d_accuracy", f))} of ${formatPercent(accuracy, { signed: false })}`, "impact-d_accuracy"],
       ["flipped predictions", `${formatCount(filterValue(arrays, "flips", f))} of ${examples}`, "impact-flips"],
       ["Δconfidence (true class)", formatSigned(filterValue(arrays, "d_confidence", f)), "impact-d_confidence"],
       ["Δloss", formatSigned(filterValue(arrays, "d_loss", f)), "impact-d_loss"],
@@ -89,13 +90,8 @@ function topExamples(arrays, f, ex) {
   if (!indices.length) return null;
   const box = section("Top activating probe examples", "detail-top-examples");
   const labels = filterRow(arrays, "topk_label", f);
-  const concentration = filterValue(arrays, "topk_concentration", f) ?? 0;
-  const common = filterValue(arrays, "topk_class", f);
-  const note = el(
-    "p",
-    "cvz-note",
-    `The ${indices.length} probe examples where its peak activation is highest: ${Math.round(concentration * indices.length)} of ${indices.length} are class ${common}.`,
-  );
+  const note = el("p", "cvz-note", `The ${indices.length} probe examples where its peak activation is highest: ${classesInWords(labels)}.`);
+  note.dataset.testid = "top-examples-classes";
   if (filterValue(arrays, "topk_flag", f)) {
     const badge = el("span", "cvz-badge", "class-concentrated");
     badge.dataset.testid = "badge";
@@ -103,6 +99,7 @@ function topExamples(arrays, f, ex) {
     note.prepend(badge, " ");
   }
   box.append(note);
+  if (ex.probe?.shape.length === 3) box.append(signalLegend({ activation: ex.maps !== null, input: true }));
   const scale = ex.maps ? scaleOf(ex.maps.values, "sequential") : { lo: 0, hi: 1 };
   const wall = el("div", "cvz-examples");
   indices.forEach((id, rank) => {

@@ -1,5 +1,6 @@
-// The filter grid: one <canvas> cell per filter (weights or activation maps), hover tooltip,
-// click or Enter to select. Used by the single-layer view and by both sides of a comparison.
+// The filter grid: one <canvas> cell per filter (weights or activation maps) with its index under
+// it (so a sorted grid still says which filter is which), hover tooltip, click or Enter to select.
+// Used by the single-layer view and by both sides of a comparison.
 
 import { itemLayout, paintItem, scaleOf } from "../raster.js";
 import { el } from "./controls.js";
@@ -15,6 +16,9 @@ import { el } from "./controls.js";
  *   order[k] is the filter drawn in cell k; strip: 1-D data, drawn taller than one row per channel.
  */
 
+/** CSS px under each cell for its filter index (clear of the 2 px selection outline). */
+const LABEL_HEIGHT = 13;
+
 /** @param {number} count */
 function targetCell(count) {
   if (count <= 16) return 64;
@@ -27,8 +31,10 @@ export class FilterGrid {
   /**
    * @param {{testid: string, label: string, describe: (filter: number) => Array<[string, string]>,
    *   onSelect: (filter: number) => void, name?: (filter: number) => string,
-   *   onHover?: (cell: number) => void}} options
-   *   name: the tooltip title (default "Filter #i"); onHover: the cell under the cursor, -1 for none
+   *   caption?: (filter: number) => string, onHover?: (cell: number) => void}} options
+   *   label: the canvas's accessible name; name: the tooltip title (default "Filter #i");
+   *   caption: the text under the cell (default "i");
+   *   onHover: the cell under the cursor, -1 for none
    */
   constructor(options) {
     this.options = options;
@@ -85,7 +91,7 @@ export class FilterGrid {
     // Channels inside a cell are one zoomed pixel apart; filters must be clearly further apart.
     const gap = Math.max(layout.offsets.includes(-1) ? 2 * zoom + 2 : 0, spec.count > 256 ? 3 : spec.count > 64 ? 5 : 8);
     const pitchX = cellW + gap;
-    const pitchY = cellH + gap;
+    const pitchY = cellH + LABEL_HEIGHT + gap;
     const cols = Math.max(1, Math.min(spec.count, Math.floor((Math.max(this.width, pitchX) + gap) / pitchX)));
     const rows = Math.ceil(spec.count / cols);
     this.geometry = { cols, cellW, cellH, pitchX, pitchY };
@@ -118,12 +124,26 @@ export class FilterGrid {
       const sy = Math.floor(k / cols) * layout.height;
       ctx.drawImage(atlas, sx, sy, layout.width, layout.height, (k % cols) * pitchX, Math.floor(k / cols) * pitchY, cellW, cellH);
     }
+    const style = getComputedStyle(this.element);
+    ctx.fillStyle = style.getPropertyValue("--cvz-muted").trim() || "#616161";
+    ctx.font = `9px ${style.fontFamily}`;
+    ctx.textAlign = "center";
+    ctx.textBaseline = "top";
+    const caption = this.options.caption ?? String;
+    for (let k = 0; k < spec.count; k++) {
+      const x = (k % cols) * pitchX + cellW / 2;
+      // Squeezed to the pitch rather than spilling onto the neighbour's label.
+      ctx.fillText(caption(spec.order[k]), x, Math.floor(k / cols) * pitchY + cellH + 3, pitchX - 1);
+    }
 
     const d = this.canvas.dataset;
     d.filterCount = String(spec.count);
     d.cols = String(cols);
     d.pitchX = String(pitchX);
     d.pitchY = String(pitchY);
+    d.cellWidth = String(cellW);
+    d.cellHeight = String(cellH);
+    d.labelHeight = String(LABEL_HEIGHT);
     d.order = spec.order.join(",");
     if (spec.receivedAt !== undefined) {
       const receivedAt = spec.receivedAt;
@@ -145,7 +165,7 @@ export class FilterGrid {
     const { cols, cellW, cellH, pitchX, pitchY } = this.geometry;
     const col = Math.floor(x / pitchX);
     const row = Math.floor(y / pitchY);
-    if (col < 0 || col >= cols || row < 0 || x - col * pitchX > cellW || y - row * pitchY > cellH) return -1;
+    if (col < 0 || col >= cols || row < 0 || x - col * pitchX > cellW || y - row * pitchY > cellH + LABEL_HEIGHT) return -1;
     const cell = row * cols + col;
     return this.spec && cell < this.spec.count ? cell : -1;
   }

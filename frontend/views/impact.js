@@ -3,8 +3,10 @@
 // perturbation responses, with flags for counterfactual-sensitive and class-concentrated filters.
 // A row opens the filter's detail.
 
-import { COUNTERFACTUAL_PREFIX, absentMessage, answerFor, filterRow, filterValue, whole } from "../analysis.js";
-import { el, filterTableRow, formatCount, formatNumber, formatPercent, formatSigned, sortButton, viewCard } from "./controls.js";
+import { absentMessage, answerFor, counterfactualKey, filterRow, filterValue, whole } from "../analysis.js";
+import { formatCount, formatNumber, formatPercent, formatSigned, mean, sortOrder } from "../numeric.js";
+import { el, filterTableRow, sortButton, viewCard } from "./controls.js";
+import { csvButton, setExportParts } from "./download.js";
 
 /**
  * @typedef {import("../analysis.js").Arrays} Arrays
@@ -46,6 +48,16 @@ function metricsOf(impact, responses, counterfactuals) {
   add(impact, "taylor_d_loss", "Taylor Δloss", "First-order estimate of Δloss from one backward pass", "high", formatSigned);
   add(impact, "class_selectivity", "Class sel.", "Class selectivity index: 0 no class preference, 1 fires for one class only", "high", two);
   add(responses, "osi", "OSI", "Orientation selectivity on gratings: 0 none, 1 one orientation only", "high", two);
+  if (responses?.shift) {
+    metrics.push({
+      key: "shift",
+      label: "Shift",
+      title: "Cosine of the map on a circularly shifted input with the shifted map, mean over the shifts (least shift-following first)",
+      best: "low",
+      value: (f) => mean(filterRow(responses, "shift", f)),
+      format: two,
+    });
+  }
   add(responses, "reversal", "Reversal", "Cosine of the map on the time-reversed input with the reversed map", "low", two);
   const sigmas = whole(responses, "noise_sigmas");
   if (responses?.stability && sigmas.length) {
@@ -61,28 +73,21 @@ function metricsOf(impact, responses, counterfactuals) {
   }
   add(responses, "fgsm", "FGSM", "Relative activation change under an FGSM attack", "high", (v) => formatNumber(v));
   for (const name of counterfactuals) {
-    add(responses, COUNTERFACTUAL_PREFIX + name, name, `Counterfactual "${name}": signed change of mean |activation| (largest first)`, "abs", formatPercent);
+    add(responses, counterfactualKey(name), name, `Counterfactual "${name}": signed change of mean |activation| (largest first)`, "abs", formatPercent);
   }
   return metrics;
 }
 
 /**
- * Filter indices in the metric's natural order, or its reverse; missing values last, ties by index.
+ * Filter indices in the metric's natural order, or its reverse.
  * @param {number} count @param {Metric} metric @param {boolean} reverse
  */
 function orderBy(count, metric, reverse) {
-  const key = (/** @type {number} */ f) => {
+  const keys = Array.from({ length: count }, (_, f) => {
     const v = metric.value(f);
-    if (v === null || !Number.isFinite(v)) return null;
-    const k = metric.best === "low" ? v : metric.best === "high" ? -v : -Math.abs(v);
-    return reverse ? -k : k;
-  };
-  const keys = Array.from({ length: count }, (_, f) => key(f));
-  return Array.from({ length: count }, (_, f) => f).sort((a, b) => {
-    const [ka, kb] = [keys[a], keys[b]];
-    if (ka === null || kb === null) return (ka === null ? 1 : 0) - (kb === null ? 1 : 0) || a - b;
-    return ka - kb || a - b;
+    return metric.best === "abs" && v !== null ? Math.abs(v) : v;
   });
+  return sortOrder(keys, (metric.best !== "low") !== reverse);
 }
 
 /**
@@ -94,7 +99,7 @@ function orderBy(count, metric, reverse) {
 function flagsOf(impact, responses, counterfactuals, f) {
   const flags = [];
   for (const name of counterfactuals) {
-    if (filterValue(responses, `${COUNTERFACTUAL_PREFIX}${name}/flag`, f)) {
+    if (filterValue(responses, counterfactualKey(name, "flag"), f)) {
       flags.push({ flag: "counterfactual", text: name, title: `Reacts to "${name}" far more than the layer's other filters` });
     }
   }
@@ -123,7 +128,9 @@ export function mountImpact(root, store) {
   table.append(thead, tbody);
   const wrap = el("div", "cvz-table-wrap cvz-impact-wrap");
   wrap.append(table);
-  card.append(head, messages, summary, note, wrap);
+  const noteRow = el("div", "cvz-table-tools");
+  noteRow.append(note, csvButton(/** @type {HTMLTableElement} */ (table), "impact"));
+  card.append(head, messages, summary, noteRow, wrap);
   root.append(card);
 
   /** What the table was drawn from, so unrelated state changes do not redraw it. */
@@ -145,6 +152,7 @@ export function mountImpact(root, store) {
     sub.textContent = `run ${s.run} · step ${s.step}: what the model loses without each filter, and how each responds to perturbations`;
     card.dataset.loading = String(impact.status === "loading" || perturbation.status === "loading");
     card.dataset.step = String(s.step);
+    setExportParts(card, [s.run, s.layer, `step${s.step}`]);
 
     // While the slider's step loads, the previous step's table stays, dimmed.
     const here = { run: s.run, layer: s.layer };
@@ -162,11 +170,11 @@ export function mountImpact(root, store) {
     );
     if (!impactData && !responseData) {
       const loading = impact.status === "loading" || perturbation.status === "loading";
-      summary.hidden = note.hidden = wrap.hidden = true;
+      summary.hidden = noteRow.hidden = wrap.hidden = true;
       if (loading && !messages.childElementCount) messages.append(el("p", "cvz-note", `Loading the impact of layer ${s.layer}…`));
       return;
     }
-    summary.hidden = note.hidden = wrap.hidden = false;
+    summary.hidden = noteRow.hidden = wrap.hidden = false;
     /** @type {?Arrays} */
     const ia = impactData?.arrays ?? null;
     /** @type {?Arrays} */
@@ -179,9 +187,10 @@ export function mountImpact(root, store) {
     card.dataset.reverse = String(reverse);
 
     fillSummary(summary, ia, ra, counterfactuals, count);
+    // Filter and Flags first, both pinned: a narrow table scrolls sideways under them.
     const headRow = el("tr");
     for (const m of metrics) {
-      const th = el("th", m.key === "index" ? "" : "cvz-num");
+      const th = el("th", m.key === "index" ? "cvz-pinned" : "cvz-num");
       const active = m === metric;
       const button = sortButton(m.label, m.title, "impact-sort", () => store.setImpactSort(m.key, active ? !reverse : false));
       button.dataset.metric = m.key;
@@ -189,8 +198,8 @@ export function mountImpact(root, store) {
       if (active && reverse) button.classList.add("cvz-sort-reverse");
       th.append(button);
       headRow.append(th);
+      if (m.key === "index") headRow.append(el("th", "cvz-pinned cvz-flags", "Flags"));
     }
-    headRow.append(el("th", "", "Flags"));
     thead.replaceChildren(headRow);
 
     tbody.replaceChildren(
@@ -198,11 +207,7 @@ export function mountImpact(root, store) {
         const row = filterTableRow("impact-row", f, s.filter, (g) => store.selectFilter(g));
         const value = metric.value(f);
         row.dataset.value = value === null ? "" : String(value);
-        for (const m of metrics) {
-          const cell = el("td", `${m.key === "index" ? "cvz-filter-cell" : "cvz-num"}${m === metric ? " cvz-sorted" : ""}`, m.format(m.value(f)));
-          row.append(cell);
-        }
-        const flagCell = el("td", "cvz-flags");
+        const flagCell = el("td", "cvz-pinned cvz-flags");
         for (const flag of flagsOf(ia, ra, counterfactuals, f)) {
           const badge = el("span", `cvz-badge cvz-badge-${flag.flag}`, flag.text);
           badge.dataset.testid = "impact-flag";
@@ -210,7 +215,11 @@ export function mountImpact(root, store) {
           badge.title = flag.title;
           flagCell.append(badge);
         }
-        row.append(flagCell);
+        for (const m of metrics) {
+          const pinned = m.key === "index";
+          row.append(el("td", `${pinned ? "cvz-pinned cvz-filter-cell" : "cvz-num"}${m === metric ? " cvz-sorted" : ""}`, m.format(m.value(f))));
+          if (pinned) row.append(flagCell);
+        }
         return row;
       }),
     );
@@ -231,7 +240,7 @@ function fillSummary(box, impact, responses, counterfactuals, count) {
     const needed = whole(impact, "d_accuracy").filter((v) => v !== null && v < 0).length;
     const concentrated = whole(impact, "topk_flag").filter((v) => v).length;
     rows.push(
-      ["probe accuracy", formatPercent(accuracy).replace("+", ""), "Accuracy of the intact model on the labelled probe", "probe-accuracy"],
+      ["probe accuracy", formatPercent(accuracy, { signed: false }), "Accuracy of the intact model on the labelled probe", "probe-accuracy"],
       [
         "Taylor vs exact",
         `ρ = ${formatNumber(rho, 2)}`,
@@ -243,7 +252,7 @@ function fillSummary(box, impact, responses, counterfactuals, count) {
     );
   }
   for (const name of counterfactuals) {
-    const flagged = whole(responses, `${COUNTERFACTUAL_PREFIX}${name}/flag`).filter((v) => v).length;
+    const flagged = whole(responses, counterfactualKey(name, "flag")).filter((v) => v).length;
     rows.push([`flagged by "${name}"`, `${flagged} of ${count}`, `Filters that react to "${name}" far more than the layer's others`, "counterfactual-flagged"]);
   }
   box.replaceChildren();

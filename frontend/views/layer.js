@@ -4,22 +4,13 @@
 import { DIVERGING, SEQUENTIAL, cssGradient } from "../colormap.js";
 import { scaleOf } from "../raster.js";
 import { along, decodeWire } from "../wire.js";
-import { el, formatNumber, formatPercent, segmented, viewCard } from "./controls.js";
+import { formatNumber, formatPercent, sortOrder } from "../numeric.js";
+import { el, labelledSelect, segmented, viewCard } from "./controls.js";
+import { pngButton, setExportParts } from "./download.js";
 import { FilterGrid } from "./grid.js";
 import { layerFacts } from "./toolbar.js";
 
 /** @typedef {import("../store.js").State} State */
-
-/**
- * Cells in display order: by index, or by a per-filter stat, largest first, missing values last.
- * @param {number} count @param {?Array<?number>} stat
- */
-export function orderBy(count, stat) {
-  const order = Array.from({ length: count }, (_, i) => i);
-  if (!stat) return order;
-  const key = (/** @type {number} */ i) => (stat[i] === null || !Number.isFinite(stat[i]) ? -Infinity : stat[i]);
-  return order.sort((a, b) => key(b) - key(a) || a - b);
-}
 
 /**
  * A colour bar and what its ends mean: the shared scale's values, or "each filter's own range".
@@ -57,7 +48,19 @@ export function mountLayerView(root, store) {
   const imageRow = el("div", "cvz-image-row");
   const legend = el("div", "cvz-legend");
   legend.dataset.testid = "legend";
-  tools.append(legend, imageRow);
+  const sort = labelledSelect("Order", "sort-picker", (v) => store.setView({ sort: /** @type {State["sort"]} */ (v) }));
+  sort.element.classList.add("cvz-inline-field");
+  sort.setOptions(
+    [
+      { value: "index", text: "Filter index" },
+      { value: "cosine_distance_prev", text: "Most changed since previous step" },
+      { value: "cosine_distance_first", text: "Most changed since first step" },
+      { value: "l2", text: "Largest L2 norm" },
+      { value: "act_mean", text: "Highest mean activation" },
+    ],
+    "index",
+  );
+  tools.append(legend, imageRow, sort.element);
   const note = el("p", "cvz-note");
   note.dataset.testid = "layer-note";
 
@@ -76,6 +79,7 @@ export function mountLayerView(root, store) {
     ],
     onSelect: (f) => store.selectFilter(f),
   });
+  tools.append(pngButton(() => grid.canvas, "grid"));
   card.append(head, tools, note, grid.element);
   root.append(card);
 
@@ -85,6 +89,7 @@ export function mountLayerView(root, store) {
   store.subscribe((s, prev) => {
     card.hidden = s.phase !== "ready" || s.mode !== "filters";
     if (card.hidden) return;
+    sort.select.value = s.sort;
     const data = s.layerData.data;
     card.dataset.loading = String(s.layerData.status === "loading");
     const entry = store.layerEntry();
@@ -129,7 +134,9 @@ export function mountLayerView(root, store) {
       imageRow.append(picker.element);
     }
 
-    const order = orderBy(count, s.sort === "index" ? null : stats[s.sort] ?? null);
+    // By index, or by a per-filter stat, largest first.
+    const stat = s.sort === "index" ? null : stats[s.sort] ?? null;
+    const order = stat ? sortOrder(stat, true) : Array.from({ length: count }, (_, i) => i);
     /** @type {import("./grid.js").GridSpec} */
     let spec;
     if (showMaps && decoded.maps) {
@@ -172,6 +179,7 @@ export function mountLayerView(root, store) {
     drawLegend(legend, spec.kind, s.norm === "layer" ? scaleOf(spec.values, spec.kind) : null);
     grid.draw(spec);
     grid.canvas.dataset.step = String(data.step);
+    setExportParts(card, [data.run, data.layer, `step${data.step}`, s.show === "activations" && decoded.maps ? "activations" : "weights"]);
     grid.canvas.dataset.layer = data.layer;
   });
 }

@@ -1,36 +1,65 @@
-// The drift ranking beside the grid: which filters moved most since the previous logged step.
+// The drift ranking beside the grid: which filters moved most since the first logged step (by
+// default: between consecutive steps late in training, drift is often ~1e-7 and ranks noise) or
+// since the previous one.
 
-import { el, formatNumber, formatPercent } from "./controls.js";
-import { orderBy } from "./layer.js";
+import { formatNumber, formatPercent, sortOrder } from "../numeric.js";
+import { el, segmented } from "./controls.js";
+import { pngButton, setExportParts } from "./download.js";
 
 const SHOWN = 10;
+
+/** @typedef {import("../store.js").State["driftSince"]} Since */
+
+/** The stats each baseline reads (the callback logs the norm change against the previous step only). */
+const BASELINES = {
+  first: { drift: "cosine_distance_first", norm: null, what: "the first logged step" },
+  previous: { drift: "cosine_distance_prev", norm: "norm_change_prev", what: "the previous logged step" },
+};
 
 /** @param {HTMLElement} root @param {import("../store.js").Store} store */
 export function mountRanking(root, store) {
   const card = el("section", "cvz-card cvz-ranking");
   card.dataset.testid = "drift-ranking";
   const title = el("h3", "cvz-card-title");
+  const since = segmented(
+    "Since",
+    "drift-since",
+    [
+      { value: "first", text: "First step" },
+      { value: "previous", text: "Previous step" },
+    ],
+    (v) => store.setView({ driftSince: /** @type {Since} */ (v) }),
+  );
+  since.element.classList.add("cvz-inline-field");
   const sub = el("div", "cvz-card-sub");
   const list = el("ol", "cvz-rank-list");
-  card.append(title, sub, list);
+  const head = el("div", "cvz-card-head cvz-ranking-head");
+  head.append(title, pngButton(() => card, "drift-ranking"));
+  card.append(head, since.element, sub, list);
   root.append(card);
 
   store.subscribe((s) => {
     const data = s.layerData.data;
     card.hidden = s.phase !== "ready" || s.mode !== "filters" || !data || data.layer !== s.layer;
     if (card.hidden) return;
-    const drift = data.stats.cosine_distance_prev;
-    const first = data.prev_step === null || data.prev_step === data.step;
-    title.textContent = first ? "Drift" : `Most changed since step ${data.prev_step}`;
+    since.setValue(s.driftSince);
+    const baseline = BASELINES[s.driftSince];
+    const base = s.driftSince === "first" ? data.first_step : data.prev_step;
+    const drift = /** @type {?Array<?number>} */ (data.stats[baseline.drift]);
     card.dataset.step = String(data.step);
-    if (first || !drift) {
+    setExportParts(card, [data.run, data.layer, `step${data.step}`]);
+    card.dataset.since = s.driftSince;
+    if (base === null || base === undefined || base === data.step || !drift) {
+      title.textContent = "Drift";
       sub.textContent = `Step ${data.step} is the first logged step: nothing earlier to compare with.`;
       list.replaceChildren();
       return;
     }
-    sub.textContent = "Cosine distance of each filter's weights to the previous step (0 = same direction).";
-    const order = orderBy(drift.length, drift).slice(0, SHOWN);
+    title.textContent = `Most changed since step ${base}`;
+    sub.textContent = `Cosine distance of each filter's weights to ${baseline.what} (0 = same direction).`;
+    const order = sortOrder(drift, true).slice(0, SHOWN);
     const top = Math.max(...order.map((f) => drift[f] ?? 0)) || 1;
+    const norm = baseline.norm ? data.stats[baseline.norm] : null;
     list.replaceChildren(
       ...order.map((f) => {
         const item = el("li");
@@ -43,7 +72,7 @@ export function mountRanking(root, store) {
         bar.style.width = `${Math.max(2, ((drift[f] ?? 0) / top) * 100)}%`;
         const track = el("span", "cvz-rank-track");
         track.append(bar);
-        button.title = `norm change ${formatPercent(data.stats.norm_change_prev?.[f])}`;
+        if (norm) button.title = `norm change ${formatPercent(norm[f])}`;
         button.append(el("span", "cvz-rank-name", `#${f}`), track, el("span", "cvz-rank-value", formatNumber(drift[f])));
         button.addEventListener("click", () => store.selectFilter(f));
         item.append(button);

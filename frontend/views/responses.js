@@ -2,17 +2,24 @@
 // polar plots (2-D), shift and reversal (1-D), noise stability over σ, FGSM/PGD change and each
 // counterfactual's change with its flag. The layer's median is drawn beside each for scale.
 
-import { COUNTERFACTUAL_PREFIX, filterRow, filterValue, layerMedian, median, whole } from "../analysis.js";
-import { el, factList, formatNumber, formatPercent } from "./controls.js";
+import { counterfactualKey, filterRow, filterValue, hasGroup, layerMedian, whole } from "../analysis.js";
+import { formatNumber, formatPercent, median } from "../numeric.js";
+import { el, factList } from "./controls.js";
+import { pngButton } from "./download.js";
 import { barList, lineChart, polarChart } from "./chart.js";
 
 /** @typedef {import("../analysis.js").Arrays} Arrays */
 
-/** @param {string} title @param {string} testid @param {string} [note] */
-function block(title, testid, note) {
+/**
+ * One response's box. Bars get a PNG button here; charts carry their own.
+ * @param {string} title @param {string} testid @param {string} [note] @param {boolean} [bars]
+ */
+function block(title, testid, note, bars = false) {
   const box = el("div", "cvz-response");
   box.dataset.testid = testid;
-  box.append(el("h5", "cvz-response-title", title));
+  const heading = el("h5", "cvz-response-title", title);
+  if (bars) heading.append(pngButton(() => box, title));
+  box.append(heading);
   if (note) box.append(el("p", "cvz-note", note));
   return box;
 }
@@ -87,6 +94,7 @@ function symmetry(arrays, f) {
     "Shift and reversal",
     "symmetry-bars",
     "Cosine of the map on the changed input with the changed map: 1 = follows the change exactly.",
+    true,
   );
   const fractions = whole(arrays, "shift_fractions");
   const items = shift.map((v, i) => ({ label: `shift ${formatNumber(fractions[i], 2)} L`, value: v }));
@@ -109,7 +117,8 @@ function noise(arrays, f) {
         { label: "this filter", values: stability },
         { label: "layer median", values: medianRow(arrays, "stability"), className: "cvz-series-7" },
       ],
-      xLabel: "σ",
+      xLabel: "σ (× probe std)",
+      yLabel: "cosine",
       testid: "response-chart",
     }),
   );
@@ -126,6 +135,7 @@ function adversarial(arrays, f) {
     `Adversarial change (ε = ${formatNumber(eps, 2)} × probe std)`,
     "adversarial-bars",
     "Relative activation change ‖a(x′) − a(x)‖ / ‖a(x)‖ under attacks on the model's loss.",
+    true,
   );
   const items = [
     { label: "FGSM", value: fgsm, mark: layerMedian(arrays, "fgsm") },
@@ -142,18 +152,19 @@ function counterfactualList(arrays, names, f) {
     "Counterfactuals",
     "counterfactuals",
     "Signed change of mean |activation| when your edit is applied to the probe (│ layer median); flagged when the filter reacts far more than the layer's others.",
+    true,
   );
   const items = names.map((name) => {
-    const key = COUNTERFACTUAL_PREFIX + name;
-    const z = filterValue(arrays, `${key}/z`, f);
-    const cosine = filterValue(arrays, `${key}/cosine`, f);
+    const key = counterfactualKey(name);
+    const z = filterValue(arrays, counterfactualKey(name, "z"), f);
+    const cosine = filterValue(arrays, counterfactualKey(name, "cosine"), f);
     return {
       label: name,
       value: filterValue(arrays, key, f),
       text: formatPercent(filterValue(arrays, key, f)),
       mark: layerMedian(arrays, key),
       title: `robust z ${formatNumber(z, 2)} within the layer · map cosine ${formatNumber(cosine, 3)}`,
-      badge: filterValue(arrays, `${key}/flag`, f) ? "flagged" : undefined,
+      badge: filterValue(arrays, counterfactualKey(name, "flag"), f) ? "flagged" : undefined,
     };
   });
   box.append(barList({ items, signed: true, itemTestid: "counterfactual-row" }));
@@ -167,11 +178,13 @@ function counterfactualList(arrays, names, f) {
  */
 export function responseViews(data, filter) {
   const arrays = /** @type {Arrays} */ (data.arrays);
+  // Which responses the record holds, as the payload's groups say.
+  const has = (/** @type {string} */ group) => hasGroup(data, group);
   return [
-    ...orientation(arrays, filter),
-    ...symmetry(arrays, filter),
-    ...noise(arrays, filter),
-    ...adversarial(arrays, filter),
+    ...(has("orientation") ? orientation(arrays, filter) : []),
+    ...(has("shift") || has("reversal") ? symmetry(arrays, filter) : []),
+    ...(has("noise") ? noise(arrays, filter) : []),
+    ...(has("adversarial") ? adversarial(arrays, filter) : []),
     ...counterfactualList(arrays, data.counterfactuals ?? [], filter),
   ];
 }

@@ -1,5 +1,6 @@
 // The toolbar: run and layer pickers, which view (filters / epoch vs epoch / run vs run / impact),
-// and how the grid is drawn (weights or activations, normalization, sort order).
+// and what the grids draw (weights or activations) on which colour scale. The grid's order is
+// picked on the grid's own card (views/layer.js), which keeps this bar one row at 1400 px.
 
 import { el, labelledSelect, segmented } from "./controls.js";
 
@@ -10,7 +11,7 @@ export function layerFacts(info) {
   const parts = [
     info.kind,
     `${info.filters} filters`,
-    `${info.kernel_size.join("×")} kernel`,
+    `kernel ${info.kernel_size.join("×")}`,
     `${info.in_per_group} input channel${info.in_per_group === 1 ? "" : "s"}${info.groups > 1 ? ` per group (${info.groups} groups)` : ""}`,
   ];
   if (info.batchnorm) parts.push(`BatchNorm ${info.batchnorm} follows`);
@@ -52,10 +53,7 @@ export function mountToolbar(root, store) {
     ],
     (v) => store.setView({ norm: /** @type {"filter"|"layer"} */ (v) }),
   );
-  const sort = labelledSelect("Order", "sort-picker", (v) =>
-    store.setView({ sort: /** @type {import("../store.js").State["sort"]} */ (v) }),
-  );
-  bar.append(run.element, layer.element, mode.element, show.element, norm.element, sort.element);
+  bar.append(run.element, layer.element, mode.element, show.element, norm.element);
   root.append(bar);
 
   store.subscribe((s) => {
@@ -77,16 +75,5 @@ export function mountToolbar(root, store) {
     norm.setValue(s.norm);
     norm.element.hidden = s.mode === "impact";
     show.element.hidden = s.mode !== "filters";
-    sort.element.hidden = s.mode !== "filters";
-    sort.setOptions(
-      [
-        { value: "index", text: "Filter index" },
-        { value: "cosine_distance_prev", text: "Most changed since previous step" },
-        { value: "cosine_distance_first", text: "Most changed since first step" },
-        { value: "l2", text: "Largest L2 norm" },
-        { value: "act_mean", text: "Highest mean activation" },
-      ],
-      s.sort,
-    );
   });
 }

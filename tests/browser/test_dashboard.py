@@ -1,8 +1,11 @@
 """The CONVVIZ tab in headless Chromium against a real TensorBoard process."""
 from __future__ import annotations
 
+import math
+from urllib.parse import urlencode
+
 from conftest import EPOCHS, RUN_1D, RUNS, RUNS_2D, XSS_RUN, choose, grid_shows
-from tbserver import tensorboard
+from tbserver import get_json, tensorboard
 
 
 def test_run_names_are_text_and_grid_counts_the_layers_filters(frame):
@@ -22,9 +25,56 @@ def test_run_names_are_text_and_grid_counts_the_layers_filters(frame):
     assert grid.get_attribute("data-filter-count") == "16"
     assert frame.locator("[data-testid=layer-title]").text_content() == "Layer 3"
 
+    assert "· kernel 3×3 ·" in frame.locator("[data-testid=layer-view] .cvz-card-sub").text_content()
+
     picker.select_option(RUN_1D)
     grid = grid_shows(frame, RUN_1D, "0")
     assert grid.get_attribute("data-filter-count") == "6"
+    assert "· kernel 5 ·" in frame.locator("[data-testid=layer-view] .cvz-card-sub").text_content()
+
+
+def layer_stats(url: str, run: str, layer: str, step: int) -> dict:
+    return get_json(f"{url}/data/plugin/convviz/layer?{urlencode({'run': run, 'layer': layer, 'step': step})}")["stats"]
+
+
+def most_first(values: list) -> list[str]:
+    """Filter indices by value, largest first, missing last, ties by index (the dashboard's order)."""
+    key = [(-v if v is not None and math.isfinite(v) else math.inf, i) for i, v in enumerate(values)]
+    return [str(i) for _, i in sorted(key)]
+
+
+def label_bands(frame, testid: str) -> list[list[int]]:
+    """The pixels of the index label under each cell of a grid, as drawn on its canvas."""
+    return frame.locator(f"[data-testid={testid}]").evaluate(
+        """c => {
+          const d = c.dataset, n = +d.filterCount, cols = +d.cols, px = +d.pitchX, py = +d.pitchY;
+          const dpr = c.width / parseFloat(c.style.width), ctx = c.getContext("2d");
+          const bands = [];
+          for (let k = 0; k < n; k++) {
+            const x = (k % cols) * px, y = Math.floor(k / cols) * py + +d.cellHeight;
+            const band = ctx.getImageData(Math.round(x * dpr), Math.round(y * dpr), Math.round(+d.cellWidth * dpr), Math.round(+d.labelHeight * dpr));
+            bands.push(Array.from(band.data));
+          }
+          return bands;
+        }"""
+    )
+
+
+def test_grid_cells_carry_their_filter_index(frame):
+    grid = choose(frame, RUNS_2D[0], "3", EPOCHS - 1)
+    by_index = label_bands(frame, "filter-grid")
+    assert all(any(band[3::4]) for band in by_index)  # every cell has ink under it
+    assert len({tuple(b) for b in by_index}) == 16  # sixteen different numbers
+
+    before = grid.get_attribute("data-order")
+    assert before == ",".join(map(str, range(16)))
+    frame.locator("[data-testid=sort-picker]").select_option("l2")
+    frame.locator(f'[data-testid=filter-grid]:not([data-order="{before}"])').wait_for()
+    order = [int(f) for f in grid.get_attribute("data-order").split(",")]
+    assert order != list(range(16))
+    # The cell showing filter f after sorting carries the label cell f carried in index order.
+    assert label_bands(frame, "filter-grid") == [by_index[f] for f in order]
+    frame.locator("[data-testid=sort-picker]").select_option("index")
 
 
 def ranking(frame, step: int) -> list[tuple[str, str]]:
@@ -32,6 +82,23 @@ def ranking(frame, step: int) -> list[tuple[str, str]]:
     card.wait_for()
     items = card.locator("[data-testid=drift-rank-item]")
     return [(items.nth(i).get_attribute("data-filter"), items.nth(i).text_content()) for i in range(items.count())]
+
+
+def test_drift_ranking_is_since_the_first_step_unless_asked(frame, tensorboard_url):
+    choose(frame, RUNS_2D[0], "3", EPOCHS - 1)
+    card = frame.locator(f'[data-testid=drift-ranking][data-step="{EPOCHS - 1}"][data-since=first]')
+    card.wait_for()
+    assert card.locator(".cvz-card-title").text_content() == "Most changed since step 0"
+    stats = layer_stats(tensorboard_url, RUNS_2D[0], "3", EPOCHS - 1)
+    shown = [i.get_attribute("data-filter") for i in card.locator("[data-testid=drift-rank-item]").all()]
+    assert shown == most_first(stats["cosine_distance_first"])[:10]
+
+    frame.locator("[data-testid=drift-since] button[data-value=previous]").click()
+    card = frame.locator("[data-testid=drift-ranking][data-since=previous]")
+    assert card.locator(".cvz-card-title").text_content() == f"Most changed since step {EPOCHS - 2}"
+    shown = [i.get_attribute("data-filter") for i in card.locator("[data-testid=drift-rank-item]").all()]
+    assert shown == most_first(stats["cosine_distance_prev"])[:10]
+    frame.locator("[data-testid=drift-since] button[data-value=first]").click()
 
 
 def test_epoch_slider_moves_the_drift_ranking(frame):
@@ -86,6 +153,11 @@ def test_filter_detail_shows_slices_maps_and_history(frame):
     charts = panel.locator("[data-testid=history-chart]")
     assert charts.count() == 3
     assert charts.first.locator("circle").count() == EPOCHS
+    titles = [
+        (c.locator(".cvz-axis-title[data-axis=x]").text_content(), c.locator(".cvz-axis-title[data-axis=y]").text_content())
+        for c in charts.all()
+    ]
+    assert titles == [("step", "L2 norm"), ("step", "cosine distance"), ("step", "mean activation")]
 
     frame.locator("[data-testid=layer-picker]").select_option("3")
     grid_shows(frame, RUNS_2D[0], "3")
@@ -98,6 +170,10 @@ def test_side_by_side_epochs_and_runs(frame):
     frame.locator("[data-testid=mode-picker] button[data-value=epochs]").click()
     view = frame.locator("[data-testid=compare-view]")
     frame.locator("[data-testid=compare-grid-b][data-paint-ms]").wait_for()
+    # One control per step: the slider is step B, the card's select step A.
+    assert frame.locator("[data-testid=epoch-slider]").locator("xpath=..").locator("label").text_content() == "Step B"
+    assert frame.locator("[data-testid=compare-step-a]").is_visible()
+    assert frame.locator("[data-testid=compare-step-b]").is_hidden()
     assert frame.locator("[data-testid=compare-label-a]").text_content() == f"A · {RUNS_2D[0]} · step 0"
     assert frame.locator("[data-testid=compare-label-b]").text_content() == f"B · {RUNS_2D[0]} · step {EPOCHS - 1}"
     assert frame.locator("[data-testid=compare-basis]").get_attribute("data-basis") == "kernels"
@@ -120,6 +196,13 @@ def test_side_by_side_epochs_and_runs(frame):
     label_b = frame.locator("[data-testid=compare-label-b]")
     label_b.filter(has_text=XSS_RUN).wait_for()
     assert label_b.text_content() == f"B · {XSS_RUN} · step {EPOCHS - 1}"
+    # Run B is another run, and only other runs are offered; the slider is step A, the card's select step B.
+    run_b = frame.locator("[data-testid=compare-run-b]")
+    assert run_b.input_value() == XSS_RUN
+    assert RUNS_2D[0] not in run_b.locator("option").all_text_contents()
+    assert frame.locator("[data-testid=epoch-slider]").locator("xpath=..").locator("label").text_content() == "Step A"
+    assert frame.locator("[data-testid=compare-step-a]").is_hidden()
+    assert frame.locator("[data-testid=compare-step-b]").is_visible()
     assert view.locator("[data-testid=align-picker] [aria-pressed=true]").get_attribute("data-value") == "match"
     b_filters = [rows.nth(i).locator("td").nth(2).text_content() for i in range(16)]
     assert sorted(b_filters, key=lambda t: int(t[1:])) == [f"#{i}" for i in range(16)]  # a pairing

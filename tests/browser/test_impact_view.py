@@ -3,7 +3,9 @@ against a real TensorBoard process serving logs the real callback wrote."""
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
+from collections import Counter
 
 from conftest import EPOCHS, IMPACT_PROBE, RUN_1D, RUN_IMPACT, RUNS_2D, choose
 
@@ -68,6 +70,8 @@ def test_impact_table_sorts_flags_and_opens_the_filter(frame, tensorboard_url):
     assert panel.locator("[data-testid=rotation-polar]").count() == 1
     examples = panel.locator("[data-testid=top-example]")
     assert examples.count() == 5
+    labels = data["topk_label"]["values"][int(first) * 5 : int(first) * 5 + 5]
+    assert panel.locator("[data-testid=top-examples-classes]").text_content().endswith(classes_in_words(labels) + ".")
     top = data["topk_index"]["values"][int(first) * 5 : int(first) * 5 + 5]
     assert [int(i) for i in examples.evaluate_all("fs => fs.map(f => f.dataset.index)")] == [int(i) for i in top]
     assert all(0 <= i < IMPACT_PROBE for i in top)
@@ -93,6 +97,41 @@ def test_impact_table_sorts_flags_and_opens_the_filter(frame, tensorboard_url):
     assert rows.count() == 8
 
 
+def classes_in_words(labels: list) -> str:
+    """What the top examples' text must say: a class only when it is the majority."""
+    (label, count), = Counter(int(v) for v in labels).most_common(1)
+    if count == len(labels):
+        return f"all {count} are class {label}"
+    if 2 * count > len(labels):
+        return f"{count} of {len(labels)} are class {label}"
+    return f"{len(set(labels))} classes, none a majority"
+
+
+def test_top_examples_name_a_class_only_when_it_is_the_majority(frame, tensorboard_url):
+    rows = open_impact(frame, RUN_IMPACT, "2")
+    labels = answer(tensorboard_url, f"impact?run={RUN_IMPACT}&layer=2&step={LAST}")["arrays"]["topk_label"]["values"]
+    said = set()
+    for f in range(rows.count()):
+        frame.locator(f"[data-testid=impact-row][data-filter='{f}']").click()
+        text = frame.locator(f"[data-testid=detail-panel][data-filter='{f}'] [data-testid=top-examples-classes]")
+        expected = classes_in_words(labels[f * 5 : f * 5 + 5])
+        assert text.text_content().endswith(f": {expected}.")
+        said.add(expected.split(" ")[1])
+    assert "classes," in said or "of" in said, "this probe should give some filter no unanimous top five"
+
+
+def test_percentages_never_use_exponent_notation(frame):
+    open_impact(frame, RUN_IMPACT, "0")
+    frame.locator("[data-testid=impact-row]").first.click()
+    frame.locator("[data-testid=detail-panel] [data-testid=recall-bars]").wait_for()
+    texts = frame.locator("[data-testid=impact-view] td, [data-testid=impact-summary] dd, [data-testid=detail-panel] dd, "
+                          "[data-testid=detail-panel] .cvz-bars-value").all_text_contents()
+    percents = [t for t in texts if t.endswith("%")]
+    assert len(percents) > 8
+    for text in percents:
+        assert re.fullmatch(r"[+-]?(<0\.01|\d+(\.\d+)?)%( of \d+(\.\d+)?%)?", text), text
+
+
 def test_run_without_impact_says_how_to_turn_it_on(frame):
     rows = open_impact(frame, RUNS_2D[0], "3")
     message = frame.locator("[data-testid=impact-message]")
@@ -111,14 +150,30 @@ def test_run_without_impact_says_how_to_turn_it_on(frame):
     assert panel.locator("[data-testid=top-example]").count() == 0
 
 
-def test_conv1d_responses_are_shift_and_reversal(frame):
+def test_conv1d_responses_are_shift_and_reversal(frame, tensorboard_url):
     rows = open_impact(frame, RUN_1D, "0")
     assert rows.count() == 6
     headers = frame.locator("[data-testid=impact-sort]").evaluate_all("bs => bs.map(b => b.dataset.metric)")
-    assert "reversal" in headers and "osi" not in headers
+    assert "reversal" in headers and "shift" in headers and "osi" not in headers
+    # The Shift column: each filter's mean shift cosine, least shift-following first.
+    frame.locator("[data-testid=impact-sort][data-metric=reversal]").click()
+    frame.locator('[data-testid=impact-view][data-sort="reversal"]').wait_for()
+    frame.locator("[data-testid=impact-sort][data-metric=shift]").click()
+    frame.locator('[data-testid=impact-view][data-sort="shift"][data-reverse="false"]').wait_for()
+    shift = answer(tensorboard_url, f"perturbation?run={RUN_1D}&layer=0&step={LAST}")["arrays"]["shift"]
+    per = shift["shape"][1]
+    means = {str(f): sum(shift["values"][f * per : (f + 1) * per]) / per for f in range(6)}
+    shown = [(r.get_attribute("data-filter"), float(r.get_attribute("data-value"))) for r in rows.all()]
+    assert [f for f, _ in shown] == sorted(means, key=lambda f: (means[f], int(f)))
+    assert all(abs(v - means[f]) < 1e-6 for f, v in shown)
     rows.first.click()
     panel = frame.locator("[data-testid=detail-panel]")
     bars = panel.locator("[data-testid=symmetry-bars] .cvz-bars-row")
     bars.first.wait_for()
     assert bars.count() == 4  # three shifts and the reversal
     assert panel.locator("[data-testid=polar-chart]").count() == 0
+    # The activation traces say what their lines are.
+    legend = panel.locator("[data-testid=detail-maps] [data-testid=signal-legend]")
+    assert "filter's activation (left axis" in legend.text_content()
+    assert "probe input" in legend.text_content()
+    assert panel.locator("[data-testid=detail-maps] [data-testid=signal-trace]").count() == 4
