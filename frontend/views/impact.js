@@ -110,6 +110,50 @@ function flagsOf(impact, responses, counterfactuals, f) {
   return flags;
 }
 
+/** Columns that only exact ablation gives: empty for filters over the exact-ablation budget. */
+const EXACT_ONLY = new Set(["d_accuracy", "d_loss", "flips"]);
+
+/**
+ * How sure the impact numbers of filter `f` are: its Δaccuracy interval, whether it was ablated
+ * exactly, and whether its effect is significant after the layer's BH adjustment.
+ * @param {?Arrays} impact @param {number} f
+ */
+function certaintyOf(impact, f) {
+  const ci = filterRow(impact, "d_accuracy_ci", f);
+  const exact = filterValue(impact, "exact", f);
+  const significant = filterValue(impact, "significant", f);
+  return {
+    interval: ci.length === 2 && ci[0] !== null && ci[1] !== null ? /** @type {[number, number]} */ (ci) : null,
+    estimated: exact === 0,
+    insignificant: exact !== 0 && significant === 0,
+    pAdjusted: filterValue(impact, "p_adjusted", f),
+  };
+}
+
+/**
+ * An error bar: the interval as a line over a zero tick, the value as a dot, on ±`range`.
+ * @param {[number, number]} interval @param {?number} value @param {number} range
+ */
+function errorBar(interval, value, range) {
+  const ns = "http://www.w3.org/2000/svg";
+  const width = 64;
+  const x = (/** @type {number} */ v) => ((v / range + 1) / 2) * (width - 4) + 2;
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("class", "cvz-errorbar");
+  svg.setAttribute("width", String(width));
+  svg.setAttribute("height", "10");
+  svg.dataset.testid = "impact-errorbar";
+  const part = (/** @type {string} */ tag, /** @type {Record<string, number|string>} */ attrs) => {
+    const node = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+    svg.append(node);
+  };
+  part("line", { x1: x(0), x2: x(0), y1: 1, y2: 9, class: "cvz-errorbar-zero" });
+  part("line", { x1: x(interval[0]), x2: x(interval[1]), y1: 5, y2: 5, class: "cvz-errorbar-ci" });
+  if (value !== null) part("circle", { cx: x(value), cy: 5, r: 2, class: "cvz-errorbar-value" });
+  return svg;
+}
+
 /** @param {HTMLElement} root @param {import("../store.js").Store} store */
 export function mountImpact(root, store) {
   const { card, head, title, sub } = viewCard("cvz-card cvz-impact", "impact-view");
@@ -202,6 +246,7 @@ export function mountImpact(root, store) {
     }
     thead.replaceChildren(headRow);
 
+    const ciRange = Math.max(1e-9, ...whole(ia, "d_accuracy_ci").map((v) => Math.abs(v ?? 0)));
     tbody.replaceChildren(
       ...orderBy(count, metric, reverse).map((f) => {
         const row = filterTableRow("impact-row", f, s.filter, (g) => store.selectFilter(g));
@@ -215,9 +260,19 @@ export function mountImpact(root, store) {
           badge.title = flag.title;
           flagCell.append(badge);
         }
+        const certainty = certaintyOf(ia, f);
+        if (certainty.estimated) row.classList.add("cvz-estimated");
+        if (certainty.insignificant) row.classList.add("cvz-insignificant");
         for (const m of metrics) {
           const pinned = m.key === "index";
-          row.append(el("td", `${pinned ? "cvz-pinned cvz-filter-cell" : "cvz-num"}${m === metric ? " cvz-sorted" : ""}`, m.format(m.value(f))));
+          const cell = el("td", `${pinned ? "cvz-pinned cvz-filter-cell" : "cvz-num"}${m === metric ? " cvz-sorted" : ""}`, m.format(m.value(f)));
+          if (m.key === "d_accuracy" && certainty.interval) {
+            cell.append(errorBar(certainty.interval, m.value(f), ciRange));
+            cell.title = `95% interval ${formatPercent(certainty.interval[0])} … ${formatPercent(certainty.interval[1])}` +
+              (certainty.pAdjusted === null ? "" : `, McNemar p = ${formatNumber(certainty.pAdjusted, 2)} (BH-adjusted)`);
+          }
+          if (EXACT_ONLY.has(m.key) && certainty.estimated) cell.title = "not ablated exactly at this step (over the exact-ablation budget): see Taylor Δloss";
+          row.append(cell);
           if (pinned) row.append(flagCell);
         }
         return row;
@@ -250,6 +305,29 @@ function fillSummary(box, impact, responses, counterfactuals, count) {
       ["needed (Δaccuracy < 0)", `${needed} of ${count}`, "Filters without which the probe accuracy drops", "needed"],
       ["class-concentrated", `${concentrated} of ${count}`, "Filters whose top activating probe examples are ≥ 90 % one class", "concentrated"],
     );
+    const exact = whole(impact, "exact");
+    if (exact.length) {
+      const ablated = exact.filter((v) => v).length;
+      rows.push(["ablated exactly", `${ablated} of ${count}`, "Filters ablated exactly at this step; the rest (over the exact-ablation budget) carry only the Taylor estimate", "exact-count"]);
+    }
+    const significant = whole(impact, "significant");
+    if (significant.length) {
+      rows.push([
+        "significant (α = 0.05, BH)",
+        `${significant.filter((v) => v).length} of ${count}`,
+        "Filters whose Δaccuracy is significant by McNemar's exact test on the probe, Benjamini–Hochberg-adjusted within the layer; the others are greyed out",
+        "significant-count",
+      ]);
+    }
+    const [detectable] = whole(impact, "detectable_d_accuracy");
+    if (detectable !== undefined) {
+      rows.push([
+        "detectable Δaccuracy",
+        detectable === null ? "none: probe too small" : `≥ ${formatPercent(detectable, { signed: false })}`,
+        "The smallest accuracy change this probe can detect (80% power, α = 0.05, all changes one way): smaller effects cannot be told from noise — a larger probe can",
+        "detectable",
+      ]);
+    }
   }
   for (const name of counterfactuals) {
     const flagged = whole(responses, counterfactualKey(name, "flag")).filter((v) => v).length;
