@@ -1,5 +1,5 @@
-// The toolbar: run and layer pickers, which view (filters / epoch vs epoch / run vs run / impact),
-// and how the grid is drawn (weights or activations, normalization, sort order).
+// The toolbar: run and layer pickers, which view (filters / epoch vs epoch / run vs run / impact /
+// similarity / filter map), and how the grid is drawn (weights or activations, normalization, sort order).
 
 import { el, labelledSelect, segmented } from "./controls.js";
 
@@ -31,6 +31,8 @@ export function mountToolbar(root, store) {
       { value: "epochs", text: "Epoch vs epoch" },
       { value: "runs", text: "Run vs run" },
       { value: "impact", text: "Impact" },
+      { value: "similarity", text: "Similarity" },
+      { value: "embedding", text: "Filter map" },
     ],
     (v) => store.setMode(/** @type {import("../store.js").Mode} */ (v)),
   );
@@ -75,7 +77,7 @@ export function mountToolbar(root, store) {
     const hasMaps = store.layerEntry()?.kinds.includes("maps");
     show.setValue(s.show, hasMaps ? {} : { activations: "This run was logged without a probe: no activations" });
     norm.setValue(s.norm);
-    norm.element.hidden = s.mode === "impact";
+    norm.element.hidden = s.mode === "impact" || s.mode === "similarity" || s.mode === "embedding";
     show.element.hidden = s.mode !== "filters";
     sort.element.hidden = s.mode !== "filters";
     sort.setOptions(
