@@ -63,7 +63,7 @@ export const fetchProbe = (/** @type {string} */ run) => getJson("probe", { run 
 
 /**
  * Per-filter drift of one layer between two (run, step) snapshots.
- * @param {{layer: string, runA: string, stepA: number, runB: string, stepB: number, align: "index"|"match"}} q
+ * @param {{layer: string, runA: string, stepA: number, runB: string, stepB: number, align: "index"|"match"|"aligned"}} q
  */
 export const fetchCompare = (q) =>
   getJson("compare", {
@@ -74,3 +74,25 @@ export const fetchCompare = (q) =>
     step_b: q.stepB,
     align: q.align,
   });
+
+/** Layer × layer linear CKA between (runA, stepA) and (runB, stepB): {a, b: {run, step, layers}, cka: flat, images}. */
+export const fetchCkaLayers = (
+  /** @type {string} */ runA,
+  /** @type {number} */ stepA,
+  /** @type {string} */ runB,
+  /** @type {number} */ stepB,
+) => getJson("cka_layers", { run_a: runA, step_a: stepA, run_b: runB, step_b: stepB });
+
+/** Step × step CKA of one layer with itself: {steps, cka: flat T×T}. */
+export const fetchCkaEpochs = (/** @type {string} */ run, /** @type {string} */ layer) =>
+  getJson("cka_epochs", { run, layer });
+
+/** Per layer, CKA of every step with the last: {steps, final_step, layers, cka: {layer: per step}}. */
+export const fetchCkaFinal = (/** @type {string} */ run) => getJson("cka_final", { run });
+
+/** Every step's 2-D map of the layer's filters: {steps, points: wire (steps, filters, 2)}. */
+export const fetchEmbedding = (
+  /** @type {string} */ run,
+  /** @type {string} */ layer,
+  /** @type {"pca"|"umap"|"tsne"} */ method,
+) => getJson("embedding", { run, layer, method });

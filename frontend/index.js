@@ -1,8 +1,10 @@
 // Entry point TensorBoard imports inside the CONVVIZ tab's iframe; it calls render().
 
 import { Store } from "./static/store.js";
+import { mountCka } from "./static/views/cka.js";
 import { mountCompare } from "./static/views/compare.js";
 import { mountDetail } from "./static/views/detail.js";
+import { mountEmbedding } from "./static/views/embedding.js";
 import { mountImpact } from "./static/views/impact.js";
 import { mountLayerView } from "./static/views/layer.js";
 import { mountRanking } from "./static/views/ranking.js";
@@ -39,6 +41,8 @@ export function render() {
   mountLayerView(primary, store);
   mountCompare(primary, store);
   mountImpact(primary, store);
+  mountCka(primary, store);
+  mountEmbedding(primary, store);
   mountRanking(side, store);
   mountDetail(side, store);
   document.body.append(app);

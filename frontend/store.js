@@ -11,7 +11,8 @@ import * as api from "./api.js";
  * @typedef {{status: "idle"|"off"|"loading"|"ready"|"error", data: any, error: string, code?: number}} Load
  *   off: the run did not log this (an analysis left out of ConvViz(...)); code: the HTTP status of an error
  * @typedef {"perturbation"|"impact"} Analysis
- * @typedef {"filters"|"epochs"|"runs"|"impact"} Mode
+ * @typedef {"filters"|"epochs"|"runs"|"impact"|"similarity"|"embedding"} Mode
+ * @typedef {Load & {key?: string}} KeyedLoad  key: what was asked, so a repeated ask is not fetched again
  * @typedef {{
  *   phase: "loading"|"empty"|"error"|"ready", message: string,
  *   runs: RunEntry[], run: string, layer: string, step: number,
@@ -19,13 +20,17 @@ import * as api from "./api.js";
  *   sort: "index"|"cosine_distance_prev"|"cosine_distance_first"|"l2"|"act_mean", driftSince: "first"|"previous",
  *   image: number,
  *   layerData: Load, filter: ?number, detail: Load, probes: Record<string, Load>, overlay: number,
- *   compare: {stepA: number, runB: string, stepB: number, align: "index"|"match",
+ *   compare: {stepA: number, runB: string, stepB: number, align: "index"|"match"|"aligned",
  *     sort: "cosine_distance"|"norm_change"|"act_mean_change", load: Load},
  *   analysis: Record<Analysis, Load>, impactSort: {metric: string, reverse: boolean},
+ *   similarity: {runB: string, stepB: number, layers: KeyedLoad, epochs: KeyedLoad, final: KeyedLoad},
+ *   embedding: {method: "pca"|"umap"|"tsne", color: string, load: KeyedLoad},
  * }} State
  *   analysis: the current layer's perturbation responses and impact table at the slider's step, for
  *   the Impact view and the filter detail; driftSince: the drift ranking's baseline step; impactSort: the Impact table's column (a metric key of
  *   views/impact.js) and whether its natural order is reversed.
+ *   similarity: the CKA views' answers; B is the current run at the slider's step while runB is ""
+ *   and stepB -1. embedding: the filter map's answer, its method and the per-filter colour metric.
  */
 
 /** Layer answers kept for the slider: a 512-filter layer's answer is about 1 MB. */
@@ -76,6 +81,8 @@ export class Store {
       compare: { stepA: 0, runB: "", stepB: 0, align: "match", sort: "cosine_distance", load: IDLE },
       analysis: { perturbation: IDLE, impact: IDLE },
       impactSort: { metric: "d_accuracy", reverse: false },
+      similarity: { runB: "", stepB: -1, layers: IDLE, epochs: IDLE, final: IDLE },
+      embedding: { method: "pca", color: "cosine_distance_prev", load: IDLE },
     };
     /** @type {Set<(s: State, prev: State) => void>} */
     this.listeners = new Set();
@@ -189,7 +196,9 @@ export class Store {
     const cached = this.layerCache.get(key);
     const layerData = cached ? ready({ ...cached, receivedAt: performance.now() }) : { ...this.state.layerData, status: "loading" };
     this.set({ step, layerData });
-    if (this.state.mode === "impact") this.loadAnalysis();
+    if (this.state.mode === "impact" || this.state.mode === "embedding") this.loadAnalysis();
+    if (this.state.mode === "similarity") this.loadSimilarity();
+    if (this.state.mode === "embedding") this.loadEmbedding();
     if (!cached) {
       const load = await api.fetchLayer(run, layer, step).then(ready, failed);
       if (this.state.run !== run || this.state.layer !== layer || this.state.step !== step) return; // stale
@@ -255,7 +264,9 @@ export class Store {
     }
     if (mode === "runs" && !this.runBChoices().some((r) => r.run === this.state.compare.runB)) this.resetCompare();
     if (this.comparing()) this.loadCompare();
-    if (mode === "impact") this.loadAnalysis();
+    if (mode === "impact" || mode === "embedding") this.loadAnalysis();
+    if (mode === "similarity") this.loadSimilarity();
+    if (mode === "embedding") this.loadEmbedding();
   }
 
   /** @param {?number} filter */
@@ -378,6 +389,53 @@ export class Store {
       return a.status === b.status && a.data === b.data && a.error === b.error;
     });
     if (!same) this.set({ analysis });
+  }
+
+  /**
+   * Fetch into `state[group][slot]` unless it already holds (or is fetching) the answer for `key`;
+   * an answer that arrives after the ask changed is dropped.
+   * @param {"similarity"|"embedding"} group @param {string} slot @param {string} key
+   * @param {() => Promise<any>} fetch
+   */
+  async fetchInto(group, slot, key, fetch) {
+    /** @type {KeyedLoad} */
+    const current = this.state[group][slot];
+    if (current.key === key && current.status !== "error") return;
+    this.set({ [group]: { ...this.state[group], [slot]: { ...current, status: "loading", key } } });
+    const load = await fetch().then(ready, failed);
+    if (this.state[group][slot].key !== key) return; // stale
+    this.set({ [group]: { ...this.state[group], [slot]: { ...load, key } } });
+  }
+
+  /** The CKA views' three answers: layer × layer (A at the slider's step vs B), epoch × epoch, to final. */
+  loadSimilarity() {
+    const { run, layer, step, similarity } = this.state;
+    if (!layer || step < 0) return;
+    const runB = similarity.runB || run;
+    const stepB = similarity.stepB < 0 ? step : similarity.stepB;
+    this.fetchInto("similarity", "layers", JSON.stringify([run, step, runB, stepB]), () => api.fetchCkaLayers(run, step, runB, stepB));
+    this.fetchInto("similarity", "epochs", JSON.stringify([run, layer]), () => api.fetchCkaEpochs(run, layer));
+    this.fetchInto("similarity", "final", JSON.stringify([run]), () => api.fetchCkaFinal(run));
+  }
+
+  /** @param {{runB?: string, stepB?: number}} patch runB "": the current run; stepB -1: the slider's step */
+  setSimilarity(patch) {
+    this.set({ similarity: { ...this.state.similarity, ...patch } });
+    this.loadSimilarity();
+  }
+
+  /** The current layer's filter map over every step (the slider picks the step shown). */
+  loadEmbedding() {
+    const { run, layer, embedding } = this.state;
+    if (!layer) return;
+    const method = embedding.method;
+    this.fetchInto("embedding", "load", JSON.stringify([run, layer, method]), () => api.fetchEmbedding(run, layer, method));
+  }
+
+  /** @param {{method?: State["embedding"]["method"], color?: string}} patch */
+  setEmbedding(patch) {
+    this.set({ embedding: { ...this.state.embedding, ...patch } });
+    this.loadEmbedding();
   }
 
   /** @param {string} metric @param {boolean} reverse */

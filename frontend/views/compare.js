@@ -53,8 +53,9 @@ export function mountCompare(root, store) {
     [
       { value: "match", text: "By similarity" },
       { value: "index", text: "By index" },
+      { value: "aligned", text: "Aligned inputs" },
     ],
-    (v) => store.setCompare({ align: /** @type {"index"|"match"} */ (v) }),
+    (v) => store.setCompare({ align: /** @type {"index"|"match"|"aligned"} */ (v) }),
   );
   const legend = el("div", "cvz-legend");
   controls.append(stepA.element, runB.element, stepB.element, align.element, legend);
@@ -73,6 +74,7 @@ export function mountCompare(root, store) {
     ["drift (cosine)", formatNumber(data?.metrics.cosine_distance[f])],
     ["norm change", formatPercent(data?.metrics.norm_change[f])],
     ["activation change", formatNumber(data?.metrics.act_mean_change?.[f])],
+    ...(data?.metrics.match_similarity ? [/** @type {[string, string]} */ (["pair similarity", formatNumber(data.metrics.match_similarity[f])])] : []),
   ];
   const gridA = new FilterGrid({
     testid: "compare-grid-a",
@@ -156,7 +158,7 @@ export function mountCompare(root, store) {
     title.textContent = `${epochs ? "Epoch vs epoch" : "Run vs run"} · layer ${s.layer}`;
     sub.textContent = epochs
       ? `run ${s.run}: how each filter changed between two steps`
-      : `the same layer in two runs, filters ${q.align === "match" ? "paired by similarity" : "paired by index"}`;
+      : `the same layer in two runs, filters ${{ match: "paired by similarity", aligned: "paired by similarity, inputs aligned", index: "paired by index" }[q.align]}`;
     const stepOptions = (/** @type {number[]} */ list) => list.map((x) => ({ value: String(x), text: String(x) }));
     stepA.element.hidden = !epochs;
     runB.element.hidden = stepB.element.hidden = align.element.hidden = epochs;
@@ -195,13 +197,10 @@ export function mountCompare(root, store) {
     const since = decoded.data === data ? performance.now() : data.receivedAt;
     if (decoded.data !== data) decoded = { data, a: decodeWire(data.tiles_a), b: decodeWire(data.tiles_b) };
 
-    basis.textContent = `${BASIS[/** @type {keyof typeof BASIS} */ (data.basis)] ?? data.basis}${
-      data.align === "match"
-        ? " Filters of B are paired with A's by weight similarity (|cosine|, greedy): independently trained runs learn similar filters in different slots. A drift above 1 means the pair matches with its sign flipped."
-        : ""
-    }`;
+    basis.textContent = `${BASIS[/** @type {keyof typeof BASIS} */ (data.basis)] ?? data.basis}${pairingText(data)}`;
     basis.dataset.basis = data.basis;
     setExportParts(card, [data.layer, `${data.a.run}-step${data.a.step}`, "vs", `${data.b.run}-step${data.b.step}`]);
+    basis.dataset.matchBasis = data.match_basis ?? "";
     labelA.textContent = `A · ${data.a.run} · step ${data.a.step}`;
     labelB.textContent = `B · ${data.b.run} · step ${data.b.step}`;
 
@@ -229,6 +228,27 @@ export function mountCompare(root, store) {
     fillSummary(summary, data);
     card.dataset.sort = metric;
   });
+}
+
+/**
+ * How B's filters were paired with A's, for people: by what they do on the probe or by their weights,
+ * and for "aligned" which layer's pairing put B's input channels in A's order.
+ * @param {any} data the /compare payload @returns {string}
+ */
+function pairingText(data) {
+  if (!data.match_basis) return "";
+  const by =
+    data.match_basis === "activations"
+      ? " Filters of B are paired by activations on the probe: each A filter with the B filter that responds most alike (optimal assignment on response profiles); independently trained runs learn similar filters in different slots."
+      : " Filters of B are paired by weights (|cosine|): no response profiles were logged at both steps.";
+  const similarity = data.metrics.match_similarity;
+  const sim = similarity ? ` Median pair similarity ${formatNumber(median(similarity))}.` : "";
+  const inputs = data.aligned_inputs
+    ? ` B's kernels are read with their input channels in A's order, from the pairing of layer ${data.aligned_inputs.layer} (by ${data.aligned_inputs.basis}).`
+    : data.align === "aligned"
+      ? " Input channels are not reordered: this layer reads the input itself (or full kernels were not kept)."
+      : "";
+  return `${by}${sim}${inputs} A drift above 1 means the pair matches with its sign flipped.`;
 }
 
 /**
@@ -276,7 +296,7 @@ function fillSummary(box, data) {
     ["drift > 0.5", `${drift.filter((v) => v > 0.5).length} of ${drift.length}`],
     ["mean norm change", formatPercent(mean(data.metrics.norm_change))],
   ];
-  if (data.align === "match") rows.push(["sign-flipped pairs", String(drift.filter((v) => v > 1).length)]);
+  if (data.align !== "index") rows.push(["sign-flipped pairs", String(drift.filter((v) => v > 1).length)]);
   else rows.push(["unchanged (drift < 1e-4)", String(drift.filter((v) => v < 1e-4).length)]);
   for (const [k, v] of rows) facts.append(el("dt", "", k), el("dd", "", v));
 

@@ -1,6 +1,6 @@
-// The toolbar: run and layer pickers, which view (filters / epoch vs epoch / run vs run / impact),
-// and what the grids draw (weights or activations) on which colour scale. The grid's order is
-// picked on the grid's own card (views/layer.js), which keeps this bar one row at 1400 px.
+// The toolbar: run and layer pickers, which view (filters / epoch vs epoch / run vs run / impact /
+// similarity / filter map), and what the grids draw (weights or activations) on which colour scale.
+// The grid's order is picked on the grid's own card (views/layer.js), which keeps this bar one row at 1400 px.
 
 import { el, labelledSelect, segmented } from "./controls.js";
 
@@ -32,6 +32,8 @@ export function mountToolbar(root, store) {
       { value: "epochs", text: "Epoch vs epoch" },
       { value: "runs", text: "Run vs run" },
       { value: "impact", text: "Impact" },
+      { value: "similarity", text: "Similarity" },
+      { value: "embedding", text: "Filter map" },
     ],
     (v) => store.setMode(/** @type {import("../store.js").Mode} */ (v)),
   );
@@ -73,7 +75,7 @@ export function mountToolbar(root, store) {
     const hasMaps = store.layerEntry()?.kinds.includes("maps");
     show.setValue(s.show, hasMaps ? {} : { activations: "This run was logged without a probe: no activations" });
     norm.setValue(s.norm);
-    norm.element.hidden = s.mode === "impact";
+    norm.element.hidden = s.mode === "impact" || s.mode === "similarity" || s.mode === "embedding";
     show.element.hidden = s.mode !== "filters";
   });
 }

@@ -1,0 +1,221 @@
+// The Similarity view: linear CKA on the probe, as three heatmaps. Layer × layer between run A at
+// the slider's step and run B at a chosen step (which layers represent the probe alike); the
+// current layer's step × step (when did it stop changing?); and per layer, CKA to the final step
+// over training (which layers settle first). CKA is 1 for representations equal up to rotation and
+// scale, so one 0..1 colour scale serves all three.
+
+import { SEQUENTIAL, cssGradient } from "../colormap.js";
+import { el, formatNumber, labelledSelect, viewCard } from "./controls.js";
+
+const SVG = "http://www.w3.org/2000/svg";
+
+/**
+ * @param {string} tag @param {Record<string, string|number>} attrs
+ * @returns {SVGElement}
+ */
+function svg(tag, attrs) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+  return node;
+}
+
+/** Viridis colour of a CKA value, clamped to [0, 1]; grey when missing. @param {?number} v */
+export function ckaColour(v) {
+  if (v === null || !Number.isFinite(v)) return "#888";
+  const k = 4 * Math.round(Math.min(1, Math.max(0, v)) * 255);
+  return `rgb(${SEQUENTIAL[k]},${SEQUENTIAL[k + 1]},${SEQUENTIAL[k + 2]})`;
+}
+
+/**
+ * @typedef {{testid: string, title: string, values: Array<?number>, rowLabels: string[],
+ *   colLabels: string[], rowName: string, colName: string, markRow?: number, markCol?: number}} HeatmapSpec
+ *   values: (rows, cols) row-major; markRow / markCol: a row and a column outlined (the current one)
+ */
+
+/**
+ * An SVG heatmap with row and column labels, the value in each cell when cells are large enough,
+ * and a readout of the cell under the cursor.
+ * @param {HeatmapSpec} spec @returns {HTMLElement}
+ */
+export function heatmap(spec) {
+  const rows = spec.rowLabels.length;
+  const cols = spec.colLabels.length;
+  const cell = Math.max(4, Math.min(36, Math.floor(360 / Math.max(1, rows, cols))));
+  const every = Math.ceil(12 / cell); // label every k-th row and column so labels never overlap
+  const pad = { left: 48, top: 6, bottom: 30 };
+  const width = pad.left + cols * cell + 4;
+  const height = pad.top + rows * cell + pad.bottom;
+  const figure = el("figure", "cvz-chart");
+  figure.dataset.testid = spec.testid;
+  figure.dataset.rows = String(rows);
+  figure.dataset.cols = String(cols);
+  figure.append(el("figcaption", "cvz-chart-title", spec.title));
+  const root = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img" });
+  root.setAttribute("aria-label", spec.title);
+  const readout = el("div", "cvz-chart-title", " ");
+  readout.dataset.testid = `${spec.testid}-readout`;
+
+  const withText = cell >= 28;
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) {
+      const v = spec.values[r * cols + c];
+      const x = pad.left + c * cell;
+      const y = pad.top + r * cell;
+      const rect = svg("rect", { x, y, width: cell, height: cell, fill: ckaColour(v), "data-row": r, "data-col": c });
+      rect.dataset.testid = `${spec.testid}-cell`;
+      rect.dataset.value = String(v);
+      const says = `${spec.rowName} ${spec.rowLabels[r]} · ${spec.colName} ${spec.colLabels[c]}: CKA ${formatNumber(v)}`;
+      const tip = svg("title", {});
+      tip.textContent = says;
+      rect.append(tip);
+      rect.addEventListener("mouseenter", () => (readout.textContent = says));
+      root.append(rect);
+      if (withText) {
+        const t = svg("text", {
+          x: x + cell / 2, y: y + cell / 2 + 4, "text-anchor": "middle", "font-size": 10,
+          fill: v !== null && v > 0.6 ? "#000" : "#fff", "pointer-events": "none",
+        });
+        t.textContent = formatNumber(v, 2);
+        root.append(t);
+      }
+    }
+  }
+  /** @param {string} text @param {Record<string, string|number>} attrs @param {string} testid */
+  const label = (text, attrs, testid) => {
+    const t = svg("text", { "font-size": 10, fill: "currentColor", ...attrs });
+    t.dataset.testid = testid;
+    t.textContent = text;
+    root.append(t);
+  };
+  spec.rowLabels.forEach((text, r) => {
+    if (r % every === 0) label(text, { x: pad.left - 4, y: pad.top + r * cell + cell / 2 + 3, "text-anchor": "end" }, `${spec.testid}-row-label`);
+  });
+  spec.colLabels.forEach((text, c) => {
+    if (c % every === 0) label(text, { x: pad.left + c * cell + cell / 2, y: pad.top + rows * cell + 12, "text-anchor": "middle" }, `${spec.testid}-col-label`);
+  });
+  label(spec.colName, { x: pad.left + (cols * cell) / 2, y: height - 2, "text-anchor": "middle" }, `${spec.testid}-axis`);
+  const outline = { fill: "none", stroke: "var(--cvz-accent, #e8710a)", "stroke-width": 2, "pointer-events": "none" };
+  if (spec.markRow !== undefined && spec.markRow >= 0) {
+    root.append(svg("rect", { ...outline, x: pad.left, y: pad.top + spec.markRow * cell, width: cols * cell, height: cell }));
+  }
+  if (spec.markCol !== undefined && spec.markCol >= 0) {
+    root.append(svg("rect", { ...outline, x: pad.left + spec.markCol * cell, y: pad.top, width: cell, height: rows * cell }));
+  }
+  figure.append(root, readout);
+  return figure;
+}
+
+/** The 0..1 colour scale shared by the three heatmaps. */
+function legend() {
+  const box = el("div", "cvz-legend");
+  const bar = el("span", "cvz-legend-bar");
+  bar.style.background = cssGradient(SEQUENTIAL);
+  box.dataset.testid = "cka-legend";
+  box.append(
+    el("span", "cvz-legend-end", "0"),
+    bar,
+    el("span", "cvz-legend-end", "1"),
+    el("span", "cvz-legend-note", "linear CKA on the probe: 1 = the same representation up to rotation and scale"),
+  );
+  return box;
+}
+
+/**
+ * A figure for one answer: the heatmap once it is there, else why not.
+ * @param {import("../store.js").KeyedLoad} load @param {string} testid @param {(data: any) => HTMLElement} build
+ */
+function panel(load, testid, build) {
+  if (load.status === "error") {
+    const note = el("p", "cvz-note", `Could not compute CKA: ${load.error}`);
+    note.dataset.testid = `${testid}-message`;
+    return note;
+  }
+  if (!load.data) return el("p", "cvz-note", "Computing CKA…");
+  return build(load.data);
+}
+
+/** @param {HTMLElement} root @param {import("../store.js").Store} store */
+export function mountCka(root, store) {
+  const { card, head, title, sub } = viewCard("cvz-card cvz-cka", "cka-view");
+  const controls = el("div", "cvz-compare-controls");
+  const runB = labelledSelect("Run B", "cka-run-b", (v) => store.setSimilarity({ runB: v, stepB: -1 }));
+  const stepB = labelledSelect("Step B", "cka-step-b", (v) => store.setSimilarity({ stepB: Number(v) }));
+  controls.append(runB.element, stepB.element, legend());
+  const figures = el("div", "cvz-cka-figures");
+  figures.style.display = "flex";
+  figures.style.flexWrap = "wrap";
+  figures.style.gap = "24px";
+  card.append(head, controls, figures);
+  root.append(card);
+
+  /** What was drawn last, so unrelated state changes do not redraw. */
+  let drawn = /** @type {any[]} */ ([]);
+
+  store.subscribe((s) => {
+    card.hidden = s.phase !== "ready" || s.mode !== "similarity";
+    if (card.hidden) {
+      drawn = [];
+      return;
+    }
+    const sim = s.similarity;
+    const nameB = sim.runB || s.run;
+    title.textContent = `Similarity · layer ${s.layer}`;
+    sub.textContent = `run ${s.run}: how alike layers and steps represent the probe (linear CKA)`;
+    runB.setOptions(
+      [{ value: "", text: `same run (${s.run})` }, ...s.runs.filter((r) => r.run !== s.run).map((r) => ({ value: r.run, text: r.run }))],
+      sim.runB,
+    );
+    const stepsB = store.runEntry(nameB)?.layers[0]?.steps ?? [];
+    stepB.setOptions(
+      [{ value: "-1", text: "slider's step" }, ...stepsB.map((x) => ({ value: String(x), text: String(x) }))],
+      String(sim.stepB),
+    );
+    const loading = [sim.layers, sim.epochs, sim.final].some((l) => l.status === "loading");
+    card.dataset.loading = String(loading);
+    const now = [sim.layers, sim.epochs, sim.final, s.layer, s.step];
+    if (now.every((x, i) => x === drawn[i])) return;
+    drawn = now;
+
+    figures.replaceChildren(
+      panel(sim.layers, "cka-layers", (d) =>
+        heatmap({
+          testid: "cka-layers",
+          title: `Layer × layer: A = ${d.a.run} at step ${d.a.step} (rows) vs B = ${d.b.run} at step ${d.b.step} (columns), ${d.images} probe images`,
+          values: d.cka,
+          rowLabels: d.a.layers,
+          colLabels: d.b.layers,
+          rowName: "A layer",
+          colName: "B layer",
+          markRow: d.a.layers.indexOf(s.layer),
+          markCol: d.b.layers.indexOf(s.layer),
+        }),
+      ),
+      panel(sim.epochs, "cka-epochs", (d) =>
+        heatmap({
+          testid: "cka-epochs",
+          title: `Layer ${d.layer}, step × step: when did it stop changing?`,
+          values: d.cka,
+          rowLabels: d.steps.map(String),
+          colLabels: d.steps.map(String),
+          rowName: "step",
+          colName: "step",
+          markRow: d.steps.indexOf(s.step),
+          markCol: d.steps.indexOf(s.step),
+        }),
+      ),
+      panel(sim.final, "cka-final", (d) =>
+        heatmap({
+          testid: "cka-final",
+          title: `Each layer's CKA to the final step (${d.final_step}): which layers settle first`,
+          values: d.layers.flatMap((/** @type {string} */ l) => d.cka[l]),
+          rowLabels: d.layers,
+          colLabels: d.steps.map(String),
+          rowName: "layer",
+          colName: "step",
+          markRow: d.layers.indexOf(s.layer),
+          markCol: d.steps.indexOf(s.step),
+        }),
+      ),
+    );
+  });
+}
