@@ -10,12 +10,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from tb_convviz.analysis.perturbation import (
+    CombinedPass,
     adversarial_change,
     counterfactual_sensitivity,
+    grating_batch,
     noise_stability,
     orientation_tuning,
     perturbation_responses,
     robust_z,
+    rotation_response,
     sequence_symmetry,
 )
 
@@ -225,3 +228,174 @@ def test_default_set_keys_shapes_and_untouched_state(oriented_model: Planted) ->
         assert not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
     for p in model.parameters():
         p.grad = None
+
+
+# ---------------------------------------------------------------- the combined pass
+
+
+def inplace_net() -> nn.Sequential:
+    """Two convs, each followed by ReLU(inplace=True) (which rewrites the conv's output), stride 2 in the second."""
+    torch.manual_seed(3)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(6, 5, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3),
+    ).eval()  # fmt: skip
+
+
+def full_maps(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The layer's output on x, (N, F, positions), from a plain forward with its own hook: the naive reference."""
+    kept = []
+    handle = layer.register_forward_hook(lambda _m, _i, out: kept.append(out.detach().flatten(2).clone()))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        handle.remove()
+    return kept[0]
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
+
+
+COUNTERFACTUALS = {"dark": lambda b: b * 0.5, "mirror": lambda b: torch.flip(b, dims=[-1])}
+
+
+def assert_same_arrays(got: dict, want: dict) -> None:
+    assert set(got) == set(want)
+    for name in want:
+        assert set(got[name]) == set(want[name]), name
+        for key, value in want[name].items():
+            if value.dtype == bool:
+                np.testing.assert_array_equal(got[name][key], value, err_msg=f"{name} {key}")
+            elif key.endswith("/z"):  # a robust z divides by a MAD that can be tiny: float noise grows
+                np.testing.assert_allclose(got[name][key], value, rtol=1e-3, atol=1e-3, err_msg=f"{name} {key}")
+            else:
+                np.testing.assert_allclose(got[name][key], value, rtol=1e-4, atol=1e-6, err_msg=f"{name} {key}")
+
+
+def test_default_set_in_shared_passes_equals_each_analysis_alone() -> None:
+    model = inplace_net()
+    layers = {"0": model[0], "2": model[2]}
+    x = torch.randn(5, 3, 20, 20, generator=torch.Generator().manual_seed(11))
+    y = torch.tensor([0, 1, 2, 0, 1])
+    alone = [
+        orientation_tuning(model, layers, x, phases=2),
+        rotation_response(model, layers, x),
+        noise_stability(model, layers, x, seed=4),
+        adversarial_change(model, layers, x, y),
+        counterfactual_sensitivity(model, layers, x, COUNTERFACTUALS),
+    ]
+    want = {name: {k: v for part in alone for k, v in part[name].items()} for name in layers}
+    image_bytes = 4 * (6 * 20 * 20 + 5 * 10 * 10)  # both layers' float outputs on one image
+    for budget in (1 << 30, 7 * image_bytes):  # one pass; passes of 7 images that cut across blocks
+        got = perturbation_responses(
+            model, layers, x, y, counterfactuals=COUNTERFACTUALS, rotate_probe=True, seed=4, max_batch_bytes=budget
+        )
+        assert_same_arrays(got, want)
+
+
+def test_sequence_default_set_equals_sequence_symmetry_alone() -> None:
+    torch.manual_seed(1)
+    conv_a, conv_b = nn.Conv1d(2, 4, 5, padding=2), nn.Conv1d(4, 3, 3, stride=2)
+    model = nn.Sequential(conv_a, nn.ReLU(inplace=True), conv_b, nn.AdaptiveAvgPool1d(1), nn.Flatten()).eval()
+    layers = {"0": conv_a, "2": conv_b}
+    x = torch.randn(4, 2, 32, generator=torch.Generator().manual_seed(3))
+    got = perturbation_responses(model, layers, x, None, max_batch_bytes=5 * 4 * (4 * 32 + 3 * 15))
+    alone = sequence_symmetry(model, layers, x)
+    for name in layers:
+        for key, value in alone[name].items():
+            np.testing.assert_allclose(got[name][key], value, rtol=1e-4, atol=1e-6)
+
+
+def test_combined_results_match_a_naive_forward_per_variant() -> None:
+    """Each statistic recomputed from full maps of a separate plain forward per perturbed copy."""
+    model = inplace_net()
+    conv = model[0]
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(12))
+    y = torch.tensor([2, 0, 1, 1])
+    sigmas = (0.25, 1.0)
+    res = perturbation_responses(
+        model, {"0": conv}, x, y, counterfactuals=COUNTERFACTUALS, noise_sigmas=sigmas, seed=9, max_batch_bytes=3 * 4 * 6 * 256
+    )["0"]
+    clean = full_maps(model, conv, x)
+    mean = x.mean(dim=(0, 2, 3)).reshape(1, 3, 1, 1)
+    std = x.transpose(0, 1).reshape(3, -1).std(dim=1).reshape(1, 3, 1, 1)
+
+    noise = torch.randn((len(sigmas),) + tuple(x.shape), generator=torch.Generator().manual_seed(9))
+    for s, sigma in enumerate(sigmas):
+        noisy = full_maps(model, conv, x + sigma * std * noise[s])
+        np.testing.assert_allclose(res["stability"][:, s], cosine(noisy, clean).mean(0).numpy(), rtol=1e-4)
+
+    for name, edit in COUNTERFACTUALS.items():
+        edited = full_maps(model, conv, edit(x))
+        before = clean.abs().mean(dim=(0, 2))
+        change = (edited.abs().mean(dim=(0, 2)) - before) / before
+        np.testing.assert_allclose(res[f"cf/{name}"], change.numpy(), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(res[f"cf/{name}/cosine"], cosine(edited, clean).mean(0).numpy(), rtol=1e-4)
+
+    xr = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(F.cross_entropy(model(xr), y), xr)
+    moved = full_maps(model, conv, x + 0.1 * std * grad.sign())
+    fgsm = (moved - clean).transpose(0, 1).flatten(1).norm(dim=1) / clean.transpose(0, 1).flatten(1).norm(dim=1)
+    np.testing.assert_allclose(res["fgsm"], fgsm.numpy(), rtol=1e-4)
+
+    # one frequency, so the tuning is the phase-averaged grating-driven energy itself
+    tuning = orientation_tuning(model, {"0": conv}, x, angles=6, frequencies=(1 / 8,), phases=2)["0"]["tuning"]
+    angles = torch.arange(6) * 30.0
+    gratings = grating_batch((3, 16, 16), angles, (1 / 8,), 2, mean.flatten(), std.flatten())
+    blank = full_maps(model, conv, mean.expand(1, 3, 16, 16))
+    energy = ((full_maps(model, conv, gratings) - blank) ** 2).mean(-1).reshape(6, 2, -1).mean(1)  # (A, F)
+    np.testing.assert_allclose(tuning, energy.T.numpy(), rtol=1e-4, atol=1e-7)
+
+
+def test_default_set_makes_the_gradient_passes_and_one_shared_pass_within_the_budget() -> None:
+    model = inplace_net()
+    layers = {"0": model[0], "2": model[2]}
+    x = torch.randn(3, 3, 12, 12, generator=torch.Generator().manual_seed(13))
+    calls: list[tuple[int, bool]] = []
+    handle = model.register_forward_pre_hook(lambda _m, inputs: calls.append((inputs[0].shape[0], torch.is_grad_enabled())))
+    try:
+        perturbation_responses(model, layers, x, None, counterfactuals=COUNTERFACTUALS, pgd_steps=2)
+        grad_passes = [c for c in calls if c[1]]
+        shared = [n for n, grad in calls if not grad]
+        # FGSM (which also gives the predictions attacked when y is None) and 2 PGD steps
+        assert grad_passes == [(3, True)] * 3
+        # blank 1, clean 3, gratings 3·12·2, noise 4·3, fgsm 3, pgd 3, two edits 3 each
+        assert shared == [1, 1 + 3 + 72 + 12 + 3 + 3 + 6 - 1]
+        calls.clear()
+        image_bytes = 4 * (6 * 144 + 5 * 36)
+        perturbation_responses(model, layers, x, None, max_batch_bytes=10 * image_bytes + 5)
+        shared = [n for n, grad in calls if not grad]
+        assert shared[0] == 1 and max(shared) == 10 and sum(shared) == 1 + 3 + 72 + 12 + 3 + 3
+        assert len(shared) == 1 + math.ceil((sum(shared) - 1) / 10)
+    finally:
+        handle.remove()
+
+
+def test_combined_pass_keeps_references_whole_and_reduces_the_rest_in_the_hook() -> None:
+    model = inplace_net()
+    layers = {"0": model[0]}
+    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(14))
+    combined = CombinedPass(model, layers, max_batch_bytes=4 * 4 * 6 * 64)  # 4 images a pass after the first
+    seen: list[tuple[int, int]] = []
+
+    def scaled_copy_error(name: str, out: torch.Tensor, first: int) -> torch.Tensor:
+        seen.append((first, len(out)))
+        clean = combined.maps("clean")[name][torch.arange(first, first + len(out)) % 4]
+        return (out - clean).abs().amax(-1)
+
+    combined.add("copies", torch.cat([x, x]), scaled_copy_error)  # added first, still runs after the reference
+    combined.reference("clean", x)
+    combined.reference("clean", x * 2)  # the same key is the same block
+    combined.run()
+    assert combined.passes == [1, 4, 4, 3]  # the second carries the rest of the reference and a first copy
+    assert seen == [(0, 1), (1, 4), (5, 3)]
+    torch.testing.assert_close(combined.maps("clean")["0"], full_maps(model, model[0], x))
+    assert combined.reduced("copies")["0"].shape == (8, 6)
+    assert float(combined.reduced("copies")["0"].max()) < 1e-5
+    with pytest.raises(ValueError, match="already added"):
+        combined.add("copies", x, scaled_copy_error)
+    with pytest.raises(ValueError, match="max_batch_bytes"):
+        CombinedPass(model, layers, max_batch_bytes=0)
