@@ -7,12 +7,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from models import bn_cnn, probe_images
 from torch import nn
 
+from tb_convviz import ConvViz, load
 from tb_convviz.analysis.perturbation import (
     CombinedPass,
     adversarial_change,
     counterfactual_sensitivity,
+    gaussian_blur,
     grating_batch,
     noise_stability,
     orientation_tuning,
@@ -20,6 +23,8 @@ from tb_convviz.analysis.perturbation import (
     robust_z,
     rotation_response,
     sequence_symmetry,
+    shape_texture_sensitivity,
+    shuffle_patches,
 )
 
 KERNEL = 9
@@ -197,7 +202,7 @@ def test_default_set_keys_shapes_and_untouched_state(oriented_model: Planted) ->
     x = smooth_images(4, 24, seed=9)
     res = perturbation_responses(
         model, {"conv1": model.conv1}, x, torch.tensor([0, 1, 2, 1]), counterfactuals={"dark": lambda b: b * 0.5},
-        rotate_probe=True,
+        rotate_probe=True, shape_texture=True,
     )["conv1"]
     filters = DC + 1
     expect = {
@@ -216,6 +221,9 @@ def test_default_set_keys_shapes_and_untouched_state(oriented_model: Planted) ->
         "cf/dark/cosine": (filters,),
         "cf/dark/z": (filters,),
         "cf/dark/flag": (filters,),
+        "st/shape_sensitivity": (filters,),
+        "st/texture_sensitivity": (filters,),
+        "st/index": (filters,),
     }
     assert {k: v.shape for k, v in res.items()} == expect
     assert all(isinstance(v, np.ndarray) for v in res.values())
@@ -286,13 +294,15 @@ def test_default_set_in_shared_passes_equals_each_analysis_alone() -> None:
         noise_stability(model, layers, x, seed=4),
         adversarial_change(model, layers, x, y),
         counterfactual_sensitivity(model, layers, x, COUNTERFACTUALS),
+        shape_texture_sensitivity(model, layers, x, patch_size=4, seed=4),
     ]
     want = {name: {k: v for part in alone for k, v in part[name].items()} for name in layers}
     image_bytes = 4 * (6 * 20 * 20 + 5 * 10 * 10)  # both layers' float outputs on one image
     for budget in (1 << 30, 7 * image_bytes):  # one pass; passes of 7 images that cut across blocks
         got = perturbation_responses(
-            model, layers, x, y, counterfactuals=COUNTERFACTUALS, rotate_probe=True, seed=4, max_batch_bytes=budget
-        )
+            model, layers, x, y, counterfactuals=COUNTERFACTUALS, rotate_probe=True, shape_texture=True, patch_size=4,
+            seed=4, max_batch_bytes=budget,
+        )  # fmt: skip
         assert_same_arrays(got, want)
 
 
@@ -302,7 +312,9 @@ def test_sequence_default_set_equals_sequence_symmetry_alone() -> None:
     model = nn.Sequential(conv_a, nn.ReLU(inplace=True), conv_b, nn.AdaptiveAvgPool1d(1), nn.Flatten()).eval()
     layers = {"0": conv_a, "2": conv_b}
     x = torch.randn(4, 2, 32, generator=torch.Generator().manual_seed(3))
-    got = perturbation_responses(model, layers, x, None, max_batch_bytes=5 * 4 * (4 * 32 + 3 * 15))
+    with pytest.warns(UserWarning, match="shape_texture needs 2-D images"):
+        got = perturbation_responses(model, layers, x, None, shape_texture=True, max_batch_bytes=5 * 4 * (4 * 32 + 3 * 15))
+    assert not any(key.startswith("st/") for key in got["0"])
     alone = sequence_symmetry(model, layers, x)
     for name in layers:
         for key, value in alone[name].items():
@@ -399,3 +411,91 @@ def test_combined_pass_keeps_references_whole_and_reduces_the_rest_in_the_hook()
         combined.add("copies", x, scaled_copy_error)
     with pytest.raises(ValueError, match="max_batch_bytes"):
         CombinedPass(model, layers, max_batch_bytes=0)
+
+
+# ---------------------------------------------------------------- shape vs texture
+
+
+def disc_and_checker_images(n: int, size: int, seed: int) -> torch.Tensor:
+    """A big bright disc (the shape) at a random place, over a ±0.25 checkerboard everywhere (the texture)."""
+    g = torch.Generator().manual_seed(seed)
+    r = torch.arange(size, dtype=torch.float32)
+    yy, xx = torch.meshgrid(r, r, indexing="ij")
+    images = []
+    for _ in range(n):
+        cy, cx = (size / 2 + (torch.rand(2, generator=g) - 0.5) * size / 4).tolist()
+        radius = size * (0.25 + 0.1 * float(torch.rand(1, generator=g)))
+        disc = (((yy - cy) ** 2 + (xx - cx) ** 2) <= radius**2).float()
+        checker = (yy + xx + int(torch.randint(2, (1,), generator=g))) % 2 - 0.5
+        images.append(disc + 0.5 * checker)
+    return torch.stack(images).unsqueeze(1)
+
+
+def test_shape_texture_index_puts_a_texture_and_a_shape_detector_at_opposite_ends() -> None:
+    second_difference = torch.tensor([1.0, -2.0, 1.0])
+    texture = torch.zeros(15, 15)
+    texture[6:9, 6:9] = torch.outer(second_difference, second_difference) / 16  # a checkerboard detector, blind to DC
+    shape = torch.ones(15, 15) / 225  # wide averaging: sees the disc, averages the checkerboard away
+    conv = nn.Conv2d(1, 3, 15, padding=7)
+    with torch.no_grad():
+        conv.weight.copy_(torch.stack([texture, shape, torch.zeros(15, 15)]).unsqueeze(1))
+        conv.bias.copy_(torch.tensor([0.3, -0.2, 0.5]))  # bias does not count: responses are blank-subtracted
+    model = nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 2)).eval()
+    rng = torch.get_rng_state()
+    res = shape_texture_sensitivity(model, {"c": conv}, disc_and_checker_images(6, 48, seed=0))["c"]
+    assert torch.equal(rng, torch.get_rng_state())
+    assert {k: v.shape for k, v in res.items()} == {k: (3,) for k in ("st/shape_sensitivity", "st/texture_sensitivity", "st/index")}
+    assert res["st/texture_sensitivity"][0] > 0.9 and res["st/shape_sensitivity"][0] < 0.05
+    assert res["st/shape_sensitivity"][1] > 0.2 and res["st/texture_sensitivity"][1] < 0.05
+    assert res["st/index"][0] < -0.9 and res["st/index"][1] > 0.6
+    # a filter neither transform moves (here: one that sees nothing at all) is not called either
+    np.testing.assert_array_equal([res[k][2] for k in res], [0.0, 0.0, 0.0])
+    assert ((res["st/index"] >= -1) & (res["st/index"] <= 1)).all()
+
+
+def test_shuffle_patches_permutes_whole_patches_per_image_and_leaves_the_rest() -> None:
+    x = torch.randn(3, 2, 10, 13, generator=torch.Generator().manual_seed(15))
+    shuffled = shuffle_patches(x, 4, torch.Generator().manual_seed(1))  # a 2 x 3 grid; 2 rows, 1 column left over
+    np.testing.assert_array_equal(shuffled[:, :, 8:], x[:, :, 8:])
+    np.testing.assert_array_equal(shuffled[:, :, :, 12:], x[:, :, :, 12:])
+
+    def patches(image: torch.Tensor) -> list[torch.Tensor]:
+        return [image[:, r : r + 4, c : c + 4] for r in (0, 4) for c in (0, 4, 8)]
+
+    orders = []
+    for before, after in zip(x, shuffled):
+        order = [next(i for i, p in enumerate(patches(before)) if torch.equal(p, q)) for q in patches(after)]
+        assert sorted(order) == list(range(6))
+        orders.append(order)
+    assert orders[0] != list(range(6)) and len({tuple(o) for o in orders}) == 3  # each image its own shuffle
+    torch.testing.assert_close(shuffle_patches(x, 4, torch.Generator().manual_seed(1)), shuffled)
+    for bad in (0, 7):
+        with pytest.raises(ValueError, match="patch_size"):
+            shuffle_patches(x, bad, torch.Generator())
+
+
+def test_gaussian_blur_keeps_flat_images_and_removes_fine_texture() -> None:
+    flat = torch.full((1, 2, 12, 12), 0.7)
+    torch.testing.assert_close(gaussian_blur(flat, 1.5), flat)
+    i = torch.arange(32)
+    checker = ((i[:, None] + i[None, :]) % 2).float().reshape(1, 1, 32, 32)
+    blurred = gaussian_blur(checker, 1.0)
+    assert blurred.shape == checker.shape
+    assert float(blurred.std()) < 0.01 * float(checker.std())
+    assert float(blurred.mean()) == pytest.approx(float(checker.mean()), abs=1e-3)
+    with pytest.raises(ValueError, match="blur_sigma"):
+        gaussian_blur(checker, 0.0)
+
+
+def test_callback_logs_shape_texture_on_request(tmp_path) -> None:
+    viz = ConvViz(tmp_path, probe=probe_images(n=4, size=16), perturbations={"shape_texture": True, "blur_sigma": 1.0})
+    viz.log(bn_cnn(), 0)
+    viz.close()
+    logs = load(tmp_path)
+    arrays = logs.perturbation(logs.runs()[0], "4", 0)
+    assert {k: arrays[k].shape for k in arrays if k.startswith("st/")} == {
+        "st/shape_sensitivity": (8,),
+        "st/texture_sensitivity": (8,),
+        "st/index": (8,),
+    }
+    assert np.all(np.abs(arrays["st/index"]) <= 1.0)

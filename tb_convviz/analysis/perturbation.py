@@ -1,11 +1,11 @@
-"""How each conv filter responds when the probe is perturbed: orientation, noise, attacks, counterfactuals.
+"""How each conv filter responds to perturbed probes: orientation, noise, attacks, counterfactuals, shape vs texture.
 
 Every function takes the model (in eval mode, as `observe.untouched` leaves it), the chosen conv
 layers as {name: module}, and a probe batch x (N, C, *spatial), and returns {layer name: {key:
 numpy array}} with one row per filter (the layer's output channel).
 
 Every perturbed copy of the probe that the analyses need (gratings, noisy copies, adversarial
-copies, counterfactual edits, rotations, shifts) goes through the model in one `CombinedPass`:
+copies, counterfactual edits, rotations, shifts, patch-shuffled and blurred copies) goes through the model in one `CombinedPass`:
 as few hooked no-grad passes as `max_batch_bytes` allows, each shared by every layer and every
 analysis, with each copy's statistic reduced inside the hook so no full map of a perturbed copy is
 kept. Each analysis is a plan (the blocks of inputs it adds and how to reduce them) and a finish
@@ -13,7 +13,8 @@ kept. Each analysis is a plan (the blocks of inputs it adds and how to reduce th
 in the same passes. Only the attacks' input gradients need passes of their own.
 
 Nothing here writes .grad, leaves a hook, changes a weight or draws from the global RNG: noise
-comes from a local, seeded torch.Generator and input gradients from torch.autograd.grad.
+and patch shuffles come from local, seeded torch.Generators and input gradients from
+torch.autograd.grad.
 
 Angle convention (tuning, rotation): degrees in [0, 180), counter-clockwise from the image's
 horizontal axis with x to the right and y up (towards row 0). An orientation is the direction the
@@ -49,9 +50,11 @@ DEFAULT_SHIFTS = (0.125, 0.25, 0.5)
 # image: as if all were alive at once, which a no-grad pass never holds, so the real peak is lower.
 DEFAULT_MAX_BATCH_BYTES = 1 << 30
 ROBUST_Z_FLAG = 3.5  # Iglewicz & Hoaglin's cut-off for the modified z-score: an outlier, not just a large value
-# When an edit leaves most filters unchanged, their MAD is ~0 and specks of change score huge z;
-# a flagged filter must also move its mean |activation| by at least this fraction.
-MIN_FLAGGED_CHANGE = 0.05
+# A relative change below this is no reaction. When an edit leaves most filters unchanged, their
+# MAD is ~0 and specks of change score huge z, so a flagged filter must also move its mean
+# |activation| by at least this much; and a shape–texture index shrinks to 0 when the two
+# sensitivities sum to less.
+MIN_CHANGE = 0.05
 
 CLEAN = "clean"  # reference block: the probe itself
 BLANK = "blank"  # reference block: one image of the probe's mean colour
@@ -628,7 +631,7 @@ def _counterfactual_plan(combined: CombinedPass, x: torch.Tensor, counterfactual
                 result[name][key] = _np(change)
                 result[name][key + "/cosine"] = _np(cosine)
                 result[name][key + "/z"] = _np(z)
-                result[name][key + "/flag"] = _np((z > ROBUST_Z_FLAG) & (change.abs() >= MIN_FLAGGED_CHANGE))
+                result[name][key + "/flag"] = _np((z > ROBUST_Z_FLAG) & (change.abs() >= MIN_CHANGE))
         return result
 
     return finish
@@ -654,6 +657,126 @@ def counterfactual_sensitivity(
     return _run_alone(model, layers, max_batch_bytes, lambda c: _counterfactual_plan(c, x, counterfactuals))
 
 
+# ---------------------------------------------------------------- shape vs texture (2-D inputs)
+
+
+def shuffle_patches(x: torch.Tensor, patch_size: int, generator: torch.Generator) -> torch.Tensor:
+    """x (N, C, H, W) cut into a grid of patch_size² patches, each image's patches permuted on their own.
+
+    Keeps local texture, destroys global shape. Rows and columns past the last whole patch stay
+    where they are. Permutations come from `generator` (a CPU torch.Generator, so a seed gives the
+    same shuffle on any device).
+    """
+    n, c, h, w = x.shape
+    rows, cols = (h // patch_size, w // patch_size) if patch_size >= 1 else (0, 0)
+    if rows * cols < 2:
+        raise ValueError(f"patch_size {patch_size} must be at least 1 and leave 2 or more patches in {h}x{w} images")
+    height, width = rows * patch_size, cols * patch_size
+    patches = x[:, :, :height, :width].reshape(n, c, rows, patch_size, cols, patch_size).permute(0, 2, 4, 1, 3, 5)
+    patches = patches.reshape(n, rows * cols, c, patch_size, patch_size)
+    order = torch.stack([torch.randperm(rows * cols, generator=generator) for _ in range(n)]).to(x.device)
+    patches = patches[torch.arange(n, device=x.device)[:, None], order]
+    out = x.clone()
+    out[:, :, :height, :width] = (
+        patches.reshape(n, rows, cols, c, patch_size, patch_size).permute(0, 3, 1, 4, 2, 5).reshape(n, c, height, width)
+    )
+    return out
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """x (N, C, H, W) low-passed by a separable Gaussian of std `sigma` pixels, per channel.
+
+    Keeps shape, removes texture. The kernel reaches 3σ (at most to the image's edge) and is
+    normalised; borders reflect, so a constant image stays constant.
+    """
+    if sigma <= 0:
+        raise ValueError(f"blur_sigma must be positive, got {sigma}")
+    c = x.shape[1]
+    radius = min(math.ceil(3 * sigma), min(x.shape[-2:]) - 1)
+    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    kernel = torch.exp(-(t**2) / (2 * sigma**2))
+    kernel = (kernel / kernel.sum()).expand(c, 1, -1)
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), kernel.unsqueeze(2), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), kernel.unsqueeze(3), groups=c)
+
+
+def _rms_change(energy: torch.Tensor, clean_energy: torch.Tensor) -> torch.Tensor:
+    """|r − r₀| / max(r, r₀) of the RMS responses r = √energy (F,): in [0, 1], 0 when both are 0."""
+    r, r0 = energy.sqrt(), clean_energy.sqrt()
+    top = torch.maximum(r, r0)
+    return torch.where(top > 0, (r - r0).abs() / top.clamp_min(1e-30), torch.zeros_like(top))
+
+
+def shape_texture_index(shape: torch.Tensor, texture: torch.Tensor) -> torch.Tensor:
+    """(shape − texture) / max(shape + texture, MIN_CHANGE) per filter (F,) → (F,) in [−1, 1].
+
+    +1: only shape moves the filter, −1: only texture. The floor keeps a filter that neither
+    transform moves (both sensitivities ~0, where the plain ratio is noise over noise) near 0.
+    """
+    return (shape - texture) / (shape + texture).clamp_min(MIN_CHANGE)
+
+
+def _shape_texture_plan(
+    combined: CombinedPass, x: torch.Tensor, patch_size: Optional[int], blur_sigma: Optional[float], seed: int
+) -> Finish:
+    _needs_images("shape_texture_sensitivity", x)
+    side = min(x.shape[-2:])
+    patch_size = max(1, side // 4) if patch_size is None else patch_size
+    blur_sigma = side / 32 if blur_sigma is None else blur_sigma
+    shuffled = shuffle_patches(x, patch_size, torch.Generator().manual_seed(seed))
+    blurred = gaussian_blur(x, blur_sigma)
+    combined.reference(CLEAN, x)
+    _blank_reference(combined, x)
+
+    def energy(name: str, out: torch.Tensor, _first: int) -> torch.Tensor:
+        return _driven_energy(out, combined.maps(BLANK)[name])
+
+    combined.add("st/shuffled", shuffled, energy)
+    combined.add("st/blurred", blurred, energy)
+
+    def finish() -> Arrays:
+        result: Arrays = {}
+        for name in combined.layers:
+            clean = _driven_energy(combined.maps(CLEAN)[name], combined.maps(BLANK)[name]).mean(0)
+            shape = _rms_change(combined.reduced("st/shuffled")[name].mean(0), clean)
+            texture = _rms_change(combined.reduced("st/blurred")[name].mean(0), clean)
+            result[name] = {
+                "st/shape_sensitivity": _np(shape),
+                "st/texture_sensitivity": _np(texture),
+                "st/index": _np(shape_texture_index(shape, texture)),
+            }
+        return result
+
+    return finish
+
+
+def shape_texture_sensitivity(
+    model: nn.Module,
+    layers: Mapping[str, nn.Module],
+    x: torch.Tensor,
+    *,
+    patch_size: Optional[int] = None,
+    blur_sigma: Optional[float] = None,
+    seed: int = 0,
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+) -> Arrays:
+    """Does each filter use the probe's global shape or its local texture? Two counterfactuals say.
+
+    Patch shuffling (`shuffle_patches`, patch_size default ¼ of the shorter side, seeded by `seed`)
+    keeps texture and destroys shape; a Gaussian blur (`gaussian_blur`, blur_sigma default 1/32 of
+    the shorter side, in pixels) keeps shape and removes texture. A filter's response is its RMS
+    driven response over images and positions (a − a(blank), as for orientation, so bias and DC
+    do not count; position-free, since shuffling moves everything). x: (N, C, H, W).
+
+    Keys, each (F,): "st/shape_sensitivity" = |r_shuffled − r| / max(r_shuffled, r) in [0, 1];
+    "st/texture_sensitivity" the same under blur; "st/index" = `shape_texture_index` in [−1, 1]
+    (+1 shape only, −1 texture only, ~0 for neither or both). No histogram is stored: a layer's
+    distribution of the index is summarised on read.
+    """
+    x = _prepare(model, x)
+    return _run_alone(model, layers, max_batch_bytes, lambda c: _shape_texture_plan(c, x, patch_size, blur_sigma, seed))
+
+
 # ---------------------------------------------------------------- the default set
 
 
@@ -670,11 +793,16 @@ def perturbation_responses(
     pgd_steps: int = 3,
     phases: int = 2,
     rotate_probe: bool = False,
+    shape_texture: bool = False,
+    patch_size: Optional[int] = None,
+    blur_sigma: Optional[float] = None,
     seed: int = 0,
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
 ) -> Arrays:
     """The cheap default set, merged per layer: orientation (2-D inputs) or shift/reversal (1-D),
-    noise stability, FGSM/PGD change, and the given counterfactuals, all in one CombinedPass.
+    noise stability, FGSM/PGD change, the given counterfactuals, and on request (`shape_texture=True`,
+    2-D inputs; `patch_size`, `blur_sigma` as in shape_texture_sensitivity) the shape–texture
+    sensitivities, all in one CombinedPass.
 
     Cheap because it runs every logged epoch: gratings in two quadrature phases (the energy of a
     linear filter over a quadrature pair does not depend on phase), the rotated-probe curve only
@@ -682,10 +810,12 @@ def perturbation_responses(
     variant in the same few passes (`max_batch_bytes`, see CombinedPass).
 
     x: (N, C, *spatial); y: labels (N,) or None (attacks then use the model's predictions).
-    Orientation needs gratings, so 3-D inputs get none (a warning says so). The adversarial pair is
-    skipped with a warning when the model does not return (N, classes) logits.
+    Orientation needs gratings, so 3-D inputs get none (a warning says so); shape–texture needs
+    images, so other inputs skip it with a warning. The adversarial pair is skipped with a warning
+    when the model does not return (N, classes) logits.
     Keys: see orientation_tuning, rotation_response, sequence_symmetry, noise_stability,
-    adversarial_change and counterfactual_sensitivity; the same values as each run alone.
+    adversarial_change, counterfactual_sensitivity and shape_texture_sensitivity; the same values
+    as each run alone.
     """
     x = _prepare(model, x)
     combined = CombinedPass(model, layers, max_batch_bytes)
@@ -698,6 +828,10 @@ def perturbation_responses(
         finishes.append(_sequence_plan(combined, x, DEFAULT_SHIFTS))
     else:
         warnings.warn(f"perturbation_responses: no orientation analysis for {x.dim() - 2}-D inputs", stacklevel=2)
+    if shape_texture and x.dim() == 4:
+        finishes.append(_shape_texture_plan(combined, x, patch_size, blur_sigma, seed))
+    elif shape_texture:
+        warnings.warn(f"perturbation_responses: shape_texture needs 2-D images, skipped for {x.dim() - 2}-D inputs", stacklevel=2)
     finishes.append(_noise_plan(combined, x, noise_sigmas, seed))
     try:
         finishes.append(_adversarial_plan(combined, x, y, epsilon, pgd_steps))
