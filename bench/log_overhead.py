@@ -23,7 +23,10 @@ tutorial way's time. Not a test: the numbers are what it prints.
 
 Besides the table it prints where each log() spends its time (probe forward, TensorBoard's
 pure-Python CRC-32C of the bytes written, the perturbation analyses), the bytes per record
-kind and array, and the long-run MB/epoch for the kernels_every in use.
+kind and array, and the long-run MB/epoch for the kernels_every in use. Last, per model, the
+default perturbation set's time as a multiple of the bare passes it needs (the same images
+through the model without hooks or reductions, plus the attacks' gradient passes), timed
+alternately in the same run; target ≤ 1.5×.
 """
 from __future__ import annotations
 
@@ -199,11 +202,16 @@ def bare_forward_seconds(model: nn.Module, images: torch.Tensor) -> float:
     return time.perf_counter() - start
 
 
-PERTURBATION_PARTS = ("orientation_tuning", "rotation_response", "sequence_symmetry", "noise_stability", "adversarial_change")
+# perturbation_responses' own functions that its time splits into (cProfile's cumulative time)
+PERTURBATION_PARTS = {
+    "adversarial_inputs": "attack gradient passes",
+    "run": "combined hooked passes",
+}
+TARGET_PERTURBATION_RATIO = 1.5
 
 
 def perturbation_shares(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """Share of `perturbation_responses` time spent in each of its analyses (one cProfile'd call)."""
+    """Share of `perturbation_responses` time spent in each of PERTURBATION_PARTS (one cProfile'd call)."""
     from tb_convviz.analysis.perturbation import perturbation_responses
     from tb_convviz.layers import conv_layers
     from tb_convviz.observe import untouched
@@ -218,7 +226,85 @@ def perturbation_shares(model: nn.Module, images: torch.Tensor, labels: torch.Te
     entries = pstats.Stats(profiler).stats.items()  # type: ignore[attr-defined]
     cumulative = {func: ct for (path, _line, func), (_cc, _nc, _tt, ct, _callers) in entries if path.endswith("perturbation.py")}
     total = cumulative.get("perturbation_responses", 0.0) or 1e-9
-    return {part: cumulative[part] / total for part in PERTURBATION_PARTS if part in cumulative}
+    return {label: cumulative[func] / total for func, label in PERTURBATION_PARTS.items() if func in cumulative}
+
+
+@dataclass
+class PerturbationOverhead:
+    """Wall and CPU seconds of `perturbation_responses` and of the bare passes it needs, timed alternately."""
+
+    passes: list[tuple[int, bool]]  # (images, with input gradient) of every model call it makes
+    seconds: list[float] = field(default_factory=list)
+    bare_seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)
+    bare_cpu_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.seconds) / statistics.median(self.bare_seconds)
+
+    @property
+    def cpu_ratio(self) -> float:
+        """The same ratio in this process's CPU time, which other processes' load barely moves."""
+        return statistics.median(self.cpu_seconds) / statistics.median(self.bare_cpu_seconds)
+
+
+def perturbation_overhead(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, repeats: int) -> PerturbationOverhead:
+    """The default perturbation set against the bare passes it needs, measured in the same run.
+
+    A forward pre-hook on the model records every call one `perturbation_responses` makes: its
+    images and whether it takes an input gradient (the attacks). The bare replay pushes the same
+    numbers of images in the same passes, without hooks or reductions: no-grad forwards, and
+    forward + torch.autograd.grad of the cross-entropy for the gradient passes.
+    """
+    from tb_convviz.analysis.perturbation import perturbation_responses
+    from tb_convviz.layers import conv_layers
+    from tb_convviz.observe import untouched
+
+    layers = conv_layers(model, None)
+    passes: list[tuple[int, bool]] = []
+    with untouched(model):
+        handle = model.register_forward_pre_hook(lambda _m, inputs: passes.append((inputs[0].shape[0], torch.is_grad_enabled())))
+        try:
+            perturbation_responses(model, layers, images, labels)
+        finally:
+            handle.remove()
+        result = PerturbationOverhead(passes)
+        gen = torch.Generator().manual_seed(2)
+        inputs = [(torch.randn(n, *images.shape[1:], generator=gen), grad) for n, grad in passes]
+
+        def bare() -> None:
+            for x, grad in inputs:
+                if grad:
+                    xr = x.requires_grad_(True)
+                    torch.autograd.grad(nn.functional.cross_entropy(model(xr), labels[: len(x)]), xr)
+                else:
+                    with torch.no_grad():
+                        model(x)
+
+        for _ in range(repeats):  # alternating, so machine load hits both alike
+            for run, wall, cpu in (
+                (lambda: perturbation_responses(model, layers, images, labels), result.seconds, result.cpu_seconds),
+                (bare, result.bare_seconds, result.bare_cpu_seconds),
+            ):
+                start, start_cpu = time.perf_counter(), time.process_time()
+                run()
+                wall.append(time.perf_counter() - start)
+                cpu.append(time.process_time() - start_cpu)
+    return result
+
+
+def report_perturbation_overhead(spec: BenchModel, overhead: PerturbationOverhead) -> None:
+    no_grad = [n for n, grad in overhead.passes if not grad]
+    with_grad = [n for n, grad in overhead.passes if grad]
+    print(f"  perturbation_responses (defaults), {spec.title}: {statistics.median(overhead.seconds):.3f} s; "
+          f"the bare passes it needs {statistics.median(overhead.bare_seconds):.3f} s "
+          f"({sum(no_grad)} images in {len(no_grad)} no-grad passes {no_grad}, "
+          f"{len(with_grad)} gradient passes of {with_grad[0] if with_grad else 0} images; "
+          f"median of {len(overhead.seconds)})")  # fmt: skip
+    verdict = "MET" if overhead.ratio <= TARGET_PERTURBATION_RATIO else "MISSED"
+    print(f"  target perturbation_responses ≤ {TARGET_PERTURBATION_RATIO:g}× its bare passes: {verdict} "
+          f"({overhead.ratio:.2f}× in wall time, {overhead.cpu_ratio:.2f}× in CPU time)")  # fmt: skip
 
 
 WAYS = ("convviz", "convviz_plain", "tutorial")
@@ -348,10 +434,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS), help="ways of logging to compare (default: all)")
     parser.add_argument("--convviz", nargs="*", default=[], metavar="KEY=VALUE",
                         help="ConvViz option overrides to try, e.g. kernels_every=20 map_images=2 (default: none)")  # fmt: skip
-    parser.add_argument("--no-split", action="store_true", help="skip the profiled split of the perturbation analyses")
+    parser.add_argument("--no-split", action="store_true",
+                        help="skip the profiled split of the perturbation analyses and their ratio to bare passes")
+    parser.add_argument("--ratio-repeats", type=int, default=3,
+                        help="alternating timings of perturbation_responses and its bare passes (default: %(default)s)")
     args = parser.parse_args(argv)
-    if args.epochs < 1 or args.images < 1:
-        parser.error("--epochs and --images must be at least 1")
+    if args.epochs < 1 or args.images < 1 or args.ratio_repeats < 1:
+        parser.error("--epochs, --images and --ratio-repeats must be at least 1")
     try:
         options = parse_options(args.convviz)
     except (ValueError, SyntaxError) as e:
@@ -373,6 +462,11 @@ def main(argv: list[str] | None = None) -> None:
                 images = torch.randn(args.images, 3, spec.image_size, spec.image_size)
                 shares = perturbation_shares(spec.build(), images, torch.arange(args.images) % 10)
             report(spec, series, root, args.epochs, options, shares, crc_s_mb)
+            if "convviz" in args.ways and not args.no_split:
+                torch.manual_seed(0)
+                images = torch.randn(args.images, 3, spec.image_size, spec.image_size)
+                overhead = perturbation_overhead(spec.build(), images, torch.arange(args.images) % 10, args.ratio_repeats)
+                report_perturbation_overhead(spec, overhead)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,20 @@
-"""How each conv filter responds when the probe is perturbed: orientation, noise, attacks, counterfactuals.
+"""How each conv filter responds to perturbed probes: orientation, noise, attacks, counterfactuals, shape vs texture.
 
 Every function takes the model (in eval mode, as `observe.untouched` leaves it), the chosen conv
 layers as {name: module}, and a probe batch x (N, C, *spatial), and returns {layer name: {key:
-numpy array}} with one row per filter (the layer's output channel). All layers are measured in
-the same forward pass of each perturbed batch. Nothing here writes .grad, leaves a hook, changes
-a weight or draws from the global RNG: noise comes from a local, seeded torch.Generator and input
-gradients from torch.autograd.grad.
+numpy array}} with one row per filter (the layer's output channel).
+
+Every perturbed copy of the probe that the analyses need (gratings, noisy copies, adversarial
+copies, counterfactual edits, rotations, shifts, patch-shuffled and blurred copies) goes through the model in one `CombinedPass`:
+as few hooked no-grad passes as `max_batch_bytes` allows, each shared by every layer and every
+analysis, with each copy's statistic reduced inside the hook so no full map of a perturbed copy is
+kept. Each analysis is a plan (the blocks of inputs it adds and how to reduce them) and a finish
+(statistics → arrays); the public functions run one plan, `perturbation_responses` runs them all
+in the same passes. Only the attacks' input gradients need passes of their own.
+
+Nothing here writes .grad, leaves a hook, changes a weight or draws from the global RNG: noise
+and patch shuffles come from local, seeded torch.Generators and input gradients from
+torch.autograd.grad.
 
 Angle convention (tuning, rotation): degrees in [0, 180), counter-clockwise from the image's
 horizontal axis with x to the right and y up (towards row 0). An orientation is the direction the
@@ -16,6 +25,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -27,78 +37,170 @@ from tb_convviz.capture import as_model_input, run_with_hooks
 
 Arrays = dict[str, dict[str, np.ndarray]]
 Counterfactual = Callable[[torch.Tensor], torch.Tensor]
-# Reduces one layer's output for a chunk of a perturbed batch to (chunk, filters); gets the chunk's offset.
+# Reduces one layer's float output for some rows of a block, (rows, filters, positions), to
+# (rows, ...) statistics; gets the block index of the first row (row r is probe image r % N).
 Reducer = Callable[[str, torch.Tensor, int], torch.Tensor]
+# Turns the reduced statistics of a plan's blocks into its arrays, once the passes have run.
+Finish = Callable[[], Arrays]
 
 DEFAULT_SIGMAS = (0.1, 0.25, 0.5, 1.0)
 DEFAULT_FREQUENCIES = (1 / 4, 1 / 8, 1 / 16)  # cycles per pixel: first layers prefer the high, deep layers the low
 DEFAULT_SHIFTS = (0.125, 0.25, 0.5)
+# Bound on one pass, in bytes of hooked layer outputs (as float32) summed over every layer and
+# image: as if all were alive at once, which a no-grad pass never holds, so the real peak is lower.
+DEFAULT_MAX_BATCH_BYTES = 1 << 30
 ROBUST_Z_FLAG = 3.5  # Iglewicz & Hoaglin's cut-off for the modified z-score: an outlier, not just a large value
-# When an edit leaves most filters unchanged, their MAD is ~0 and specks of change score huge z;
-# a flagged filter must also move its mean |activation| by at least this fraction.
-MIN_FLAGGED_CHANGE = 0.05
+# A relative change below this is no reaction. When an edit leaves most filters unchanged, their
+# MAD is ~0 and specks of change score huge z, so a flagged filter must also move its mean
+# |activation| by at least this much; and a shape–texture index shrinks to 0 when the two
+# sensitivities sum to less.
+MIN_CHANGE = 0.05
+
+CLEAN = "clean"  # reference block: the probe itself
+BLANK = "blank"  # reference block: one image of the probe's mean colour
 
 
 # ---------------------------------------------------------------- shared machinery
 
 
-def _reduced_forward(
-    model: nn.Module, layers: Mapping[str, nn.Module], batch: torch.Tensor, reduce: Reducer, max_batch: int
-) -> dict[str, torch.Tensor]:
-    """Run `batch` in chunks of ≤ max_batch images, reducing each layer's output inside its hook.
+@dataclass(frozen=True)
+class _Block:
+    """Inputs (rows, C, *spatial) of one kind of perturbed copy; `reduce` None keeps full maps (a reference)."""
 
-    Reducing in the hook (instead of recording) keeps memory at one chunk, and reads the conv
-    output before a downstream in-place op (ReLU(inplace=True)) can overwrite it.
-    Returns {name: (len(batch), filters)}.
+    key: str
+    inputs: torch.Tensor
+    reduce: Optional[Reducer]
+
+
+class CombinedPass:
+    """All the input variants several analyses need, pushed through the model in shared hooked passes.
+
+    Analyses declare blocks first: `reference(key, inputs)` keeps a block's full maps (the clean
+    probe, the blank image) for the reducers of other blocks; `add(key, inputs, reduce)` reduces a
+    block inside the hook. `run()` makes the passes, references first (so their maps are complete
+    before any reducer reads them). The first pass carries one image and measures the bytes its
+    hooked outputs take (as float32, all layers summed); every later pass carries as many images as
+    fit `max_batch_bytes`, cutting across blocks. Afterwards `maps(key)` gives {layer: (rows,
+    filters, positions)} of a reference and `reduced(key)` {layer: (rows, ...)} of another block.
+    `passes` lists the images of each pass.
     """
-    parts: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
-    with torch.no_grad():
-        for start in range(0, batch.shape[0], max_batch):
-            chunk = batch[start : start + max_batch]
 
-            def observe(name: str, out: torch.Tensor, start: int = start) -> None:
-                parts[name].append(reduce(name, out.float(), start))
+    def __init__(
+        self, model: nn.Module, layers: Mapping[str, nn.Module], max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+    ) -> None:
+        if max_batch_bytes < 1:
+            raise ValueError(f"max_batch_bytes must be at least 1, got {max_batch_bytes}")
+        self.model, self.layers, self.max_batch_bytes = model, layers, max_batch_bytes
+        self.passes: list[int] = []
+        self._blocks: dict[str, _Block] = {}
+        self._maps: dict[str, dict[str, torch.Tensor]] = {}
+        self._reduced: dict[str, dict[str, torch.Tensor]] = {}
 
-            run_with_hooks(model, layers, chunk, record=False, edit=observe)
-    return {name: torch.cat(p) for name, p in parts.items()}
+    def reference(self, key: str, inputs: torch.Tensor) -> None:
+        """Keep the full maps of `inputs` under `key`; a second call with the same key is the same block."""
+        if key not in self._blocks:
+            self._blocks[key] = _Block(key, as_model_input(self.model, inputs.detach()), None)
+
+    def add(self, key: str, inputs: torch.Tensor, reduce: Reducer) -> None:
+        """Reduce each layer's output on `inputs` with `reduce` inside the hook."""
+        if key in self._blocks:
+            raise ValueError(f"a block {key!r} was already added")
+        self._blocks[key] = _Block(key, as_model_input(self.model, inputs.detach()), reduce)
+
+    def maps(self, key: str) -> dict[str, torch.Tensor]:
+        return self._maps[key]
+
+    def reduced(self, key: str) -> dict[str, torch.Tensor]:
+        return self._reduced[key]
+
+    def run(self) -> None:
+        """Make the passes over every block declared so far (once)."""
+        blocks = sorted(self._blocks.values(), key=lambda b: b.reduce is not None)  # stable: references first
+        parts: dict[str, dict[str, list[torch.Tensor]]] = {b.key: {name: [] for name in self.layers} for b in blocks}
+        pending = [(b, 0) for b in blocks if len(b.inputs)]  # (block, its first row not yet run)
+        size = 1
+        while pending:
+            pieces: list[tuple[_Block, int, int]] = []  # (block, rows lo … hi) of this pass
+            room = size
+            while pending and room:
+                block, lo = pending[0]
+                hi = min(len(block.inputs), lo + room)
+                pieces.append((block, lo, hi))
+                room -= hi - lo
+                if hi == len(block.inputs):
+                    pending.pop(0)
+                else:
+                    pending[0] = (block, hi)
+            image_bytes = self._pass(pieces, parts)
+            if len(self.passes) == 1:
+                size = max(1, self.max_batch_bytes // max(image_bytes, 1))
+        for block in blocks:
+            if block.reduce is not None:
+                self._reduced[block.key] = {name: torch.cat(p) for name, p in parts[block.key].items()}
+
+    def _pass(self, pieces: list[tuple[_Block, int, int]], parts: dict[str, dict[str, list[torch.Tensor]]]) -> int:
+        """One hooked no-grad pass over the rows `pieces` name; returns the hooked bytes per image."""
+        chunk = torch.cat([block.inputs[lo:hi] for block, lo, hi in pieces])
+        self.passes.append(len(chunk))
+        image_bytes = 0
+
+        def observe(name: str, out: torch.Tensor) -> None:
+            nonlocal image_bytes
+            maps = out.detach().float().flatten(2)
+            image_bytes += maps[0].numel() * maps.element_size()
+            at = 0
+            for block, lo, hi in pieces:
+                rows = maps[at : at + hi - lo]
+                at += hi - lo
+                if block.reduce is not None:
+                    parts[block.key][name].append(block.reduce(name, rows, lo))
+                    continue
+                # A copy: an in-place op downstream (ReLU(inplace=True)) would rewrite the output.
+                parts[block.key][name].append(rows.clone())
+                if hi == len(block.inputs):
+                    self._maps.setdefault(block.key, {})[name] = torch.cat(parts[block.key][name])
+                    parts[block.key][name].clear()
+
+        with torch.no_grad():
+            run_with_hooks(self.model, self.layers, chunk, record=False, edit=observe)
+        return image_bytes
 
 
-def _variant_means(
-    model: nn.Module,
-    layers: Mapping[str, nn.Module],
-    batch: torch.Tensor,
-    reduce: Reducer,
-    max_batch: int,
-    variants: int,
-    n: int,
-) -> dict[str, torch.Tensor]:
-    """`batch` is `variants` copies of the n probe images, stacked variant-major ((variants · n, ...));
-    reduce each image's output as `_reduced_forward` does, then average over the n images.
-    Returns {name: (variants, filters)}.
-    """
-    per_image = _reduced_forward(model, layers, batch, reduce, max_batch)
-    return {name: r.reshape(variants, n, -1).mean(1) for name, r in per_image.items()}
+def _run_alone(
+    model: nn.Module, layers: Mapping[str, nn.Module], max_batch_bytes: int, plan: Callable[[CombinedPass], Finish]
+) -> Arrays:
+    """One analysis on its own: its plan, its passes, its finish."""
+    combined = CombinedPass(model, layers, max_batch_bytes)
+    finish = plan(combined)
+    combined.run()
+    return finish()
 
 
-def _layer_maps(model: nn.Module, layers: Mapping[str, nn.Module], x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Each layer's output on x as (N, filters, positions), float, detached."""
-    maps: dict[str, torch.Tensor] = {}
+def _image_index(first: int, rows: int, n: int, device: torch.device) -> torch.Tensor:
+    """Probe image of each row first … first + rows of a block that stacks copies of the n probe images."""
+    return torch.arange(first, first + rows, device=device) % n
 
-    def keep(name: str, out: torch.Tensor) -> None:
-        maps[name] = out.detach().float().flatten(2).clone()
 
-    with torch.no_grad():
-        run_with_hooks(model, layers, x, record=False, edit=keep)
-    return maps
+def _variant_means(per_row: torch.Tensor, variants: int) -> torch.Tensor:
+    """(variants · n, F) statistics of a variant-major block → (variants, F) averaged over the n probe images."""
+    return per_row.reshape(variants, -1, per_row.shape[-1]).mean(1)
 
 
 def _map_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Uncentred cosine of maps (..., positions) → (...); two all-zero maps count as identical (1)."""
-    num = (a * b).sum(-1)
-    den = a.norm(dim=-1) * b.norm(dim=-1)
-    both_zero = (a.abs().amax(-1) == 0) & (b.abs().amax(-1) == 0)
-    cos = torch.where(den > 0, num / den.clamp_min(1e-30), torch.zeros_like(num))
-    return torch.where(both_zero, torch.ones_like(cos), cos)
+    na, nb = a.norm(dim=-1), b.norm(dim=-1)
+    den = na * nb
+    cos = torch.where(den > 0, (a * b).sum(-1) / den.clamp_min(1e-30), torch.zeros_like(den))
+    return torch.where((na == 0) & (nb == 0), torch.ones_like(cos), cos)
+
+
+def _driven_energy(maps: torch.Tensor, blank: torch.Tensor) -> torch.Tensor:
+    """Mean over positions of (a − a(blank))², maps (rows, F, P), blank (1, F, P) → (rows, F).
+
+    Subtracting the response to the probe's mean colour removes bias and DC, so only what the
+    image's structure drives counts. Squared in place: one temporary the size of maps, not two.
+    """
+    return (maps - blank).square_().mean(-1)
 
 
 def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,6 +209,12 @@ def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     shape = (1, x.shape[1]) + (1,) * (x.dim() - 2)
     std = flat.std(dim=1) if flat.shape[1] > 1 else torch.zeros(x.shape[1], device=x.device)
     return flat.mean(dim=1).reshape(shape), std.reshape(shape)
+
+
+def _blank_reference(combined: CombinedPass, x: torch.Tensor) -> None:
+    """The BLANK reference: one image (1, C, *spatial) of the probe's per-channel mean."""
+    mean, _ = _channel_stats(x)
+    combined.reference(BLANK, mean.expand(1, *x.shape[1:]).contiguous())
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -162,6 +270,44 @@ def orientation_selectivity(tuning: torch.Tensor, angles_deg: torch.Tensor) -> t
     return osi, preferred
 
 
+def _needs_images(analysis: str, x: torch.Tensor) -> None:
+    if x.dim() != 4:
+        raise ValueError(f"{analysis}: needs 2-D images (N, C, H, W), got shape {tuple(x.shape)}")
+
+
+def _orientation_plan(
+    combined: CombinedPass, x: torch.Tensor, angles: int, frequencies: Sequence[float], phases: int
+) -> Finish:
+    _needs_images("orientation_tuning", x)
+    angle_deg = torch.arange(angles, device=x.device, dtype=torch.float32) * (180.0 / angles)
+    mean, std = _channel_stats(x)
+    _blank_reference(combined, x)
+
+    def energy(name: str, out: torch.Tensor, _first: int) -> torch.Tensor:
+        return _driven_energy(out, combined.maps(BLANK)[name])
+
+    combined.add("gratings", grating_batch(x.shape[1:], angle_deg, frequencies, phases, mean.flatten(), std.flatten()), energy)
+
+    def finish() -> Arrays:
+        result: Arrays = {}
+        freqs = torch.tensor(list(frequencies), dtype=torch.float32)
+        for name, e in combined.reduced("gratings").items():
+            e = e.reshape(len(frequencies), angles, phases, -1).mean(2)  # (Fq, A, F)
+            best = e.amax(dim=1).argmax(dim=0)  # (F,) frequency with the strongest peak
+            tuning = e.permute(2, 0, 1)[torch.arange(e.shape[2]), best]  # (F, A)
+            osi, preferred = orientation_selectivity(tuning, angle_deg)
+            result[name] = {
+                "rotation_angles": _np(angle_deg),
+                "tuning": _np(tuning),
+                "tuning_frequency": _np(freqs[best.cpu()]),
+                "osi": _np(osi),
+                "preferred_orientation": _np(preferred),
+            }
+        return result
+
+    return finish
+
+
 def orientation_tuning(
     model: nn.Module,
     layers: Mapping[str, nn.Module],
@@ -170,7 +316,7 @@ def orientation_tuning(
     angles: int = 12,
     frequencies: Sequence[float] = DEFAULT_FREQUENCIES,
     phases: int = 4,
-    max_batch: int = 128,
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
 ) -> Arrays:
     """Orientation tuning of every filter from oriented gratings matched to the probe's size and channel stats.
 
@@ -183,33 +329,8 @@ def orientation_tuning(
     Keys: "rotation_angles" (A,) degrees; "tuning" (F, A); "tuning_frequency" (F,) cycles/pixel;
     "osi" (F,) in [0, 1]; "preferred_orientation" (F,) degrees.
     """
-    if x.dim() != 4:
-        raise ValueError(f"orientation_tuning: needs 2-D images (N, C, H, W), got shape {tuple(x.shape)}")
     x = _prepare(model, x)
-    angle_deg = torch.arange(angles, device=x.device, dtype=torch.float32) * (180.0 / angles)
-    mean, std = _channel_stats(x)
-    gratings = grating_batch(x.shape[1:], angle_deg, frequencies, phases, mean.flatten(), std.flatten())
-    blank = _layer_maps(model, layers, mean.expand(1, *x.shape[1:]).contiguous())
-
-    def energy(name: str, out: torch.Tensor, _start: int) -> torch.Tensor:
-        return ((out.flatten(2) - blank[name]) ** 2).mean(-1)
-
-    per_grating = _reduced_forward(model, layers, gratings, energy, max_batch)
-    result: Arrays = {}
-    for name, e in per_grating.items():
-        e = e.reshape(len(frequencies), angles, phases, -1).mean(2)  # (Fq, A, F)
-        best = e.amax(dim=1).argmax(dim=0)  # (F,) frequency with the strongest peak
-        tuning = e.permute(2, 0, 1)[torch.arange(e.shape[2]), best]  # (F, A)
-        osi, preferred = orientation_selectivity(tuning, angle_deg)
-        freqs = torch.tensor(list(frequencies), dtype=torch.float32)
-        result[name] = {
-            "rotation_angles": _np(angle_deg),
-            "tuning": _np(tuning),
-            "tuning_frequency": _np(freqs[best.cpu()]),
-            "osi": _np(osi),
-            "preferred_orientation": _np(preferred),
-        }
-    return result
+    return _run_alone(model, layers, max_batch_bytes, lambda c: _orientation_plan(c, x, angles, frequencies, phases))
 
 
 def rotate_images(x: torch.Tensor, angle_deg: float, mean: torch.Tensor) -> torch.Tensor:
@@ -223,24 +344,9 @@ def rotate_images(x: torch.Tensor, angle_deg: float, mean: torch.Tensor) -> torc
     return mean + F.grid_sample(x - mean, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def rotation_response(
-    model: nn.Module,
-    layers: Mapping[str, nn.Module],
-    x: torch.Tensor,
-    *,
-    angles: int = 12,
-    max_batch: int = 128,
-) -> Arrays:
-    """Energy (mean a² over images and positions) on the probe rotated by each angle, relative to unrotated.
-
-    Images are first cut to their inscribed disc (outside → channel mean) so rotating never moves
-    corners in or out; natural images give weak, broad curves. x: (N, C, H, W).
-    Keys: "rotation_angles" (A,) degrees; "rotation_response" (F, A), 1.0 at 0°.
-    """
-    if x.dim() != 4:
-        raise ValueError(f"rotation_response: needs 2-D images (N, C, H, W), got shape {tuple(x.shape)}")
-    x = _prepare(model, x)
-    n, _, h, w = x.shape
+def _rotation_plan(combined: CombinedPass, x: torch.Tensor, angles: int) -> Finish:
+    _needs_images("rotation_response", x)
+    _, _, h, w = x.shape
     mean, _ = _channel_stats(x)
     yy, xx = torch.meshgrid(
         torch.arange(h, device=x.device) - (h - 1) / 2, torch.arange(w, device=x.device) - (w - 1) / 2, indexing="ij"
@@ -248,20 +354,80 @@ def rotation_response(
     disc = ((yy**2 + xx**2) <= (min(h, w) / 2) ** 2).to(x.dtype)
     x = mean + (x - mean) * disc
     angle_deg = [a * 180.0 / angles for a in range(angles)]
-    batch = torch.cat([rotate_images(x, a, mean) for a in angle_deg])
 
-    def energy(_name: str, out: torch.Tensor, _start: int) -> torch.Tensor:
-        return (out.flatten(2) ** 2).mean(-1)
+    def energy(_name: str, out: torch.Tensor, _first: int) -> torch.Tensor:
+        return (out**2).mean(-1)
 
-    result: Arrays = {}
-    for name, e in _variant_means(model, layers, batch, energy, max_batch, angles, n).items():
-        e = e.T  # (F, A)
-        rel = e / e[:, :1].clamp_min(1e-30)
-        result[name] = {"rotation_angles": np.asarray(angle_deg, dtype=np.float32), "rotation_response": _np(rel)}
-    return result
+    combined.add("rotations", torch.cat([rotate_images(x, a, mean) for a in angle_deg]), energy)
+
+    def finish() -> Arrays:
+        result: Arrays = {}
+        for name, e in combined.reduced("rotations").items():
+            e = _variant_means(e, angles).T  # (F, A)
+            rel = e / e[:, :1].clamp_min(1e-30)
+            result[name] = {"rotation_angles": np.asarray(angle_deg, dtype=np.float32), "rotation_response": _np(rel)}
+        return result
+
+    return finish
+
+
+def rotation_response(
+    model: nn.Module,
+    layers: Mapping[str, nn.Module],
+    x: torch.Tensor,
+    *,
+    angles: int = 12,
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+) -> Arrays:
+    """Energy (mean a² over images and positions) on the probe rotated by each angle, relative to unrotated.
+
+    Images are first cut to their inscribed disc (outside → channel mean) so rotating never moves
+    corners in or out; natural images give weak, broad curves. x: (N, C, H, W).
+    Keys: "rotation_angles" (A,) degrees; "rotation_response" (F, A), 1.0 at 0°.
+    """
+    x = _prepare(model, x)
+    return _run_alone(model, layers, max_batch_bytes, lambda c: _rotation_plan(c, x, angles))
 
 
 # ---------------------------------------------------------------- sequences (1-D inputs)
+
+
+def _sequence_plan(combined: CombinedPass, x: torch.Tensor, shifts: Sequence[float]) -> Finish:
+    if x.dim() != 3:
+        raise ValueError(f"sequence_symmetry: needs 1-D sequences (N, C, L), got shape {tuple(x.shape)}")
+    n, length = x.shape[0], x.shape[-1]
+    combined.reference(CLEAN, x)
+    steps = [int(round(s * length)) for s in shifts]
+
+    def follows(move: Callable[[torch.Tensor], torch.Tensor]) -> Reducer:
+        """Cosine of a layer's map on the moved input with the same move applied to its clean map."""
+
+        def compare(name: str, out: torch.Tensor, first: int) -> torch.Tensor:
+            clean = combined.maps(CLEAN)[name][_image_index(first, len(out), n, out.device)]
+            return _map_cosine(out, move(clean))
+
+        return compare
+
+    def rolled(step: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The input's roll as its map sees it: the same fraction of the map's own (maybe strided) length."""
+        return lambda maps: torch.roll(maps, int(round(step * maps.shape[-1] / length)), dims=-1)
+
+    for k, step in enumerate(steps):
+        combined.add(f"shift/{k}", torch.roll(x, step, dims=-1), follows(rolled(step)))
+    combined.add("reversal", torch.flip(x, dims=[-1]), follows(lambda m: torch.flip(m, dims=[-1])))
+
+    def finish() -> Arrays:
+        result: Arrays = {}
+        for name in combined.layers:
+            shift = torch.stack([combined.reduced(f"shift/{k}")[name].mean(0) for k in range(len(steps))])  # (S, F)
+            result[name] = {
+                "shift_fractions": np.asarray(shifts, dtype=np.float32),
+                "shift": _np(shift.T),
+                "reversal": _np(combined.reduced("reversal")[name].mean(0)),
+            }
+        return result
+
+    return finish
 
 
 def sequence_symmetry(
@@ -270,7 +436,7 @@ def sequence_symmetry(
     x: torch.Tensor,
     *,
     shifts: Sequence[float] = DEFAULT_SHIFTS,
-    max_batch: int = 128,
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
 ) -> Arrays:
     """For 1-D inputs (N, C, L): does each filter's map follow a circular shift or a time reversal of the input?
 
@@ -279,40 +445,33 @@ def sequence_symmetry(
     "reversal" (F,): cosine of a(flip(x)) with flip(a(x)) — 1 for a palindromic kernel, −1 for an
     antisymmetric one, near 0 for a direction-selective one. Cosines are averaged over images.
     """
-    if x.dim() != 3:
-        raise ValueError(f"sequence_symmetry: needs 1-D sequences (N, C, L), got shape {tuple(x.shape)}")
     x = _prepare(model, x)
-    n, length = x.shape[0], x.shape[-1]
-    clean = _layer_maps(model, layers, x)
-    steps = [int(round(s * length)) for s in shifts]
-    batch = torch.cat([torch.roll(x, st, dims=-1) for st in steps] + [torch.flip(x, dims=[-1])])
-
-    def compare(name: str, out: torch.Tensor, start: int) -> torch.Tensor:
-        a = out.flatten(2)
-        idx = torch.arange(start, start + a.shape[0], device=a.device)
-        ref = clean[name][idx % n]
-        which = (idx // n).tolist()
-        ref = torch.stack(
-            [
-                torch.flip(r, dims=[-1])
-                if k == len(steps)
-                else torch.roll(r, int(round(steps[k] * r.shape[-1] / length)), dims=-1)
-                for r, k in zip(ref, which)
-            ]
-        )
-        return _map_cosine(a, ref)
-
-    result: Arrays = {}
-    for name, cos in _variant_means(model, layers, batch, compare, max_batch, len(steps) + 1, n).items():
-        result[name] = {  # cos: (S + 1, F)
-            "shift_fractions": np.asarray(shifts, dtype=np.float32),
-            "shift": _np(cos[:-1].T),
-            "reversal": _np(cos[-1]),
-        }
-    return result
+    return _run_alone(model, layers, max_batch_bytes, lambda c: _sequence_plan(c, x, shifts))
 
 
 # ---------------------------------------------------------------- noise
+
+
+def _noise_plan(combined: CombinedPass, x: torch.Tensor, sigmas: Sequence[float], seed: int) -> Finish:
+    n = x.shape[0]
+    _, std = _channel_stats(x)
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    noise = torch.randn((len(sigmas),) + tuple(x.shape), generator=gen, device=x.device, dtype=x.dtype)
+    scale = torch.tensor(list(sigmas), device=x.device, dtype=x.dtype).reshape(-1, *([1] * x.dim()))
+    combined.reference(CLEAN, x)
+
+    def compare(name: str, out: torch.Tensor, first: int) -> torch.Tensor:
+        return _map_cosine(out, combined.maps(CLEAN)[name][_image_index(first, len(out), n, out.device)])
+
+    combined.add("noise", (x.unsqueeze(0) + scale * std.unsqueeze(0) * noise).reshape(-1, *x.shape[1:]), compare)
+
+    def finish() -> Arrays:
+        return {
+            name: {"noise_sigmas": np.asarray(sigmas, dtype=np.float32), "stability": _np(_variant_means(cos, len(sigmas)).T)}
+            for name, cos in combined.reduced("noise").items()
+        }
+
+    return finish
 
 
 def noise_stability(
@@ -322,7 +481,7 @@ def noise_stability(
     *,
     sigmas: Sequence[float] = DEFAULT_SIGMAS,
     seed: int = 0,
-    max_batch: int = 128,
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
 ) -> Arrays:
     """Cosine of each filter's map under Gaussian noise with its clean map, averaged over images.
 
@@ -332,39 +491,10 @@ def noise_stability(
     Keys: "noise_sigmas" (S,); "stability" (F, S).
     """
     x = _prepare(model, x)
-    n = x.shape[0]
-    _, std = _channel_stats(x)
-    gen = torch.Generator(device=x.device).manual_seed(seed)
-    noise = torch.randn((len(sigmas),) + tuple(x.shape), generator=gen, device=x.device, dtype=x.dtype)
-    scale = torch.tensor(list(sigmas), device=x.device, dtype=x.dtype).reshape(-1, *([1] * x.dim()))
-    batch = (x.unsqueeze(0) + scale * std.unsqueeze(0) * noise).reshape(-1, *x.shape[1:])
-    clean = _layer_maps(model, layers, x)
-
-    def compare(name: str, out: torch.Tensor, start: int) -> torch.Tensor:
-        idx = torch.arange(start, start + out.shape[0], device=out.device) % n
-        return _map_cosine(out.flatten(2), clean[name][idx])
-
-    result: Arrays = {}
-    for name, cos in _variant_means(model, layers, batch, compare, max_batch, len(sigmas), n).items():
-        result[name] = {
-            "noise_sigmas": np.asarray(sigmas, dtype=np.float32),
-            "stability": _np(cos.T),
-        }
-    return result
+    return _run_alone(model, layers, max_batch_bytes, lambda c: _noise_plan(c, x, sigmas, seed))
 
 
 # ---------------------------------------------------------------- adversarial
-
-
-def _relative_change(model: nn.Module, layers: Mapping[str, nn.Module], x: torch.Tensor, x_new: torch.Tensor,
-                     clean: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """‖a(x_new) − a(x)‖ / ‖a(x)‖ per filter, norms over all images and positions → {name: (F,)}."""
-    moved = _layer_maps(model, layers, x_new)
-    out = {}
-    for name, a in clean.items():
-        diff = (moved[name] - a).transpose(0, 1).flatten(1).norm(dim=1)
-        out[name] = diff / a.transpose(0, 1).flatten(1).norm(dim=1).clamp_min(1e-30)
-    return out
 
 
 def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -375,12 +505,64 @@ def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return logits.float()
 
 
-def _input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """∂ mean cross-entropy / ∂ x via torch.autograd.grad, so no parameter's .grad is touched."""
+def _input_gradient(model: nn.Module, x: torch.Tensor, y: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(∂ mean cross-entropy / ∂ x, labels) via torch.autograd.grad, so no parameter's .grad is touched.
+
+    y None takes the model's own predictions from this same forward pass.
+    """
     with torch.enable_grad():
         xr = x.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(F.cross_entropy(_logits(model, xr), y), xr)
-    return grad
+        logits = _logits(model, xr)
+        y = logits.detach().argmax(dim=1) if y is None else y.to(x.device).long()
+        (grad,) = torch.autograd.grad(F.cross_entropy(logits, y), xr)
+    return grad, y
+
+
+def adversarial_inputs(
+    model: nn.Module, x: torch.Tensor, y: Optional[torch.Tensor], epsilon: float, pgd_steps: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """FGSM and L∞ PGD copies of x (N, C, *spatial) against the model's cross-entropy: 1 + pgd_steps gradient passes.
+
+    ε is relative to the probe's per-channel std; PGD takes `pgd_steps` signed steps of 2.5ε/steps,
+    projected back into the ε-ball (no clamping to a pixel range: the probe's range is unknown).
+    y: labels (N,); None attacks the model's own predictions.
+    """
+    _, std = _channel_stats(x)
+    radius = epsilon * std
+    grad, y = _input_gradient(model, x, y)
+    x_fgsm = x + radius * grad.sign()
+    x_pgd = x.clone()
+    step = 2.5 * radius / max(pgd_steps, 1)
+    for _ in range(pgd_steps):
+        x_pgd = x_pgd + step * _input_gradient(model, x_pgd, y)[0].sign()
+        x_pgd = x + torch.maximum(torch.minimum(x_pgd - x, radius), -radius)
+    return x_fgsm, x_pgd
+
+
+def _adversarial_plan(
+    combined: CombinedPass, x: torch.Tensor, y: Optional[torch.Tensor], epsilon: float, pgd_steps: int
+) -> Finish:
+    n = x.shape[0]
+    x_fgsm, x_pgd = adversarial_inputs(combined.model, x, y, epsilon, pgd_steps)
+    combined.reference(CLEAN, x)
+
+    def squared_change(name: str, out: torch.Tensor, first: int) -> torch.Tensor:
+        clean = combined.maps(CLEAN)[name][_image_index(first, len(out), n, out.device)]
+        return ((out - clean) ** 2).sum(-1)
+
+    combined.add("fgsm", x_fgsm, squared_change)
+    combined.add("pgd", x_pgd, squared_change)
+
+    def finish() -> Arrays:
+        result: Arrays = {}
+        for name in combined.layers:
+            clean_norm = combined.maps(CLEAN)[name].transpose(0, 1).flatten(1).norm(dim=1).clamp_min(1e-30)
+            result[name] = {"adv_epsilon": np.asarray(epsilon, dtype=np.float32)}
+            for attack in ("fgsm", "pgd"):
+                result[name][attack] = _np(combined.reduced(attack)[name].sum(0).sqrt() / clean_norm)
+        return result
+
+    return finish
 
 
 def adversarial_change(
@@ -391,34 +573,15 @@ def adversarial_change(
     *,
     epsilon: float = 0.1,
     pgd_steps: int = 3,
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
 ) -> Arrays:
-    """Relative activation change per filter under FGSM and an L∞ PGD attack on the model's cross-entropy.
+    """Relative activation change per filter under FGSM and an L∞ PGD attack (see `adversarial_inputs`).
 
-    ε is relative to the probe's per-channel std; PGD takes `pgd_steps` signed steps of 2.5ε/steps,
-    projected back into the ε-ball (no clamping to a pixel range: the probe's range is unknown).
-    y: labels (N,); None attacks the model's own predictions. Change is ‖Δa‖/‖a‖ over all images
-    and positions. Keys: "adv_epsilon" () ; "fgsm" (F,); "pgd" (F,).
+    Change is ‖Δa‖/‖a‖ over all images and positions. y: labels (N,); None attacks the model's
+    own predictions. Keys: "adv_epsilon" () ; "fgsm" (F,); "pgd" (F,).
     """
     x = _prepare(model, x)
-    if y is None:
-        with torch.no_grad():
-            y = _logits(model, x).argmax(dim=1)
-    y = y.to(x.device).long()
-    _, std = _channel_stats(x)
-    radius = epsilon * std
-    clean = _layer_maps(model, layers, x)
-    x_fgsm = x + radius * _input_gradient(model, x, y).sign()
-    x_pgd = x.clone()
-    step = 2.5 * radius / max(pgd_steps, 1)
-    for _ in range(pgd_steps):
-        x_pgd = x_pgd + step * _input_gradient(model, x_pgd, y).sign()
-        x_pgd = x + torch.maximum(torch.minimum(x_pgd - x, radius), -radius)
-    fgsm = _relative_change(model, layers, x, x_fgsm, clean)
-    pgd = _relative_change(model, layers, x, x_pgd, clean)
-    return {
-        name: {"adv_epsilon": np.asarray(epsilon, dtype=np.float32), "fgsm": _np(fgsm[name]), "pgd": _np(pgd[name])}
-        for name in layers
-    }
+    return _run_alone(model, layers, max_batch_bytes, lambda c: _adversarial_plan(c, x, y, epsilon, pgd_steps))
 
 
 # ---------------------------------------------------------------- counterfactuals
@@ -441,11 +604,46 @@ def robust_z(values: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(values)
 
 
+def _counterfactual_plan(combined: CombinedPass, x: torch.Tensor, counterfactuals: Mapping[str, Counterfactual]) -> Finish:
+    n = x.shape[0]
+    combined.reference(CLEAN, x)
+
+    def mean_abs_and_cosine(name: str, out: torch.Tensor, first: int) -> torch.Tensor:
+        clean = combined.maps(CLEAN)[name][_image_index(first, len(out), n, out.device)]
+        return torch.stack([out.abs().mean(-1), _map_cosine(out, clean)], dim=1)  # (rows, 2, F)
+
+    for cf_name, edit in counterfactuals.items():
+        with torch.no_grad():
+            edited = edit(x.clone())
+        if not isinstance(edited, torch.Tensor) or edited.shape != x.shape:
+            raise ValueError(f"counterfactual {cf_name!r} must return a tensor shaped {tuple(x.shape)}")
+        combined.add(f"cf/{cf_name}", edited, mean_abs_and_cosine)
+
+    def finish() -> Arrays:
+        result: Arrays = {name: {} for name in combined.layers}
+        for name in combined.layers:
+            before = combined.maps(CLEAN)[name].abs().mean(dim=(0, 2))
+            for cf_name in counterfactuals:
+                key = f"cf/{cf_name}"
+                after, cosine = combined.reduced(key)[name].mean(0)
+                change = (after - before) / before.clamp_min(1e-30)
+                z = robust_z(change.abs())
+                result[name][key] = _np(change)
+                result[name][key + "/cosine"] = _np(cosine)
+                result[name][key + "/z"] = _np(z)
+                result[name][key + "/flag"] = _np((z > ROBUST_Z_FLAG) & (change.abs() >= MIN_CHANGE))
+        return result
+
+    return finish
+
+
 def counterfactual_sensitivity(
     model: nn.Module,
     layers: Mapping[str, nn.Module],
     x: torch.Tensor,
     counterfactuals: Mapping[str, Counterfactual],
+    *,
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
 ) -> Arrays:
     """How each filter changes when the user's edit(batch) → batch is applied to the probe.
 
@@ -456,24 +654,127 @@ def counterfactual_sensitivity(
     the edit removes.
     """
     x = _prepare(model, x)
-    clean = _layer_maps(model, layers, x)
-    result: Arrays = {name: {} for name in layers}
-    for cf_name, edit in counterfactuals.items():
-        with torch.no_grad():
-            edited = edit(x.clone())
-        if not isinstance(edited, torch.Tensor) or edited.shape != x.shape:
-            raise ValueError(f"counterfactual {cf_name!r} must return a tensor shaped {tuple(x.shape)}")
-        moved = _layer_maps(model, layers, edited.to(x.device).float())
-        for name, a in clean.items():
-            before = a.abs().mean(dim=(0, 2))
-            change = (moved[name].abs().mean(dim=(0, 2)) - before) / before.clamp_min(1e-30)
-            z = robust_z(change.abs())
-            key = f"cf/{cf_name}"
-            result[name][key] = _np(change)
-            result[name][key + "/cosine"] = _np(_map_cosine(moved[name], a).mean(0))
-            result[name][key + "/z"] = _np(z)
-            result[name][key + "/flag"] = _np((z > ROBUST_Z_FLAG) & (change.abs() >= MIN_FLAGGED_CHANGE))
-    return result
+    return _run_alone(model, layers, max_batch_bytes, lambda c: _counterfactual_plan(c, x, counterfactuals))
+
+
+# ---------------------------------------------------------------- shape vs texture (2-D inputs)
+
+
+def shuffle_patches(x: torch.Tensor, patch_size: int, generator: torch.Generator) -> torch.Tensor:
+    """x (N, C, H, W) cut into a grid of patch_size² patches, each image's patches permuted on their own.
+
+    Keeps local texture, destroys global shape. Rows and columns past the last whole patch stay
+    where they are. Permutations come from `generator` (a CPU torch.Generator, so a seed gives the
+    same shuffle on any device).
+    """
+    n, c, h, w = x.shape
+    rows, cols = (h // patch_size, w // patch_size) if patch_size >= 1 else (0, 0)
+    if rows * cols < 2:
+        raise ValueError(f"patch_size {patch_size} must be at least 1 and leave 2 or more patches in {h}x{w} images")
+    height, width = rows * patch_size, cols * patch_size
+    patches = x[:, :, :height, :width].reshape(n, c, rows, patch_size, cols, patch_size).permute(0, 2, 4, 1, 3, 5)
+    patches = patches.reshape(n, rows * cols, c, patch_size, patch_size)
+    order = torch.stack([torch.randperm(rows * cols, generator=generator) for _ in range(n)]).to(x.device)
+    patches = patches[torch.arange(n, device=x.device)[:, None], order]
+    out = x.clone()
+    out[:, :, :height, :width] = (
+        patches.reshape(n, rows, cols, c, patch_size, patch_size).permute(0, 3, 1, 4, 2, 5).reshape(n, c, height, width)
+    )
+    return out
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """x (N, C, H, W) low-passed by a separable Gaussian of std `sigma` pixels, per channel.
+
+    Keeps shape, removes texture. The kernel reaches 3σ (at most to the image's edge) and is
+    normalised; borders reflect, so a constant image stays constant.
+    """
+    if sigma <= 0:
+        raise ValueError(f"blur_sigma must be positive, got {sigma}")
+    c = x.shape[1]
+    radius = min(math.ceil(3 * sigma), min(x.shape[-2:]) - 1)
+    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    kernel = torch.exp(-(t**2) / (2 * sigma**2))
+    kernel = (kernel / kernel.sum()).expand(c, 1, -1)
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), kernel.unsqueeze(2), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), kernel.unsqueeze(3), groups=c)
+
+
+def _rms_change(energy: torch.Tensor, clean_energy: torch.Tensor) -> torch.Tensor:
+    """|r − r₀| / max(r, r₀) of the RMS responses r = √energy (F,): in [0, 1], 0 when both are 0."""
+    r, r0 = energy.sqrt(), clean_energy.sqrt()
+    top = torch.maximum(r, r0)
+    return torch.where(top > 0, (r - r0).abs() / top.clamp_min(1e-30), torch.zeros_like(top))
+
+
+def shape_texture_index(shape: torch.Tensor, texture: torch.Tensor) -> torch.Tensor:
+    """(shape − texture) / max(shape + texture, MIN_CHANGE) per filter (F,) → (F,) in [−1, 1].
+
+    +1: only shape moves the filter, −1: only texture. The floor keeps a filter that neither
+    transform moves (both sensitivities ~0, where the plain ratio is noise over noise) near 0.
+    """
+    return (shape - texture) / (shape + texture).clamp_min(MIN_CHANGE)
+
+
+def _shape_texture_plan(
+    combined: CombinedPass, x: torch.Tensor, patch_size: Optional[int], blur_sigma: Optional[float], seed: int
+) -> Finish:
+    _needs_images("shape_texture_sensitivity", x)
+    side = min(x.shape[-2:])
+    patch_size = max(1, side // 4) if patch_size is None else patch_size
+    blur_sigma = side / 32 if blur_sigma is None else blur_sigma
+    shuffled = shuffle_patches(x, patch_size, torch.Generator().manual_seed(seed))
+    blurred = gaussian_blur(x, blur_sigma)
+    combined.reference(CLEAN, x)
+    _blank_reference(combined, x)
+
+    def energy(name: str, out: torch.Tensor, _first: int) -> torch.Tensor:
+        return _driven_energy(out, combined.maps(BLANK)[name])
+
+    combined.add("st/shuffled", shuffled, energy)
+    combined.add("st/blurred", blurred, energy)
+
+    def finish() -> Arrays:
+        result: Arrays = {}
+        for name in combined.layers:
+            clean = _driven_energy(combined.maps(CLEAN)[name], combined.maps(BLANK)[name]).mean(0)
+            shape = _rms_change(combined.reduced("st/shuffled")[name].mean(0), clean)
+            texture = _rms_change(combined.reduced("st/blurred")[name].mean(0), clean)
+            result[name] = {
+                "st/shape_sensitivity": _np(shape),
+                "st/texture_sensitivity": _np(texture),
+                "st/index": _np(shape_texture_index(shape, texture)),
+            }
+        return result
+
+    return finish
+
+
+def shape_texture_sensitivity(
+    model: nn.Module,
+    layers: Mapping[str, nn.Module],
+    x: torch.Tensor,
+    *,
+    patch_size: Optional[int] = None,
+    blur_sigma: Optional[float] = None,
+    seed: int = 0,
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+) -> Arrays:
+    """Does each filter use the probe's global shape or its local texture? Two counterfactuals say.
+
+    Patch shuffling (`shuffle_patches`, patch_size default ¼ of the shorter side, seeded by `seed`)
+    keeps texture and destroys shape; a Gaussian blur (`gaussian_blur`, blur_sigma default 1/32 of
+    the shorter side, in pixels) keeps shape and removes texture. A filter's response is its RMS
+    driven response over images and positions (a − a(blank), as for orientation, so bias and DC
+    do not count; position-free, since shuffling moves everything). x: (N, C, H, W).
+
+    Keys, each (F,): "st/shape_sensitivity" = |r_shuffled − r| / max(r_shuffled, r) in [0, 1];
+    "st/texture_sensitivity" the same under blur; "st/index" = `shape_texture_index` in [−1, 1]
+    (+1 shape only, −1 texture only, ~0 for neither or both). No histogram is stored: a layer's
+    distribution of the index is summarised on read.
+    """
+    x = _prepare(model, x)
+    return _run_alone(model, layers, max_batch_bytes, lambda c: _shape_texture_plan(c, x, patch_size, blur_sigma, seed))
 
 
 # ---------------------------------------------------------------- the default set
@@ -492,36 +793,52 @@ def perturbation_responses(
     pgd_steps: int = 3,
     phases: int = 2,
     rotate_probe: bool = False,
+    shape_texture: bool = False,
+    patch_size: Optional[int] = None,
+    blur_sigma: Optional[float] = None,
     seed: int = 0,
-    max_batch: int = 128,
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
 ) -> Arrays:
     """The cheap default set, merged per layer: orientation (2-D inputs) or shift/reversal (1-D),
-    noise stability, FGSM/PGD change, and the given counterfactuals.
+    noise stability, FGSM/PGD change, the given counterfactuals, and on request (`shape_texture=True`,
+    2-D inputs; `patch_size`, `blur_sigma` as in shape_texture_sensitivity) the shape–texture
+    sensitivities, all in one CombinedPass.
 
     Cheap because it runs every logged epoch: gratings in two quadrature phases (the energy of a
-    linear filter over a quadrature pair does not depend on phase), and the rotated-probe curve
-    only on request (`rotate_probe=True`), since the grating curve already gives the tuning.
+    linear filter over a quadrature pair does not depend on phase), the rotated-probe curve only
+    on request (`rotate_probe=True`), since the grating curve already gives the tuning, and every
+    variant in the same few passes (`max_batch_bytes`, see CombinedPass).
 
     x: (N, C, *spatial); y: labels (N,) or None (attacks then use the model's predictions).
-    Orientation needs gratings, so 3-D inputs get none (a warning says so). The adversarial pair is
-    skipped with a warning when the model does not return (N, classes) logits.
+    Orientation needs gratings, so 3-D inputs get none (a warning says so); shape–texture needs
+    images, so other inputs skip it with a warning. The adversarial pair is skipped with a warning
+    when the model does not return (N, classes) logits.
     Keys: see orientation_tuning, rotation_response, sequence_symmetry, noise_stability,
-    adversarial_change and counterfactual_sensitivity.
+    adversarial_change, counterfactual_sensitivity and shape_texture_sensitivity; the same values
+    as each run alone.
     """
-    parts: list[Arrays] = []
+    x = _prepare(model, x)
+    combined = CombinedPass(model, layers, max_batch_bytes)
+    finishes: list[Finish] = []
     if x.dim() == 4:
-        parts.append(orientation_tuning(model, layers, x, angles=angles, phases=phases, max_batch=max_batch))
+        finishes.append(_orientation_plan(combined, x, angles, DEFAULT_FREQUENCIES, phases))
         if rotate_probe:
-            parts.append(rotation_response(model, layers, x, angles=angles, max_batch=max_batch))
+            finishes.append(_rotation_plan(combined, x, angles))
     elif x.dim() == 3:
-        parts.append(sequence_symmetry(model, layers, x, max_batch=max_batch))
+        finishes.append(_sequence_plan(combined, x, DEFAULT_SHIFTS))
     else:
         warnings.warn(f"perturbation_responses: no orientation analysis for {x.dim() - 2}-D inputs", stacklevel=2)
-    parts.append(noise_stability(model, layers, x, sigmas=noise_sigmas, seed=seed, max_batch=max_batch))
+    if shape_texture and x.dim() == 4:
+        finishes.append(_shape_texture_plan(combined, x, patch_size, blur_sigma, seed))
+    elif shape_texture:
+        warnings.warn(f"perturbation_responses: shape_texture needs 2-D images, skipped for {x.dim() - 2}-D inputs", stacklevel=2)
+    finishes.append(_noise_plan(combined, x, noise_sigmas, seed))
     try:
-        parts.append(adversarial_change(model, layers, x, y, epsilon=epsilon, pgd_steps=pgd_steps))
+        finishes.append(_adversarial_plan(combined, x, y, epsilon, pgd_steps))
     except ValueError as err:
         warnings.warn(f"perturbation_responses: adversarial analysis skipped: {err}", stacklevel=2)
     if counterfactuals:
-        parts.append(counterfactual_sensitivity(model, layers, x, counterfactuals))
+        finishes.append(_counterfactual_plan(combined, x, counterfactuals))
+    combined.run()
+    parts = [finish() for finish in finishes]
     return {name: {k: v for part in parts for k, v in part[name].items()} for name in layers}
