@@ -26,6 +26,7 @@ from tb_convviz.layers import LayerSelector, conv_layers, following_batchnorm, u
 from tb_convviz.notices import collecting
 from tb_convviz.observe import untouched
 from tb_convviz.probe import make_probe
+from tb_convviz.tracing import traced
 from tb_convviz.snapshot import ModelCopy, State, architecture_mismatch, signature, state_snapshot
 from tb_convviz.worker import BackgroundWorker
 from tb_convviz.writer import RecordWriter
@@ -275,6 +276,11 @@ class ConvViz:
         self._plan = plan
         self._signature = signature(model)
         if self._copy is not None and self.background:
+            if self.settings.impact:  # exact ablation replays the fx graph: trace here, never in the worker
+                try:
+                    traced(self._copy.model)
+                except Exception:  # noqa: BLE001 - the analysis meets the same failure and falls back, with its notice
+                    pass
             self._worker = BackgroundWorker(self._run, self._slow, self._worker_crashed)
             atexit.register(self._drain)
 

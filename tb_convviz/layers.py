@@ -6,6 +6,8 @@ from typing import Callable, Iterable, Union
 import torch
 from torch import nn
 
+from tb_convviz.tracing import traced
+
 CONV_TYPES = (
     nn.Conv1d,
     nn.Conv2d,
@@ -110,7 +112,7 @@ def following_batchnorm(model: nn.Module, convs: dict[str, nn.Module]) -> dict[s
         )
 
     try:
-        graph = torch.fx.symbolic_trace(model).graph
+        graph = traced(model).graph
     except Exception:  # noqa: BLE001 - any tracing failure means "use registration order"
         graph = None
     found: dict[str, str] = {}

@@ -5,7 +5,8 @@
 // scale, so one 0..1 colour scale serves all three.
 
 import { SEQUENTIAL, cssGradient } from "../colormap.js";
-import { el, formatNumber, labelledSelect, viewCard } from "./controls.js";
+import { formatNumber } from "../numeric.js";
+import { el, labelledSelect, viewCard } from "./controls.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 

@@ -7,7 +7,8 @@ import { SEQUENTIAL, cssGradient } from "../colormap.js";
 import { answerFor, filterValue } from "../analysis.js";
 import { decodeWire } from "../wire.js";
 import { ckaColour } from "./cka.js";
-import { el, formatNumber, labelledSelect, viewCard } from "./controls.js";
+import { formatNumber } from "../numeric.js";
+import { el, labelledSelect, viewCard } from "./controls.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 const WIDTH = 560;

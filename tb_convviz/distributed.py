@@ -1,0 +1,55 @@
+"""ConvViz under torch.distributed: every rank takes a share of the per-filter work, rank 0 writes.
+
+The collectives run on a gloo process group of ConvViz's own, made once at the first log (every
+rank logs the same steps, so they make it together), so they never interleave with the
+training's own collectives, also when the analysis runs in each rank's worker thread. A timeout on
+that group means a rank that never answers makes the others warn rather than hang.
+"""
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+
+GATHER_TIMEOUT = datetime.timedelta(minutes=10)  # an analysis share may take minutes; a dead rank must not block forever
+
+
+@dataclass
+class Shard:
+    """This process's place among the ranks that share ConvViz's work."""
+
+    rank: int
+    world: int
+    group: Any  # the gloo ProcessGroup; None for one process
+
+    def mine(self, items: Sequence[int]) -> list[int]:
+        """This rank's share of `items`: every world-th one, so costs interleave evenly."""
+        return list(items[self.rank :: self.world])
+
+    @property
+    def writes(self) -> bool:
+        return self.rank == 0
+
+    def gather(self, obj: Any) -> Optional[list[Any]]:
+        """Every rank's `obj` on rank 0 (None elsewhere); one process returns [obj]."""
+        if self.group is None:
+            return [obj]
+        found: Optional[list[Any]] = [None] * self.world if self.rank == 0 else None
+        dist.gather_object(obj, found, dst=dist.get_global_rank(self.group, 0), group=self.group)
+        return found
+
+
+def current_shard() -> Shard:
+    """The shard of this process: its own gloo group when a process group of several ranks is up."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return Shard(0, 1, None)
+    group = dist.new_group(backend="gloo", timeout=GATHER_TIMEOUT)
+    return Shard(dist.get_rank(group), dist.get_world_size(group), group)
+
+
+def cpu_objects(arrays: dict) -> dict:
+    """Tensors moved to the CPU before pickling for gloo's object collectives."""
+    return {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in arrays.items()}
