@@ -63,18 +63,24 @@ def read_checkpoint(path: Union[str, os.PathLike], *, trust: bool = False) -> An
     """`torch.load` on the CPU, memory-mapped when the file is in torch's zip format, so that
     opening a checkpoint reads its small pickle and only the tensors that are used later."""
     try:
-        mmap = zipfile.is_zipfile(path)
-        return torch.load(path, map_location="cpu", weights_only=not trust, mmap=mmap)
-    except pickle.UnpicklingError as e:
-        unsupported = _UNSUPPORTED_GLOBAL.search(str(e))
+        with open(path, "rb") as f:
+            zipped = f.read(4) == b"PK\x03\x04"  # torch's format since 1.6; the rest is a legacy pickle
+    except OSError as e:
+        raise CheckpointError(f"unreadable ({one_line(e)})") from e
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust, mmap=zipped and zipfile.is_zipfile(path))
+    except Exception as e:  # noqa: BLE001 - torch.load fails in many ways on a damaged file
+        unsupported = _UNSUPPORTED_GLOBAL.search(str(e)) if isinstance(e, pickle.UnpicklingError) else None
         if unsupported:
             raise CheckpointError(
                 f"it holds {unsupported.group(1)}, which a weights-only load refuses; "
                 "if you trust the file, allow it with trust_checkpoints=True (--trust-checkpoints)"
             ) from e
-        raise CheckpointError("not a torch checkpoint") from e
-    except Exception as e:  # noqa: BLE001 - torch.load fails in many ways on a damaged file
-        raise CheckpointError(f"unreadable ({one_line(e)})") from e
+        if zipped:
+            raise CheckpointError(f"a damaged or truncated torch checkpoint ({one_line(e)})") from e
+        # The weights-only unpickler's own message on garbage is advice about weights_only.
+        detail = "" if isinstance(e, pickle.UnpicklingError) else f" ({one_line(e)})"
+        raise CheckpointError(f"not a torch checkpoint{detail}") from e
 
 
 def _is_state(obj: Any) -> bool:
@@ -167,10 +173,21 @@ def match_model(state: Mapping[str, torch.Tensor], model_keys: set[str]) -> Stat
 
 
 def load_state(path: Union[str, os.PathLike], model_keys: set[str], *, trust: bool = False) -> State:
-    """The model's tensors from a checkpoint file, read into memory (so a thread can prefetch the
-    next checkpoint's bytes while the current one is analysed)."""
-    state = match_model(model_state(read_checkpoint(path, trust=trust)), model_keys)
-    return {key: value.clone() for key, value in state.items()}
+    """The model's tensors from a checkpoint file (memory-mapped: read when copied into the model)."""
+    return match_model(model_state(read_checkpoint(path, trust=trust)), model_keys)
+
+
+def read_ahead(path: Union[str, os.PathLike]) -> None:
+    """Read a file through once, discarding the bytes, so the page cache holds it when it is
+    loaded: run in a thread, the disk or network read overlaps other work without holding the
+    GIL (a thread running torch.load itself would: its weights-only unpickler is Python)."""
+    buffer = bytearray(1 << 23)
+    try:
+        with open(path, "rb", buffering=0) as f:
+            while f.readinto(buffer):
+                pass
+    except OSError:
+        return  # only a hint: loading the file next reports what is wrong with it
 
 
 def load_into(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:

@@ -5,7 +5,7 @@
 
 The records are the callback's own: one `ConvViz` logs every checkpoint in step order, the last
 one with ``final=True``. It runs inline (``background=False``) so that each `log()` says whether
-its step was written, while a thread reads the next checkpoint meanwhile. A logdir that already
+its step was written, while a thread reads the next checkpoint file meanwhile. A logdir that already
 holds steps is continued: those steps are skipped, and drift and the full-kernel schedule go on
 from the run logged before, so the records equal one online run over all the checkpoints.
 """
@@ -18,7 +18,7 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, TextIO, Union
@@ -38,6 +38,7 @@ from tb_convviz.checkpoints import (
     load_into,
     load_state,
     one_line,
+    read_ahead,
     scan,
 )
 from tb_convviz.collect import _LayerMemory
@@ -320,18 +321,15 @@ def _resume_from(viz: ConvViz, model: nn.Module, found: list[Checkpoint], done: 
 
 def _log_each(viz: ConvViz, model: nn.Module, todo: list[Checkpoint], keys: set[str], trust: bool,
               report: Report, progress: _Progress) -> None:
-    """Load and log each checkpoint; a thread reads the next one while this one is analysed."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tb_convviz-read") as pool:
-
-        def read(i: int) -> Optional[Future]:
-            return pool.submit(load_state, todo[i].path, keys, trust=trust) if i < len(todo) else None
-
-        upcoming = read(0)
+    """Load and log each checkpoint; a thread reads the next file while this one is analysed."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tb_convviz-read-ahead") as pool:
+        upcoming = pool.submit(read_ahead, todo[0].path) if todo else None
         for i, checkpoint in enumerate(todo):
-            current, upcoming = upcoming, read(i + 1)
-            assert current is not None
+            assert upcoming is not None
+            upcoming.result()
+            upcoming = pool.submit(read_ahead, todo[i + 1].path) if i + 1 < len(todo) else None
             try:
-                load_into(model, current.result())
+                load_into(model, load_state(checkpoint.path, keys, trust=trust))
             except CheckpointError as e:
                 report.skipped[checkpoint.path] = str(e)
                 progress.done(i, checkpoint, str(e))

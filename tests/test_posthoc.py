@@ -154,7 +154,8 @@ PARSER_SCRIPT = (
 
 def cli_process(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-c", PARSER_SCRIPT, *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    # -P: no current directory on sys.path from Python itself, as for an installed console script
+    return subprocess.run([sys.executable, "-P", "-c", PARSER_SCRIPT, *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 # -- records equal online logging ----------------------------------------------------------------
@@ -264,23 +265,26 @@ def test_a_logdir_of_another_probe_is_a_usage_error(tmp_path, nets):
 # -- failures --------------------------------------------------------------------------------------
 
 
-def test_corrupt_and_foreign_checkpoints_are_named_and_the_rest_land(tmp_path, nets):
-    states = weight_series(nets.build, 4)
-    save(states, [0, 1, 2, 3], tmp_path / "ckpts", "raw")
-    (tmp_path / "ckpts" / "epoch_01.pt").write_bytes(os.urandom(4096))
+def test_corrupt_truncated_and_foreign_checkpoints_are_named_and_the_rest_land(tmp_path, nets):
+    states = weight_series(nets.build, 5)
+    paths = save(states, [0, 1, 2, 3, 4], tmp_path / "ckpts", "raw")
+    paths[1].write_bytes(np.random.default_rng(0).bytes(4096))
     torch.manual_seed(0)
-    torch.save(nets.wider().state_dict(), tmp_path / "ckpts" / "epoch_02.pt")
+    torch.save(nets.wider().state_dict(), paths[2])
+    paths[4].write_bytes(paths[4].read_bytes()[:1000])  # training killed while saving the last one
     torch.save((IMAGES, LABELS), tmp_path / "probe.pt")
 
     done = cli_process(["log-checkpoints", "--model", f"{MODULE}:build", "--checkpoints", "ckpts/*.pt",
                         "--probe", "probe.pt", "--logdir", "posthoc", "--no-perturbations"], cwd=tmp_path)
 
     assert done.returncode == 1, done.stderr
-    assert re.search(r"skipped \S*epoch_01\.pt: not a torch checkpoint", done.stdout), done.stdout
-    assert re.search(r"skipped \S*epoch_02\.pt: does not match the model: .*size mismatch for 0\.weight", done.stdout), done.stdout
+    assert re.search(r"^skipped \S*epoch_01\.pt: not a torch checkpoint$", done.stdout, re.M), done.stdout
+    assert re.search(r"^skipped \S*epoch_02\.pt: does not match the model: .*size mismatch for 0\.weight", done.stdout, re.M), done.stdout
+    assert re.search(r"^skipped \S*epoch_04\.pt: a damaged or truncated torch checkpoint", done.stdout, re.M), done.stdout
     assert "Traceback" not in done.stderr
     # non-interactive progress: one plain line per checkpoint
     assert re.search(r"^\[1/3\] epoch_00\.pt step 0 ok \d+\.\ds$", done.stderr, re.M), done.stderr
+    assert re.search(r"^\[2/3\] epoch_02\.pt step 2 skipped: does not match the model", done.stderr, re.M), done.stderr
     assert re.search(r"^\[3/3\] epoch_03\.pt step 3 ok \d+\.\ds$", done.stderr, re.M), done.stderr
     assert load(tmp_path / "posthoc").steps(".", "0") == [0, 3]
 
