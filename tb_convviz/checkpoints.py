@@ -3,7 +3,8 @@
 Checkpoints come in a few layouts: a raw ``state_dict``, Lightning's ``{"state_dict": {"model.x": ...},
 "epoch": n, "global_step": s}``, ``{"model": state_dict, "epoch": n}`` (or ``"model_state_dict"``,
 the PyTorch tutorial's name). Everything is read on the CPU with ``weights_only=True``: unpickling
-runs no code from the file. A file that needs more (it holds a custom class) is refused with a
+runs no code from the file, and tensors are memory-mapped, so opening a checkpoint reads its
+small pickle, not its tensors (nor a Lightning checkpoint's optimizer state). A file that needs more (it holds a custom class) is refused with a
 message naming the class, unless the caller trusts it (``trust=True`` loads with
 ``weights_only=False``, which can run arbitrary code).
 
@@ -151,7 +152,8 @@ def scan(
             skipped[path] = str(e)
             continue
         if step in usable:
-            skipped[path] = f"step {step} is also {usable[step].path.name}, which is logged instead"
+            skipped[path] = (f"step {step} is also {usable[step].path.name}, which is logged instead "
+                             "(several checkpoints per epoch? step_from='global_step' or --step-from global_step)")
             continue
         usable[step] = Checkpoint(path, step)
     return [usable[s] for s in sorted(usable)], skipped

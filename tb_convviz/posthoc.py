@@ -381,9 +381,10 @@ def add_parser(subparsers: Any) -> None:
                    help="function that builds the model, called with no arguments; imported with the "
                    "current directory on sys.path, e.g. mypackage.models:build_model")
     p.add_argument("--checkpoints", required=True, nargs="+", metavar="PATH_OR_GLOB",
-                   help="checkpoint files or quoted glob patterns ('ckpts/*.pt', 'runs/**/*.ckpt'): a "
-                   "state_dict, {'state_dict': ...} (Lightning; its 'model.' prefix is removed) or "
-                   "{'model': ...}")
+                   help="checkpoint files or quoted glob patterns ('ckpts/*.pt', 'runs/**/*.ckpt'), each a "
+                   "state_dict or a dict holding one under 'state_dict' (Lightning), 'model_state_dict' or "
+                   "'model'; the model's part of a Lightning state_dict is found under its prefix ('model.'). "
+                   "Of two files with the same step, the first by name is logged")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--probe", metavar="FILE",
                         help="the probe batch, saved with torch.save: images (N, C, *spatial), "
