@@ -175,6 +175,58 @@ def test_each_layout_logs_the_records_online_logging_writes(tmp_path, nets, layo
     assert_same_records(tmp_path / "online", tmp_path / "posthoc")
 
 
+LIGHTNING_SOURCE = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+    import lightning.pytorch as pl
+
+    class Lit(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 8, 3),
+                                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+
+        def forward(self, x):
+            return self.body(x)
+
+        def training_step(self, batch, _):
+            x, y = batch
+            return nn.functional.cross_entropy(self(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=0.05)
+    """
+)
+
+
+def test_a_lightning_trainers_checkpoints_log_what_its_callback_logged(tmp_path, monkeypatch):
+    pl = pytest.importorskip("lightning.pytorch", reason="lightning is not installed (pip install 'tb_convviz[lightning]')")
+    from tb_convviz.lightning import ConvVizCallback
+
+    (tmp_path / "lit_nets.py").write_text(LIGHTNING_SOURCE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import lit_nets
+
+    x, y = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(2)), torch.arange(16) % 3
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+    torch.save({"images": x[:6], "labels": y[:6]}, tmp_path / "probe.pt")
+    saving = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpts", save_top_k=-1, every_n_epochs=1)
+    online = ConvVizCallback(tmp_path / "online", probe=(x[:6], y[:6]), impact=True)
+    trainer = pl.Trainer(max_epochs=3, callbacks=[saving, online], logger=False, enable_progress_bar=False, enable_model_summary=False)
+    torch.manual_seed(0)
+    trainer.fit(lit_nets.Lit(), loader)
+
+    status = cli(["log-checkpoints", "--model", "lit_nets:Lit", "--checkpoints", "ckpts/*.ckpt", "--probe", "probe.pt",
+                  "--logdir", "posthoc", "--impact", "--quiet"])
+
+    assert status == 0
+    assert sorted(p.name for p in (tmp_path / "ckpts").iterdir()) == ["epoch=0-step=2.ckpt", "epoch=1-step=4.ckpt", "epoch=2-step=6.ckpt"]
+    assert load(tmp_path / "posthoc").steps(".", "body.0") == [0, 1, 2]
+    assert_same_records(tmp_path / "online", tmp_path / "posthoc")
+
+
 def test_python_api_takes_a_glob_a_probe_tuple_and_convviz_options(tmp_path, nets):
     states = weight_series(nets.build, 3)
     save(states, [0, 1, 2], tmp_path / "ckpts", "raw")
