@@ -14,11 +14,12 @@ Reading the next checkpoint overlaps the analysis of the current one, so the CLI
 ConvViz.log alone, not the two added. Not a test: the numbers are what it prints.
 
     /work/venv/bin/python bench/posthoc.py                 # 20 checkpoints
-    /work/venv/bin/python bench/posthoc.py --checkpoints 50
+    /work/venv/bin/python bench/posthoc.py --checkpoints 50 --repeats 5
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -63,7 +64,9 @@ def cli(argv: list[str]) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoints", type=int, default=20)
-    n = ap.parse_args().checkpoints
+    ap.add_argument("--repeats", type=int, default=3)
+    given = ap.parse_args()
+    n, repeats = given.checkpoints, given.repeats
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "ckpts").mkdir()
@@ -73,7 +76,7 @@ def main() -> None:
         torch.save(probe, root / "probe.pt")
         model = three_conv_cnn()
 
-        def baseline() -> None:
+        def baseline(run: int) -> None:
             for path in paths:
                 model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
 
@@ -94,20 +97,27 @@ def main() -> None:
         # Warm-up, untimed: imports and first-call costs of both paths, on one checkpoint.
         log_alone(root / "warm_alone", count=1)
         run_cli(str(root / "warm_cli"), "--checkpoints", str(paths[0]))
-        results = {
-            "baseline: torch.load + load_state_dict": timed(baseline),
-            "ConvViz.log alone, defaults": timed(lambda: log_alone(root / "alone")),
-            "CLI, defaults": timed(lambda: run_cli(str(root / "cli"))),
-            "ConvViz.log alone, perturbations=False": timed(lambda: log_alone(root / "alone_plain", perturbations=False)),
-            "CLI, --no-perturbations": timed(lambda: run_cli(str(root / "cli_plain"), "--no-perturbations")),
-            "CLI rerun, nothing new to log": timed(lambda: run_cli(str(root / "cli"))),
+        ways = {
+            "baseline: torch.load + load_state_dict": baseline,
+            "ConvViz.log alone, defaults": lambda run: log_alone(root / f"alone{run}"),
+            "CLI, defaults": lambda run: run_cli(str(root / f"cli{run}")),
+            "ConvViz.log alone, perturbations=False": lambda run: log_alone(root / f"alone_plain{run}", perturbations=False),
+            "CLI, --no-perturbations": lambda run: run_cli(str(root / f"cli_plain{run}"), "--no-perturbations"),
+            "CLI rerun, nothing new to log": lambda run: run_cli(str(root / "cli0")),
         }
-        logdir_mb = sum(f.stat().st_size for f in (root / "cli").iterdir()) / 1e6
+        # Interleaved repeats, median: this machine is shared, so one pass mostly measures its neighbours.
+        seconds: dict[str, list[float]] = {name: [] for name in ways}
+        for run in range(repeats):
+            for name, way in ways.items():
+                seconds[name].append(timed(lambda: way(run)))
+        results = {name: statistics.median(values) for name, values in seconds.items()}
+        logdir_mb = sum(f.stat().st_size for f in (root / "cli0").iterdir()) / 1e6
     base = results["baseline: torch.load + load_state_dict"]
-    print(f"{n} checkpoints of three_conv_cnn, probe 8 x 3 x 32 x 32, {torch.get_num_threads()} torch thread(s)")
+    print(f"{n} checkpoints of three_conv_cnn, probe 8 x 3 x 32 x 32, {torch.get_num_threads()} torch thread(s), "
+          f"median of {repeats} interleaved runs")
     print(f"{'':42s} {'seconds':>8s} {'ckpt/min':>10s} {'x baseline time':>16s}")
-    for name, seconds in results.items():
-        print(f"{name:42s} {seconds:8.2f} {60 * n / seconds:10.0f} {seconds / base:16.1f}")
+    for name, median in results.items():
+        print(f"{name:42s} {median:8.2f} {60 * n / median:10.0f} {median / base:16.1f}")
     rerun = results["CLI rerun, nothing new to log"]
     print(f"rerun: reading the {logdir_mb:.1f} MB logdir back (tb_convviz.load) dominates: {rerun / logdir_mb:.2f} s per MB")
     for plain, alone in (("CLI, defaults", "ConvViz.log alone, defaults"),
