@@ -26,6 +26,7 @@ setup(
         "werkzeug",
         "crc32c",  # C checksums for event files: TensorBoard's pure-Python ones cost 0.35 s/MB
         "scipy",  # optimal one-to-one filter matching across runs (linear_sum_assignment)
+        "tqdm",  # log-checkpoints: a progress bar with an ETA, the one every ML user knows
     ],
     extras_require={
         "test": ["pytest", "playwright", "scikit-learn", "mnist1d", "lightning"],

@@ -21,7 +21,7 @@ from tb_convviz import format as fmt
 from tb_convviz import records
 from tb_convviz.analysis.impact import filter_impact
 from tb_convviz.analysis.perturbation import perturbation_responses
-from tb_convviz.collect import Plan, ProbeForwardFailed, Record, Settings, check_labels, collect_step, probe_forward
+from tb_convviz.collect import Plan, ProbeForwardFailed, Record, Settings, check_labels, collect_step, probe_forward, remember
 from tb_convviz.layers import LayerSelector, conv_layers, following_batchnorm, unwrap
 from tb_convviz.notices import collecting
 from tb_convviz.observe import untouched
@@ -217,6 +217,18 @@ class ConvViz:
         written = self._run(job)
         self._emit_pending()
         return written
+
+    def resume(self, first: nn.Module, first_step: int, last: nn.Module, last_step: int, logs_done: int) -> None:
+        """Go on from a run the log dir already holds (post-hoc logging of more checkpoints): drift
+        is measured against that run's first and last logged weights, its run record is not written
+        again, and the `kernels_every` schedule continues after its `logs_done` logs."""
+        if self._plan is not None:
+            raise RuntimeError("ConvViz.resume() must come before the first log()")
+        first, last = unwrap(first), unwrap(last)
+        self._start(first)
+        assert self._plan is not None
+        remember(self._plan, first, first_step, last, last_step)
+        self._logs_done = _positive_int(logs_done, "logs_done")
 
     def on_epoch_end(self, model: nn.Module, epoch: int) -> bool:
         """Alias of `log`, named for the moment it runs."""

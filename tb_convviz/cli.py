@@ -12,7 +12,7 @@ from typing import Callable, Optional, Sequence
 
 from tb_convviz.reader import NotFound
 
-Command = Callable[[argparse.Namespace], None]
+Command = Callable[[argparse.Namespace], Optional[int]]
 Setup = Callable[[argparse.ArgumentParser], Command]
 
 _SUBCOMMANDS: dict[str, tuple[str, Setup]] = {}
@@ -51,15 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help_text, setup) in _SUBCOMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(command_function=setup(sub))
+    from tb_convviz.posthoc import add_parser as add_log_checkpoints  # its own, longer description
+
+    add_log_checkpoints(commands)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Parse `argv` (default sys.argv[1:]), run the subcommand; 0 on success, 2 on a usage error."""
+    """Parse `argv` (default sys.argv[1:]), run the subcommand; 0 on success, 2 on a usage error,
+    or the subcommand's own status (log-checkpoints: 1 when a checkpoint was skipped)."""
     args = build_parser().parse_args(argv)
     try:
-        args.command_function(args)
+        status = args.command_function(args)
     except (NotFound, ValueError, OSError) as e:
         print(f"tb-convviz {args.command}: error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return int(status or 0)

@@ -75,6 +75,19 @@ class Plan:
     memory: dict[str, _LayerMemory] = field(default_factory=dict)
 
 
+def _drift_baseline(conv: nn.Module) -> torch.Tensor:
+    # A copy, never a view: the drift memory must not follow the model's parameter.
+    return filter_weights(conv).to("cpu", torch.float32, copy=True)
+
+
+def remember(plan: Plan, first: nn.Module, first_step: int, last: nn.Module, last_step: int) -> None:
+    """Set each layer's drift memory from two models: the run's first and its latest logged weights."""
+    for name in plan.layers:
+        plan.memory[name] = _LayerMemory(
+            first_step, _drift_baseline(first.get_submodule(name)), last_step, _drift_baseline(last.get_submodule(name))
+        )
+
+
 def probe_forward(model: nn.Module, plan: Plan, probe: Probe) -> tuple[torch.Tensor, Any, dict[str, torch.Tensor]]:
     """(model input, model output, {layer: output}) of one hooked probe pass, under no_grad."""
     modules = dict(model.named_modules())
@@ -192,8 +205,7 @@ def _layer_records(
     maps_kept: tuple[int, Optional[int]],
     warn: Warn,
 ) -> list[Record]:
-    # A copy, never a view: the drift memory must not follow the model's parameter.
-    w = filter_weights(conv).to("cpu", torch.float32, copy=True)
+    w = _drift_baseline(conv)
     if not torch.isfinite(w).all():
         warn(f"layer {name!r} has NaN or infinite weights (logged as 0)")
     info = layer_info(conv)

@@ -12,6 +12,7 @@ from the run logged before, so the records equal one online run over all the che
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import inspect
 import json
@@ -41,8 +42,6 @@ from tb_convviz.checkpoints import (
     read_ahead,
     scan,
 )
-from tb_convviz.collect import _LayerMemory
-from tb_convviz.layers import filter_weights
 from tb_convviz.probe import Probe, make_probe
 from tb_convviz.reader import Logs, NotFound, load
 
@@ -166,22 +165,11 @@ def _continue_run(viz: ConvViz, model: nn.Module, first: Checkpoint, last: Check
                   keys: set[str], trust: bool) -> None:
     """Make `viz` go on from a run that logged `logs_done` steps from `first` to `last`: drift is
     measured against those two checkpoints' weights, no run record is written again, and the
-    every-`kernels_every` schedule continues.
-
-    It sets ConvViz's private state: it stands in for a public ``ConvViz.resume(first_model,
-    first_step, last_model, last_step, logs_done)``, whose body this would become.
-    """
+    every-`kernels_every` schedule continues."""
     load_into(model, load_state(first.path, keys, trust=trust))
-    viz._start(model)
-    plan = viz._plan
-    assert plan is not None
-    # The same copy `collect._layer_records` keeps as its drift baseline.
-    firsts = {name: filter_weights(model.get_submodule(name)).to("cpu", torch.float32, copy=True) for name in plan.layers}
+    first_model = copy.deepcopy(model)
     load_into(model, load_state(last.path, keys, trust=trust))
-    for name in plan.layers:
-        latest = filter_weights(model.get_submodule(name)).to("cpu", torch.float32, copy=True)
-        plan.memory[name] = _LayerMemory(first.step, firsts[name], last.step, latest)
-    viz._logs_done = logs_done
+    viz.resume(first_model, first.step, model, last.step, logs_done)
 
 
 # -- progress --------------------------------------------------------------------------------
@@ -368,7 +356,7 @@ def _counterfactual(text: str) -> tuple[str, str]:
 
 
 def add_parser(subparsers: Any) -> None:
-    """Register ``log-checkpoints`` on an argparse subparsers object; ``args.run(args)`` runs it."""
+    """Register ``log-checkpoints`` on the ``tb-convviz`` subparsers; ``args.command_function(args)`` runs it."""
     p = subparsers.add_parser(
         "log-checkpoints",
         help="log saved checkpoints into a CONVVIZ run, as if ConvViz had been in the training loop",
@@ -427,7 +415,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--analysis-device", metavar="DEVICE",
                    help="where the analyses run, e.g. cuda:0 (default: cpu, where checkpoints are loaded)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-checkpoint lines")
-    p.set_defaults(run=run)
+    p.set_defaults(command_function=run)
 
 
 def _convviz_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -18,7 +18,8 @@ import torch
 from tb_convviz import ConvViz, load
 from tb_convviz import format as fmt
 from tb_convviz.checkpoints import CheckpointError, checkpoint_step, match_model, scan
-from tb_convviz.posthoc import UsageError, add_parser, log_checkpoints, read_probe
+from tb_convviz.cli import build_parser, main
+from tb_convviz.posthoc import UsageError, log_checkpoints, read_probe
 
 REPO = Path(__file__).resolve().parents[1]
 MODULE = "posthoc_nets"  # written into each test's tmp_path, which becomes the current directory
@@ -136,18 +137,11 @@ def assert_same_records(expected_dir: Path, actual_dir: Path) -> None:
 
 
 def cli(argv: list[str]) -> int:
-    """The subcommand as the tb-convviz CLI will register it: add_parser on a fresh subparsers object."""
-    parser = argparse.ArgumentParser(prog="tb-convviz")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.run(args)
+    """The tb-convviz command, in this process."""
+    return main(argv)
 
 
-PARSER_SCRIPT = (
-    "import argparse, sys; from tb_convviz.posthoc import add_parser; "
-    "p = argparse.ArgumentParser(prog='tb-convviz'); add_parser(p.add_subparsers(dest='command', required=True)); "
-    "a = p.parse_args(sys.argv[1:]); sys.exit(a.run(a))"
-)
+PARSER_SCRIPT = "import sys; from tb_convviz.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def cli_process(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -483,9 +477,7 @@ def test_a_terminal_gets_a_bar_with_eta_and_a_line_for_each_failure(tmp_path, ne
 
 
 def _subcommand_actions() -> list[argparse.Action]:
-    parser = argparse.ArgumentParser(prog="tb-convviz")
-    subparsers = parser.add_subparsers()
-    add_parser(subparsers)
+    (subparsers,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
     return [a for a in subparsers.choices["log-checkpoints"]._actions if not isinstance(a, argparse._HelpAction)]
 
 
