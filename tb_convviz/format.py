@@ -53,7 +53,10 @@ PERTURBATION_GROUPS = {
     "adversarial": ("adv_epsilon", "fgsm", "pgd"),
     "shift": ("shift_fractions", "shift"),
     "reversal": ("reversal",),
+    "shape_texture": ("st/shape_sensitivity", "st/texture_sensitivity", "st/index"),
 }
+# Keys of a group that carry a prefix in the record; readers hand them out without it.
+GROUP_KEY_PREFIX = "st/"
 
 
 def group_keys_of_its_own(group: str) -> set[str]:

@@ -215,7 +215,8 @@ class Logs(ConvVizReader):
 
     def tuning(self, run: str, layer: str, step: int, name: str) -> dict[str, np.ndarray]:
         """One perturbation's arrays: "orientation", "rotation", "noise", "adversarial", "shift",
-        "reversal", or a counterfactual's name (keys "change", "cosine", "z", "flag")."""
+        "reversal", "shape_texture" (keys "shape_sensitivity", "texture_sensitivity", "index"), or a
+        counterfactual's name (keys "change", "cosine", "z", "flag")."""
         arrays = self.perturbation(run, layer, step)
         if name in fmt.PERTURBATION_GROUPS:
             # A group is logged when a key of its own is there: "rotation_angles" alone belongs to
@@ -223,6 +224,7 @@ class Logs(ConvVizReader):
             found = {k: arrays[k] for k in fmt.PERTURBATION_GROUPS[name] if k in arrays}
             if not set(found) & fmt.group_keys_of_its_own(name):
                 found = {}
+            found = {k.removeprefix(fmt.GROUP_KEY_PREFIX): v for k, v in found.items()}
         else:
             prefix = fmt.COUNTERFACTUAL_PREFIX + name
             found = {(k[len(prefix) + 1 :] or "change"): v for k, v in arrays.items() if k == prefix or k.startswith(prefix + "/")}

@@ -499,3 +499,6 @@ def test_callback_logs_shape_texture_on_request(tmp_path) -> None:
         "st/index": (8,),
     }
     assert np.all(np.abs(arrays["st/index"]) <= 1.0)
+    tuning = logs.tuning(logs.runs()[0], "4", 0, "shape_texture")
+    assert sorted(tuning) == ["index", "shape_sensitivity", "texture_sensitivity"]
+    np.testing.assert_array_equal(tuning["index"], arrays["st/index"])
