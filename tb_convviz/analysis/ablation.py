@@ -30,15 +30,18 @@ class FilterAblation:
 
     method "fx" replays only the downstream graph and raises if it cannot; "hooks" runs full
     forwards; "auto" uses fx and falls back to hooks, with a warning, for the model or layer that
-    fx cannot handle. Within fx, a layer whose fast plan does not reproduce the clean logits uses
-    the general replay (every downstream node on stacked copies), also with a warning.
+    fx cannot handle. Within fx, a layer's plan is checked once, before its first pass: replayed
+    unablated it must reproduce the clean logits, else the general replay (every downstream node
+    on stacked copies) is used, with a warning.
     `max_batch` bounds memory: a pass holds at most as many elements per stacked value as
     max_batch probe images of the model's widest activation (max_batch // N filters per pass when
-    everything downstream is replayed whole, more when only channel blocks are).
+    everything downstream is replayed whole, more when only channel blocks are). The default
+    keeps stacked values small enough for the allocator to reuse, which is faster on CPU than
+    larger passes; raise it on a GPU.
     `clean` holds the clean logits (N, classes).
     """
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, *, method: Method = "auto", max_batch: int = 256):
+    def __init__(self, model: nn.Module, x: torch.Tensor, *, method: Method = "auto", max_batch: int = 64):
         if method not in ("auto", "fx", "hooks"):
             raise ValueError(f"method must be 'auto', 'fx' or 'hooks', got {method!r}")
         if max_batch < 1:
@@ -49,6 +52,7 @@ class FilterAblation:
         self.method, self.max_batch = method, max_batch
         self._traced: Optional[TracedProbe] = None
         self._plans: dict[str, Optional[ReplayPlan]] = {}
+        self._checked: set[str] = set()
         with torch.no_grad():
             if method != "hooks":
                 try:
@@ -79,7 +83,7 @@ class FilterAblation:
         bad = [f for f in chosen if not 0 <= f < count]
         if bad:
             raise ValueError(f"filters: {bad[:5]} out of range for layer {layer!r} with {count} filters")
-        plan = self._plan(layer)
+        plan = self._checked_plan(layer)
         if plan is None:
             per_pass = max(1, self.max_batch // self.n)
         else:
@@ -93,43 +97,60 @@ class FilterAblation:
             yield fs, logits.reshape(len(fs), self.n, -1)
 
     def _plan(self, layer: str) -> Optional[ReplayPlan]:
-        """The checked fx plan of `layer`, or None for the hooks fallback."""
+        """The fx plan of `layer` (fast where the model allows), or None for the hooks fallback."""
         if layer not in self._plans:
             self._plans[layer] = None
             if self._traced is not None:
                 try:
-                    with torch.no_grad():
-                        self._plans[layer] = self._checked_plan(layer)
+                    self._plans[layer] = self._traced.plan(layer, fast=self._traced.fast_ok)
                 except AblationPlanError as err:
-                    if self.method == "fx":
-                        raise
-                    warnings.warn(f"ablation: {err}; using forward hooks for it", stacklevel=3)
+                    self._fallback(err)
         return self._plans[layer]
 
-    def _checked_plan(self, layer: str) -> ReplayPlan:
-        """The fast plan if the model allows it and replaying it unablated reproduces the clean
-        logits, else the general plan under the same check, else AblationPlanError."""
+    def _checked_plan(self, layer: str) -> Optional[ReplayPlan]:
+        """The plan, once replaying it unablated has reproduced the clean logits; a fast plan that
+        does not gives way to the general one, a general one that does not to hooks."""
+        plan = self._plan(layer)
+        if plan is None or layer in self._checked:
+            return plan
         traced = self._traced
         assert traced is not None
-        for fast in (True, False) if traced.fast_ok else (False,):
-            plan = traced.plan(layer, fast=fast)
-            probe = sorted({0, plan.channels - 1})
-            try:
-                check = traced.replay(plan, probe, identity=True)
-            except Exception as err:  # noqa: BLE001 - any failure of a plan means "use the next one"
-                problem = f"{type(err).__name__}: {err}"
-            else:
-                # Replaying unablated copies must reproduce the clean logits; if it does not, some
-                # value the graph reads is not what the cache holds (an in-place op on a cached
-                # tensor, a batch size captured elsewhere), and this plan is not exact.
-                scale = max(1.0, float(traced.clean.abs().max()))
-                if torch.allclose(check, traced.clean.repeat(len(probe), 1), rtol=1e-4, atol=1e-5 * scale):
-                    return plan
-                problem = "it does not reproduce the clean logits"
-            if fast:
+        with torch.no_grad():
+            problem = self._check(plan)
+            if problem is not None and plan.fast:
                 warnings.warn(f"ablation: the channel-wise replay below {layer!r} failed ({problem}); "
-                              "using the general replay", stacklevel=4)
-        raise AblationPlanError(f"replaying the graph below {layer!r} failed ({problem})")
+                              "using the general replay", stacklevel=3)
+                plan = traced.plan(layer, fast=False)
+                problem = self._check(plan)
+        if problem is not None:
+            self._fallback(AblationPlanError(f"replaying the graph below {layer!r} failed ({problem})"))
+            plan = None
+        self._plans[layer] = plan
+        self._checked.add(layer)
+        return plan
+
+    def _check(self, plan: ReplayPlan) -> Optional[str]:
+        """None if two unablated stacked copies replay to the clean logits, else what went wrong.
+
+        If they do not, some value the graph reads is not what the cache holds (an in-place op on
+        a cached tensor, a batch size captured elsewhere), and the plan is not exact.
+        """
+        traced = self._traced
+        assert traced is not None
+        copies = sorted({0, plan.channels - 1})
+        try:
+            check = traced.replay(plan, copies, identity=True)
+        except Exception as err:  # noqa: BLE001 - any failure of a plan means "use the next one"
+            return f"{type(err).__name__}: {err}"
+        scale = max(1.0, float(traced.clean.abs().max()))
+        if torch.allclose(check, traced.clean.repeat(len(copies), 1), rtol=1e-4, atol=1e-5 * scale):
+            return None
+        return "it does not reproduce the clean logits"
+
+    def _fallback(self, err: AblationPlanError) -> None:
+        if self.method == "fx":
+            raise err
+        warnings.warn(f"ablation: {err}; using forward hooks for it", stacklevel=4)
 
 
 def _hooked_ablation(model: nn.Module, layer: str, x: torch.Tensor, filters: Sequence[int]) -> torch.Tensor:
@@ -155,7 +176,7 @@ def ablated_logits(
     *,
     filters: Optional[Mapping[str, Sequence[int]]] = None,
     method: Method = "auto",
-    max_batch: int = 256,
+    max_batch: int = 64,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clean logits (N, classes) and, per conv layer name, logits (F, N, classes) with filter f zeroed.
 
