@@ -1,130 +1,24 @@
-"""Planted-truth tests for tb_convviz.analysis.impact and the exact ablation engine."""
+"""Planted-truth tests for tb_convviz.analysis.impact (the ablation engine: test_ablation.py)."""
 from __future__ import annotations
 
-import warnings
+import contextlib
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_ablation import TinyResNet, Untraceable, randomized
 from torch import nn
 
-from tb_convviz.analysis.ablation import ablated_logits
-from tb_convviz.analysis.impact import class_selectivity, filter_impact, spearman, top_activating
-
-
-def naive_ablation(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
-    """The reference: one full forward per filter with a hook zeroing its channel → (F, N, K)."""
-    module = model.get_submodule(layer)
-    rows = []
-    with torch.no_grad():
-        channels = module.out_channels
-        for f in range(channels):
-
-            def zero(_m: nn.Module, _i: tuple, out: torch.Tensor, f: int = f) -> torch.Tensor:
-                out = out.clone()
-                out[:, f] = 0
-                return out
-
-            handle = module.register_forward_hook(zero)
-            try:
-                rows.append(model(x))
-            finally:
-                handle.remove()
-    return torch.stack(rows)
-
-
-class Block(nn.Module):
-    """A ResNet basic block; in-place ReLU and += on purpose (they must not corrupt cached values)."""
-
-    def __init__(self, cin: int, cout: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.relu = nn.ReLU(inplace=True)
-        self.down = None
-        if stride != 1 or cin != cout:
-            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.down is None else self.down(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        out += identity
-        return self.relu(out)
-
-
-class TinyResNet(nn.Module):
-    def __init__(self, classes: int = 5):
-        super().__init__()
-        self.stem = nn.Conv2d(3, 8, 3, padding=1)
-        self.act = nn.ReLU(inplace=True)  # directly after a conv: rewrites the conv output in place
-        self.layer1 = Block(8, 8, 1)
-        self.layer2 = Block(8, 16, 2)
-        self.fc = nn.Linear(16, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.size(0)  # a batch size read at the top and used at the bottom
-        out = self.layer2(self.layer1(self.act(self.stem(x))))
-        return self.fc(F.adaptive_avg_pool2d(out, 1).view(n, -1))
-
-
-class Untraceable(nn.Module):
-    """Data-dependent control flow: torch.fx cannot trace it."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 6, 3, padding=1)
-        self.conv2 = nn.Conv2d(6, 6, 3, padding=1)
-        self.fc = nn.Linear(6, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.conv(x))
-        if h.mean() > 0:
-            h = h + torch.relu(self.conv2(h))
-        return self.fc(h.mean(dim=(2, 3)))
-
-
-def randomized(model: nn.Module) -> nn.Module:
-    """Non-trivial BatchNorm statistics and affine terms, then eval mode."""
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=gen))
-                m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=gen))
-                m.weight.copy_(0.5 + torch.rand(m.num_features, generator=gen))
-                m.bias.copy_(0.1 * torch.randn(m.num_features, generator=gen))
-    return model.eval()
-
-
-def _conv_names(model: nn.Module) -> list[str]:
-    return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-
-
-def test_fx_ablation_equals_naive_on_residual_model() -> None:
-    torch.manual_seed(0)
-    model = randomized(TinyResNet())
-    x = torch.randn(4, 3, 12, 12, generator=torch.Generator().manual_seed(1))
-    names = _conv_names(model)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no fallback allowed: the fx engine must handle this model
-        clean, ablated = ablated_logits(model, names, x, method="fx", max_batch=12)  # 3 filters per pass
-    np.testing.assert_allclose(clean, model(x).detach(), atol=1e-5)
-    for name in names:
-        np.testing.assert_allclose(ablated[name], naive_ablation(model, name, x), atol=1e-5, err_msg=name)
-
-
-def test_hook_fallback_equals_naive_on_untraceable_model() -> None:
-    torch.manual_seed(0)
-    model = Untraceable().eval()
-    x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(2))
-    with pytest.warns(UserWarning, match="cannot trace"):
-        _, ablated = ablated_logits(model, ["conv", "conv2"], x, max_batch=6)
-    for name in ("conv", "conv2"):
-        np.testing.assert_allclose(ablated[name], naive_ablation(model, name, x), atol=1e-5)
+from tb_convviz.analysis.impact import (
+    SAMPLE_MIN,
+    class_selectivity,
+    exact_selection,
+    filter_impact,
+    per_class_deltas,
+    spearman,
+    top_activating,
+)
 
 
 class OneCarrier(nn.Module):
@@ -181,20 +75,27 @@ def carrier_case() -> tuple[OneCarrier, torch.Tensor, torch.Tensor, dict]:
 
 
 def test_one_filter_carries_the_label(carrier_case) -> None:
-    _, _, _, res = carrier_case
+    _, _, y, res = carrier_case
     c = OneCarrier.CARRIER
+    assert res["exact"].all()  # 8 filters of a tiny net fit any budget
     assert float(res["accuracy"]) == pytest.approx(0.9)  # wrong exactly on the 4 barred class-0 images
     assert float(res["accuracy"] + res["d_accuracy"][c]) == pytest.approx(0.5)  # chance for 2 balanced classes
     others = np.arange(8) != c
     assert np.abs(res["d_accuracy"][others]).max() < 0.01
     assert res["flips"][c] == 24 and (res["flips"][others] == 0).all()  # every class-1 prediction flips
-    np.testing.assert_allclose(res["d_recall"][c], [0.2, -1.0], atol=1e-6)  # class 0: 16/20 → 20/20
-    assert res["d_precision"][c, 1] == pytest.approx(-20 / 24)  # 20 of 24 class-1 predictions were right, then none
+    # 20 class-1 images go right → wrong, the 4 barred class-0 errors go wrong → right
+    assert res["discordant"][c].tolist() == [20, 4] and (res["discordant"][others] == 0).all()
+    assert (res["flip_filter"] == c).all() and (res["flip_pred"] == 0).all() and len(res["flip_image"]) == 24
+    assert res["clean_pred"].tolist() == [1] * 4 + [0] * 16 + [1] * 20
+    per_class = per_class_deltas(y.numpy(), res["clean_pred"], res["flip_filter"], res["flip_image"], res["flip_pred"], 8)
+    np.testing.assert_allclose(per_class["d_recall"][c], [0.2, -1.0])  # class 0: 16/20 → 20/20
+    assert per_class["d_precision"][c, 1] == pytest.approx(-20 / 24)  # 20 of 24 class-1 predictions were right, then none
+    assert per_class["d_precision"][c, 0] == pytest.approx(20 / 40 - 16 / 16)
+    assert (per_class["d_recall"][others] == 0).all() and per_class["class_support"].tolist() == [20, 20]
     assert res["d_confidence"][c] < -0.2 and np.abs(res["d_confidence"][others]).max() < 0.01
     assert res["d_loss"].argmax() == c
     # first order misjudges the sign here (the 4 errors sit on a steep logistic), but not who matters
     assert np.abs(res["taylor_d_loss"]).argmax() == c
-    assert res["d_recall"].shape == (8, 2) and res["class_support"].tolist() == [20, 20]
 
 
 def test_carrier_fires_on_errors_and_its_top_examples_are_one_class(carrier_case) -> None:
@@ -245,10 +146,10 @@ def test_top_activating_concentration() -> None:
     np.testing.assert_allclose(res["topk_concentration"], [1.0, 1 / 3])
 
 
-@pytest.mark.parametrize("make", [lambda: randomized(TinyResNet()), lambda: Untraceable().eval()])
-def test_impact_leaves_model_grad_hooks_and_rng(make) -> None:
+@pytest.mark.parametrize("traceable", [True, False])
+def test_impact_leaves_model_grad_hooks_and_rng(traceable: bool) -> None:
     torch.manual_seed(0)
-    model = make()
+    model = randomized(TinyResNet()) if traceable else Untraceable().eval()
     for p in model.parameters():
         p.grad = torch.full_like(p, 7.0)
     grads = [p.grad for p in model.parameters()]
@@ -257,12 +158,12 @@ def test_impact_leaves_model_grad_hooks_and_rng(make) -> None:
     x = torch.randn(6, 3, 8, 8, generator=torch.Generator().manual_seed(5))
     y = torch.tensor([0, 1, 2, 3, 0, 1])
     rng = torch.get_rng_state()
+    np_state = np.random.get_state()
     layers = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the untraceable model warns about its fallback
-        res = filter_impact(model, layers, x, y)
+    with contextlib.nullcontext() if traceable else pytest.warns(UserWarning, match="cannot trace"):
+        res = filter_impact(model, layers, x, y, exact_budget=0.5)  # over budget: the random sample is drawn too
     assert set(res) == set(layers)
-    assert torch.equal(rng, torch.get_rng_state())
+    assert torch.equal(rng, torch.get_rng_state()) and np_state[1].tolist() == np.random.get_state()[1].tolist()
     for p, g, w in zip(model.parameters(), grads, weights):
         assert p.grad is g and (g == 7.0).all()
         assert torch.equal(p.detach(), w)
@@ -270,3 +171,129 @@ def test_impact_leaves_model_grad_hooks_and_rng(make) -> None:
         assert torch.equal(b, saved)
     for m in model.modules():
         assert not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
+
+
+class WideFirstLayer(nn.Module):
+    """96 filters with a heavy conv3 below the first mixing op: ~0.38 forwards each, 36 in all."""
+
+    def __init__(self, classes: int = 4):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 96, 3, padding=1)
+        self.conv2 = nn.Conv2d(96, 32, 3, padding=1)
+        self.conv3 = nn.Conv2d(32, 64, 3, padding=1)
+        self.fc = nn.Linear(64, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv2(torch.relu(self.conv(x))))
+        return self.fc(torch.relu(self.conv3(h)).mean(dim=(2, 3)))
+
+
+@pytest.fixture(scope="module")
+def wide_case() -> tuple[nn.Module, torch.Tensor, torch.Tensor, dict]:
+    torch.manual_seed(0)
+    model = WideFirstLayer().eval()
+    gen = torch.Generator().manual_seed(6)
+    x, y = torch.randn(8, 3, 8, 8, generator=gen), torch.randint(0, 4, (8,), generator=gen)
+    full = filter_impact(model, {"conv": model.conv}, x, y, exact="all")["conv"]
+    return model, x, y, full
+
+
+def test_over_budget_ablates_the_top_taylor_filters_and_a_random_sample(wide_case) -> None:
+    model, x, y, full = wide_case
+    res = filter_impact(model, {"conv": model.conv}, x, y, exact_budget=20.0, seed=1)["conv"]
+    exact = res["exact"]
+    top = np.argsort(-np.abs(res["taylor_d_loss"]), kind="stable")
+    assert 0 < exact.sum() < 96
+    assert exact[top[: exact.sum() // 4]].all()  # the filters that matter most (by Taylor) are exact
+    assert (exact & ~np.isin(np.arange(96), top[:16])).sum() >= SAMPLE_MIN  # and a sample beyond them
+    # exact-only metrics are exact where measured, absent elsewhere; the estimate covers everyone
+    np.testing.assert_allclose(res["d_loss"][exact], full["d_loss"][exact], atol=1e-6)
+    assert np.isnan(res["d_loss"][~exact]).all() and np.isnan(res["d_accuracy"][~exact]).all()
+    assert (res["flips"][~exact] == -1).all() and (res["discordant"][~exact] == -1).all()
+    assert not np.isin(res["flip_filter"], np.flatnonzero(~exact)).any()
+    assert np.isfinite(res["taylor_d_loss"]).all()
+    expected = spearman(res["taylor_d_loss"][exact], full["d_loss"][exact])
+    assert float(res["taylor_spearman"]) == pytest.approx(expected)
+
+
+def test_the_calibration_sample_depends_on_the_seed_only(wide_case) -> None:
+    model, x, y, _ = wide_case
+    runs = [filter_impact(model, {"conv": model.conv}, x, y, exact_budget=20.0, seed=s)["conv"]["exact"] for s in (1, 2, 1)]
+    assert not np.array_equal(runs[0], runs[1])
+    np.testing.assert_array_equal(runs[0], runs[2])
+
+
+def test_exact_all_ablates_every_filter(wide_case) -> None:
+    _, _, _, full = wide_case
+    assert full["exact"].all() and np.isfinite(full["d_loss"]).all() and (full["flips"] >= 0).all()
+
+
+def test_exact_selection_planted() -> None:
+    taylor = np.arange(100.0) - 80.0  # |Δ| largest at index 0 (80), then 1 (79), ...
+    chosen = exact_selection(taylor, cost=0.5, budget=50.0, rng=np.random.default_rng(0))  # 100 affordable
+    assert chosen.all()
+    chosen = exact_selection(taylor, cost=1.0, budget=80.0, rng=np.random.default_rng(0))  # 80 affordable
+    assert chosen.sum() == 80 and chosen[:40].all()  # the 40 largest |Δ| are indices 0..39
+    chosen = exact_selection(taylor, cost=1.0, budget=10.0, rng=np.random.default_rng(0))  # 10: still 32 sampled
+    assert chosen[:5].all() and chosen.sum() == 5 + SAMPLE_MIN
+    few = exact_selection(np.arange(20.0), cost=1.0, budget=10.0, rng=np.random.default_rng(0))
+    assert few.all()  # fewer than the sample minimum left: all of them
+
+
+def dense_per_class(labels: np.ndarray, clean_pred: np.ndarray, ablated_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reference: recall and precision changes per (filter, class present) from full predictions (F, N)."""
+    classes = np.unique(labels)
+
+    def scores(pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        hit = (pred[..., None] == classes) & (labels[:, None] == classes)  # (..., N, C)
+        predicted = (pred[..., None] == classes).sum(-2)
+        return hit.sum(-2) / (labels[:, None] == classes).sum(0), hit.sum(-2) / np.maximum(predicted, 1)
+
+    recall0, precision0 = scores(clean_pred)
+    recall, precision = scores(ablated_pred)
+    return recall - recall0, precision - precision0
+
+
+def test_per_class_deltas_from_sparse_flips_equal_a_dense_computation() -> None:
+    gen = np.random.default_rng(7)
+    n, filters = 60, 12
+    labels = gen.choice([0, 2, 3, 5, 9], size=n)  # classes 1, 4, 6, 7, 8 absent from the probe
+    clean_pred = np.where(gen.random(n) < 0.7, labels, gen.integers(0, 10, n))
+    ablated = np.repeat(clean_pred[None], filters, 0)
+    flip = gen.random((filters, n)) < 0.15
+    ablated[flip] = gen.integers(0, 10, flip.sum())  # some to absent classes, some back to the clean one
+    flip_filter, flip_image = np.nonzero(ablated != clean_pred)
+    flip_pred = ablated[flip_filter, flip_image]
+    got = per_class_deltas(labels, clean_pred, flip_filter, flip_image, flip_pred, filters)
+    d_recall, d_precision = dense_per_class(labels, clean_pred, ablated)
+    assert got["classes"].tolist() == [0, 2, 3, 5, 9]
+    assert got["class_support"].tolist() == [(labels == c).sum() for c in (0, 2, 3, 5, 9)]
+    np.testing.assert_allclose(got["d_recall"], d_recall, atol=1e-12)
+    np.testing.assert_allclose(got["d_precision"], d_precision, atol=1e-12)
+    counts = got["d_recall"] * got["class_support"]
+    np.testing.assert_allclose(counts, np.round(counts), atol=1e-9)  # k / support, k an integer
+    assert np.abs(counts).max() >= 1  # some recall did change
+    some = per_class_deltas(labels, clean_pred, flip_filter, flip_image, flip_pred, [7, 3])
+    np.testing.assert_array_equal(some["d_recall"], got["d_recall"][[7, 3]])
+    np.testing.assert_array_equal(some["d_precision"], got["d_precision"][[7, 3]])
+
+
+def test_impact_records_do_not_grow_with_classes() -> None:
+    """Same net, probe and labels (classes 0..3) with a 10- and a 1000-class head."""
+    gen = torch.Generator().manual_seed(8)
+    x, y = torch.randn(16, 3, 8, 8, generator=gen), torch.randint(0, 4, (16,), generator=gen)
+    sizes = []
+    for classes in (10, 1000):
+        torch.manual_seed(0)
+        model = randomized(TinyResNet(classes))
+        res = filter_impact(model, {"layer2.conv1": model.layer2.conv1}, x, y)["layer2.conv1"]
+        sizes.append({k: v.shape for k, v in res.items() if k not in ("flip_filter", "flip_image", "flip_pred")})
+        assert res["flip_filter"].size <= 16 * 16  # at most one entry per (filter, image)
+    assert sizes[0] == sizes[1]  # no array has a class axis
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [({"exact": "some"}, "exact must be"), ({"exact_budget": 0}, "exact_budget must be")])
+def test_bad_budget_arguments_are_named(kwargs: dict, match: str) -> None:
+    model = randomized(TinyResNet())
+    with pytest.raises(ValueError, match=match):
+        filter_impact(model, {"stem": model.stem}, torch.zeros(2, 3, 8, 8), torch.tensor([0, 1]), **kwargs)

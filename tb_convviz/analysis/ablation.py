@@ -1,172 +1,172 @@
 """Exact filter ablation: the model's logits with each output channel of a conv layer zeroed in turn.
 
-Zeroing one channel only changes what lies downstream of that conv. The fx engine traces the
-model once, runs it once keeping every intermediate value, then for a batch of k filters
-re-executes only the graph nodes downstream of the conv on k stacked copies of the probe (copy i
-with filter i zeroed), reading everything else from the cache. Models fx cannot trace (data-
-dependent control flow, ...) fall back to forward hooks: a full forward per k filters, again
-stacked along the batch. Both are exact, not approximations; they match one forward per filter.
+Zeroing one channel only changes what lies downstream of that conv. `FilterAblation` traces the
+model once with torch.fx and runs it once keeping every intermediate value; then, for a batch of
+filters, it replays only the graph below the conv (ablation_replay: channel k alone up to the
+first op that mixes channels, that op as its cached output plus channel k's contribution, the
+rest on stacked copies of the probe). Models fx cannot trace (data-dependent control flow, ...)
+fall back to forward hooks: a full forward per batch of filters, stacked along the batch. All
+paths are exact, not approximations; they match one forward per filter.
 """
 from __future__ import annotations
 
 import warnings
-from typing import Any, Iterable, Literal, Sequence
+from typing import Iterator, Literal, Mapping, Optional, Sequence
 
 import torch
-import torch.fx as fx
 from torch import nn
 
+from tb_convviz.analysis.ablation_replay import AblationPlanError, ReplayPlan, TracedProbe, chunks, logits_of
 from tb_convviz.capture import as_model_input, run_with_hooks
 from tb_convviz.layers import unwrap
 
 Method = Literal["auto", "fx", "hooks"]
 
-
-class AblationPlanError(RuntimeError):
-    """The fx engine cannot ablate this layer exactly (not traced as a node, or a replay mismatch)."""
+__all__ = ["AblationPlanError", "FilterAblation", "Method", "ablated_logits"]
 
 
-def _logits(out: Any, n: int) -> torch.Tensor:
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != n:
-        raise ValueError("ablation: the model must return class logits shaped (N, classes)")
-    return out
+class FilterAblation:
+    """Exact ablation of chosen filters of a model's conv layers on one probe x (N, C, *spatial).
 
-
-def _channel_mask(filters: Sequence[int], n: int, channels: int, out_dims: int, like: torch.Tensor) -> torch.Tensor:
-    """(k·N, channels, 1, ...) ones with channel filters[i] zeroed in the i-th copy of the batch."""
-    mask = torch.ones(len(filters), n, channels, dtype=like.dtype, device=like.device)
-    mask[torch.arange(len(filters)), :, torch.as_tensor(list(filters))] = 0
-    return mask.reshape(len(filters) * n, channels, *([1] * (out_dims - 2)))
-
-
-def _chunks(count: int, size: int) -> Iterable[list[int]]:
-    for start in range(0, count, size):
-        yield list(range(start, min(start + size, count)))
-
-
-class _Recorder(fx.Interpreter):
-    """Runs the traced graph once and keeps a copy of every node's value as it was produced.
-
-    Copies, because a later in-place op (ReLU(inplace=True), +=) would otherwise rewrite the
-    cached value of the node it reads.
+    method "fx" replays only the downstream graph and raises if it cannot; "hooks" runs full
+    forwards; "auto" uses fx and falls back to hooks, with a warning, for the model or layer that
+    fx cannot handle. Within fx, a layer's plan is checked once, before its first pass: replayed
+    unablated it must reproduce the clean logits, else the general replay (every downstream node
+    on stacked copies) is used, with a warning.
+    `max_batch` bounds memory: a pass holds at most as many elements per stacked value as
+    max_batch probe images of the model's widest activation (max_batch // N filters per pass when
+    everything downstream is replayed whole, more when only channel blocks are). The default
+    keeps stacked values small enough for the allocator to reuse, which is faster on CPU than
+    larger passes; raise it on a GPU.
+    `clean` holds the clean logits (N, classes).
     """
 
-    def __init__(self, gm: fx.GraphModule):
-        super().__init__(gm)
-        self.values: dict[fx.Node, Any] = {}
+    def __init__(self, model: nn.Module, x: torch.Tensor, *, method: Method = "auto", max_batch: int = 64):
+        if method not in ("auto", "fx", "hooks"):
+            raise ValueError(f"method must be 'auto', 'fx' or 'hooks', got {method!r}")
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be ≥ 1, got {max_batch}")
+        self.model = unwrap(model)
+        self.x = as_model_input(self.model, x.detach())
+        self.n = self.x.shape[0]
+        self.method, self.max_batch = method, max_batch
+        self._traced: Optional[TracedProbe] = None
+        self._plans: dict[str, Optional[ReplayPlan]] = {}
+        self._checked: set[str] = set()
+        with torch.no_grad():
+            if method != "hooks":
+                try:
+                    self._traced = TracedProbe(self.model, self.x)
+                except Exception as err:  # fx raises many kinds (TraceError, TypeError, ...) on untraceable code
+                    if method == "fx":
+                        raise
+                    warnings.warn(f"ablation: torch.fx cannot trace the model ({type(err).__name__}: {err}); "
+                                  "using forward hooks (one full forward per filter batch)", stacklevel=2)
+            self.clean = self._traced.clean if self._traced is not None else logits_of(self.model(self.x), self.n)
 
-    def run_node(self, n: fx.Node) -> Any:
-        out = super().run_node(n)
-        self.values[n] = out.clone() if isinstance(out, torch.Tensor) else out
-        return out
+    def filters(self, layer: str) -> int:
+        """Number of output channels (filters) of `layer`."""
+        return int(self.model.get_submodule(layer).out_channels)
+
+    def cost(self, layer: str) -> float:
+        """Estimated cost of ablating one filter of `layer`, in forward passes of the probe: the FLOPs
+        of its replay plan over those of a forward (1 for the hooks fallback). Timing-free."""
+        plan = self._plan(layer)
+        return 1.0 if plan is None or self._traced is None else plan.flops / max(self._traced.forward_flops, 1.0)
+
+    def passes(self, layer: str, filters: Optional[Sequence[int]] = None) -> Iterator[tuple[list[int], torch.Tensor]]:
+        """Per pass: (the filters it ablated, their logits (len, N, classes)), filter i's row with
+        filter i alone zeroed; `filters` (default all) in the order given. Each pass runs under
+        no_grad, so what the caller does between passes keeps its own grad mode."""
+        count = self.filters(layer)
+        chosen = list(range(count)) if filters is None else [int(f) for f in filters]
+        bad = [f for f in chosen if not 0 <= f < count]
+        if bad:
+            raise ValueError(f"filters: {bad[:5]} out of range for layer {layer!r} with {count} filters")
+        plan = self._checked_plan(layer)
+        if plan is None:
+            per_pass = max(1, self.max_batch // self.n)
+        else:
+            per_pass = max(1, int(self.max_batch * self._traced.widest // (self.n * plan.peak)))
+        for fs in chunks(chosen, per_pass):
+            with torch.no_grad():
+                if plan is None:
+                    logits = _hooked_ablation(self.model, layer, self.x, fs)
+                else:
+                    logits = self._traced.replay(plan, fs)
+            yield fs, logits.reshape(len(fs), self.n, -1)
+
+    def _plan(self, layer: str) -> Optional[ReplayPlan]:
+        """The fx plan of `layer` (fast where the model allows), or None for the hooks fallback."""
+        if layer not in self._plans:
+            self._plans[layer] = None
+            if self._traced is not None:
+                try:
+                    self._plans[layer] = self._traced.plan(layer, fast=self._traced.fast_ok)
+                except AblationPlanError as err:
+                    self._fallback(err)
+        return self._plans[layer]
+
+    def _checked_plan(self, layer: str) -> Optional[ReplayPlan]:
+        """The plan, once replaying it unablated has reproduced the clean logits; a fast plan that
+        does not gives way to the general one, a general one that does not to hooks."""
+        plan = self._plan(layer)
+        if plan is None or layer in self._checked:
+            return plan
+        traced = self._traced
+        assert traced is not None
+        with torch.no_grad():
+            problem = self._check(plan)
+            if problem is not None and plan.fast:
+                warnings.warn(f"ablation: the channel-wise replay below {layer!r} failed ({problem}); "
+                              "using the general replay", stacklevel=3)
+                plan = traced.plan(layer, fast=False)
+                problem = self._check(plan)
+        if problem is not None:
+            self._fallback(AblationPlanError(f"replaying the graph below {layer!r} failed ({problem})"))
+            plan = None
+        self._plans[layer] = plan
+        self._checked.add(layer)
+        return plan
+
+    def _check(self, plan: ReplayPlan) -> Optional[str]:
+        """None if two unablated stacked copies replay to the clean logits, else what went wrong.
+
+        If they do not, some value the graph reads is not what the cache holds (an in-place op on
+        a cached tensor, a batch size captured elsewhere), and the plan is not exact.
+        """
+        traced = self._traced
+        assert traced is not None
+        copies = sorted({0, plan.channels - 1})
+        try:
+            check = traced.replay(plan, copies, identity=True)
+        except Exception as err:  # noqa: BLE001 - any failure of a plan means "use the next one"
+            return f"{type(err).__name__}: {err}"
+        scale = max(1.0, float(traced.clean.abs().max()))
+        if torch.allclose(check, traced.clean.repeat(len(copies), 1), rtol=1e-4, atol=1e-5 * scale):
+            return None
+        return "it does not reproduce the clean logits"
+
+    def _fallback(self, err: AblationPlanError) -> None:
+        if self.method == "fx":
+            raise err
+        warnings.warn(f"ablation: {err}; using forward hooks for it", stacklevel=4)
 
 
-class _Replayer(fx.Interpreter):
-    """Re-executes the nodes missing from its initial env, zeroing channels of the ablated conv nodes."""
-
-    def __init__(self, gm: fx.GraphModule, targets: set[fx.Node], mask: torch.Tensor | None):
-        super().__init__(gm)
-        self.targets, self.mask = targets, mask
-
-    def run_node(self, n: fx.Node) -> Any:
-        out = super().run_node(n)
-        return out * self.mask if n in self.targets and self.mask is not None else out
-
-
-class _FxEngine:
-    """One trace and one cached forward of `model` on x, replayed per layer and filter batch."""
-
-    def __init__(self, model: nn.Module, x: torch.Tensor):
-        self.gm = fx.symbolic_trace(model)
-        self.n = x.shape[0]
-        recorder = _Recorder(self.gm)
-        self.clean = _logits(recorder.run(x), self.n)
-        self.values = recorder.values
-        nodes = list(self.gm.graph.nodes)
-        self.input_dependent: set[fx.Node] = set()
-        for node in nodes:
-            if node.op == "placeholder" or any(a in self.input_dependent for a in node.all_input_nodes):
-                self.input_dependent.add(node)
-
-    def _plan(self, layer: str) -> tuple[set[fx.Node], set[fx.Node]]:
-        """(conv nodes of `layer`, nodes to re-execute): everything downstream of the conv, plus
-        input-derived non-tensor values those read (x.size(0) must see the stacked batch)."""
-        nodes = list(self.gm.graph.nodes)
-        targets = {nd for nd in nodes if nd.op == "call_module" and nd.target == layer}
-        if not targets:
-            raise AblationPlanError(f"layer {layer!r} is not called as a module in the traced graph")
-        rerun: set[fx.Node] = set()
-        for nd in nodes:
-            if any(a in targets or a in rerun for a in nd.all_input_nodes):
-                rerun.add(nd)
-        for nd in reversed(nodes):
-            if (
-                nd not in rerun
-                and nd in self.input_dependent
-                and not isinstance(self.values[nd], torch.Tensor)
-                and any(u in rerun for u in nd.users)
-            ):
-                rerun.add(nd)
-        return targets, rerun
-
-    def _stacked(self, node: fx.Node, copies: int) -> Any:
-        """The cached value of `node` as the stacked batch would have it."""
-        value = self.values[node]
-        if (
-            node in self.input_dependent
-            and isinstance(value, torch.Tensor)
-            and value.dim() > 0
-            and value.shape[0] == self.n
-        ):
-            return value.repeat(copies, *([1] * (value.dim() - 1)))
-        return value
-
-    def _replay(self, layer: str, targets: set[fx.Node], rerun: set[fx.Node], filters: Sequence[int] | int) -> torch.Tensor:
-        """Logits (k·N, classes); `filters` a list to ablate, or a copy count for an unablated check."""
-        copies = filters if isinstance(filters, int) else len(filters)
-        mask = None
-        if not isinstance(filters, int):
-            out = self.values[next(iter(targets))]
-            mask = _channel_mask(filters, self.n, out.shape[1], out.dim(), out)
-        env = {}
-        for nd in self.gm.graph.nodes:
-            if nd in rerun or nd.op == "output":
-                continue
-            if nd not in targets and not any(u in rerun for u in nd.users):
-                env[nd] = self.values[nd]  # never read by the replay: no need to stack it
-                continue
-            value = self._stacked(nd, copies)
-            env[nd] = value * mask if nd in targets and mask is not None else value
-        return _logits(_Replayer(self.gm, targets, mask).run(initial_env=env), copies * self.n)
-
-    def ablate(self, layer: str, per_pass: int) -> torch.Tensor:
-        """Logits (F, N, classes) with each filter of `layer` zeroed in turn."""
-        targets, rerun = self._plan(layer)
-        # Replaying unablated copies must reproduce the clean logits; if it does not, some value
-        # the graph reads is not what the cache holds (an in-place op on a cached tensor, a batch
-        # size captured elsewhere), and this layer cannot be replayed exactly.
-        check = self._replay(layer, targets, rerun, 2)
-        scale = max(1.0, float(self.clean.abs().max()))
-        if not torch.allclose(check, self.clean.repeat(2, 1), rtol=1e-4, atol=1e-5 * scale):
-            raise AblationPlanError(f"replaying the graph below {layer!r} does not reproduce the clean logits")
-        channels = self.values[next(iter(targets))].shape[1]
-        parts = [self._replay(layer, targets, rerun, fs).reshape(len(fs), self.n, -1) for fs in _chunks(channels, per_pass)]
-        return torch.cat(parts)
-
-
-def _hooked_ablation(model: nn.Module, layer: str, x: torch.Tensor, per_pass: int) -> torch.Tensor:
-    """Logits (F, N, classes) by full forwards with a hook zeroing channels, k filters per pass."""
+def _hooked_ablation(model: nn.Module, layer: str, x: torch.Tensor, filters: Sequence[int]) -> torch.Tensor:
+    """Logits (len(filters)·N, classes) from one full forward of stacked copies, a hook zeroing
+    channel filters[i] in copy i."""
     module = model.get_submodule(layer)
     n = x.shape[0]
-    _, outs = run_with_hooks(model, {layer: module}, x)
-    out = outs[layer]
-    parts = []
-    for fs in _chunks(out.shape[1], per_pass):
-        mask = _channel_mask(fs, n, out.shape[1], out.dim(), out)
-        y, _ = run_with_hooks(model, {layer: module}, x.repeat(len(fs), *([1] * (x.dim() - 1))), record=False,
-                              edit=lambda _name, o, mask=mask: o * mask)
-        parts.append(_logits(y, len(fs) * n).reshape(len(fs), n, -1))
-    return torch.cat(parts)
+    ks = torch.as_tensor(list(filters), dtype=torch.long, device=x.device)
+
+    def zero(_name: str, out: torch.Tensor) -> torch.Tensor:
+        out = out.clone()
+        out.view(len(ks), n, *out.shape[1:])[torch.arange(len(ks), device=x.device), :, ks] = 0
+        return out
+
+    y, _ = run_with_hooks(model, {layer: module}, x.repeat(len(ks), *([1] * (x.dim() - 1))), record=False, edit=zero)
+    return logits_of(y, len(ks) * n)
 
 
 def ablated_logits(
@@ -174,39 +174,20 @@ def ablated_logits(
     layers: Sequence[str],
     x: torch.Tensor,
     *,
+    filters: Optional[Mapping[str, Sequence[int]]] = None,
     method: Method = "auto",
-    max_batch: int = 256,
+    max_batch: int = 64,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clean logits (N, classes) and, per conv layer name, logits (F, N, classes) with filter f zeroed.
 
-    A filter is zeroed at the conv's output (every call, if the module is reused). Up to
-    max_batch // N filters share one pass. method "fx" replays only the downstream graph and
-    raises if it cannot; "hooks" runs full forwards; "auto" uses fx and falls back to hooks,
-    with a warning, for the model or layer that fx cannot handle. Runs under no_grad.
+    `filters` picks which filters of a layer to ablate, rows in the order given (a layer it does
+    not name: all of them), e.g. a rank's shard under DDP. A filter is zeroed at the conv's output
+    (every call, if the module is reused). See FilterAblation for method and max_batch.
     """
-    model = unwrap(model)
-    x = as_model_input(model, x.detach())
-    per_pass = max(1, max_batch // x.shape[0])
-    result: dict[str, torch.Tensor] = {}
-    with torch.no_grad():
-        engine = None
-        if method != "hooks":
-            try:
-                engine = _FxEngine(model, x)
-            except Exception as err:  # fx raises many kinds (TraceError, TypeError, ...) on untraceable code
-                if method == "fx":
-                    raise
-                warnings.warn(f"ablation: torch.fx cannot trace the model ({type(err).__name__}: {err}); "
-                              "using forward hooks (one full forward per filter batch)", stacklevel=2)
-        clean = engine.clean if engine is not None else _logits(model(x), x.shape[0])
-        for layer in layers:
-            if engine is not None:
-                try:
-                    result[layer] = engine.ablate(layer, per_pass)
-                    continue
-                except AblationPlanError as err:
-                    if method == "fx":
-                        raise
-                    warnings.warn(f"ablation: {err}; using forward hooks for it", stacklevel=2)
-            result[layer] = _hooked_ablation(model, layer, x, per_pass)
-    return clean, result
+    ablation = FilterAblation(model, x, method=method, max_batch=max_batch)
+    result = {}
+    for layer in layers:
+        chosen = None if filters is None or layer not in filters else filters[layer]
+        parts = [logits for _, logits in ablation.passes(layer, chosen)]
+        result[layer] = torch.cat(parts) if parts else ablation.clean.new_empty((0, *ablation.clean.shape))
+    return ablation.clean, result

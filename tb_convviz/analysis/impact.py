@@ -1,28 +1,32 @@
 """What each conv filter does for the model's decisions on the labelled probe.
 
-Exact ablation (the filter's output channel zeroed) gives the change in accuracy, per-class
-recall/precision, true-class confidence, loss and the number of flipped predictions; a first-order
-Taylor estimate of the loss change from one backward pass is checked against it by rank
-correlation. Class selectivity, activation on errors vs correct examples and the top-k activating
-probe examples describe what the filter responds to. Sign convention: every Δ is ablated − clean,
+Exact ablation (the filter's output channel zeroed) gives the change in accuracy, true-class
+confidence and loss, and which predictions flipped to what — from which per-class recall and
+precision changes follow exactly (per_class_deltas), so no record grows with filters × classes.
+A first-order Taylor estimate of the loss change from one backward pass covers every filter and
+is checked against the exact result by rank correlation; where exact ablation of a whole layer
+would exceed a budget, only the top-Taylor filters and a random sample are ablated. Class
+selectivity, activation on errors vs correct examples and the top-k activating probe examples
+describe what the filter responds to. Sign convention: every Δ is ablated − clean,
 so a filter the model needs has negative Δaccuracy and positive Δloss.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Iterable, Literal, Mapping, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tb_convviz.analysis.ablation import Method, ablated_logits
+from tb_convviz.analysis.ablation import FilterAblation, Method
 from tb_convviz.capture import as_model_input, run_with_hooks
 from tb_convviz.layers import unwrap
 
 Arrays = dict[str, dict[str, np.ndarray]]
 
 TOPK_CONCENTRATED = 0.9  # a filter whose top-k examples are ≥ 90 % one class looks like a class (or shortcut) detector
+SAMPLE_MIN = 32  # filters per layer ablated at random beyond the top-Taylor ones, when over budget
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -43,43 +47,130 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float((ra * rb).sum() / den) if den > 0 else float("nan")
 
 
-def ablation_metrics(clean: torch.Tensor, ablated: torch.Tensor, y: torch.Tensor) -> dict[str, np.ndarray]:
-    """Decision changes from clean logits (N, K) and ablated logits (F, N, K) with labels (N,).
+def ablation_metrics(
+    clean: torch.Tensor, y: torch.Tensor, filters: int, passes: Iterable[tuple[Sequence[int], torch.Tensor]]
+) -> dict[str, np.ndarray]:
+    """Decision changes from clean logits (N, K), labels (N,) and the ablated logits of some of a
+    layer's `filters`, streamed as passes (filter ids, logits (len, N, K)); nothing is kept per class.
 
-    Keys: "accuracy" () clean accuracy; "d_accuracy" (F,); "d_recall", "d_precision" (F, K);
-    "class_support" (K,) probe examples per class; "d_confidence" (F,) change of mean softmax
-    probability of the true class; "d_loss" (F,) change of mean cross-entropy; "flips" (F,) int,
-    predictions that changed class. A class absent from the probe (or never predicted) has recall
-    (precision) 0, so its Δ is 0; class_support tells the two apart.
+    Keys: "accuracy" () clean accuracy; "clean_pred" (N,) int; "exact" (filters,) bool, ablated
+    here; per filter (NaN / −1 where not ablated): "d_accuracy", "d_confidence" (change of mean
+    softmax probability of the true class), "d_loss" (change of mean cross-entropy) (F,) float,
+    "flips" (F,) int, predictions that changed class, "discordant" (F, 2) int, images going
+    (correct → wrong, wrong → correct); and the flips themselves, sorted by filter then image:
+    "flip_filter", "flip_image", "flip_pred" (M,) int, the ablated prediction. Per-class recall
+    and precision changes follow exactly from these (per_class_deltas).
     """
-    k = clean.shape[1]
-    clean, ablated, y = clean.float(), ablated.float(), y.to(clean.device)
-    truth = F.one_hot(y, k).float()  # (N, K)
-    support = truth.sum(0)
-
-    def scores(logits: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Accuracy, recall, precision, true-class confidence and loss for logits (..., N, K)."""
-        pred = F.one_hot(logits.argmax(-1), k).float()
-        tp = (pred * truth).sum(-2)
-        return {
-            "accuracy": (pred * truth).sum((-2, -1)) / y.shape[0],
-            "recall": tp / support.clamp_min(1),
-            "precision": tp / pred.sum(-2).clamp_min(1),
-            "confidence": (logits.softmax(-1) * truth).sum(-1).mean(-1),
-            "loss": -(logits.log_softmax(-1) * truth).sum(-1).mean(-1),
-        }
-
-    before, after = scores(clean), scores(ablated)
-    return {
-        "accuracy": before["accuracy"].cpu().numpy(),
-        "d_accuracy": (after["accuracy"] - before["accuracy"]).cpu().numpy(),
-        "d_recall": (after["recall"] - before["recall"]).cpu().numpy(),
-        "d_precision": (after["precision"] - before["precision"]).cpu().numpy(),
-        "class_support": support.cpu().numpy(),
-        "d_confidence": (after["confidence"] - before["confidence"]).cpu().numpy(),
-        "d_loss": (after["loss"] - before["loss"]).cpu().numpy(),
-        "flips": (ablated.argmax(-1) != clean.argmax(-1)).sum(-1).cpu().numpy().astype(np.int64),
+    clean, y = clean.float(), y.to(clean.device)
+    n = y.shape[0]
+    clean_pred = clean.argmax(1)
+    clean_right = clean_pred == y
+    clean_conf = clean.softmax(1).gather(1, y[:, None])[:, 0]
+    clean_loss = F.cross_entropy(clean, y, reduction="none")
+    out: dict[str, np.ndarray] = {
+        "accuracy": np.asarray(float(clean_right.float().mean())),
+        "clean_pred": clean_pred.cpu().numpy().astype(np.int64),
+        "exact": np.zeros(filters, dtype=bool),
+        "d_accuracy": np.full(filters, np.nan, dtype=np.float32),
+        "d_confidence": np.full(filters, np.nan, dtype=np.float32),
+        "d_loss": np.full(filters, np.nan, dtype=np.float32),
+        "flips": np.full(filters, -1, dtype=np.int64),
+        "discordant": np.full((filters, 2), -1, dtype=np.int64),
     }
+    flip_parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for fs, logits in passes:
+        idx = np.asarray(fs, dtype=np.int64)
+        logits = logits.float()
+        pred = logits.argmax(-1)  # (B, N)
+        right = pred == y
+        conf = logits.softmax(-1).gather(-1, y.expand(len(idx), n)[..., None])[..., 0]
+        loss = F.cross_entropy(logits.flatten(0, 1), y.repeat(len(idx)), reduction="none").view(len(idx), n)
+        changed = pred != clean_pred
+        out["exact"][idx] = True
+        out["d_accuracy"][idx] = ((right.sum(1) - clean_right.sum()).float() / n).cpu().numpy()
+        out["d_confidence"][idx] = (conf - clean_conf).mean(1).cpu().numpy()
+        out["d_loss"][idx] = (loss - clean_loss).mean(1).cpu().numpy()
+        out["flips"][idx] = changed.sum(1).cpu().numpy()
+        out["discordant"][idx] = torch.stack([(clean_right & ~right).sum(1), (~clean_right & right).sum(1)], 1).cpu().numpy()
+        rows, images = torch.nonzero(changed, as_tuple=True)
+        flip_parts.append((idx[rows.cpu().numpy()], images.cpu().numpy(), pred[rows, images].cpu().numpy()))
+    flip_filter, flip_image, flip_pred = (
+        (np.concatenate(p).astype(np.int64) for p in zip(*flip_parts)) if flip_parts else (np.zeros(0, np.int64),) * 3
+    )
+    order = np.lexsort((flip_image, flip_filter))
+    out.update(flip_filter=flip_filter[order], flip_image=flip_image[order], flip_pred=flip_pred[order])
+    return out
+
+
+def per_class_deltas(
+    labels: np.ndarray,
+    clean_pred: np.ndarray,
+    flip_filter: np.ndarray,
+    flip_image: np.ndarray,
+    flip_pred: np.ndarray,
+    filters: Union[int, Sequence[int]],
+) -> dict[str, np.ndarray]:
+    """Per-class recall and precision changes, exactly, from the sparse flips of ablation_metrics.
+
+    labels, clean_pred (N,) int; flips (M,) int. `filters`: an int F for rows 0..F−1, or the filter
+    ids wanted, in order (one filter, or the exact ones: a filter without flips reads 0, so pass
+    the record's exact filters to leave the others out). Costs O(M + rows × C), not filters × all classes.
+    Keys: "classes" (C,) the class ids present in labels; "class_support" (C,) int, their
+    images; "d_recall", "d_precision" (rows, C) float64, ablated − clean. A recall change is
+    k / support for an integer k; a class never predicted has precision 0.
+    """
+    labels, clean_pred = np.asarray(labels, np.int64), np.asarray(clean_pred, np.int64)
+    flip_filter, flip_image, flip_pred = (np.asarray(a, np.int64) for a in (flip_filter, flip_image, flip_pred))
+    classes, support = np.unique(labels, return_counts=True)
+    ids = np.arange(filters) if isinstance(filters, (int, np.integer)) else np.asarray(filters, np.int64)
+    by_id = np.argsort(ids, kind="stable")
+    pos = np.minimum(np.searchsorted(ids[by_id], flip_filter), max(len(ids) - 1, 0))
+    wanted = (ids[by_id][pos] == flip_filter) if len(ids) else np.zeros(len(flip_filter), bool)
+    rows, images, new = by_id[pos[wanted]], flip_image[wanted], flip_pred[wanted]
+
+    def class_index(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Index into classes of each value, and whether the value is one of the classes."""
+        at = np.minimum(np.searchsorted(classes, values), len(classes) - 1)
+        return at, classes[at] == values
+
+    truth, _ = class_index(labels)
+    before, before_ok = class_index(clean_pred)
+    right = clean_pred == labels
+    tp = np.bincount(truth[right], minlength=len(classes))
+    predicted = np.bincount(before[before_ok], minlength=len(classes))
+    d_tp = np.zeros((len(ids), len(classes)), np.int64)
+    d_predicted = np.zeros_like(d_tp)
+    np.add.at(d_tp, (rows, truth[images]), (new == labels[images]).astype(np.int64) - right[images])
+    old_ok, new_at, new_ok = before_ok[images], *class_index(new)
+    np.add.at(d_predicted, (rows[old_ok], before[images][old_ok]), -1)
+    np.add.at(d_predicted, (rows[new_ok], new_at[new_ok]), 1)
+    precision = tp / np.maximum(predicted, 1)
+    return {
+        "classes": classes,
+        "class_support": support.astype(np.int64),
+        "d_recall": d_tp / support,
+        "d_precision": (tp + d_tp) / np.maximum(predicted + d_predicted, 1) - precision,
+    }
+
+
+def exact_selection(taylor: np.ndarray, cost: float, budget: float, rng: np.random.Generator) -> np.ndarray:
+    """Which filters of a layer to ablate exactly, (F,) bool, from their Taylor Δloss estimates.
+
+    All of them when F × cost (forward passes per filter) fits the budget. Otherwise as many as the
+    budget affords, ⌊budget / cost⌋: half to the largest |Taylor Δloss| (the filters that matter
+    most get exact numbers), the rest — at least SAMPLE_MIN, or all remaining — drawn at random
+    by `rng` from the others, so that a Taylor-vs-exact comparison is not only about the top.
+    """
+    f = len(taylor)
+    if f * cost <= budget:
+        return np.ones(f, dtype=bool)
+    afford = int(budget // cost)
+    chosen = np.zeros(f, dtype=bool)
+    chosen[np.argsort(-np.abs(taylor), kind="stable")[: afford // 2]] = True
+    rest = np.flatnonzero(~chosen)
+    count = min(len(rest), max(SAMPLE_MIN, afford - int(chosen.sum())))
+    chosen[rng.choice(rest, size=count, replace=False)] = True
+    return chosen
 
 
 def class_selectivity(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -161,33 +252,49 @@ def filter_impact(
     *,
     top_k: int = 5,
     method: Method = "auto",
-    max_batch: int = 256,
+    max_batch: int = 64,
+    exact_budget: float = 200.0,
+    exact: Literal["budget", "all"] = "budget",
+    seed: int = 0,
 ) -> Arrays:
     """Per layer and filter: exact ablation effects, the Taylor estimate, and what the filter fires on.
 
     x: probe (N, C, *spatial); y: integer labels (N,) < the model's number of classes.
-    A filter's score on an image is the spatial mean of its rectified output max(a, 0) (how much it
-    fires) for selectivity and errors, and the spatial max of a for ranking top-k examples.
-    Keys, besides ablation_metrics' and top_activating's: "taylor_d_loss" (F,); "taylor_spearman" ()
-    rank correlation of taylor_d_loss with d_loss (NaN if either is constant);
-    "class_selectivity" (F,); "act_on_errors", "act_on_correct" (F,) mean score on probe examples
-    the clean model gets wrong / right (NaN when there are none).
+    Every filter gets the Taylor estimate. exact="all" ablates every filter exactly; "budget"
+    does so for a layer whose estimated cost (FilterAblation.cost: suffix FLOPs, in forward
+    passes of the probe) fits `exact_budget` forward passes, and otherwise ablates the top-Taylor
+    filters plus a random sample of the rest drawn from a generator seeded with `seed`
+    (exact_selection). A filter's score on an image is the spatial mean of its rectified output
+    max(a, 0) (how much it fires) for selectivity and errors, and the spatial max of a for ranking
+    top-k examples.
+    Keys, besides ablation_metrics' (exact-only metrics NaN / −1 where `exact` is False) and
+    top_activating's: "taylor_d_loss" (F,); "taylor_spearman" () rank correlation of
+    taylor_d_loss with d_loss over the exactly ablated filters — all of them, or the top-Taylor
+    ones plus the random sample (NaN if either is constant); "class_selectivity" (F,);
+    "act_on_errors", "act_on_correct" (F,) mean score on probe examples the clean model gets
+    wrong / right (NaN when there are none).
     """
+    if exact not in ("budget", "all"):
+        raise ValueError(f"exact must be 'budget' or 'all', got {exact!r}")
+    if not exact_budget > 0:
+        raise ValueError(f"exact_budget must be > 0 forward passes, got {exact_budget!r}")
     model = unwrap(model)
     x = as_model_input(model, x.detach())
     y = torch.as_tensor(y).to(x.device).long()
     _, acts, taylor = taylor_activations(model, layers, x, y)
-    clean, ablated = ablated_logits(model, list(layers), x, method=method, max_batch=max_batch)
-    wrong = clean.argmax(1) != y
+    ablation = FilterAblation(model, x, method=method, max_batch=max_batch)
+    wrong = ablation.clean.argmax(1) != y
+    rng = np.random.default_rng(seed)
     result: Arrays = {}
     for name, a in acts.items():
         fires = a.float().clamp_min(0).flatten(2).mean(-1)  # (N, F)
         peak = a.float().flatten(2).amax(-1)  # (N, F)
-        metrics = ablation_metrics(clean, ablated[name], y)
         t = taylor[name].cpu().numpy()
+        chosen = np.ones(len(t), bool) if exact == "all" else exact_selection(t, ablation.cost(name), exact_budget, rng)
+        metrics = ablation_metrics(ablation.clean, y, len(t), ablation.passes(name, np.flatnonzero(chosen).tolist()))
         metrics.update(
             taylor_d_loss=t,
-            taylor_spearman=np.asarray(spearman(t, metrics["d_loss"])),
+            taylor_spearman=np.asarray(spearman(t[chosen], metrics["d_loss"][chosen])),
             class_selectivity=class_selectivity(fires, y).cpu().numpy(),
             act_on_errors=fires[wrong].mean(0).cpu().numpy(),
             act_on_correct=fires[~wrong].mean(0).cpu().numpy(),
