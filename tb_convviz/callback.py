@@ -21,7 +21,9 @@ from tb_convviz import format as fmt
 from tb_convviz import records
 from tb_convviz.analysis.impact import filter_impact
 from tb_convviz.analysis.perturbation import perturbation_responses
-from tb_convviz.collect import Plan, ProbeForwardFailed, Record, Settings, check_labels, collect_step, probe_forward, remember
+from tb_convviz.analysis.significance import detectable_effect
+from tb_convviz.collect import IMPACT_ALPHA, Plan, ProbeForwardFailed, Record, Settings, check_labels, collect_step, probe_forward, remember
+from tb_convviz.distributed import ALONE, current_shard
 from tb_convviz.layers import LayerSelector, conv_layers, following_batchnorm, unwrap
 from tb_convviz.notices import collecting
 from tb_convviz.observe import untouched
@@ -30,6 +32,9 @@ from tb_convviz.tracing import traced
 from tb_convviz.snapshot import ModelCopy, State, architecture_mismatch, signature, state_snapshot
 from tb_convviz.worker import BackgroundWorker
 from tb_convviz.writer import RecordWriter
+
+# Fewer probe examples of a class than this, and only large per-class changes can be told from noise.
+MIN_CLASS_EXAMPLES = 10
 
 # The Gram record grows with images² per layer: 256 images is 64 KB a layer and epoch in float16.
 MAX_SIMILARITY_IMAGES = 256
@@ -100,6 +105,9 @@ class ConvViz:
         background: analyse in a worker thread on a private copy of the model, so `log()` costs
             only a snapshot of the weights. False (or a model that cannot be deep-copied) runs inline.
         analysis_device: where the copy lives and the analyses run (None: the model's device).
+
+    Under torch.distributed every rank's ConvViz takes part: each ablates its share of the filters
+    (on a gloo group of ConvViz's own), and rank 0 gathers the shares and alone writes.
     """
 
     def __init__(
@@ -170,11 +178,14 @@ class ConvViz:
         self._signature: dict = {}
         self._copy: Optional[ModelCopy] = None
         self._worker: Optional[BackgroundWorker[_Job]] = None
+        self._shard = ALONE
         self._logs_done = 0
         self._warned: set[str] = set()
         self._pending: list[tuple[str, Optional[int]]] = []
         self._lock = threading.Lock()
         self._closed = False
+        if self.settings.impact:
+            self._check_class_sizes()
 
     # -- public verbs -------------------------------------------------------------------------
 
@@ -192,8 +203,6 @@ class ConvViz:
             raise ValueError(f"step must be an integer, got {step!r}")
         if step % self.every_n_epochs != 0 and not final:
             return False
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
-            return False  # one writer per job: rank 0 sees the same weights as every rank
         model = unwrap(model)
         first = self._plan is None
         if first:
@@ -262,12 +271,31 @@ class ConvViz:
 
     # -- orchestration ------------------------------------------------------------------------
 
+    def _check_class_sizes(self) -> None:
+        """Say once, up front, when the probe has too few examples of some class for a per-class
+        change to be told from noise: the tab will grey those out, and a larger probe would not."""
+        assert self._probe is not None and self._probe.labels is not None
+        classes, counts = np.unique(self._probe.labels.numpy(), return_counts=True)
+        few = classes[counts < MIN_CLASS_EXAMPLES]
+        if len(few):
+            alpha = self.settings.impact_options.get("alpha", IMPACT_ALPHA)
+            shown = ", ".join(f"{c} ({n})" for c, n in zip(few[:8], counts[counts < MIN_CLASS_EXAMPLES][:8]))
+            self._warn(
+                f"the probe has fewer than {MIN_CLASS_EXAMPLES} examples of {len(few)} class(es) (class: examples) {shown}"
+                f"{' …' if len(few) > 8 else ''}. A per-class change needs at least 6 examples to be significant, and at "
+                f"{MIN_CLASS_EXAMPLES} examples only a recall change of {detectable_effect(MIN_CLASS_EXAMPLES, alpha):.0%} or more "
+                "can be told from noise; add examples of these classes to the probe"
+            )
+            self._emit_pending()
+
     def _start(self, model: nn.Module) -> None:
         """First log: resolve the layers, make the private copy, and check the probe fits the model."""
         names = list(conv_layers(model, self._layer_selector))
         with untouched(model):  # tracing runs Python forward code, which may touch buffers
             batchnorm = following_batchnorm(model, {n: model.get_submodule(n) for n in names})
         plan = Plan(names, batchnorm)
+        # Every rank logs the same steps, so every rank gets here at the same first log.
+        self._shard = current_shard()
         if self.background:
             try:
                 self._copy = ModelCopy(model, self.analysis_device)
@@ -319,6 +347,8 @@ class ConvViz:
             self._warn(note)
         if records_ is None:
             return False
+        if not self._shard.writes:
+            return True  # its share went to the writing rank
         try:
             for layer, kind, payload in records_:
                 self._writer.write(layer, kind, job.step, payload)
@@ -333,7 +363,7 @@ class ConvViz:
         assert self._plan is not None
         return collect_step(
             model, self._plan, self._probe, self.settings, job.step, job.full_kernels, job.first,
-            lambda problem: self._warn(problem, job.step),
+            lambda problem: self._warn(problem, job.step), self._shard,
         )
 
     def _slow(self) -> None:

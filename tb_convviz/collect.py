@@ -5,6 +5,7 @@ reads the model. What it remembers between steps is the drift baseline of each l
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
@@ -17,11 +18,12 @@ from tb_convviz import records
 from tb_convviz.analysis.activations import activation_stats, downsample_maps, map_resolution
 from tb_convviz.analysis.compare import weight_drift
 from tb_convviz.analysis.footprint import kernel_footprint
-from tb_convviz.analysis.impact import filter_impact
+from tb_convviz.analysis.impact import filter_impact, finish_impact, merge_impact
 from tb_convviz.analysis.kernels import filter_stats, fold_batchnorm, kernel_tiles
 from tb_convviz.analysis.similarity import gram_matrix, response_profile
 from tb_convviz.analysis.perturbation import counterfactual_sensitivity, perturbation_responses
 from tb_convviz.capture import as_model_input, run_with_hooks
+from tb_convviz.distributed import ALONE, Shard
 from tb_convviz.layers import filter_weights, layer_info
 from tb_convviz.probe import Probe
 
@@ -30,6 +32,7 @@ SMALL_LAYER_WEIGHTS = 65_536  # layers this small keep full kernels every epoch:
 # images bytes every epoch (a ResNet-18's 4,800 filters: 150 KB at 32), while the Gram (CKA) costs
 # images² / 2 per layer whatever the width, so it takes all `similarity_images`.
 PROFILE_IMAGES = 32
+IMPACT_ALPHA = inspect.signature(filter_impact).parameters["alpha"].default
 
 Record = tuple[str, str, bytes]  # (layer, kind, bundle bytes)
 Warn = Callable[[str], None]
@@ -114,9 +117,16 @@ def check_labels(out: Any, probe: Probe) -> None:
 
 def collect_step(
     model: nn.Module, plan: Plan, probe: Optional[Probe], settings: Settings, step: int, full_kernels: bool,
-    first: bool, warn: Warn,
+    first: bool, warn: Warn, shard: Shard = ALONE,
 ) -> list[Record]:
-    """Every record of this step, in write order, computed before anything is written."""
+    """Every record of this step, in write order, computed before anything is written.
+
+    Under several ranks each computes its share of the exact ablation first (every rank, every
+    step, so the gather always meets); the rank that writes builds the rest and the records.
+    """
+    shared_impact = _impact_shares(model, plan, probe, settings, shard) if settings.impact and shard.world > 1 else None
+    if not shard.writes:
+        return []
     modules = dict(model.named_modules())
     outputs: dict[str, torch.Tensor] = {}
     x = None
@@ -138,8 +148,34 @@ def collect_step(
         result.extend(_similarity_records(plan, outputs, settings.similarity_images))
     del outputs
     if x is not None and probe is not None:
-        result.extend(_analysis_records(model, plan, probe, settings, x, warn))
+        result.extend(_analysis_records(model, plan, probe, settings, x, warn, shared_impact))
     return result
+
+
+def _impact_shares(model: nn.Module, plan: Plan, probe: Optional[Probe], settings: Settings, shard: Shard) -> Optional[list]:
+    """This rank's share of the impact analysis, gathered on the writing rank: each rank's
+    per-layer arrays, or the text of what went wrong there."""
+    try:
+        assert probe is not None and probe.labels is not None
+        modules = dict(model.named_modules())
+        x = as_model_input(model, probe.images)
+        share = filter_impact(model, {n: modules[n] for n in plan.layers}, x, probe.labels.to(x.device),
+                              share=(shard.rank, shard.world), **settings.impact_options)
+    except Exception as e:  # noqa: BLE001 - reported by the writing rank, which writes what it has
+        share = f"{type(e).__name__}: {e}"
+    return shard.gather(share)
+
+
+def _merged_impact(parts: list, settings: Settings, labels: np.ndarray, warn: Warn) -> dict[str, dict[str, np.ndarray]]:
+    """One impact result from the ranks' shares; a rank that failed leaves its filters estimated."""
+    good = [p for p in parts if isinstance(p, dict)]
+    for rank, part in enumerate(parts):
+        if not isinstance(part, dict):
+            warn(f"rank {rank} failed its share of the impact analysis ({part}); its filters are left to the Taylor estimate")
+    if not good:
+        raise RuntimeError("every rank failed its share of the impact analysis")
+    alpha = settings.impact_options.get("alpha", IMPACT_ALPHA)
+    return {name: finish_impact(merge_impact([p[name] for p in good]), labels, alpha) for name in good[0]}
 
 
 def _similarity_records(plan: Plan, outputs: dict[str, torch.Tensor], images: int) -> list[Record]:
@@ -162,9 +198,11 @@ def _map_resolution(settings: Settings, probe: Optional[Probe], outputs: dict[st
 
 
 def _analysis_records(
-    model: nn.Module, plan: Plan, probe: Probe, settings: Settings, x: torch.Tensor, warn: Warn
+    model: nn.Module, plan: Plan, probe: Probe, settings: Settings, x: torch.Tensor, warn: Warn,
+    shared_impact: Optional[list] = None,
 ) -> list[Record]:
-    """Perturbation and impact records; one failing analysis warns and the others still land."""
+    """Perturbation and impact records; one failing analysis warns and the others still land.
+    `shared_impact`: the ranks' gathered impact shares, when several ranks split the ablation."""
     modules = dict(model.named_modules())
     layers = {n: modules[n] for n in plan.layers}
     y = probe.labels.to(x.device) if probe.labels is not None else None
@@ -180,7 +218,9 @@ def _analysis_records(
                 else counterfactual_sensitivity(model, layers, x, settings.counterfactuals),
             )
         )
-    if settings.impact:
+    if settings.impact and shared_impact is not None:
+        analyses.append((fmt.KIND_IMPACT, lambda: _merged_impact(shared_impact, settings, probe.labels.numpy(), warn)))
+    elif settings.impact:
         analyses.append((fmt.KIND_IMPACT, lambda: filter_impact(model, layers, x, y, **settings.impact_options)))
     result: list[Record] = []
     for kind, run_analysis in analyses:

@@ -11,7 +11,6 @@ import datetime
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-import torch
 import torch.distributed as dist
 
 GATHER_TIMEOUT = datetime.timedelta(minutes=10)  # an analysis share may take minutes; a dead rank must not block forever
@@ -42,14 +41,12 @@ class Shard:
         return found
 
 
+ALONE = Shard(0, 1, None)
+
+
 def current_shard() -> Shard:
     """The shard of this process: its own gloo group when a process group of several ranks is up."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
-        return Shard(0, 1, None)
+        return ALONE
     group = dist.new_group(backend="gloo", timeout=GATHER_TIMEOUT)
     return Shard(dist.get_rank(group), dist.get_world_size(group), group)
-
-
-def cpu_objects(arrays: dict) -> dict:
-    """Tensors moved to the CPU before pickling for gloo's object collectives."""
-    return {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in arrays.items()}

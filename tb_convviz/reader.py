@@ -11,6 +11,7 @@ from tensorboard.data import provider as tb_provider
 from tb_convviz import format as fmt
 from tb_convviz import records
 from tb_convviz.analysis.embedding import embedding_trail, filter_embedding
+from tb_convviz.analysis.impact import class_table
 from tb_convviz.analysis.similarity import linear_cka, match_filters
 
 _ALL_STEPS = 1 << 30  # downsample bound meaning "every step": users must see every epoch
@@ -235,9 +236,22 @@ class Logs(ConvVizReader):
         return found
 
     def impact(self, run: str, layer: str, step: int) -> dict[str, np.ndarray]:
-        """Per-filter impact arrays by metric: d_accuracy, d_recall (F, classes), taylor_d_loss, …"""
+        """Per-filter impact arrays by metric: d_accuracy, d_loss, taylor_d_loss, exact (ablated
+        exactly, or only estimated), p_value, p_adjusted, significant, d_accuracy_ci (F, 2),
+        discordant (F, 2), …; and per class, rebuilt exactly from the record's sparse flips:
+        classes (C,) present in the probe, class_support (C,), d_recall, d_precision (F, C) and
+        d_recall_ci (F, C, 2), NaN for filters not ablated exactly."""
         b = self.bundle(run, layer, fmt.KIND_IMPACT, step)
-        return {n: b.array(n) for n in b.names() if not n.startswith(fmt.TOP_EXAMPLE_PREFIX)}
+        out = {n: b.array(n) for n in b.names() if not n.startswith(fmt.TOP_EXAMPLE_PREFIX)}
+        if records.IMPACT_CLEAN_PRED in out:
+            _, labels = self.probe(run)
+            exact = out[records.IMPACT_EXACT].astype(bool)
+            alpha = float(out.get("alpha", 0.05))
+            table = class_table(labels, out, np.arange(len(exact)), alpha)
+            for key in ("d_recall", "d_precision", "d_recall_ci"):
+                table[key] = np.where(exact.reshape(-1, *([1] * (table[key].ndim - 1))), table[key], np.nan)
+            out.update({k: table[k] for k in ("classes", "class_support", "d_recall", "d_precision", "d_recall_ci", "detectable_d_recall")})
+        return out
 
     def top_examples(self, run: str, layer: str, step: int) -> dict[str, np.ndarray]:
         """Top activating probe examples per filter: index, label (F, k), class, concentration, flag (F,)."""

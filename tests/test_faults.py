@@ -192,3 +192,13 @@ def test_a_failed_first_log_leaves_no_file_and_nothing_open(tmp_path, background
             viz.log(_net(), 0)
         viz.close()
     assert list((tmp_path / "run").iterdir()) == []
+
+
+def test_a_probe_with_few_examples_per_class_warns_once_at_construction(tmp_path):
+    labels = torch.tensor([0] * 10 + [1, 2])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ConvViz(tmp_path, probe=(torch.randn(12, 3, 8, 8), labels), impact=True)
+        ConvViz(tmp_path, probe=(torch.randn(12, 3, 8, 8), labels), impact=False)  # no per-class numbers: no warning
+    (warning,) = [w for w in caught if "examples of 2 class(es)" in str(w.message)]
+    assert "1: 1, 2: 1" not in str(warning.message) and "1 (1), 2 (1)" in str(warning.message)

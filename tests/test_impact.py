@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 
 import numpy as np
 import pytest
@@ -15,6 +16,8 @@ from tb_convviz.analysis.impact import (
     class_selectivity,
     exact_selection,
     filter_impact,
+    finish_impact,
+    merge_impact,
     per_class_deltas,
     spearman,
     top_activating,
@@ -297,3 +300,36 @@ def test_bad_budget_arguments_are_named(kwargs: dict, match: str) -> None:
     model = randomized(TinyResNet())
     with pytest.raises(ValueError, match=match):
         filter_impact(model, {"stem": model.stem}, torch.zeros(2, 3, 8, 8), torch.tensor([0, 1]), **kwargs)
+
+
+def test_the_carrier_filter_is_significant_and_the_others_are_not(carrier_case) -> None:
+    _, _, y, res = carrier_case
+    c = OneCarrier.CARRIER
+    b, w = res["discordant"][c]
+    exact_p = min(1.0, 2 * sum(math.comb(int(b + w), k) for k in range(int(min(b, w)) + 1)) / 2 ** int(b + w))
+    assert res["p_value"][c] == pytest.approx(exact_p, abs=1e-9)
+    others = np.arange(8) != c
+    assert (res["p_value"][others] == 1).all() and not res["significant"][others].any()
+    assert res["significant"][c]
+    lo, hi = res["d_accuracy_ci"][c]
+    assert lo <= res["d_accuracy"][c] <= hi < 0
+    assert 0 < float(res["detectable_d_accuracy"]) < 1  # 40 images detect large changes only
+
+
+def test_over_budget_filters_carry_no_significance(wide_case) -> None:
+    model, x, y, _ = wide_case
+    res = filter_impact(model, {"conv": model.conv}, x, y, exact_budget=20.0, seed=1)["conv"]
+    exact = res["exact"]
+    assert np.isnan(res["p_value"][~exact]).all() and not res["significant"][~exact].any()
+    assert np.isnan(res["d_accuracy_ci"][~exact]).all() and np.isfinite(res["p_value"][exact]).all()
+
+
+def test_shares_of_several_ranks_merge_into_the_single_process_result(wide_case) -> None:
+    model, x, y, _ = wide_case
+    layers = {"conv": model.conv}
+    alone = filter_impact(model, layers, x, y, exact_budget=20.0, seed=1)["conv"]
+    parts = [filter_impact(model, layers, x, y, exact_budget=20.0, seed=1, share=(r, 3))["conv"] for r in range(3)]
+    merged = finish_impact(merge_impact(parts), y.numpy(), 0.05)
+    assert merged["ablated_by_rank"].sum() == alone["exact"].sum() and (merged["ablated_by_rank"] > 0).all()
+    for key, value in alone.items():
+        np.testing.assert_allclose(merged[key], value, atol=1e-6, err_msg=key)

@@ -119,6 +119,18 @@ def test_filter_detail_slices_effective_maps_history(client):
     assert len(body["history"]["l2"]) == len(STEPS)
     assert body["history"]["cosine_distance_prev"][0] == pytest.approx(0, abs=1e-6)  # the first step is its own previous
     assert get_ok(client, "filter?run=a&layer=3&step=3&filter=0")["effective"] is None
+    assert body["per_class"] is None  # run "a" logged no impact
+
+
+def test_filter_detail_has_per_class_changes_with_intervals(client):
+    per_class = get_ok(client, "filter?run=analysed&layer=3&step=3&filter=2")["per_class"]
+    assert per_class["classes"] == [0, 1] and per_class["class_support"] == [2, 1]  # probe labels [0, 1, 0]
+    assert len(per_class["d_recall"]) == 2 and len(per_class["d_recall_ci"]) == 4
+    for k, n in enumerate(per_class["class_support"]):
+        assert per_class["d_recall"][k] * n == pytest.approx(round(per_class["d_recall"][k] * n), abs=1e-9)
+        lo, hi = per_class["d_recall_ci"][2 * k : 2 * k + 2]
+        assert lo <= per_class["d_recall"][k] <= hi
+    assert per_class["detectable_d_recall"] == [None, None]  # 2 and 1 examples: too few to tell
 
 
 def test_probe_images_and_labels(client):
@@ -176,8 +188,11 @@ def test_impact_per_filter(client):
     assert a["accuracy"].shape == () and 0 <= a["accuracy"] <= 1
     for key in ("d_accuracy", "d_confidence", "d_loss", "flips", "taylor_d_loss", "class_selectivity", "topk_class", "topk_flag"):
         assert a[key].shape == (8,), key
-    assert a["d_recall"].shape == a["d_precision"].shape == (8, 2)  # the net has 2 classes
-    assert a["class_support"].tolist() == [2, 1]  # probe labels [0, 1, 0]
+    # per class only as exact, sparse flips: nothing sized filters × classes
+    assert a["clean_pred"].shape == (3,) and a["flip_filter"].shape == a["flip_pred"].shape
+    assert a["exact"].shape == (8,) and a["exact"].all()  # 8 filters fit the exact-ablation budget
+    assert a["d_accuracy_ci"].shape == a["discordant"].shape == (8, 2)
+    assert a["p_value"].shape == a["significant"].shape == (8,)
     assert a["topk_index"].shape == a["topk_label"].shape == (8, 3)  # top-k capped at the 3 probe images
     assert set(a["topk_index"].ravel().tolist()) <= {0, 1, 2}
     assert a["taylor_spearman"].shape == ()

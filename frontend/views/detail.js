@@ -271,7 +271,7 @@ function render(data, probe, labels, s, store) {
  */
 function impactSections(load, data, examples) {
   const answer = answerFor(load, data);
-  if (answer) return impactViews(answer, data.filter, examples);
+  if (answer) return impactViews(answer, data.filter, examples, data.per_class ?? null);
   const box = section("Impact on the model", "detail-impact");
   const note = el("p", "cvz-note", absentMessage("impact", load) || "Loading the impact…");
   note.dataset.testid = "detail-impact-message";

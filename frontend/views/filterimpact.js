@@ -19,6 +19,18 @@ import { exampleView, signalLegend } from "./examples.js";
  */
 
 /**
+ * " [lo, hi], p = …" for the filter's Δaccuracy, or "" when it carries no interval.
+ * @param {Arrays} arrays @param {number} f
+ */
+function intervalText(arrays, f) {
+  const [lo, hi] = filterRow(arrays, "d_accuracy_ci", f);
+  if (lo === undefined || lo === null || hi === null) return "";
+  const p = filterValue(arrays, "p_adjusted", f);
+  const verdict = filterValue(arrays, "significant", f) ? "significant" : "not significant";
+  return ` [${formatPercent(lo)}, ${formatPercent(hi)}], ${verdict} (p = ${formatNumber(p, 2)}, BH)`;
+}
+
+/**
  * 1-based rank of `filter` in the layer by `name`, largest first; null when its value is missing.
  * @param {Arrays} arrays @param {string} name @param {number} filter
  */
@@ -28,8 +40,58 @@ function rankOf(arrays, name, filter) {
   return 1 + whole(arrays, name).filter((v) => v !== null && v > mine).length;
 }
 
-/** @param {Arrays} arrays @param {number} f @returns {HTMLElement} */
-function impactFacts(arrays, f) {
+/**
+ * @typedef {{classes: number[], class_support: number[], d_recall: Array<?number>, d_precision: Array<?number>,
+ *   d_recall_ci: Array<?number>, detectable_d_recall: Array<?number>, alpha: number}} PerClass
+ *   one filter's per-class changes (the /filter answer's per_class): classes present in the probe,
+ *   their support, Δrecall with its interval (C × 2, flat), and the smallest |Δrecall| each
+ *   class's support can reveal (null: none)
+ */
+
+/**
+ * Δrecall per class, with intervals, and what the probe is too small to tell.
+ * @param {PerClass} perClass @returns {HTMLElement[]}
+ */
+function recallViews(perClass) {
+  const level = `${Math.round((1 - perClass.alpha) * 100)}%`;
+  const blind = perClass.classes.filter((_, k) => perClass.detectable_d_recall[k] === null);
+  const out = [
+    el("h5", "cvz-response-title", "Δrecall per class"),
+    barList({
+      items: perClass.d_recall.map((v, k) => {
+        const [lo, hi] = [perClass.d_recall_ci[2 * k], perClass.d_recall_ci[2 * k + 1]];
+        const detectable = perClass.detectable_d_recall[k];
+        const n = perClass.class_support[k];
+        return {
+          label: `class ${perClass.classes[k]} (${n})`,
+          value: v,
+          text: `${formatPercent(v)} [${formatPercent(lo)}, ${formatPercent(hi)}]`,
+          title:
+            `Δprecision ${formatPercent(perClass.d_precision[k])}; ${level} interval of Δrecall ${formatPercent(lo)} … ${formatPercent(hi)}; ` +
+            (detectable === null
+              ? `${n} probe examples of class ${perClass.classes[k]}: too few for any change to be significant`
+              : `with ${n} probe examples, only |Δrecall| ≥ ${formatPercent(detectable, { signed: false })} can be detected`),
+        };
+      }),
+      signed: true,
+      testid: "recall-bars",
+    }),
+  ];
+  if (blind.length) {
+    const note = el(
+      "p",
+      "cvz-note",
+      `The probe is too small to tell for ${blind.length === perClass.classes.length ? "every class" : `class${blind.length > 1 ? "es" : ""} ${blind.join(", ")}`}: ` +
+        "a per-class change needs at least 6 examples of the class all changing one way to be significant. Add examples of these classes to the probe.",
+    );
+    note.dataset.testid = "probe-too-small";
+    out.push(note);
+  }
+  return out;
+}
+
+/** @param {Arrays} arrays @param {number} f @param {?PerClass} perClass @returns {HTMLElement} */
+function impactFacts(arrays, f, perClass) {
   const box = section("Impact on the model", "detail-impact");
   box.append(
     el(
@@ -38,14 +100,13 @@ function impactFacts(arrays, f) {
       "The filter's output zeroed on the labelled probe. Δ = without − with: a filter the model needs has Δaccuracy < 0 and Δloss > 0.",
     ),
   );
-  const support = whole(arrays, "class_support");
-  const examples = support.reduce((/** @type {number} */ a, v) => a + (v ?? 0), 0);
+  const examples = whole(arrays, "clean_pred").length;
   const filters = arrays.d_loss?.shape[0] ?? 0;
   const rank = rankOf(arrays, "d_loss", f);
   const [accuracy] = whole(arrays, "accuracy");
   box.append(
     factList([
-      ["Δaccuracy", `${formatPercent(filterValue(arrays, "d_accuracy", f))} of ${formatPercent(accuracy, { signed: false })}`, "impact-d_accuracy"],
+      ["Δaccuracy", `${formatPercent(filterValue(arrays, "d_accuracy", f))} of ${formatPercent(accuracy, { signed: false })}${intervalText(arrays, f)}`, "impact-d_accuracy"],
       ["flipped predictions", `${formatCount(filterValue(arrays, "flips", f))} of ${examples}`, "impact-flips"],
       ["Δconfidence (true class)", formatSigned(filterValue(arrays, "d_confidence", f)), "impact-d_confidence"],
       ["Δloss", formatSigned(filterValue(arrays, "d_loss", f)), "impact-d_loss"],
@@ -64,22 +125,9 @@ function impactFacts(arrays, f) {
     ]),
   );
 
-  const recall = filterRow(arrays, "d_recall", f);
-  if (recall.length) {
-    const precision = filterRow(arrays, "d_precision", f);
-    box.append(
-      el("h5", "cvz-response-title", "Δrecall per class"),
-      barList({
-        items: recall.map((v, k) => ({
-          label: `class ${k} (${support[k] ?? 0})`,
-          value: v,
-          text: formatPercent(v),
-          title: `Δprecision ${formatPercent(precision[k])}; ${support[k] ?? 0} probe examples of class ${k}`,
-        })),
-        signed: true,
-        testid: "recall-bars",
-      }),
-    );
+  if (perClass) box.append(...recallViews(perClass));
+  else if (filterValue(arrays, "exact", f) === 0) {
+    box.append(el("p", "cvz-note", "Not ablated exactly at this step (over the exact-ablation budget): only the Taylor estimate is known."));
   }
   return box;
 }
@@ -124,10 +172,12 @@ function topExamples(arrays, f, ex) {
 /**
  * The filter's impact and top examples at the answer's step.
  * @param {any} data the /impact payload @param {number} filter @param {Examples} examples
+ * @param {?PerClass} perClass the filter's per-class changes, from its /filter answer
  * @returns {HTMLElement[]}
  */
-export function impactViews(data, filter, examples) {
+export function impactViews(data, filter, examples, perClass) {
   const arrays = /** @type {Arrays} */ (data.arrays);
   const top = topExamples(arrays, filter, examples);
-  return top ? [impactFacts(arrays, filter), top] : [impactFacts(arrays, filter)];
+  const facts = impactFacts(arrays, filter, perClass);
+  return top ? [facts, top] : [facts];
 }

@@ -10,13 +10,13 @@ paths are exact, not approximations; they match one forward per filter.
 """
 from __future__ import annotations
 
-import warnings
 from typing import Iterator, Literal, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
 
 from tb_convviz.analysis.ablation_replay import AblationPlanError, ReplayPlan, TracedProbe, chunks, logits_of
+from tb_convviz.notices import notice
 from tb_convviz.capture import as_model_input, run_with_hooks
 from tb_convviz.layers import unwrap
 
@@ -60,8 +60,8 @@ class FilterAblation:
                 except Exception as err:  # fx raises many kinds (TraceError, TypeError, ...) on untraceable code
                     if method == "fx":
                         raise
-                    warnings.warn(f"ablation: torch.fx cannot trace the model ({type(err).__name__}: {err}); "
-                                  "using forward hooks (one full forward per filter batch)", stacklevel=2)
+                    notice(f"ablation: torch.fx cannot trace the model ({type(err).__name__}: {err}); "
+                           "using forward hooks (one full forward per filter batch)")
             self.clean = self._traced.clean if self._traced is not None else logits_of(self.model(self.x), self.n)
 
     def filters(self, layer: str) -> int:
@@ -118,8 +118,8 @@ class FilterAblation:
         with torch.no_grad():
             problem = self._check(plan)
             if problem is not None and plan.fast:
-                warnings.warn(f"ablation: the channel-wise replay below {layer!r} failed ({problem}); "
-                              "using the general replay", stacklevel=3)
+                notice(f"ablation: the channel-wise replay below {layer!r} failed ({problem}); "
+                       "using the general replay")
                 plan = traced.plan(layer, fast=False)
                 problem = self._check(plan)
         if problem is not None:
@@ -150,7 +150,7 @@ class FilterAblation:
     def _fallback(self, err: AblationPlanError) -> None:
         if self.method == "fx":
             raise err
-        warnings.warn(f"ablation: {err}; using forward hooks for it", stacklevel=4)
+        notice(f"ablation: {err}; using forward hooks for it")
 
 
 def _hooked_ablation(model: nn.Module, layer: str, x: torch.Tensor, filters: Sequence[int]) -> torch.Tensor:

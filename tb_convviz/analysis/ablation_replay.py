@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tb_convviz.analysis import graph_ops as ops
+from tb_convviz.tracing import traced
 
 
 class AblationPlanError(RuntimeError):
@@ -135,7 +136,7 @@ class TracedProbe:
     the clean logits (N, K), the FLOPs of a forward, and replays below any conv layer."""
 
     def __init__(self, model: nn.Module, x: torch.Tensor):
-        self.gm = fx.symbolic_trace(model)
+        self.gm = traced(model)
         self.modules = dict(self.gm.named_modules())
         self.n = x.shape[0]
         recorder = _Recorder(self.gm)

@@ -6,10 +6,11 @@ activation on each of N probe images. PCA is built in; UMAP and t-SNE come with 
 """
 from __future__ import annotations
 
-import warnings
 from typing import Sequence
 
 import numpy as np
+
+from tb_convviz.notices import notice
 
 METHODS = ("pca", "umap", "tsne")
 # Fewer filters than this leave t-SNE/UMAP no neighbourhoods to preserve: PCA is used instead.
@@ -68,7 +69,7 @@ def filter_embedding(profile: np.ndarray, method: str = "pca", seed: int = 0) ->
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     x = np.asarray(profile, dtype=np.float64)
     if method != "pca" and x.shape[0] < _MIN_NONLINEAR_FILTERS:
-        warnings.warn(f"{x.shape[0]} filters are too few for {method}: using PCA", stacklevel=2)
+        notice(f"{x.shape[0]} filters are too few for {method}: using PCA")
         method = "pca"
     if method == "pca":
         return _pca(x)

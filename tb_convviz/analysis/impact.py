@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tb_convviz.analysis.ablation import FilterAblation, Method
+from tb_convviz.analysis.significance import detectable_effect, recall_delta_ci, significance
 from tb_convviz.capture import as_model_input, run_with_hooks
 from tb_convviz.layers import unwrap
 
@@ -116,8 +117,10 @@ def per_class_deltas(
     ids wanted, in order (one filter, or the exact ones: a filter without flips reads 0, so pass
     the record's exact filters to leave the others out). Costs O(M + rows × C), not filters × all classes.
     Keys: "classes" (C,) the class ids present in labels; "class_support" (C,) int, their
-    images; "d_recall", "d_precision" (rows, C) float64, ablated − clean. A recall change is
-    k / support for an integer k; a class never predicted has precision 0.
+    images; "d_recall", "d_precision" (rows, C) float64, ablated − clean; "tp_clean" (C,) int;
+    "recall_lost", "recall_gained" (rows, C) int, the class's images going correct → wrong and
+    wrong → correct (a class's own McNemar table). A recall change is (gained − lost) / support;
+    a class never predicted has precision 0.
     """
     labels, clean_pred = np.asarray(labels, np.int64), np.asarray(clean_pred, np.int64)
     flip_filter, flip_image, flip_pred = (np.asarray(a, np.int64) for a in (flip_filter, flip_image, flip_pred))
@@ -138,9 +141,13 @@ def per_class_deltas(
     right = clean_pred == labels
     tp = np.bincount(truth[right], minlength=len(classes))
     predicted = np.bincount(before[before_ok], minlength=len(classes))
-    d_tp = np.zeros((len(ids), len(classes)), np.int64)
-    d_predicted = np.zeros_like(d_tp)
-    np.add.at(d_tp, (rows, truth[images]), (new == labels[images]).astype(np.int64) - right[images])
+    lost = np.zeros((len(ids), len(classes)), np.int64)
+    gained = np.zeros_like(lost)
+    d_predicted = np.zeros_like(lost)
+    now_right = new == labels[images]
+    np.add.at(lost, (rows, truth[images]), (right[images] & ~now_right).astype(np.int64))
+    np.add.at(gained, (rows, truth[images]), (~right[images] & now_right).astype(np.int64))
+    d_tp = gained - lost
     old_ok, new_at, new_ok = before_ok[images], *class_index(new)
     np.add.at(d_predicted, (rows[old_ok], before[images][old_ok]), -1)
     np.add.at(d_predicted, (rows[new_ok], new_at[new_ok]), 1)
@@ -150,6 +157,9 @@ def per_class_deltas(
         "class_support": support.astype(np.int64),
         "d_recall": d_tp / support,
         "d_precision": (tp + d_tp) / np.maximum(predicted + d_predicted, 1) - precision,
+        "tp_clean": tp.astype(np.int64),
+        "recall_lost": lost,
+        "recall_gained": gained,
     }
 
 
@@ -256,6 +266,8 @@ def filter_impact(
     exact_budget: float = 200.0,
     exact: Literal["budget", "all"] = "budget",
     seed: int = 0,
+    alpha: float = 0.05,
+    share: tuple[int, int] = (0, 1),
 ) -> Arrays:
     """Per layer and filter: exact ablation effects, the Taylor estimate, and what the filter fires on.
 
@@ -272,12 +284,17 @@ def filter_impact(
     taylor_d_loss with d_loss over the exactly ablated filters — all of them, or the top-Taylor
     ones plus the random sample (NaN if either is constant); "class_selectivity" (F,);
     "act_on_errors", "act_on_correct" (F,) mean score on probe examples the clean model gets
-    wrong / right (NaN when there are none).
+    wrong / right (NaN when there are none); and `finish_impact`'s significance keys at level `alpha`.
+    share (rank, ranks): ablate only every ranks-th of the chosen filters, from the rank-th, and leave
+    the layer unfinished, for `merge_impact` and `finish_impact` on the rank that gathers the parts.
     """
     if exact not in ("budget", "all"):
         raise ValueError(f"exact must be 'budget' or 'all', got {exact!r}")
     if not exact_budget > 0:
         raise ValueError(f"exact_budget must be > 0 forward passes, got {exact_budget!r}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
+    rank, ranks = share
     model = unwrap(model)
     x = as_model_input(model, x.detach())
     y = torch.as_tensor(y).to(x.device).long()
@@ -291,14 +308,68 @@ def filter_impact(
         peak = a.float().flatten(2).amax(-1)  # (N, F)
         t = taylor[name].cpu().numpy()
         chosen = np.ones(len(t), bool) if exact == "all" else exact_selection(t, ablation.cost(name), exact_budget, rng)
-        metrics = ablation_metrics(ablation.clean, y, len(t), ablation.passes(name, np.flatnonzero(chosen).tolist()))
+        mine = np.flatnonzero(chosen)[rank::ranks].tolist()
+        metrics = ablation_metrics(ablation.clean, y, len(t), ablation.passes(name, mine))
         metrics.update(
             taylor_d_loss=t,
-            taylor_spearman=np.asarray(spearman(t[chosen], metrics["d_loss"][chosen])),
             class_selectivity=class_selectivity(fires, y).cpu().numpy(),
             act_on_errors=fires[wrong].mean(0).cpu().numpy(),
             act_on_correct=fires[~wrong].mean(0).cpu().numpy(),
         )
         metrics.update(top_activating(peak, y, top_k))
-        result[name] = metrics
+        result[name] = metrics if ranks > 1 else finish_impact(metrics, y.cpu().numpy(), alpha)
     return result
+
+
+# Per-filter results that only the rank that ablated a filter has; the rest is the same on every rank.
+_ABLATED_ROWS = ("d_accuracy", "d_confidence", "d_loss", "flips", "discordant")
+
+
+def merge_impact(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """One layer's impact from the `share`d parts of several ranks: each filter's ablation results
+    from the rank that ablated it, the flips of all, and "ablated_by_rank" (ranks,) int."""
+    merged = {k: np.array(v, copy=True) for k, v in parts[0].items()}
+    for part in parts[1:]:
+        mine = part["exact"]
+        for key in _ABLATED_ROWS:
+            merged[key][mine] = part[key][mine]
+        merged["exact"] |= mine
+    flips = [np.concatenate([p[k] for p in parts]) for k in ("flip_filter", "flip_image", "flip_pred")]
+    order = np.lexsort((flips[1], flips[0]))
+    merged.update(flip_filter=flips[0][order], flip_image=flips[1][order], flip_pred=flips[2][order])
+    merged["ablated_by_rank"] = np.array([int(p["exact"].sum()) for p in parts], dtype=np.int64)
+    return merged
+
+
+def finish_impact(metrics: dict[str, np.ndarray], y: np.ndarray, alpha: float) -> dict[str, np.ndarray]:
+    """What needs every exact filter of the layer: the Taylor-vs-exact rank correlation, and
+    McNemar p-values, BH-adjusted within the layer, intervals and the significance flag (NaN /
+    False where not ablated), and "detectable_d_accuracy" () the smallest |Δaccuracy| this probe
+    can detect (NaN: none; see significance.detectable_effect)."""
+    exact = metrics["exact"]
+    n = len(y)
+    correct = int((metrics["clean_pred"] == y).sum())
+    found = significance(n, correct, metrics["discordant"][exact], alpha)
+    filters = len(exact)
+    out = dict(metrics)
+    out["taylor_spearman"] = np.asarray(spearman(metrics["taylor_d_loss"][exact], metrics["d_loss"][exact]))
+    out["p_value"] = np.full(filters, np.nan)
+    out["p_adjusted"] = np.full(filters, np.nan)
+    out["significant"] = np.zeros(filters, bool)
+    out["d_accuracy_ci"] = np.full((filters, 2), np.nan)
+    for key in ("p_value", "p_adjusted", "significant", "d_accuracy_ci"):
+        out[key][exact] = found[key]
+    out["detectable_d_accuracy"] = np.asarray(detectable_effect(n, alpha), dtype=np.float64)
+    out["alpha"] = np.asarray(alpha, dtype=np.float64)
+    return out
+
+
+def class_table(labels: np.ndarray, impact: Mapping[str, np.ndarray], filters: Sequence[int], alpha: float) -> dict[str, np.ndarray]:
+    """Per-class changes of the given filters, rebuilt exactly from an impact record's sparse flips,
+    with each class's support, a Newcombe interval of its Δrecall at level 1 − alpha
+    ("d_recall_ci" (rows, C, 2)) and the smallest |Δrecall| its support can reveal
+    ("detectable_d_recall" (C,), NaN: none). Keys besides: per_class_deltas'."""
+    table = per_class_deltas(labels, impact["clean_pred"], impact["flip_filter"], impact["flip_image"], impact["flip_pred"], filters)
+    table["d_recall_ci"] = recall_delta_ci(table["class_support"], table["tp_clean"], table["recall_lost"], table["recall_gained"], level=1 - alpha)
+    table["detectable_d_recall"] = np.asarray(detectable_effect(table["class_support"], alpha), dtype=np.float64)
+    return table

@@ -24,7 +24,6 @@ a vertical intensity gradient (dI/drow) detects; 90° is vertical stripes.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional, Sequence
 
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tb_convviz.capture import as_model_input, run_with_hooks
+from tb_convviz.notices import notice
 
 Arrays = dict[str, dict[str, np.ndarray]]
 Counterfactual = Callable[[torch.Tensor], torch.Tensor]
@@ -827,16 +827,16 @@ def perturbation_responses(
     elif x.dim() == 3:
         finishes.append(_sequence_plan(combined, x, DEFAULT_SHIFTS))
     else:
-        warnings.warn(f"perturbation_responses: no orientation analysis for {x.dim() - 2}-D inputs", stacklevel=2)
+        notice(f"perturbation_responses: no orientation analysis for {x.dim() - 2}-D inputs")
     if shape_texture and x.dim() == 4:
         finishes.append(_shape_texture_plan(combined, x, patch_size, blur_sigma, seed))
     elif shape_texture:
-        warnings.warn(f"perturbation_responses: shape_texture needs 2-D images, skipped for {x.dim() - 2}-D inputs", stacklevel=2)
+        notice(f"perturbation_responses: shape_texture needs 2-D images, skipped for {x.dim() - 2}-D inputs")
     finishes.append(_noise_plan(combined, x, noise_sigmas, seed))
     try:
         finishes.append(_adversarial_plan(combined, x, y, epsilon, pgd_steps))
     except ValueError as err:
-        warnings.warn(f"perturbation_responses: adversarial analysis skipped: {err}", stacklevel=2)
+        notice(f"perturbation_responses: adversarial analysis skipped: {err}")
     if counterfactuals:
         finishes.append(_counterfactual_plan(combined, x, counterfactuals))
     combined.run()

@@ -9,6 +9,7 @@ from tensorboard import errors
 from tb_convviz import format as fmt
 from tb_convviz import records
 from tb_convviz.analysis.compare import match_filters, most_changed_first, weight_drift
+from tb_convviz.analysis.impact import class_table
 from tb_convviz.analysis.similarity import aligned_weight_drift, cka_matrix, linear_cka
 from tb_convviz.reader import ConvVizReader, NotFound
 
@@ -110,6 +111,7 @@ def filter_detail(reader: ConvVizReader, run: str, layer: str, step: int, index:
         out["map_images"] = maps.meta.get("images", [])
     except NotFound:
         out["maps"], out["map_images"] = None, []
+    out["per_class"] = _per_class(reader, run, layer, step, index)
     history: dict[str, list] = {"steps": []}
     for s, record in reader.bundles(run, layer, fmt.KIND_FILTERS):
         stats = _stats(record, index)
@@ -122,6 +124,30 @@ def filter_detail(reader: ConvVizReader, run: str, layer: str, step: int, index:
             history[kind] = _analysis_history(reader, run, layer, kind, index, filters.meta["info"]["filters"])
     out["history"] = history
     return out
+
+
+def _per_class(reader: ConvVizReader, run: str, layer: str, step: int, index: int) -> Optional[dict]:
+    """One filter's per-class changes at `step`, rebuilt from the impact record's sparse flips (a
+    1000-class model costs what the classes present in the probe cost); None when the step has no
+    impact record or the filter was not ablated exactly."""
+    if fmt.KIND_IMPACT not in reader.kinds(run, layer) or step not in reader.steps(run, layer, fmt.KIND_IMPACT):
+        return None
+    record = reader.bundle(run, layer, fmt.KIND_IMPACT, step)
+    if records.IMPACT_CLEAN_PRED not in record or not record.array(records.IMPACT_EXACT)[index]:
+        return None
+    run_record = reader.bundle(run, fmt.RUN_LAYER, fmt.KIND_RUN)
+    arrays = {k: record.array(k) for k in (records.IMPACT_CLEAN_PRED, *records.IMPACT_FLIPS)}
+    alpha = float(record.array("alpha")) if "alpha" in record else 0.05
+    table = class_table(run_record.array(records.PROBE_LABELS), arrays, [index], alpha)
+    return {
+        "classes": table["classes"].tolist(),
+        "class_support": table["class_support"].tolist(),
+        "d_recall": _floats(table["d_recall"][0]),
+        "d_precision": _floats(table["d_precision"][0]),
+        "d_recall_ci": _floats(table["d_recall_ci"][0]),
+        "detectable_d_recall": _floats(table["detectable_d_recall"]),
+        "alpha": alpha,
+    }
 
 
 def _analysis_history(
