@@ -179,6 +179,7 @@ class ConvViz:
         self._copy: Optional[ModelCopy] = None
         self._worker: Optional[BackgroundWorker[_Job]] = None
         self._shard = ALONE
+        self._buffers: list[str] = []
         self._logs_done = 0
         self._warned: set[str] = set()
         self._pending: list[tuple[str, Optional[int]]] = []
@@ -296,13 +297,14 @@ class ConvViz:
         plan = Plan(names, batchnorm)
         # Every rank logs the same steps, so every rank gets here at the same first log.
         self._shard = current_shard()
+        self._buffers = [name for name, _ in model.named_buffers()]
         if self.background:
             try:
                 self._copy = ModelCopy(model, self.analysis_device)
             except Exception as e:  # noqa: BLE001 - deepcopy fails in many ways (locks, handles, ...)
                 self._warn(f"the model cannot be deep-copied ({type(e).__name__}: {e}), so it is analysed inline, "
                            "pausing training at each log")
-        elif self.analysis_device is not None:
+        elif self.analysis_device is not None or self._shard.world > 1:  # ranks analyse rank 0's buffers: on a copy
             self._copy = ModelCopy(model, self.analysis_device)
         if self._probe is not None:
             target = self._copy.model if self._copy is not None else model
@@ -328,6 +330,10 @@ class ConvViz:
         """collect → encode → write one step; every failure becomes one warning. True if written."""
         plan = self._plan
         assert plan is not None
+        if job.state is not None and self._shard.world > 1:
+            # DDP keeps parameters equal across ranks, but BatchNorm statistics drift apart between
+            # forwards (each rank's own batches): every rank analyses the writing rank's.
+            job.state.update(self._shard.from_writer({k: job.state[k].cpu() for k in self._buffers}))
         with collecting() as notes:
             try:
                 if job.state is not None:

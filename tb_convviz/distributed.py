@@ -32,6 +32,14 @@ class Shard:
     def writes(self) -> bool:
         return self.rank == 0
 
+    def from_writer(self, obj: Any) -> Any:
+        """The writing rank's `obj` on every rank (CPU tensors inside, for gloo)."""
+        if self.group is None:
+            return obj
+        box = [obj if self.rank == 0 else None]
+        dist.broadcast_object_list(box, src=dist.get_global_rank(self.group, 0), group=self.group)
+        return box[0]
+
     def gather(self, obj: Any) -> Optional[list[Any]]:
         """Every rank's `obj` on rank 0 (None elsewhere); one process returns [obj]."""
         if self.group is None:
