@@ -1,13 +1,24 @@
-"""Benchmark: exact filter ablation against Captum's LayerFeatureAblation, and the full analysis cost.
+"""Benchmark: exact filter ablation against Captum's LayerFeatureAblation, and impact at scale.
 
-For a small CNN and a ResNet-18-shaped net (112 px, 8 probe images, 10 classes) it checks that
-our Δ(true-class logit) per filter equals Captum's within 1e-5, prints the time ratio measured in
-the same run, and prints the full perturbation + impact analysis time as a multiple of one bare
-forward pass. Captum is a bench-only dependency; without it the baseline is a naive one-forward-
-per-filter hook ablation, and the output says so. Not a test: the numbers are what it prints.
+Comparisons (each baseline measured in the same run, on the same model, probe and layers, with the
+same number of probe images per forward): a small CNN; the early-heavy residual net (c1 3→64,
+c2 64→64 + skip, c3 64→128 stride 2; 64 images at 32 px, every layer); the ResNet-18-shaped net
+(8 images at 112 px, a shallow, a middle and the deepest conv). Each checks that our Δ(true-class
+logit) per filter equals Captum's within 1e-5, prints the time ratio, and the FLOP limit of that
+ratio: Captum runs one forward per filter, we run each filter's suffix (FilterAblation.cost: the
+ops below the ablated conv, the first mixing op with one input channel), so ΣF / Σ F·cost is the
+speedup if time followed FLOPs; "of the limit" is the measured ratio over it.
 
-    /work/venv/bin/python bench/impact.py            # ResNet: a shallow-to-deep subset of convs for the comparison
-    /work/venv/bin/python bench/impact.py --all-resnet-layers   # every conv (Captum then takes many minutes)
+Then a ResNet-50-shaped net (26,560 filters, 1000 classes; 32 images at 64 px): filter_impact with
+the default budget, timed on its last bottleneck block, and for all 53 layers the number of filters
+the budget ablates exactly and the forward passes that takes, from the cost model (running all of
+it takes on the order of an hour on one core: --resnet50-all does).
+
+Without Captum the baseline is a naive one-forward-per-filter hook ablation, and the output says so.
+Not a test: the numbers are what it prints.
+
+    /work/venv/bin/python bench/impact.py
+    /work/venv/bin/python bench/impact.py --all-resnet-layers --resnet50-all   # long
 """
 from __future__ import annotations
 
@@ -24,9 +35,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.models import ResNet18Shaped, three_conv_cnn  # noqa: E402
-from tb_convviz.analysis.ablation import ablated_logits  # noqa: E402
-from tb_convviz.analysis.impact import filter_impact  # noqa: E402
+from bench.models import EarlyHeavyResNet, ResNet18Shaped, ResNet50Shaped, three_conv_cnn  # noqa: E402
+from tb_convviz.analysis.ablation import FilterAblation  # noqa: E402
+from tb_convviz.analysis.impact import exact_selection, filter_impact  # noqa: E402
 from tb_convviz.analysis.perturbation import perturbation_responses  # noqa: E402
 from tb_convviz.layers import conv_layers  # noqa: E402
 
@@ -37,7 +48,9 @@ except ImportError:
 
 # shallowest (everything is downstream: our worst case), middle, deepest (our best case)
 RESNET_SUBSET = ("conv1", "layer2.1.conv1", "layer4.1.conv2")
-MAX_BATCH = 256  # images per pass, for ours and for Captum's perturbations_per_eval alike
+RESNET50_TIMED = ("layer4.2.conv1", "layer4.2.conv2", "layer4.2.conv3")
+RESNET50_FILTERS = 26_560
+MAX_BATCH = 64  # probe images per forward, for ours (FilterAblation's default) and Captum's perturbations_per_eval
 
 
 def prepared(model: nn.Module) -> nn.Module:
@@ -64,6 +77,14 @@ def seconds(fn: Callable[[], object], repeats: int = 1) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+def ours_delta(model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """Δ true-class logit (clean − ablated) per (image, filter), by FilterAblation."""
+    ablation = FilterAblation(model, x, max_batch=MAX_BATCH)
+    idx = torch.arange(x.shape[0])
+    rows = [ablation.clean[idx, y][None, :] - logits[:, idx, y] for _, logits in ablation.passes(layer)]
+    return torch.cat(rows).T.numpy()
 
 
 def baseline_delta(model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor, per_eval: int) -> np.ndarray:
@@ -105,44 +126,37 @@ def _layer_output_shape(model: nn.Module, module: nn.Module, x: torch.Tensor) ->
     return shape[0]
 
 
-def compare(
-    title: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, layers: list[str], unbatched: bool, repeats: int
-) -> None:
-    """Ours vs the baseline on the same model, probe and layers: max |difference| and time ratios.
-
-    The batched baseline stacks as many filters per forward as ours does (a fair comparison);
-    `unbatched` also times Captum's default of one filter per forward. With repeats > 1 each
-    timing is the median after a warm-up call.
-    """
-    filters = sum(_layer_output_shape(model, model.get_submodule(n), x)[1] for n in layers)
-    print(f"\n== {title}: {len(layers)} conv layers, {filters} filters, probe {tuple(x.shape)}")
-    got: dict = {}
-    t_ours = seconds(
-        lambda: got.update(zip(("clean", "ablated"), ablated_logits(model, layers, x, max_batch=MAX_BATCH))), repeats
-    )
-    idx = torch.arange(x.shape[0])
-    ours = {n: (got["clean"][idx, y][None, :] - got["ablated"][n][:, idx, y]).T.numpy() for n in layers}  # (N, F)
-    size = float(np.mean([np.abs(v).mean() for v in ours.values()]))
-    print(f"   ours (exact, fx downstream replay, {MAX_BATCH // x.shape[0]} filters/pass): {t_ours:8.2f} s"
-          f"   (mean |Δ true-class logit| {size:.3f}, the scale the differences below compare to)")
-    runs = [MAX_BATCH // x.shape[0]] if LayerFeatureAblation is not None else []
-    if unbatched or LayerFeatureAblation is None:
-        runs.append(1)
-    for per_eval in runs:
-        ref: dict[str, np.ndarray] = {}
-        t_base = seconds(lambda: ref.update({n: baseline_delta(model, n, x, y, per_eval) for n in layers}), repeats)
-        worst = max(float(np.abs(ours[n] - ref[n]).max()) for n in layers)
-        name = f"Captum LayerFeatureAblation, {per_eval} filter{'s' if per_eval > 1 else ''}/pass" if LayerFeatureAblation is not None else (
-            "naive hooks, 1 filter/pass (captum missing)"
-        )
-        print(f"   baseline ({name}): {t_base:8.2f} s → ours {t_base / t_ours:5.1f}× faster; "
-              f"max |ours − baseline| {worst:.1e} ({'OK' if worst <= 1e-5 else 'MISMATCH'} at 1e-5)")
+def compare(title: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, layers: list[str], repeats: int) -> None:
+    """Ours vs the baseline on the same model, probe and layers: max |difference|, time ratio and
+    its FLOP limit. Layer by layer, ours then the baseline, so a change in machine load hits both."""
+    costs = FilterAblation(model, x).cost
+    filters = {n: _layer_output_shape(model, model.get_submodule(n), x)[1] for n in layers}
+    per_eval = max(1, MAX_BATCH // x.shape[0])
+    baseline = (f"Captum LayerFeatureAblation, {per_eval} filter{'s' if per_eval > 1 else ''}/forward"
+                if LayerFeatureAblation is not None else "naive hooks, 1 filter/forward (captum missing)")
+    print(f"\n== {title}: {len(layers)} conv layers, {sum(filters.values())} filters, probe {tuple(x.shape)}; baseline: {baseline}")
+    t_ours = t_base = worst = 0.0
+    size = []
+    for n in layers:
+        got: dict[str, np.ndarray] = {}
+        t_ours_n = seconds(lambda: got.update(ours=ours_delta(model, n, x, y)), repeats)
+        t_base_n = seconds(lambda: got.update(base=baseline_delta(model, n, x, y, per_eval)), repeats)
+        diff = float(np.abs(got["ours"] - got["base"]).max())
+        print(f"   {n:>16}: {filters[n]:4d} filters, ours {t_ours_n:7.2f} s, baseline {t_base_n:7.2f} s → "
+              f"{t_base_n / t_ours_n:5.1f}×  (FLOP limit {1 / max(costs(n), 1e-9):8.1f}×), max |diff| {diff:.1e}")
+        t_ours, t_base, worst = t_ours + t_ours_n, t_base + t_base_n, max(worst, diff)
+        size.append(float(np.abs(got["ours"]).mean()))
+    limit = sum(filters.values()) / sum(filters[n] * costs(n) for n in layers)
+    speedup = t_base / t_ours
+    print(f"   all: ours {t_ours:.2f} s, baseline {t_base:.2f} s → {speedup:.1f}× faster; FLOP limit {limit:.1f}× "
+          f"(reached {speedup / limit:.0%} of it); max |ours − baseline| {worst:.1e} "
+          f"({'OK' if worst <= 1e-5 else 'MISMATCH'} at 1e-5; mean |Δ| compared {np.mean(size):.3f})")
 
 
 def bare_forward_seconds(model: nn.Module, x: torch.Tensor) -> float:
     """Median time of one forward of the probe, no grad: the unit the analysis cost is counted in."""
     with torch.no_grad():
-        return seconds(lambda: model(x), repeats=5)
+        return seconds(lambda: model(x), repeats=3)
 
 
 def full_analysis(title: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int) -> None:
@@ -154,34 +168,71 @@ def full_analysis(title: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor
     print(f"   {title}: full analysis of all {len(layers)} conv layers (bare forward {t_fwd * 1e3:.1f} ms):")
     print(f"     perturbation_responses {t_pert:7.2f} s = {t_pert / t_fwd:7.0f}× forward")
     print(f"     filter_impact          {t_imp:7.2f} s = {t_imp / t_fwd:7.0f}× forward")
-    print(f"     both                   {t_pert + t_imp:7.2f} s = {(t_pert + t_imp) / t_fwd:7.0f}× forward")
+
+
+def resnet50_impact(run_all: bool) -> None:
+    """filter_impact with the default budget on the ResNet-50 shape: timed on RESNET50_TIMED (or
+    everything), and per stage what the budget does for all 53 layers, from the cost model."""
+    model = prepared(ResNet50Shaped())
+    layers = conv_layers(model)
+    total = sum(m.out_channels for m in layers.values())
+    assert total == RESNET50_FILTERS, f"ResNet50Shaped has {total} conv filters, not {RESNET50_FILTERS:,}"
+    gen = torch.Generator().manual_seed(2)
+    x, y = torch.randn(32, 3, 64, 64, generator=gen), torch.randint(0, 1000, (32,), generator=gen)
+    t_fwd = bare_forward_seconds(model, x)
+    ablation = FilterAblation(model, x)
+    rng = np.random.default_rng(0)  # exact_selection below only counts: any Taylor values give the same number
+    stages: dict[str, list[int]] = {}
+    for name, m in layers.items():
+        cost = ablation.cost(name)
+        exact = int(exact_selection(np.arange(m.out_channels, dtype=float), cost, 200.0, rng).sum())
+        stage = stages.setdefault(name.split(".")[0], [0, 0, 0])
+        stage[0], stage[1], stage[2] = stage[0] + m.out_channels, stage[1] + exact, stage[2] + round(exact * cost)
+    print(f"\n== ResNet-50 shape: {len(layers)} conv layers, {total:,} filters (asserted), 1000 classes, probe "
+          f"{tuple(x.shape)}, bare forward {t_fwd:.2f} s; impact with the default budget (200 forwards per layer):")
+    for stage, (f, exact, forwards) in stages.items():
+        print(f"   {stage:>7}: {f:6,} filters, {exact:6,} ablated exactly, ~{forwards:5,} forwards (cost model)")
+    forwards = sum(s[2] for s in stages.values())
+    print(f"   all: {sum(s[1] for s in stages.values()):,} of {total:,} exact, ~{forwards:,} forwards ≈ "
+          f"{forwards * t_fwd / 60:.0f} min at this forward time")
+    timed = list(layers) if run_all else list(RESNET50_TIMED)
+    subset = {n: layers[n] for n in timed}
+    t = time.perf_counter()
+    res = filter_impact(model, subset, x, y)
+    took = time.perf_counter() - t
+    exact = sum(int(r["exact"].sum()) for r in res.values())
+    print(f"   filter_impact on {'all layers' if run_all else ', '.join(timed)}: {took:.1f} s "
+          f"= {took / t_fwd:.0f} forwards; {exact:,} of {sum(m.out_channels for m in subset.values()):,} filters ablated exactly")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--all-resnet-layers", action="store_true", help="compare on every ResNet conv, not a subset")
-    parser.add_argument("--captum-unbatched", action="store_true",
-                        help="also time Captum's default of one filter per forward on the ResNet (slow)")
-    parser.add_argument("--skip-full", action="store_true", help="skip the full perturbation + impact timing")
+    parser.add_argument("--all-resnet-layers", action="store_true", help="compare on every ResNet-18 conv, not a subset (long)")
+    parser.add_argument("--resnet50-all", action="store_true", help="run the ResNet-50 impact on all 53 layers (about an hour)")
+    parser.add_argument("--full-analysis", action="store_true", help="also time perturbation + impact on the small CNN")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; baseline: "
           + ("captum" if LayerFeatureAblation is not None else "CAPTUM MISSING (pip install captum) → naive hooks"))
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(1)
-    y = torch.randint(0, 10, (8,), generator=gen)
 
     cnn = prepared(three_conv_cnn())
+    y8 = torch.randint(0, 10, (8,), generator=gen)
     x_small = torch.randn(8, 3, 32, 32, generator=gen)
-    compare("small CNN", cnn, x_small, y, list(conv_layers(cnn)), unbatched=True, repeats=3)
-    if not args.skip_full:
-        full_analysis("small CNN", cnn, x_small, y, repeats=3)
+    compare("small CNN", cnn, x_small, y8, list(conv_layers(cnn)), repeats=3)
+    if args.full_analysis:
+        full_analysis("small CNN", cnn, x_small, y8, repeats=3)
+
+    early = prepared(EarlyHeavyResNet())
+    x64, y64 = torch.randn(64, 3, 32, 32, generator=gen), torch.randint(0, 10, (64,), generator=gen)
+    compare("early-heavy residual net", early, x64, y64, list(conv_layers(early)), repeats=1)
 
     resnet = prepared(ResNet18Shaped())
     x_big = torch.randn(8, 3, 112, 112, generator=gen)
     names = list(conv_layers(resnet)) if args.all_resnet_layers else list(RESNET_SUBSET)
-    compare("ResNet-18 shape" + ("" if args.all_resnet_layers else " (layer subset)"), resnet, x_big, y, names, args.captum_unbatched, repeats=1)
-    if not args.skip_full:
-        full_analysis("ResNet-18 shape", resnet, x_big, y, repeats=1)
+    compare("ResNet-18 shape" + ("" if args.all_resnet_layers else " (layer subset)"), resnet, x_big, y8, names, repeats=1)
+
+    resnet50_impact(args.resnet50_all)
 
 
 if __name__ == "__main__":

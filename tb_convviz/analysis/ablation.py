@@ -10,12 +10,12 @@ paths are exact, not approximations; they match one forward per filter.
 """
 from __future__ import annotations
 
-from typing import Iterator, Literal, Mapping, Optional, Sequence
+from typing import Iterable, Iterator, Literal, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
 
-from tb_convviz.analysis.ablation_replay import AblationPlanError, ReplayPlan, TracedProbe, chunks, logits_of
+from tb_convviz.analysis.ablation_replay import AblationPlanError, ReplayPlan, TracedProbe, logits_of
 from tb_convviz.notices import notice
 from tb_convviz.capture import as_model_input, run_with_hooks
 from tb_convviz.layers import unwrap
@@ -88,7 +88,7 @@ class FilterAblation:
             per_pass = max(1, self.max_batch // self.n)
         else:
             per_pass = max(1, int(self.max_batch * self._traced.widest // (self.n * plan.peak)))
-        for fs in chunks(chosen, per_pass):
+        for fs in _chunks(chosen, per_pass):
             with torch.no_grad():
                 if plan is None:
                     logits = _hooked_ablation(self.model, layer, self.x, fs)
@@ -151,6 +151,11 @@ class FilterAblation:
         if self.method == "fx":
             raise err
         notice(f"ablation: {err}; using forward hooks for it")
+
+
+def _chunks(items: Sequence[int], size: int) -> Iterable[list[int]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
 
 
 def _hooked_ablation(model: nn.Module, layer: str, x: torch.Tensor, filters: Sequence[int]) -> torch.Tensor:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.fx as fx
@@ -44,11 +44,6 @@ def logits_of(out: Any, n: int) -> torch.Tensor:
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != n:
         raise ValueError("ablation: the model must return class logits shaped (N, classes)")
     return out
-
-
-def chunks(items: Sequence[int], size: int) -> Iterable[list[int]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
 
 
 def _has_tensor(value: Any) -> bool:
@@ -105,7 +100,6 @@ class ReplayPlan:
     one-channel mixing ops); `peak` the largest stacked value per filter and image, in elements;
     `fast` False for the general plan."""
 
-    layer: str
     channels: int
     steps: list[tuple[fx.Node, str]]
     blocks: dict[fx.Node, tuple[int, int]]
@@ -203,7 +197,7 @@ class TracedProbe:
             steps.append((node, how))
         steps = self._with_shapes(steps, kinds)
         flops, peak = self._price(steps, blocks, kinds)
-        return ReplayPlan(layer, channels, steps, blocks, flops, peak, fast)
+        return ReplayPlan(channels, steps, blocks, flops, peak, fast)
 
     def _with_shapes(self, steps: list[tuple[fx.Node, str]], kinds: dict[fx.Node, str]) -> list[tuple[fx.Node, str]]:
         """Adds the unaffected input-derived non-tensor values (x.size(0), ...) that dense steps
