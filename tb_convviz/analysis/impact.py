@@ -273,10 +273,11 @@ def filter_impact(
 
     x: probe (N, C, *spatial); y: integer labels (N,) < the model's number of classes.
     Every filter gets the Taylor estimate. exact="all" ablates every filter exactly; "budget"
-    does so for a layer whose estimated cost (FilterAblation.cost: suffix FLOPs, in forward
-    passes of the probe) fits `exact_budget` forward passes, and otherwise ablates the top-Taylor
-    filters plus a random sample of the rest drawn from a generator seeded with `seed`
-    (exact_selection). A filter's score on an image is the spatial mean of its rectified output
+    spends `exact_budget` forward passes of the probe on the whole call, an equal part per layer
+    (a ResNet-50's 53 layers at 200 per layer would take thousands of passes every epoch): a layer
+    whose estimated cost (FilterAblation.cost: suffix FLOPs, in forward passes) fits its part is
+    ablated whole, others get the top-Taylor filters plus a random sample of the rest drawn from
+    a generator seeded with `seed` (exact_selection). A filter's score on an image is the spatial mean of its rectified output
     max(a, 0) (how much it fires) for selectivity and errors, and the spatial max of a for ranking
     top-k examples.
     Keys, besides ablation_metrics' (exact-only metrics NaN / −1 where `exact` is False) and
@@ -307,7 +308,7 @@ def filter_impact(
         fires = a.float().clamp_min(0).flatten(2).mean(-1)  # (N, F)
         peak = a.float().flatten(2).amax(-1)  # (N, F)
         t = taylor[name].cpu().numpy()
-        chosen = np.ones(len(t), bool) if exact == "all" else exact_selection(t, ablation.cost(name), exact_budget, rng)
+        chosen = np.ones(len(t), bool) if exact == "all" else exact_selection(t, ablation.cost(name), exact_budget / len(acts), rng)
         mine = np.flatnonzero(chosen)[rank::ranks].tolist()
         metrics = ablation_metrics(ablation.clean, y, len(t), ablation.passes(name, mine))
         metrics.update(
