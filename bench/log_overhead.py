@@ -331,7 +331,11 @@ def bench_model(spec: BenchModel, ways: list[str], epochs: int, n_images: int, r
             loggers[way] = lambda step, w=writer: log_tutorial_way(w, model, images, step)
             closers.append(writer.close)
         else:
-            kwargs = {**options, "perturbations": False} if way == "convviz_plain" else options
+            # Inline (background=False): log() then does the analysis work this bench measures, and
+            # the event file has grown by the step's bytes when it returns.
+            kwargs = {"background": False, **options}
+            if way == "convviz_plain":
+                kwargs["perturbations"] = False
             viz = ConvViz(logdir, probe=(images, labels), **kwargs)
             loggers[way] = lambda step, v=viz: v.log(model, step)
             closers.append(viz.close)
