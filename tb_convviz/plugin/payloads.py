@@ -10,8 +10,13 @@ from tb_convviz import format as fmt
 from tb_convviz import records
 from tb_convviz.analysis.compare import match_filters, most_changed_first, weight_drift
 from tb_convviz.analysis.impact import class_table
+from tb_convviz.analysis.significance import examples_needed
 from tb_convviz.analysis.similarity import aligned_weight_drift, cka_matrix, linear_cka
 from tb_convviz.reader import ConvVizReader, NotFound
+
+
+DETECTION_EFFECTS = (0.05, 0.1, 0.2, 0.5)  # |Δ| a user may want to detect: small to large
+SHAPE_TEXTURE_BINS = 10
 
 
 def _floats(a: np.ndarray) -> list:
@@ -183,7 +188,37 @@ def analysis(reader: ConvVizReader, run: str, layer: str, step: int, kind: str) 
         out["counterfactuals"] = sorted(
             {k.split("/")[1] for k in arrays if k.startswith(fmt.COUNTERFACTUAL_PREFIX)}
         )
+    if kind == fmt.KIND_IMPACT:
+        alpha = float(record.array("alpha")) if "alpha" in record else 0.05
+        # What a larger probe would buy: images (per class, for Δrecall) to detect each effect.
+        out["examples_needed"] = {str(effect): examples_needed(effect, alpha) for effect in DETECTION_EFFECTS}
     return out
+
+
+def shape_texture(reader: ConvVizReader, run: str, step: int) -> dict:
+    """Per layer, in model order, the distribution of its filters' shape–texture index at `step`:
+    where in the network shape (+1) or texture (−1) information is used."""
+    key = fmt.PERTURBATION_GROUPS["shape_texture"][2]
+    layers, histograms, medians, counts = [], [], [], []
+    edges = np.linspace(-1, 1, SHAPE_TEXTURE_BINS + 1)
+    for layer in reader.layers(run):
+        if fmt.KIND_PERTURBATION not in reader.kinds(run, layer) or step not in reader.steps(run, layer, fmt.KIND_PERTURBATION):
+            continue
+        record = reader.bundle(run, layer, fmt.KIND_PERTURBATION, step)
+        if key not in record:
+            continue
+        index = record.array(key)
+        index = index[np.isfinite(index)]
+        layers.append(layer)
+        histograms.append(np.histogram(index, edges)[0].tolist())
+        medians.append(float(np.median(index)) if index.size else None)
+        counts.append(int(index.size))
+    if not layers:
+        raise errors.NotFoundError(
+            f"run {run!r} has no shape–texture responses at step {step}: log with perturbations={{'shape_texture': True}}"
+        )
+    return {"run": run, "step": step, "layers": layers, "edges": edges.tolist(), "histograms": histograms,
+            "medians": medians, "filters": counts}
 
 
 def probe(reader: ConvVizReader, run: str) -> dict:

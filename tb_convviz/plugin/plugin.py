@@ -62,6 +62,7 @@ class ConvVizPlugin(base_plugin.TBPlugin):
             "/cka_epochs": self._route(lambda r, p: payloads.cka_epochs(r, *self._run_layer(p))),
             "/cka_final": self._route(lambda r, p: payloads.cka_to_final(r, p.run())),
             "/embedding": self._route(self._embedding),
+            "/shape_texture": self._route(self._shape_texture),
         }
 
     def is_active(self) -> bool:
@@ -137,6 +138,11 @@ class ConvVizPlugin(base_plugin.TBPlugin):
         step_a = p.step(run_a, fmt.RUN_LAYER, "step_a", kind=fmt.KIND_GRAM)
         step_b = p.step(run_b, fmt.RUN_LAYER, "step_b", kind=fmt.KIND_GRAM)
         return payloads.cka_layers(reader, run_a, step_a, run_b, step_b)
+
+    @staticmethod
+    def _shape_texture(reader: ConvVizReader, p: RequestParams) -> dict:
+        run = p.run()
+        return payloads.shape_texture(reader, run, p.integer("step"))
 
     def _embedding(self, reader: ConvVizReader, p: RequestParams) -> dict:
         run, layer = self._run_layer(p)
