@@ -13,6 +13,7 @@ from tb_convviz import records
 from tb_convviz.analysis.embedding import embedding_trail, filter_embedding
 from tb_convviz.analysis.impact import class_table
 from tb_convviz.analysis.similarity import linear_cka, match_filters
+from tb_convviz.export import per_filter_csv
 
 _ALL_STEPS = 1 << 30  # downsample bound meaning "every step": users must see every epoch
 _PARALLEL_READS = 8  # blob reads in flight at once: each waits on the data server, not the CPU
@@ -252,6 +253,23 @@ class Logs(ConvVizReader):
                 table[key] = np.where(exact.reshape(-1, *([1] * (table[key].ndim - 1))), table[key], np.nan)
             out.update({k: table[k] for k in ("classes", "class_support", "d_recall", "d_precision", "d_recall_ci", "detectable_d_recall")})
         return out
+
+    def to_csv(self, run: str, layer: str, step: int, kind: str = fmt.KIND_IMPACT, path: Optional[str] = None) -> str:
+        """A layer's per-filter table at `step` as CSV (one row per filter): kind "impact",
+        "perturbation" or "filters" (statistics and drift). Written to `path` too when given."""
+        if kind == fmt.KIND_IMPACT:
+            arrays = self.impact(run, layer, step)
+        elif kind == fmt.KIND_PERTURBATION:
+            arrays = self.perturbation(run, layer, step)
+        elif kind == fmt.KIND_FILTERS:
+            arrays = self.filter_stats(run, layer, step)
+        else:
+            raise ValueError(f"kind must be 'impact', 'perturbation' or 'filters', got {kind!r}")
+        text = per_filter_csv(arrays, self.layer_info(run, layer)["filters"])
+        if path is not None:
+            with open(path, "w", encoding="utf-8", newline="") as f:
+                f.write(text)
+        return text
 
     def top_examples(self, run: str, layer: str, step: int) -> dict[str, np.ndarray]:
         """Top activating probe examples per filter: index, label (F, k), class, concentration, flag (F,)."""

@@ -233,3 +233,25 @@ def test_footprint_of_a_5x5_layer_used_as_a_3x3(tmp_path):
     assert "a 3×3 would keep 100% of this 5×5 layer's energy" in found["hint"]
     np.testing.assert_allclose(found["ring_energy"], [found["offset_energy"][2, 2], 1 - found["offset_energy"][2, 2], 0], atol=1e-6)
     assert found["step"] == 1 and found["dead_share"] == 0
+
+
+def test_per_filter_tables_export_as_csv(tmp_path):
+    import csv
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    with ConvViz(tmp_path / "run", probe=(torch.randn(6, 3, 8, 8), torch.tensor([0, 1] * 3)), impact=True) as viz:
+        viz.log(model, 0)
+    logs = load(tmp_path)
+    text = logs.to_csv("run", "0", 0, "impact", path=str(tmp_path / "impact.csv"))
+    rows = list(csv.DictReader((tmp_path / "impact.csv").open()))
+    assert (tmp_path / "impact.csv").read_text() == text and len(rows) == 4
+    impact = logs.impact("run", "0", 0)
+    for f, row in enumerate(rows):
+        assert int(row["filter"]) == f
+        assert float(row["d_loss"]) == pytest.approx(float(impact["d_loss"][f]))
+        assert float(row["d_accuracy_ci[0]"]) == pytest.approx(float(impact["d_accuracy_ci"][f, 0]))
+        assert float(row["d_recall[1]"]) == pytest.approx(float(impact["d_recall"][f, 1]))
+    stats = list(csv.DictReader(logs.to_csv("run", "0", 0, "filters").splitlines()))
+    assert float(stats[2]["l2"]) == pytest.approx(float(logs.filter_stats("run", "0", 0)["l2"][2]))
+    with pytest.raises(ValueError, match="kind"):
+        logs.to_csv("run", "0", 0, "maps")
