@@ -176,3 +176,31 @@ def test_analysis_device_cpu_runs_on_a_copy(tmp_path):
 def test_bad_analysis_device_fails_at_construction(tmp_path):
     with pytest.raises(ValueError, match="analysis_device"):
         ConvViz(tmp_path, analysis_device="warp-drive")
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_an_analysis_caveat_reaches_the_user_once(tmp_path, background):
+    """The fx → hooks fallback of exact ablation, from the worker thread too, warned once."""
+
+    class Untraceable(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.head = nn.Linear(4, 3)
+
+        def forward(self, x):
+            h = self.conv(x)
+            if h.sum() > 1e9:  # data-dependent control flow: torch.fx cannot trace it
+                h = h * 0
+            return self.head(h.mean(dim=(2, 3)))
+
+    viz = ConvViz(tmp_path, probe=PROBE, impact=True, perturbations=False, background=background)
+    model = Untraceable()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for epoch in range(3):
+            viz.log(model, epoch)
+        viz.close()
+    fallback = [w for w in caught if "torch.fx cannot trace" in str(w.message)]
+    assert len(fallback) == 1 and "forward hooks" in str(fallback[0].message)
+    assert load(tmp_path).steps(load(tmp_path).runs()[0], "conv", fmt.KIND_IMPACT) == [0, 1, 2]
