@@ -19,15 +19,15 @@ import { exampleView, signalLegend } from "./examples.js";
  */
 
 /**
- * " [lo, hi], p = …" for the filter's Δaccuracy, or "" when it carries no interval.
+ * The filter's Δaccuracy interval and verdict in words.
  * @param {Arrays} arrays @param {number} f
  */
 function intervalText(arrays, f) {
   const [lo, hi] = filterRow(arrays, "d_accuracy_ci", f);
-  if (lo === undefined || lo === null || hi === null) return "";
+  if (lo === undefined || lo === null || hi === null) return "not ablated exactly: no interval";
   const p = filterValue(arrays, "p_adjusted", f);
   const verdict = filterValue(arrays, "significant", f) ? "significant" : "not significant";
-  return ` [${formatPercent(lo)}, ${formatPercent(hi)}], ${verdict} (p = ${formatNumber(p, 2)}, BH)`;
+  return `Δaccuracy in [${formatPercent(lo)}, ${formatPercent(hi)}], ${verdict} (p = ${formatNumber(p, 2)}, BH)`;
 }
 
 /**
@@ -106,7 +106,8 @@ function impactFacts(arrays, f, perClass) {
   const [accuracy] = whole(arrays, "accuracy");
   box.append(
     factList([
-      ["Δaccuracy", `${formatPercent(filterValue(arrays, "d_accuracy", f))} of ${formatPercent(accuracy, { signed: false })}${intervalText(arrays, f)}`, "impact-d_accuracy"],
+      ["Δaccuracy", `${formatPercent(filterValue(arrays, "d_accuracy", f))} of ${formatPercent(accuracy, { signed: false })}`, "impact-d_accuracy"],
+      ["how sure", intervalText(arrays, f), "impact-d_accuracy_ci"],
       ["flipped predictions", `${formatCount(filterValue(arrays, "flips", f))} of ${examples}`, "impact-flips"],
       ["Δconfidence (true class)", formatSigned(filterValue(arrays, "d_confidence", f)), "impact-d_confidence"],
       ["Δloss", formatSigned(filterValue(arrays, "d_loss", f)), "impact-d_loss"],

@@ -129,7 +129,7 @@ def test_percentages_never_use_exponent_notation(frame):
     percents = [t for t in texts if t.endswith("%")]
     assert len(percents) > 8
     for text in percents:
-        assert re.fullmatch(r"[+-]?(<0\.01|\d+(\.\d+)?)%( of \d+(\.\d+)?%)?", text), text
+        assert re.fullmatch(r"(≥ )?[+-]?(<0\.01|\d+(\.\d+)?)%( of \d+(\.\d+)?%)?", text), text
 
 
 def test_run_without_impact_says_how_to_turn_it_on(frame):
