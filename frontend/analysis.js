@@ -10,26 +10,6 @@ import { median } from "./numeric.js";
  */
 
 /**
- * The perturbation array of counterfactual `name` (a name from the answer's `counterfactuals`):
- * its signed relative change of mean |activation|, or its map cosine, robust z or outlier flag.
- * The one place the record's "cf/<name>[/field]" naming is known here; the payload lists the
- * names but not these keys.
- * @param {string} name @param {"cosine"|"z"|"flag"} [field] @returns {string}
- */
-export function counterfactualKey(name, field) {
-  return field ? `cf/${name}/${field}` : `cf/${name}`;
-}
-
-/**
- * Whether the perturbation answer holds `group` (a key of its `groups`: "orientation", "rotation",
- * "noise", "adversarial", "shift", "reversal"), i.e. the record logged that response.
- * @param {any} answer the /perturbation payload @param {string} group
- */
-export function hasGroup(answer, group) {
-  return (answer?.groups?.[group] ?? []).length > 0;
-}
-
-/**
  * The value of a per-filter array (F,) for `filter`; null when the array is absent or the value is NaN.
  * @param {?Arrays} arrays @param {string} name @param {number} filter @returns {?number}
  */
@@ -111,4 +91,21 @@ export function absentMessage(kind, load) {
   if (load.status !== "error") return "";
   const what = kind === "impact" ? "impact" : "perturbation responses";
   return load.code === 404 ? `No ${what} here: ${load.error}.` : `Could not load the ${what}: ${load.error}`;
+}
+
+/**
+ * What a larger probe would buy, in plain words: for each effect size, the images of one class the
+ * exact test needs to tell that change from noise (80% power). Empty without the answer.
+ * @param {?Record<string, number>} needed the impact answer's `examples_needed` ({effect: images})
+ * @returns {string}
+ */
+export function examplesNeededText(needed) {
+  const sizes = Object.entries(needed ?? {})
+    .map(([effect, n]) => /** @type {[number, number]} */ ([Number(effect), n]))
+    .sort((a, b) => a[0] - b[0]);
+  if (!sizes.length) return "";
+  const percent = (/** @type {number} */ effect) => `${+(effect * 100).toFixed(1)}%`;
+  const [[first, n], ...rest] = sizes;
+  const more = rest.map(([effect, m]) => `; ${percent(effect)}: ${m}`).join("");
+  return `A larger probe tells smaller changes from noise. To detect a ${percent(first)} change: ${n} images of a class${more}.`;
 }

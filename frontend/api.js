@@ -58,6 +58,14 @@ export const fetchFilter = (
  */
 export const fetchAnalysis = (kind, run, layer, step) => getJson(kind, { run, layer, step });
 
+/**
+ * Per layer of the run (model order), the distribution of its filters' shape–texture index at `step`:
+ * {layers, edges (bins over [−1, 1]), histograms (filters per bin, per layer), medians, filters}.
+ * 404 when the run did not log shape_texture.
+ */
+export const fetchShapeTexture = (/** @type {string} */ run, /** @type {number} */ step) =>
+  getJson("shape_texture", { run, step });
+
 /** The run's probe inputs and labels. */
 export const fetchProbe = (/** @type {string} */ run) => getJson("probe", { run });
 

@@ -2,6 +2,7 @@
 // data through api.js on the way). Views read `store.state`, call actions and subscribe.
 
 import * as api from "./api.js";
+import { IMPACT } from "./recordkeys.js";
 
 /**
  * @typedef {{name: string, info: LayerInfo, steps: number[], kernel_steps: number[], kinds: string[]}} LayerEntry
@@ -25,12 +26,15 @@ import * as api from "./api.js";
  *   analysis: Record<Analysis, Load>, impactSort: {metric: string, reverse: boolean},
  *   similarity: {runB: string, stepB: number, layers: KeyedLoad, epochs: KeyedLoad, final: KeyedLoad},
  *   embedding: {method: "pca"|"umap"|"tsne", color: string, load: KeyedLoad},
+ *   names: import("./recordkeys.js").RecordNames, shapeTexture: KeyedLoad,
  * }} State
  *   analysis: the current layer's perturbation responses and impact table at the slider's step, for
  *   the Impact view and the filter detail; driftSince: the drift ranking's baseline step; impactSort: the Impact table's column (a metric key of
  *   views/impact.js) and whether its natural order is reversed.
  *   similarity: the CKA views' answers; B is the current run at the slider's step while runB is ""
  *   and stepB -1. embedding: the filter map's answer, its method and the per-filter colour metric.
+ *   names: the record names of the index answer (how to read perturbation and impact arrays).
+ *   shapeTexture: the run's per-layer shape–texture distribution at the slider's step (Impact view).
  */
 
 /** Layer answers kept for the slider: a 512-filter layer's answer is about 1 MB. */
@@ -80,9 +84,11 @@ export class Store {
       overlay: 0.6,
       compare: { stepA: 0, runB: "", stepB: 0, align: "match", sort: "cosine_distance", load: IDLE },
       analysis: { perturbation: IDLE, impact: IDLE },
-      impactSort: { metric: "d_accuracy", reverse: false },
+      impactSort: { metric: IMPACT.dAccuracy, reverse: false },
       similarity: { runB: "", stepB: -1, layers: IDLE, epochs: IDLE, final: IDLE },
       embedding: { method: "pca", color: "cosine_distance_prev", load: IDLE },
+      names: { kinds: [], perturbation_groups: {}, counterfactual_prefix: "", top_example_prefix: "", impact_exact: "" },
+      shapeTexture: IDLE,
     };
     /** @type {Set<(s: State, prev: State) => void>} */
     this.listeners = new Set();
@@ -166,7 +172,7 @@ export class Store {
       return;
     }
     const keep = this.state.run && runs.some((r) => r.run === this.state.run) ? this.state.run : runs[0].run;
-    this.set({ phase: "ready", message: "", runs });
+    this.set({ phase: "ready", message: "", runs, names: index.names });
     this.selectRun(keep);
   }
 
@@ -384,11 +390,26 @@ export class Store {
     const now = this.state;
     if (now.run !== run || now.layer !== layer || now.step !== step) return; // stale
     const analysis = { perturbation: loads[0], impact: loads[1] };
+    if (kinds.includes("perturbation")) this.loadShapeTexture();
     const same = ANALYSES.every((kind) => {
       const [a, b] = [analysis[kind], now.analysis[kind]];
       return a.status === b.status && a.data === b.data && a.error === b.error;
     });
     if (!same) this.set({ analysis });
+  }
+
+  /**
+   * The run's shape–texture distribution over its layers at the slider's step; a run that did not
+   * log it answers 404, which the Impact view leaves unsaid (the perturbation message covers it).
+   */
+  loadShapeTexture() {
+    const { run, step } = this.state;
+    const key = JSON.stringify([run, step]);
+    if (this.state.shapeTexture.key === key && this.state.shapeTexture.status !== "error") return;
+    this.set({ shapeTexture: { ...this.state.shapeTexture, status: "loading", key } });
+    api.fetchShapeTexture(run, step).then(ready, failed).then((load) => {
+      if (this.state.shapeTexture.key === key) this.set({ shapeTexture: { ...load, key } });
+    });
   }
 
   /**

@@ -2,7 +2,8 @@
 // maps on every probe image kept (over the probe input), its perturbation responses and impact
 // where the run logged them, and its history over every logged step.
 
-import { absentMessage, answerFor, counterfactualKey } from "../analysis.js";
+import { absentMessage, answerFor } from "../analysis.js";
+import { IMPACT, counterfactualKey } from "../recordkeys.js";
 import { DIVERGING } from "../colormap.js";
 import { itemCanvas, scaleOf } from "../raster.js";
 import { along, decodeWire } from "../wire.js";
@@ -255,23 +256,23 @@ function render(data, probe, labels, s, store) {
   history.append(charts);
   const histories = [history];
   const counterfactuals = answerFor(s.analysis.perturbation, data)?.counterfactuals ?? [];
-  const trends = analysisHistory(h, data.step, counterfactuals);
+  const trends = analysisHistory(h, data.step, counterfactuals, s.names);
   if (trends) histories.push(trends);
 
   const examples = { probe, maps: mapArray, mapImages: data.map_images, alpha: s.overlay };
-  const analysis = [...impactSections(s.analysis.impact, data, examples), responseSection(s.analysis.perturbation, data)];
+  const analysis = [...impactSections(s.analysis.impact, data, examples, s.names), responseSection(s.analysis.perturbation, data, s.names)];
   // Opened from the Impact view, what the filter does for the model comes first.
   return s.mode === "impact" ? [facts, ...analysis, ...weights, ...histories] : [facts, ...weights, ...analysis, ...histories];
 }
 
 /**
  * @param {Load} load the /impact answer @param {any} data the /filter payload
- * @param {import("./filterimpact.js").Examples} examples
+ * @param {import("./filterimpact.js").Examples} examples @param {import("../recordkeys.js").RecordNames} names
  * @returns {HTMLElement[]}
  */
-function impactSections(load, data, examples) {
+function impactSections(load, data, examples, names) {
   const answer = answerFor(load, data);
-  if (answer) return impactViews(answer, data.filter, examples, data.per_class ?? null);
+  if (answer) return impactViews(answer, data.filter, examples, data.per_class ?? null, names);
   const box = section("Impact on the model", "detail-impact");
   const note = el("p", "cvz-note", absentMessage("impact", load) || "Loading the impact…");
   note.dataset.testid = "detail-impact-message";
@@ -279,12 +280,15 @@ function impactSections(load, data, examples) {
   return [box];
 }
 
-/** @param {Load} load the /perturbation answer @param {any} data the /filter payload */
-function responseSection(load, data) {
+/**
+ * @param {Load} load the /perturbation answer @param {any} data the /filter payload
+ * @param {import("../recordkeys.js").RecordNames} names
+ */
+function responseSection(load, data, names) {
   const box = section("Perturbation responses", "detail-responses");
   const answer = answerFor(load, data);
   if (answer) {
-    box.append(...responseViews(answer, data.filter));
+    box.append(...responseViews(answer, data.filter, names));
   } else {
     const note = el("p", "cvz-note", absentMessage("perturbation", load) || "Loading the perturbation responses…");
     note.dataset.testid = "detail-responses-message";
@@ -297,21 +301,22 @@ function responseSection(load, data) {
  * The filter's impact and responses over the steps they were logged: how its impact grew.
  * @param {any} h the /filter payload's history @param {number} step
  * @param {string[]} names the counterfactuals' names (from the /perturbation payload)
+ * @param {import("../recordkeys.js").RecordNames} recordNames
  * @returns {?HTMLElement}
  */
-function analysisHistory(h, step, names) {
+function analysisHistory(h, step, names, recordNames) {
   const impact = h.impact;
   const responses = h.perturbation;
-  const counterfactuals = names.map((name) => /** @type {[string, string]} */ ([counterfactualKey(name), name]));
+  const counterfactuals = names.map((name) => /** @type {[string, string]} */ ([counterfactualKey(recordNames, name), name]));
   const percent = (/** @type {number} */ v) => formatPercent(v);
   /**
    * history, title, y axis title, [key, label] of each series, y tick format
    * @type {Array<[any, string, string, Array<[string, string]>, ((v: number) => string)?]>}
    */
   const specs = [
-    [impact, "Δaccuracy without this filter", "Δaccuracy (%)", [["d_accuracy", "Δaccuracy"]], percent],
-    [impact, "Δloss without this filter: exact and Taylor estimate", "Δloss (nats)", [["d_loss", "exact"], ["taylor_d_loss", "Taylor"]]],
-    [impact, "Class selectivity", "selectivity (0–1)", [["class_selectivity", "class selectivity"]]],
+    [impact, "Δaccuracy without this filter", "Δaccuracy (%)", [[IMPACT.dAccuracy, "Δaccuracy"]], percent],
+    [impact, "Δloss without this filter: exact and Taylor estimate", "Δloss (nats)", [[IMPACT.dLoss, "exact"], [IMPACT.taylorDLoss, "Taylor"]]],
+    [impact, "Class selectivity", "selectivity (0–1)", [[IMPACT.classSelectivity, "class selectivity"]]],
     [responses, "Orientation selectivity (OSI)", "OSI (0–1)", [["osi", "OSI"]]],
     [responses, "Time-reversal cosine", "cosine", [["reversal", "reversal"]]],
     [responses, "Adversarial change", "relative change", [["fgsm", "FGSM"], ["pgd", "PGD"]]],

@@ -5,6 +5,7 @@
 
 import { SEQUENTIAL, cssGradient } from "../colormap.js";
 import { answerFor, filterValue } from "../analysis.js";
+import { IMPACT } from "../recordkeys.js";
 import { decodeWire } from "../wire.js";
 import { ckaColour } from "./cka.js";
 import { formatNumber } from "../numeric.js";
@@ -194,7 +195,7 @@ export function mountEmbedding(root, store) {
 function metricValues(s, hasImpact) {
   const metric = s.embedding.color;
   const count = s.embedding.load.data?.points.shape[1] ?? 0;
-  if (metric === "d_accuracy") {
+  if (metric === IMPACT.dAccuracy) {
     const impact = hasImpact ? answerFor(s.analysis.impact, { run: s.run, layer: s.layer, step: s.step }) : null;
     return Array.from({ length: count }, (_, f) => filterValue(impact?.arrays ?? null, metric, f));
   }

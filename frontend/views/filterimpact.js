@@ -3,6 +3,7 @@
 // errors vs correct) and its top activating probe examples with its activation laid over them.
 
 import { classesInWords, filterRow, filterValue, layerMedian, whole } from "../analysis.js";
+import { IMPACT, exactKey, topExampleKey } from "../recordkeys.js";
 import { scaleOf } from "../raster.js";
 import { along } from "../wire.js";
 import { barList } from "./chart.js";
@@ -23,7 +24,7 @@ import { exampleView, signalLegend } from "./examples.js";
  * @param {Arrays} arrays @param {number} f
  */
 function intervalText(arrays, f) {
-  const [lo, hi] = filterRow(arrays, "d_accuracy_ci", f);
+  const [lo, hi] = filterRow(arrays, IMPACT.dAccuracyCi, f);
   if (lo === undefined || lo === null || hi === null) return "not ablated exactly: no interval";
   const p = filterValue(arrays, "p_adjusted", f);
   const verdict = filterValue(arrays, "significant", f) ? "significant" : "not significant";
@@ -90,8 +91,11 @@ function recallViews(perClass) {
   return out;
 }
 
-/** @param {Arrays} arrays @param {number} f @param {?PerClass} perClass @returns {HTMLElement} */
-function impactFacts(arrays, f, perClass) {
+/**
+ * @param {Arrays} arrays @param {number} f @param {?PerClass} perClass
+ * @param {import("../recordkeys.js").RecordNames} names @returns {HTMLElement}
+ */
+function impactFacts(arrays, f, perClass, names) {
   const box = section("Impact on the model", "detail-impact");
   box.append(
     el(
@@ -100,48 +104,51 @@ function impactFacts(arrays, f, perClass) {
       "The filter's output zeroed on the labelled probe. Δ = without − with: a filter the model needs has Δaccuracy < 0 and Δloss > 0.",
     ),
   );
-  const examples = whole(arrays, "clean_pred").length;
-  const filters = arrays.d_loss?.shape[0] ?? 0;
-  const rank = rankOf(arrays, "d_loss", f);
-  const [accuracy] = whole(arrays, "accuracy");
+  const examples = whole(arrays, IMPACT.cleanPred).length;
+  const filters = arrays[IMPACT.dLoss]?.shape[0] ?? 0;
+  const rank = rankOf(arrays, IMPACT.dLoss, f);
+  const [accuracy] = whole(arrays, IMPACT.accuracy);
   box.append(
     factList([
-      ["Δaccuracy", `${formatPercent(filterValue(arrays, "d_accuracy", f))} of ${formatPercent(accuracy, { signed: false })}`, "impact-d_accuracy"],
+      ["Δaccuracy", `${formatPercent(filterValue(arrays, IMPACT.dAccuracy, f))} of ${formatPercent(accuracy, { signed: false })}`, "impact-d_accuracy"],
       ["how sure", intervalText(arrays, f), "impact-d_accuracy_ci"],
-      ["flipped predictions", `${formatCount(filterValue(arrays, "flips", f))} of ${examples}`, "impact-flips"],
-      ["Δconfidence (true class)", formatSigned(filterValue(arrays, "d_confidence", f)), "impact-d_confidence"],
-      ["Δloss", formatSigned(filterValue(arrays, "d_loss", f)), "impact-d_loss"],
-      ["Δloss by Taylor", formatSigned(filterValue(arrays, "taylor_d_loss", f)), "impact-taylor_d_loss"],
+      ["flipped predictions", `${formatCount(filterValue(arrays, IMPACT.flips, f))} of ${examples}`, "impact-flips"],
+      ["Δconfidence (true class)", formatSigned(filterValue(arrays, IMPACT.dConfidence, f)), "impact-d_confidence"],
+      ["Δloss", formatSigned(filterValue(arrays, IMPACT.dLoss, f)), "impact-d_loss"],
+      ["Δloss by Taylor", formatSigned(filterValue(arrays, IMPACT.taylorDLoss, f)), "impact-taylor_d_loss"],
       ["rank by Δloss", rank === null ? "—" : `${rank} of ${filters}`, "impact-rank"],
       [
         "class selectivity",
-        `${formatNumber(filterValue(arrays, "class_selectivity", f), 2)} (median ${formatNumber(layerMedian(arrays, "class_selectivity"), 2)})`,
+        `${formatNumber(filterValue(arrays, IMPACT.classSelectivity, f), 2)} (median ${formatNumber(layerMedian(arrays, IMPACT.classSelectivity), 2)})`,
         "impact-class_selectivity",
       ],
       [
         "fires on errors / correct",
-        `${formatNumber(filterValue(arrays, "act_on_errors", f))} / ${formatNumber(filterValue(arrays, "act_on_correct", f))}`,
+        `${formatNumber(filterValue(arrays, IMPACT.actOnErrors, f))} / ${formatNumber(filterValue(arrays, IMPACT.actOnCorrect, f))}`,
         "impact-errors_vs_correct",
       ],
     ]),
   );
 
   if (perClass) box.append(...recallViews(perClass));
-  else if (filterValue(arrays, "exact", f) === 0) {
+  else if (filterValue(arrays, exactKey(names), f) === 0) {
     box.append(el("p", "cvz-note", "Not ablated exactly at this step (over the exact-ablation budget): only the Taylor estimate is known."));
   }
   return box;
 }
 
-/** @param {Arrays} arrays @param {number} f @param {Examples} ex @returns {?HTMLElement} */
-function topExamples(arrays, f, ex) {
-  const indices = filterRow(arrays, "topk_index", f);
+/**
+ * @param {Arrays} arrays @param {number} f @param {Examples} ex
+ * @param {import("../recordkeys.js").RecordNames} names @returns {?HTMLElement}
+ */
+function topExamples(arrays, f, ex, names) {
+  const indices = filterRow(arrays, topExampleKey(names, "index"), f);
   if (!indices.length) return null;
   const box = section("Top activating probe examples", "detail-top-examples");
-  const labels = filterRow(arrays, "topk_label", f);
+  const labels = filterRow(arrays, topExampleKey(names, "label"), f);
   const note = el("p", "cvz-note", `The ${indices.length} probe examples where its peak activation is highest: ${classesInWords(labels)}.`);
   note.dataset.testid = "top-examples-classes";
-  if (filterValue(arrays, "topk_flag", f)) {
+  if (filterValue(arrays, topExampleKey(names, "flag"), f)) {
     const badge = el("span", "cvz-badge", "class-concentrated");
     badge.dataset.testid = "badge";
     badge.title = "≥ 90 % of its top examples are one class: it may detect that class, or a shortcut in it";
@@ -174,11 +181,12 @@ function topExamples(arrays, f, ex) {
  * The filter's impact and top examples at the answer's step.
  * @param {any} data the /impact payload @param {number} filter @param {Examples} examples
  * @param {?PerClass} perClass the filter's per-class changes, from its /filter answer
+ * @param {import("../recordkeys.js").RecordNames} names
  * @returns {HTMLElement[]}
  */
-export function impactViews(data, filter, examples, perClass) {
+export function impactViews(data, filter, examples, perClass, names) {
   const arrays = /** @type {Arrays} */ (data.arrays);
-  const top = topExamples(arrays, filter, examples);
-  const facts = impactFacts(arrays, filter, perClass);
+  const top = topExamples(arrays, filter, examples, names);
+  const facts = impactFacts(arrays, filter, perClass, names);
   return top ? [facts, top] : [facts];
 }

@@ -3,13 +3,16 @@
 // perturbation responses, with flags for counterfactual-sensitive and class-concentrated filters.
 // A row opens the filter's detail.
 
-import { absentMessage, answerFor, counterfactualKey, filterRow, filterValue, whole } from "../analysis.js";
+import { absentMessage, answerFor, examplesNeededText, filterRow, filterValue, whole } from "../analysis.js";
 import { formatCount, formatNumber, formatPercent, formatSigned, mean, sortOrder } from "../numeric.js";
+import { IMPACT, counterfactualKey, exactKey, shapeTextureIndexKey, topExampleKey } from "../recordkeys.js";
 import { el, filterTableRow, sortButton, viewCard } from "./controls.js";
 import { csvButton, setExportParts } from "./download.js";
+import { shapeTextureSection } from "./shapetexture.js";
 
 /**
  * @typedef {import("../analysis.js").Arrays} Arrays
+ * @typedef {import("../recordkeys.js").RecordNames} RecordNames
  * @typedef {{key: string, label: string, title: string, best: "low"|"high"|"abs",
  *   value: (f: number) => ?number, format: (v: ?number) => string}} Metric
  *   best: which end comes first in the natural order (most notable first): the lowest value, the
@@ -29,9 +32,10 @@ const BY_INDEX = {
 /**
  * The columns this layer's answers hold, in table order.
  * @param {?Arrays} impact @param {?Arrays} responses @param {string[]} counterfactuals
+ * @param {RecordNames} names
  * @returns {Metric[]}
  */
-function metricsOf(impact, responses, counterfactuals) {
+function metricsOf(impact, responses, counterfactuals, names) {
   /** @type {Metric[]} */
   const metrics = [BY_INDEX];
   /**
@@ -42,11 +46,11 @@ function metricsOf(impact, responses, counterfactuals) {
     if (arrays?.[name]) metrics.push({ key: name, label, title, best, value: (f) => filterValue(arrays, name, f), format });
   };
   const two = (/** @type {?number} */ v) => formatNumber(v, 2);
-  add(impact, "d_accuracy", "Δaccuracy", "Change of probe accuracy without the filter (most lost first)", "low", formatPercent);
-  add(impact, "d_loss", "Δloss", "Change of mean cross-entropy without the filter, exact ablation", "high", formatSigned);
-  add(impact, "flips", "Flips", "Probe predictions that change class without the filter", "high", formatCount);
-  add(impact, "taylor_d_loss", "Taylor Δloss", "First-order estimate of Δloss from one backward pass", "high", formatSigned);
-  add(impact, "class_selectivity", "Class sel.", "Class selectivity index: 0 no class preference, 1 fires for one class only", "high", two);
+  add(impact, IMPACT.dAccuracy, "Δaccuracy", "Change of probe accuracy without the filter (most lost first)", "low", formatPercent);
+  add(impact, IMPACT.dLoss, "Δloss", "Change of mean cross-entropy without the filter, exact ablation", "high", formatSigned);
+  add(impact, IMPACT.flips, "Flips", "Probe predictions that change class without the filter", "high", formatCount);
+  add(impact, IMPACT.taylorDLoss, "Taylor Δloss", "First-order estimate of Δloss from one backward pass", "high", formatSigned);
+  add(impact, IMPACT.classSelectivity, "Class sel.", "Class selectivity index: 0 no class preference, 1 fires for one class only", "high", two);
   add(responses, "osi", "OSI", "Orientation selectivity on gratings: 0 none, 1 one orientation only", "high", two);
   if (responses?.shift) {
     metrics.push({
@@ -72,8 +76,12 @@ function metricsOf(impact, responses, counterfactuals) {
     });
   }
   add(responses, "fgsm", "FGSM", "Relative activation change under an FGSM attack", "high", (v) => formatNumber(v));
+  const st = shapeTextureIndexKey(names);
+  if (st) {
+    add(responses, st, "Shape–texture", "Shape–texture index: −1 responds only to texture, +1 only to shape (most shape-driven first)", "high", two);
+  }
   for (const name of counterfactuals) {
-    add(responses, counterfactualKey(name), name, `Counterfactual "${name}": signed change of mean |activation| (largest first)`, "abs", formatPercent);
+    add(responses, counterfactualKey(names, name), name, `Counterfactual "${name}": signed change of mean |activation| (largest first)`, "abs", formatPercent);
   }
   return metrics;
 }
@@ -93,40 +101,41 @@ function orderBy(count, metric, reverse) {
 /**
  * The flags of filter `f`: each counterfactual it reacts to far more than the layer's others, and
  * a top-k that is one class.
- * @param {?Arrays} impact @param {?Arrays} responses @param {string[]} counterfactuals @param {number} f
+ * @param {?Arrays} impact @param {?Arrays} responses @param {string[]} counterfactuals
+ * @param {RecordNames} names @param {number} f
  * @returns {Array<{flag: string, text: string, title: string}>}
  */
-function flagsOf(impact, responses, counterfactuals, f) {
+function flagsOf(impact, responses, counterfactuals, names, f) {
   const flags = [];
   for (const name of counterfactuals) {
-    if (filterValue(responses, counterfactualKey(name, "flag"), f)) {
+    if (filterValue(responses, counterfactualKey(names, name, "flag"), f)) {
       flags.push({ flag: "counterfactual", text: name, title: `Reacts to "${name}" far more than the layer's other filters` });
     }
   }
-  if (filterValue(impact, "topk_flag", f)) {
-    const cls = filterValue(impact, "topk_class", f);
+  if (filterValue(impact, topExampleKey(names, "flag"), f)) {
+    const cls = filterValue(impact, topExampleKey(names, "class"), f);
     flags.push({ flag: "class", text: `class ${cls}`, title: `≥ 90 % of its top activating probe examples are class ${cls}` });
   }
   return flags;
 }
 
 /** Columns that only exact ablation gives: empty for filters over the exact-ablation budget. */
-const EXACT_ONLY = new Set(["d_accuracy", "d_loss", "flips"]);
+const EXACT_ONLY = new Set([IMPACT.dAccuracy, IMPACT.dLoss, IMPACT.flips]);
 
 /**
  * How sure the impact numbers of filter `f` are: its Δaccuracy interval, whether it was ablated
  * exactly, and whether its effect is significant after the layer's BH adjustment.
- * @param {?Arrays} impact @param {number} f
+ * @param {?Arrays} impact @param {RecordNames} names @param {number} f
  */
-function certaintyOf(impact, f) {
-  const ci = filterRow(impact, "d_accuracy_ci", f);
-  const exact = filterValue(impact, "exact", f);
-  const significant = filterValue(impact, "significant", f);
+function certaintyOf(impact, names, f) {
+  const ci = filterRow(impact, IMPACT.dAccuracyCi, f);
+  const exact = filterValue(impact, exactKey(names), f);
+  const significant = filterValue(impact, IMPACT.significant, f);
   return {
     interval: ci.length === 2 && ci[0] !== null && ci[1] !== null ? /** @type {[number, number]} */ (ci) : null,
     estimated: exact === 0,
     insignificant: exact !== 0 && significant === 0,
-    pAdjusted: filterValue(impact, "p_adjusted", f),
+    pAdjusted: filterValue(impact, IMPACT.pAdjusted, f),
   };
 }
 
@@ -160,6 +169,9 @@ export function mountImpact(root, store) {
   const messages = el("div", "cvz-impact-messages");
   const summary = el("dl", "cvz-facts cvz-impact-summary");
   summary.dataset.testid = "impact-summary";
+  const needed = el("p", "cvz-note cvz-examples-needed");
+  needed.dataset.testid = "examples-needed";
+  const shapeTexture = shapeTextureSection();
   const note = el(
     "p",
     "cvz-note",
@@ -174,7 +186,7 @@ export function mountImpact(root, store) {
   wrap.append(table);
   const noteRow = el("div", "cvz-table-tools");
   noteRow.append(note, csvButton(/** @type {HTMLTableElement} */ (table), "impact"));
-  card.append(head, messages, summary, noteRow, wrap);
+  card.append(head, messages, summary, needed, noteRow, wrap, shapeTexture.element);
   root.append(card);
 
   /** What the table was drawn from, so unrelated state changes do not redraw it. */
@@ -187,7 +199,7 @@ export function mountImpact(root, store) {
       return;
     }
     const { perturbation, impact } = s.analysis;
-    const now = [s.run, s.layer, s.step, impact.status, impact.data, perturbation.status, perturbation.data, s.impactSort, s.filter];
+    const now = [s.run, s.layer, s.step, impact.status, impact.data, perturbation.status, perturbation.data, s.impactSort, s.filter, s.shapeTexture];
     if (now.every((v, i) => v === shown[i])) return;
     shown = now;
 
@@ -212,9 +224,12 @@ export function mountImpact(root, store) {
           return p;
         }),
     );
+    // The distribution over the run's layers, for its step: shown when the run logged it.
+    const st = s.shapeTexture;
+    shapeTexture.update(st.status === "ready" && st.data.run === s.run ? st.data : null, s.layer);
     if (!impactData && !responseData) {
       const loading = impact.status === "loading" || perturbation.status === "loading";
-      summary.hidden = noteRow.hidden = wrap.hidden = true;
+      summary.hidden = noteRow.hidden = wrap.hidden = needed.hidden = true;
       if (loading && !messages.childElementCount) messages.append(el("p", "cvz-note", `Loading the impact of layer ${s.layer}…`));
       return;
     }
@@ -224,13 +239,16 @@ export function mountImpact(root, store) {
     /** @type {?Arrays} */
     const ra = responseData?.arrays ?? null;
     const counterfactuals = responseData?.counterfactuals ?? [];
-    const metrics = metricsOf(ia, ra, counterfactuals);
+    const names = s.names;
+    const metrics = metricsOf(ia, ra, counterfactuals, names);
     const metric = metrics.find((m) => m.key === s.impactSort.metric) ?? metrics[Math.min(1, metrics.length - 1)];
     const reverse = metric.key === s.impactSort.metric && s.impactSort.reverse;
     card.dataset.sort = metric.key;
     card.dataset.reverse = String(reverse);
 
-    fillSummary(summary, ia, ra, counterfactuals, count);
+    fillSummary(summary, ia, ra, counterfactuals, names, count);
+    needed.textContent = examplesNeededText(impactData?.examples_needed);
+    needed.hidden = needed.textContent === "";
     // Filter and Flags first, both pinned: a narrow table scrolls sideways under them.
     const headRow = el("tr");
     for (const m of metrics) {
@@ -246,27 +264,27 @@ export function mountImpact(root, store) {
     }
     thead.replaceChildren(headRow);
 
-    const ciRange = Math.max(1e-9, ...whole(ia, "d_accuracy_ci").map((v) => Math.abs(v ?? 0)));
+    const ciRange = Math.max(1e-9, ...whole(ia, IMPACT.dAccuracyCi).map((v) => Math.abs(v ?? 0)));
     tbody.replaceChildren(
       ...orderBy(count, metric, reverse).map((f) => {
         const row = filterTableRow("impact-row", f, s.filter, (g) => store.selectFilter(g));
         const value = metric.value(f);
         row.dataset.value = value === null ? "" : String(value);
         const flagCell = el("td", "cvz-pinned cvz-flags");
-        for (const flag of flagsOf(ia, ra, counterfactuals, f)) {
+        for (const flag of flagsOf(ia, ra, counterfactuals, names, f)) {
           const badge = el("span", `cvz-badge cvz-badge-${flag.flag}`, flag.text);
           badge.dataset.testid = "impact-flag";
           badge.dataset.flag = flag.flag;
           badge.title = flag.title;
           flagCell.append(badge);
         }
-        const certainty = certaintyOf(ia, f);
+        const certainty = certaintyOf(ia, names, f);
         if (certainty.estimated) row.classList.add("cvz-estimated");
         if (certainty.insignificant) row.classList.add("cvz-insignificant");
         for (const m of metrics) {
           const pinned = m.key === "index";
           const cell = el("td", `${pinned ? "cvz-pinned cvz-filter-cell" : "cvz-num"}${m === metric ? " cvz-sorted" : ""}`, m.format(m.value(f)));
-          if (m.key === "d_accuracy" && certainty.interval) {
+          if (m.key === IMPACT.dAccuracy && certainty.interval) {
             cell.append(errorBar(certainty.interval, m.value(f), ciRange));
             cell.title = `95% interval ${formatPercent(certainty.interval[0])} … ${formatPercent(certainty.interval[1])}` +
               (certainty.pAdjusted === null ? "" : `, McNemar p = ${formatNumber(certainty.pAdjusted, 2)} (BH-adjusted)`);
@@ -284,16 +302,16 @@ export function mountImpact(root, store) {
 /**
  * The layer at a glance: probe accuracy, how well Taylor ranks filters, how many are flagged.
  * @param {HTMLElement} box @param {?Arrays} impact @param {?Arrays} responses
- * @param {string[]} counterfactuals @param {number} count
+ * @param {string[]} counterfactuals @param {RecordNames} names @param {number} count
  */
-function fillSummary(box, impact, responses, counterfactuals, count) {
+function fillSummary(box, impact, responses, counterfactuals, names, count) {
   /** @type {Array<[string, string, string, string]>} label, value, tooltip, testid */
   const rows = [];
   if (impact) {
-    const [accuracy] = whole(impact, "accuracy");
-    const [rho] = whole(impact, "taylor_spearman");
-    const needed = whole(impact, "d_accuracy").filter((v) => v !== null && v < 0).length;
-    const concentrated = whole(impact, "topk_flag").filter((v) => v).length;
+    const [accuracy] = whole(impact, IMPACT.accuracy);
+    const [rho] = whole(impact, IMPACT.taylorSpearman);
+    const needed = whole(impact, IMPACT.dAccuracy).filter((v) => v !== null && v < 0).length;
+    const concentrated = whole(impact, topExampleKey(names, "flag")).filter((v) => v).length;
     rows.push(
       ["probe accuracy", formatPercent(accuracy, { signed: false }), "Accuracy of the intact model on the labelled probe", "probe-accuracy"],
       [
@@ -305,12 +323,12 @@ function fillSummary(box, impact, responses, counterfactuals, count) {
       ["needed (Δaccuracy < 0)", `${needed} of ${count}`, "Filters without which the probe accuracy drops", "needed"],
       ["class-concentrated", `${concentrated} of ${count}`, "Filters whose top activating probe examples are ≥ 90 % one class", "concentrated"],
     );
-    const exact = whole(impact, "exact");
+    const exact = whole(impact, exactKey(names));
     if (exact.length) {
       const ablated = exact.filter((v) => v).length;
       rows.push(["ablated exactly", `${ablated} of ${count}`, "Filters ablated exactly at this step; the rest (over the exact-ablation budget) carry only the Taylor estimate", "exact-count"]);
     }
-    const significant = whole(impact, "significant");
+    const significant = whole(impact, IMPACT.significant);
     if (significant.length) {
       rows.push([
         "significant (α = 0.05, BH)",
@@ -319,7 +337,7 @@ function fillSummary(box, impact, responses, counterfactuals, count) {
         "significant-count",
       ]);
     }
-    const [detectable] = whole(impact, "detectable_d_accuracy");
+    const [detectable] = whole(impact, IMPACT.detectableDAccuracy);
     if (detectable !== undefined) {
       rows.push([
         "detectable Δaccuracy",
@@ -330,7 +348,7 @@ function fillSummary(box, impact, responses, counterfactuals, count) {
     }
   }
   for (const name of counterfactuals) {
-    const flagged = whole(responses, counterfactualKey(name, "flag")).filter((v) => v).length;
+    const flagged = whole(responses, counterfactualKey(names, name, "flag")).filter((v) => v).length;
     rows.push([`flagged by "${name}"`, `${flagged} of ${count}`, `Filters that react to "${name}" far more than the layer's others`, "counterfactual-flagged"]);
   }
   box.replaceChildren();
@@ -343,3 +361,4 @@ function fillSummary(box, impact, responses, counterfactuals, count) {
   }
   box.hidden = rows.length === 0;
 }
+

@@ -63,6 +63,8 @@ export function mountLayerView(root, store) {
   tools.append(legend, imageRow, sort.element);
   const note = el("p", "cvz-note");
   note.dataset.testid = "layer-note";
+  const footprint = el("p", "cvz-footprint");
+  footprint.dataset.testid = "footprint";
 
   /** @type {any} */
   let stats = null;
@@ -80,7 +82,7 @@ export function mountLayerView(root, store) {
     onSelect: (f) => store.selectFilter(f),
   });
   tools.append(pngButton(() => grid.canvas, "grid"));
-  card.append(head, tools, note, grid.element);
+  card.append(head, tools, note, footprint, grid.element);
   root.append(card);
 
   /** Decoded arrays of the payload last drawn, so toggles do not decode again. */
@@ -119,6 +121,7 @@ export function mountLayerView(root, store) {
     if (decoded.data !== data) decoded = { data, tiles: decodeWire(data.tiles), maps: data.maps ? decodeWire(data.maps) : null };
     stats = data.stats;
     const count = data.info.filters;
+    fillFootprint(footprint, data.footprint ?? null, data.info.kernel_size);
 
     const imageValues = (data.map_images ?? []).map(String);
     imageRow.replaceChildren();
@@ -182,4 +185,34 @@ export function mountLayerView(root, store) {
     setExportParts(card, [data.run, data.layer, `step${data.step}`, s.show === "activations" && decoded.maps ? "activations" : "weights"]);
     grid.canvas.dataset.layer = data.layer;
   });
+}
+
+/**
+ * The layer's kernel footprint in one line: the server's plain-words hint (a smaller kernel would
+ * do, near-duplicate or dead filters) and the share of kernel energy a centred k×k keeps, per size.
+ * @param {HTMLElement} box
+ * @param {?{ring_energy: number[], hint: ?string, step: number}} footprint the /layer answer's
+ * @param {number[]} kernelSize
+ */
+function fillFootprint(box, footprint, kernelSize) {
+  box.hidden = !footprint || footprint.ring_energy.length < 2;
+  if (box.hidden || !footprint) return;
+  let kept = 0;
+  const shares = footprint.ring_energy.map((e, ring) => {
+    kept += e;
+    const size = kernelSize.map((k) => Math.min(k, 2 * ring + 1)).join("×");
+    return `${size} ${Math.floor(kept * 100 + 1e-9)}%`;
+  });
+  const label = el("strong", "", "Kernel footprint: ");
+  const parts = [label];
+  if (footprint.hint) {
+    const hint = el("span", "", `${footprint.hint}. `);
+    hint.dataset.testid = "footprint-hint";
+    parts.push(hint);
+  }
+  const energy = el("span", "", `Energy kept by a centred ${shares.join(" · ")}`);
+  energy.dataset.testid = "footprint-energy";
+  energy.title = `Share of the layer's kernel energy (sum of squared weights) within each centred window, from the kernels of step ${footprint.step}`;
+  parts.push(energy);
+  box.replaceChildren(...parts);
 }

@@ -2,7 +2,8 @@
 // polar plots (2-D), shift and reversal (1-D), noise stability over σ, FGSM/PGD change and each
 // counterfactual's change with its flag. The layer's median is drawn beside each for scale.
 
-import { counterfactualKey, filterRow, filterValue, hasGroup, layerMedian, whole } from "../analysis.js";
+import { filterRow, filterValue, layerMedian, whole } from "../analysis.js";
+import { counterfactualKey, hasGroup } from "../recordkeys.js";
 import { formatNumber, formatPercent, median } from "../numeric.js";
 import { el, factList } from "./controls.js";
 import { pngButton } from "./download.js";
@@ -145,8 +146,11 @@ function adversarial(arrays, f) {
   return [box];
 }
 
-/** @param {Arrays} arrays @param {string[]} names @param {number} f @returns {HTMLElement[]} */
-function counterfactualList(arrays, names, f) {
+/**
+ * @param {Arrays} arrays @param {string[]} names the counterfactuals
+ * @param {import("../recordkeys.js").RecordNames} recordNames @param {number} f @returns {HTMLElement[]}
+ */
+function counterfactualList(arrays, names, recordNames, f) {
   if (!names.length) return [];
   const box = block(
     "Counterfactuals",
@@ -155,16 +159,16 @@ function counterfactualList(arrays, names, f) {
     true,
   );
   const items = names.map((name) => {
-    const key = counterfactualKey(name);
-    const z = filterValue(arrays, counterfactualKey(name, "z"), f);
-    const cosine = filterValue(arrays, counterfactualKey(name, "cosine"), f);
+    const key = counterfactualKey(recordNames, name);
+    const z = filterValue(arrays, counterfactualKey(recordNames, name, "z"), f);
+    const cosine = filterValue(arrays, counterfactualKey(recordNames, name, "cosine"), f);
     return {
       label: name,
       value: filterValue(arrays, key, f),
       text: formatPercent(filterValue(arrays, key, f)),
       mark: layerMedian(arrays, key),
       title: `robust z ${formatNumber(z, 2)} within the layer · map cosine ${formatNumber(cosine, 3)}`,
-      badge: filterValue(arrays, counterfactualKey(name, "flag"), f) ? "flagged" : undefined,
+      badge: filterValue(arrays, counterfactualKey(recordNames, name, "flag"), f) ? "flagged" : undefined,
     };
   });
   box.append(barList({ items, signed: true, itemTestid: "counterfactual-row" }));
@@ -174,9 +178,10 @@ function counterfactualList(arrays, names, f) {
 /**
  * The filter's perturbation responses at the answer's step.
  * @param {any} data the /perturbation payload @param {number} filter
+ * @param {import("../recordkeys.js").RecordNames} names
  * @returns {HTMLElement[]}
  */
-export function responseViews(data, filter) {
+export function responseViews(data, filter, names) {
   const arrays = /** @type {Arrays} */ (data.arrays);
   // Which responses the record holds, as the payload's groups say.
   const has = (/** @type {string} */ group) => hasGroup(data, group);
@@ -185,6 +190,6 @@ export function responseViews(data, filter) {
     ...(has("shift") || has("reversal") ? symmetry(arrays, filter) : []),
     ...(has("noise") ? noise(arrays, filter) : []),
     ...(has("adversarial") ? adversarial(arrays, filter) : []),
-    ...counterfactualList(arrays, data.counterfactuals ?? [], filter),
+    ...counterfactualList(arrays, data.counterfactuals ?? [], names, filter),
   ];
 }

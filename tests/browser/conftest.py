@@ -22,7 +22,8 @@ XSS_RUN = "<img src=x onerror=alert(1)>"
 RUNS_2D = ("baseline", XSS_RUN)
 RUN_1D = "signal_1d"
 RUN_IMPACT = "impact_3class"  # impact=True and a counterfactual; the other runs log perturbations only
-RUNS = (*RUNS_2D, RUN_1D, RUN_IMPACT)
+RUN_INSIGHTS = "insights_5x5"  # shape_texture, impact, and a 5×5 first layer that a 3×3 would do
+RUNS = (*RUNS_2D, RUN_1D, RUN_IMPACT, RUN_INSIGHTS)
 EPOCHS = 6
 IMPACT_PROBE = 24  # labelled probe images of the impact run: top-5 examples out of these
 
@@ -93,6 +94,25 @@ def _write_runs(root: Path) -> None:
         probe_n=IMPACT_PROBE, lr=0.3, batches=10, impact=True, counterfactuals={"no_red": no_red},
         perturbations={"rotate_probe": True},
     )
+    torch.manual_seed(5)
+    log_minibatch_sgd(
+        ring_damped_net(), root / RUN_INSIGHTS, images, image_labels, 5,
+        probe_n=16, lr=0.3, impact=True, perturbations={"shape_texture": True},
+    )
+
+
+def ring_damped_net() -> nn.Sequential:
+    """A 5×5 conv ("0") whose outer ring starts at 5% of its weights, so its footprint hints that a
+    3×3 would do, then a 3×3 conv ("2") and a 4-class head; input (n, 3, h, w)."""
+    net = nn.Sequential(
+        nn.Conv2d(3, 6, 5, padding=2), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4),
+    )
+    ring = torch.ones(5, 5, dtype=torch.bool)
+    ring[1:4, 1:4] = False
+    with torch.no_grad():
+        net[0].weight[:, :, ring] *= 0.05
+    return net
 
 
 @pytest.fixture(scope="session")

@@ -79,7 +79,7 @@ def test_impact_table_sorts_flags_and_opens_the_filter(frame, tensorboard_url):
     overlays = examples.evaluate_all("fs => fs.map(f => f.dataset.overlay)")
     assert overlays == ["true" if i < 4 else "false" for i in top]
     assert examples.locator("canvas").count() == 5
-    assert panel.locator("[data-testid=impact-d_accuracy]").text_content().endswith("%")
+    assert re.match(r"[+-]?\d+(\.\d+)?% of \d+(\.\d+)?%", panel.locator("[data-testid=impact-d_accuracy]").text_content())
     assert panel.locator("[data-testid=recall-bars] .cvz-bars-row").count() == 3  # one per class
     assert panel.locator("[data-testid=counterfactual-row]").count() == 1
     assert panel.locator("[data-testid=noise-chart] circle").count() >= 4
@@ -129,6 +129,7 @@ def test_percentages_never_use_exponent_notation(frame):
     percents = [t for t in texts if t.endswith("%")]
     assert len(percents) > 8
     for text in percents:
+        # a value, "of" the accuracy, or a lower bound ("≥ 30.9%": the detectable change)
         assert re.fullmatch(r"(≥ )?[+-]?(<0\.01|\d+(\.\d+)?)%( of \d+(\.\d+)?%)?", text), text
 
 

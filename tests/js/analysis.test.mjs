@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import test from "node:test";
 
-import { answerFor, classesInWords, counterfactualKey, filterRow, filterValue, hasGroup, layerMedian, whole } from "../../frontend/analysis.js";
+import { answerFor, classesInWords, examplesNeededText, filterRow, filterValue, layerMedian, whole } from "../../frontend/analysis.js";
 
 /** A layer of 3 filters as the routes send it: flat row-major values, NaN as null. */
 const arrays = {
@@ -39,14 +39,11 @@ test("answerFor keeps an answer only for its run, layer and (once ready) step", 
   assert.equal(answerFor({ ...ready, status: "loading" }, { run: "a", layer: "conv1", step: 3 }), null);
 });
 
-test("counterfactualKey and hasGroup name what the record holds", () => {
-  assert.equal(counterfactualKey("no red"), "cf/no red");
-  assert.equal(counterfactualKey("no red", "flag"), "cf/no red/flag");
-  const answer = { groups: { orientation: ["osi"], rotation: [] } };
-  assert.equal(hasGroup(answer, "orientation"), true);
-  assert.equal(hasGroup(answer, "rotation"), false);
-  assert.equal(hasGroup(answer, "noise"), false);
-  assert.equal(hasGroup(null, "noise"), false);
+test("examplesNeededText says, smallest effect first, how many images of a class each needs", () => {
+  const text = examplesNeededText({ "0.5": 15, "0.05": 157, "0.1": 78 });
+  assert.equal(text, "A larger probe tells smaller changes from noise. To detect a 5% change: 157 images of a class; 10%: 78; 50%: 15.");
+  assert.equal(examplesNeededText(undefined), "");
+  assert.equal(examplesNeededText({}), "");
 });
 
 test("classesInWords names a class only when it is the majority", () => {

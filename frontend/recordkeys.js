@@ -1,0 +1,70 @@
+// Names of arrays inside the /perturbation and /impact answers. Record-name structure (the
+// counterfactual and top-example prefixes, the perturbation groups, the exact-ablation flag) comes
+// from the index answer's `names` (records.record_names() on the server), never from literals
+// here. What stays literal are the plain metric keys the views use as column ids: they are listed
+// once, below, so a renamed metric is changed in one place.
+
+/**
+ * @typedef {{kinds: string[], perturbation_groups: Record<string, string[]>, counterfactual_prefix: string,
+ *   top_example_prefix: string, impact_exact: string}} RecordNames
+ */
+
+/** Plain per-filter metric keys of the impact answer (column ids of the Impact table). */
+export const IMPACT = Object.freeze({
+  dAccuracy: "d_accuracy",
+  dAccuracyCi: "d_accuracy_ci",
+  dLoss: "d_loss",
+  flips: "flips",
+  taylorDLoss: "taylor_d_loss",
+  classSelectivity: "class_selectivity",
+  pAdjusted: "p_adjusted",
+  significant: "significant",
+  accuracy: "accuracy",
+  taylorSpearman: "taylor_spearman",
+  detectableDAccuracy: "detectable_d_accuracy",
+  dConfidence: "d_confidence",
+  actOnErrors: "act_on_errors",
+  actOnCorrect: "act_on_correct",
+  cleanPred: "clean_pred",
+});
+
+/**
+ * The perturbation array of counterfactual `name` (a name from the answer's `counterfactuals`):
+ * its signed relative change of mean |activation|, or its map cosine, robust z or outlier flag.
+ * @param {RecordNames} names @param {string} name @param {"cosine"|"z"|"flag"} [field] @returns {string}
+ */
+export function counterfactualKey(names, name, field) {
+  const key = `${names.counterfactual_prefix}${name}`;
+  return field ? `${key}/${field}` : key;
+}
+
+/**
+ * The impact array describing the filter's top activating probe examples.
+ * @param {RecordNames} names @param {"index"|"label"|"flag"|"class"} field @returns {string}
+ */
+export function topExampleKey(names, field) {
+  return `${names.top_example_prefix}${field}`;
+}
+
+/** The impact array saying which filters were ablated exactly (u8 0/1). @param {RecordNames} names */
+export function exactKey(names) {
+  return names.impact_exact;
+}
+
+/**
+ * The perturbation array of the shape–texture index in [−1, 1] (F,): the shape_texture group's
+ * key that names the index; null when the server lists no such group.
+ * @param {RecordNames} names @returns {?string}
+ */
+export function shapeTextureIndexKey(names) {
+  return (names.perturbation_groups.shape_texture ?? []).find((k) => k.endsWith("index")) ?? null;
+}
+
+/**
+ * Whether the perturbation answer holds `group` (a key of `names.perturbation_groups`), i.e. the
+ * record logged that response.
+ * @param {any} answer the /perturbation payload @param {string} group
+ */
+export function hasGroup(answer, group) {
+  return (answer?.groups?.[group] ?? []).length > 0;
+}
