@@ -6,7 +6,7 @@ from the previous one) and a probe of 8 images of 32 px, then times:
 
 * baseline: ``model.load_state_dict(torch.load(f, map_location="cpu", weights_only=True))`` per file;
 * ConvViz.log alone: the same weights already in memory, logged inline (the analysis cost);
-* the CLI (through `add_parser`, as ``tb-convviz log-checkpoints`` runs it, in this process),
+* the CLI (`tb_convviz.cli.main`, what ``tb-convviz log-checkpoints`` runs, in this process),
   into a fresh logdir, with defaults and with ``--no-perturbations``;
 * a rerun into the finished logdir, which logs nothing (the cost of reading what is there).
 
@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.models import perturb_weights, three_conv_cnn  # noqa: E402
 from tb_convviz import ConvViz  # noqa: E402
-from tb_convviz.posthoc import add_parser  # noqa: E402
+from tb_convviz.cli import main as cli  # noqa: E402
 
 
 def write_checkpoints(folder: Path, n: int) -> list[Path]:
@@ -52,13 +52,6 @@ def timed(work: Callable[[], object]) -> float:
     start = time.perf_counter()
     work()
     return time.perf_counter() - start
-
-
-def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="tb-convviz")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.run(args)
 
 
 def main() -> None:
