@@ -9,10 +9,18 @@ Writes synthetic logs with the real ConvViz callback (one Conv2d(256, 512, 3) la
   `--load_fast=false` (the Python multiplexer);
 * the time Chromium takes to paint the 512-filter grid after the data arrived (the grid's own
   `data-paint-ms`: from the parsed JSON to the frame painted);
-* TensorBoard's resident memory with that logdir loaded (its process tree: the Rust data server too).
+* TensorBoard's resident memory with that logdir loaded (its process tree: the Rust data server too);
+* p50 of the similarity routes on that layer (`cka_epochs`, `cka_layers`, `cka_final`, and
+  `embedding` with PCA), and each route's first, cold answer.
+
+Then a big net, 100 epochs × 2 runs (`--model`): TensorBoard's RSS with its logs loaded, both
+loaders. With `--model resnet50` (ResNet-50-shaped, 1000 classes, 53 conv layers, logged with
+perturbations=False on an 8-image 64 px probe) also the layer, compare and filter routes and the
+grid paint on its 2048-filter layer (`layer4.2.conv3`).
 
     /work/venv/bin/python bench/dashboard.py                 # logs in a temp dir, removed after
     /work/venv/bin/python bench/dashboard.py --logdir /tmp/cvz-bench --keep   # reuse them next time
+    /work/venv/bin/python bench/dashboard.py --skip-big-layer --model resnet50   # only the ResNet-50 part
 """
 from __future__ import annotations
 
@@ -27,6 +35,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
@@ -35,17 +44,48 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.models import ResNet18Shaped, perturb_weights  # noqa: E402
+from bench.models import ResNet18Shaped, ResNet50Shaped, perturb_weights  # noqa: E402
 from tb_convviz import ConvViz  # noqa: E402
 
 TARGET_ROUTE_P50_MS = 20.0
 TARGET_PAINT_MS = 300.0
 TARGET_RSS_MB = 1024.0
+TARGET_SIMILARITY_P50_MS = 50.0
 
 EPOCHS = 50
 RUNS = ("run_a", "run_b")
 LAYER = "conv"
 FILTERS = 512
+
+
+@dataclass(frozen=True)
+class Logs:
+    """What a bench logdir holds: the layer the routes and the grid are timed on, its filters, the epochs."""
+
+    layer: str
+    filters: int
+    epochs: int
+
+
+@dataclass(frozen=True)
+class Net:
+    """A big net to load into TensorBoard; `layer` (its widest conv) also gets routes and paint timed."""
+
+    title: str
+    make: Callable[[], nn.Module]
+    probe_shape: tuple[int, ...]
+    layer: Optional[str] = None
+    filters: int = 0
+
+
+NETS = {
+    "resnet18": Net("ResNet-18-shaped", ResNet18Shaped, (8, 3, 112, 112)),
+    "resnet50": Net("ResNet-50-shaped (1000 classes)", lambda: ResNet50Shaped(classes=1000), (8, 3, 64, 64),
+                    layer="layer4.2.conv3", filters=2048),
+}
+
+
+LOADERS = {"default loader": [], "--load_fast=false": ["--load_fast=false"]}
 
 
 class BigLayer(nn.Module):
@@ -61,13 +101,15 @@ class BigLayer(nn.Module):
 def write_runs(
     logdir: Path, make_model: Callable[[], nn.Module], probe_shape: tuple[int, ...], epochs: int, perturbations: bool
 ) -> float:
-    """`epochs` × 2 runs of `make_model()`, every weight stepping a little each epoch (a stand-in for
-    training); returns the seconds it took."""
+    """`epochs` × 2 runs of `make_model()` on one probe (runs are compared filter by filter only on
+    the same probe), every weight stepping a little each epoch (a stand-in for training); returns
+    the seconds it took."""
     start = time.perf_counter()
+    generator = torch.Generator().manual_seed(0)
+    probe = (torch.randn(*probe_shape, generator=generator), torch.randint(0, 10, (probe_shape[0],), generator=generator))
     for seed, run in enumerate(RUNS):
         torch.manual_seed(seed)
         model = make_model()
-        probe = (torch.randn(*probe_shape), torch.randint(0, 10, (probe_shape[0],)))
         with ConvViz(str(logdir / run), probe=probe, perturbations=perturbations) as viz:
             for epoch in range(epochs):
                 perturb_weights(list(model.parameters()))
@@ -75,20 +117,29 @@ def write_runs(
     return time.perf_counter() - start
 
 
-def resnet_memory(logdir: Path, epochs: int, perturbations: bool) -> None:
-    """TensorBoard's RSS, both loaders, with `epochs` × 2 runs of the ResNet-18-shaped net loaded."""
+def big_net(logdir: Path, net: Net, epochs: int, perturbations: bool, requests: int, paints: int, loaders: list[str]) -> None:
+    """TensorBoard's RSS, both loaders, with `epochs` × 2 runs of `net` loaded; the routes and the
+    grid paint on `net.layer` when it names one."""
     if not (logdir / RUNS[0]).exists():
-        what = "defaults" if perturbations else "perturbations=False (records ~0.25 MB/epoch smaller)"
-        print(f"writing {len(RUNS)} runs × {epochs} epochs of the ResNet-18-shaped net, {what}, to {logdir} …", flush=True)
-        print(f"  {write_runs(logdir, ResNet18Shaped, (8, 3, 112, 112), epochs, perturbations):.1f} s")
+        what = "defaults" if perturbations else "perturbations=False"
+        print(f"writing {len(RUNS)} runs × {epochs} epochs of the {net.title} net, {what}, "
+              f"probe {net.probe_shape}, to {logdir} …", flush=True)
+        print(f"  {write_runs(logdir, net.make, net.probe_shape, epochs, perturbations):.1f} s")
     size_mb = sum(f.stat().st_size for f in logdir.rglob("*") if f.is_file()) / 2**20
     print(f"logdir: {size_mb:.0f} MB")
-    for label, extra in (("default loader", []), ("--load_fast=false", ["--load_fast=false"])):
+    for label, extra in LOADERS.items():
+        if label not in loaders:
+            continue
         tb = TensorBoard(logdir, extra, epochs=epochs)
         try:
+            print(f"  tensorboard ({label}): loaded in {tb.load_s:.1f} s")
+            if net.layer is not None:
+                logs = Logs(net.layer, net.filters, epochs)
+                time_routes(tb, route_urls(tb, requests, logs), TARGET_ROUTE_P50_MS)
+                if label == "default loader":
+                    report_paint(tb, paints, logs)
             rss = tb.rss_mb()
-            print(f"  tensorboard ({label}): loaded in {tb.load_s:.1f} s, RSS {rss:.0f} MB   "
-                  f"(target ≤ {TARGET_RSS_MB:.0f} MB: {verdict(rss, TARGET_RSS_MB)})")
+            print(f"    RSS {rss:.0f} MB   (target ≤ {TARGET_RSS_MB:.0f} MB: {verdict(rss, TARGET_RSS_MB)})")
         finally:
             tb.stop()
 
@@ -164,6 +215,10 @@ class TensorBoard:
 
 def latencies_ms(urls: list[str]) -> list[float]:
     get(urls[0])  # warm: first touches decode caches
+    return timed_ms(urls)
+
+
+def timed_ms(urls: list[str]) -> list[float]:
     out = []
     for url in urls:
         t = time.perf_counter()
@@ -176,29 +231,69 @@ def p(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
 
 
-def route_urls(tb: TensorBoard, n: int) -> dict[str, list[str]]:
+def route_urls(tb: TensorBoard, n: int, logs: Logs) -> dict[str, list[str]]:
     rng = random.Random(0)
-    steps = range(EPOCHS)
+    steps = range(logs.epochs)
     return {
-        "layer": [tb.route("layer", run=rng.choice(RUNS), layer=LAYER, step=rng.choice(steps)) for _ in range(n)],
+        "layer": [tb.route("layer", run=rng.choice(RUNS), layer=logs.layer, step=rng.choice(steps)) for _ in range(n)],
         "compare, epoch vs epoch": [
-            tb.route("compare", layer=LAYER, run_a=run, run_b=run, step_a=a, step_b=b, align="index")
+            tb.route("compare", layer=logs.layer, run_a=run, run_b=run, step_a=a, step_b=b, align="index")
             for run, a, b in ((rng.choice(RUNS), rng.choice(steps), rng.choice(steps)) for _ in range(n))
         ],
         "compare, run vs run (match)": [
-            tb.route("compare", layer=LAYER, run_a=RUNS[0], run_b=RUNS[1], step_a=s, step_b=s, align="match")
+            tb.route("compare", layer=logs.layer, run_a=RUNS[0], run_b=RUNS[1], step_a=s, step_b=s, align="match")
             for s in (rng.choice(steps) for _ in range(n))
         ],
         # The detail panel: it reads every logged step for the history, so fewer requests.
         "filter (detail panel)": [
-            tb.route("filter", run=rng.choice(RUNS), layer=LAYER, step=rng.choice(steps), filter=rng.randrange(FILTERS))
+            tb.route("filter", run=rng.choice(RUNS), layer=logs.layer, step=rng.choice(steps), filter=rng.randrange(logs.filters))
             for _ in range(max(5, n // 4))
         ],
     }
 
 
-def paint_ms(tb: TensorBoard, steps: int) -> Optional[list[float]]:
-    """Chromium's time to paint the 512-filter grid after each step's data arrived, or None without Chromium."""
+def similarity_urls(tb: TensorBoard, n: int, logs: Logs) -> dict[str, list[str]]:
+    """The CKA heatmaps' and the filter map's routes. Per run, `cka_epochs`, `cka_final` and
+    `embedding` have one answer each, so most of their requests repeat an answer already given."""
+    rng = random.Random(1)
+    steps = range(logs.epochs)
+    return {
+        "cka_epochs": [tb.route("cka_epochs", run=rng.choice(RUNS), layer=logs.layer) for _ in range(n)],
+        "cka_layers": [
+            tb.route("cka_layers", run_a=rng.choice(RUNS), step_a=rng.choice(steps), run_b=rng.choice(RUNS), step_b=rng.choice(steps))
+            for _ in range(n)
+        ],
+        "cka_final": [tb.route("cka_final", run=rng.choice(RUNS)) for _ in range(n)],
+        "embedding, pca": [tb.route("embedding", run=rng.choice(RUNS), layer=logs.layer, method="pca") for _ in range(n)],
+    }
+
+
+def time_routes(tb: TensorBoard, routes: dict[str, list[str]], target_ms: float, warm: bool = True) -> None:
+    """Print each route's p50/p95 against `target_ms`. Not `warm`: no warm-up request, and the
+    slowest first answer of each distinct URL (the cold one a user waits for) is printed too."""
+    for route, urls in routes.items():
+        if warm:
+            ms, cold = latencies_ms(urls), ""
+        else:
+            ms = timed_ms(urls)
+            firsts = [t for i, (url, t) in enumerate(zip(urls, ms)) if url not in urls[:i]]
+            cold = f"   first answers max {max(firsts):8.1f} ms ({len(firsts)} distinct)"
+        p50, p95 = p(ms, 50), p(ms, 95)
+        print(f"    {route:<30} p50 {p50:8.1f} ms   p95 {p95:8.1f} ms{cold}   "
+              f"(target p50 ≤ {target_ms:.0f} ms: {verdict(p50, target_ms)})")
+
+
+def report_paint(tb: TensorBoard, paints: int, logs: Logs) -> None:
+    ms = paint_ms(tb, paints, logs)
+    if ms is None:
+        print("    grid paint: skipped (chromium not installed)")
+    else:
+        print(f"    grid paint, {logs.filters} filters ({logs.layer}): p50 {p(ms, 50):.1f} ms   max {max(ms):.1f} ms   "
+              f"(target ≤ {TARGET_PAINT_MS:.0f} ms: {verdict(max(ms), TARGET_PAINT_MS)})")
+
+
+def paint_ms(tb: TensorBoard, steps: int, logs: Logs) -> Optional[list[float]]:
+    """Chromium's time to paint `logs.layer`'s grid after each step's data arrived, or None without Chromium."""
     chromium = shutil.which("chromium")
     if chromium is None:
         return None
@@ -216,12 +311,16 @@ def paint_ms(tb: TensorBoard, steps: int) -> Optional[list[float]]:
         frame = page.frame_locator('iframe[src*="name=convviz"]')
         slider = frame.locator("[data-testid=epoch-slider]")
         grid = frame.locator("[data-testid=filter-grid]")
+        picker = frame.locator("[data-testid=layer-picker]")
+        picker.wait_for()
+        if picker.input_value() != logs.layer:
+            picker.select_option(logs.layer)
         for i in range(steps):
-            step = EPOCHS - 1 - 3 * i  # a step not seen before: fresh data, not the cache
+            step = logs.epochs - 1 - 3 * i  # a step not seen before: fresh data, not the cache
             if i:
                 slider.fill(str(step))
-            frame.locator(f'[data-testid=filter-grid][data-step="{step}"][data-paint-ms]').wait_for()
-            assert grid.get_attribute("data-filter-count") == str(FILTERS)
+            frame.locator(f'[data-testid=filter-grid][data-layer="{logs.layer}"][data-step="{step}"][data-paint-ms]').wait_for()
+            assert grid.get_attribute("data-filter-count") == str(logs.filters)
             out.append(float(grid.get_attribute("data-paint-ms")))
             # The next step's attribute must be fresh: clear this one.
             grid.evaluate("c => delete c.dataset.paintMs")
@@ -239,47 +338,47 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the logs after the run")
     parser.add_argument("--requests", type=int, default=40, help="requests per route (default 40)")
     parser.add_argument("--paints", type=int, default=8, help="grid paints to time (default 8)")
+    parser.add_argument("--model", choices=sorted(NETS), default="resnet18",
+                        help="the big net: resnet18 (memory only) or resnet50 (memory, and routes and paint on its "
+                             "2048-filter layer); default resnet18")
     parser.add_argument("--resnet-epochs", type=int, default=100,
-                        help="epochs × 2 runs of the ResNet-18-shaped net for the memory check (0 skips; default 100)")
+                        help="epochs × 2 runs of the big net (0 skips; default 100)")
     parser.add_argument("--resnet-perturbations", action="store_true",
-                        help="log the ResNet runs with perturbations (defaults) rather than without (faster to write)")
+                        help="log the big net with perturbations (defaults) rather than without (faster to write)")
+    parser.add_argument("--big-net-default-loader-only", action="store_true",
+                        help="load the big net's logs with the default loader only (the Python one is slow on them)")
+    parser.add_argument("--skip-big-layer", action="store_true", help="skip the Conv2d(256, 512, 3) part")
     args = parser.parse_args()
 
     logdir = args.logdir or Path(tempfile.mkdtemp(prefix="convviz-bench-"))
-    resnet_dir = logdir.with_name(logdir.name + "-resnet18")  # a sibling: not one of the 512-filter runs
+    net_dir = logdir.with_name(f"{logdir.name}-{args.model}")  # a sibling: not one of the 512-filter runs
+    logs = Logs(LAYER, FILTERS, EPOCHS)
     try:
-        if not (logdir / RUNS[0]).exists():
-            print(f"writing {len(RUNS)} runs × {EPOCHS} epochs of Conv2d(256, {FILTERS}, 3) to {logdir} …", flush=True)
-            print(f"  {write_runs(logdir, BigLayer, (8, 256, 16, 16), EPOCHS, perturbations=False):.1f} s")
-        size_mb = sum(f.stat().st_size for f in logdir.rglob("*") if f.is_file()) / 2**20
-        print(f"logdir: {size_mb:.0f} MB\n")
-
-        for label, extra in (("default loader", []), ("--load_fast=false", ["--load_fast=false"])):
-            tb = TensorBoard(logdir, extra)
-            try:
-                print(f"tensorboard ({label}): all {EPOCHS} steps of both runs served after {tb.load_s:.1f} s")
-                for route, urls in route_urls(tb, args.requests).items():
-                    ms = latencies_ms(urls)
-                    p50, p95 = p(ms, 50), p(ms, 95)
-                    print(f"  {route:<30} p50 {p50:8.1f} ms   p95 {p95:8.1f} ms   "
-                          f"(target p50 ≤ {TARGET_ROUTE_P50_MS:.0f} ms: {verdict(p50, TARGET_ROUTE_P50_MS)})")
-                if label == "default loader":
-                    paints = paint_ms(tb, args.paints)
-                    if paints is None:
-                        print("  grid paint: skipped (chromium not installed)")
-                    else:
-                        print(f"  grid paint, {FILTERS} filters: p50 {p(paints, 50):.1f} ms   max {max(paints):.1f} ms   "
-                              f"(target ≤ {TARGET_PAINT_MS:.0f} ms: {verdict(max(paints), TARGET_PAINT_MS)})")
-                rss = tb.rss_mb()
-                print(f"  RSS: {rss:.0f} MB   (target ≤ {TARGET_RSS_MB:.0f} MB: {verdict(rss, TARGET_RSS_MB)})\n")
-            finally:
-                tb.stop()
+        if not args.skip_big_layer:
+            if not (logdir / RUNS[0]).exists():
+                print(f"writing {len(RUNS)} runs × {EPOCHS} epochs of Conv2d(256, {FILTERS}, 3) to {logdir} …", flush=True)
+                print(f"  {write_runs(logdir, BigLayer, (8, 256, 16, 16), EPOCHS, perturbations=False):.1f} s")
+            size_mb = sum(f.stat().st_size for f in logdir.rglob("*") if f.is_file()) / 2**20
+            print(f"logdir: {size_mb:.0f} MB\n")
+            for label, extra in LOADERS.items():
+                tb = TensorBoard(logdir, extra)
+                try:
+                    print(f"tensorboard ({label}): all {EPOCHS} steps of both runs served after {tb.load_s:.1f} s")
+                    time_routes(tb, route_urls(tb, args.requests, logs), TARGET_ROUTE_P50_MS)
+                    time_routes(tb, similarity_urls(tb, args.requests, logs), TARGET_SIMILARITY_P50_MS, warm=False)
+                    if label == "default loader":
+                        report_paint(tb, args.paints, logs)
+                    rss = tb.rss_mb()
+                    print(f"    RSS: {rss:.0f} MB   (target ≤ {TARGET_RSS_MB:.0f} MB: {verdict(rss, TARGET_RSS_MB)})\n")
+                finally:
+                    tb.stop()
         if args.resnet_epochs > 0:
-            resnet_memory(resnet_dir, args.resnet_epochs, args.resnet_perturbations)
+            big_net(net_dir, NETS[args.model], args.resnet_epochs, args.resnet_perturbations, args.requests, args.paints,
+                    list(LOADERS)[:1] if args.big_net_default_loader_only else list(LOADERS))
     finally:
         if not args.keep and args.logdir is None:
             shutil.rmtree(logdir, ignore_errors=True)
-            shutil.rmtree(resnet_dir, ignore_errors=True)
+            shutil.rmtree(net_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
