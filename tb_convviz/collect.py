@@ -125,6 +125,9 @@ def collect_step(
     step, so the gather always meets); the rank that writes builds the rest and the records.
     """
     shared_impact = _impact_shares(model, plan, probe, settings, shard) if settings.impact and shard.world > 1 else None
+    shared_responses = (
+        _perturbation_shares(model, plan, probe, settings, shard) if settings.perturbations and probe is not None and shard.world > 1 else None
+    )
     if not shard.writes:
         return []
     modules = dict(model.named_modules())
@@ -148,7 +151,7 @@ def collect_step(
         result.extend(_similarity_records(plan, outputs, settings.similarity_images))
     del outputs
     if x is not None and probe is not None:
-        result.extend(_analysis_records(model, plan, probe, settings, x, warn, shared_impact))
+        result.extend(_analysis_records(model, plan, probe, settings, x, warn, shared_impact, shared_responses))
     return result
 
 
@@ -164,6 +167,40 @@ def _impact_shares(model: nn.Module, plan: Plan, probe: Optional[Probe], setting
     except Exception as e:  # noqa: BLE001 - reported by the writing rank, which writes what it has
         share = f"{type(e).__name__}: {e}"
     return shard.gather(share)
+
+
+class _GatherOnce:
+    """The shard's gather, remembering whether it ran: a rank that fails before reaching it must
+    still take part once, or the other ranks wait for it until the group's timeout."""
+
+    def __init__(self, shard: Shard):
+        self.shard, self.done = shard, False
+
+    def __call__(self, obj: Any) -> Optional[list]:
+        self.done = True
+        return self.shard.gather(obj)
+
+
+def _perturbation_shares(model: nn.Module, plan: Plan, probe: Probe, settings: Settings, shard: Shard) -> Any:
+    """This rank's share of the perturbed rows; on the writing rank, the assembled responses (or
+    the exception that stopped them, raised again when its records are built)."""
+    gather = _GatherOnce(shard)
+    modules = dict(model.named_modules())
+    x = as_model_input(model, probe.images)
+    y = probe.labels.to(x.device) if probe.labels is not None else None
+    try:
+        return perturbation_responses(model, {n: modules[n] for n in plan.layers}, x, y, counterfactuals=settings.counterfactuals,
+                                      share=(shard.rank, shard.world, gather), **settings.perturbation_options)
+    except Exception as e:  # noqa: BLE001 - reported by the writing rank
+        if not gather.done:
+            gather(f"{type(e).__name__}: {e}")
+        return e
+
+
+def _raised_or(result: Any) -> Any:
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 def _merged_impact(parts: list, settings: Settings, labels: np.ndarray, warn: Warn) -> dict[str, dict[str, np.ndarray]]:
@@ -200,14 +237,17 @@ def _map_resolution(settings: Settings, probe: Optional[Probe], outputs: dict[st
 def _analysis_records(
     model: nn.Module, plan: Plan, probe: Probe, settings: Settings, x: torch.Tensor, warn: Warn,
     shared_impact: Optional[list] = None,
+    shared_responses: Any = None,
 ) -> list[Record]:
     """Perturbation and impact records; one failing analysis warns and the others still land.
-    `shared_impact`: the ranks' gathered impact shares, when several ranks split the ablation."""
+    `shared_impact`, `shared_responses`: what several ranks computed together, when they did."""
     modules = dict(model.named_modules())
     layers = {n: modules[n] for n in plan.layers}
     y = probe.labels.to(x.device) if probe.labels is not None else None
     analyses: list[tuple[str, Callable[[], dict]]] = []
-    if settings.perturbations or settings.counterfactuals:
+    if shared_responses is not None:
+        analyses.append((fmt.KIND_PERTURBATION, lambda: _raised_or(shared_responses)))
+    elif settings.perturbations or settings.counterfactuals:
         analyses.append(
             (
                 fmt.KIND_PERTURBATION,

@@ -502,3 +502,27 @@ def test_callback_logs_shape_texture_on_request(tmp_path) -> None:
     tuning = logs.tuning(logs.runs()[0], "4", 0, "shape_texture")
     assert sorted(tuning) == ["index", "shape_sensitivity", "texture_sensitivity"]
     np.testing.assert_array_equal(tuning["index"], arrays["st/index"])
+
+
+def test_ranks_sharing_the_perturbed_rows_give_the_single_process_result() -> None:
+    """Three "ranks" each pass their share of the rows; the gathering one assembles them."""
+    model = bn_cnn().eval()
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    x = probe_images(n=4, size=16)
+    options = dict(counterfactuals={"dim": lambda b: 0.5 * b}, shape_texture=True, max_batch_bytes=20_000)
+    alone = perturbation_responses(model, layers, x, **options)
+    shares: list = []
+
+    def gather_into(rank: int):
+        def gather(obj):
+            shares.append(obj)
+            return list(shares) if rank == 2 else None  # the last rank to arrive assembles, as rank 0 would
+
+        return gather
+
+    for rank in range(3):
+        result = perturbation_responses(model, layers, x, share=(rank, 3, gather_into(rank)), **options)
+        assert (result is None) == (rank < 2)
+    for name in layers:
+        for key, value in alone[name].items():
+            np.testing.assert_allclose(result[name][key], value, rtol=1e-5, atol=1e-5, err_msg=f"{name}/{key}")

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -58,6 +58,9 @@ MIN_CHANGE = 0.05
 
 CLEAN = "clean"  # reference block: the probe itself
 BLANK = "blank"  # reference block: one image of the probe's mean colour
+# (rank, ranks, gather): how several processes split the perturbed rows; gather(obj) → every rank's
+# obj on the rank that assembles them (a list), None on the others.
+RowShare = tuple[int, int, Callable[[Any], Optional[list]]]
 
 
 # ---------------------------------------------------------------- shared machinery
@@ -113,30 +116,65 @@ class CombinedPass:
     def reduced(self, key: str) -> dict[str, torch.Tensor]:
         return self._reduced[key]
 
-    def run(self) -> None:
-        """Make the passes over every block declared so far (once)."""
+    def run(self, share: Optional[RowShare] = None) -> bool:
+        """Make the passes over every block declared so far (once); True when the results are here.
+
+        share (rank, ranks, gather): this process makes the reference passes and its contiguous
+        share of the other blocks' rows; `gather(obj)` hands every rank's reductions to one rank
+        (a list there, None elsewhere), which assembles them and alone returns True.
+        """
         blocks = sorted(self._blocks.values(), key=lambda b: b.reduce is not None)  # stable: references first
         parts: dict[str, dict[str, list[torch.Tensor]]] = {b.key: {name: [] for name in self.layers} for b in blocks}
-        pending = [(b, 0) for b in blocks if len(b.inputs)]  # (block, its first row not yet run)
+        segments = [(b, 0, len(b.inputs)) for b in blocks if len(b.inputs) and (share is None or b.reduce is None)]
+        if share is not None:
+            segments += _row_share([b for b in blocks if b.reduce is not None and len(b.inputs)], share[0], share[1])
+        error: Optional[Exception] = None
+        try:
+            self._make_passes(segments, parts)
+        except Exception as e:  # noqa: BLE001 - under a share the gather must still meet; re-raised below
+            if share is None:
+                raise
+            error = e
+        reduced = {b.key: {name: torch.cat(p) for name, p in parts[b.key].items() if p} for b in blocks if b.reduce is not None}
+        if share is None:
+            self._reduced = reduced
+            return True
+        on_cpu = {key: {name: t.cpu() for name, t in layers.items()} for key, layers in reduced.items()}  # gloo pickles CPU tensors
+        gathered = share[2](f"{type(error).__name__}: {error}" if error is not None else on_cpu)
+        if error is not None:
+            raise error
+        if gathered is None:
+            return False
+        for rank, part in enumerate(gathered):
+            if isinstance(part, str):
+                raise RuntimeError(f"rank {rank} failed its share of the perturbation passes ({part})")
+        for block in blocks:
+            if block.reduce is not None:
+                self._reduced[block.key] = {
+                    name: torch.cat([p[block.key][name].to(block.inputs.device) for p in gathered if name in p.get(block.key, {})])
+                    for name in self.layers
+                }
+        return True
+
+    def _make_passes(self, segments: list[tuple[_Block, int, int]], parts: dict[str, dict[str, list[torch.Tensor]]]) -> None:
+        """Hooked passes over the rows of `segments` (block, first row, end), in order."""
+        pending = list(segments)
         size = 1
         while pending:
             pieces: list[tuple[_Block, int, int]] = []  # (block, rows lo … hi) of this pass
             room = size
             while pending and room:
-                block, lo = pending[0]
-                hi = min(len(block.inputs), lo + room)
+                block, lo, end = pending[0]
+                hi = min(end, lo + room)
                 pieces.append((block, lo, hi))
                 room -= hi - lo
-                if hi == len(block.inputs):
+                if hi == end:
                     pending.pop(0)
                 else:
-                    pending[0] = (block, hi)
+                    pending[0] = (block, hi, end)
             image_bytes = self._pass(pieces, parts)
             if len(self.passes) == 1:
                 size = max(1, self.max_batch_bytes // max(image_bytes, 1))
-        for block in blocks:
-            if block.reduce is not None:
-                self._reduced[block.key] = {name: torch.cat(p) for name, p in parts[block.key].items()}
 
     def _pass(self, pieces: list[tuple[_Block, int, int]], parts: dict[str, dict[str, list[torch.Tensor]]]) -> int:
         """One hooked no-grad pass over the rows `pieces` name; returns the hooked bytes per image."""
@@ -164,6 +202,19 @@ class CombinedPass:
         with torch.no_grad():
             run_with_hooks(self.model, self.layers, chunk, record=False, edit=observe)
         return image_bytes
+
+
+def _row_share(blocks: list[_Block], rank: int, ranks: int) -> list[tuple[_Block, int, int]]:
+    """The rank's contiguous share of all the blocks' rows, in order: (block, first row, end)."""
+    total = sum(len(b.inputs) for b in blocks)
+    start, stop = total * rank // ranks, total * (rank + 1) // ranks
+    segments, offset = [], 0
+    for block in blocks:
+        lo, hi = max(start - offset, 0), min(stop - offset, len(block.inputs))
+        if lo < hi:
+            segments.append((block, lo, hi))
+        offset += len(block.inputs)
+    return segments
 
 
 def _run_alone(
@@ -798,7 +849,8 @@ def perturbation_responses(
     blur_sigma: Optional[float] = None,
     seed: int = 0,
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
-) -> Arrays:
+    share: Optional[RowShare] = None,
+) -> Optional[Arrays]:
     """The cheap default set, merged per layer: orientation (2-D inputs) or shift/reversal (1-D),
     noise stability, FGSM/PGD change, the given counterfactuals, and on request (`shape_texture=True`,
     2-D inputs; `patch_size`, `blur_sigma` as in shape_texture_sensitivity) the shape–texture
@@ -815,7 +867,8 @@ def perturbation_responses(
     when the model does not return (N, classes) logits.
     Keys: see orientation_tuning, rotation_response, sequence_symmetry, noise_stability,
     adversarial_change, counterfactual_sensitivity and shape_texture_sensitivity; the same values
-    as each run alone.
+    as each run alone. With `share` (several processes, see CombinedPass.run) only the assembling
+    process gets the result; the others return None.
     """
     x = _prepare(model, x)
     combined = CombinedPass(model, layers, max_batch_bytes)
@@ -839,6 +892,7 @@ def perturbation_responses(
         notice(f"perturbation_responses: adversarial analysis skipped: {err}")
     if counterfactuals:
         finishes.append(_counterfactual_plan(combined, x, counterfactuals))
-    combined.run()
+    if not combined.run(share):
+        return None
     parts = [finish() for finish in finishes]
     return {name: {k: v for part in parts for k, v in part[name].items()} for name in layers}
