@@ -100,7 +100,8 @@ def test_run_vs_run_aligned_fetches_align_aligned_and_says_the_match_basis(tab, 
     frame.locator("[data-testid=compare-grid-b][data-paint-ms]").wait_for()
     with tab.page.expect_request(lambda r: "/compare?" in r.url and "align=aligned" in r.url):
         frame.locator("[data-testid=align-picker] button[data-value=aligned]").click()
-    basis = frame.locator('[data-testid=compare-basis][data-match-basis="activations"]')
+    # The "match" answer drawn before may carry the same basis: wait for the aligned one's words.
+    basis = frame.locator('[data-testid=compare-basis][data-match-basis="activations"]', has_text="in A's order")
     basis.wait_for()
     assert "paired by activations on the probe" in basis.text_content()
     assert "input channels in A's order, from the pairing of layer 0" in basis.text_content()
