@@ -71,7 +71,7 @@ class ConvVizReader:
         tags = self._index(run).get(run, {})
         return sorted(kind for tag, kind in tags.items() if fmt.parse_tag(tag)[0] == layer)
 
-    def _read_series(self, run: str, tags: list[str]) -> dict[str, list[tb_provider.BlobSequenceDatum]]:
+    def _read_series(self, run: str, tags: Optional[list[str]]) -> dict[str, list[tb_provider.BlobSequenceDatum]]:
         data = self._provider.read_blob_sequences(
             self._ctx,
             experiment_id=self._eid,
@@ -93,6 +93,12 @@ class ConvVizReader:
         if not series:
             raise NotFound(f"no {kind!r} records for layer {layer!r} in run {run!r}")
         return series
+
+    def signature(self, run: str) -> tuple:
+        """What the run holds now, cheaply: every stream's record count and last step. An answer
+        computed from the run stays valid while this stays the same."""
+        series = self._read_series(run, None)
+        return tuple(sorted((tag, len(data), data[-1].step if data else None) for tag, data in series.items()))
 
     def steps(self, run: str, layer: str, kind: str = fmt.KIND_FILTERS) -> list[int]:
         return [d.step for d in self._series(run, layer, kind)]

@@ -87,3 +87,20 @@ def test_prefetch_warms_the_blob_cache(tmp_path):
     for step in range(4):
         reader.bundle("run", "0", fmt.KIND_FILTERS, step)
     assert before == 4 and counting.calls["blob"] == 4
+
+
+def test_answer_cache_computes_once_per_key_and_keeps_the_latest_entries():
+    from tb_convviz.plugin.cache import AnswerCache
+
+    cache = AnswerCache(entries=2)
+    calls = []
+
+    def compute(value):
+        return lambda: calls.append(value) or value
+
+    assert cache.get_or_compute(("a", 1), compute("A")) == "A"
+    assert cache.get_or_compute(("a", 1), compute("again")) == "A"  # same request, same runs: reused
+    assert cache.get_or_compute(("a", 2), compute("A2")) == "A2"  # a new epoch is a new key
+    assert cache.get_or_compute(("b", 1), compute("B")) == "B"  # evicts ("a", 1), the least recent
+    assert cache.get_or_compute(("a", 1), compute("A'")) == "A'"
+    assert calls == ["A", "A2", "B", "A'"]

@@ -21,6 +21,7 @@ _logger = logging.getLogger(__name__)
 
 LISTING_TTL_S = 3.0
 BLOB_CACHE_BYTES = 256 * 1024 * 1024
+ANSWER_CACHE_ENTRIES = 64  # a few MB at most: the largest answers (filter maps of 2048 filters × 100 epochs) are ~2 MB
 
 
 class CachingProvider:
@@ -121,3 +122,26 @@ class CachingProvider:
         finally:
             with self._lock:
                 self._prefetching.discard(blob_key)
+
+
+class AnswerCache:
+    """Route answers that take real work (pairing thousands of filters, CKA over every epoch, filter
+    maps), kept under the request and the signature of the runs they read: a new epoch changes the
+    key, so an answer is never stale, and moving back and forth between views costs nothing."""
+
+    def __init__(self, entries: int = ANSWER_CACHE_ENTRIES):
+        self._entries = entries
+        self._lock = threading.Lock()
+        self._answers: OrderedDict[tuple, Any] = OrderedDict()
+
+    def get_or_compute(self, key: tuple, compute: Any) -> Any:
+        with self._lock:
+            if key in self._answers:
+                self._answers.move_to_end(key)
+                return self._answers[key]
+        answer = compute()
+        with self._lock:
+            self._answers[key] = answer
+            while len(self._answers) > self._entries:
+                self._answers.popitem(last=False)
+        return answer

@@ -13,7 +13,7 @@ from werkzeug import wrappers
 
 from tb_convviz import format as fmt
 from tb_convviz.plugin import payloads
-from tb_convviz.plugin.cache import CachingProvider
+from tb_convviz.plugin.cache import AnswerCache, CachingProvider
 from tb_convviz.plugin.params import RequestParams
 from tb_convviz.reader import ConvVizReader, NotFound
 
@@ -45,6 +45,7 @@ class ConvVizPlugin(base_plugin.TBPlugin):
 
     def __init__(self, context: base_plugin.TBContext):
         self._provider = CachingProvider(context.data_provider)
+        self._answers = AnswerCache()
         self._static_root = frontend_dir().resolve()
 
     def get_plugin_apps(self) -> dict[str, Callable]:
@@ -55,13 +56,13 @@ class ConvVizPlugin(base_plugin.TBPlugin):
             "/layer": self._route(self._layer),
             "/filter": self._route(self._filter),
             "/probe": self._route(lambda r, p: payloads.probe(r, p.run())),
-            "/compare": self._route(self._compare),
+            "/compare": self._route(self._compare, cached=True),
             "/perturbation": self._route(self._analysis(fmt.KIND_PERTURBATION)),
             "/impact": self._route(self._analysis(fmt.KIND_IMPACT)),
-            "/cka_layers": self._route(self._cka_layers),
-            "/cka_epochs": self._route(lambda r, p: payloads.cka_epochs(r, *self._run_layer(p))),
-            "/cka_final": self._route(lambda r, p: payloads.cka_to_final(r, p.run())),
-            "/embedding": self._route(self._embedding),
+            "/cka_layers": self._route(self._cka_layers, cached=True),
+            "/cka_epochs": self._route(lambda r, p: payloads.cka_epochs(r, *self._run_layer(p)), cached=True),
+            "/cka_final": self._route(lambda r, p: payloads.cka_to_final(r, p.run()), cached=True),
+            "/embedding": self._route(self._embedding, cached=True),
             "/shape_texture": self._route(self._shape_texture),
         }
 
@@ -76,14 +77,21 @@ class ConvVizPlugin(base_plugin.TBPlugin):
 
     # -- handlers: parse, call, respond -------------------------------------------------------
 
-    def _route(self, impl: Callable[[ConvVizReader, RequestParams], object]) -> Callable:
+    def _route(self, impl: Callable[[ConvVizReader, RequestParams], object], cached: bool = False) -> Callable:
+        """A handler: parse, call `impl`, answer JSON; `cached` keeps answers per request and runs' state."""
+
         @wrappers.Request.application
         def handler(request: wrappers.Request) -> wrappers.Response:
             reader = ConvVizReader(
                 self._provider, plugin_util.experiment_id(request.environ), plugin_util.context(request.environ)
             )
             try:
-                return _json(request, impl(reader, RequestParams(request.args, reader)))
+                params = RequestParams(request.args, reader)
+                if not cached:
+                    return _json(request, impl(reader, params))
+                runs = sorted({params.run(name) for name in ("run", "run_a", "run_b") if name in request.args})
+                key = (request.path, tuple(sorted(request.args.items(multi=True))), tuple(reader.signature(r) for r in runs))
+                return _json(request, self._answers.get_or_compute(key, lambda: impl(reader, params)))
             except (errors.PublicError, NotFound) as e:  # NotFound: a record missing past the parameter checks
                 public = e if isinstance(e, errors.PublicError) else errors.NotFoundError(str(e))
                 return _json(request, {"error": str(public)}, public.http_code)
