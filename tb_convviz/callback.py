@@ -338,7 +338,9 @@ class ConvViz:
             try:
                 if job.state is not None:
                     assert self._copy is not None
-                    records_ = self._collect(self._copy.load(job.state), job)
+                    model = self._copy.load(job.state)
+                    job.state = None  # loaded: memory for one model copy and one waiting snapshot, no more
+                    records_ = self._collect(model, job)
                 else:
                     assert job.model is not None
                     with untouched(job.model):
