@@ -1,6 +1,8 @@
 // Fetches the plugin's JSON routes. Relative URLs resolve against the iframe's
 // <base href="plugin/convviz/">, so "layer" is /data/plugin/convviz/layer.
 
+import { plainValues } from "./wire.js";
+
 /** A route answered with an error, or could not be reached; `message` is for people. */
 export class ApiError extends Error {
   /** @param {string} message @param {number} status HTTP status, 0 when unreachable */
@@ -39,9 +41,12 @@ async function getJson(route, params) {
 /** Runs → layers (facts, logged steps) → probe summary. */
 export const fetchIndex = () => getJson("index");
 
-/** One layer at one step: stats, tiles, activation maps. */
+/** One layer at one step: stats (decoded here from wire arrays to plain lists), tiles, activation maps. */
 export const fetchLayer = (/** @type {string} */ run, /** @type {string} */ layer, /** @type {number} */ step) =>
-  getJson("layer", { run, layer, step });
+  getJson("layer", { run, layer, step }).then((data) => ({
+    ...data,
+    stats: Object.fromEntries(Object.entries(data.stats).map(([name, wire]) => [name, plainValues(wire)])),
+  }));
 
 /** One filter: slices, maps and history over every logged step. */
 export const fetchFilter = (

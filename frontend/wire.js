@@ -66,3 +66,11 @@ export function along(a, index) {
   const size = shape.reduce((x, y) => x * y, 1);
   return { shape, values: a.values.subarray(index * size, (index + 1) * size) };
 }
+
+/**
+ * A wire array as a plain list of numbers, NaN as null (as the routes' JSON lists have them).
+ * @param {Wire} wire @returns {Array<?number>}
+ */
+export function plainValues(wire) {
+  return Array.from(decodeWire(wire).values, (v) => (Number.isNaN(v) ? null : v));
+}

@@ -77,7 +77,9 @@ def layer(reader: ConvVizReader, run: str, layer: str, step: int) -> dict:
         "info": filters.meta["info"],
         "prev_step": filters.meta.get("prev_step"),
         "first_step": filters.meta.get("first_step"),
-        "stats": _stats(filters),
+        # Wire arrays, not JSON number lists: 2048 filters × 11 statistics as JSON floats were most
+        # of a layer answer's time; the dashboard decodes them once, on arrival.
+        "stats": {name: filters.wire(name) for name in filters.names() if name != records.TILES},
         "tiles": filters.wire("tiles"),
         "maps": None,
         "map_images": [],
