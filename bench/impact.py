@@ -11,8 +11,8 @@ speedup if time followed FLOPs; "of the limit" is the measured ratio over it.
 
 Then a ResNet-50-shaped net (26,560 filters, 1000 classes; 32 images at 64 px): filter_impact with
 the default budget, timed on its last bottleneck block, and for all 53 layers the number of filters
-the budget ablates exactly and the forward passes that takes, from the cost model (running all of
-it takes on the order of an hour on one core: --resnet50-all does).
+the budget ablates exactly and the forward passes that takes, from the cost model (--resnet50-all
+runs all of it; bench/background.py times a whole ResNet-50 epoch in the background worker).
 
 Without Captum the baseline is a naive one-forward-per-filter hook ablation, and the output says so.
 Not a test: the numbers are what it prints.
@@ -23,6 +23,7 @@ Not a test: the numbers are what it prints.
 from __future__ import annotations
 
 import argparse
+import inspect
 import statistics
 import sys
 import time
@@ -37,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.models import EarlyHeavyResNet, ResNet18Shaped, ResNet50Shaped, three_conv_cnn  # noqa: E402
 from tb_convviz.analysis.ablation import FilterAblation  # noqa: E402
-from tb_convviz.analysis.impact import exact_selection, filter_impact  # noqa: E402
+from tb_convviz.analysis.impact import SAMPLE_MIN, exact_selection, filter_impact  # noqa: E402
 from tb_convviz.analysis.perturbation import perturbation_responses  # noqa: E402
 from tb_convviz.layers import conv_layers  # noqa: E402
 
@@ -170,6 +171,9 @@ def full_analysis(title: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor
     print(f"     filter_impact          {t_imp:7.2f} s = {t_imp / t_fwd:7.0f}× forward")
 
 
+DEFAULT_BUDGET = inspect.signature(filter_impact).parameters["exact_budget"].default
+
+
 def resnet50_impact(run_all: bool) -> None:
     """filter_impact with the default budget on the ResNet-50 shape: timed on RESNET50_TIMED (or
     everything), and per stage what the budget does for all 53 layers, from the cost model."""
@@ -185,11 +189,12 @@ def resnet50_impact(run_all: bool) -> None:
     stages: dict[str, list[int]] = {}
     for name, m in layers.items():
         cost = ablation.cost(name)
-        exact = int(exact_selection(np.arange(m.out_channels, dtype=float), cost, 200.0, rng).sum())
+        exact = int(exact_selection(np.arange(m.out_channels, dtype=float), cost, DEFAULT_BUDGET / len(layers), rng).sum())
         stage = stages.setdefault(name.split(".")[0], [0, 0, 0])
         stage[0], stage[1], stage[2] = stage[0] + m.out_channels, stage[1] + exact, stage[2] + round(exact * cost)
     print(f"\n== ResNet-50 shape: {len(layers)} conv layers, {total:,} filters (asserted), 1000 classes, probe "
-          f"{tuple(x.shape)}, bare forward {t_fwd:.2f} s; impact with the default budget (200 forwards per layer):")
+          f"{tuple(x.shape)}, bare forward {t_fwd:.2f} s; impact with the default budget ({DEFAULT_BUDGET:.0f} forwards "
+          f"split over the layers, at least {SAMPLE_MIN} sampled per layer):")
     for stage, (f, exact, forwards) in stages.items():
         print(f"   {stage:>7}: {f:6,} filters, {exact:6,} ablated exactly, ~{forwards:5,} forwards (cost model)")
     forwards = sum(s[2] for s in stages.values())
