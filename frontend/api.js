@@ -43,10 +43,14 @@ export const fetchIndex = () => getJson("index");
 
 /** One layer at one step: stats (decoded here from wire arrays to plain lists), tiles, activation maps. */
 export const fetchLayer = (/** @type {string} */ run, /** @type {string} */ layer, /** @type {number} */ step) =>
-  getJson("layer", { run, layer, step }).then((data) => ({
-    ...data,
-    stats: Object.fromEntries(Object.entries(data.stats).map(([name, wire]) => [name, plainValues(wire)])),
-  }));
+  getJson("layer", { run, layer, step }).then((data) => ({ ...data, stats: plainRecord(data.stats) }));
+
+/**
+ * Per-filter arrays sent as wire arrays (binary is far cheaper than JSON numbers for thousands of
+ * filters), as the plain lists the views read.
+ * @param {Record<string, import("./wire.js").Wire>} wires @returns {Record<string, Array<?number>>}
+ */
+const plainRecord = (wires) => Object.fromEntries(Object.entries(wires).map(([name, wire]) => [name, plainValues(wire)]));
 
 /** One filter: slices, maps and history over every logged step. */
 export const fetchFilter = (
@@ -86,7 +90,7 @@ export const fetchCompare = (q) =>
     run_b: q.runB,
     step_b: q.stepB,
     align: q.align,
-  });
+  }).then((data) => ({ ...data, metrics: plainRecord(data.metrics) }));
 
 /** Layer × layer linear CKA between (runA, stepA) and (runB, stepB): {a, b: {run, step, layers}, cka: flat, images}. */
 export const fetchCkaLayers = (

@@ -143,7 +143,7 @@ def test_compare_epochs_runs_and_basis(client):
     epochs = get_ok(client, "compare?layer=3&run_a=a&step_a=0&run_b=a&step_b=3&align=index")
     assert epochs["basis"] == "kernels" and epochs["match"] == list(range(8))
     assert sorted(epochs["order"]) == list(range(8))
-    drift = epochs["metrics"]["cosine_distance"]
+    drift = decode(epochs["metrics"]["cosine_distance"]).tolist()
     assert [drift[i] for i in epochs["order"]] == sorted(drift, reverse=True)
     assert set(epochs["metrics"]) == {"cosine_distance", "norm_change", "act_mean_change"}
 

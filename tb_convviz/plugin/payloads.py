@@ -286,35 +286,35 @@ def compare(
             f"layer {layer!r} differs between the runs: {n_a} filters of {info_a['kernel_size']} "
             f"vs {n_b} of {fb.meta['info']['kernel_size']}"
         )
-    wa, basis_a = _weights_for(reader, run_a, layer, step_a)
-    wb, basis_b = _weights_for(reader, run_b, layer, step_b)
-    basis = "kernels" if basis_a == basis_b == "kernels" else "tiles"
-    if basis == "tiles":
-        wa = fa.array("tiles")
-        wb = fb.array("tiles")
     similarity, match_basis, aligned_by = None, None, None
-    if align == "index":
-        match = np.arange(n_a)
-        drift = weight_drift(wa, wb)
-    else:
-        match, similarity, match_basis = _pairing(reader, layer, run_a, step_a, run_b, step_b, wa, wb)
-        feeding = _feeding_layer(reader, run_a, layer, info_a) if align == "aligned" and basis == "kernels" else None
-        prev_match = None
-        if feeding is not None:
-            prev_match, _, prev_basis = _pairing(reader, feeding, run_a, step_a, run_b, step_b, *(
-                _weights_for(reader, r, feeding, s)[0] for r, s in ((run_a, step_a), (run_b, step_b))))
-            aligned_by = {"layer": feeding, "basis": prev_basis}
-        drift = aligned_weight_drift(wa, wb, match, prev_match)
+    match = np.arange(n_a)
     if run_a == run_b and align == "index" and fb.meta.get("prev_step") == step_a and step_a != step_b:
         # Consecutive logs of one run: the callback measured this drift exactly on full weights.
-        drift = {"cosine_distance": fb.array("cosine_distance_prev"), "norm_change": fb.array("norm_change_prev")}
         basis = "logged"
-    metrics = {k: _floats(v) for k, v in drift.items()}
+        drift = {"cosine_distance": fb.array("cosine_distance_prev"), "norm_change": fb.array("norm_change_prev")}
+    else:
+        wa, basis_a = _weights_for(reader, run_a, layer, step_a)
+        wb, basis_b = _weights_for(reader, run_b, layer, step_b)
+        basis = "kernels" if basis_a == basis_b == "kernels" else "tiles"
+        if basis == "tiles":
+            wa, wb = fa.array("tiles"), fb.array("tiles")
+        prev_match = None
+        if align != "index":
+            match, similarity, match_basis = _pairing(reader, layer, run_a, step_a, run_b, step_b, wa, wb)
+            feeding = _feeding_layer(reader, run_a, layer, info_a) if align == "aligned" and basis == "kernels" else None
+            if feeding is not None:
+                prev_match, _, prev_basis = _pairing(reader, feeding, run_a, step_a, run_b, step_b, *(
+                    _weights_for(reader, r, feeding, s)[0] for r, s in ((run_a, step_a), (run_b, step_b))))
+                aligned_by = {"layer": feeding, "basis": prev_basis}
+        drift = weight_drift(wa, wb) if align == "index" else aligned_weight_drift(wa, wb, match, prev_match)
+    # Wire arrays, not JSON number lists (the dashboard decodes them on arrival): a 2048-filter
+    # layer's metrics as JSON floats took most of the answer's time.
+    metrics = {k: fmt.wire_array(v) for k, v in drift.items()}
     safe = np.where(match >= 0, match, 0)
     if "act_mean" in fa and "act_mean" in fb:
-        metrics["act_mean_change"] = _floats(np.where(match >= 0, fb.array("act_mean")[safe] - fa.array("act_mean"), np.nan))
+        metrics["act_mean_change"] = fmt.wire_array(np.where(match >= 0, fb.array("act_mean")[safe] - fa.array("act_mean"), np.nan))
     if similarity is not None:
-        metrics["match_similarity"] = _floats(similarity)
+        metrics["match_similarity"] = fmt.wire_array(similarity)
     return {
         "layer": layer,
         "a": {"run": run_a, "step": step_a},
