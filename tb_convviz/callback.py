@@ -22,7 +22,7 @@ from tb_convviz import records
 from tb_convviz.analysis.impact import filter_impact
 from tb_convviz.analysis.perturbation import perturbation_responses
 from tb_convviz.analysis.significance import detectable_effect
-from tb_convviz.collect import IMPACT_ALPHA, Plan, ProbeForwardFailed, Record, Settings, check_labels, collect_step, probe_forward, remember
+from tb_convviz.collect import IMPACT_ALPHA, Plan, ProbeForwardFailed, Record, Settings, check_labels, collect_step, first_layers, probe_forward, remember
 from tb_convviz.distributed import ALONE, current_shard
 from tb_convviz.layers import LayerSelector, conv_layers, following_batchnorm, unwrap
 from tb_convviz.notices import collecting
@@ -86,7 +86,8 @@ class ConvViz:
         layers: None (every conv), a list of module names, or ``predicate(name, module)``.
         every_n_epochs: log only when ``step % every_n_epochs == 0`` (and on ``final``).
         kernels_every: full kernels every this many logs, at the first and the final one;
-            layers with ≤ 65,536 weights keep full kernels every log. Drift is exact every log.
+            the first layers (up to 131,072 weights in all) keep full kernels every log. Drift is exact
+            every log.
         map_size: activation maps are average-pooled so no side exceeds this.
         map_images: activation maps are kept for at most this many probe images (stats use all).
         map_budget_mb: all layers' maps of one log fit this; sides, then images, shrink to fit.
@@ -294,7 +295,7 @@ class ConvViz:
         names = list(conv_layers(model, self._layer_selector))
         with untouched(model):  # tracing runs Python forward code, which may touch buffers
             batchnorm = following_batchnorm(model, {n: model.get_submodule(n) for n in names})
-        plan = Plan(names, batchnorm)
+        plan = Plan(names, batchnorm, first_layers({n: model.get_submodule(n) for n in names}))
         # Every rank logs the same steps, so every rank gets here at the same first log.
         self._shard = current_shard()
         self._buffers = [name for name, _ in model.named_buffers()]

@@ -27,7 +27,10 @@ from tb_convviz.distributed import ALONE, Shard
 from tb_convviz.layers import filter_weights, layer_info
 from tb_convviz.probe import Probe
 
-SMALL_LAYER_WEIGHTS = 65_536  # layers this small keep full kernels every epoch: they cost < 64 KB
+# The first layers (the ones most often looked at) keep full kernels at every log, up to this many
+# weights in all (128 KB a log in q8): a fixed cost, not one that grows with the model — a ResNet-50
+# has 0.8 M weights in layers of ≤ 64 K each, which would be 0.8 MB every epoch.
+EVERY_LOG_KERNEL_WEIGHTS = 131_072
 # Response profiles (matching, filter maps) use at most this many probe images: they cost filters ×
 # images bytes every epoch (a ResNet-18's 4,800 filters: 150 KB at 32), while the Gram (CKA) costs
 # images² / 2 per layer whatever the width, so it takes all `similarity_images`.
@@ -75,7 +78,19 @@ class Plan:
 
     layers: list[str]
     batchnorm: dict[str, str]  # conv name -> name of the BatchNorm right after it
+    every_log_kernels: set[str] = field(default_factory=set)  # layers whose full kernels every log keeps
     memory: dict[str, _LayerMemory] = field(default_factory=dict)
+
+
+def first_layers(layers: Mapping[str, nn.Module]) -> set[str]:
+    """The leading layers, in model order, whose weights fit EVERY_LOG_KERNEL_WEIGHTS together."""
+    chosen, total = set(), 0
+    for name, conv in layers.items():
+        total += conv.weight.numel()
+        if total > EVERY_LOG_KERNEL_WEIGHTS:
+            break
+        chosen.add(name)
+    return chosen
 
 
 def _drift_baseline(conv: nn.Module) -> torch.Tensor:
@@ -305,7 +320,7 @@ def _layer_records(
         maps = acts[:n] if side is None else downsample_maps(acts[:n], side)
         result.append((name, fmt.KIND_MAPS, records.maps_record(maps.float().cpu().numpy(), list(range(n)), list(acts.shape[2:]))))
     result.insert(0, (name, fmt.KIND_FILTERS, records.filters_record(info, memory.prev_step, memory.first_step, kernel_tiles(w).numpy(), stats)))
-    if full_kernels or w.numel() <= SMALL_LAYER_WEIGHTS:
+    if full_kernels or name in plan.every_log_kernels:
         result.append((name, fmt.KIND_KERNELS, _kernel_record(conv, bn, bn_name, w)))
     memory.prev_step, memory.prev = step, w
     return result

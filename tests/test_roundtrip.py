@@ -133,17 +133,19 @@ def test_drift_reports_which_filters_changed(tmp_path):
     np.testing.assert_allclose(drift, [0, 0, 2, 0], atol=1e-5)
 
 
-def test_defaults_keep_big_layer_kernels_only_every_few_logs(tmp_path):
-    model = nn.Sequential(nn.Conv2d(64, 128, 3))  # 73,728 weights: above the every-epoch size
-    viz = ConvViz(tmp_path, probe=torch.randn(1, 64, 5, 5), kernels_every=3)
+def test_defaults_keep_the_first_layers_kernels_every_log_and_the_rest_every_few(tmp_path):
+    # 73,728 weights, then 147,456: only the first fits the every-log budget of 131,072 weights
+    model = nn.Sequential(nn.Conv2d(64, 128, 3), nn.Conv2d(128, 128, 3))
+    viz = ConvViz(tmp_path, probe=torch.randn(1, 64, 7, 7), kernels_every=3, perturbations=False)
     for epoch in range(7):
         viz.log(model, epoch)
     viz.log(model, 7, final=True)
     viz.close()
     logs = load(tmp_path)
     run = logs.runs()[0]
-    assert logs.steps(run, "0", "kernels") == [0, 3, 6, 7]
-    assert logs.steps(run, "0") == list(range(8))
+    assert logs.steps(run, "0", "kernels") == list(range(8))
+    assert logs.steps(run, "1", "kernels") == [0, 3, 6, 7]
+    assert logs.steps(run, "1") == list(range(8))
 
 
 def test_every_n_epochs_and_layer_selection(tmp_path):
