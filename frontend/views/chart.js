@@ -2,20 +2,8 @@
 // time), SVG polar charts (orientation tuning) and HTML bar lists (a few signed or positive values).
 
 import { formatNumber } from "../numeric.js";
-import { el } from "./controls.js";
+import { el, svg } from "./controls.js";
 import { pngButton } from "./download.js";
-
-const SVG = "http://www.w3.org/2000/svg";
-
-/**
- * @param {string} tag @param {Record<string, string|number>} attrs
- * @returns {SVGElement}
- */
-function svg(tag, attrs) {
-  const node = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
-  return node;
-}
 
 /** A chart's title, with a button that saves the chart as PNG. @param {string} title @param {HTMLElement} figure */
 function caption(title, figure) {

@@ -6,19 +6,7 @@
 
 import { SEQUENTIAL, cssGradient } from "../colormap.js";
 import { formatNumber } from "../numeric.js";
-import { el, labelledSelect, viewCard } from "./controls.js";
-
-const SVG = "http://www.w3.org/2000/svg";
-
-/**
- * @param {string} tag @param {Record<string, string|number>} attrs
- * @returns {SVGElement}
- */
-function svg(tag, attrs) {
-  const node = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
-  return node;
-}
+import { el, labelledSelect, svg, viewCard } from "./controls.js";
 
 /** Viridis colour of a CKA value, clamped to [0, 1]; grey when missing. @param {?number} v */
 export function ckaColour(v) {

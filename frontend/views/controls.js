@@ -162,3 +162,16 @@ export function segmented(label, testid, options, onChange) {
     },
   };
 }
+
+const SVG = "http://www.w3.org/2000/svg";
+
+/**
+ * An SVG element with its attributes: the one helper every chart, heatmap and error bar draws with.
+ * @param {string} tag @param {Record<string, string|number>} attrs
+ * @returns {SVGElement}
+ */
+export function svg(tag, attrs) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+  return node;
+}

@@ -9,9 +9,8 @@ import { IMPACT } from "../recordkeys.js";
 import { decodeWire } from "../wire.js";
 import { ckaColour } from "./cka.js";
 import { formatNumber } from "../numeric.js";
-import { el, labelledSelect, viewCard } from "./controls.js";
+import { el, labelledSelect, svg, viewCard } from "./controls.js";
 
-const SVG = "http://www.w3.org/2000/svg";
 const WIDTH = 560;
 const HEIGHT = 420;
 const PAD = 16;
@@ -22,16 +21,6 @@ const METRICS = {
   l2: { text: "L2 norm", from: "stats" },
   d_accuracy: { text: "Impact: Δaccuracy without the filter", from: "impact" },
 };
-
-/**
- * @param {string} tag @param {Record<string, string|number>} attrs
- * @returns {SVGElement}
- */
-function svg(tag, attrs) {
-  const node = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
-  return node;
-}
 
 /**
  * The index of the last map at or before `step`; -1 when every map is later.

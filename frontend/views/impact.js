@@ -6,7 +6,7 @@
 import { absentMessage, answerFor, examplesNeededText, filterRow, filterValue, whole } from "../analysis.js";
 import { formatCount, formatNumber, formatPercent, formatSigned, mean, sortOrder } from "../numeric.js";
 import { IMPACT, counterfactualKey, exactKey, shapeTextureIndexKey, topExampleKey } from "../recordkeys.js";
-import { el, filterTableRow, sortButton, viewCard } from "./controls.js";
+import { el, filterTableRow, sortButton, svg, viewCard } from "./controls.js";
 import { csvButton, setExportParts } from "./download.js";
 import { shapeTextureSection } from "./shapetexture.js";
 
@@ -144,23 +144,16 @@ function certaintyOf(impact, names, f) {
  * @param {[number, number]} interval @param {?number} value @param {number} range
  */
 function errorBar(interval, value, range) {
-  const ns = "http://www.w3.org/2000/svg";
   const width = 64;
   const x = (/** @type {number} */ v) => ((v / range + 1) / 2) * (width - 4) + 2;
-  const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("class", "cvz-errorbar");
-  svg.setAttribute("width", String(width));
-  svg.setAttribute("height", "10");
-  svg.dataset.testid = "impact-errorbar";
-  const part = (/** @type {string} */ tag, /** @type {Record<string, number|string>} */ attrs) => {
-    const node = document.createElementNS(ns, tag);
-    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
-    svg.append(node);
-  };
-  part("line", { x1: x(0), x2: x(0), y1: 1, y2: 9, class: "cvz-errorbar-zero" });
-  part("line", { x1: x(interval[0]), x2: x(interval[1]), y1: 5, y2: 5, class: "cvz-errorbar-ci" });
-  if (value !== null) part("circle", { cx: x(value), cy: 5, r: 2, class: "cvz-errorbar-value" });
-  return svg;
+  const bar = svg("svg", { class: "cvz-errorbar", width, height: 10 });
+  bar.dataset.testid = "impact-errorbar";
+  bar.append(
+    svg("line", { x1: x(0), x2: x(0), y1: 1, y2: 9, class: "cvz-errorbar-zero" }),
+    svg("line", { x1: x(interval[0]), x2: x(interval[1]), y1: 5, y2: 5, class: "cvz-errorbar-ci" }),
+  );
+  if (value !== null) bar.append(svg("circle", { cx: x(value), cy: 5, r: 2, class: "cvz-errorbar-value" }));
+  return bar;
 }
 
 /** @param {HTMLElement} root @param {import("../store.js").Store} store */
