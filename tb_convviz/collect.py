@@ -20,8 +20,8 @@ from tb_convviz.analysis.compare import weight_drift
 from tb_convviz.analysis.footprint import kernel_footprint
 from tb_convviz.analysis.impact import filter_impact, finish_impact, merge_impact
 from tb_convviz.analysis.kernels import filter_stats, fold_batchnorm, kernel_tiles
-from tb_convviz.analysis.similarity import gram_matrix, response_profile
 from tb_convviz.analysis.perturbation import counterfactual_sensitivity, perturbation_responses
+from tb_convviz.analysis.similarity import gram_matrix, response_profile
 from tb_convviz.capture import as_model_input, run_with_hooks
 from tb_convviz.distributed import ALONE, Shard
 from tb_convviz.layers import filter_weights, layer_info

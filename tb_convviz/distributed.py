@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import torch.distributed as dist
 
@@ -23,10 +23,6 @@ class Shard:
     rank: int
     world: int
     group: Any  # the gloo ProcessGroup; None for one process
-
-    def mine(self, items: Sequence[int]) -> list[int]:
-        """This rank's share of `items`: every world-th one, so costs interleave evenly."""
-        return list(items[self.rank :: self.world])
 
     @property
     def writes(self) -> bool:

@@ -11,7 +11,7 @@ from tensorboard.backend.application import TensorBoardWSGI
 from tensorboard.plugins import base_plugin
 from werkzeug.test import Client
 
-from permuted import blob_data, grouped_net, permuted_pair_of, trained
+from permuted import blob_data, permuted_pair_of, trained
 from tb_convviz import ConvViz, load
 from tb_convviz.plugin.plugin import ConvVizPlugin
 

@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from models import bn_cnn, probe_images
 from tb_convviz import ConvViz, load

@@ -1,5 +1,4 @@
 """Bad input fails early and names the problem; failures during training warn once and go on."""
-import os
 import warnings
 
 import numpy as np

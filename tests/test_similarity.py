@@ -18,7 +18,7 @@ from tb_convviz.analysis.similarity import (
     match_filters,
     response_profile,
 )
-from permuted import CLASSES, blob_data, grouped_net, permuted_pair_of, trained
+from permuted import blob_data, permuted_pair_of, trained
 
 CONVS = ("0", "3", "6")  # conv layers of `grouped_net`
 

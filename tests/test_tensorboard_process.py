@@ -1,8 +1,6 @@
 """A real `tensorboard` process, both loaders, and a fresh non-editable install."""
-import os
 import site
 import subprocess
-import sys
 import venv
 from pathlib import Path
 
