@@ -1,6 +1,7 @@
 """Reads convviz records through TensorBoard's own data provider, for the plugin and for `load()`."""
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
@@ -21,6 +22,14 @@ _PARALLEL_READS = 8  # blob reads in flight at once: each waits on the data serv
 
 class NotFound(LookupError):
     """A run, layer, kind or step that the logs do not hold; the message says which."""
+
+
+@functools.lru_cache(maxsize=64)
+def _record_kind(content: bytes) -> Optional[str]:
+    """The kind a record's plugin content names, if this version reads it. Cached: a large model's
+    listing repeats the same few contents hundreds of times, and every route lists."""
+    meta = fmt.parse_plugin_content(content)
+    return meta["kind"] if meta is not None and meta.get("kind") in fmt.KINDS else None
 
 
 class ConvVizReader:
@@ -47,9 +56,9 @@ class ConvVizReader:
         index: dict[str, dict[str, str]] = {}
         for run_name, tags in listing.items():
             for tag, series in tags.items():
-                meta = fmt.parse_plugin_content(series.plugin_content)
-                if meta is not None and meta.get("kind") in fmt.KINDS:
-                    index.setdefault(run_name, {})[tag] = meta["kind"]
+                kind = _record_kind(series.plugin_content)
+                if kind is not None:
+                    index.setdefault(run_name, {})[tag] = kind
         return index
 
     def runs(self) -> list[str]:
