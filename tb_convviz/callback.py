@@ -19,10 +19,11 @@ from torch import nn
 
 from tb_convviz import format as fmt
 from tb_convviz import records
-from tb_convviz.analysis.impact import filter_impact
+from tb_convviz.analysis.impact import DEFAULT_ALPHA, filter_impact
 from tb_convviz.analysis.perturbation import perturbation_responses
 from tb_convviz.analysis.significance import detectable_effect
-from tb_convviz.collect import IMPACT_ALPHA, Plan, ProbeForwardFailed, Record, Settings, check_labels, collect_step, first_layers, probe_forward, remember
+from tb_convviz.capture import as_model_input
+from tb_convviz.collect import Plan, ProbeForwardFailed, Record, Settings, check_labels, chosen_layers, collect_step, first_layers, probe_forward, remember
 from tb_convviz.distributed import ALONE, current_shard
 from tb_convviz.layers import LayerSelector, conv_layers, following_batchnorm, unwrap
 from tb_convviz.notices import collecting
@@ -280,7 +281,7 @@ class ConvViz:
         classes, counts = np.unique(self._probe.labels.numpy(), return_counts=True)
         few = classes[counts < MIN_CLASS_EXAMPLES]
         if len(few):
-            alpha = self.settings.impact_options.get("alpha", IMPACT_ALPHA)
+            alpha = self.settings.impact_options.get("alpha", DEFAULT_ALPHA)
             shown = ", ".join(f"{c} ({n})" for c, n in zip(few[:8], counts[counts < MIN_CLASS_EXAMPLES][:8]))
             self._warn(
                 f"the probe has fewer than {MIN_CLASS_EXAMPLES} examples of {len(few)} class(es) (class: examples) {shown}"
@@ -311,7 +312,7 @@ class ConvViz:
             target = self._copy.model if self._copy is not None else model
             with untouched(target):
                 try:
-                    _, out, _ = probe_forward(target, plan, self._probe)
+                    out, _ = probe_forward(target, chosen_layers(target, plan), as_model_input(target, self._probe.images))
                 except ProbeForwardFailed as e:
                     self._copy = None
                     raise ValueError(f"probe of shape {tuple(self._probe.images.shape)} does not fit the model: {e}") from e

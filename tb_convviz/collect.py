@@ -5,7 +5,6 @@ reads the model. What it remembers between steps is the drift baseline of each l
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
@@ -18,7 +17,7 @@ from tb_convviz import records
 from tb_convviz.analysis.activations import activation_stats, downsample_maps, map_resolution
 from tb_convviz.analysis.compare import weight_drift
 from tb_convviz.analysis.footprint import kernel_footprint
-from tb_convviz.analysis.impact import filter_impact, finish_impact, merge_impact
+from tb_convviz.analysis.impact import DEFAULT_ALPHA, filter_impact, finish_impact, merge_impact
 from tb_convviz.analysis.kernels import filter_stats, fold_batchnorm, kernel_tiles
 from tb_convviz.analysis.perturbation import counterfactual_sensitivity, perturbation_responses
 from tb_convviz.analysis.similarity import gram_matrix, response_profile
@@ -35,7 +34,6 @@ EVERY_LOG_KERNEL_WEIGHTS = 131_072
 # images bytes every epoch (a ResNet-18's 4,800 filters: 150 KB at 32), while the Gram (CKA) costs
 # images² / 2 per layer whatever the width, so it takes all `similarity_images`.
 PROFILE_IMAGES = 32
-IMPACT_ALPHA = inspect.signature(filter_impact).parameters["alpha"].default
 
 Record = tuple[str, str, bytes]  # (layer, kind, bundle bytes)
 Warn = Callable[[str], None]
@@ -106,16 +104,19 @@ def remember(plan: Plan, first: nn.Module, first_step: int, last: nn.Module, las
         )
 
 
-def probe_forward(model: nn.Module, plan: Plan, probe: Probe) -> tuple[torch.Tensor, Any, dict[str, torch.Tensor]]:
-    """(model input, model output, {layer: output}) of one hooked probe pass, under no_grad."""
+def chosen_layers(model: nn.Module, plan: Plan) -> dict[str, nn.Module]:
+    """{name: module} of the plan's conv layers in this model object."""
     modules = dict(model.named_modules())
-    x = as_model_input(model, probe.images)
+    return {n: modules[n] for n in plan.layers}
+
+
+def probe_forward(model: nn.Module, layers: Mapping[str, nn.Module], x: torch.Tensor) -> tuple[Any, dict[str, torch.Tensor]]:
+    """(model output, {layer: output}) of one hooked pass of the probe input x, under no_grad."""
     try:
         with torch.no_grad():
-            out, outputs = run_with_hooks(model, {n: modules[n] for n in plan.layers}, x)
+            return run_with_hooks(model, layers, x)
     except Exception as e:  # noqa: BLE001 - re-raised with its meaning attached
         raise ProbeForwardFailed(f"{type(e).__name__}: {e}") from e
-    return x, out, outputs
 
 
 def check_labels(out: Any, probe: Probe) -> None:
@@ -139,17 +140,17 @@ def collect_step(
     Under several ranks each computes its share of the exact ablation first (every rank, every
     step, so the gather always meets); the rank that writes builds the rest and the records.
     """
-    shared_impact = _impact_shares(model, plan, probe, settings, shard) if settings.impact and shard.world > 1 else None
-    shared_responses = (
-        _perturbation_shares(model, plan, probe, settings, shard) if settings.perturbations and probe is not None and shard.world > 1 else None
-    )
+    modules = dict(model.named_modules())
+    layers = {n: modules[n] for n in plan.layers}
+    x = as_model_input(model, probe.images) if probe is not None else None
+    shared = probe is not None and shard.world > 1
+    shared_impact = _impact_shares(model, layers, x, probe, settings, shard) if shared and settings.impact else None
+    shared_responses = _perturbation_shares(model, layers, x, probe, settings, shard) if shared and settings.perturbations else None
     if not shard.writes:
         return []
-    modules = dict(model.named_modules())
     outputs: dict[str, torch.Tensor] = {}
-    x = None
-    if probe is not None:
-        x, _, outputs = probe_forward(model, plan, probe)
+    if x is not None:
+        _, outputs = probe_forward(model, layers, x)
     result: list[Record] = []
     if first:
         images = probe.images.numpy() if probe is not None else None
@@ -166,19 +167,16 @@ def collect_step(
         result.extend(_similarity_records(plan, outputs, settings.similarity_images))
     del outputs
     if x is not None and probe is not None:
-        result.extend(_analysis_records(model, plan, probe, settings, x, warn, shared_impact, shared_responses))
+        result.extend(_analysis_records(model, layers, probe, settings, x, warn, shared_impact, shared_responses))
     return result
 
 
-def _impact_shares(model: nn.Module, plan: Plan, probe: Optional[Probe], settings: Settings, shard: Shard) -> Optional[list]:
+def _impact_shares(model: nn.Module, layers: Mapping[str, nn.Module], x: Any, probe: Any, settings: Settings,
+                   shard: Shard) -> Optional[list]:
     """This rank's share of the impact analysis, gathered on the writing rank: each rank's
     per-layer arrays, or the text of what went wrong there."""
     try:
-        assert probe is not None and probe.labels is not None
-        modules = dict(model.named_modules())
-        x = as_model_input(model, probe.images)
-        share = filter_impact(model, {n: modules[n] for n in plan.layers}, x, probe.labels.to(x.device),
-                              share=(shard.rank, shard.world), **settings.impact_options)
+        share = filter_impact(model, layers, x, probe.labels.to(x.device), share=(shard.rank, shard.world), **settings.impact_options)
     except Exception as e:  # noqa: BLE001 - reported by the writing rank, which writes what it has
         share = f"{type(e).__name__}: {e}"
     return shard.gather(share)
@@ -196,15 +194,14 @@ class _GatherOnce:
         return self.shard.gather(obj)
 
 
-def _perturbation_shares(model: nn.Module, plan: Plan, probe: Probe, settings: Settings, shard: Shard) -> Any:
+def _perturbation_shares(model: nn.Module, layers: Mapping[str, nn.Module], x: torch.Tensor, probe: Probe,
+                         settings: Settings, shard: Shard) -> Any:
     """This rank's share of the perturbed rows; on the writing rank, the assembled responses (or
     the exception that stopped them, raised again when its records are built)."""
     gather = _GatherOnce(shard)
-    modules = dict(model.named_modules())
-    x = as_model_input(model, probe.images)
     y = probe.labels.to(x.device) if probe.labels is not None else None
     try:
-        return perturbation_responses(model, {n: modules[n] for n in plan.layers}, x, y, counterfactuals=settings.counterfactuals,
+        return perturbation_responses(model, layers, x, y, counterfactuals=settings.counterfactuals,
                                       share=(shard.rank, shard.world, gather), **settings.perturbation_options)
     except Exception as e:  # noqa: BLE001 - reported by the writing rank
         if not gather.done:
@@ -226,7 +223,7 @@ def _merged_impact(parts: list, settings: Settings, labels: np.ndarray, warn: Wa
             warn(f"rank {rank} failed its share of the impact analysis ({part}); its filters are left to the Taylor estimate")
     if not good:
         raise RuntimeError("every rank failed its share of the impact analysis")
-    alpha = settings.impact_options.get("alpha", IMPACT_ALPHA)
+    alpha = settings.impact_options.get("alpha", DEFAULT_ALPHA)
     return {name: finish_impact(merge_impact([p[name] for p in good]), labels, alpha) for name in good[0]}
 
 
@@ -250,14 +247,12 @@ def _map_resolution(settings: Settings, probe: Optional[Probe], outputs: dict[st
 
 
 def _analysis_records(
-    model: nn.Module, plan: Plan, probe: Probe, settings: Settings, x: torch.Tensor, warn: Warn,
+    model: nn.Module, layers: Mapping[str, nn.Module], probe: Probe, settings: Settings, x: torch.Tensor, warn: Warn,
     shared_impact: Optional[list] = None,
     shared_responses: Any = None,
 ) -> list[Record]:
     """Perturbation and impact records; one failing analysis warns and the others still land.
     `shared_impact`, `shared_responses`: what several ranks computed together, when they did."""
-    modules = dict(model.named_modules())
-    layers = {n: modules[n] for n in plan.layers}
     y = probe.labels.to(x.device) if probe.labels is not None else None
     analyses: list[tuple[str, Callable[[], dict]]] = []
     if shared_responses is not None:

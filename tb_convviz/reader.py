@@ -262,8 +262,7 @@ class Logs(ConvVizReader):
         if records.IMPACT_CLEAN_PRED in out:
             _, labels = self.probe(run)
             exact = out[records.IMPACT_EXACT].astype(bool)
-            alpha = float(out.get("alpha", 0.05))
-            table = class_table(labels, out, np.arange(len(exact)), alpha)
+            table = class_table(labels, out, np.arange(len(exact)), records.impact_alpha(b))
             for key in ("d_recall", "d_precision", "d_recall_ci"):
                 table[key] = np.where(exact.reshape(-1, *([1] * (table[key].ndim - 1))), table[key], np.nan)
             out.update({k: table[k] for k in ("classes", "class_support", "d_recall", "d_precision", "d_recall_ci", "detectable_d_recall")})

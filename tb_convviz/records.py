@@ -12,6 +12,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from tb_convviz import format as fmt
+from tb_convviz.analysis.impact import DEFAULT_ALPHA
 
 Encoded = tuple[str, np.ndarray, int]  # (encoding, array, leading axes quantised per group)
 
@@ -44,6 +45,7 @@ IMPACT_EXACT = "exact"
 # Sparse, exact description of every prediction an ablation changed: per-class tables are
 # rebuilt from these on read, so a 1000-class model costs no more than a 10-class one.
 IMPACT_CLEAN_PRED = "clean_pred"
+IMPACT_ALPHA = "alpha"  # the significance level the record's flags and intervals were computed at
 IMPACT_FLIPS = ("flip_filter", "flip_image", "flip_pred")
 # Arrays of an impact record that describe the top activating probe examples rather than impact.
 TOP_EXAMPLE_PREFIX = fmt.TOP_EXAMPLE_PREFIX
@@ -176,6 +178,11 @@ def profile_record(profile: np.ndarray) -> bytes:
     """(filters, images) mean activation of each filter on each probe image, q8 per filter:
     correlations, which matching uses, do not change under a per-filter affine map."""
     return fmt.encode_bundle({PROFILE: ("q8", profile, 1)}, {})
+
+
+def impact_alpha(bundle: fmt.Bundle) -> float:
+    """The significance level an impact record was finished at (logs from before it was stored: the default)."""
+    return float(bundle.array(IMPACT_ALPHA)) if IMPACT_ALPHA in bundle else DEFAULT_ALPHA
 
 
 def commit_record(records: int) -> bytes:

@@ -26,6 +26,8 @@ from tb_convviz.layers import unwrap
 
 Arrays = dict[str, dict[str, np.ndarray]]
 
+# False-discovery rate of the significance flag unless the user sets `alpha`.
+DEFAULT_ALPHA = 0.05
 TOPK_CONCENTRATED = 0.9  # a filter whose top-k examples are ≥ 90 % one class looks like a class (or shortcut) detector
 SAMPLE_MIN = 32  # filters per layer ablated at random beyond the top-Taylor ones, when over budget
 
@@ -266,7 +268,7 @@ def filter_impact(
     exact_budget: float = 200.0,
     exact: Literal["budget", "all"] = "budget",
     seed: int = 0,
-    alpha: float = 0.05,
+    alpha: float = DEFAULT_ALPHA,
     share: tuple[int, int] = (0, 1),
 ) -> Arrays:
     """Per layer and filter: exact ablation effects, the Taylor estimate, and what the filter fires on.

@@ -144,7 +144,7 @@ def _per_class(reader: ConvVizReader, run: str, layer: str, step: int, index: in
         return None
     run_record = reader.bundle(run, fmt.RUN_LAYER, fmt.KIND_RUN)
     arrays = {k: record.array(k) for k in (records.IMPACT_CLEAN_PRED, *records.IMPACT_FLIPS)}
-    alpha = float(record.array("alpha")) if "alpha" in record else 0.05
+    alpha = records.impact_alpha(record)
     table = class_table(run_record.array(records.PROBE_LABELS), arrays, [index], alpha)
     return {
         "classes": table["classes"].tolist(),
@@ -191,7 +191,7 @@ def analysis(reader: ConvVizReader, run: str, layer: str, step: int, kind: str) 
             {k.split("/")[1] for k in arrays if k.startswith(fmt.COUNTERFACTUAL_PREFIX)}
         )
     if kind == fmt.KIND_IMPACT:
-        alpha = float(record.array("alpha")) if "alpha" in record else 0.05
+        alpha = records.impact_alpha(record)
         # What a larger probe would buy: images (per class, for Δrecall) to detect each effect.
         out["examples_needed"] = {str(effect): examples_needed(effect, alpha) for effect in DETECTION_EFFECTS}
     return out
