@@ -6,7 +6,7 @@
 
 /**
  * @typedef {{kinds: string[], perturbation_groups: Record<string, string[]>, counterfactual_prefix: string,
- *   top_example_prefix: string, impact_exact: string}} RecordNames
+ *   top_example_prefix: string, impact_exact: string, shape_texture_index: string}} RecordNames
  */
 
 /** Plain per-filter metric keys of the impact answer (column ids of the Impact table). */
@@ -52,12 +52,12 @@ export function exactKey(names) {
 }
 
 /**
- * The perturbation array of the shape–texture index in [−1, 1] (F,): the shape_texture group's
- * key that names the index; null when the server lists no such group.
+ * The perturbation array of the shape–texture index in [−1, 1] (F,), as the server names it;
+ * null when the server lists no shape_texture group.
  * @param {RecordNames} names @returns {?string}
  */
 export function shapeTextureIndexKey(names) {
-  return (names.perturbation_groups.shape_texture ?? []).find((k) => k.endsWith("index")) ?? null;
+  return names.perturbation_groups.shape_texture ? names.shape_texture_index : null;
 }
 
 /**

@@ -44,6 +44,7 @@ KINDS = (KIND_RUN, KIND_FILTERS, KIND_MAPS, KIND_KERNELS, KIND_PERTURBATION, KIN
 
 RUN_LAYER = "_run"  # pseudo-layer under which run-level records live
 
+SHAPE_TEXTURE_INDEX = "st/index"  # per filter, −1 texture only … +1 shape only
 # Arrays of a perturbation record, grouped by the perturbation that produced them. A user's
 # counterfactual `c` adds "cf/<c>" (relative change), "cf/<c>/cosine", "cf/<c>/z", "cf/<c>/flag".
 PERTURBATION_GROUPS = {
@@ -53,7 +54,7 @@ PERTURBATION_GROUPS = {
     "adversarial": ("adv_epsilon", "fgsm", "pgd"),
     "shift": ("shift_fractions", "shift"),
     "reversal": ("reversal",),
-    "shape_texture": ("st/shape_sensitivity", "st/texture_sensitivity", "st/index"),
+    "shape_texture": ("st/shape_sensitivity", "st/texture_sensitivity", SHAPE_TEXTURE_INDEX),
 }
 # Keys of a group that carry a prefix in the record; readers hand them out without it.
 GROUP_KEY_PREFIX = "st/"

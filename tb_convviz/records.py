@@ -61,6 +61,7 @@ def record_names() -> dict[str, Any]:
         "counterfactual_prefix": COUNTERFACTUAL_PREFIX,
         "top_example_prefix": TOP_EXAMPLE_PREFIX,
         "impact_exact": IMPACT_EXACT,
+        "shape_texture_index": fmt.SHAPE_TEXTURE_INDEX,
     }
 
 
@@ -75,11 +76,6 @@ def _exact_encoding(a: np.ndarray) -> Encoded:
     if np.issubdtype(a.dtype, np.integer):
         return "i32", a, 0
     return "f32", a, 0
-
-
-def _perturbation_encoding(a: np.ndarray) -> Encoded:
-    """Per-filter curves (F, X) are most of a perturbation record's bytes: q8 per filter."""
-    return fmt.natural_encoding(a)
 
 
 # -- the records -----------------------------------------------------------------------------
@@ -141,7 +137,7 @@ def footprint(bundle: fmt.Bundle) -> Optional[dict[str, Any]]:
 
 def analysis_record(kind: str, arrays: Mapping[str, np.ndarray]) -> bytes:
     """A perturbation or impact record from an analysis' per-layer arrays."""
-    encode = _exact_encoding if kind == fmt.KIND_IMPACT else _perturbation_encoding
+    encode = _exact_encoding if kind == fmt.KIND_IMPACT else fmt.natural_encoding
     return fmt.encode_bundle({k: encode(v) for k, v in arrays.items()}, {})
 
 

@@ -200,16 +200,15 @@ def analysis(reader: ConvVizReader, run: str, layer: str, step: int, kind: str) 
 def shape_texture(reader: ConvVizReader, run: str, step: int) -> dict:
     """Per layer, in model order, the distribution of its filters' shape–texture index at `step`:
     where in the network shape (+1) or texture (−1) information is used."""
-    key = fmt.PERTURBATION_GROUPS["shape_texture"][2]
     layers, histograms, medians, counts = [], [], [], []
     edges = np.linspace(-1, 1, SHAPE_TEXTURE_BINS + 1)
     for layer in reader.layers(run):
         if fmt.KIND_PERTURBATION not in reader.kinds(run, layer) or step not in reader.steps(run, layer, fmt.KIND_PERTURBATION):
             continue
         record = reader.bundle(run, layer, fmt.KIND_PERTURBATION, step)
-        if key not in record:
+        if fmt.SHAPE_TEXTURE_INDEX not in record:
             continue
-        index = record.array(key)
+        index = record.array(fmt.SHAPE_TEXTURE_INDEX)
         index = index[np.isfinite(index)]
         layers.append(layer)
         histograms.append(np.histogram(index, edges)[0].tolist())

@@ -10,6 +10,7 @@ const NAMES = {
   counterfactual_prefix: "edit:",
   top_example_prefix: "best.",
   impact_exact: "ablated",
+  shape_texture_index: "tx:index",
 };
 
 test("record keys are built from the index answer's names, not from literals", () => {
