@@ -293,10 +293,10 @@ class ConvViz:
 
     def _start(self, model: nn.Module) -> None:
         """First log: resolve the layers, make the private copy, and check the probe fits the model."""
-        names = list(conv_layers(model, self._layer_selector))
+        layers = conv_layers(model, self._layer_selector)
         with untouched(model):  # tracing runs Python forward code, which may touch buffers
-            batchnorm = following_batchnorm(model, {n: model.get_submodule(n) for n in names})
-        plan = Plan(names, batchnorm, first_layers({n: model.get_submodule(n) for n in names}))
+            batchnorm = following_batchnorm(model, layers)
+        plan = Plan(list(layers), batchnorm, first_layers(layers))
         # Every rank logs the same steps, so every rank gets here at the same first log.
         self._shard = current_shard()
         self._buffers = [name for name, _ in model.named_buffers()]
