@@ -37,7 +37,6 @@ import inspect
 import os
 import pstats
 import statistics
-import warnings
 import sys
 import tempfile
 import time
@@ -214,11 +213,11 @@ def perturbation_shares(model: nn.Module, images: torch.Tensor, labels: torch.Te
     """Share of `perturbation_responses` time spent in each of PERTURBATION_PARTS (one cProfile'd call)."""
     from tb_convviz.analysis.perturbation import perturbation_responses
     from tb_convviz.layers import conv_layers
+    from tb_convviz.notices import collecting
     from tb_convviz.observe import untouched
 
     profiler = cProfile.Profile()
-    with untouched(model), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with untouched(model), collecting():  # the analysis' caveats were printed by the timed runs already
         layers = conv_layers(model, None)
         profiler.enable()
         perturbation_responses(model, layers, images, labels)
