@@ -1,7 +1,7 @@
 // Decodes the plugin's `wire` arrays (tb_convviz/format.py: Bundle.wire / wire_array).
 
 /**
- * @typedef {{shape: number[], enc: string, groups: number, data: string}} Wire
+ * @typedef {{shape: number[], enc: string, groups: number, data: string, scale?: number}} Wire
  * @typedef {{shape: number[], values: Float32Array}} NdArray  row-major values
  */
 
@@ -45,8 +45,12 @@ export function decodeWire(wire) {
     }
   } else if (wire.enc === "f32") {
     for (let i = 0; i < size; i++) values[i] = view.getFloat32(4 * i, true);
-  } else if (wire.enc === "f16") {
-    for (let i = 0; i < size; i++) values[i] = halfToFloat(view.getUint16(2 * i, true));
+  } else if (wire.enc === "f16" || wire.enc === "f16s") {
+    // f16s: float16 of value / scale (format.py), scale a power of two.
+    const scale = wire.enc === "f16s" ? /** @type {number} */ (wire.scale) : 1;
+    for (let i = 0; i < size; i++) values[i] = halfToFloat(view.getUint16(2 * i, true)) * scale;
+  } else if (wire.enc === "i16") {
+    for (let i = 0; i < size; i++) values[i] = view.getInt16(2 * i, true);
   } else if (wire.enc === "i32") {
     for (let i = 0; i < size; i++) values[i] = view.getInt32(4 * i, true);
   } else if (wire.enc === "u8") {

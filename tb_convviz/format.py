@@ -13,12 +13,17 @@ and the array payloads. Arrays are encoded one of:
 * ``q8``: per-group affine uint8. The leading ``groups`` axes (e.g. filter, or image×filter)
   each get their own float32 ``lo`` and ``step``; a value decodes as ``lo + step * q``.
   Tolerance: ``|x - decoded| <= step / 2 = (max - min) / 510`` within each group.
-* ``f16``, ``f32``, ``i32``, ``u8``: raw little-endian arrays.
+* ``f16s``: float16 of ``x / scale``, ``scale`` (a power of two, in the array's header entry)
+  putting the largest finite |x| just under 2^15: relative error ≤ 2^-11 for every
+  |x| ≥ max|x|·2^-29, so per-filter scalars spanning eight decades (drift of a frozen filter
+  next to a moving one) keep three significant digits at half the bytes of float32.
+* ``f16``, ``f32``, ``i16``, ``i32``, ``u8``: raw little-endian arrays (``i16`` reads back as int32).
 """
 from __future__ import annotations
 
 import base64
 import json
+import math
 import struct
 import warnings
 from dataclasses import dataclass, field
@@ -69,7 +74,9 @@ def group_keys_of_its_own(group: str) -> set[str]:
 COUNTERFACTUAL_PREFIX = "cf/"
 TOP_EXAMPLE_PREFIX = "topk_"  # impact-record arrays describing the top activating probe examples
 
-_RAW = {"f16": np.float16, "f32": np.float32, "i32": np.int32, "u8": np.uint8}
+_RAW = {"f16": np.float16, "f32": np.float32, "i16": np.int16, "i32": np.int32, "u8": np.uint8}
+# Largest finite |x| of an f16s array lands in (2^14, 2^15]: float16's top binade, with headroom to 65504.
+_F16S_TOP = 15
 
 
 def tag_for(layer: str, kind: str) -> str:
@@ -169,24 +176,33 @@ class Bundle:
             rows = np.asarray(ids).ravel()
             values = q[rows].astype(np.float32) * step[rows, None] + lo[rows, None]
             return values.reshape(np.shape(ids) + shape[g:])
+        if h["enc"] == "f16s":
+            a = np.frombuffer(buf, np.float16).reshape(shape)
+            return (a if select is None else a[select]).astype(np.float32) * np.float32(h["scale"])
         a = np.frombuffer(buf, _RAW[h["enc"]]).reshape(shape)
         if select is not None:
             a = a[select]
-        return a.astype(np.float32) if h["enc"] == "f16" else np.array(a)
+        if h["enc"] == "f16":
+            return a.astype(np.float32)
+        return a.astype(np.int32) if h["enc"] == "i16" else np.array(a)
 
     def wire(self, name: str) -> dict:
         """A compact JSON form for the browser: the stored bytes in base64, no float expansion.
 
         For ``q8`` the bytes are ``lo`` (float32 × groups), ``step`` (float32 × groups), then
-        the uint8 values; the dashboard's decoder mirrors `dequantize`.
+        the uint8 values; the dashboard's decoder mirrors `dequantize`. ``f16s`` carries its
+        ``scale``.
         """
         h, buf = self._raw(name)
-        return {
+        out = {
             "shape": h["shape"],
             "enc": h["enc"],
             "groups": h.get("ngroups", 0),
             "data": base64.b64encode(bytes(buf)).decode("ascii"),
         }
+        if "scale" in h:
+            out["scale"] = h["scale"]
+        return out
 
 
 def effective_kernel(kernels: Bundle, select: Any = None) -> Optional[np.ndarray]:
@@ -209,17 +225,34 @@ def wire_array(a: np.ndarray) -> dict:
     return {"shape": list(a.shape), "enc": "f32", "groups": 0, "data": base64.b64encode(a.tobytes()).decode("ascii")}
 
 
-def natural_encoding(a: np.ndarray) -> tuple[str, np.ndarray, int]:
-    """Encoding for analysis results: i32 for integers, u8 for flags, f32 for scalars and per-filter
-    vectors, and q8 per filter for per-filter curves (F, X), which are most of the bytes."""
+def integer_encoding(a: np.ndarray) -> tuple[str, np.ndarray, int]:
+    """u8 for flags; i16 for counts and indices that fit it (probe images, filters of a layer,
+    classes: a ResNet-50's per-filter counts at half the bytes of int32), else i32."""
     a = np.asarray(a)
     if a.dtype == np.bool_:
         return "u8", a, 0
-    if np.issubdtype(a.dtype, np.integer):
-        return "i32", a, 0
+    fits = a.size == 0 or (int(a.min()) >= np.iinfo(np.int16).min and int(a.max()) <= np.iinfo(np.int16).max)
+    return ("i16" if fits else "i32"), a, 0
+
+
+def natural_encoding(a: np.ndarray) -> tuple[str, np.ndarray, int]:
+    """Encoding for analysis results: `integer_encoding` for counts and flags, q8 per filter for
+    per-filter curves (F, X), which are most of the bytes, and f16s for per-filter scalars."""
+    a = np.asarray(a)
+    if a.dtype == np.bool_ or np.issubdtype(a.dtype, np.integer):
+        return integer_encoding(a)
     if a.ndim >= 2 and np.isfinite(a).all():
         return "q8", a, 1
-    return "f32", a, 0
+    return "f16s", a, 0
+
+
+def _f16s(a: np.ndarray) -> tuple[bytes, float]:
+    """(float16 bytes of a / scale, scale): scale a power of two, so dividing by it is exact."""
+    a = np.asarray(a, np.float64)
+    finite = np.abs(a[np.isfinite(a)])
+    top = float(finite.max()) if finite.size else 0.0
+    scale = 2.0 ** (math.ceil(math.log2(top)) - _F16S_TOP) if top > 0 else 1.0
+    return np.ascontiguousarray((a / scale).astype(np.float16)).tobytes(), scale
 
 
 def encode_bundle(arrays: Mapping[str, tuple[str, np.ndarray, int]], meta: Mapping[str, Any]) -> bytes:
@@ -233,6 +266,9 @@ def encode_bundle(arrays: Mapping[str, tuple[str, np.ndarray, int]], meta: Mappi
             q, lo, step = quantize(arr, groups)
             blob = lo.tobytes() + step.tobytes() + q.tobytes()
             entry = {"groups": groups, "ngroups": int(lo.shape[0])}
+        elif enc == "f16s":
+            blob, scale = _f16s(arr)
+            entry = {"scale": scale}
         elif enc in _RAW:
             blob = np.ascontiguousarray(arr.astype(_RAW[enc])).tobytes()
             entry = {}

@@ -258,9 +258,9 @@ class Logs(ConvVizReader):
         classes (C,) present in the probe, class_support (C,), d_recall, d_precision (F, C) and
         d_recall_ci (F, C, 2), NaN for filters not ablated exactly."""
         b = self.bundle(run, layer, fmt.KIND_IMPACT, step)
-        out = {n: b.array(n) for n in b.names() if not n.startswith(fmt.TOP_EXAMPLE_PREFIX)}
+        _, labels = self.probe(run)
+        out = {n: a for n, a in records.impact_arrays(b, labels).items() if not n.startswith(fmt.TOP_EXAMPLE_PREFIX)}
         if records.IMPACT_CLEAN_PRED in out:
-            _, labels = self.probe(run)
             exact = out[records.IMPACT_EXACT].astype(bool)
             table = class_table(labels, out, np.arange(len(exact)), records.impact_alpha(b))
             for key in ("d_recall", "d_precision", "d_recall_ci"):
@@ -287,8 +287,8 @@ class Logs(ConvVizReader):
 
     def top_examples(self, run: str, layer: str, step: int) -> dict[str, np.ndarray]:
         """Top activating probe examples per filter: index, label (F, k), class, concentration, flag (F,)."""
-        b = self.bundle(run, layer, fmt.KIND_IMPACT, step)
-        return {n[len(fmt.TOP_EXAMPLE_PREFIX) :]: b.array(n) for n in b.names() if n.startswith(fmt.TOP_EXAMPLE_PREFIX)}
+        arrays = records.impact_arrays(self.bundle(run, layer, fmt.KIND_IMPACT, step), self.probe(run)[1])
+        return {n[len(fmt.TOP_EXAMPLE_PREFIX) :]: a for n, a in arrays.items() if n.startswith(fmt.TOP_EXAMPLE_PREFIX)}
 
     def layer_info(self, run: str, layer: str) -> dict:
         return self.bundle(run, layer, fmt.KIND_FILTERS).meta["info"]

@@ -2,7 +2,6 @@
 reader's match/cka/embedding and the routes, on a planted permuted copy of a trained net."""
 from __future__ import annotations
 
-import base64
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ from tensorboard.plugins import base_plugin
 from werkzeug.test import Client
 
 from permuted import blob_data, permuted_pair_of, trained
+from wire import decode_wire
 from tb_convviz import ConvViz, load
 from tb_convviz.plugin.plugin import ConvVizPlugin
 
@@ -75,11 +75,6 @@ def client(logs_and_perms) -> Client:
     return Client(TensorBoardWSGI([plugin]))
 
 
-def wire_values(wire: dict) -> np.ndarray:
-    """A float32 wire array of a route's answer."""
-    return np.frombuffer(base64.b64decode(wire["data"]), np.float32).reshape(wire["shape"])
-
-
 def get(client: Client, route: str, status: int = 200) -> dict:
     r = client.get(f"{BASE}/{route}")
     assert r.status_code == status, r.get_data(as_text=True)[:300]
@@ -92,10 +87,10 @@ def test_aligned_run_vs_run_shows_zero_drift_for_a_permuted_copy(client, logs_an
     for layer in CONVS:
         aligned = get(client, f"compare?layer={layer}&run_a=a&step_a=0&run_b=b&step_b=0&align=aligned")
         assert aligned["match"] == np.argsort(perms[layer]).tolist() and aligned["match_basis"] == "activations"
-        np.testing.assert_allclose(wire_values(aligned["metrics"]["cosine_distance"]), 0, atol=1e-6)
+        np.testing.assert_allclose(decode_wire(aligned["metrics"]["cosine_distance"]), 0, atol=1e-6)
         assert (layer == "0") == (aligned["aligned_inputs"] is None)  # the first layer reads the image
     unaligned = get(client, "compare?layer=3&run_a=a&step_a=0&run_b=b&step_b=0&align=match")
-    assert wire_values(unaligned["metrics"]["cosine_distance"]).max() > 0.1  # input channels in another order
+    assert decode_wire(unaligned["metrics"]["cosine_distance"]).max() > 0.1  # input channels in another order
 
 
 def test_cka_routes(client):

@@ -78,3 +78,30 @@ def test_selecting_filters_decodes_the_same_values_as_the_whole_array():
     np.testing.assert_array_equal(b.array("maps", (slice(None), 3)), b.array("maps")[:, 3])
     assert b.array("stats", 4) == stats[4]
     assert b.shape("maps") == (4, 7, 5, 5)
+
+
+def test_f16s_keeps_three_digits_over_eight_decades_and_non_finite_values():
+    # Drift of a frozen filter next to a moving one: 1e-8 … 1.7 in one array.
+    a = np.array([1.7, 0.3, 2.5e-3, 4.1e-6, 1.3e-8, 0.0, -0.9, np.nan, np.inf, -np.inf])
+    b = fmt.decode_bundle(fmt.encode_bundle({"drift": ("f16s", a, 0)}, {}))
+    back = b.array("drift")
+    finite = np.isfinite(a)
+    np.testing.assert_allclose(back[finite], a[finite], rtol=2**-11, atol=0)
+    assert np.isnan(back[7]) and back[8] == np.inf and back[9] == -np.inf
+    assert b.wire("drift")["scale"] > 0 and b._header["drift"]["nbytes"] == 2 * a.size
+    # Magnitudes beyond float16's range are scaled into it rather than overflowing.
+    huge = np.array([3e9, -1e7, 12.0])
+    np.testing.assert_allclose(fmt.decode_bundle(fmt.encode_bundle({"x": ("f16s", huge, 0)}, {})).array("x"), huge, rtol=2**-11)
+    np.testing.assert_allclose(fmt.decode_bundle(fmt.encode_bundle({"x": ("f16s", huge, 0)}, {})).array("x", 1), -1e7, rtol=2**-11)
+
+
+def test_integers_take_sixteen_bits_when_they_fit_and_read_back_widened():
+    counts = np.array([-1, 0, 32767, -32768])
+    assert fmt.integer_encoding(counts)[0] == "i16"
+    assert fmt.integer_encoding(np.array([0, 40000]))[0] == "i32"
+    assert fmt.integer_encoding(np.array([True, False]))[0] == "u8"
+    b = fmt.decode_bundle(fmt.encode_bundle({"n": fmt.integer_encoding(counts)}, {}))
+    back = b.array("n")
+    assert back.dtype == np.int32  # arithmetic on a read count cannot wrap at 16 bits
+    np.testing.assert_array_equal(back, counts)
+    assert int(back[2]) + 1 == 32768

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from test_ablation import TinyResNet, Untraceable, randomized
 from torch import nn
 
+from tb_convviz import format as fmt
+from tb_convviz import records
 from tb_convviz.analysis.impact import (
     SAMPLE_MIN,
     class_selectivity,
@@ -21,6 +23,7 @@ from tb_convviz.analysis.impact import (
     per_class_deltas,
     spearman,
     top_activating,
+    top_example_summary,
 )
 
 
@@ -112,6 +115,27 @@ def test_carrier_fires_on_errors_and_its_top_examples_are_one_class(carrier_case
     assert res["topk_class"][c] == 1 and res["topk_concentration"][c] >= 0.6
     assert res["class_selectivity"].shape == (8,)
     assert res["taylor_spearman"].shape == () and -1 <= float(res["taylor_spearman"]) <= 1
+
+
+def test_impact_record_leaves_out_what_readers_rebuild_exactly(carrier_case) -> None:
+    _, _, y, res = carrier_case
+    bundle = fmt.decode_bundle(records.analysis_record(fmt.KIND_IMPACT, res))
+    assert not set(records.IMPACT_DERIVED) & set(bundle.names())
+    assert bundle._header["discordant"]["enc"] == "i16" and bundle._header["d_accuracy"]["enc"] == "f32"
+    rebuilt = records.impact_arrays(bundle, y.numpy())
+    for key in records.IMPACT_DERIVED:
+        np.testing.assert_array_equal(rebuilt[key], res[key], err_msg=key)
+    # Without the probe labels the top examples' summary cannot be rebuilt, the flip counts can.
+    assert "topk_label" not in records.impact_arrays(bundle, None) and "flips" in records.impact_arrays(bundle, None)
+
+
+def test_top_example_summary_breaks_ties_towards_the_smaller_class() -> None:
+    labels = np.array([4, 2, 2, 4, 7])
+    out = top_example_summary(np.array([[0, 3, 1], [1, 2, 4], [4, 0, 1], [2, 1, 4]]), labels)
+    assert out["topk_class"].tolist() == [4, 2, 2, 2]
+    np.testing.assert_allclose(out["topk_concentration"], [2 / 3, 2 / 3, 1 / 3, 2 / 3])
+    assert out["topk_flag"].tolist() == [False] * 4
+    assert top_example_summary(np.array([[1, 2]]), labels)["topk_flag"].tolist() == [True]
 
 
 def test_class_selectivity_planted() -> None:

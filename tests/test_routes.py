@@ -2,7 +2,6 @@
 real ConvViz callback wrote. Every bad parameter is a 4xx with a JSON {"error": ...}, never a 500."""
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from models import two_conv_net
 from tb_convviz.plugin.plugin import ConvVizPlugin
 from tb_convviz.reader import load
 from training import one_thread, train_and_log
+from wire import decode_wire as decode
 
 STEPS = [0, 1, 2, 3]
 BASE = "/data/plugin/convviz"
@@ -67,20 +67,6 @@ def get_error(client: Client, route: str, status: int) -> str:
     body = r.get_json()
     assert isinstance(body, dict) and isinstance(body.get("error"), str) and body["error"]
     return body["error"]
-
-
-def decode(wire: dict) -> np.ndarray:
-    """The dashboard's decoder, in numpy: q8 is lo×groups, step×groups (float32), then uint8."""
-    raw = base64.b64decode(wire["data"])
-    shape = wire["shape"]
-    if wire["enc"] == "f32":
-        return np.frombuffer(raw, np.float32).reshape(shape)
-    assert wire["enc"] == "q8"
-    g = wire["groups"]
-    lo = np.frombuffer(raw, np.float32, g, 0)
-    step = np.frombuffer(raw, np.float32, g, 4 * g)
-    q = np.frombuffer(raw, np.uint8, int(np.prod(shape)), 8 * g).reshape(g, -1)
-    return (lo[:, None] + step[:, None] * q).reshape(shape)
 
 
 # -- what each route answers ---------------------------------------------------------------------

@@ -203,24 +203,34 @@ def class_selectivity(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def top_activating(scores: torch.Tensor, y: torch.Tensor, k: int) -> dict[str, np.ndarray]:
-    """The k probe examples with the highest score per filter, from scores (N, F) and labels (N,).
-
-    Keys: "topk_index" (F, k) probe indices, best first; "topk_label" (F, k); "topk_class" (F,)
-    their most common label; "topk_concentration" (F,) its share of the k; "topk_flag" (F,) bool,
-    concentration ≥ 0.9 (with k < 2 nothing is flagged: one example is always one class).
-    """
+    """The k probe examples with the highest score per filter, from scores (N, F) and labels (N,):
+    "topk_index" (F, k) probe indices, best first, and `top_example_summary`'s keys."""
     k = min(k, scores.shape[0])
-    idx = scores.topk(k, dim=0).indices.T  # (F, k)
-    labels = y.to(idx.device)[idx]
-    counts = F.one_hot(labels, int(y.max()) + 1).sum(1)  # (F, classes)
-    best_count, best_class = counts.max(1)
-    concentration = best_count.float() / k
+    idx = scores.topk(k, dim=0).indices.T.cpu().numpy().astype(np.int64)  # (F, k)
+    return {"topk_index": idx, **top_example_summary(idx, y.cpu().numpy())}
+
+
+def top_example_summary(index: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """What a filter's top examples (F, k) say of it, given the probe labels (N,): "topk_label"
+    (F, k); "topk_class" (F,) their most common label (the smallest on a tie); "topk_concentration"
+    (F,) its share of the k; "topk_flag" (F,) bool, concentration ≥ 0.9 (with k < 2 nothing is
+    flagged: one example is always one class). Pure, so records keep only the indices and readers
+    rebuild the rest from the probe labels."""
+    top = np.asarray(labels, np.int64)[np.asarray(index, np.int64)]  # (F, k)
+    filters, k = top.shape
+    if k == 0:
+        empty = np.zeros(filters)
+        return {"topk_label": top, "topk_class": np.full(filters, -1, np.int64), "topk_concentration": empty,
+                "topk_flag": np.zeros(filters, bool)}
+    counts = (top[:, :, None] == top[:, None, :]).sum(2)  # (F, k): how often each entry's label occurs
+    best = np.argmax(counts * (int(top.max()) + 1) - top, axis=1)  # most common, then smallest label
+    rows = np.arange(filters)
+    concentration = counts[rows, best] / k
     return {
-        "topk_index": idx.cpu().numpy().astype(np.int64),
-        "topk_label": labels.cpu().numpy().astype(np.int64),
-        "topk_class": best_class.cpu().numpy().astype(np.int64),
-        "topk_concentration": concentration.cpu().numpy(),
-        "topk_flag": ((concentration >= TOPK_CONCENTRATED) & (k >= 2)).cpu().numpy(),
+        "topk_label": top,
+        "topk_class": top[rows, best],
+        "topk_concentration": concentration.astype(np.float32),
+        "topk_flag": (concentration >= TOPK_CONCENTRATED) & (k >= 2),
     }
 
 

@@ -142,10 +142,9 @@ def _per_class(reader: ConvVizReader, run: str, layer: str, step: int, index: in
     record = reader.bundle(run, layer, fmt.KIND_IMPACT, step)
     if records.IMPACT_CLEAN_PRED not in record or not record.array(records.IMPACT_EXACT)[index]:
         return None
-    run_record = reader.bundle(run, fmt.RUN_LAYER, fmt.KIND_RUN)
     arrays = {k: record.array(k) for k in (records.IMPACT_CLEAN_PRED, *records.IMPACT_FLIPS)}
     alpha = records.impact_alpha(record)
-    table = class_table(run_record.array(records.PROBE_LABELS), arrays, [index], alpha)
+    table = class_table(_probe_labels(reader, run), arrays, [index], alpha)
     return {
         "classes": table["classes"].tolist(),
         "class_support": table["class_support"].tolist(),
@@ -171,19 +170,23 @@ def _analysis_history(
     return history
 
 
-def _plain(bundle: fmt.Bundle) -> dict[str, dict]:
+def _plain(arrays: dict[str, np.ndarray]) -> dict[str, dict]:
     """Small analysis arrays as {name: {"shape", "values"}} (values flat, row-major, NaN → null)."""
-    out = {}
-    for name in bundle.names():
-        a = bundle.array(name)
-        out[name] = {"shape": list(a.shape), "values": _floats(a)}
-    return out
+    return {name: {"shape": list(a.shape), "values": _floats(a)} for name, a in arrays.items()}
+
+
+def _probe_labels(reader: ConvVizReader, run: str) -> Optional[np.ndarray]:
+    record = reader.bundle(run, fmt.RUN_LAYER, fmt.KIND_RUN)
+    return record.array(records.PROBE_LABELS) if records.PROBE_LABELS in record else None
 
 
 def analysis(reader: ConvVizReader, run: str, layer: str, step: int, kind: str) -> dict:
     """A layer's perturbation responses or impact table at `step`, every filter at once."""
     record = reader.bundle(run, layer, kind, step)
-    arrays = _plain(record)
+    if kind == fmt.KIND_IMPACT:
+        arrays = _plain(records.impact_arrays(record, _probe_labels(reader, run)))
+    else:
+        arrays = _plain({name: record.array(name) for name in record.names()})
     out = {"run": run, "layer": layer, "step": step, "kind": kind, "arrays": arrays}
     if kind == fmt.KIND_PERTURBATION:
         out["groups"] = {g: [k for k in keys if k in arrays] for g, keys in fmt.PERTURBATION_GROUPS.items()}

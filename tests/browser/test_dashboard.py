@@ -1,13 +1,13 @@
 """The CONVVIZ tab in headless Chromium against a real TensorBoard process."""
 from __future__ import annotations
 
-import base64
 import math
 from urllib.parse import urlencode
 
 import numpy as np
 from conftest import EPOCHS, RUN_1D, RUNS, RUNS_2D, XSS_RUN, choose, grid_shows
 from tbserver import get_json, tensorboard
+from wire import decode_wire
 
 
 def test_run_names_are_text_and_grid_counts_the_layers_filters(frame):
@@ -36,12 +36,9 @@ def test_run_names_are_text_and_grid_counts_the_layers_filters(frame):
 
 
 def layer_stats(url: str, run: str, layer: str, step: int) -> dict:
-    """The layer route's per-filter statistics (float32 wire arrays) as lists, NaN as None."""
+    """The layer route's per-filter statistics (wire arrays) as lists, NaN as None."""
     stats = get_json(f"{url}/data/plugin/convviz/layer?{urlencode({'run': run, 'layer': layer, 'step': step})}")["stats"]
-    return {
-        name: [None if np.isnan(v) else float(v) for v in np.frombuffer(base64.b64decode(w["data"]), np.float32)]
-        for name, w in stats.items()
-    }
+    return {name: [None if np.isnan(v) else float(v) for v in decode_wire(w)] for name, w in stats.items()}
 
 
 def most_first(values: list) -> list[str]:

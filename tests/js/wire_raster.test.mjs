@@ -8,12 +8,16 @@ import { along, decodeWire } from "../../frontend/wire.js";
 /** @param {ArrayBuffer} buffer */
 const b64 = (buffer) => Buffer.from(buffer).toString("base64");
 
-test("decodeWire reads f32, f16, i32 and u8 little-endian", () => {
+test("decodeWire reads f32, f16, f16s (× its scale), i16, i32 and u8 little-endian", () => {
   const f32 = new Float32Array([1.5, -2, 0.25]);
   assert.deepEqual(Array.from(decodeWire({ shape: [3], enc: "f32", groups: 1, data: b64(f32.buffer) }).values), [1.5, -2, 0.25]);
   // 1.0, -2.0, 0.5 and +infinity as IEEE halves.
   const f16 = new Uint16Array([0x3c00, 0xc000, 0x3800, 0x7c00]);
   assert.deepEqual(Array.from(decodeWire({ shape: [2, 2], enc: "f16", groups: 1, data: b64(f16.buffer) }).values), [1, -2, 0.5, Infinity]);
+  // f16s: the same halves times the array's power-of-two scale (format.py).
+  assert.deepEqual(Array.from(decodeWire({ shape: [4], enc: "f16s", groups: 0, scale: 2 ** -20, data: b64(f16.buffer) }).values), [2 ** -20, -(2 ** -19), 2 ** -21, Infinity]);
+  const i16 = new Int16Array([-1, 30000]);
+  assert.deepEqual(Array.from(decodeWire({ shape: [2], enc: "i16", groups: 0, data: b64(i16.buffer) }).values), [-1, 30000]);
   const i32 = new Int32Array([7, -3]);
   assert.deepEqual(Array.from(decodeWire({ shape: [2], enc: "i32", groups: 1, data: b64(i32.buffer) }).values), [7, -3]);
   assert.deepEqual(Array.from(decodeWire({ shape: [3], enc: "u8", groups: 1, data: b64(new Uint8Array([0, 9, 255]).buffer) }).values), [0, 9, 255]);
