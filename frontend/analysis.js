@@ -94,6 +94,20 @@ export function absentMessage(kind, load) {
 }
 
 /**
+ * Says which step an answer's record comes from when it is not the slider's: a large model's
+ * layers take turns at perturbation responses (ConvViz's response_filters), so a layer's last
+ * responses may be a few steps old. Empty when the record is the step's own.
+ * @param {"perturbation"|"impact"} kind @param {?{step: number, record_step?: number}} answer
+ * @returns {string}
+ */
+export function recordStepNote(kind, answer) {
+  if (!answer || answer.record_step === undefined || answer.record_step === answer.step) return "";
+  const from = `from step ${answer.record_step}, this layer's last before step ${answer.step}`;
+  if (kind === "impact") return `Impact ${from}: the impact analysis did not record this step.`;
+  return `Perturbation responses ${from}: a large model's layers take turns (ConvViz's response_filters), each recorded every few logs.`;
+}
+
+/**
  * What a larger probe would buy, in plain words: for each effect size, the images of one class the
  * exact test needs to tell that change from noise (80% power). Empty without the answer.
  * @param {?Record<string, number>} needed the impact answer's `examples_needed` ({effect: images})

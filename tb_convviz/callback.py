@@ -23,9 +23,12 @@ from tb_convviz.analysis.impact import DEFAULT_ALPHA, filter_impact
 from tb_convviz.analysis.perturbation import perturbation_responses
 from tb_convviz.analysis.significance import detectable_effect
 from tb_convviz.capture import as_model_input
-from tb_convviz.collect import Plan, ProbeForwardFailed, Record, Settings, check_labels, chosen_layers, collect_step, first_layers, probe_forward, remember
+from tb_convviz.collect import (
+    RESPONSE_FILTERS, Plan, ProbeForwardFailed, Record, Settings, check_labels, chosen_layers, collect_step, first_layers, layer_turns,
+    probe_forward, remember,
+)
 from tb_convviz.distributed import ALONE, current_shard
-from tb_convviz.layers import LayerSelector, conv_layers, following_batchnorm, unwrap
+from tb_convviz.layers import LayerSelector, conv_layers, following_batchnorm, layer_info, unwrap
 from tb_convviz.notices import collecting
 from tb_convviz.observe import untouched
 from tb_convviz.probe import make_probe
@@ -75,6 +78,7 @@ class _Job:
     model: Optional[nn.Module]  # inline jobs: the user's model
     full_kernels: bool
     first: bool
+    responders: list[str]  # layers whose perturbation responses and profiles this step records
 
 
 class ConvViz:
@@ -104,6 +108,10 @@ class ConvViz:
         similarity_images: the first this many probe images (at most 256; 0: off) give each layer's
             Gram matrix (linear CKA across layers, epochs and runs) and, for the first 32 of them,
             each filter's response profile (filter matching across runs, filter maps).
+        response_filters: perturbation responses and response profiles are recorded for about this
+            many filters a log: a larger model's layers take turns (each recorded every k-th log,
+            all of them on the logs that keep full kernels), so a ResNet-50's steady log stays
+            near 2 MB and its analysis time bounded. None: every layer every log.
         background: analyse in a worker thread on a private copy of the model, so `log()` costs
             only a snapshot of the weights. False (or a model that cannot be deep-copied) runs inline.
         analysis_device: where the copy lives and the analyses run (None: the model's device).
@@ -128,6 +136,7 @@ class ConvViz:
         counterfactuals: Optional[Mapping[str, Callable[[torch.Tensor], torch.Tensor]]] = None,
         impact: Union[bool, Mapping[str, Any]] = False,
         similarity_images: int = 64,
+        response_filters: Optional[int] = RESPONSE_FILTERS,
         background: bool = True,
         analysis_device: Optional[Union[str, torch.device]] = None,
     ):
@@ -141,6 +150,8 @@ class ConvViz:
             raise ValueError(f"keep_all must be True or False, got {keep_all!r}")
         if isinstance(similarity_images, bool) or not isinstance(similarity_images, (int, np.integer)) or not 0 <= similarity_images <= MAX_SIMILARITY_IMAGES:
             raise ValueError(f"similarity_images must be an integer in [0, {MAX_SIMILARITY_IMAGES}], got {similarity_images!r}")
+        if response_filters is not None:
+            response_filters = _positive_int(response_filters, "response_filters")
         if not isinstance(background, bool):
             raise ValueError(f"background must be True or False, got {background!r}")
         try:
@@ -169,6 +180,7 @@ class ConvViz:
             impact=bool(impact),
             impact_options=impact_options,
             similarity_images=int(similarity_images),
+            response_filters=response_filters,
         )
         if (self.settings.impact or self.settings.counterfactuals) and self._probe is None:
             raise ValueError("impact and counterfactuals need a probe: pass probe=(images, labels)")
@@ -214,12 +226,15 @@ class ConvViz:
             mismatch = architecture_mismatch(model, self._signature)
             if mismatch:
                 raise ValueError(f"log(model): this model is not the architecture of the first log: {mismatch}")
+        full = self.settings.keep_all or final or first or self._logs_done % self.kernels_every == 0
+        assert self._plan is not None
         job = _Job(
             step=int(step),
             state=state_snapshot(model) if self._copy is not None else None,
             model=None if self._copy is not None else model,
-            full_kernels=self.settings.keep_all or final or first or self._logs_done % self.kernels_every == 0,
+            full_kernels=full,
             first=first,
+            responders=self._plan.responders(self._logs_done, full),
         )
         self._logs_done += 1
         if self._worker is not None:
@@ -296,7 +311,8 @@ class ConvViz:
         layers = conv_layers(model, self._layer_selector)
         with untouched(model):  # tracing runs Python forward code, which may touch buffers
             batchnorm = following_batchnorm(model, layers)
-        plan = Plan(list(layers), batchnorm, first_layers(layers))
+        turns = layer_turns({name: layer_info(conv)["filters"] for name, conv in layers.items()}, self.settings.response_filters)
+        plan = Plan(list(layers), batchnorm, first_layers(layers), turns)
         # Every rank logs the same steps, so every rank gets here at the same first log.
         self._shard = current_shard()
         self._buffers = [name for name, _ in model.named_buffers()]
@@ -373,7 +389,7 @@ class ConvViz:
         assert self._plan is not None
         return collect_step(
             model, self._plan, self._probe, self.settings, job.step, job.full_kernels, job.first,
-            lambda problem: self._warn(problem, job.step), self._shard,
+            lambda problem: self._warn(problem, job.step), self._shard, job.responders,
         )
 
     def _slow(self) -> None:

@@ -5,6 +5,7 @@ reads the model. What it remembers between steps is the drift baseline of each l
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
@@ -34,6 +35,9 @@ EVERY_LOG_KERNEL_WEIGHTS = 131_072
 # images bytes every epoch (a ResNet-18's 4,800 filters: 150 KB at 32), while the Gram (CKA) costs
 # images² / 2 per layer whatever the width, so it takes all `similarity_images`.
 PROFILE_IMAGES = 32
+# Perturbation responses and response profiles cost ~80 bytes a filter and log: past this many
+# filters (a ResNet-50 has 26,560) the layers take turns, so that a steady log stays near 2 MB.
+RESPONSE_FILTERS = 8192
 
 Record = tuple[str, str, bytes]  # (layer, kind, bundle bytes)
 Warn = Callable[[str], None]
@@ -57,6 +61,7 @@ class Settings:
     impact: bool
     impact_options: Mapping[str, Any]
     similarity_images: int  # probe images in the Gram and profile records; 0: none are written
+    response_filters: Optional[int]  # filters a log records responses of (`layer_turns`); None: all
 
 
 @dataclass
@@ -77,7 +82,15 @@ class Plan:
     layers: list[str]
     batchnorm: dict[str, str]  # conv name -> name of the BatchNorm right after it
     every_log_kernels: set[str] = field(default_factory=set)  # layers whose full kernels every log keeps
+    turns: list[list[str]] = field(default_factory=list)  # `layer_turns`: whose responses each log records
     memory: dict[str, _LayerMemory] = field(default_factory=dict)
+
+    def responders(self, logs_done: int, full: bool) -> list[str]:
+        """The layers whose perturbation responses and response profiles this log records: all of
+        them on a full log (first, final, every `kernels_every`-th), else the next turn's."""
+        if full or len(self.turns) <= 1:
+            return list(self.layers)
+        return self.turns[logs_done % len(self.turns)]
 
 
 def first_layers(layers: Mapping[str, nn.Module]) -> set[str]:
@@ -89,6 +102,24 @@ def first_layers(layers: Mapping[str, nn.Module]) -> set[str]:
             break
         chosen.add(name)
     return chosen
+
+
+def layer_turns(filters: Mapping[str, int], budget: Optional[int]) -> list[list[str]]:
+    """Layers (model order kept within a turn) split into as few turns as keep each near `budget`
+    filters — largest layers first, each to the lightest turn — so every log costs about the same
+    and every layer is recorded every len(turns) logs. One turn when all fit or budget is None."""
+    total = sum(filters.values())
+    if budget is None or total <= budget:
+        return [list(filters)]
+    count = math.ceil(total / budget)
+    turns: list[list[str]] = [[] for _ in range(count)]
+    load = [0] * count
+    for name in sorted(filters, key=lambda n: -filters[n]):
+        lightest = load.index(min(load))
+        turns[lightest].append(name)
+        load[lightest] += filters[name]
+    order = {name: i for i, name in enumerate(filters)}
+    return [sorted(t, key=order.__getitem__) for t in turns if t]
 
 
 def _drift_baseline(conv: nn.Module) -> torch.Tensor:
@@ -133,19 +164,21 @@ def check_labels(out: Any, probe: Probe) -> None:
 
 def collect_step(
     model: nn.Module, plan: Plan, probe: Optional[Probe], settings: Settings, step: int, full_kernels: bool,
-    first: bool, warn: Warn, shard: Shard = ALONE,
+    first: bool, warn: Warn, shard: Shard = ALONE, responders: Optional[list[str]] = None,
 ) -> list[Record]:
     """Every record of this step, in write order, computed before anything is written.
+    `responders`: the layers whose perturbation responses and profiles it records (None: all).
 
     Under several ranks each computes its share of the exact ablation first (every rank, every
     step, so the gather always meets); the rank that writes builds the rest and the records.
     """
     modules = dict(model.named_modules())
     layers = {n: modules[n] for n in plan.layers}
+    responding = {n: layers[n] for n in (plan.layers if responders is None else responders)}
     x = as_model_input(model, probe.images) if probe is not None else None
     shared = probe is not None and shard.world > 1
     shared_impact = _impact_shares(model, layers, x, probe, settings, shard) if shared and settings.impact else None
-    shared_responses = _perturbation_shares(model, layers, x, probe, settings, shard) if shared and settings.perturbations else None
+    shared_responses = _perturbation_shares(model, responding, x, probe, settings, shard) if shared and settings.perturbations else None
     if not shard.writes:
         return []
     outputs: dict[str, torch.Tensor] = {}
@@ -164,10 +197,10 @@ def collect_step(
                            full_kernels, outputs.get(name), maps_kept, warn)
         )
     if outputs and settings.similarity_images:
-        result.extend(_similarity_records(plan, outputs, settings.similarity_images))
+        result.extend(_similarity_records(plan, outputs, settings.similarity_images, responding))
     del outputs
     if x is not None and probe is not None:
-        result.extend(_analysis_records(model, layers, probe, settings, x, warn, shared_impact, shared_responses))
+        result.extend(_analysis_records(model, layers, responding, probe, settings, x, warn, shared_impact, shared_responses))
     return result
 
 
@@ -227,11 +260,12 @@ def _merged_impact(parts: list, settings: Settings, labels: np.ndarray, warn: Wa
     return {name: finish_impact(merge_impact([p[name] for p in good]), labels, alpha) for name in good[0]}
 
 
-def _similarity_records(plan: Plan, outputs: dict[str, torch.Tensor], images: int) -> list[Record]:
-    """The step's Gram record (every layer, for CKA) and each layer's response profile."""
+def _similarity_records(plan: Plan, outputs: dict[str, torch.Tensor], images: int, responding: Mapping[str, nn.Module]) -> list[Record]:
+    """The step's Gram record (every layer, for CKA: images² each, whatever the width) and the
+    response profile of each `responding` layer."""
     grams = {name: gram_matrix(outputs[name][:images].float()) for name in plan.layers if name in outputs}
     result: list[Record] = [(fmt.RUN_LAYER, fmt.KIND_GRAM, records.gram_record(grams))]
-    for name in grams:
+    for name in (n for n in grams if n in responding):
         profile = response_profile(outputs[name][: min(images, PROFILE_IMAGES)].float())
         result.append((name, fmt.KIND_PROFILE, records.profile_record(profile)))
     return result
@@ -247,11 +281,11 @@ def _map_resolution(settings: Settings, probe: Optional[Probe], outputs: dict[st
 
 
 def _analysis_records(
-    model: nn.Module, layers: Mapping[str, nn.Module], probe: Probe, settings: Settings, x: torch.Tensor, warn: Warn,
-    shared_impact: Optional[list] = None,
-    shared_responses: Any = None,
+    model: nn.Module, layers: Mapping[str, nn.Module], responding: Mapping[str, nn.Module], probe: Probe,
+    settings: Settings, x: torch.Tensor, warn: Warn, shared_impact: Optional[list] = None, shared_responses: Any = None,
 ) -> list[Record]:
-    """Perturbation and impact records; one failing analysis warns and the others still land.
+    """Perturbation records of the `responding` layers and impact records of all `layers`; one
+    failing analysis warns and the others still land.
     `shared_impact`, `shared_responses`: what several ranks computed together, when they did."""
     y = probe.labels.to(x.device) if probe.labels is not None else None
     analyses: list[tuple[str, Callable[[], dict]]] = []
@@ -262,10 +296,10 @@ def _analysis_records(
             (
                 fmt.KIND_PERTURBATION,
                 lambda: perturbation_responses(
-                    model, layers, x, y, counterfactuals=settings.counterfactuals, **settings.perturbation_options
+                    model, responding, x, y, counterfactuals=settings.counterfactuals, **settings.perturbation_options
                 )
                 if settings.perturbations
-                else counterfactual_sensitivity(model, layers, x, settings.counterfactuals),
+                else counterfactual_sensitivity(model, responding, x, settings.counterfactuals),
             )
         )
     if settings.impact and shared_impact is not None:

@@ -161,8 +161,13 @@ class ConvVizReader:
         return records.gram(bundle, layer)
 
     def profile(self, run: str, layer: str, step: int) -> np.ndarray:
-        """(filters, images): each filter's mean activation on each of the first probe images."""
-        return self.bundle(run, layer, fmt.KIND_PROFILE, step).array(records.PROFILE)
+        """(filters, images): each filter's mean activation on each of the first probe images, from
+        the last profile at or before `step` (a large model's layers take turns: `profile_step`)."""
+        return self.bundle(run, layer, fmt.KIND_PROFILE, self.profile_step(run, layer, step)).array(records.PROFILE)
+
+    def profile_step(self, run: str, layer: str, step: int) -> int:
+        """The step of the profile `profile` reads for `step`."""
+        return self.latest_at_or_before(run, layer, fmt.KIND_PROFILE, step)
 
     def check_same_probe(self, run_a: str, run_b: str) -> None:
         """CKA and matching compare what two snapshots do on the same images: refuse other probes."""

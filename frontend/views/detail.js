@@ -2,7 +2,7 @@
 // maps on every probe image kept (over the probe input), its perturbation responses and impact
 // where the run logged them, and its history over every logged step.
 
-import { absentMessage, answerFor } from "../analysis.js";
+import { absentMessage, answerFor, recordStepNote } from "../analysis.js";
 import { IMPACT, counterfactualKey } from "../recordkeys.js";
 import { DIVERGING } from "../colormap.js";
 import { itemCanvas, scaleOf } from "../raster.js";
@@ -288,6 +288,12 @@ function responseSection(load, data, names) {
   const box = section("Perturbation responses", "detail-responses");
   const answer = answerFor(load, data);
   if (answer) {
+    const turn = recordStepNote("perturbation", answer);
+    if (turn) {
+      const note = el("p", "cvz-note", turn);
+      note.dataset.testid = "detail-responses-step";
+      box.append(note);
+    }
     box.append(...responseViews(answer, data.filter, names));
   } else {
     const note = el("p", "cvz-note", absentMessage("perturbation", load) || "Loading the perturbation responses…");

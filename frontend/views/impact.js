@@ -3,7 +3,7 @@
 // perturbation responses, with flags for counterfactual-sensitive and class-concentrated filters.
 // A row opens the filter's detail.
 
-import { absentMessage, answerFor, examplesNeededText, filterRow, filterValue, whole } from "../analysis.js";
+import { absentMessage, answerFor, examplesNeededText, filterRow, filterValue, recordStepNote, whole } from "../analysis.js";
 import { formatCount, formatNumber, formatPercent, formatSigned, mean, sortOrder } from "../numeric.js";
 import { IMPACT, counterfactualKey, exactKey, shapeTextureIndexKey, topExampleKey } from "../recordkeys.js";
 import { el, filterTableRow, sortButton, svg, viewCard } from "./controls.js";
@@ -208,8 +208,8 @@ export function mountImpact(root, store) {
     const impactData = answerFor(impact, here);
     const responseData = answerFor(perturbation, here);
     messages.replaceChildren(
-      ...[/** @type {const} */ (["impact", impact]), /** @type {const} */ (["perturbation", perturbation])]
-        .map(([kind, load]) => absentMessage(kind, load))
+      ...[/** @type {const} */ (["impact", impact, impactData]), /** @type {const} */ (["perturbation", perturbation, responseData])]
+        .map(([kind, load, answer]) => absentMessage(kind, load) || recordStepNote(kind, answer))
         .filter((text) => text)
         .map((text) => {
           const p = el("p", "cvz-basis", text);

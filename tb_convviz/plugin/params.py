@@ -57,10 +57,15 @@ class RequestParams:
             raise errors.NotFoundError(f"run {run!r} has no conv layer {layer!r}")
         return layer
 
-    def step(self, run: str, layer: str, name: str = "step", kind: str = fmt.KIND_FILTERS) -> int:
-        step = self.integer(name)
+    def kind(self, run: str, layer: str, kind: str) -> str:
+        """`kind`, when the layer has records of it (else 404: the analysis was off for the run)."""
         if kind not in self._reader.kinds(run, layer):
             raise errors.NotFoundError(f"layer {layer!r} of run {run!r} has no {kind!r} records (see ConvViz options)")
+        return kind
+
+    def step(self, run: str, layer: str, name: str = "step", kind: str = fmt.KIND_FILTERS) -> int:
+        step = self.integer(name)
+        self.kind(run, layer, kind)
         if step not in self._reader.steps(run, layer, kind):
             raise errors.NotFoundError(f"layer {layer!r} of run {run!r} has no {kind!r} record at step {step}")
         return step

@@ -181,13 +181,15 @@ def _probe_labels(reader: ConvVizReader, run: str) -> Optional[np.ndarray]:
 
 
 def analysis(reader: ConvVizReader, run: str, layer: str, step: int, kind: str) -> dict:
-    """A layer's perturbation responses or impact table at `step`, every filter at once."""
-    record = reader.bundle(run, layer, kind, step)
+    """A layer's perturbation responses or impact table at `step`, every filter at once: the last
+    record at or before it ("record_step"; a large model's layers take turns at responses)."""
+    record_step = reader.latest_at_or_before(run, layer, kind, step)
+    record = reader.bundle(run, layer, kind, record_step)
     if kind == fmt.KIND_IMPACT:
         arrays = _plain(records.impact_arrays(record, _probe_labels(reader, run)))
     else:
         arrays = _plain({name: record.array(name) for name in record.names()})
-    out = {"run": run, "layer": layer, "step": step, "kind": kind, "arrays": arrays}
+    out = {"run": run, "layer": layer, "step": step, "record_step": record_step, "kind": kind, "arrays": arrays}
     if kind == fmt.KIND_PERTURBATION:
         out["groups"] = {g: [k for k in keys if k in arrays] for g, keys in fmt.PERTURBATION_GROUPS.items()}
         out["counterfactuals"] = sorted(
@@ -201,19 +203,25 @@ def analysis(reader: ConvVizReader, run: str, layer: str, step: int, kind: str) 
 
 
 def shape_texture(reader: ConvVizReader, run: str, step: int) -> dict:
-    """Per layer, in model order, the distribution of its filters' shape–texture index at `step`:
-    where in the network shape (+1) or texture (−1) information is used."""
-    layers, histograms, medians, counts = [], [], [], []
+    """Per layer, in model order, the distribution of its filters' shape–texture index at `step`
+    (each layer's last responses at or before it: "steps"): where in the network shape (+1) or
+    texture (−1) information is used."""
+    layers, histograms, medians, counts, steps = [], [], [], [], []
     edges = np.linspace(-1, 1, SHAPE_TEXTURE_BINS + 1)
     for layer in reader.layers(run):
-        if fmt.KIND_PERTURBATION not in reader.kinds(run, layer) or step not in reader.steps(run, layer, fmt.KIND_PERTURBATION):
+        if fmt.KIND_PERTURBATION not in reader.kinds(run, layer):
             continue
-        record = reader.bundle(run, layer, fmt.KIND_PERTURBATION, step)
+        try:
+            record_step = reader.latest_at_or_before(run, layer, fmt.KIND_PERTURBATION, step)
+        except NotFound:
+            continue
+        record = reader.bundle(run, layer, fmt.KIND_PERTURBATION, record_step)
         if fmt.SHAPE_TEXTURE_INDEX not in record:
             continue
         index = record.array(fmt.SHAPE_TEXTURE_INDEX)
         index = index[np.isfinite(index)]
         layers.append(layer)
+        steps.append(record_step)
         histograms.append(np.histogram(index, edges)[0].tolist())
         medians.append(float(np.median(index)) if index.size else None)
         counts.append(int(index.size))
@@ -221,7 +229,7 @@ def shape_texture(reader: ConvVizReader, run: str, step: int) -> dict:
         raise errors.NotFoundError(
             f"run {run!r} has no shape–texture responses at step {step}: log with perturbations={{'shape_texture': True}}"
         )
-    return {"run": run, "step": step, "layers": layers, "edges": edges.tolist(), "histograms": histograms,
+    return {"run": run, "step": step, "layers": layers, "steps": steps, "edges": edges.tolist(), "histograms": histograms,
             "medians": medians, "filters": counts}
 
 

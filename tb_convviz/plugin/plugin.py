@@ -120,7 +120,8 @@ class ConvVizPlugin(base_plugin.TBPlugin):
         def impl(reader: ConvVizReader, p: RequestParams) -> dict:
             run = p.run()
             layer = p.layer(run)
-            return payloads.analysis(reader, run, layer, p.step(run, layer, kind=kind), kind)
+            # Any logged step of the layer: the answer is its last `kind` record at or before it.
+            return payloads.analysis(reader, run, layer, p.step(run, layer), p.kind(run, layer, kind))
 
         return impl
 

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import test from "node:test";
 
-import { answerFor, classesInWords, examplesNeededText, filterRow, filterValue, layerMedian, whole } from "../../frontend/analysis.js";
+import { answerFor, classesInWords, examplesNeededText, filterRow, filterValue, layerMedian, recordStepNote, whole } from "../../frontend/analysis.js";
 
 /** A layer of 3 filters as the routes send it: flat row-major values, NaN as null. */
 const arrays = {
@@ -54,4 +54,14 @@ test("classesInWords names a class only when it is the majority", () => {
   assert.equal(classesInWords([4, 4, 4]), "all 3 are class 4");
   assert.equal(classesInWords([null, 1, 1]), "all 2 are class 1");
   assert.equal(classesInWords([]), "their classes are unknown");
+});
+
+test("recordStepNote names the step a layer's responses come from only when it is an earlier one", () => {
+  assert.equal(recordStepNote("perturbation", { step: 7, record_step: 7 }), "");
+  assert.equal(recordStepNote("perturbation", { step: 7 }), ""); // logs read by an older server
+  assert.equal(recordStepNote("perturbation", null), "");
+  const text = recordStepNote("perturbation", { step: 7, record_step: 5 });
+  assert.match(text, /^Perturbation responses from step 5, this layer's last before step 7/);
+  assert.match(text, /response_filters/);
+  assert.match(recordStepNote("impact", { step: 3, record_step: 1 }), /^Impact from step 1/);
 });
