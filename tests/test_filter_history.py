@@ -47,11 +47,11 @@ class Logdir:
 
     def __init__(self, root: Path):
         g = torch.Generator().manual_seed(0)
-        self.probe = (torch.randn(3, 3, 8, 8, generator=g), torch.tensor([0, 1, 0]))
+        probe = (torch.randn(3, 3, 8, 8, generator=g), torch.tensor([0, 1, 0]))
         self.x, self.y = torch.randn(8, 3, 8, 8, generator=g), torch.tensor([0, 1] * 4)
         torch.manual_seed(0)
         self.model = two_conv_net((6, 8), classes=2)
-        self.viz = ConvViz(str(root / RUN), probe=self.probe, **OPTIONS)
+        self.viz = ConvViz(str(root / RUN), probe=probe, **OPTIONS)
         self.root = root
         self.mux = plugin_event_multiplexer.EventMultiplexer(tensor_size_guidance={fmt.PLUGIN_NAME: 0})
         self.reader = Logs(data_provider.MultiplexerDataProvider(self.mux, str(root)))
