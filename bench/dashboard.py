@@ -21,6 +21,7 @@ grid paint on its 2048-filter layer (`layer4.2.conv3`).
     /work/venv/bin/python bench/dashboard.py                 # logs in a temp dir, removed after
     /work/venv/bin/python bench/dashboard.py --logdir /tmp/cvz-bench --keep   # reuse them next time
     /work/venv/bin/python bench/dashboard.py --skip-big-layer --model resnet50   # only the ResNet-50 part
+    /work/venv/bin/python bench/dashboard.py --skip-big-layer --model resnet50 --routes filter --paints 0   # one route
 """
 from __future__ import annotations
 
@@ -117,9 +118,10 @@ def write_runs(
     return time.perf_counter() - start
 
 
-def big_net(logdir: Path, net: Net, epochs: int, perturbations: bool, requests: int, paints: int, loaders: list[str]) -> None:
-    """TensorBoard's RSS, both loaders, with `epochs` × 2 runs of `net` loaded; the routes and the
-    grid paint on `net.layer` when it names one."""
+def big_net(logdir: Path, net: Net, epochs: int, perturbations: bool, requests: int, paints: int, loaders: list[str],
+            routes: Optional[list[str]] = None) -> None:
+    """TensorBoard's RSS, both loaders, with `epochs` × 2 runs of `net` loaded; the routes (those
+    named in `routes`, when given) and the grid paint on `net.layer` when it names one."""
     if not (logdir / RUNS[0]).exists():
         what = "defaults" if perturbations else "perturbations=False"
         print(f"writing {len(RUNS)} runs × {epochs} epochs of the {net.title} net, {what}, "
@@ -135,8 +137,8 @@ def big_net(logdir: Path, net: Net, epochs: int, perturbations: bool, requests: 
             print(f"  tensorboard ({label}): loaded in {tb.load_s:.1f} s")
             if net.layer is not None:
                 logs = Logs(net.layer, net.filters, epochs)
-                time_routes(tb, route_urls(tb, requests, logs), TARGET_ROUTE_P50_MS)
-                if label == "default loader":
+                time_routes(tb, chosen(route_urls(tb, requests, logs), routes), TARGET_ROUTE_P50_MS)
+                if label == "default loader" and paints > 0:
                     report_paint(tb, paints, logs)
             rss = tb.rss_mb()
             print(f"    RSS {rss:.0f} MB   (target ≤ {TARGET_RSS_MB:.0f} MB: {verdict(rss, TARGET_RSS_MB)})")
@@ -244,12 +246,19 @@ def route_urls(tb: TensorBoard, n: int, logs: Logs) -> dict[str, list[str]]:
             tb.route("compare", layer=logs.layer, run_a=RUNS[0], run_b=RUNS[1], step_a=s, step_b=s, align="match")
             for s in (rng.choice(steps) for _ in range(n))
         ],
-        # The detail panel: it reads every logged step for the history, so fewer requests.
+        # The detail panel: a run's first request reads every logged step of the layer for the
+        # history (later ones slice the plugin's cached columns), so fewer requests.
         "filter (detail panel)": [
             tb.route("filter", run=rng.choice(RUNS), layer=logs.layer, step=rng.choice(steps), filter=rng.randrange(logs.filters))
             for _ in range(max(5, n // 4))
         ],
     }
+
+
+def chosen(routes: dict[str, list[str]], names: Optional[list[str]]) -> dict[str, list[str]]:
+    """The routes whose label starts with one of `names` (all when None): time one route on big logs
+    without waiting for the others (run vs run alone takes ~1 s a request on ResNet-50 logs)."""
+    return routes if names is None else {r: urls for r, urls in routes.items() if r.startswith(tuple(names))}
 
 
 def similarity_urls(tb: TensorBoard, n: int, logs: Logs) -> dict[str, list[str]]:
@@ -337,7 +346,10 @@ def main() -> None:
     parser.add_argument("--logdir", type=Path, help="where to write (or find) the bench logs")
     parser.add_argument("--keep", action="store_true", help="keep the logs after the run")
     parser.add_argument("--requests", type=int, default=40, help="requests per route (default 40)")
-    parser.add_argument("--paints", type=int, default=8, help="grid paints to time (default 8)")
+    parser.add_argument("--paints", type=int, default=8, help="grid paints to time (default 8; 0 skips them)")
+    parser.add_argument("--routes", nargs="+", metavar="NAME",
+                        help="time only the big net's routes whose label starts with one of these "
+                             "(layer, compare, filter); default all")
     parser.add_argument("--model", choices=sorted(NETS), default="resnet18",
                         help="the big net: resnet18 (memory only) or resnet50 (memory, and routes and paint on its "
                              "2048-filter layer); default resnet18")
@@ -374,7 +386,7 @@ def main() -> None:
                     tb.stop()
         if args.resnet_epochs > 0:
             big_net(net_dir, NETS[args.model], args.resnet_epochs, args.resnet_perturbations, args.requests, args.paints,
-                    list(LOADERS)[:1] if args.big_net_default_loader_only else list(LOADERS))
+                    list(LOADERS)[:1] if args.big_net_default_loader_only else list(LOADERS), args.routes)
     finally:
         if not args.keep and args.logdir is None:
             shutil.rmtree(logdir, ignore_errors=True)

@@ -12,6 +12,7 @@ from tb_convviz.analysis.compare import match_filters, most_changed_first, weigh
 from tb_convviz.analysis.impact import class_table
 from tb_convviz.analysis.significance import examples_needed
 from tb_convviz.analysis.similarity import aligned_weight_drift, cka_matrix, linear_cka
+from tb_convviz.plugin.history import Columns, HistoryCache, read_columns
 from tb_convviz.reader import ConvVizReader, NotFound
 
 
@@ -98,8 +99,11 @@ def layer(reader: ConvVizReader, run: str, layer: str, step: int) -> dict:
     return out
 
 
-def filter_detail(reader: ConvVizReader, run: str, layer: str, step: int, index: int) -> dict:
-    """One filter: its input-channel slices, maps over the probe, and history over every step."""
+def filter_detail(
+    reader: ConvVizReader, run: str, layer: str, step: int, index: int, histories: Optional[HistoryCache] = None
+) -> dict:
+    """One filter: its input-channel slices, maps over the probe, and history over every step
+    (from `histories` when given, else read from every step's records)."""
     out: dict[str, Any] = {"run": run, "layer": layer, "step": step, "filter": index}
     filters = reader.bundle(run, layer, fmt.KIND_FILTERS, step)
     out["stats"] = _stats(filters, index)
@@ -119,16 +123,14 @@ def filter_detail(reader: ConvVizReader, run: str, layer: str, step: int, index:
     except NotFound:
         out["maps"], out["map_images"] = None, []
     out["per_class"] = _per_class(reader, run, layer, step, index)
-    history: dict[str, list] = {"steps": []}
-    for s, record in reader.bundles(run, layer, fmt.KIND_FILTERS):
-        stats = _stats(record, index)
-        history["steps"].append(s)
-        for name, value in stats.items():
-            history.setdefault(name, []).append(value)
+    # Columns of every step, cached per layer by the plugin: another filter or step is a slice.
+    columns = histories.columns if histories is not None else read_columns
+    n_filters = filters.meta["info"]["filters"]
+    history = _history(columns(reader, run, layer, fmt.KIND_FILTERS, n_filters), index)
     kinds = reader.kinds(run, layer)
     for kind in (fmt.KIND_PERTURBATION, fmt.KIND_IMPACT):
         if kind in kinds:
-            history[kind] = _analysis_history(reader, run, layer, kind, index, filters.meta["info"]["filters"])
+            history[kind] = _history(columns(reader, run, layer, kind, n_filters), index)
     out["history"] = history
     return out
 
@@ -156,17 +158,10 @@ def _per_class(reader: ConvVizReader, run: str, layer: str, step: int, index: in
     }
 
 
-def _analysis_history(
-    reader: ConvVizReader, run: str, layer: str, kind: str, index: int, n_filters: int
-) -> dict[str, list]:
-    """Per-filter scalars of an analysis over every step it was logged (how a filter's impact grew)."""
-    history: dict[str, list] = {"steps": []}
-    for s, record in reader.bundles(run, layer, kind):
-        history["steps"].append(s)
-        for name in record.names():
-            a = record.array(name)
-            if a.shape == (n_filters,):  # one value per filter
-                history.setdefault(name, []).append(_floats(a[index : index + 1])[0])
+def _history(columns: Columns, index: int) -> dict[str, list]:
+    """Filter `index`'s per-filter scalars at every step of one stream (how its impact grew)."""
+    history: dict[str, list] = {"steps": list(columns.steps)}
+    history.update({name: _floats(values) for name, values in columns.of_filter(index).items()})
     return history
 
 

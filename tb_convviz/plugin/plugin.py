@@ -13,6 +13,7 @@ from werkzeug import wrappers
 from tb_convviz import format as fmt
 from tb_convviz.plugin import payloads
 from tb_convviz.plugin.cache import AnswerCache, CachingProvider
+from tb_convviz.plugin.history import HistoryCache
 from tb_convviz.plugin.params import RequestParams
 from tb_convviz.reader import ConvVizReader, NotFound
 
@@ -45,6 +46,7 @@ class ConvVizPlugin(base_plugin.TBPlugin):
     def __init__(self, context: base_plugin.TBContext):
         self._provider = CachingProvider(context.data_provider)
         self._answers = AnswerCache()
+        self._histories = HistoryCache()
         self._static_root = frontend_dir().resolve()
 
     def get_plugin_apps(self) -> dict[str, Callable]:
@@ -107,13 +109,12 @@ class ConvVizPlugin(base_plugin.TBPlugin):
                 self._provider.prefetch(reader.context, reader.blob_keys(run, layer, kind))
         return answer
 
-    @staticmethod
-    def _filter(reader: ConvVizReader, p: RequestParams) -> dict:
+    def _filter(self, reader: ConvVizReader, p: RequestParams) -> dict:
         run = p.run()
         layer = p.layer(run)
         step = p.step(run, layer)
         filters = reader.bundle(run, layer, fmt.KIND_FILTERS, step).meta["info"]["filters"]
-        return payloads.filter_detail(reader, run, layer, step, p.filter(filters))
+        return payloads.filter_detail(reader, run, layer, step, p.filter(filters), self._histories)
 
     @staticmethod
     def _analysis(kind: str) -> Callable[[ConvVizReader, RequestParams], dict]:
