@@ -85,7 +85,8 @@ def _write_runs(root: Path) -> None:
     signals = torch.randn(48, 2, 32, generator=g)
     signal_labels = (signals[:, 0].mean(dim=1) > 0).long() + (signals[:, 1].mean(dim=1) > 0).long()
     torch.manual_seed(7)
-    log_minibatch_sgd(signal_net(), root / RUN_1D, signals, signal_labels, 7)
+    # Its two 6-filter layers take turns at responses (as a large model's do): "0" at steps 0, 2, 4.
+    log_minibatch_sgd(signal_net(), root / RUN_1D, signals, signal_labels, 7, response_filters=6)
     colours = torch.randn(96, 3, 12, 12, generator=g) + torch.randn(96, 3, 1, 1, generator=g)  # a colour cast each
     brightest = colours.mean(dim=(2, 3)).argmax(dim=1)
     torch.manual_seed(3)

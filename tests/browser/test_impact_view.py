@@ -161,7 +161,11 @@ def test_conv1d_responses_are_shift_and_reversal(frame, tensorboard_url):
     frame.locator('[data-testid=impact-view][data-sort="reversal"]').wait_for()
     frame.locator("[data-testid=impact-sort][data-metric=shift]").click()
     frame.locator('[data-testid=impact-view][data-sort="shift"][data-reverse="false"]').wait_for()
-    shift = answer(tensorboard_url, f"perturbation?run={RUN_1D}&layer=0&step={LAST}")["arrays"]["shift"]
+    responses = answer(tensorboard_url, f"perturbation?run={RUN_1D}&layer=0&step={LAST}")
+    assert responses["record_step"] == LAST - 1  # the layers take turns: "0" was last recorded one step before
+    notes = frame.locator("[data-testid=impact-message]").all_text_contents()  # impact is off for this run: that, and the turn
+    assert any(n.startswith(f"Perturbation responses from step {LAST - 1}, this layer's last before step {LAST}") for n in notes), notes
+    shift = responses["arrays"]["shift"]
     per = shift["shape"][1]
     means = {str(f): sum(shift["values"][f * per : (f + 1) * per]) / per for f in range(6)}
     shown = [(r.get_attribute("data-filter"), float(r.get_attribute("data-value"))) for r in rows.all()]
@@ -172,6 +176,7 @@ def test_conv1d_responses_are_shift_and_reversal(frame, tensorboard_url):
     bars = panel.locator("[data-testid=symmetry-bars] .cvz-bars-row")
     bars.first.wait_for()
     assert bars.count() == 4  # three shifts and the reversal
+    assert f"from step {LAST - 1}" in panel.locator("[data-testid=detail-responses-step]").text_content()
     assert panel.locator("[data-testid=polar-chart]").count() == 0
     # The activation traces say what their lines are.
     legend = panel.locator("[data-testid=detail-maps] [data-testid=signal-legend]")
