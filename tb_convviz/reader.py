@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import functools
+import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
@@ -18,6 +20,34 @@ from tb_convviz.export import per_filter_csv
 
 _ALL_STEPS = 1 << 30  # downsample bound meaning "every step": users must see every epoch
 _PARALLEL_READS = 8  # blob reads in flight at once: each waits on the data server, not the CPU
+
+
+class _Memo:
+    """A small thread-safe LRU of answers that depend only on the records named in their key."""
+
+    def __init__(self, entries: int):
+        self._entries = entries
+        self._items: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> Any:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+            return self._items.get(key)
+
+    def put(self, key: tuple, value: Any) -> Any:
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self._entries:
+                self._items.popitem(last=False)
+        return value
+
+
+# Filter matchings by the two profile records they were solved on: an optimal assignment of a
+# 2048-filter layer takes ~0.5 s, and while a large model's layers take turns, several steps share
+# one profile. 256 matchings of 2048 filters are 8 MB.
+_MATCHES = _Memo(256)
 
 
 class NotFound(LookupError):
@@ -160,14 +190,22 @@ class ConvVizReader:
             raise NotFound(f"no Gram matrix of layer {layer!r} in run {run!r} at step {step}")
         return records.gram(bundle, layer)
 
+    def _profile_datum(self, run: str, layer: str, step: int) -> tb_provider.BlobSequenceDatum:
+        """The last profile record at or before `step` (a large model's layers take turns)."""
+        found = [d for d in self._series(run, layer, fmt.KIND_PROFILE) if d.step <= step]
+        if not found:
+            raise NotFound(f"no {fmt.KIND_PROFILE!r} record for layer {layer!r} of run {run!r} at or before step {step}")
+        return found[-1]
+
     def profile(self, run: str, layer: str, step: int) -> np.ndarray:
         """(filters, images): each filter's mean activation on each of the first probe images, from
-        the last profile at or before `step` (a large model's layers take turns: `profile_step`)."""
-        return self.bundle(run, layer, fmt.KIND_PROFILE, self.profile_step(run, layer, step)).array(records.PROFILE)
+        the last profile at or before `step` (`profile_step`)."""
+        blob = self._provider.read_blob(self._ctx, blob_key=self._profile_datum(run, layer, step).values[0].blob_key)
+        return fmt.decode_bundle(blob).array(records.PROFILE)
 
     def profile_step(self, run: str, layer: str, step: int) -> int:
         """The step of the profile `profile` reads for `step`."""
-        return self.latest_at_or_before(run, layer, fmt.KIND_PROFILE, step)
+        return self._profile_datum(run, layer, step).step
 
     def check_same_probe(self, run_a: str, run_b: str) -> None:
         """CKA and matching compare what two snapshots do on the same images: refuse other probes."""
@@ -190,8 +228,19 @@ class ConvVizReader:
         """For each filter of A, the index of B's filter that responds most alike (optimal one-to-one
         assignment on |correlation| of response profiles; −1 if unmatched), and that |correlation|."""
         self.check_same_probe(run_a, run_b)
-        match, similarity, _ = match_filters(self.profile(run_a, layer, step_a), self.profile(run_b, layer, step_b))
-        return match, similarity
+        key = (self._eid, *(self._record_identity(self._profile_datum(r, layer, s)) for r, s in ((run_a, step_a), (run_b, step_b))))
+        found = _MATCHES.get(key)
+        if found is None:
+            match, similarity, _ = match_filters(self.profile(run_a, layer, step_a), self.profile(run_b, layer, step_b))
+            match.setflags(write=False)  # shared by every later answer on the same records
+            similarity.setflags(write=False)
+            found = _MATCHES.put(key, (match, similarity))
+        return found
+
+    @staticmethod
+    def _record_identity(datum: tb_provider.BlobSequenceDatum) -> tuple[str, float]:
+        # A rewritten step (a restarted run) keeps its blob key but not its wall time.
+        return datum.values[0].blob_key, datum.wall_time
 
     def embedding(self, run: str, layer: str, step: int, method: str = "pca") -> np.ndarray:
         """(filters, 2): a 2-D map of the layer's filters from their response profiles at `step`."""

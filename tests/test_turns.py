@@ -87,3 +87,19 @@ def test_routes_answer_with_the_layers_last_responses_and_say_which(client, logd
     assert logs.profile_step("run", "3", 3) == 2
     pairs = get(client, "compare", layer="3", run_a="run", step_a=3, run_b="run", step_b=1, align="match")
     assert pairs["match_basis"] == "activations"
+
+
+def test_a_matching_is_solved_once_per_pair_of_profile_records(logdir, monkeypatch):
+    import tb_convviz.reader as reader_module
+
+    solved = []
+    real = reader_module.match_filters
+    monkeypatch.setattr(reader_module, "match_filters", lambda a, b: solved.append(1) or real(a, b))
+    monkeypatch.setattr(reader_module, "_MATCHES", reader_module._Memo(4))  # not what earlier tests solved
+    logs = load(logdir)
+    first = logs.match("run", "run", "3", 3, 1)
+    again = logs.match("run", "run", "3", 2, 1)  # step 3 reads layer "3"'s profile of step 2: the same records
+    assert len(solved) == 1
+    assert (first[0] == again[0]).all() and not first[0].flags.writeable
+    logs.match("run", "run", "3", 4, 1)
+    assert len(solved) == 2
