@@ -128,7 +128,12 @@ export function mountEmbedding(root, store) {
       plot.replaceChildren();
       return;
     }
-    message.hidden = true;
+    // A large model's layers take turns at response profiles: say when the map is an earlier step's.
+    message.textContent =
+      data.steps[t] === s.step
+        ? ""
+        : `Map from step ${data.steps[t]}, this layer's last response profiles before step ${s.step}: a large model's layers take turns (ConvViz's response_filters).`;
+    message.hidden = !message.textContent;
     const at = frameOf(points.subarray(0, steps * filters * 2));
     const xy = (/** @type {number} */ k, /** @type {number} */ f) => at(points[2 * (k * filters + f)], points[2 * (k * filters + f) + 1]);
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import EPOCHS, RUNS_2D, XSS_RUN, choose
+from conftest import EPOCHS, RUN_1D, RUNS_2D, XSS_RUN, choose
 
 
 def open_mode(frame, mode: str) -> None:
@@ -92,6 +92,18 @@ def test_filter_map_draws_one_point_per_filter_and_a_click_opens_it(frame):
     frame.locator("[data-testid=epoch-slider]").fill("0")
     frame.locator('[data-testid=embedding-plot][data-step="0"]').wait_for()
     assert frame.locator("[data-testid=embedding-plot] polyline").count() == 0  # nothing before the first step
+
+
+def test_filter_map_says_when_it_is_an_earlier_steps(frame):
+    # The 1-D run's layers take turns at response profiles: layer "0" was last profiled a step before.
+    choose(frame, RUN_1D, "0", EPOCHS - 1)
+    open_mode(frame, "embedding")
+    frame.locator(f'[data-testid=embedding-plot][data-step="{EPOCHS - 2}"]').wait_for()
+    message = frame.locator("[data-testid=embedding-message]")
+    assert message.is_visible()
+    assert message.text_content().startswith(f"Map from step {EPOCHS - 2}, this layer's last response profiles before step {EPOCHS - 1}")
+    frame.locator("[data-testid=epoch-slider]").fill(str(EPOCHS - 2))
+    frame.locator("[data-testid=embedding-message]").wait_for(state="hidden")
 
 
 def test_run_vs_run_aligned_fetches_align_aligned_and_says_the_match_basis(tab, frame):
