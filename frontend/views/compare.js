@@ -6,7 +6,7 @@ import { DIVERGING } from "../colormap.js";
 import { scaleOf } from "../raster.js";
 import { decodeWire } from "../wire.js";
 import { formatNumber, formatPercent, mean, median, sortOrder } from "../numeric.js";
-import { el, filterTableRow, labelledSelect, segmented, sortButton, viewCard } from "./controls.js";
+import { el, filterTableRow, labelledSelect, markSelected, segmented, sortButton, viewCard } from "./controls.js";
 import { csvButton, pngButton, setExportParts } from "./download.js";
 import { FilterGrid } from "./grid.js";
 import { drawLegend } from "./layer.js";
@@ -191,6 +191,7 @@ export function mountCompare(root, store) {
     message.hidden = true;
     pair.hidden = bottom.hidden = basis.hidden = false;
     if (drawn.data === load.data && drawn.sort === s.compare.sort && drawn.norm === s.norm && drawn.filter === s.filter) return;
+    const onlySelection = drawn.data === load.data && drawn.sort === s.compare.sort && drawn.norm === s.norm;
     drawn = { data: load.data, sort: s.compare.sort, norm: s.norm, filter: s.filter };
     data = load.data;
     metric = s.compare.sort;
@@ -224,7 +225,8 @@ export function mountCompare(root, store) {
       });
     }
     for (const [m, button] of sortButtons) button.setAttribute("aria-pressed", String(m === metric));
-    fillTable(tbody, data, order, s.filter, (f) => store.selectFilter(f));
+    if (onlySelection) markSelected(tbody, s.filter); // the grids show the selection; the table stays
+    else fillTable(tbody, data, order, s.filter, (f) => store.selectFilter(f));
     fillSummary(summary, data);
     card.dataset.sort = metric;
   });

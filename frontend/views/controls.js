@@ -43,6 +43,19 @@ export function sortButton(label, title, testid, onClick) {
 }
 
 /**
+ * Move a filter table's selection to `selected` without rebuilding it: a 2048-filter layer's table
+ * takes seconds to rebuild, a click on one of its rows must not.
+ * @param {HTMLElement} tbody rows made by `filterTableRow` @param {?number} selected
+ */
+export function markSelected(tbody, selected) {
+  const want = selected === null ? "" : String(selected);
+  for (const row of tbody.querySelectorAll('tr[aria-selected="true"]')) {
+    if (/** @type {HTMLElement} */ (row).dataset.filter !== want) row.setAttribute("aria-selected", "false");
+  }
+  if (want) tbody.querySelector(`tr[data-filter="${want}"]`)?.setAttribute("aria-selected", "true");
+}
+
+/**
  * A table row for filter `f` that selects it on click or Enter; the caller appends its cells.
  * @param {string} testid @param {number} f @param {?number} selected
  * @param {(filter: number) => void} onSelect

@@ -13,6 +13,7 @@ import { lineChart } from "./chart.js";
 import { exampleView, signalLegend, zoomFor } from "./examples.js";
 import { impactViews } from "./filterimpact.js";
 import { setExportParts } from "./download.js";
+import { FilterGrid } from "./grid.js";
 import { drawLegend } from "./layer.js";
 import { responseViews } from "./responses.js";
 
@@ -21,6 +22,9 @@ import { responseViews } from "./responses.js";
  * @typedef {import("../store.js").State} State
  * @typedef {import("../store.js").Load} Load
  */
+
+// Up to this many input channels, each slice is a canvas of its own, labelled; more share one canvas.
+const CANVAS_PER_SLICE = 64;
 
 /**
  * Every input-channel slice of a kernel, on one diverging scale.
@@ -31,10 +35,9 @@ import { responseViews } from "./responses.js";
 function sliceViews(kernel) {
   const [channels, ...k] = kernel.shape;
   const scale = scaleOf(kernel.values, "diverging");
-  const target = channels <= 8 ? 56 : channels <= 64 ? 32 : 20;
-  const zoom = zoomFor(k.length === 3 ? k.slice(1) : k, target);
-  const wall = el("div", `cvz-slices cvz-slices-${k.length}d`);
-  for (let c = 0; c < channels; c++) {
+  const wall = channels > CANVAS_PER_SLICE ? sliceMosaic(kernel, scale) : el("div", `cvz-slices cvz-slices-${k.length}d`);
+  const zoom = zoomFor(k.length === 3 ? k.slice(1) : k, channels <= 8 ? 56 : 32);
+  for (let c = 0; c < channels && channels <= CANVAS_PER_SLICE; c++) {
     const slice = along(kernel, c);
     const cell = el("div", "cvz-slice");
     cell.title = `input channel ${c}`;
@@ -58,6 +61,36 @@ function sliceViews(kernel) {
     );
   }
   return views;
+}
+
+/**
+ * Many input channels (a ResNet-50's 1×1 convs read 512 to 2048) drawn as one canvas, the way the
+ * filter grid draws filters: a canvas per slice made the page lay out thousands of elements.
+ * @param {NdArray} kernel (in_channels, ...kernel_size) @param {import("../raster.js").Scale} scale
+ * @returns {HTMLElement}
+ */
+function sliceMosaic(kernel, scale) {
+  const [channels, ...k] = kernel.shape;
+  const grid = new FilterGrid({
+    testid: "slice-mosaic",
+    label: "input-channel slices",
+    name: (c) => `Input channel ${c}`,
+    describe: (c) => [["max |weight|", formatNumber(Math.max(...along(kernel, c).values.map(Math.abs)))]],
+    onSelect: () => {},
+  });
+  grid.draw({
+    values: kernel.values,
+    itemShape: [1, ...k],
+    count: channels,
+    order: Array.from({ length: channels }, (_, c) => c),
+    lut: DIVERGING,
+    kind: "diverging",
+    norm: "layer",
+    layerScale: scale,
+    selected: null,
+    strip: k.length === 1,
+  });
+  return grid.element;
 }
 
 /**

@@ -11,12 +11,13 @@ import { downloadName, toCsv } from "../csv.js";
  * @param {HTMLTableElement} table @returns {string[][]}
  */
 export function tableRows(table) {
-  /** @param {Element} cell */
-  const text = (cell) => {
-    const badges = [...cell.querySelectorAll(".cvz-badge")];
-    return badges.length ? badges.map((b) => (b.textContent ?? "").trim()).join("; ") : (cell.textContent ?? "").trim();
-  };
-  return [...table.querySelectorAll("tr")].map((row) => [...row.cells].map(text));
+  return [...table.querySelectorAll("tr")].map((row) => [...row.cells].map(cellText));
+}
+
+/** A cell as CSV text: its badges joined, else its text. @param {Element} cell */
+function cellText(cell) {
+  const badges = [...cell.querySelectorAll(".cvz-badge")];
+  return badges.length ? badges.map((b) => (b.textContent ?? "").trim()).join("; ") : (cell.textContent ?? "").trim();
 }
 
 /**
@@ -229,12 +230,17 @@ function button(text, title, testid, action) {
 }
 
 /**
- * A button that saves `table` as CSV, its rows as `tableRows` reads them.
+ * A button that saves `table` as CSV, its rows as `tableRows` reads them, or the rows `rows()`
+ * builds when the table shows only some of them.
  * @param {HTMLTableElement} table @param {string} part what the table is, for the file name
+ * @param {() => Array<?Element>} [rows] header and body rows (`tr`), in order
  */
-export function csvButton(table, part) {
+export function csvButton(table, part, rows) {
   return button("CSV", `Download this table as CSV`, "download-csv", async () => {
-    save(new Blob([toCsv(tableRows(table))], { type: "text/csv" }), downloadName(["convviz", ...exportParts(table), part], "csv"));
+    const all = rows
+      ? rows().flatMap((row) => (row instanceof HTMLTableRowElement ? [[...row.cells].map(cellText)] : []))
+      : tableRows(table);
+    save(new Blob([toCsv(all)], { type: "text/csv" }), downloadName(["convviz", ...exportParts(table), part], "csv"));
   });
 }
 

@@ -6,7 +6,7 @@
 import { absentMessage, answerFor, examplesNeededText, filterRow, filterValue, recordStepNote, whole } from "../analysis.js";
 import { formatCount, formatNumber, formatPercent, formatSigned, mean, sortOrder } from "../numeric.js";
 import { IMPACT, counterfactualKey, exactKey, shapeTextureIndexKey, topExampleKey } from "../recordkeys.js";
-import { el, filterTableRow, sortButton, svg, viewCard } from "./controls.js";
+import { el, filterTableRow, markSelected, sortButton, svg, viewCard } from "./controls.js";
 import { csvButton, setExportParts } from "./download.js";
 import { shapeTextureSection } from "./shapetexture.js";
 
@@ -121,6 +121,8 @@ function flagsOf(impact, responses, counterfactuals, names, f) {
 
 /** Columns that only exact ablation gives: empty for filters over the exact-ablation budget. */
 const EXACT_ONLY = new Set([IMPACT.dAccuracy, IMPACT.dLoss, IMPACT.flips]);
+// Rows the table draws before "show all": enough to scan, few enough to lay out at once.
+const TABLE_ROWS = 256;
 
 /**
  * How sure the impact numbers of filter `f` are: its Δaccuracy interval, whether it was ablated
@@ -177,23 +179,40 @@ export function mountImpact(root, store) {
   table.append(thead, tbody);
   const wrap = el("div", "cvz-table-wrap cvz-impact-wrap");
   wrap.append(table);
+  /** Every row in the current order, for the CSV: the table itself may show only the first ones. */
+  let allRows = () => /** @type {Element[]} */ ([]);
   const noteRow = el("div", "cvz-table-tools");
-  noteRow.append(note, csvButton(/** @type {HTMLTableElement} */ (table), "impact"));
-  card.append(head, messages, summary, needed, noteRow, wrap, shapeTexture.element);
+  noteRow.append(note, csvButton(/** @type {HTMLTableElement} */ (table), "impact", () => [thead.firstElementChild, ...allRows()]));
+  // A 2048-filter layer's full table takes the browser seconds to lay out again whenever the page
+  // moves (the detail panel opening): it shows the first rows in the chosen order until asked.
+  const more = el("button", "cvz-more");
+  more.type = "button";
+  more.dataset.testid = "impact-show-all";
+  let expanded = ""; // the run and layer whose table shows every row
+  more.addEventListener("click", () => {
+    expanded = [store.state.run, store.state.layer].join("\0");
+    shown = [];
+    render(store.state);
+  });
+  card.append(head, messages, summary, needed, noteRow, wrap, more, shapeTexture.element);
   root.append(card);
 
   /** What the table was drawn from, so unrelated state changes do not redraw it. */
   let shown = /** @type {unknown[]} */ ([]);
 
-  store.subscribe((s) => {
+  /** @param {import("../store.js").State} s */
+  const render = (s) => {
     card.hidden = s.phase !== "ready" || s.mode !== "impact";
     if (card.hidden) {
       shown = [];
       return;
     }
     const { perturbation, impact } = s.analysis;
-    const now = [s.run, s.layer, s.step, impact.status, impact.data, perturbation.status, perturbation.data, s.impactSort, s.filter, s.shapeTexture];
-    if (now.every((v, i) => v === shown[i])) return;
+    const now = [s.run, s.layer, s.step, impact.status, impact.data, perturbation.status, perturbation.data, s.impactSort, s.shapeTexture];
+    if (now.every((v, i) => v === shown[i])) {
+      markSelected(tbody, s.filter); // a click on a row: the table stays
+      return;
+    }
     shown = now;
 
     const count = store.layerEntry()?.info.filters ?? 0;
@@ -222,7 +241,7 @@ export function mountImpact(root, store) {
     shapeTexture.update(st.status === "ready" && st.data.run === s.run ? st.data : null, s.layer);
     if (!impactData && !responseData) {
       const loading = impact.status === "loading" || perturbation.status === "loading";
-      summary.hidden = noteRow.hidden = wrap.hidden = needed.hidden = true;
+      summary.hidden = noteRow.hidden = wrap.hidden = needed.hidden = more.hidden = true;
       if (loading && !messages.childElementCount) messages.append(el("p", "cvz-note", `Loading the impact of layer ${s.layer}…`));
       return;
     }
@@ -258,38 +277,44 @@ export function mountImpact(root, store) {
     thead.replaceChildren(headRow);
 
     const ciRange = Math.max(1e-9, ...whole(ia, IMPACT.dAccuracyCi).map((v) => Math.abs(v ?? 0)));
-    tbody.replaceChildren(
-      ...orderBy(count, metric, reverse).map((f) => {
-        const row = filterTableRow("impact-row", f, s.filter, (g) => store.selectFilter(g));
-        const value = metric.value(f);
-        row.dataset.value = value === null ? "" : String(value);
-        const flagCell = el("td", "cvz-pinned cvz-flags");
-        for (const flag of flagsOf(ia, ra, counterfactuals, names, f)) {
-          const badge = el("span", `cvz-badge cvz-badge-${flag.flag}`, flag.text);
-          badge.dataset.testid = "impact-flag";
-          badge.dataset.flag = flag.flag;
-          badge.title = flag.title;
-          flagCell.append(badge);
+    /** @param {number} f */
+    const rowOf = (f) => {
+      const row = filterTableRow("impact-row", f, s.filter, (g) => store.selectFilter(g));
+      const value = metric.value(f);
+      row.dataset.value = value === null ? "" : String(value);
+      const flagCell = el("td", "cvz-pinned cvz-flags");
+      for (const flag of flagsOf(ia, ra, counterfactuals, names, f)) {
+        const badge = el("span", `cvz-badge cvz-badge-${flag.flag}`, flag.text);
+        badge.dataset.testid = "impact-flag";
+        badge.dataset.flag = flag.flag;
+        badge.title = flag.title;
+        flagCell.append(badge);
+      }
+      const certainty = certaintyOf(ia, names, f);
+      if (certainty.estimated) row.classList.add("cvz-estimated");
+      if (certainty.insignificant) row.classList.add("cvz-insignificant");
+      for (const m of metrics) {
+        const pinned = m.key === "index";
+        const cell = el("td", `${pinned ? "cvz-pinned cvz-filter-cell" : "cvz-num"}${m === metric ? " cvz-sorted" : ""}`, m.format(m.value(f)));
+        if (m.key === IMPACT.dAccuracy && certainty.interval) {
+          cell.append(errorBar(certainty.interval, m.value(f), ciRange));
+          cell.title = `95% interval ${formatPercent(certainty.interval[0])} … ${formatPercent(certainty.interval[1])}` +
+            (certainty.pAdjusted === null ? "" : `, McNemar p = ${formatNumber(certainty.pAdjusted, 2)} (BH-adjusted)`);
         }
-        const certainty = certaintyOf(ia, names, f);
-        if (certainty.estimated) row.classList.add("cvz-estimated");
-        if (certainty.insignificant) row.classList.add("cvz-insignificant");
-        for (const m of metrics) {
-          const pinned = m.key === "index";
-          const cell = el("td", `${pinned ? "cvz-pinned cvz-filter-cell" : "cvz-num"}${m === metric ? " cvz-sorted" : ""}`, m.format(m.value(f)));
-          if (m.key === IMPACT.dAccuracy && certainty.interval) {
-            cell.append(errorBar(certainty.interval, m.value(f), ciRange));
-            cell.title = `95% interval ${formatPercent(certainty.interval[0])} … ${formatPercent(certainty.interval[1])}` +
-              (certainty.pAdjusted === null ? "" : `, McNemar p = ${formatNumber(certainty.pAdjusted, 2)} (BH-adjusted)`);
-          }
-          if (EXACT_ONLY.has(m.key) && certainty.estimated) cell.title = "not ablated exactly at this step (over the exact-ablation budget): see Taylor Δloss";
-          row.append(cell);
-          if (pinned) row.append(flagCell);
-        }
-        return row;
-      }),
-    );
-  });
+        if (EXACT_ONLY.has(m.key) && certainty.estimated) cell.title = "not ablated exactly at this step (over the exact-ablation budget): see Taylor Δloss";
+        row.append(cell);
+        if (pinned) row.append(flagCell);
+      }
+      return row;
+    };
+    const order = orderBy(count, metric, reverse);
+    const shownRows = expanded === [s.run, s.layer].join("\0") ? order : order.slice(0, TABLE_ROWS);
+    tbody.replaceChildren(...shownRows.map(rowOf));
+    allRows = () => order.map(rowOf);
+    more.hidden = shownRows.length === order.length;
+    more.textContent = `Showing the first ${shownRows.length} of ${order.length} filters in this order: show all (slower)`;
+  };
+  store.subscribe(render);
 }
 
 /**

@@ -26,16 +26,21 @@ RUN_INSIGHTS = "insights_5x5"  # shape_texture, impact, and a 5×5 first layer t
 RUNS = (*RUNS_2D, RUN_1D, RUN_IMPACT, RUN_INSIGHTS)
 EPOCHS = 6
 IMPACT_PROBE = 24  # labelled probe images of the impact run: top-5 examples out of these
+WIDE_FILTERS = 300  # the 1-D run's second layer: more rows than the Impact table draws before "show all"
 
 
 def signal_net() -> nn.Sequential:
+    """Conv1d layers "0" (6 filters), "2" (WIDE_FILTERS: more than the Impact table draws at once)
+    and "4" (4 filters reading WIDE_FILTERS channels: more slices than get a canvas each)."""
     return nn.Sequential(
         nn.Conv1d(2, 6, 5, padding=2),
         nn.ReLU(),
-        nn.Conv1d(6, 6, 3),
+        nn.Conv1d(6, WIDE_FILTERS, 3),
+        nn.ReLU(),
+        nn.Conv1d(WIDE_FILTERS, 4, 1),
         nn.AdaptiveAvgPool1d(1),
         nn.Flatten(),
-        nn.Linear(6, 3),
+        nn.Linear(4, 3),
     )
 
 
@@ -85,8 +90,8 @@ def _write_runs(root: Path) -> None:
     signals = torch.randn(48, 2, 32, generator=g)
     signal_labels = (signals[:, 0].mean(dim=1) > 0).long() + (signals[:, 1].mean(dim=1) > 0).long()
     torch.manual_seed(7)
-    # Its two 6-filter layers take turns at responses (as a large model's do): "0" at steps 0, 2, 4.
-    log_minibatch_sgd(signal_net(), root / RUN_1D, signals, signal_labels, 7, response_filters=6)
+    # Its layers take turns at responses (as a large model's do): "2" at steps 0, 2, 4, "0" and "4" at 0, 1, 3, 5.
+    log_minibatch_sgd(signal_net(), root / RUN_1D, signals, signal_labels, 7, response_filters=WIDE_FILTERS)
     colours = torch.randn(96, 3, 12, 12, generator=g) + torch.randn(96, 3, 1, 1, generator=g)  # a colour cast each
     brightest = colours.mean(dim=(2, 3)).argmax(dim=1)
     torch.manual_seed(3)

@@ -2,12 +2,15 @@
 against a real TensorBoard process serving logs the real callback wrote."""
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import urllib.request
 from collections import Counter
+from pathlib import Path
 
-from conftest import EPOCHS, IMPACT_PROBE, RUN_1D, RUN_IMPACT, RUNS_2D, choose
+from conftest import EPOCHS, IMPACT_PROBE, RUN_1D, RUN_IMPACT, RUNS_2D, WIDE_FILTERS, choose
 
 LAST = EPOCHS - 1
 
@@ -161,11 +164,7 @@ def test_conv1d_responses_are_shift_and_reversal(frame, tensorboard_url):
     frame.locator('[data-testid=impact-view][data-sort="reversal"]').wait_for()
     frame.locator("[data-testid=impact-sort][data-metric=shift]").click()
     frame.locator('[data-testid=impact-view][data-sort="shift"][data-reverse="false"]').wait_for()
-    responses = answer(tensorboard_url, f"perturbation?run={RUN_1D}&layer=0&step={LAST}")
-    assert responses["record_step"] == LAST - 1  # the layers take turns: "0" was last recorded one step before
-    notes = frame.locator("[data-testid=impact-message]").all_text_contents()  # impact is off for this run: that, and the turn
-    assert any(n.startswith(f"Perturbation responses from step {LAST - 1}, this layer's last before step {LAST}") for n in notes), notes
-    shift = responses["arrays"]["shift"]
+    shift = answer(tensorboard_url, f"perturbation?run={RUN_1D}&layer=0&step={LAST}")["arrays"]["shift"]
     per = shift["shape"][1]
     means = {str(f): sum(shift["values"][f * per : (f + 1) * per]) / per for f in range(6)}
     shown = [(r.get_attribute("data-filter"), float(r.get_attribute("data-value"))) for r in rows.all()]
@@ -176,10 +175,52 @@ def test_conv1d_responses_are_shift_and_reversal(frame, tensorboard_url):
     bars = panel.locator("[data-testid=symmetry-bars] .cvz-bars-row")
     bars.first.wait_for()
     assert bars.count() == 4  # three shifts and the reversal
-    assert f"from step {LAST - 1}" in panel.locator("[data-testid=detail-responses-step]").text_content()
     assert panel.locator("[data-testid=polar-chart]").count() == 0
     # The activation traces say what their lines are.
     legend = panel.locator("[data-testid=detail-maps] [data-testid=signal-legend]")
     assert "filter's activation (left axis" in legend.text_content()
     assert "probe input" in legend.text_content()
     assert panel.locator("[data-testid=detail-maps] [data-testid=signal-trace]").count() == 4
+
+
+def test_a_wide_layer_shows_its_first_rows_says_which_step_and_exports_all(tab, frame, tensorboard_url):
+    rows = open_impact(frame, RUN_1D, "2")
+    more = frame.locator("[data-testid=impact-show-all]")
+    assert rows.count() == 256 and more.is_visible()
+    assert more.text_content().startswith(f"Showing the first 256 of {WIDE_FILTERS} filters")
+    # The layers take turns at responses: "2" was last recorded one step before, and the view says so.
+    assert answer(tensorboard_url, f"perturbation?run={RUN_1D}&layer=2&step={LAST}")["record_step"] == LAST - 1
+    notes = frame.locator("[data-testid=impact-message]").all_text_contents()  # impact is off here: that, and the turn
+    assert any(n.startswith(f"Perturbation responses from step {LAST - 1}, this layer's last before step {LAST}") for n in notes), notes
+    # The CSV holds every filter, not only the rows drawn.
+    with tab.page.expect_download() as download:
+        frame.locator("[data-testid=impact-view] [data-testid=download-csv]").click()
+    table = list(csv.reader(io.StringIO(Path(download.value.path()).read_text("utf-8"))))
+    assert len(table) == 1 + WIDE_FILTERS and table[0][0] == "Filter"
+    assert sorted(int(r[0].lstrip("#")) for r in table[1:]) == list(range(WIDE_FILTERS))
+    # A click on a row keeps the table (and its length); "show all" draws the rest.
+    first = rows.first.get_attribute("data-filter")
+    rows.first.click()
+    frame.locator(f'[data-testid=impact-row][data-filter="{first}"][aria-selected=true]').wait_for()
+    panel = frame.locator(f'[data-testid=detail-panel][data-filter="{first}"]')
+    panel.wait_for()
+    assert f"from step {LAST - 1}" in panel.locator("[data-testid=detail-responses-step]").text_content()
+    assert rows.count() == 256
+    more.click()
+    frame.locator("[data-testid=impact-row]").nth(WIDE_FILTERS - 1).wait_for()
+    assert rows.count() == WIDE_FILTERS and more.is_hidden()
+
+
+def test_a_filter_reading_hundreds_of_channels_draws_its_slices_on_one_canvas(frame):
+    rows = open_impact(frame, RUN_1D, "4")
+    rows.first.click()
+    panel = frame.locator(f'[data-testid=detail-panel][data-filter="{rows.first.get_attribute("data-filter")}"]')
+    mosaic = panel.locator("[data-testid=detail-slices] [data-testid=slice-mosaic]")
+    mosaic.wait_for()
+    assert mosaic.count() == 1 and panel.locator("[data-testid=detail-slices] .cvz-slice").count() == 0
+    box = mosaic.bounding_box()
+    assert box is not None and box["width"] > 100 and box["height"] > 10
+    mosaic.hover(position={"x": 3, "y": 3})
+    tooltip = panel.locator("[data-testid=detail-slices] [data-testid=slice-mosaic-tooltip]")
+    tooltip.wait_for()
+    assert "Input channel 0" in tooltip.text_content()

@@ -95,8 +95,8 @@ def test_filter_map_draws_one_point_per_filter_and_a_click_opens_it(frame):
 
 
 def test_filter_map_says_when_it_is_an_earlier_steps(frame):
-    # The 1-D run's layers take turns at response profiles: layer "0" was last profiled a step before.
-    choose(frame, RUN_1D, "0", EPOCHS - 1)
+    # The 1-D run's layers take turns at response profiles: layer "2" was last profiled a step before.
+    choose(frame, RUN_1D, "2", EPOCHS - 1)
     open_mode(frame, "embedding")
     frame.locator(f'[data-testid=embedding-plot][data-step="{EPOCHS - 2}"]').wait_for()
     message = frame.locator("[data-testid=embedding-message]")
