@@ -6,7 +6,7 @@ import { DIVERGING } from "../colormap.js";
 import { scaleOf } from "../raster.js";
 import { decodeWire } from "../wire.js";
 import { formatNumber, formatPercent, mean, median, sortOrder } from "../numeric.js";
-import { el, filterTableRow, labelledSelect, markSelected, segmented, sortButton, viewCard } from "./controls.js";
+import { RowLimit, el, filterTableRow, labelledSelect, markSelected, segmented, sortButton, viewCard } from "./controls.js";
 import { csvButton, pngButton, setExportParts } from "./download.js";
 import { FilterGrid } from "./grid.js";
 import { drawLegend } from "./layer.js";
@@ -129,9 +129,14 @@ export function mountCompare(root, store) {
   const tableWrap = el("div", "cvz-table-wrap");
   tableWrap.append(table);
   const tableBox = el("div", "cvz-table-box");
+  /** Every row in the current order, for the CSV: the table itself may show only the first ones. */
+  let allRows = () => /** @type {Element[]} */ ([]);
   const tableHead = el("div", "cvz-table-tools");
-  tableHead.append(csvButton(/** @type {HTMLTableElement} */ (table), "drift"));
-  tableBox.append(tableHead, tableWrap);
+  tableHead.append(csvButton(/** @type {HTMLTableElement} */ (table), "drift", () => [headRow, ...allRows()]));
+  /** Draws the table's rows again (the current answer's, once there is one). */
+  let fillTable = () => {};
+  const limit = new RowLimit("compare-show-all", () => fillTable());
+  tableBox.append(tableHead, tableWrap, limit.button);
   const summary = el("div", "cvz-compare-summary");
   summary.dataset.testid = "compare-summary";
   const bottom = el("div", "cvz-compare-bottom");
@@ -226,7 +231,14 @@ export function mountCompare(root, store) {
     }
     for (const [m, button] of sortButtons) button.setAttribute("aria-pressed", String(m === metric));
     if (onlySelection) markSelected(tbody, s.filter); // the grids show the selection; the table stays
-    else fillTable(tbody, data, order, s.filter, (f) => store.selectFilter(f));
+    else {
+      const answer = data;
+      const key = [answer.layer, answer.a.run, answer.a.step, answer.b.run, answer.b.step, metric].join("\0");
+      const rowsOf = (/** @type {number[]} */ filters) => tableRows(answer, filters, store.state.filter, (f) => store.selectFilter(f));
+      fillTable = () => tbody.replaceChildren(...rowsOf(limit.take(key, order)));
+      allRows = () => rowsOf(order);
+      fillTable();
+    }
     fillSummary(summary, data);
     card.dataset.sort = metric;
   });
@@ -254,34 +266,34 @@ function pairingText(data) {
 }
 
 /**
- * @param {HTMLElement} tbody @param {any} data @param {number[]} order @param {?number} selected
+ * The drift table's rows for `filters`, the first ones of the table's order (rank = position).
+ * @param {any} data @param {number[]} filters @param {?number} selected
  * @param {(filter: number) => void} onSelect
+ * @returns {HTMLElement[]}
  */
-function fillTable(tbody, data, order, selected, onSelect) {
+function tableRows(data, filters, selected, onSelect) {
   const drift = data.metrics.cosine_distance;
   const top = Math.max(1e-12, ...drift.filter((/** @type {?number} */ v) => v !== null));
-  tbody.replaceChildren(
-    ...order.map((f, rank) => {
-      const row = filterTableRow("compare-row", f, selected, onSelect);
-      const bar = el("span", "cvz-rank-bar");
-      bar.style.width = `${Math.max(1, ((drift[f] ?? 0) / top) * 100)}%`;
-      const track = el("span", "cvz-rank-track");
-      track.append(bar);
-      const driftCell = el("td", "cvz-bar-col");
-      const barBox = el("div", "cvz-bar-cell");
-      barBox.append(track, el("span", "cvz-bar-value", formatNumber(drift[f])));
-      driftCell.append(barBox);
-      row.append(
-        el("td", "cvz-num", String(rank + 1)),
-        el("td", "cvz-num", `#${f}`),
-        el("td", "cvz-num", `#${data.match[f]}`),
-        driftCell,
-        el("td", "cvz-num", formatPercent(data.metrics.norm_change[f])),
-        el("td", "cvz-num", formatNumber(data.metrics.act_mean_change?.[f])),
-      );
-      return row;
-    }),
-  );
+  return filters.map((f, rank) => {
+    const row = filterTableRow("compare-row", f, selected, onSelect);
+    const bar = el("span", "cvz-rank-bar");
+    bar.style.width = `${Math.max(1, ((drift[f] ?? 0) / top) * 100)}%`;
+    const track = el("span", "cvz-rank-track");
+    track.append(bar);
+    const driftCell = el("td", "cvz-bar-col");
+    const barBox = el("div", "cvz-bar-cell");
+    barBox.append(track, el("span", "cvz-bar-value", formatNumber(drift[f])));
+    driftCell.append(barBox);
+    row.append(
+      el("td", "cvz-num", String(rank + 1)),
+      el("td", "cvz-num", `#${f}`),
+      el("td", "cvz-num", `#${data.match[f]}`),
+      driftCell,
+      el("td", "cvz-num", formatPercent(data.metrics.norm_change[f])),
+      el("td", "cvz-num", formatNumber(data.metrics.act_mean_change?.[f])),
+    );
+    return row;
+  });
 }
 
 /**

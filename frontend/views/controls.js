@@ -42,6 +42,42 @@ export function sortButton(label, title, testid, onClick) {
   return button;
 }
 
+// Rows a filter table draws before "show all": enough to scan, few enough to lay out at once.
+export const TABLE_ROWS = 256;
+
+/**
+ * The first TABLE_ROWS rows of a long filter table and a button that draws the rest: a 2048-filter
+ * layer's full table takes the browser seconds to lay out again whenever the page moves (the
+ * detail panel opening). Expanding holds for one table `key` (e.g. run and layer) until another.
+ */
+export class RowLimit {
+  /** @param {string} testid the button's @param {() => void} redraw draws the table again */
+  constructor(testid, redraw) {
+    this.button = el("button", "cvz-more");
+    this.button.type = "button";
+    this.button.dataset.testid = testid;
+    this.button.hidden = true;
+    this.key = "";
+    this.expanded = "";
+    this.button.addEventListener("click", () => {
+      this.expanded = this.key;
+      redraw();
+    });
+  }
+
+  /**
+   * The part of `order` to draw for table `key`; updates the button.
+   * @param {string} key @param {number[]} order @returns {number[]}
+   */
+  take(key, order) {
+    this.key = key;
+    const rows = this.expanded === key ? order : order.slice(0, TABLE_ROWS);
+    this.button.hidden = rows.length === order.length;
+    this.button.textContent = `Showing the first ${rows.length} of ${order.length} filters in this order: show all (slower)`;
+    return rows;
+  }
+}
+
 /**
  * Move a filter table's selection to `selected` without rebuilding it: a 2048-filter layer's table
  * takes seconds to rebuild, a click on one of its rows must not.

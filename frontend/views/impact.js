@@ -6,7 +6,7 @@
 import { absentMessage, answerFor, examplesNeededText, filterRow, filterValue, recordStepNote, whole } from "../analysis.js";
 import { formatCount, formatNumber, formatPercent, formatSigned, mean, sortOrder } from "../numeric.js";
 import { IMPACT, counterfactualKey, exactKey, shapeTextureIndexKey, topExampleKey } from "../recordkeys.js";
-import { el, filterTableRow, markSelected, sortButton, svg, viewCard } from "./controls.js";
+import { RowLimit, el, filterTableRow, markSelected, sortButton, svg, viewCard } from "./controls.js";
 import { csvButton, setExportParts } from "./download.js";
 import { shapeTextureSection } from "./shapetexture.js";
 
@@ -121,8 +121,6 @@ function flagsOf(impact, responses, counterfactuals, names, f) {
 
 /** Columns that only exact ablation gives: empty for filters over the exact-ablation budget. */
 const EXACT_ONLY = new Set([IMPACT.dAccuracy, IMPACT.dLoss, IMPACT.flips]);
-// Rows the table draws before "show all": enough to scan, few enough to lay out at once.
-const TABLE_ROWS = 256;
 
 /**
  * How sure the impact numbers of filter `f` are: its Δaccuracy interval, whether it was ablated
@@ -183,18 +181,11 @@ export function mountImpact(root, store) {
   let allRows = () => /** @type {Element[]} */ ([]);
   const noteRow = el("div", "cvz-table-tools");
   noteRow.append(note, csvButton(/** @type {HTMLTableElement} */ (table), "impact", () => [thead.firstElementChild, ...allRows()]));
-  // A 2048-filter layer's full table takes the browser seconds to lay out again whenever the page
-  // moves (the detail panel opening): it shows the first rows in the chosen order until asked.
-  const more = el("button", "cvz-more");
-  more.type = "button";
-  more.dataset.testid = "impact-show-all";
-  let expanded = ""; // the run and layer whose table shows every row
-  more.addEventListener("click", () => {
-    expanded = [store.state.run, store.state.layer].join("\0");
+  const limit = new RowLimit("impact-show-all", () => {
     shown = [];
     render(store.state);
   });
-  card.append(head, messages, summary, needed, noteRow, wrap, more, shapeTexture.element);
+  card.append(head, messages, summary, needed, noteRow, wrap, limit.button, shapeTexture.element);
   root.append(card);
 
   /** What the table was drawn from, so unrelated state changes do not redraw it. */
@@ -241,7 +232,7 @@ export function mountImpact(root, store) {
     shapeTexture.update(st.status === "ready" && st.data.run === s.run ? st.data : null, s.layer);
     if (!impactData && !responseData) {
       const loading = impact.status === "loading" || perturbation.status === "loading";
-      summary.hidden = noteRow.hidden = wrap.hidden = needed.hidden = more.hidden = true;
+      summary.hidden = noteRow.hidden = wrap.hidden = needed.hidden = limit.button.hidden = true;
       if (loading && !messages.childElementCount) messages.append(el("p", "cvz-note", `Loading the impact of layer ${s.layer}…`));
       return;
     }
@@ -308,11 +299,8 @@ export function mountImpact(root, store) {
       return row;
     };
     const order = orderBy(count, metric, reverse);
-    const shownRows = expanded === [s.run, s.layer].join("\0") ? order : order.slice(0, TABLE_ROWS);
-    tbody.replaceChildren(...shownRows.map(rowOf));
+    tbody.replaceChildren(...limit.take([s.run, s.layer].join("\0"), order).map(rowOf));
     allRows = () => order.map(rowOf);
-    more.hidden = shownRows.length === order.length;
-    more.textContent = `Showing the first ${shownRows.length} of ${order.length} filters in this order: show all (slower)`;
   };
   store.subscribe(render);
 }

@@ -8,7 +8,7 @@ import io
 import struct
 from pathlib import Path
 
-from conftest import EPOCHS, RUN_IMPACT, RUNS_2D, choose
+from conftest import EPOCHS, RUN_1D, RUN_IMPACT, RUNS_2D, WIDE_FILTERS, choose
 
 LAST = EPOCHS - 1
 
@@ -148,3 +148,23 @@ def test_grid_and_chart_download_as_png_of_what_is_drawn(tab, frame):
     )
     assert line > 50  # the plotted line
     assert dark > 100  # and text: title, ticks, axis titles
+
+
+def test_a_wide_layers_drift_table_draws_its_first_rows_and_exports_all(tab, frame):
+    choose(frame, RUN_1D, "2", LAST)
+    frame.locator("[data-testid=mode-picker] button[data-value=epochs]").click()
+    rows = frame.locator("[data-testid=compare-row]")
+    rows.nth(255).wait_for()
+    more = frame.locator("[data-testid=compare-show-all]")
+    assert rows.count() == 256 and more.text_content().startswith(f"Showing the first 256 of {WIDE_FILTERS} filters")
+    data, _ = saved(tab.page, frame.locator("[data-testid=compare-view] [data-testid=download-csv]"))
+    table = list(csv.reader(io.StringIO(data.decode("utf-8"))))
+    assert len(table) == 1 + WIDE_FILTERS and table[0][0] == "Rank"
+    assert [int(r[0]) for r in table[1:]] == list(range(1, WIDE_FILTERS + 1))
+    first = rows.first.get_attribute("data-filter")
+    rows.first.click()
+    frame.locator(f'[data-testid=compare-row][data-filter="{first}"][aria-selected=true]').wait_for()
+    assert rows.count() == 256
+    more.click()
+    rows.nth(WIDE_FILTERS - 1).wait_for()
+    assert rows.count() == WIDE_FILTERS and more.is_hidden()
