@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import functools
-import threading
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
@@ -17,37 +15,16 @@ from tb_convviz.analysis.embedding import embedding_trail, filter_embedding
 from tb_convviz.analysis.impact import class_table
 from tb_convviz.analysis.similarity import linear_cka, match_filters
 from tb_convviz.export import per_filter_csv
+from tb_convviz.memo import Memo
 
 _ALL_STEPS = 1 << 30  # downsample bound meaning "every step": users must see every epoch
 _PARALLEL_READS = 8  # blob reads in flight at once: each waits on the data server, not the CPU
 
 
-class _Memo:
-    """A small thread-safe LRU of answers that depend only on the records named in their key."""
-
-    def __init__(self, entries: int):
-        self._entries = entries
-        self._items: OrderedDict[tuple, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple) -> Any:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-            return self._items.get(key)
-
-    def put(self, key: tuple, value: Any) -> Any:
-        with self._lock:
-            self._items[key] = value
-            while len(self._items) > self._entries:
-                self._items.popitem(last=False)
-        return value
-
-
 # Filter matchings by the two profile records they were solved on: an optimal assignment of a
 # 2048-filter layer takes ~0.5 s, and while a large model's layers take turns, several steps share
 # one profile. 256 matchings of 2048 filters are 8 MB.
-_MATCHES = _Memo(256)
+_MATCHES = Memo(256)
 
 
 class NotFound(LookupError):
@@ -165,12 +142,17 @@ class ConvVizReader:
             blobs = list(pool.map(lambda d: self._provider.read_blob(self._ctx, blob_key=d.values[0].blob_key), series))
         return [(d.step, fmt.decode_bundle(b)) for d, b in zip(series, blobs)]
 
-    def latest_at_or_before(self, run: str, layer: str, kind: str, step: int) -> int:
-        """The last step ≤ `step` holding a `kind` record (full kernels are kept only every few steps)."""
-        candidates = [s for s in self.steps(run, layer, kind) if s <= step]
-        if not candidates:
+    def _latest(self, run: str, layer: str, kind: str, step: int) -> tb_provider.BlobSequenceDatum:
+        """The last `kind` record at or before `step`: full kernels are kept only every few steps,
+        and a large model's layers take turns at responses and profiles."""
+        found = [d for d in self._series(run, layer, kind) if d.step <= step]
+        if not found:
             raise NotFound(f"no {kind!r} record for layer {layer!r} of run {run!r} at or before step {step}")
-        return max(candidates)
+        return max(found, key=lambda d: d.step)
+
+    def latest_at_or_before(self, run: str, layer: str, kind: str, step: int) -> int:
+        """The last step ≤ `step` holding a `kind` record."""
+        return self._latest(run, layer, kind, step).step
 
     def footprint(self, run: str, layer: str, step: int) -> dict:
         """How the layer's kernel energy spreads over the kernel window, from the last full kernels at
@@ -190,22 +172,20 @@ class ConvVizReader:
             raise NotFound(f"no Gram matrix of layer {layer!r} in run {run!r} at step {step}")
         return records.gram(bundle, layer)
 
-    def _profile_datum(self, run: str, layer: str, step: int) -> tb_provider.BlobSequenceDatum:
-        """The last profile record at or before `step` (a large model's layers take turns)."""
-        found = [d for d in self._series(run, layer, fmt.KIND_PROFILE) if d.step <= step]
-        if not found:
-            raise NotFound(f"no {fmt.KIND_PROFILE!r} record for layer {layer!r} of run {run!r} at or before step {step}")
-        return found[-1]
-
     def profile(self, run: str, layer: str, step: int) -> np.ndarray:
         """(filters, images): each filter's mean activation on each of the first probe images, from
         the last profile at or before `step` (`profile_step`)."""
-        blob = self._provider.read_blob(self._ctx, blob_key=self._profile_datum(run, layer, step).values[0].blob_key)
+        blob = self._provider.read_blob(self._ctx, blob_key=self._latest(run, layer, fmt.KIND_PROFILE, step).values[0].blob_key)
         return fmt.decode_bundle(blob).array(records.PROFILE)
 
     def profile_step(self, run: str, layer: str, step: int) -> int:
         """The step of the profile `profile` reads for `step`."""
-        return self._profile_datum(run, layer, step).step
+        return self.latest_at_or_before(run, layer, fmt.KIND_PROFILE, step)
+
+    def probe_labels(self, run: str) -> Optional[np.ndarray]:
+        """The probe's labels (N,), or None when the run was logged without them."""
+        record = self.bundle(run, fmt.RUN_LAYER, fmt.KIND_RUN)
+        return record.array(records.PROBE_LABELS) if records.PROBE_LABELS in record else None
 
     def check_same_probe(self, run_a: str, run_b: str) -> None:
         """CKA and matching compare what two snapshots do on the same images: refuse other probes."""
@@ -228,14 +208,15 @@ class ConvVizReader:
         """For each filter of A, the index of B's filter that responds most alike (optimal one-to-one
         assignment on |correlation| of response profiles; −1 if unmatched), and that |correlation|."""
         self.check_same_probe(run_a, run_b)
-        key = (self._eid, *(self._record_identity(self._profile_datum(r, layer, s)) for r, s in ((run_a, step_a), (run_b, step_b))))
-        found = _MATCHES.get(key)
-        if found is None:
+        key = (self._eid, *(self._record_identity(self._latest(r, layer, fmt.KIND_PROFILE, s)) for r, s in ((run_a, step_a), (run_b, step_b))))
+
+        def solve() -> tuple[np.ndarray, np.ndarray]:
             match, similarity, _ = match_filters(self.profile(run_a, layer, step_a), self.profile(run_b, layer, step_b))
             match.setflags(write=False)  # shared by every later answer on the same records
             similarity.setflags(write=False)
-            found = _MATCHES.put(key, (match, similarity))
-        return found
+            return match, similarity
+
+        return _MATCHES.get_or_compute(key, solve)
 
     @staticmethod
     def _record_identity(datum: tb_provider.BlobSequenceDatum) -> tuple[str, float]:
@@ -312,7 +293,7 @@ class Logs(ConvVizReader):
         classes (C,) present in the probe, class_support (C,), d_recall, d_precision (F, C) and
         d_recall_ci (F, C, 2), NaN for filters not ablated exactly."""
         b = self.bundle(run, layer, fmt.KIND_IMPACT, step)
-        _, labels = self.probe(run)
+        labels = self.probe_labels(run)
         out = {n: a for n, a in records.impact_arrays(b, labels).items() if not n.startswith(fmt.TOP_EXAMPLE_PREFIX)}
         if records.IMPACT_CLEAN_PRED in out:
             exact = out[records.IMPACT_EXACT].astype(bool)
@@ -341,7 +322,7 @@ class Logs(ConvVizReader):
 
     def top_examples(self, run: str, layer: str, step: int) -> dict[str, np.ndarray]:
         """Top activating probe examples per filter: index, label (F, k), class, concentration, flag (F,)."""
-        arrays = records.impact_arrays(self.bundle(run, layer, fmt.KIND_IMPACT, step), self.probe(run)[1])
+        arrays = records.impact_arrays(self.bundle(run, layer, fmt.KIND_IMPACT, step), self.probe_labels(run))
         return {n[len(fmt.TOP_EXAMPLE_PREFIX) :]: a for n, a in arrays.items() if n.startswith(fmt.TOP_EXAMPLE_PREFIX)}
 
     def layer_info(self, run: str, layer: str) -> dict:

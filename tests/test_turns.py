@@ -15,6 +15,7 @@ from models import two_conv_net
 from tb_convviz import ConvViz
 from tb_convviz import format as fmt
 from tb_convviz.collect import layer_turns
+from tb_convviz.memo import Memo
 from tb_convviz.plugin.plugin import ConvVizPlugin
 from tb_convviz.reader import load
 from training import one_thread, sgd_step
@@ -95,7 +96,7 @@ def test_a_matching_is_solved_once_per_pair_of_profile_records(logdir, monkeypat
     solved = []
     real = reader_module.match_filters
     monkeypatch.setattr(reader_module, "match_filters", lambda a, b: solved.append(1) or real(a, b))
-    monkeypatch.setattr(reader_module, "_MATCHES", reader_module._Memo(4))  # not what earlier tests solved
+    monkeypatch.setattr(reader_module, "_MATCHES", Memo(4))  # not what earlier tests solved
     logs = load(logdir)
     first = logs.match("run", "run", "3", 3, 1)
     again = logs.match("run", "run", "3", 2, 1)  # step 3 reads layer "3"'s profile of step 2: the same records

@@ -234,7 +234,7 @@ export function mountCompare(root, store) {
     else {
       const answer = data;
       const key = [answer.layer, answer.a.run, answer.a.step, answer.b.run, answer.b.step, metric].join("\0");
-      const rowsOf = (/** @type {number[]} */ filters) => tableRows(answer, filters, store.state.filter, (f) => store.selectFilter(f));
+      const rowsOf = (/** @type {number[]} */ filters) => driftRows(answer, filters, store.state.filter, (f) => store.selectFilter(f));
       fillTable = () => tbody.replaceChildren(...rowsOf(limit.take(key, order)));
       allRows = () => rowsOf(order);
       fillTable();
@@ -271,7 +271,7 @@ function pairingText(data) {
  * @param {(filter: number) => void} onSelect
  * @returns {HTMLElement[]}
  */
-function tableRows(data, filters, selected, onSelect) {
+function driftRows(data, filters, selected, onSelect) {
   const drift = data.metrics.cosine_distance;
   const top = Math.max(1e-12, ...drift.filter((/** @type {?number} */ v) => v !== null));
   return filters.map((f, rank) => {

@@ -17,6 +17,8 @@ from typing import Any, Iterable, Optional
 
 from tensorboard.data import provider as tb_provider
 
+from tb_convviz.memo import Memo
+
 _logger = logging.getLogger(__name__)
 
 LISTING_TTL_S = 3.0
@@ -124,24 +126,10 @@ class CachingProvider:
                 self._prefetching.discard(blob_key)
 
 
-class AnswerCache:
+class AnswerCache(Memo):
     """Route answers that take real work (pairing thousands of filters, CKA over every epoch, filter
     maps), kept under the request and the signature of the runs they read: a new epoch changes the
     key, so an answer is never stale, and moving back and forth between views costs nothing."""
 
     def __init__(self, entries: int = ANSWER_CACHE_ENTRIES):
-        self._entries = entries
-        self._lock = threading.Lock()
-        self._answers: OrderedDict[tuple, Any] = OrderedDict()
-
-    def get_or_compute(self, key: tuple, compute: Any) -> Any:
-        with self._lock:
-            if key in self._answers:
-                self._answers.move_to_end(key)
-                return self._answers[key]
-        answer = compute()
-        with self._lock:
-            self._answers[key] = answer
-            while len(self._answers) > self._entries:
-                self._answers.popitem(last=False)
-        return answer
+        super().__init__(entries)

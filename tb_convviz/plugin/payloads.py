@@ -146,7 +146,7 @@ def _per_class(reader: ConvVizReader, run: str, layer: str, step: int, index: in
         return None
     arrays = {k: record.array(k) for k in (records.IMPACT_CLEAN_PRED, *records.IMPACT_FLIPS)}
     alpha = records.impact_alpha(record)
-    table = class_table(_probe_labels(reader, run), arrays, [index], alpha)
+    table = class_table(reader.probe_labels(run), arrays, [index], alpha)
     return {
         "classes": table["classes"].tolist(),
         "class_support": table["class_support"].tolist(),
@@ -170,18 +170,13 @@ def _plain(arrays: dict[str, np.ndarray]) -> dict[str, dict]:
     return {name: {"shape": list(a.shape), "values": _floats(a)} for name, a in arrays.items()}
 
 
-def _probe_labels(reader: ConvVizReader, run: str) -> Optional[np.ndarray]:
-    record = reader.bundle(run, fmt.RUN_LAYER, fmt.KIND_RUN)
-    return record.array(records.PROBE_LABELS) if records.PROBE_LABELS in record else None
-
-
 def analysis(reader: ConvVizReader, run: str, layer: str, step: int, kind: str) -> dict:
     """A layer's perturbation responses or impact table at `step`, every filter at once: the last
     record at or before it ("record_step"; a large model's layers take turns at responses)."""
     record_step = reader.latest_at_or_before(run, layer, kind, step)
     record = reader.bundle(run, layer, kind, record_step)
     if kind == fmt.KIND_IMPACT:
-        arrays = _plain(records.impact_arrays(record, _probe_labels(reader, run)))
+        arrays = _plain(records.impact_arrays(record, reader.probe_labels(run)))
     else:
         arrays = _plain({name: record.array(name) for name in record.names()})
     out = {"run": run, "layer": layer, "step": step, "record_step": record_step, "kind": kind, "arrays": arrays}
@@ -204,11 +199,9 @@ def shape_texture(reader: ConvVizReader, run: str, step: int) -> dict:
     layers, histograms, medians, counts, steps = [], [], [], [], []
     edges = np.linspace(-1, 1, SHAPE_TEXTURE_BINS + 1)
     for layer in reader.layers(run):
-        if fmt.KIND_PERTURBATION not in reader.kinds(run, layer):
-            continue
         try:
             record_step = reader.latest_at_or_before(run, layer, fmt.KIND_PERTURBATION, step)
-        except NotFound:
+        except NotFound:  # no responses of this layer (yet)
             continue
         record = reader.bundle(run, layer, fmt.KIND_PERTURBATION, record_step)
         if fmt.SHAPE_TEXTURE_INDEX not in record:
