@@ -109,6 +109,17 @@ def _dropout_off(node: fx.Node, module: Optional[nn.Module]) -> Optional[bool]:
     return None
 
 
+def _functional_in(node: fx.Node, rank: int, functions: set, methods: set, reductions: set, first_reduced_dim: int) -> bool:
+    """A function or method call in `functions` / `methods`, or a reduction in `reductions` over
+    dims that all lie at or after `first_reduced_dim` (2: spatial only; 1: channels too)."""
+    if node.op not in ("call_function", "call_method"):
+        return False
+    if _in(node.target, reductions):
+        dims = _dims(node, rank)
+        return dims is not None and min(dims) >= first_reduced_dim
+    return _in(node.target, functions if node.op == "call_function" else methods)
+
+
 def per_channel(node: fx.Node, module: Optional[nn.Module], rank: int) -> bool:
     """The op maps channel c of its first argument (rank `rank`) to channel c of its output alone."""
     dropout = _dropout_off(node, module)
@@ -118,12 +129,7 @@ def per_channel(node: fx.Node, module: Optional[nn.Module], rank: int) -> bool:
         if isinstance(module, nn.PReLU):
             return module.num_parameters == 1
         return isinstance(module, _PER_CHANNEL_MODULES)
-    if node.op not in ("call_function", "call_method"):
-        return False
-    if _in(node.target, _REDUCTIONS):
-        dims = _dims(node, rank)
-        return dims is not None and min(dims) >= 2
-    return _in(node.target, _PER_CHANNEL_FUNCTIONS if node.op == "call_function" else _PER_CHANNEL_METHODS)
+    return _functional_in(node, rank, _PER_CHANNEL_FUNCTIONS, _PER_CHANNEL_METHODS, _REDUCTIONS, 2)
 
 
 def linear(node: fx.Node, module: Optional[nn.Module], rank: int) -> bool:
@@ -133,12 +139,7 @@ def linear(node: fx.Node, module: Optional[nn.Module], rank: int) -> bool:
         return dropout
     if module is not None:
         return isinstance(module, _LINEAR_MODULES)
-    if node.op not in ("call_function", "call_method"):
-        return False
-    if _in(node.target, _LINEAR_REDUCTIONS):
-        dims = _dims(node, rank)
-        return dims is not None and min(dims) >= 1
-    return _in(node.target, _LINEAR_FUNCTIONS if node.op == "call_function" else _LINEAR_METHODS)
+    return _functional_in(node, rank, _LINEAR_FUNCTIONS, _LINEAR_METHODS, _LINEAR_REDUCTIONS, 1)
 
 
 def reshape(node: fx.Node, module: Optional[nn.Module]) -> bool:
