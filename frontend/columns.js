@@ -1,0 +1,210 @@
+// Per-filter columns as the server declares them (the /index answer's `columns`, the /table answer):
+// how a column's numbers read, which end of it comes first, how columns group, and the table as
+// CSV. Nothing here knows a column by name: a user's FilterMetric reads like a built-in one.
+// Pure functions with no DOM, so node's test runner checks them (tests/js/).
+
+import { formatCount, formatNumber, formatPercent, formatSigned, present, sortOrder } from "./numeric.js";
+
+/**
+ * @typedef {{name: string, label: string, unit: string, description: string, better: ?("higher"|"lower"),
+ *   group: string, ci: ?string, format: "number"|"percent"|"count"|"flag"|"angle"|"signed", kind: string,
+ *   record_step?: number}} Column
+ *   better: which end is better (null: neither); ci: the name of its (F, 2) interval companion;
+ *   record_step: the step of the record its values come from (the /table answer's columns)
+ * @typedef {{shape: number[], values: ArrayLike<number>}} Values  decoded, NaN for missing
+ * @typedef {{run: string, layer: string, step: number, filters: number, columns: Column[],
+ *   values: Record<string, Values>}} Table  the /table answer, its values decoded
+ */
+
+/**
+ * The columns in their groups, groups in the order their first column comes, columns in theirs.
+ * @param {Column[]} columns @returns {Array<{group: string, columns: Column[]}>}
+ */
+export function groupColumns(columns) {
+  /** @type {Map<string, Column[]>} */
+  const groups = new Map();
+  for (const c of columns) {
+    const list = groups.get(c.group) ?? [];
+    list.push(c);
+    groups.set(c.group, list);
+  }
+  return [...groups].map(([group, list]) => ({ group, columns: list }));
+}
+
+/**
+ * The columns in group order (a group's columns together, where the first of it came), so a header
+ * row over groups spans neighbours.
+ * @param {Column[]} columns @returns {Column[]}
+ */
+export function inGroupOrder(columns) {
+  return groupColumns(columns).flatMap((g) => g.columns);
+}
+
+/** A group's name for people: "impact" → "Impact", "" → "Other". @param {string} group */
+export function groupTitle(group) {
+  return group ? group.charAt(0).toUpperCase() + group.slice(1).replaceAll("_", " ") : "Other";
+}
+
+/**
+ * The unit a header shows after the label, or "" when the numbers carry it themselves (a percent
+ * sign, a degree sign) or there is none.
+ * @param {Column} column
+ */
+export function headerUnit(column) {
+  if (!column.unit || column.format === "percent" || column.format === "flag") return "";
+  if (column.format === "angle" && isDegrees(column.unit)) return "";
+  return column.unit;
+}
+
+/** @param {string} unit */
+function isDegrees(unit) {
+  return ["°", "deg", "degree", "degrees", ""].includes(unit);
+}
+
+/**
+ * A column's header text: its label, then its unit in parentheses where the numbers do not carry it.
+ * @param {Column} column
+ */
+export function headerText(column) {
+  const unit = headerUnit(column);
+  return unit ? `${column.label} (${unit})` : column.label;
+}
+
+/**
+ * What a header's tooltip says: the description, which end is better and where the numbers come
+ * from when that is not the step shown.
+ * @param {Column} column @param {number} [step] the step shown
+ */
+export function headerTitle(column, step) {
+  const parts = [column.description || column.label];
+  if (column.better) parts.push(`${column.better === "higher" ? "Higher" : "Lower"} is better.`);
+  if (column.ci) parts.push("Its 95% interval is drawn beside the value.");
+  if (step !== undefined && column.record_step !== undefined && column.record_step !== step) {
+    parts.push(`From step ${column.record_step}, the last record at or before step ${step}.`);
+  }
+  return parts.join(" ");
+}
+
+/**
+ * Whether a percent column holds changes (some value below zero): those read signed ("+1.5%").
+ * @param {ArrayLike<number>} values
+ */
+export function holdsChanges(values) {
+  for (let i = 0; i < values.length; i++) if (values[i] < 0) return true;
+  return false;
+}
+
+/**
+ * One value of a column for people, by its declared format; "—" when missing.
+ * @param {Column} column @param {?number|undefined} v
+ * @param {{signed?: boolean}} [options] signed: a percent column of changes
+ * @returns {string}
+ */
+export function formatValue(column, v, { signed = true } = {}) {
+  if (v === null || v === undefined || Number.isNaN(v)) return "—";
+  switch (column.format) {
+    case "percent":
+      return formatPercent(v, { signed });
+    case "count":
+      return formatCount(v);
+    case "flag":
+      return v ? "yes" : "no";
+    case "signed":
+      return formatSigned(v);
+    case "angle":
+      return isDegrees(column.unit) ? (present(v) ? `${Math.round(v)}°` : "—") : formatNumber(v);
+    default:
+      return formatNumber(v);
+  }
+}
+
+/**
+ * Which way a column sorts first: most notable first. Higher-is-better and lower-is-better columns
+ * put their best end first; a column with no better end, its largest magnitude (a signed change)
+ * or largest value first.
+ * @param {Column} column @returns {"descending"|"ascending"|"magnitude"}
+ */
+export function naturalOrder(column) {
+  if (column.better === "higher") return "descending";
+  if (column.better === "lower") return "ascending";
+  return column.format === "signed" || column.format === "percent" ? "magnitude" : "descending";
+}
+
+/**
+ * Filter indices ordered by a column: its natural order (naturalOrder), or that reversed; missing
+ * values last either way, ties by index.
+ * @param {ArrayLike<number>} values (F,) @param {Column} column @param {boolean} reverse
+ * @returns {number[]}
+ */
+export function columnOrder(values, column, reverse) {
+  const natural = naturalOrder(column);
+  const keys = natural === "magnitude" ? Array.from(values, (v) => Math.abs(v)) : values;
+  return sortOrder(keys, (natural !== "ascending") !== reverse);
+}
+
+/**
+ * The column a table sorts by when none was chosen: the first (in group order) with a better end,
+ * else the first.
+ * @param {Column[]} columns @returns {?Column}
+ */
+export function defaultSortColumn(columns) {
+  const ordered = inGroupOrder(columns);
+  return ordered.find((c) => c.better) ?? ordered[0] ?? null;
+}
+
+/**
+ * A number as a CSV cell, as Python's repr(float(x)) writes it (JavaScript's shortest round-trip
+ * text is the same); empty when missing; a flag as 0 or 1.
+ * @param {number} v @param {Column} column
+ */
+export function csvNumber(v, column) {
+  if (v === null || v === undefined || !Number.isFinite(v)) return "";
+  if (column.format === "flag") return v ? "1" : "0";
+  return String(v);
+}
+
+/**
+ * The table as CSV rows, the numbers `logs.to_csv(run, layer, step)` writes: a header `filter`,
+ * then each column's name in the answer's order, its interval companion as `<name>_lo`,
+ * `<name>_hi` right after it; one row per filter by index.
+ * @param {Table} table @returns {string[][]}
+ */
+export function tableCsvRows(table) {
+  /** @type {Array<[string, (f: number) => string]>} */
+  const cells = [];
+  for (const c of table.columns) {
+    const a = table.values[c.name];
+    if (!a || a.shape.length !== 1) continue;
+    cells.push([c.name, (f) => csvNumber(a.values[f], c)]);
+    const ci = c.ci ? table.values[c.ci] : undefined;
+    if (c.ci && ci && ci.shape.length === 2 && ci.shape[1] === 2) {
+      const bound = { ...c, format: /** @type {const} */ ("number") };
+      cells.push([`${c.ci}_lo`, (f) => csvNumber(ci.values[2 * f], bound)]);
+      cells.push([`${c.ci}_hi`, (f) => csvNumber(ci.values[2 * f + 1], bound)]);
+    }
+  }
+  const rows = [["filter", ...cells.map(([name]) => name)]];
+  for (let f = 0; f < table.filters; f++) rows.push([String(f), ...cells.map(([, cell]) => cell(f))]);
+  return rows;
+}
+
+/**
+ * A column's interval for filter `f`, or null when it has none or either end is missing.
+ * @param {Table} table @param {Column} column @param {number} f @returns {?[number, number]}
+ */
+export function intervalOf(table, column, f) {
+  const ci = column.ci ? table.values[column.ci] : undefined;
+  if (!ci || ci.shape.length !== 2 || ci.shape[1] !== 2) return null;
+  const [lo, hi] = [ci.values[2 * f], ci.values[2 * f + 1]];
+  return present(lo) && present(hi) ? [lo, hi] : null;
+}
+
+/**
+ * The columns the table shows: those of `columns` that hold (F,) values (an interval companion
+ * travels with its column, not as one of its own).
+ * @param {Table} table @returns {Column[]}
+ */
+export function shownColumns(table) {
+  const companions = new Set(table.columns.map((c) => c.ci).filter((n) => n));
+  return inGroupOrder(table.columns.filter((c) => !companions.has(c.name) && table.values[c.name]?.shape.length === 1));
+}

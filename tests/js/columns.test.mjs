@@ -1,0 +1,99 @@
+// Declared per-filter columns: formats, sort order, groups and the CSV (frontend/columns.js).
+import assert from "node:assert/strict";
+import test from "node:test";
+
+import {
+  columnOrder,
+  defaultSortColumn,
+  formatValue,
+  groupColumns,
+  headerText,
+  headerTitle,
+  intervalOf,
+  shownColumns,
+  tableCsvRows,
+} from "../../frontend/columns.js";
+
+/** A declaration with made-up names: nothing in columns.js may know a column by its name. */
+const col = (name, extra = {}) => ({
+  name, label: name.toUpperCase(), unit: "", description: `what ${name} is`, better: null, group: "g",
+  ci: null, format: "number", kind: "k", ...extra,
+});
+
+test("columns keep their groups together, groups in order of first appearance", () => {
+  const cols = [col("a", { group: "x" }), col("b", { group: "y" }), col("c", { group: "x" })];
+  assert.deepEqual(groupColumns(cols).map((g) => [g.group, g.columns.map((c) => c.name)]), [["x", ["a", "c"]], ["y", ["b"]]]);
+});
+
+test("a header names the unit only where the numbers do not carry it", () => {
+  assert.equal(headerText(col("loss", { unit: "nats", label: "Δloss" })), "Δloss (nats)");
+  assert.equal(headerText(col("acc", { unit: "%", format: "percent", label: "Δacc" })), "Δacc");
+  assert.equal(headerText(col("theta", { unit: "°", format: "angle", label: "θ" })), "θ");
+  assert.equal(headerText(col("theta", { unit: "rad", format: "angle", label: "θ" })), "θ (rad)");
+  assert.equal(headerText(col("mine", { label: "Hoyer sparsity" })), "Hoyer sparsity");
+});
+
+test("a header's tooltip is the description, the better end and an older record's step", () => {
+  const c = col("h", { description: "0 = every position active", better: "higher", record_step: 3 });
+  assert.equal(headerTitle(c, 5), "0 = every position active Higher is better. From step 3, the last record at or before step 5.");
+  assert.equal(headerTitle({ ...c, record_step: 5, better: null }, 5), "0 = every position active");
+});
+
+test("values read by their declared format", () => {
+  assert.equal(formatValue(col("p", { format: "percent" }), -0.0625), "-6.3%");
+  assert.equal(formatValue(col("p", { format: "percent" }), 0.5, { signed: false }), "50.0%");
+  assert.equal(formatValue(col("n", { format: "count" }), 3), "3");
+  assert.equal(formatValue(col("f", { format: "flag" }), 1), "yes");
+  assert.equal(formatValue(col("f", { format: "flag" }), 0), "no");
+  assert.equal(formatValue(col("s", { format: "signed" }), 0.25), "+0.250");
+  assert.equal(formatValue(col("a", { format: "angle", unit: "°" }), 44.6), "45°");
+  assert.equal(formatValue(col("x"), 0.123456), "0.123");
+  assert.equal(formatValue(col("x"), NaN), "—");
+  assert.equal(formatValue(col("f", { format: "flag" }), NaN), "—");
+});
+
+test("the first sort puts the better end first; no better end: the largest (magnitude of a change) first", () => {
+  const v = Float32Array.from([0.5, -2, NaN, 1]);
+  assert.deepEqual(columnOrder(v, col("h", { better: "higher" }), false), [3, 0, 1, 2]);
+  assert.deepEqual(columnOrder(v, col("h", { better: "higher" }), true), [1, 0, 3, 2]); // missing stays last
+  assert.deepEqual(columnOrder(v, col("l", { better: "lower" }), false), [1, 0, 3, 2]);
+  assert.deepEqual(columnOrder(v, col("s", { format: "signed" }), false), [1, 3, 0, 2]);
+  assert.deepEqual(columnOrder(v, col("n"), false), [3, 0, 1, 2]);
+});
+
+test("the default sort column is the first with a better end, in group order", () => {
+  const cols = [col("a", { group: "x" }), col("b", { group: "y", better: "lower" }), col("c", { group: "x", better: "higher" })];
+  assert.equal(defaultSortColumn(cols)?.name, "c");
+  assert.equal(defaultSortColumn([col("a")])?.name, "a");
+  assert.equal(defaultSortColumn([]), null);
+});
+
+const TABLE = {
+  run: "r", layer: "l", step: 2, filters: 3,
+  columns: [col("m", { ci: "m_band", format: "percent" }), col("k", { format: "count" }), col("z", { format: "flag" })],
+  values: {
+    m: { shape: [3], values: Float32Array.from([-0.25, NaN, 0.1]) },
+    m_band: { shape: [3, 2], values: Float32Array.from([-0.5, 0, NaN, NaN, 0, 0.2]) },
+    k: { shape: [3], values: Float32Array.from([2, 0, 7]) },
+    z: { shape: [3], values: Uint8Array.from([1, 0, 1]) },
+  },
+};
+
+test("the CSV holds raw numbers, intervals as _lo/_hi after their column, empty for missing, flags 0/1", () => {
+  const rows = tableCsvRows(TABLE);
+  assert.deepEqual(rows[0], ["filter", "m", "m_band_lo", "m_band_hi", "k", "z"]);
+  assert.deepEqual(rows[1], ["0", "-0.25", "-0.5", "0", "2", "1"]);
+  assert.deepEqual(rows[2], ["1", "", "", "", "0", "0"]);
+  // A float32 value is written as the double it is, as Python's repr(float(np.float32(x))) does.
+  assert.deepEqual(rows[3], ["2", String(Math.fround(0.1)), "0", String(Math.fround(0.2)), "7", "1"]);
+  assert.equal(rows[3][1], "0.10000000149011612");
+  assert.equal(rows.length, 4);
+});
+
+test("the shown columns leave interval companions to their column", () => {
+  const table = { ...TABLE, columns: [...TABLE.columns, col("m_band")] };
+  assert.deepEqual(shownColumns(table).map((c) => c.name), ["m", "k", "z"]);
+  assert.deepEqual(intervalOf(TABLE, TABLE.columns[0], 0), [-0.5, 0]);
+  assert.equal(intervalOf(TABLE, TABLE.columns[0], 1), null);
+  assert.equal(intervalOf(TABLE, TABLE.columns[1], 0), null);
+});
