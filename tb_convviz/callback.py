@@ -28,6 +28,7 @@ from tb_convviz.collect import (
     probe_forward, remember,
 )
 from tb_convviz.distributed import ALONE, current_shard
+from tb_convviz.metrics import MetricFailed, MetricsArgument, check_metrics, layer_context
 from tb_convviz.layers import LayerSelector, conv_layers, following_batchnorm, layer_info, unwrap
 from tb_convviz.notices import collecting
 from tb_convviz.observe import untouched
@@ -115,6 +116,9 @@ class ConvViz:
         background: analyse in a worker thread on a private copy of the model, so `log()` costs
             only a snapshot of the weights. False (or a model that cannot be deep-copied) runs inline.
         analysis_device: where the copy lives and the analyses run (None: the model's device).
+        metrics: a `FilterMetric` or a list of them: per-filter numbers of your own, computed on
+            the probe at every log and shown in the tab, `load()` and every export like the
+            built-in ones.
 
     Under torch.distributed every rank's ConvViz takes part: each ablates its share of the filters
     (on a gloo group of ConvViz's own), and rank 0 gathers the shares and alone writes.
@@ -139,6 +143,7 @@ class ConvViz:
         response_filters: Optional[int] = RESPONSE_FILTERS,
         background: bool = True,
         analysis_device: Optional[Union[str, torch.device]] = None,
+        metrics: MetricsArgument = None,
     ):
         self.every_n_epochs = _positive_int(every_n_epochs, "every_n_epochs")
         self.kernels_every = _positive_int(kernels_every, "kernels_every")
@@ -181,9 +186,12 @@ class ConvViz:
             impact_options=impact_options,
             similarity_images=int(similarity_images),
             response_filters=response_filters,
+            metrics=tuple(check_metrics(metrics)),
         )
         if (self.settings.impact or self.settings.counterfactuals) and self._probe is None:
             raise ValueError("impact and counterfactuals need a probe: pass probe=(images, labels)")
+        if self.settings.metrics and self._probe is None:
+            raise ValueError("metrics need a probe: pass probe=images or probe=(images, labels)")
         if self.settings.impact and self._probe.labels is None:
             raise ValueError("impact=True needs probe labels: pass probe=(images, labels)")
         self._writer = RecordWriter(log_dir_or_summary_writer)
@@ -328,11 +336,12 @@ class ConvViz:
             target = self._copy.model if self._copy is not None else model
             with untouched(target):
                 try:
-                    out, _ = probe_forward(target, chosen_layers(target, plan), as_model_input(target, self._probe.images))
+                    out, outputs = probe_forward(target, chosen_layers(target, plan), as_model_input(target, self._probe.images))
                 except ProbeForwardFailed as e:
                     self._copy = None
                     raise ValueError(f"probe of shape {tuple(self._probe.images.shape)} does not fit the model: {e}") from e
-            check_labels(out, self._probe)
+                check_labels(out, self._probe)
+                self._check_metrics(target, plan, outputs)
         self._plan = plan
         self._signature = signature(model)
         if self._copy is not None and self.background:
@@ -343,6 +352,19 @@ class ConvViz:
                     pass
             self._worker = BackgroundWorker(self._run, self._slow, self._worker_crashed)
             atexit.register(self._drain)
+
+    def _check_metrics(self, model: nn.Module, plan: Plan, outputs: dict[str, torch.Tensor]) -> None:
+        """A metric returning the wrong shape or type fails here, at the first log, naming itself;
+        one that raises is left to warn from the step that meets it."""
+        labels = self._probe.labels if self._probe is not None else None
+        for name, conv in chosen_layers(model, plan).items():
+            ctx = layer_context(name, conv, outputs[name], labels, 0, model)
+            for metric in self.settings.metrics:
+                if metric.applies_to(name, conv):
+                    try:
+                        metric.evaluate(ctx, outputs[name].shape[1])
+                    except MetricFailed:
+                        pass
 
     def _run(self, job: _Job) -> bool:
         """collect → encode → write one step; every failure becomes one warning. True if written."""

@@ -25,6 +25,7 @@ from tb_convviz.analysis.similarity import gram_matrix, response_profile
 from tb_convviz.capture import as_model_input, run_with_hooks
 from tb_convviz.distributed import ALONE, Shard
 from tb_convviz.layers import filter_weights, layer_info
+from tb_convviz.metrics import FilterMetric, layer_context, metric_columns
 from tb_convviz.probe import Probe
 
 # The first layers (the ones most often looked at) keep full kernels at every log, up to this many
@@ -62,6 +63,7 @@ class Settings:
     impact_options: Mapping[str, Any]
     similarity_images: int  # probe images in the Gram and profile records; 0: none are written
     response_filters: Optional[int]  # filters a log records responses of (`layer_turns`); None: all
+    metrics: tuple[FilterMetric, ...] = ()  # the user's per-filter metrics
 
 
 @dataclass
@@ -198,6 +200,8 @@ def collect_step(
         )
     if outputs and settings.similarity_images:
         result.extend(_similarity_records(plan, outputs, settings.similarity_images, responding))
+    if outputs and settings.metrics:
+        result.extend(_metric_records(model, layers, outputs, probe, settings.metrics, step, warn))
     del outputs
     if x is not None and probe is not None:
         result.extend(_analysis_records(model, layers, responding, probe, settings, x, warn, shared_impact, shared_responses))
@@ -268,6 +272,19 @@ def _similarity_records(plan: Plan, outputs: dict[str, torch.Tensor], images: in
     for name in (n for n in grams if n in responding):
         profile = response_profile(outputs[name][: min(images, PROFILE_IMAGES)].float())
         result.append((name, fmt.KIND_PROFILE, records.profile_record(profile)))
+    return result
+
+
+def _metric_records(model: nn.Module, layers: Mapping[str, nn.Module], outputs: dict[str, torch.Tensor], probe: Probe,
+                    metrics: tuple[FilterMetric, ...], step: int, warn: Warn) -> list[Record]:
+    """Each layer's user metrics, as one record a layer; a failing metric warns and the rest land."""
+    labels = probe.labels.to(outputs[next(iter(outputs))].device) if probe.labels is not None else None
+    result: list[Record] = []
+    for name, conv in layers.items():
+        if name in outputs:
+            columns = metric_columns(list(metrics), layer_context(name, conv, outputs[name], labels, step, model), warn)
+            if columns:
+                result.append((name, fmt.KIND_METRICS, records.metrics_record(columns)))
     return result
 
 

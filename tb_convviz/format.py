@@ -25,7 +25,6 @@ import base64
 import json
 import math
 import struct
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
@@ -44,8 +43,10 @@ KIND_PERTURBATION = "perturbation"  # per layer: responses to rotation, noise, a
 KIND_IMPACT = "impact"  # per layer: ablation / Taylor impact, selectivity, top examples
 KIND_GRAM = "gram"  # per step, under RUN_LAYER: every layer's Gram matrix over the probe (for CKA)
 KIND_PROFILE = "profile"  # per layer and step: each filter's mean activation per probe image (matching, maps)
+KIND_METRICS = "metrics"  # per layer and step: the user's FilterMetric columns, each declared in the record's meta
 KIND_COMMIT = "commit"  # per step, under RUN_LAYER, after all its other records: the step is whole
-KINDS = (KIND_RUN, KIND_FILTERS, KIND_MAPS, KIND_KERNELS, KIND_PERTURBATION, KIND_IMPACT, KIND_GRAM, KIND_PROFILE, KIND_COMMIT)
+KINDS = (KIND_RUN, KIND_FILTERS, KIND_MAPS, KIND_KERNELS, KIND_PERTURBATION, KIND_IMPACT, KIND_GRAM, KIND_PROFILE,
+         KIND_METRICS, KIND_COMMIT)
 
 RUN_LAYER = "_run"  # pseudo-layer under which run-level records live
 
@@ -95,19 +96,23 @@ def plugin_content(kind: str) -> bytes:
     return json.dumps({"version": FORMAT_VERSION, "kind": kind}).encode()
 
 
-def parse_plugin_content(content: bytes) -> Optional[dict]:
-    """Decode plugin content; a newer format version warns and is skipped rather than misread."""
+def parse_plugin_content(content: bytes) -> dict:
+    """Decode plugin content: ``{"version", "kind"}``. ValueError says why a record cannot be read
+    (not JSON, not an object, a version that is not a number or newer than this reader, an unknown
+    kind), so a reader skips that record, names it, and reads the rest."""
     try:
         meta = json.loads(content.decode())
     except (UnicodeDecodeError, json.JSONDecodeError):
-        warnings.warn("convviz: unreadable plugin metadata; record skipped")
-        return None
-    if meta.get("version", 0) > FORMAT_VERSION:
-        warnings.warn(
-            f"convviz: record format version {meta.get('version')} is newer than this tb_convviz "
-            f"reads ({FORMAT_VERSION}); upgrade tb_convviz to see it"
-        )
-        return None
+        raise ValueError("plugin metadata is not JSON") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"plugin metadata is a JSON {type(meta).__name__}, not an object")
+    version = meta.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ValueError(f"format version {version!r} is not an integer")
+    if version > FORMAT_VERSION:
+        raise ValueError(f"format version {version} is newer than this tb_convviz reads ({FORMAT_VERSION}); upgrade tb_convviz to see it")
+    if meta.get("kind") not in KINDS:
+        raise ValueError(f"record kind {meta.get('kind')!r} is not one this version reads")
     return meta
 
 
@@ -282,10 +287,48 @@ def encode_bundle(arrays: Mapping[str, tuple[str, np.ndarray, int]], meta: Mappi
     return MAGIC + struct.pack("<I", len(head)) + head + b"".join(chunks)
 
 
+_ENCODINGS = ("q8", "f16s", *_RAW)
+_ITEM_BYTES = {"f16s": 2, "f16": 2, "f32": 4, "i16": 2, "i32": 4, "u8": 1}
+
+
+def _check_entry(name: str, h: Any, payload: int) -> None:
+    """One header entry must describe bytes that are there, in a layout this version decodes."""
+    if not isinstance(h, dict) or h.get("enc") not in _ENCODINGS:
+        raise ValueError(f"array {name!r}: unknown encoding")
+    shape, offset, nbytes = h.get("shape"), h.get("offset"), h.get("nbytes")
+    if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
+        raise ValueError(f"array {name!r}: bad shape {shape!r}")
+    if not all(isinstance(v, int) and v >= 0 for v in (offset, nbytes)) or offset + nbytes > payload:
+        raise ValueError(f"array {name!r}: its bytes are missing (truncated record)")
+    values = math.prod(shape)
+    if h["enc"] == "q8":
+        n, g = h.get("ngroups"), h.get("groups")
+        if not isinstance(n, int) or not isinstance(g, int) or not 0 <= g <= len(shape) or n != math.prod(shape[:g]):
+            raise ValueError(f"array {name!r}: bad quantisation groups")
+        expected = 8 * n + values
+    else:
+        expected = _ITEM_BYTES[h["enc"]] * values
+        if h["enc"] == "f16s" and not isinstance(h.get("scale"), (int, float)):
+            raise ValueError(f"array {name!r}: missing scale")
+    if nbytes != expected:
+        raise ValueError(f"array {name!r}: {nbytes} bytes where its shape needs {expected}")
+
+
 def decode_bundle(data: bytes) -> Bundle:
-    """Parse bundle bytes written by `encode_bundle`; raises ValueError on anything else."""
+    """Parse bundle bytes written by `encode_bundle`; ValueError on anything else, including a
+    header that promises bytes the payload does not hold (a truncated record), so that an array
+    read later never fails."""
     if len(data) < 8 or data[:4] != MAGIC:
         raise ValueError("not a convviz bundle")
     (hlen,) = struct.unpack("<I", data[4:8])
-    head = json.loads(data[8 : 8 + hlen].decode())
-    return Bundle(head.get("meta", {}), head.get("arrays", {}), memoryview(data)[8 + hlen :])
+    try:
+        head = json.loads(data[8 : 8 + hlen].decode())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError("the record's header is not JSON (truncated record)") from None
+    meta, arrays = (head.get("meta", {}), head.get("arrays", {})) if isinstance(head, dict) else (None, None)
+    if not isinstance(meta, dict) or not isinstance(arrays, dict):
+        raise ValueError("the record's header is not a convviz bundle header")
+    payload = len(data) - 8 - hlen
+    for name, entry in arrays.items():
+        _check_entry(name, entry, payload)
+    return Bundle(meta, arrays, memoryview(data)[8 + hlen :])

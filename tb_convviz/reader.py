@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import functools
+import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
@@ -14,8 +16,8 @@ from tb_convviz import records
 from tb_convviz.analysis.embedding import embedding_trail, filter_embedding
 from tb_convviz.analysis.impact import class_table
 from tb_convviz.analysis.similarity import linear_cka, match_filters
-from tb_convviz.export import per_filter_csv
 from tb_convviz.memo import Memo
+from tb_convviz.table import TABLE_KINDS, TableColumn, record_columns, table_csv
 
 _ALL_STEPS = 1 << 30  # downsample bound meaning "every step": users must see every epoch
 _PARALLEL_READS = 8  # blob reads in flight at once: each waits on the data server, not the CPU
@@ -32,20 +34,56 @@ class NotFound(LookupError):
 
 
 @functools.lru_cache(maxsize=64)
-def _record_kind(content: bytes) -> Optional[str]:
-    """The kind a record's plugin content names, if this version reads it. Cached: a large model's
+def _record_kind(content: bytes) -> tuple[Optional[str], str]:
+    """(kind, "") of a record this version reads, else (None, why not). Cached: a large model's
     listing repeats the same few contents hundreds of times, and every route lists."""
-    meta = fmt.parse_plugin_content(content)
-    return meta["kind"] if meta is not None and meta.get("kind") in fmt.KINDS else None
+    try:
+        return fmt.parse_plugin_content(content)["kind"], ""
+    except ValueError as e:
+        return None, str(e)
+
+
+# Bad records a process remembers, so that a logdir full of them costs bounded memory.
+MAX_PROBLEMS = 1000
+
+
+class Problems:
+    """Records that could not be read: (run, tag, step) → reason. Every route skips them and
+    answers what it can; `/index` lists them and `load()` warns once per record."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._found: dict[tuple[str, str, Optional[int]], str] = {}
+
+    def add(self, run: str, tag: str, step: Optional[int], reason: str) -> bool:
+        """Remember one; True when it is new."""
+        key = (run, tag, step)
+        with self._lock:
+            if key in self._found or len(self._found) >= MAX_PROBLEMS:
+                return False
+            self._found[key] = reason
+            return True
+
+    def listed(self) -> list[dict]:
+        """Each problem as {"run", "tag", "step" (None: every step of the tag), "reason"}."""
+        with self._lock:
+            found = sorted(self._found.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] if kv[0][2] is not None else -1))
+        return [{"run": r, "tag": t, "step": s, "reason": why} for (r, t, s), why in found]
 
 
 class ConvVizReader:
     """Runs → layers → steps → decoded bundles, over any `tensorboard.data.provider.DataProvider`."""
 
-    def __init__(self, data_provider: tb_provider.DataProvider, experiment_id: str = "", ctx: Any = None):
+    def __init__(self, data_provider: tb_provider.DataProvider, experiment_id: str = "", ctx: Any = None,
+                 problems: Optional[Problems] = None):
         self._provider = data_provider
         self._eid = experiment_id
         self._ctx = ctx if ctx is not None else tb_context.RequestContext()
+        self.problems = problems if problems is not None else Problems()
+
+    def _problem(self, run: str, tag: str, step: Optional[int], reason: str) -> None:
+        """A record that cannot be read: remembered, skipped, and reported (`Logs` warns)."""
+        self.problems.add(run, tag, step, reason)
 
     @property
     def context(self) -> Any:
@@ -63,9 +101,11 @@ class ConvVizReader:
         index: dict[str, dict[str, str]] = {}
         for run_name, tags in listing.items():
             for tag, series in tags.items():
-                kind = _record_kind(series.plugin_content)
+                kind, reason = _record_kind(series.plugin_content)
                 if kind is not None:
                     index.setdefault(run_name, {})[tag] = kind
+                else:
+                    self._problem(run_name, tag, None, reason)
         return index
 
     def runs(self) -> list[str]:
@@ -125,10 +165,16 @@ class ConvVizReader:
         datum = series[0] if step is None else next((d for d in series if d.step == step), None)
         if datum is None:
             raise NotFound(f"no {kind!r} record for layer {layer!r} of run {run!r} at step {step}")
-        blob = self._provider.read_blob(self._ctx, blob_key=datum.values[0].blob_key)
+        return self._decode(run, layer, kind, datum)
+
+    def _decode(self, run: str, layer: str, kind: str, datum: tb_provider.BlobSequenceDatum, blob: Optional[bytes] = None) -> fmt.Bundle:
+        """One record's bundle; an unreadable one is a problem of its own and NotFound here."""
+        if blob is None:
+            blob = self._provider.read_blob(self._ctx, blob_key=datum.values[0].blob_key)
         try:
             return fmt.decode_bundle(blob)
         except ValueError as e:
+            self._problem(run, fmt.tag_for(layer, kind), datum.step, str(e))
             raise NotFound(f"record {kind!r} of layer {layer!r} at step {datum.step} is unreadable: {e}") from e
 
     def blob_keys(self, run: str, layer: str, kind: str) -> list[str]:
@@ -136,11 +182,18 @@ class ConvVizReader:
         return [d.values[0].blob_key for d in self._series(run, layer, kind)]
 
     def bundles(self, run: str, layer: str, kind: str) -> list[tuple[int, fmt.Bundle]]:
-        """Every step's record of one stream, read concurrently: a history needs them all."""
+        """Every step's readable record of one stream, read concurrently: a history needs them all
+        (an unreadable one is left out, and listed as a problem)."""
         series = self._series(run, layer, kind)
         with ThreadPoolExecutor(_PARALLEL_READS) as pool:
             blobs = list(pool.map(lambda d: self._provider.read_blob(self._ctx, blob_key=d.values[0].blob_key), series))
-        return [(d.step, fmt.decode_bundle(b)) for d, b in zip(series, blobs)]
+        out = []
+        for datum, blob in zip(series, blobs):
+            try:
+                out.append((datum.step, self._decode(run, layer, kind, datum, blob)))
+            except NotFound:
+                continue
+        return out
 
     def _latest(self, run: str, layer: str, kind: str, step: int) -> tb_provider.BlobSequenceDatum:
         """The last `kind` record at or before `step`: full kernels are kept only every few steps,
@@ -175,8 +228,7 @@ class ConvVizReader:
     def profile(self, run: str, layer: str, step: int) -> np.ndarray:
         """(filters, images): each filter's mean activation on each of the first probe images, from
         the last profile at or before `step` (`profile_step`)."""
-        blob = self._provider.read_blob(self._ctx, blob_key=self._latest(run, layer, fmt.KIND_PROFILE, step).values[0].blob_key)
-        return fmt.decode_bundle(blob).array(records.PROFILE)
+        return self._decode(run, layer, fmt.KIND_PROFILE, self._latest(run, layer, fmt.KIND_PROFILE, step)).array(records.PROFILE)
 
     def profile_step(self, run: str, layer: str, step: int) -> int:
         """The step of the profile `profile` reads for `step`."""
@@ -223,6 +275,41 @@ class ConvVizReader:
         # A rewritten step (a restarted run) keeps its blob key but not its wall time.
         return datum.values[0].blob_key, datum.wall_time
 
+    def filter_count(self, run: str, layer: str) -> int:
+        """How many filters the layer has (its first filters record says)."""
+        info = self.bundle(run, layer, fmt.KIND_FILTERS).meta.get("info")
+        filters = info.get("filters") if isinstance(info, dict) else None
+        if isinstance(filters, bool) or not isinstance(filters, int) or filters < 0:
+            raise NotFound(f"layer {layer!r} of run {run!r}: its filters record does not say how many filters it has")
+        return filters
+
+    def table(self, run: str, layer: str, step: int) -> list[TableColumn]:
+        """Every per-filter column the layer has at `step`, each from its kind's last record at or
+        before `step` (full kernels and a large model's responses are not logged every step).
+        A record that cannot be read leaves its columns out and is listed as a problem."""
+        filters = self.filter_count(run, layer)
+        kinds = self.kinds(run, layer)
+        labels: Optional[np.ndarray] = None
+        if fmt.KIND_IMPACT in kinds:
+            try:
+                labels = self.probe_labels(run)
+            except NotFound:
+                pass
+        out: list[TableColumn] = []
+        for kind in (k for k in TABLE_KINDS if k in kinds):
+            try:
+                datum = self._latest(run, layer, kind, step)
+                bundle = self._decode(run, layer, kind, datum)
+            except NotFound:
+                continue
+            try:
+                found = record_columns(kind, bundle, labels, filters)
+            except (ValueError, KeyError, TypeError) as e:
+                self._problem(run, fmt.tag_for(layer, kind), datum.step, f"{type(e).__name__}: {e}")
+                continue
+            out.extend(TableColumn(column, values, interval, datum.step) for column, values, interval in found)
+        return out
+
     def embedding(self, run: str, layer: str, step: int, method: str = "pca") -> np.ndarray:
         """(filters, 2): a 2-D map of the layer's filters from their response profiles at `step`."""
         return filter_embedding(self.profile(run, layer, step), method)
@@ -239,6 +326,12 @@ class ConvVizReader:
 
 class Logs(ConvVizReader):
     """numpy access to a log dir, for notebooks and tests: ``load(logdir).kernels(run, layer, step)``."""
+
+    def _problem(self, run: str, tag: str, step: Optional[int], reason: str) -> None:
+        """Warn once per unreadable record; the rest of the logs read as usual."""
+        if self.problems.add(run, tag, step, reason):
+            where = f" at step {step}" if step is not None else ""
+            warnings.warn(f"tb_convviz: skipped record {tag!r} of run {run!r}{where}: {reason}", RuntimeWarning, stacklevel=3)
 
     def kernels(self, run: str, layer: str, step: int) -> np.ndarray:
         """Raw kernels (filters, in/groups, *kernel) within the q8 tolerance: (max−min)/510 per filter."""
@@ -303,18 +396,30 @@ class Logs(ConvVizReader):
             out.update({k: table[k] for k in ("classes", "class_support", "d_recall", "d_precision", "d_recall_ci", "detectable_d_recall")})
         return out
 
-    def to_csv(self, run: str, layer: str, step: int, kind: str = fmt.KIND_IMPACT, path: Optional[str] = None) -> str:
-        """A layer's per-filter table at `step` as CSV (one row per filter): kind "impact",
-        "perturbation" or "filters" (statistics and drift). Written to `path` too when given."""
-        if kind == fmt.KIND_IMPACT:
-            arrays = self.impact(run, layer, step)
-        elif kind == fmt.KIND_PERTURBATION:
-            arrays = self.perturbation(run, layer, step)
-        elif kind == fmt.KIND_FILTERS:
-            arrays = self.filter_stats(run, layer, step)
-        else:
-            raise ValueError(f"kind must be 'impact', 'perturbation' or 'filters', got {kind!r}")
-        text = per_filter_csv(arrays, self.layer_info(run, layer)["filters"])
+    def filter_table(self, run: str, layer: str, step: int) -> dict[str, np.ndarray]:
+        """Every per-filter number of the layer at `step`: {name: (F,)}, and each interval
+        companion (its column's `ci`) as (F, 2) — statistics, drift, activation statistics,
+        perturbation and impact scalars and user metrics, each from the last record of its kind at
+        or before `step` (`columns` says which step)."""
+        out: dict[str, np.ndarray] = {}
+        for entry in self.table(run, layer, step):
+            out[entry.column.name] = entry.values
+            if entry.interval is not None:
+                out[entry.column.ci] = entry.interval
+        return out
+
+    def columns(self, run: str, layer: str, step: Optional[int] = None) -> list[dict]:
+        """The declarations of `filter_table`'s columns at `step` (None: the last logged step):
+        name, label, unit, description, better, first, format, group, ci, kind and record_step."""
+        if step is None:
+            step = self.steps(run, layer)[-1]
+        return [entry.declaration() for entry in self.table(run, layer, step)]
+
+    def to_csv(self, run: str, layer: str, step: int, path: Optional[str] = None) -> str:
+        """`filter_table` as CSV, one row per filter and one column per number (an interval as
+        `<name>_lo`, `<name>_hi`), raw values — what the tab's CSV button writes. Also written to
+        `path` when given."""
+        text = table_csv(self.table(run, layer, step), self.filter_count(run, layer))
         if path is not None:
             with open(path, "w", encoding="utf-8", newline="") as f:
                 f.write(text)

@@ -13,6 +13,7 @@ import numpy as np
 
 from tb_convviz import format as fmt
 from tb_convviz.analysis.impact import DEFAULT_ALPHA, top_example_summary
+from tb_convviz.schema import Column, column_from_declaration
 
 Encoded = tuple[str, np.ndarray, int]  # (encoding, array, leading axes quantised per group)
 
@@ -217,6 +218,25 @@ def profile_record(profile: np.ndarray) -> bytes:
 def impact_alpha(bundle: fmt.Bundle) -> float:
     """The significance level an impact record was finished at (logs from before it was stored: the default)."""
     return float(bundle.array(IMPACT_ALPHA)) if IMPACT_ALPHA in bundle else DEFAULT_ALPHA
+
+
+METRIC_COLUMNS = "columns"  # a metrics record's meta: {name: declaration} of each array it holds
+
+
+def metrics_record(columns: Mapping[str, tuple[Column, np.ndarray]]) -> bytes:
+    """A layer's user-metric columns at one step, float32 (read back exactly), each declared in the
+    record itself so that any reader can title and explain it."""
+    arrays = {name: ("f32", values, 0) for name, (_, values) in columns.items()}
+    return fmt.encode_bundle(arrays, {METRIC_COLUMNS: {name: col.declaration() for name, (col, _) in columns.items()}})
+
+
+def metric_columns(bundle: fmt.Bundle) -> list[Column]:
+    """The declarations a metrics record carries (only those with an array); ValueError when malformed."""
+    declared = bundle.meta.get(METRIC_COLUMNS, {})
+    if not isinstance(declared, dict):
+        raise ValueError("the metrics record's column declarations are not an object")
+    return [column_from_declaration({**decl, "name": name} if isinstance(decl, dict) else decl, fmt.KIND_METRICS)
+            for name, decl in declared.items() if name in bundle]
 
 
 def commit_record(records: int) -> bytes:

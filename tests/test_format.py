@@ -1,6 +1,5 @@
 """The summary format: quantization tolerance, bundle round trip, version handling."""
 import json
-import warnings
 
 import numpy as np
 import pytest
@@ -52,13 +51,28 @@ def test_garbage_is_rejected_with_a_clear_error():
         fmt.decode_bundle(b"hello world")
 
 
-def test_newer_format_version_warns_instead_of_misreading():
-    content = json.dumps({"version": fmt.FORMAT_VERSION + 1, "kind": "filters"}).encode()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        assert fmt.parse_plugin_content(content) is None
-    assert any("newer" in str(w.message) for w in caught)
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (json.dumps({"version": fmt.FORMAT_VERSION + 1, "kind": "filters"}), "newer"),
+        (json.dumps({"version": "2", "kind": "maps"}), "not an integer"),
+        ("[]", "not an object"),
+        ("{not json", "not JSON"),
+        (json.dumps({"version": 1, "kind": "sparkles"}), "kind 'sparkles'"),
+    ],
+)
+def test_unreadable_plugin_content_says_why(content: str, reason: str):
+    with pytest.raises(ValueError, match=reason):
+        fmt.parse_plugin_content(content.encode())
     assert fmt.parse_plugin_content(fmt.plugin_content("filters")) == {"version": fmt.FORMAT_VERSION, "kind": "filters"}
+
+
+def test_a_truncated_payload_fails_at_decode_not_at_read():
+    data = fmt.encode_bundle({"a": ("f32", np.arange(8, dtype=np.float32), 0), "b": ("q8", np.ones((2, 3)), 1)}, {})
+    assert fmt.decode_bundle(data).array("a")[3] == 3
+    for cut in (len(data) - 1, len(data) - 30, 20):
+        with pytest.raises(ValueError, match="truncated|header"):
+            fmt.decode_bundle(data[:cut])
 
 
 def test_tags_round_trip_with_dotted_layer_names():

@@ -246,16 +246,17 @@ def test_per_filter_tables_export_as_csv(tmp_path):
     with ConvViz(tmp_path / "run", probe=(torch.randn(6, 3, 8, 8), torch.tensor([0, 1] * 3)), impact=True) as viz:
         viz.log(model, 0)
     logs = load(tmp_path)
-    text = logs.to_csv("run", "0", 0, "impact", path=str(tmp_path / "impact.csv"))
-    rows = list(csv.DictReader((tmp_path / "impact.csv").open()))
-    assert (tmp_path / "impact.csv").read_text() == text and len(rows) == 4
+    text = logs.to_csv("run", "0", 0, path=str(tmp_path / "table.csv"))
+    rows = list(csv.DictReader((tmp_path / "table.csv").open()))
+    assert (tmp_path / "table.csv").read_text() == text and len(rows) == 4
     impact = logs.impact("run", "0", 0)
+    stats = logs.filter_stats("run", "0", 0)
+    names = [c["name"] for c in logs.columns("run", "0", 0)]
+    assert list(rows[0]) == ["filter", *[h for n in names for h in ((n, f"{n}_lo", f"{n}_hi") if n == "d_accuracy" else (n,))]]
     for f, row in enumerate(rows):
         assert int(row["filter"]) == f
         assert float(row["d_loss"]) == pytest.approx(float(impact["d_loss"][f]))
-        assert float(row["d_accuracy_ci[0]"]) == pytest.approx(float(impact["d_accuracy_ci"][f, 0]))
-        assert float(row["d_recall[1]"]) == pytest.approx(float(impact["d_recall"][f, 1]))
-    stats = list(csv.DictReader(logs.to_csv("run", "0", 0, "filters").splitlines()))
-    assert float(stats[2]["l2"]) == pytest.approx(float(logs.filter_stats("run", "0", 0)["l2"][2]))
-    with pytest.raises(ValueError, match="kind"):
-        logs.to_csv("run", "0", 0, "maps")
+        assert float(row["d_accuracy_lo"]) == pytest.approx(float(impact["d_accuracy_ci"][f, 0]))
+        assert float(row["d_accuracy_hi"]) == pytest.approx(float(impact["d_accuracy_ci"][f, 1]))
+        assert int(row["flips"]) == impact["flips"][f]
+        assert float(row["l2"]) == pytest.approx(float(stats["l2"][f]))
