@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
 
 import numpy as np
 
 from tb_convviz import format as fmt
-from tb_convviz import records
 from tb_convviz.reader import ConvVizReader
+from tb_convviz.schema import Column
+from tb_convviz.table import record_columns
 
 # A 2048-filter layer's 9 statistics over 100 steps are 7 MB, its perturbation and impact scalars
 # (24 more) another 19 MB: this keeps that layer of both runs with all three kinds, or dozens of
@@ -26,63 +27,54 @@ HISTORY_CACHE_BYTES = 64 * 2**20
 
 @dataclass(frozen=True)
 class Columns:
-    """One stream's per-filter scalars over its steps.
+    """One stream's per-filter columns over its steps.
 
     `values[name]` is (k, filters), one row per step whose record holds `name`, in step order
-    (k = len(steps) unless the name is missing from some steps' records). Dtypes are the ones the
-    records decode to (float32, or int32/uint8 for counts and flags): 4 bytes a value at most.
+    (k = len(steps) unless the name is missing from some steps' records); an interval companion
+    is (k, filters, 2) under its `ci` name. `declared` holds each column's declaration.
     """
 
     steps: list[int]
     values: dict[str, np.ndarray]
+    declared: dict[str, Column] = field(default_factory=dict)
 
     @property
     def nbytes(self) -> int:
         return sum(v.nbytes for v in self.values.values())
 
     def of_filter(self, index: int) -> dict[str, np.ndarray]:
-        """Filter `index`'s history: {name: (k,)}, names in the order the records first hold them."""
+        """Filter `index`'s history: {name: (k,) or (k, 2)}, names in the order the records first hold them."""
         return {name: v[:, index] for name, v in self.values.items()}
 
 
-def stat_columns(bundle: fmt.Bundle) -> dict[str, np.ndarray]:
-    """A filters record's statistics, one value per filter (filters,): the first value of each
-    filter's entry, what the detail panel shows (every statistic is one value per filter today)."""
-    out = {}
-    for name in bundle.names():
-        if name != records.TILES:
-            a = bundle.array(name)
-            out[name] = a.reshape(a.shape[0], -1)[:, 0]
-    return out
-
-
-def analysis_columns(bundle: fmt.Bundle, n_filters: int) -> dict[str, np.ndarray]:
-    """A perturbation or impact record's arrays that hold one value per filter (n_filters,)."""
-    out = {}
-    for name in bundle.names():
-        a = bundle.array(name)
-        if a.shape == (n_filters,):
-            out[name] = a
-    return out
-
-
-def stack_columns(per_step: Iterable[tuple[int, dict[str, np.ndarray]]]) -> Columns:
-    """Columns from each step's {name: (filters,)}, steps in the order given."""
+def stack_columns(per_step: Iterable[tuple[int, dict[str, np.ndarray]]], declared: Optional[dict[str, Column]] = None) -> Columns:
+    """Columns from each step's {name: (filters,) or (filters, 2)}, steps in the order given."""
     steps: list[int] = []
     rows: dict[str, list[np.ndarray]] = {}
     for step, columns in per_step:
         steps.append(step)
         for name, column in columns.items():
             rows.setdefault(name, []).append(column)
-    return Columns(steps, {name: np.stack(r) for name, r in rows.items()})
+    return Columns(steps, {name: np.stack(r) for name, r in rows.items()}, dict(declared or {}))
 
 
 def read_columns(reader: ConvVizReader, run: str, layer: str, kind: str, n_filters: int) -> Columns:
-    """Every step's per-filter scalars of one stream (`kind` filters, perturbation or impact)."""
-    extract: Callable[[fmt.Bundle], dict[str, np.ndarray]] = (
-        stat_columns if kind == fmt.KIND_FILTERS else lambda b: analysis_columns(b, n_filters)
-    )
-    return stack_columns((step, extract(bundle)) for step, bundle in reader.bundles(run, layer, kind))
+    """Every step's per-filter columns of one stream (`table.record_columns`: what the filter
+    table shows, so a history and the table never disagree); unreadable records are left out."""
+    labels = reader.probe_labels(run) if kind == fmt.KIND_IMPACT else None
+    declared: dict[str, Column] = {}
+
+    def of_step(bundle: fmt.Bundle) -> dict[str, np.ndarray]:
+        out = {}
+        for column, values, interval in record_columns(kind, bundle, labels, n_filters):
+            declared.setdefault(column.name, column)
+            out[column.name] = values
+            if interval is not None:
+                out[column.ci] = interval
+        return out
+
+    per_step = [(step, of_step(bundle)) for step, bundle in reader.bundles(run, layer, kind)]
+    return stack_columns(per_step, declared)
 
 
 class HistoryCache:

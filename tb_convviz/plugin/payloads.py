@@ -14,6 +14,8 @@ from tb_convviz.analysis.significance import examples_needed
 from tb_convviz.analysis.similarity import aligned_weight_drift, cka_matrix, linear_cka
 from tb_convviz.plugin.history import Columns, HistoryCache, read_columns
 from tb_convviz.reader import ConvVizReader, NotFound
+from tb_convviz.schema import BUILTIN
+from tb_convviz.table import TABLE_KINDS
 
 
 DETECTION_EFFECTS = (0.05, 0.1, 0.2, 0.5)  # |Δ| a user may want to detect: small to large
@@ -64,8 +66,43 @@ def index(reader: ConvVizReader) -> dict:
                 probe = {"n": shape[0], "shape": shape, "has_labels": "labels" in run_record}
         except NotFound:
             pass  # not loaded yet (TensorBoard reads event files lazily): the probe shows up later
-        runs.append({"run": run, "layers": layers, "probe": probe})
-    return {"runs": runs, "format_version": fmt.FORMAT_VERSION, "names": records.record_names()}
+        runs.append({"run": run, "layers": layers, "probe": probe, "columns": _run_columns(reader, run, layers)})
+    return {
+        "runs": runs,
+        "format_version": fmt.FORMAT_VERSION,
+        "names": records.record_names(),
+        "columns": [c.declaration() for c in BUILTIN],
+        # Listed after the runs were read, so that what reading them met is in it.
+        "problems": reader.problems.listed(),
+    }
+
+
+def _run_columns(reader: ConvVizReader, run: str, layers: list[dict]) -> list[dict]:
+    """The declared columns a run's records can hold: the built-in ones of the kinds it logged,
+    and the user metrics its last metrics record declares (a layer's `/table` says exactly)."""
+    kinds = {k for entry in layers for k in entry["kinds"]}
+    out = [c.declaration() for c in BUILTIN if c.kind in kinds]
+    with_metrics = [entry["name"] for entry in layers if fmt.KIND_METRICS in entry["kinds"]]
+    if with_metrics:
+        try:
+            record = reader.bundle(run, with_metrics[0], fmt.KIND_METRICS, reader.steps(run, with_metrics[0], fmt.KIND_METRICS)[-1])
+            out.extend(c.declaration() for c in records.metric_columns(record))
+        except (NotFound, ValueError):
+            pass  # unreadable: listed among the problems
+    return out
+
+
+def table(reader: ConvVizReader, run: str, layer: str, step: int) -> dict:
+    """Every per-filter column of a layer at `step`: declarations (with each one's record step)
+    and values as wire arrays, interval companions (F, 2) beside them under their `ci` name."""
+    columns, values = [], {}
+    for entry in reader.table(run, layer, step):
+        columns.append(entry.declaration())
+        values[entry.column.name] = fmt.wire_array(entry.values)
+        if entry.interval is not None:
+            values[entry.column.ci] = fmt.wire_array(entry.interval)
+    return {"run": run, "layer": layer, "step": step, "filters": reader.filter_count(run, layer), "columns": columns,
+            "values": values}
 
 
 def layer(reader: ConvVizReader, run: str, layer: str, step: int) -> dict:
@@ -125,13 +162,32 @@ def filter_detail(
     out["per_class"] = _per_class(reader, run, layer, step, index)
     # Columns of every step, cached per layer by the plugin: another filter or step is a slice.
     columns = histories.columns if histories is not None else read_columns
-    n_filters = filters.meta["info"]["filters"]
-    history = _history(columns(reader, run, layer, fmt.KIND_FILTERS, n_filters), index)
+    n_filters = reader.filter_count(run, layer)
     kinds = reader.kinds(run, layer)
+    streams = {kind: columns(reader, run, layer, kind, n_filters) for kind in TABLE_KINDS if kind in kinds}
+    history = _history(streams[fmt.KIND_FILTERS], index)
     for kind in (fmt.KIND_PERTURBATION, fmt.KIND_IMPACT):
-        if kind in kinds:
-            history[kind] = _history(columns(reader, run, layer, kind, n_filters), index)
+        if kind in streams:
+            history[kind] = _history(streams[kind], index)
     out["history"] = history
+    out["column_history"] = {name: entry for stream in streams.values() for name, entry in _column_history(stream, index).items()}
+    return out
+
+
+def _column_history(columns: Columns, index: int) -> dict[str, dict]:
+    """Filter `index`'s value of each declared column at every step of its stream:
+    {name: {"steps", "values", "ci" ([lo, hi] per step, when the column has an interval)}}."""
+    out = {}
+    of_filter = columns.of_filter(index)
+    for name, column in columns.declared.items():
+        values = of_filter.get(name)
+        if values is None or len(values) != len(columns.steps):
+            continue  # missing from some steps' records: no one series to draw
+        entry: dict[str, Any] = {"steps": list(columns.steps), "values": _floats(values)}
+        interval = of_filter.get(column.ci) if column.ci else None
+        if interval is not None and len(interval) == len(columns.steps):
+            entry["ci"] = [_floats(pair) for pair in interval]
+        out[name] = entry
     return out
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Callable
 
@@ -15,7 +16,9 @@ from tb_convviz.plugin import payloads
 from tb_convviz.plugin.cache import AnswerCache, CachingProvider
 from tb_convviz.plugin.history import HistoryCache
 from tb_convviz.plugin.params import RequestParams
-from tb_convviz.reader import ConvVizReader, NotFound
+from tb_convviz.reader import ConvVizReader, NotFound, Problems
+
+_logger = logging.getLogger(__name__)
 
 
 def frontend_dir() -> Path:
@@ -47,6 +50,7 @@ class ConvVizPlugin(base_plugin.TBPlugin):
         self._provider = CachingProvider(context.data_provider)
         self._answers = AnswerCache()
         self._histories = HistoryCache()
+        self._problems = Problems()  # unreadable records met by any route, listed by /index
         self._static_root = frontend_dir().resolve()
 
     def get_plugin_apps(self) -> dict[str, Callable]:
@@ -60,6 +64,7 @@ class ConvVizPlugin(base_plugin.TBPlugin):
             "/compare": self._route(self._compare, cached=True),
             "/perturbation": self._route(self._analysis(fmt.KIND_PERTURBATION)),
             "/impact": self._route(self._analysis(fmt.KIND_IMPACT)),
+            "/table": self._route(self._table),
             "/cka_layers": self._route(self._cka_layers, cached=True),
             "/cka_epochs": self._route(lambda r, p: payloads.cka_epochs(r, *self._run_layer(p)), cached=True),
             "/cka_final": self._route(lambda r, p: payloads.cka_to_final(r, p.run()), cached=True),
@@ -84,7 +89,7 @@ class ConvVizPlugin(base_plugin.TBPlugin):
         @wrappers.Request.application
         def handler(request: wrappers.Request) -> wrappers.Response:
             reader = ConvVizReader(
-                self._provider, plugin_util.experiment_id(request.environ), plugin_util.context(request.environ)
+                self._provider, plugin_util.experiment_id(request.environ), plugin_util.context(request.environ), self._problems
             )
             try:
                 params = RequestParams(request.args, reader)
@@ -96,6 +101,11 @@ class ConvVizPlugin(base_plugin.TBPlugin):
             except (errors.PublicError, NotFound) as e:  # NotFound: a record missing past the parameter checks
                 public = e if isinstance(e, errors.PublicError) else errors.NotFoundError(str(e))
                 return _json(request, {"error": str(public)}, public.http_code)
+            except Exception as e:  # noqa: BLE001 - a record whose fields are not what its kind promises
+                # Records are data from disk: one that decodes but holds the wrong types must cost
+                # this answer, not the tab. The server log keeps the trace for a bug report.
+                _logger.warning("convviz: %s could not be answered from the logs", request.path, exc_info=True)
+                return _json(request, {"error": f"the logs hold a record this answer cannot use ({type(e).__name__}: {e})"}, 422)
 
         return handler
 
@@ -125,6 +135,12 @@ class ConvVizPlugin(base_plugin.TBPlugin):
             return payloads.analysis(reader, run, layer, p.step(run, layer), p.kind(run, layer, kind))
 
         return impl
+
+    @staticmethod
+    def _table(reader: ConvVizReader, p: RequestParams) -> dict:
+        run = p.run()
+        layer = p.layer(run)
+        return payloads.table(reader, run, layer, p.step(run, layer))
 
     @staticmethod
     def _compare(reader: ConvVizReader, p: RequestParams) -> dict:
