@@ -356,9 +356,10 @@ class ConvViz:
     def _check_metrics(self, model: nn.Module, plan: Plan, outputs: dict[str, torch.Tensor]) -> None:
         """A metric returning the wrong shape or type fails here, at the first log, naming itself;
         one that raises is left to warn from the step that meets it."""
-        labels = self._probe.labels if self._probe is not None else None
+        assert self._probe is not None
+        x = as_model_input(model, self._probe.images)
         for name, conv in chosen_layers(model, plan).items():
-            ctx = layer_context(name, conv, outputs[name], labels, 0, model)
+            ctx = layer_context(name, conv, x, outputs[name], self._probe.labels, 0, model)
             for metric in self.settings.metrics:
                 if metric.applies_to(name, conv):
                     try:

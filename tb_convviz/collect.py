@@ -201,7 +201,7 @@ def collect_step(
     if outputs and settings.similarity_images:
         result.extend(_similarity_records(plan, outputs, settings.similarity_images, responding))
     if outputs and settings.metrics:
-        result.extend(_metric_records(model, layers, outputs, probe, settings.metrics, step, warn))
+        result.extend(_metric_records(model, layers, x, outputs, probe, settings.metrics, step, warn))
     del outputs
     if x is not None and probe is not None:
         result.extend(_analysis_records(model, layers, responding, probe, settings, x, warn, shared_impact, shared_responses))
@@ -275,14 +275,14 @@ def _similarity_records(plan: Plan, outputs: dict[str, torch.Tensor], images: in
     return result
 
 
-def _metric_records(model: nn.Module, layers: Mapping[str, nn.Module], outputs: dict[str, torch.Tensor], probe: Probe,
-                    metrics: tuple[FilterMetric, ...], step: int, warn: Warn) -> list[Record]:
+def _metric_records(model: nn.Module, layers: Mapping[str, nn.Module], x: torch.Tensor, outputs: dict[str, torch.Tensor],
+                    probe: Probe, metrics: tuple[FilterMetric, ...], step: int, warn: Warn) -> list[Record]:
     """Each layer's user metrics, as one record a layer; a failing metric warns and the rest land."""
-    labels = probe.labels.to(outputs[next(iter(outputs))].device) if probe.labels is not None else None
+    labels = probe.labels.to(x.device) if probe.labels is not None else None
     result: list[Record] = []
     for name, conv in layers.items():
         if name in outputs:
-            columns = metric_columns(list(metrics), layer_context(name, conv, outputs[name], labels, step, model), warn)
+            columns = metric_columns(list(metrics), layer_context(name, conv, x, outputs[name], labels, step, model), warn)
             if columns:
                 result.append((name, fmt.KIND_METRICS, records.metrics_record(columns)))
     return result

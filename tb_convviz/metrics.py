@@ -25,14 +25,16 @@ from tb_convviz.schema import BETTER, BUILTIN, Column
 class MetricContext:
     """What a metric function sees of one layer at one log.
 
-    `module`: the layer in the analysed copy; `weight` (F, in/groups, *kernel); `activations`
-    (N, F, *spatial) on the probe; `labels` (N,) or None; `layer_output(images)` this layer's
-    output for any batch, through the analysed copy (for a perturbation response of your own).
+    `module`: the layer in the analysed copy; `weight` (F, in/groups, *kernel); `images` the
+    probe (N, C, *spatial); `activations` (N, F, *spatial) this layer's output on it; `labels`
+    (N,) or None; `layer_output(images)` this layer's output for any batch, through the analysed
+    copy (for a perturbation response of your own).
     """
 
     layer: str
     module: nn.Module
     weight: torch.Tensor
+    images: torch.Tensor
     activations: torch.Tensor
     labels: Optional[torch.Tensor]
     step: int
@@ -144,10 +146,10 @@ def _per_filter(value: Any, filters: int, name: str) -> np.ndarray:
     return array
 
 
-def layer_context(layer: str, module: nn.Module, activations: torch.Tensor, labels: Optional[torch.Tensor],
-                  step: int, model: nn.Module) -> MetricContext:
+def layer_context(layer: str, module: nn.Module, images: torch.Tensor, activations: torch.Tensor,
+                  labels: Optional[torch.Tensor], step: int, model: nn.Module) -> MetricContext:
     """The context every metric of `layer` sees at this log."""
-    return MetricContext(layer, module, filter_weights(module).detach(), activations, labels, step, model)
+    return MetricContext(layer, module, filter_weights(module).detach(), images, activations, labels, step, model)
 
 
 def metric_columns(metrics: list[FilterMetric], ctx: MetricContext, warn: Callable[[str], None]) -> dict[str, tuple[Column, np.ndarray]]:

@@ -1,5 +1,5 @@
 """A real DistributedDataParallel job on CPU (gloo), for tests/test_distributed.py: every rank
-trains a tiny net with ConvViz(impact=True) in its loop, rank 0 saves the weights it logged.
+trains a tiny net with ConvViz(impact=True, metrics=[HOYER]) in its loop, rank 0 saves the weights it logged.
 
     python tests/ddp_job.py LOGDIR OUTDIR [--fail-rank R]
 """
@@ -20,6 +20,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from models import two_conv_net  # noqa: E402
+from user_metrics import HOYER  # noqa: E402
 
 from tb_convviz import ConvViz  # noqa: E402
 from tb_convviz import collect  # noqa: E402
@@ -44,7 +45,7 @@ def run(rank: int, port: int, logdir: str, outdir: str, fail_rank: int) -> None:
         collect.filter_impact = broken  # this rank's share of the ablation fails
     torch.manual_seed(0)
     model = nn.parallel.DistributedDataParallel(two_conv_net((6, 8), classes=3))
-    viz = ConvViz(logdir, probe=probe(), impact=True, counterfactuals={"dim": lambda b: 0.5 * b})
+    viz = ConvViz(logdir, probe=probe(), impact=True, counterfactuals={"dim": lambda b: 0.5 * b}, metrics=[HOYER])
     data = torch.Generator().manual_seed(100 + rank)  # each rank its own batches
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

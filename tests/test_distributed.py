@@ -16,6 +16,7 @@ from models import two_conv_net
 from tb_convviz import ConvViz, load
 from tb_convviz import format as fmt
 from tbserver import free_port
+from user_metrics import HOYER
 
 JOB = Path(__file__).parent / "ddp_job.py"
 
@@ -31,7 +32,8 @@ def run_job(tmp_path: Path, fail_rank: int = -1) -> tuple[Path, Path]:
 def single_process_logs(tmp_path: Path, outdir: Path):
     """One process logging the weights rank 0 logged, with the same options."""
     model = two_conv_net((6, 8), classes=3)
-    with ConvViz(tmp_path / "single", probe=probe(), impact=True, counterfactuals={"dim": lambda b: 0.5 * b}, background=False) as viz:
+    with ConvViz(tmp_path / "single", probe=probe(), impact=True, counterfactuals={"dim": lambda b: 0.5 * b}, background=False,
+                 metrics=[HOYER]) as viz:
         for epoch in range(EPOCHS):
             model.load_state_dict(torch.load(outdir / f"weights{epoch}.pt"))
             viz.log(model, epoch)
@@ -50,11 +52,11 @@ def test_rank_zero_alone_writes_one_event_file(ddp_run):
     assert len(list(logdir.glob("events.out.tfevents.*"))) == 1
 
 
-def test_sharded_impact_and_perturbations_equal_one_process(ddp_run):
+def test_sharded_impact_perturbations_and_user_metrics_equal_one_process(ddp_run):
     logs, _, _, single = ddp_run
     run = logs.runs()[0]
     for layer in ("0", "3"):
-        for kind in (fmt.KIND_IMPACT, fmt.KIND_PERTURBATION):
+        for kind in (fmt.KIND_IMPACT, fmt.KIND_PERTURBATION, fmt.KIND_METRICS):
             assert logs.steps(run, layer, kind) == list(range(EPOCHS))
             for step in range(EPOCHS):
                 a, b = logs.bundle(run, layer, kind, step), single.bundle(".", layer, kind, step)
