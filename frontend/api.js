@@ -1,7 +1,7 @@
 // Fetches the plugin's JSON routes. Relative URLs resolve against the iframe's
 // <base href="plugin/convviz/">, so "layer" is /data/plugin/convviz/layer.
 
-import { plainValues } from "./wire.js";
+import { decodeWire, plainValues } from "./wire.js";
 
 /** A route answered with an error, or could not be reached; `message` is for people. */
 export class ApiError extends Error {
@@ -66,6 +66,19 @@ export const fetchFilter = (
  * @param {"perturbation"|"impact"} kind @param {string} run @param {string} layer @param {number} step
  */
 export const fetchAnalysis = (kind, run, layer, step) => getJson(kind, { run, layer, step });
+
+/**
+ * Every per-filter column of a layer at one step, as declared ({name, label, unit, description,
+ * better, group, ci, format, kind, record_step}), and their values decoded: {name: (F,)}, each
+ * interval companion (F, 2). The Impact view's table and its CSV.
+ * @param {string} run @param {string} layer @param {number} step
+ * @returns {Promise<import("./columns.js").Table>}
+ */
+export const fetchTable = (run, layer, step) =>
+  getJson("table", { run, layer, step }).then((data) => ({
+    ...data,
+    values: Object.fromEntries(Object.entries(data.values).map(([name, wire]) => [name, decodeWire(/** @type {any} */ (wire))])),
+  }));
 
 /**
  * Per layer of the run (model order), the distribution of its filters' shape–texture index at `step`:

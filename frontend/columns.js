@@ -7,9 +7,10 @@ import { formatCount, formatNumber, formatPercent, formatSigned, present, sortOr
 
 /**
  * @typedef {{name: string, label: string, unit: string, description: string, better: ?("higher"|"lower"),
- *   group: string, ci: ?string, format: "number"|"percent"|"count"|"flag"|"angle"|"signed", kind: string,
- *   record_step?: number}} Column
- *   better: which end is better (null: neither); ci: the name of its (F, 2) interval companion;
+ *   group: string, ci: ?string, format: "number"|"percent"|"count"|"flag"|"angle"|"signed"|"index", kind: string,
+ *   first?: "low"|"high"|"abs", record_step?: number}} Column
+ *   better: which end is better (null: neither); first: which filters a sorted table starts with (the
+ *   lowest values, the highest, the largest magnitudes); ci: the name of its (F, 2) interval companion;
  *   record_step: the step of the record its values come from (the /table answer's columns)
  * @typedef {{shape: number[], values: ArrayLike<number>}} Values  decoded, NaN for missing
  * @typedef {{run: string, layer: string, step: number, filters: number, columns: Column[],
@@ -107,6 +108,8 @@ export function formatValue(column, v, { signed = true } = {}) {
       return formatPercent(v, { signed });
     case "count":
       return formatCount(v);
+    case "index":
+      return present(v) ? String(Math.round(v)) : "—";
     case "flag":
       return v ? "yes" : "no";
     case "signed":
@@ -119,12 +122,14 @@ export function formatValue(column, v, { signed = true } = {}) {
 }
 
 /**
- * Which way a column sorts first: most notable first. Higher-is-better and lower-is-better columns
- * put their best end first; a column with no better end, its largest magnitude (a signed change)
- * or largest value first.
+ * Which way a column sorts first: most notable first, as its declaration's `first` says; without
+ * one, the better end first, and with neither, the largest magnitude (a change) or value first.
  * @param {Column} column @returns {"descending"|"ascending"|"magnitude"}
  */
 export function naturalOrder(column) {
+  if (column.first === "low") return "ascending";
+  if (column.first === "high") return "descending";
+  if (column.first === "abs") return "magnitude";
   if (column.better === "higher") return "descending";
   if (column.better === "lower") return "ascending";
   return column.format === "signed" || column.format === "percent" ? "magnitude" : "descending";
@@ -165,8 +170,8 @@ export function csvNumber(v, column) {
 
 /**
  * The table as CSV rows, the numbers `logs.to_csv(run, layer, step)` writes: a header `filter`,
- * then each column's name in the answer's order, its interval companion as `<name>_lo`,
- * `<name>_hi` right after it; one row per filter by index.
+ * then each column's name in the answer's order, its interval as `<name>_lo`, `<name>_hi` (the
+ * column's name) right after it; one row per filter by index.
  * @param {Table} table @returns {string[][]}
  */
 export function tableCsvRows(table) {
@@ -179,8 +184,8 @@ export function tableCsvRows(table) {
     const ci = c.ci ? table.values[c.ci] : undefined;
     if (c.ci && ci && ci.shape.length === 2 && ci.shape[1] === 2) {
       const bound = { ...c, format: /** @type {const} */ ("number") };
-      cells.push([`${c.ci}_lo`, (f) => csvNumber(ci.values[2 * f], bound)]);
-      cells.push([`${c.ci}_hi`, (f) => csvNumber(ci.values[2 * f + 1], bound)]);
+      cells.push([`${c.name}_lo`, (f) => csvNumber(ci.values[2 * f], bound)]);
+      cells.push([`${c.name}_hi`, (f) => csvNumber(ci.values[2 * f + 1], bound)]);
     }
   }
   const rows = [["filter", ...cells.map(([name]) => name)]];
@@ -207,4 +212,28 @@ export function intervalOf(table, column, f) {
 export function shownColumns(table) {
   const companions = new Set(table.columns.map((c) => c.ci).filter((n) => n));
   return inGroupOrder(table.columns.filter((c) => !companions.has(c.name) && table.values[c.name]?.shape.length === 1));
+}
+
+/**
+ * One filter's row of the table for people: per column its label, its value as declared (with its
+ * interval where it has one) and its description, for a detail's fact list.
+ * @param {Table} table @param {Column[]} columns @param {number} f
+ * @returns {Array<{name: string, label: string, text: string, title: string}>}
+ */
+export function filterFacts(table, columns, f) {
+  return columns.flatMap((c) => {
+    const a = table.values[c.name];
+    if (!a || a.shape.length !== 1) return [];
+    const signed = holdsChanges(a.values);
+    const v = Number(a.values[f]);
+    const interval = intervalOf(table, c, f);
+    const range = interval ? ` [${formatValue(c, interval[0], { signed })}, ${formatValue(c, interval[1], { signed })}]` : "";
+    const unit = headerUnit(c);
+    return [{
+      name: c.name,
+      label: c.label,
+      text: `${formatValue(c, v, { signed })}${unit && present(v) ? ` ${unit}` : ""}${range}`,
+      title: interval ? `${c.description} Bracketed: its 95% interval.` : c.description,
+    }];
+  });
 }

@@ -7,6 +7,7 @@ import { mountDetail } from "./static/views/detail.js";
 import { mountEmbedding } from "./static/views/embedding.js";
 import { mountImpact } from "./static/views/impact.js";
 import { mountLayerView } from "./static/views/layer.js";
+import { mountProblems } from "./static/views/problems.js";
 import { mountRanking } from "./static/views/ranking.js";
 import { mountSlider } from "./static/views/slider.js";
 import { mountStatus } from "./static/views/status.js";
@@ -37,6 +38,7 @@ export function render() {
   mountToolbar(app, store);
   mountSlider(app, store);
   mountStatus(app, store);
+  mountProblems(app, store);
   app.append(main);
   mountLayerView(primary, store);
   mountCompare(primary, store);

@@ -1,32 +1,12 @@
-// Names of arrays inside the /perturbation and /impact answers. Record-name structure (the
+// Names of arrays inside the /perturbation, /impact and /table answers. Every record name (the
 // counterfactual and top-example prefixes, the perturbation groups, the exact-ablation flag) comes
-// from the index answer's `names` (records.record_names() on the server), never from literals
-// here. What stays literal are the plain metric keys the views use as column ids: they are listed
-// once, below, so a renamed metric is changed in one place.
+// from the index answer's `names` (records.record_names() on the server) or its `columns`, never
+// from a literal in the dashboard.
 
 /**
  * @typedef {{kinds: string[], perturbation_groups: Record<string, string[]>, counterfactual_prefix: string,
- *   top_example_prefix: string, impact_exact: string, shape_texture_index: string}} RecordNames
+ *   top_example_prefix: string, impact_exact: string, shape_texture_index: string, impact_significant?: string}} RecordNames
  */
-
-/** Plain per-filter metric keys of the impact answer (column ids of the Impact table). */
-export const IMPACT = Object.freeze({
-  dAccuracy: "d_accuracy",
-  dAccuracyCi: "d_accuracy_ci",
-  dLoss: "d_loss",
-  flips: "flips",
-  taylorDLoss: "taylor_d_loss",
-  classSelectivity: "class_selectivity",
-  pAdjusted: "p_adjusted",
-  significant: "significant",
-  accuracy: "accuracy",
-  taylorSpearman: "taylor_spearman",
-  detectableDAccuracy: "detectable_d_accuracy",
-  dConfidence: "d_confidence",
-  actOnErrors: "act_on_errors",
-  actOnCorrect: "act_on_correct",
-  cleanPred: "clean_pred",
-});
 
 /**
  * The perturbation array of counterfactual `name` (a name from the answer's `counterfactuals`):
@@ -49,6 +29,15 @@ export function topExampleKey(names, field) {
 /** The impact array saying which filters were ablated exactly (u8 0/1). @param {RecordNames} names */
 export function exactKey(names) {
   return names.impact_exact;
+}
+
+/**
+ * The impact column saying which exactly ablated filters' Δaccuracy is significant (0/1); null when
+ * the server does not name one.
+ * @param {RecordNames} names @returns {?string}
+ */
+export function significantKey(names) {
+  return names.impact_significant ?? null;
 }
 
 /**

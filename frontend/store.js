@@ -2,16 +2,17 @@
 // data through api.js on the way). Views read `store.state`, call actions and subscribe.
 
 import * as api from "./api.js";
-import { IMPACT } from "./recordkeys.js";
 
 /**
  * @typedef {{name: string, info: LayerInfo, steps: number[], kernel_steps: number[], kinds: string[]}} LayerEntry
  * @typedef {{kind: string, dims: number, filters: number, in_per_group: number, kernel_size: number[],
  *   groups: number, stride: number[], transposed: boolean, has_bias: boolean, batchnorm: ?string}} LayerInfo
- * @typedef {{run: string, layers: LayerEntry[], probe: ?{n: number, shape: number[], has_labels: boolean}}} RunEntry
+ * @typedef {{run: string, layers: LayerEntry[], probe: ?{n: number, shape: number[], has_labels: boolean},
+ *   columns?: import("./columns.js").Column[]}} RunEntry  columns: the per-filter columns the run has
+ * @typedef {{run: string, tag: string, step: number, reason: string}} Problem  a record that could not be read
  * @typedef {{status: "idle"|"off"|"loading"|"ready"|"error", data: any, error: string, code?: number}} Load
  *   off: the run did not log this (an analysis left out of ConvViz(...)); code: the HTTP status of an error
- * @typedef {"perturbation"|"impact"} Analysis
+ * @typedef {"perturbation"|"impact"|"table"} Analysis
  * @typedef {"filters"|"epochs"|"runs"|"impact"|"similarity"|"embedding"} Mode
  * @typedef {Load & {key?: string}} KeyedLoad  key: what was asked, so a repeated ask is not fetched again
  * @typedef {{
@@ -23,16 +24,19 @@ import { IMPACT } from "./recordkeys.js";
  *   layerData: Load, filter: ?number, detail: Load, probes: Record<string, Load>, overlay: number,
  *   compare: {stepA: number, runB: string, stepB: number, align: "index"|"match"|"aligned",
  *     sort: "cosine_distance"|"norm_change"|"act_mean_change", load: Load},
- *   analysis: Record<Analysis, Load>, impactSort: {metric: string, reverse: boolean},
+ *   analysis: Record<Analysis, Load>, impactSort: {metric: string, reverse: boolean}, historyColumn: string,
  *   similarity: {runB: string, stepB: number, layers: KeyedLoad, epochs: KeyedLoad, final: KeyedLoad},
  *   embedding: {method: "pca"|"umap"|"tsne", color: string, load: KeyedLoad},
- *   names: import("./recordkeys.js").RecordNames, shapeTexture: KeyedLoad,
+ *   names: import("./recordkeys.js").RecordNames, shapeTexture: KeyedLoad, problems: Problem[],
  * }} State
- *   analysis: the current layer's perturbation responses and impact table at the slider's step, for
- *   the Impact view and the filter detail; driftSince: the drift ranking's baseline step; impactSort: the Impact table's column (a metric key of
- *   views/impact.js) and whether its natural order is reversed.
+ *   analysis: the current layer's perturbation responses, impact record and table of every per-filter
+ *   column (/table) at the slider's step, for the Impact view, the filter map and the filter detail;
+ *   driftSince: the drift ranking's baseline step; impactSort: the Impact table's column (a column
+ *   name; "" for the table's default) and whether its natural order is reversed; historyColumn: the
+ *   column whose history the filter detail charts ("" for the default).
  *   similarity: the CKA views' answers; B is the current run at the slider's step while runB is ""
- *   and stepB -1. embedding: the filter map's answer, its method and the per-filter colour metric.
+ *   and stepB -1. embedding: the filter map's answer, its method and the column it is coloured by
+ *   ("" for the first). problems: records of the logdir that could not be read (the index answer's).
  *   names: the record names of the index answer (how to read perturbation and impact arrays).
  *   shapeTexture: the run's per-layer shape–texture distribution at the slider's step (Impact view).
  */
@@ -42,7 +46,17 @@ const LAYER_CACHE_SIZE = 24;
 /** Analysis answers (perturbation and impact, a few hundred KB for 512 filters) kept for the slider. */
 const ANALYSIS_CACHE_SIZE = 24;
 /** @type {Analysis[]} */
-const ANALYSES = ["perturbation", "impact"];
+const ANALYSES = ["perturbation", "impact", "table"];
+
+/**
+ * How each analysis is fetched: the record routes as they answer, the table with its values decoded.
+ * @type {Record<Analysis, (run: string, layer: string, step: number) => Promise<any>>}
+ */
+const FETCH = {
+  perturbation: (run, layer, step) => api.fetchAnalysis("perturbation", run, layer, step),
+  impact: (run, layer, step) => api.fetchAnalysis("impact", run, layer, step),
+  table: api.fetchTable,
+};
 
 /** @type {Load} */
 const IDLE = Object.freeze({ status: "idle", data: null, error: "" });
@@ -83,12 +97,14 @@ export class Store {
       probes: {},
       overlay: 0.6,
       compare: { stepA: 0, runB: "", stepB: 0, align: "match", sort: "cosine_distance", load: IDLE },
-      analysis: { perturbation: IDLE, impact: IDLE },
-      impactSort: { metric: IMPACT.dAccuracy, reverse: false },
+      analysis: { perturbation: IDLE, impact: IDLE, table: IDLE },
+      impactSort: { metric: "", reverse: false },
+      historyColumn: "",
       similarity: { runB: "", stepB: -1, layers: IDLE, epochs: IDLE, final: IDLE },
-      embedding: { method: "pca", color: "cosine_distance_prev", load: IDLE },
+      embedding: { method: "pca", color: "", load: IDLE },
       names: { kinds: [], perturbation_groups: {}, counterfactual_prefix: "", top_example_prefix: "", impact_exact: "" },
       shapeTexture: IDLE,
+      problems: [],
     };
     /** @type {Set<(s: State, prev: State) => void>} */
     this.listeners = new Set();
@@ -167,12 +183,13 @@ export class Store {
       this.set({
         phase: "empty",
         runs: [],
+        problems: index.problems ?? [],
         message: "No convviz data in this logdir: add ConvViz(...) to your training loop.",
       });
       return;
     }
     const keep = this.state.run && runs.some((r) => r.run === this.state.run) ? this.state.run : runs[0].run;
-    this.set({ phase: "ready", message: "", runs, names: index.names });
+    this.set({ phase: "ready", message: "", runs, names: index.names, problems: index.problems ?? [] });
     this.selectRun(keep);
   }
 
@@ -360,7 +377,7 @@ export class Store {
     const key = [kind, run, layer, step].join("\0");
     let entry = this.analysisCache.get(key);
     if (!entry) {
-      const answer = api.fetchAnalysis(kind, run, layer, step);
+      const answer = FETCH[kind](run, layer, step);
       const fresh = { answer, data: null };
       answer.then(
         (data) => (fresh.data = data),
@@ -380,16 +397,20 @@ export class Store {
   async loadAnalysis() {
     const { run, layer, step } = this.state;
     const kinds = this.layerEntry()?.kinds ?? [];
-    const entries = ANALYSES.map((kind) => (kinds.includes(kind) ? this.analysisFor(kind, run, layer, step) : null));
+    // Every layer has columns (its statistics at least): the table is always asked for.
+    const entries = ANALYSES.map((kind) =>
+      kind === "table" || kinds.includes(kind) ? this.analysisFor(kind, run, layer, step) : null,
+    );
+    /** @param {Array<Load>} loads @returns {Record<Analysis, Load>} */
+    const byKind = (loads) => /** @type {Record<Analysis, Load>} */ (Object.fromEntries(ANALYSES.map((kind, i) => [kind, loads[i]])));
     if (entries.some((e) => e && e.data === null)) {
       // Still arriving: the views keep what they show, dimmed.
-      const [perturbation, impact] = entries.map((e, i) => (e ? { ...this.state.analysis[ANALYSES[i]], status: "loading" } : OFF));
-      this.set({ analysis: { perturbation, impact } });
+      this.set({ analysis: byKind(entries.map((e, i) => (e ? { ...this.state.analysis[ANALYSES[i]], status: "loading" } : OFF))) });
     }
     const loads = await Promise.all(entries.map((e) => (e ? e.answer.then(ready, failed) : OFF)));
     const now = this.state;
     if (now.run !== run || now.layer !== layer || now.step !== step) return; // stale
-    const analysis = { perturbation: loads[0], impact: loads[1] };
+    const analysis = byKind(loads);
     if (kinds.includes("perturbation")) this.loadShapeTexture();
     const same = ANALYSES.every((kind) => {
       const [a, b] = [analysis[kind], now.analysis[kind]];
@@ -459,8 +480,13 @@ export class Store {
     this.loadEmbedding();
   }
 
-  /** @param {string} metric @param {boolean} reverse */
+  /** @param {string} metric a column name @param {boolean} reverse */
   setImpactSort(metric, reverse) {
     this.set({ impactSort: { metric, reverse } });
+  }
+
+  /** @param {string} name the column whose history the filter detail charts */
+  setHistoryColumn(name) {
+    this.set({ historyColumn: name });
   }
 }

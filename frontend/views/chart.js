@@ -15,8 +15,10 @@ function caption(title, figure) {
 /**
  * @typedef {{label: string, values: Array<?number>, className?: string}} Series
  * @typedef {{title: string, x: number[], series: Series[], xLabel: string, yLabel: string,
- *   format?: (v: number) => string, current?: number, testid?: string, width?: number, height?: number}} ChartSpec
- *   xLabel, yLabel: the axis titles (what and, where it has one, the unit); format: the y ticks' text
+ *   format?: (v: number) => string, current?: number, testid?: string, width?: number, height?: number,
+ *   band?: {lo: Array<?number>, hi: Array<?number>, label: string}}} ChartSpec
+ *   xLabel, yLabel: the axis titles (what and, where it has one, the unit); format: the y ticks' text;
+ *   band: an interval per x (the first series' confidence interval), drawn shaded behind the lines
  */
 
 /**
@@ -33,7 +35,10 @@ export function lineChart(spec) {
   if (spec.testid) figure.dataset.testid = spec.testid;
   figure.append(caption(spec.title, figure));
 
-  const finite = spec.series.flatMap((s) => s.values.filter((v) => v !== null && Number.isFinite(v)));
+  const bounds = spec.band ? [...spec.band.lo, ...spec.band.hi] : [];
+  const finite = [...spec.series.flatMap((s) => s.values), ...bounds].filter(
+    (v) => v !== null && v !== undefined && Number.isFinite(v),
+  );
   const root = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img" });
   root.setAttribute("aria-label", spec.title);
   figure.append(root);
@@ -85,6 +90,7 @@ export function lineChart(spec) {
       svg("line", { class: "cvz-chart-current", x1: sx(spec.current), x2: sx(spec.current), y1: pad.top, y2: height - pad.bottom }),
     );
   }
+  if (spec.band) root.append(bandPath(spec.band, spec.x, sx, sy));
   spec.series.forEach((s, k) => {
     const className = s.className ?? `cvz-series-${k}`;
     let d = "";
@@ -109,15 +115,53 @@ export function lineChart(spec) {
       });
     }
   });
-  if (spec.series.length > 1) {
+  if (spec.series.length > 1 || spec.band) {
     const legend = el("div", "cvz-chart-legend");
     spec.series.forEach((s, k) => {
       const item = el("span", `cvz-chart-key ${s.className ?? `cvz-series-${k}`}`, s.label);
       legend.append(item);
     });
+    if (spec.band) legend.append(el("span", "cvz-chart-key cvz-chart-band-key", spec.band.label));
     figure.append(legend);
   }
   return figure;
+}
+
+/**
+ * An interval over x as one shaded shape per run of steps where both bounds are known.
+ * @param {{lo: Array<?number>, hi: Array<?number>, label: string}} band @param {number[]} x
+ * @param {(x: number) => number} sx @param {(y: number) => number} sy
+ */
+function bandPath(band, x, sx, sy) {
+  const known = (/** @type {number} */ i) => {
+    const [lo, hi] = [band.lo[i], band.hi[i]];
+    return lo !== null && hi !== null && Number.isFinite(lo) && Number.isFinite(hi);
+  };
+  let d = "";
+  for (let i = 0; i < x.length; ) {
+    if (!known(i)) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j + 1 < x.length && known(j + 1)) j++;
+    const upper = [];
+    const lower = [];
+    for (let k = i; k <= j; k++) {
+      upper.push(`${sx(x[k]).toFixed(1)},${sy(/** @type {number} */ (band.hi[k])).toFixed(1)}`);
+      lower.unshift(`${sx(x[k]).toFixed(1)},${sy(/** @type {number} */ (band.lo[k])).toFixed(1)}`);
+    }
+    // A single step's interval is a short vertical bar: widen it to be seen.
+    if (i === j) d += `M${sx(x[i]) - 2},${sy(/** @type {number} */ (band.hi[i]))}h4V${sy(/** @type {number} */ (band.lo[i]))}h-4Z`;
+    else d += `M${upper.join("L")}L${lower.join("L")}Z`;
+    i = j + 1;
+  }
+  const path = svg("path", { d, class: "cvz-chart-band" });
+  path.dataset.testid = "chart-band";
+  const tip = svg("title", {});
+  tip.textContent = band.label;
+  path.append(tip);
+  return path;
 }
 
 /**

@@ -7,6 +7,7 @@
 import { SEQUENTIAL, cssGradient } from "../colormap.js";
 import { formatNumber } from "../numeric.js";
 import { el, labelledSelect, svg, viewCard } from "./controls.js";
+import { dataCsvButton, pngButton, setExportParts } from "./download.js";
 
 /** Viridis colour of a CKA value, clamped to [0, 1]; grey when missing. @param {?number} v */
 export function ckaColour(v) {
@@ -34,11 +35,27 @@ export function heatmap(spec) {
   const pad = { left: 48, top: 6, bottom: 30 };
   const width = pad.left + cols * cell + 4;
   const height = pad.top + rows * cell + pad.bottom;
-  const figure = el("figure", "cvz-chart");
+  const figure = el("figure", "cvz-chart cvz-heatmap");
   figure.dataset.testid = spec.testid;
   figure.dataset.rows = String(rows);
   figure.dataset.cols = String(cols);
-  figure.append(el("figcaption", "cvz-chart-title", spec.title));
+  const caption = el("figcaption", "cvz-chart-title", spec.title);
+  // PNG: the heatmap as drawn; CSV: its numbers, a row per row label, a column per column label.
+  const part = spec.testid.replace(/^cka-/, "cka_");
+  caption.append(
+    pngButton(() => figure, part),
+    dataCsvButton(figure, part, () => [
+      [`${spec.rowName} \\ ${spec.colName}`, ...spec.colLabels],
+      ...spec.rowLabels.map((label, r) => [
+        label,
+        ...spec.colLabels.map((_, c) => {
+          const v = spec.values[r * cols + c];
+          return v === null || v === undefined || !Number.isFinite(v) ? "" : String(v);
+        }),
+      ]),
+    ]),
+  );
+  figure.append(caption);
   const root = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img" });
   root.setAttribute("aria-label", spec.title);
   const readout = el("div", "cvz-chart-title", " ");
@@ -161,6 +178,7 @@ export function mountCka(root, store) {
     );
     const loading = [sim.layers, sim.epochs, sim.final].some((l) => l.status === "loading");
     card.dataset.loading = String(loading);
+    setExportParts(card, [s.run, s.layer, `step${s.step}`]);
     const now = [sim.layers, sim.epochs, sim.final, s.layer, s.step];
     if (now.every((x, i) => x === drawn[i])) return;
     drawn = now;

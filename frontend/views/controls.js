@@ -123,15 +123,19 @@ export function section(title, testid) {
 }
 
 /**
- * Label–value pairs as a definition list; a pair's optional third item is the value's test id.
- * @param {Array<[string, string] | [string, string, string]>} rows @param {string} [className]
+ * Label–value pairs as a definition list; a pair's optional third item is the value's test id, its
+ * fourth what the label means (a tooltip).
+ * @param {Array<[string, string] | [string, string, string] | [string, string, string, string]>} rows
+ * @param {string} [className]
  */
 export function factList(rows, className = "cvz-facts cvz-facts-2") {
   const facts = el("dl", className);
-  for (const [label, value, testid] of rows) {
+  for (const [label, value, testid, title] of rows) {
     const dd = el("dd", "", value);
     if (testid) dd.dataset.testid = testid;
-    facts.append(el("dt", "", label), dd);
+    const dt = el("dt", "", label);
+    if (title) dt.title = title;
+    facts.append(dt, dd);
   }
   return facts;
 }

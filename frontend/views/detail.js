@@ -3,12 +3,12 @@
 // where the run logged them, and its history over every logged step.
 
 import { absentMessage, answerFor, recordStepNote } from "../analysis.js";
-import { IMPACT, counterfactualKey } from "../recordkeys.js";
+import { defaultSortColumn, formatValue, groupColumns, groupTitle, headerUnit, inGroupOrder } from "../columns.js";
 import { DIVERGING } from "../colormap.js";
 import { itemCanvas, scaleOf } from "../raster.js";
 import { along, decodeWire } from "../wire.js";
-import { formatNumber, formatPercent } from "../numeric.js";
-import { el, factList, section } from "./controls.js";
+import { formatNumber, present } from "../numeric.js";
+import { el, factList, labelledSelect, section } from "./controls.js";
 import { lineChart } from "./chart.js";
 import { exampleView, signalLegend, zoomFor } from "./examples.js";
 import { impactViews } from "./filterimpact.js";
@@ -21,6 +21,7 @@ import { responseViews } from "./responses.js";
  * @typedef {import("../wire.js").NdArray} NdArray
  * @typedef {import("../store.js").State} State
  * @typedef {import("../store.js").Load} Load
+ * @typedef {import("../columns.js").Column} Column
  */
 
 // Up to this many input channels, each slice is a canvas of its own, labelled; more share one canvas.
@@ -167,7 +168,9 @@ export function mountDetail(root, store) {
     const probeLoad = s.probes[s.run];
     const probeData = probeLoad?.status === "ready" ? probeLoad.data : null;
     const { perturbation, impact } = s.analysis;
-    const now = [data, probeData, s.overlay, s.mode === "impact", perturbation.status, perturbation.data, impact.status, impact.data];
+    const { table } = s.analysis;
+    const now = [data, probeData, s.overlay, s.mode === "impact", perturbation.status, perturbation.data, impact.status, impact.data,
+      table.data, s.historyColumn];
     if (now.every((v, i) => v === shown[i])) return;
     shown = now;
     if (probeDecoded.data !== probeData) probeDecoded = { data: probeData, array: probeData ? decodeWire(probeData.images) : null };
@@ -184,20 +187,19 @@ export function mountDetail(root, store) {
  * @returns {HTMLElement[]}
  */
 function render(data, probe, labels, s, store) {
-  const st = data.stats;
-  /** @type {Array<[string, string]>} */
-  const rows = [
-    ["L2 norm", formatNumber(st.l2)],
-    ["mean |w|", formatNumber(st.mean_abs)],
-    ["drift vs previous", formatNumber(st.cosine_distance_prev)],
-    ["drift vs first", formatNumber(st.cosine_distance_first)],
-    ["norm change vs previous", formatPercent(st.norm_change_prev)],
-    ["act mean", formatNumber(st.act_mean)],
-    ["act max", formatNumber(st.act_max)],
-    ["positive fraction", formatPercent(st.act_frac_pos, { signed: false })],
-  ];
-  if (st.dead) rows.push(["status", "dead: weights ≈ 0"]);
-  const facts = factList(rows, "cvz-facts");
+  // The filter's statistics at this step, as the run's columns declare them.
+  const runColumns = store.runEntry()?.columns ?? [];
+  const st = data.stats ?? {};
+  const statColumns = runColumns.filter((c) => st[c.name] !== undefined);
+  const facts = factList(
+    statColumns.map((c) => {
+      const v = st[c.name] ?? NaN;
+      const unit = headerUnit(c);
+      const text = formatValue(c, v, { signed: v < 0 || c.first === "abs" });
+      return [c.label, unit && present(v) ? `${text} ${unit}` : text, `stat-${c.name}`, c.description];
+    }),
+    "cvz-facts",
+  );
   /** @type {HTMLElement[]} */
   const weights = [];
 
@@ -247,53 +249,11 @@ function render(data, probe, labels, s, store) {
   }
   weights.push(maps);
 
-  const h = data.history;
-  const history = section(`History over ${h.steps.length} logged steps`, "detail-history");
-  const charts = el("div", "cvz-charts");
-  charts.append(
-    lineChart({
-      title: "L2 norm of the weights",
-      x: h.steps,
-      series: [{ label: "L2 norm", values: h.l2 }],
-      xLabel: "step",
-      yLabel: "L2 norm",
-      current: data.step,
-      testid: "history-chart",
-    }),
-    lineChart({
-      title: "Drift: cosine distance to the previous and the first logged step",
-      x: h.steps,
-      xLabel: "step",
-      yLabel: "cosine distance",
-      series: [
-        { label: "vs previous", values: h.cosine_distance_prev },
-        { label: "vs first", values: h.cosine_distance_first, className: "cvz-series-1" },
-      ],
-      current: data.step,
-      testid: "history-chart",
-    }),
-  );
-  if (h.act_mean) {
-    charts.append(
-      lineChart({
-        title: "Mean activation on the probe",
-        x: h.steps,
-        series: [{ label: "act mean", values: h.act_mean }],
-        xLabel: "step",
-        yLabel: "mean activation",
-        current: data.step,
-        testid: "history-chart",
-      }),
-    );
-  }
-  history.append(charts);
-  const histories = [history];
-  const counterfactuals = answerFor(s.analysis.perturbation, data)?.counterfactuals ?? [];
-  const trends = analysisHistory(h, data.step, counterfactuals, s.names);
-  if (trends) histories.push(trends);
+  const histories = [historySection(data, runColumns, s, store)];
 
   const examples = { probe, maps: mapArray, mapImages: data.map_images, alpha: s.overlay };
-  const analysis = [...impactSections(s.analysis.impact, data, examples, s.names), responseSection(s.analysis.perturbation, data, s.names)];
+  const table = answerFor(s.analysis.table, data);
+  const analysis = [...impactSections(s.analysis.impact, data, examples, s.names, table), responseSection(s.analysis.perturbation, data, s.names)];
   // Opened from the Impact view, what the filter does for the model comes first.
   return s.mode === "impact" ? [facts, ...analysis, ...weights, ...histories] : [facts, ...weights, ...analysis, ...histories];
 }
@@ -301,11 +261,12 @@ function render(data, probe, labels, s, store) {
 /**
  * @param {Load} load the /impact answer @param {any} data the /filter payload
  * @param {import("./filterimpact.js").Examples} examples @param {import("../recordkeys.js").RecordNames} names
+ * @param {?import("../columns.js").Table} table the layer's table at the step
  * @returns {HTMLElement[]}
  */
-function impactSections(load, data, examples, names) {
+function impactSections(load, data, examples, names, table) {
   const answer = answerFor(load, data);
-  if (answer) return impactViews(answer, data.filter, examples, data.per_class ?? null, names);
+  if (answer) return impactViews(answer, data.filter, examples, data.per_class ?? null, names, table);
   const box = section("Impact on the model", "detail-impact");
   const note = el("p", "cvz-note", absentMessage("impact", load) || "Loading the impact…");
   note.dataset.testid = "detail-impact-message";
@@ -337,49 +298,67 @@ function responseSection(load, data, names) {
 }
 
 /**
- * The filter's impact and responses over the steps they were logged: how its impact grew.
- * @param {any} h the /filter payload's history @param {number} step
- * @param {string[]} names the counterfactuals' names (from the /perturbation payload)
- * @param {import("../recordkeys.js").RecordNames} recordNames
- * @returns {?HTMLElement}
+ * The filter's history of any one column over the steps it was logged: a select of the columns
+ * (by label, in their groups) and its chart, with its interval shaded where it has one.
+ * @param {any} data the /filter payload @param {Column[]} runColumns the run's declared columns
+ * @param {State} s @param {import("../store.js").Store} store
+ * @returns {HTMLElement}
  */
-function analysisHistory(h, step, names, recordNames) {
-  const impact = h.impact;
-  const responses = h.perturbation;
-  const counterfactuals = names.map((name) => /** @type {[string, string]} */ ([counterfactualKey(recordNames, name), name]));
-  const percent = (/** @type {number} */ v) => formatPercent(v);
-  /**
-   * history, title, y axis title, [key, label] of each series, y tick format
-   * @type {Array<[any, string, string, Array<[string, string]>, ((v: number) => string)?]>}
-   */
-  const specs = [
-    [impact, "Δaccuracy without this filter", "Δaccuracy (%)", [[IMPACT.dAccuracy, "Δaccuracy"]], percent],
-    [impact, "Δloss without this filter: exact and Taylor estimate", "Δloss (nats)", [[IMPACT.dLoss, "exact"], [IMPACT.taylorDLoss, "Taylor"]]],
-    [impact, "Class selectivity", "selectivity (0–1)", [[IMPACT.classSelectivity, "class selectivity"]]],
-    [responses, "Orientation selectivity (OSI)", "OSI (0–1)", [["osi", "OSI"]]],
-    [responses, "Time-reversal cosine", "cosine", [["reversal", "reversal"]]],
-    [responses, "Adversarial change", "relative change", [["fgsm", "FGSM"], ["pgd", "PGD"]]],
-    [responses, "Counterfactual change of mean |activation|", "change (%)", counterfactuals, percent],
-  ];
-  const charts = el("div", "cvz-charts");
-  for (const [series, title, yLabel, keys, format] of specs) {
-    const present = series ? keys.filter(([k]) => series[k]) : [];
-    if (!present.length) continue;
-    charts.append(
-      lineChart({
-        title,
-        x: series.steps,
-        series: present.map(([k, label]) => ({ label, values: series[k] })),
-        xLabel: "step",
-        yLabel,
-        format,
-        current: step,
-        testid: "analysis-history-chart",
-      }),
-    );
+function historySection(data, runColumns, s, store) {
+  /** @type {Record<string, {steps: number[], values: Array<?number>, ci?: Array<[?number, ?number]>}>} */
+  const histories = data.column_history ?? {};
+  const columns = inGroupOrder(runColumns.filter((c) => histories[c.name]));
+  const steps = Math.max(0, ...columns.map((c) => histories[c.name].steps.length));
+  const box = section(`History over ${steps} logged steps`, "detail-history");
+  if (!columns.length) {
+    box.append(el("p", "cvz-note", "No history of this filter's columns was logged."));
+    return box;
   }
-  if (!charts.childElementCount) return null;
-  const box = section("Impact and responses over the logged steps", "detail-analysis-history");
-  box.append(charts);
+  // The column chosen here; else the one the Impact table sorts by; else the table's default.
+  const column =
+    columns.find((c) => c.name === s.historyColumn) ??
+    columns.find((c) => c.name === s.impactSort.metric) ??
+    defaultSortColumn(columns) ??
+    columns[0];
+  const picker = labelledSelect("Column", "history-column", (name) => store.setHistoryColumn(name));
+  picker.element.classList.add("cvz-inline-field");
+  const select = picker.select;
+  for (const { group, columns: inGroup } of groupColumns(columns)) {
+    const optgroup = document.createElement("optgroup");
+    optgroup.label = groupTitle(group);
+    for (const c of inGroup) {
+      const option = document.createElement("option");
+      option.value = c.name;
+      option.textContent = c.label;
+      option.title = c.description;
+      optgroup.append(option);
+    }
+    select.append(optgroup);
+  }
+  select.value = column.name;
+  const history = histories[column.name];
+  const ci = history.ci;
+  const unit = headerUnit(column);
+  const signed = history.values.some((v) => v !== null && v < 0) || column.first === "abs";
+  const described = el("p", "cvz-note", column.description);
+  described.dataset.testid = "history-description";
+  box.append(picker.element, described);
+  box.append(
+    lineChart({
+      title: `${column.label} of filter #${data.filter}`,
+      x: history.steps,
+      series: [{ label: column.label, values: history.values }],
+      xLabel: "step",
+      yLabel: unit ? `${column.label} (${unit})` : column.label,
+      format: (v) => formatValue(column, v, { signed }),
+      current: data.step,
+      testid: "history-chart",
+      width: 420,
+      height: 150,
+      band: ci ? { lo: ci.map((b) => b[0]), hi: ci.map((b) => b[1]), label: "95% interval" } : undefined,
+    }),
+  );
+  const chart = /** @type {HTMLElement} */ (box.lastElementChild);
+  chart.dataset.column = column.name;
   return box;
 }

@@ -245,6 +245,17 @@ export function csvButton(table, part, rows) {
 }
 
 /**
+ * A button that saves the rows `rows()` gives as CSV: numbers as they are, not as a table shows them.
+ * @param {Element} anchor an element of the view (names the file from its export parts)
+ * @param {string} part what the rows are, for the file name @param {() => string[][]} rows
+ */
+export function dataCsvButton(anchor, part, rows) {
+  return button("CSV", "Download these numbers as CSV", "download-csv", async () => {
+    save(new Blob([toCsv(rows())], { type: "text/csv" }), downloadName(["convviz", ...exportParts(anchor), part], "csv"));
+  });
+}
+
+/**
  * A button that saves what `target()` returns (a canvas, or any element) as PNG.
  * @param {() => Element} target @param {string} part what it shows, for the file name
  */

@@ -4,23 +4,18 @@
 // than redrawing a new map. Points are coloured by a per-filter metric; a click opens the filter.
 
 import { SEQUENTIAL, cssGradient } from "../colormap.js";
-import { answerFor, filterValue } from "../analysis.js";
-import { IMPACT } from "../recordkeys.js";
+import { answerFor } from "../analysis.js";
+import { defaultSortColumn, formatValue, groupTitle, headerText, holdsChanges, shownColumns } from "../columns.js";
 import { decodeWire } from "../wire.js";
 import { ckaColour } from "./cka.js";
 import { formatNumber } from "../numeric.js";
 import { el, labelledSelect, svg, viewCard } from "./controls.js";
+import { dataCsvButton, pngButton, setExportParts } from "./download.js";
 
 const WIDTH = 560;
 const HEIGHT = 420;
 const PAD = 16;
 
-/** Colour metrics: where each comes from and what it means. */
-const METRICS = {
-  cosine_distance_prev: { text: "Drift since the previous step", from: "stats" },
-  l2: { text: "L2 norm", from: "stats" },
-  d_accuracy: { text: "Impact: Δaccuracy without the filter", from: "impact" },
-};
 
 /**
  * The index of the last map at or before `step`; -1 when every map is later.
@@ -70,6 +65,11 @@ export function mountEmbedding(root, store) {
   plot.setAttribute("aria-label", "The layer's filters as points; nearby filters respond alike on the probe");
   const readout = el("div", "cvz-chart-title", " ");
   readout.dataset.testid = "embedding-readout";
+  /** The points at the slider's step and their colour, for the CSV. */
+  let csvRows = () => /** @type {string[][]} */ ([]);
+  const tools = el("div", "cvz-card-tools cvz-export-tools");
+  tools.append(pngButton(() => plot, "filter-map"), dataCsvButton(card, "filter-map", () => csvRows()));
+  head.append(tools);
   card.append(head, controls, message, plot, readout);
   root.append(card);
 
@@ -84,7 +84,10 @@ export function mountEmbedding(root, store) {
       return;
     }
     const { load } = s.embedding;
-    const hasImpact = store.layerEntry()?.kinds.includes("impact") ?? false;
+    // Colour by any column of the layer: the table's at the slider's step once it is there.
+    const table = answerFor(s.analysis.table, { run: s.run, layer: s.layer });
+    const columns = table ? shownColumns(table) : (store.runEntry()?.columns ?? []);
+    const colour = columns.find((c) => c.name === s.embedding.color) ?? defaultSortColumn(columns);
     title.textContent = `Filter map · layer ${s.layer}`;
     sub.textContent = `run ${s.run}: filters that respond alike on the probe lie close; trails show where each came from`;
     method.setOptions(
@@ -96,13 +99,10 @@ export function mountEmbedding(root, store) {
       s.embedding.method,
     );
     color.setOptions(
-      Object.entries(METRICS).map(([value, m]) => ({
-        value,
-        text: m.from === "impact" && !hasImpact ? `${m.text} (not logged)` : m.text,
-        disabled: m.from === "impact" && !hasImpact,
-      })),
-      s.embedding.color,
+      columns.map((c) => ({ value: c.name, text: `${groupTitle(c.group)} · ${headerText(c)}` })),
+      colour?.name ?? "",
     );
+    color.select.title = colour?.description ?? "";
     card.dataset.loading = String(load.status === "loading");
     if (load.status === "error" || !load.data) {
       message.textContent = load.status === "error" ? `Could not map the filters: ${load.error}` : "Mapping the filters…";
@@ -111,7 +111,8 @@ export function mountEmbedding(root, store) {
       drawn = [];
       return;
     }
-    const values = metricValues(s, hasImpact);
+    const current = answerFor(s.analysis.table, { run: s.run, layer: s.layer, step: s.step });
+    const values = metricValues(current, colour?.name ?? "", load.data?.points.shape[1] ?? 0);
     const now = [load.data, s.step, s.filter, values];
     if (now.every((x, i) => (i === 3 ? sameValues(x, drawn[i]) : x === drawn[i]))) return;
     drawn = now;
@@ -142,11 +143,22 @@ export function mountEmbedding(root, store) {
     const unit = (/** @type {?number} */ v) => (v === null || !Number.isFinite(v) ? null : hi > lo ? (v - lo) / (hi - lo) : 0.5);
     const bar = el("span", "cvz-legend-bar");
     bar.style.background = cssGradient(SEQUENTIAL);
-    const name = METRICS[/** @type {keyof typeof METRICS} */ (s.embedding.color)]?.text ?? s.embedding.color;
+    const name = colour ? headerText(colour) : "no column";
+    const signed = holdsChanges(values.map((v) => v ?? 0));
+    const text = (/** @type {?number} */ v) => (colour ? formatValue(colour, v, { signed }) : formatNumber(v));
+    setExportParts(card, [s.run, s.layer, `step${data.steps[t]}`, data.method ?? s.embedding.method]);
+    csvRows = () => [
+      ["filter", "x", "y", ...(colour ? [colour.name] : [])],
+      ...Array.from({ length: filters }, (_, f) => [
+        String(f),
+        ...[points[2 * (t * filters + f)], points[2 * (t * filters + f) + 1]].map((v) => (Number.isFinite(v) ? String(v) : "")),
+        ...(colour ? [values[f] === null || !Number.isFinite(values[f]) ? "" : String(values[f])] : []),
+      ]),
+    ];
     legend.replaceChildren(
-      el("span", "cvz-legend-end", finite.length ? formatNumber(lo) : "—"),
+      el("span", "cvz-legend-end", finite.length ? text(lo) : "—"),
       bar,
-      el("span", "cvz-legend-end", finite.length ? formatNumber(hi) : "—"),
+      el("span", "cvz-legend-end", finite.length ? text(hi) : "—"),
       el("span", "cvz-legend-note", finite.length ? name : `${name}: not available at this step (grey)`),
     );
 
@@ -166,7 +178,7 @@ export function mountEmbedding(root, store) {
       });
       dot.dataset.testid = "embedding-point";
       dot.dataset.filter = String(f);
-      const says = `Filter #${f} · ${name}: ${formatNumber(values[f])}`;
+      const says = `Filter #${f} · ${name}: ${text(values[f])}`;
       const tip = svg("title", {});
       tip.textContent = says;
       dot.append(tip);
@@ -182,20 +194,17 @@ export function mountEmbedding(root, store) {
 }
 
 /**
- * The colour metric's value per filter at the slider's step: from the layer's stats or, for
- * impact, the impact table; null where not (yet) known.
- * @param {import("../store.js").State} s @param {boolean} hasImpact @returns {Array<?number>}
+ * The colour column's value per filter at the slider's step, from the layer's table there; null
+ * where not (yet) known.
+ * @param {?import("../columns.js").Table} table @param {string} name @param {number} count
+ * @returns {Array<?number>}
  */
-function metricValues(s, hasImpact) {
-  const metric = s.embedding.color;
-  const count = s.embedding.load.data?.points.shape[1] ?? 0;
-  if (metric === IMPACT.dAccuracy) {
-    const impact = hasImpact ? answerFor(s.analysis.impact, { run: s.run, layer: s.layer, step: s.step }) : null;
-    return Array.from({ length: count }, (_, f) => filterValue(impact?.arrays ?? null, metric, f));
-  }
-  const data = s.layerData.data;
-  const stats = data && data.run === s.run && data.layer === s.layer && data.step === s.step ? data.stats : null;
-  return Array.from({ length: count }, (_, f) => stats?.[metric]?.[f] ?? null);
+function metricValues(table, name, count) {
+  const a = table?.values[name];
+  return Array.from({ length: count }, (_, f) => {
+    const v = a && a.shape.length === 1 ? Number(a.values[f]) : NaN;
+    return Number.isFinite(v) ? v : null;
+  });
 }
 
 /** @param {Array<?number>} a @param {Array<?number>|undefined} b */

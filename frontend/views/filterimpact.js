@@ -1,13 +1,14 @@
-// One filter's impact, in its detail: what the model loses without it (Δaccuracy, Δconfidence,
-// Δloss exact and by Taylor, flips, Δrecall per class), what it fires on (class selectivity,
-// errors vs correct) and its top activating probe examples with its activation laid over them.
+// One filter's impact, in its detail: its value in every column of the impact record as declared
+// (what the model loses without it, what it fires on), Δrecall per class, and its top activating
+// probe examples with its activation laid over them.
 
-import { classesInWords, filterRow, filterValue, layerMedian, whole } from "../analysis.js";
-import { IMPACT, exactKey, topExampleKey } from "../recordkeys.js";
+import { classesInWords, filterRow, filterValue } from "../analysis.js";
+import { filterFacts } from "../columns.js";
+import { exactKey, topExampleKey } from "../recordkeys.js";
 import { scaleOf } from "../raster.js";
 import { along } from "../wire.js";
 import { barList } from "./chart.js";
-import { formatCount, formatNumber, formatPercent, formatSigned } from "../numeric.js";
+import { formatPercent } from "../numeric.js";
 import { el, factList, section } from "./controls.js";
 import { exampleView, signalLegend } from "./examples.js";
 
@@ -18,28 +19,6 @@ import { exampleView, signalLegend } from "./examples.js";
  *   probe: every probe input (N, C, ...spatial); maps: the filter's activation on the probe
  *   images kept (images, ...spatial), image i being probe example mapImages[i]
  */
-
-/**
- * The filter's Δaccuracy interval and verdict in words.
- * @param {Arrays} arrays @param {number} f
- */
-function intervalText(arrays, f) {
-  const [lo, hi] = filterRow(arrays, IMPACT.dAccuracyCi, f);
-  if (lo === undefined || lo === null || hi === null) return "not ablated exactly: no interval";
-  const p = filterValue(arrays, "p_adjusted", f);
-  const verdict = filterValue(arrays, "significant", f) ? "significant" : "not significant";
-  return `Δaccuracy in [${formatPercent(lo)}, ${formatPercent(hi)}], ${verdict} (p = ${formatNumber(p, 2)}, BH)`;
-}
-
-/**
- * 1-based rank of `filter` in the layer by `name`, largest first; null when its value is missing.
- * @param {Arrays} arrays @param {string} name @param {number} filter
- */
-function rankOf(arrays, name, filter) {
-  const mine = filterValue(arrays, name, filter);
-  if (mine === null) return null;
-  return 1 + whole(arrays, name).filter((v) => v !== null && v > mine).length;
-}
 
 /**
  * @typedef {{classes: number[], class_support: number[], d_recall: Array<?number>, d_precision: Array<?number>,
@@ -92,46 +71,30 @@ function recallViews(perClass) {
 }
 
 /**
- * @param {Arrays} arrays @param {number} f @param {?PerClass} perClass
- * @param {import("../recordkeys.js").RecordNames} names @returns {HTMLElement}
+ * What the model loses without the filter: its value in every column of the impact record (from
+ * the layer's table), as declared, and its per-class changes.
+ * @param {any} answer the /impact payload @param {?import("../columns.js").Table} table
+ * @param {number} f @param {?PerClass} perClass @param {import("../recordkeys.js").RecordNames} names
+ * @returns {HTMLElement}
  */
-function impactFacts(arrays, f, perClass, names) {
+function impactFacts(answer, table, f, perClass, names) {
   const box = section("Impact on the model", "detail-impact");
   box.append(
     el(
       "p",
       "cvz-note",
-      "The filter's output zeroed on the labelled probe. Δ = without − with: a filter the model needs has Δaccuracy < 0 and Δloss > 0.",
+      "The filter's output zeroed on the labelled probe. Δ = without − with: a filter the model needs has Δaccuracy < 0 and Δloss > 0. Hover a name for what it means.",
     ),
   );
-  const examples = whole(arrays, IMPACT.cleanPred).length;
-  const filters = arrays[IMPACT.dLoss]?.shape[0] ?? 0;
-  const rank = rankOf(arrays, IMPACT.dLoss, f);
-  const [accuracy] = whole(arrays, IMPACT.accuracy);
-  box.append(
-    factList([
-      ["Δaccuracy", `${formatPercent(filterValue(arrays, IMPACT.dAccuracy, f))} of ${formatPercent(accuracy, { signed: false })}`, "impact-d_accuracy"],
-      ["how sure", intervalText(arrays, f), "impact-d_accuracy_ci"],
-      ["flipped predictions", `${formatCount(filterValue(arrays, IMPACT.flips, f))} of ${examples}`, "impact-flips"],
-      ["Δconfidence (true class)", formatSigned(filterValue(arrays, IMPACT.dConfidence, f)), "impact-d_confidence"],
-      ["Δloss", formatSigned(filterValue(arrays, IMPACT.dLoss, f)), "impact-d_loss"],
-      ["Δloss by Taylor", formatSigned(filterValue(arrays, IMPACT.taylorDLoss, f)), "impact-taylor_d_loss"],
-      ["rank by Δloss", rank === null ? "—" : `${rank} of ${filters}`, "impact-rank"],
-      [
-        "class selectivity",
-        `${formatNumber(filterValue(arrays, IMPACT.classSelectivity, f), 2)} (median ${formatNumber(layerMedian(arrays, IMPACT.classSelectivity), 2)})`,
-        "impact-class_selectivity",
-      ],
-      [
-        "fires on errors / correct",
-        `${formatNumber(filterValue(arrays, IMPACT.actOnErrors, f))} / ${formatNumber(filterValue(arrays, IMPACT.actOnCorrect, f))}`,
-        "impact-errors_vs_correct",
-      ],
-    ]),
-  );
-
+  const columns = table ? table.columns.filter((c) => c.kind === answer.kind) : [];
+  const facts = table ? filterFacts(table, columns, f) : [];
+  if (facts.length) {
+    box.append(factList(facts.map((x) => [x.label, x.text, `column-${x.name}`, x.title])));
+  } else {
+    box.append(el("p", "cvz-note", "Loading the layer's table…"));
+  }
   if (perClass) box.append(...recallViews(perClass));
-  else if (filterValue(arrays, exactKey(names), f) === 0) {
+  else if (filterValue(answer.arrays, exactKey(names), f) === 0) {
     box.append(el("p", "cvz-note", "Not ablated exactly at this step (over the exact-ablation budget): only the Taylor estimate is known."));
   }
   return box;
@@ -182,11 +145,12 @@ function topExamples(arrays, f, ex, names) {
  * @param {any} data the /impact payload @param {number} filter @param {Examples} examples
  * @param {?PerClass} perClass the filter's per-class changes, from its /filter answer
  * @param {import("../recordkeys.js").RecordNames} names
+ * @param {?import("../columns.js").Table} table the layer's table at the step (its impact columns)
  * @returns {HTMLElement[]}
  */
-export function impactViews(data, filter, examples, perClass, names) {
+export function impactViews(data, filter, examples, perClass, names, table) {
   const arrays = /** @type {Arrays} */ (data.arrays);
   const top = topExamples(arrays, filter, examples, names);
-  const facts = impactFacts(arrays, filter, perClass, names);
+  const facts = impactFacts(data, table, filter, perClass, names);
   return top ? [facts, top] : [facts];
 }

@@ -5,6 +5,7 @@ import test from "node:test";
 import {
   columnOrder,
   defaultSortColumn,
+  filterFacts,
   formatValue,
   groupColumns,
   headerText,
@@ -43,6 +44,7 @@ test("values read by their declared format", () => {
   assert.equal(formatValue(col("p", { format: "percent" }), -0.0625), "-6.3%");
   assert.equal(formatValue(col("p", { format: "percent" }), 0.5, { signed: false }), "50.0%");
   assert.equal(formatValue(col("n", { format: "count" }), 3), "3");
+  assert.equal(formatValue(col("c", { format: "index" }), 4), "4");
   assert.equal(formatValue(col("f", { format: "flag" }), 1), "yes");
   assert.equal(formatValue(col("f", { format: "flag" }), 0), "no");
   assert.equal(formatValue(col("s", { format: "signed" }), 0.25), "+0.250");
@@ -59,6 +61,10 @@ test("the first sort puts the better end first; no better end: the largest (magn
   assert.deepEqual(columnOrder(v, col("l", { better: "lower" }), false), [1, 0, 3, 2]);
   assert.deepEqual(columnOrder(v, col("s", { format: "signed" }), false), [1, 3, 0, 2]);
   assert.deepEqual(columnOrder(v, col("n"), false), [3, 0, 1, 2]);
+  // The declaration's `first` wins over `better`: most accuracy lost first, though higher is better.
+  assert.deepEqual(columnOrder(v, col("d", { better: "higher", first: "low" }), false), [1, 0, 3, 2]);
+  assert.deepEqual(columnOrder(v, col("d", { first: "abs" }), false), [1, 3, 0, 2]);
+  assert.deepEqual(columnOrder(v, col("d", { first: "high" }), true), [1, 0, 3, 2]);
 });
 
 test("the default sort column is the first with a better end, in group order", () => {
@@ -81,7 +87,7 @@ const TABLE = {
 
 test("the CSV holds raw numbers, intervals as _lo/_hi after their column, empty for missing, flags 0/1", () => {
   const rows = tableCsvRows(TABLE);
-  assert.deepEqual(rows[0], ["filter", "m", "m_band_lo", "m_band_hi", "k", "z"]);
+  assert.deepEqual(rows[0], ["filter", "m", "m_lo", "m_hi", "k", "z"]);
   assert.deepEqual(rows[1], ["0", "-0.25", "-0.5", "0", "2", "1"]);
   assert.deepEqual(rows[2], ["1", "", "", "", "0", "0"]);
   // A float32 value is written as the double it is, as Python's repr(float(np.float32(x))) does.
@@ -96,4 +102,13 @@ test("the shown columns leave interval companions to their column", () => {
   assert.deepEqual(intervalOf(TABLE, TABLE.columns[0], 0), [-0.5, 0]);
   assert.equal(intervalOf(TABLE, TABLE.columns[0], 1), null);
   assert.equal(intervalOf(TABLE, TABLE.columns[1], 0), null);
+});
+
+test("a filter's facts: label, value as declared with its interval, description", () => {
+  const facts = filterFacts({ ...TABLE, columns: [...TABLE.columns, col("u", { unit: "nats" })], values: { ...TABLE.values, u: { shape: [3], values: Float32Array.from([1, 2, 3]) } } },
+    [...TABLE.columns, col("u", { unit: "nats" })], 0);
+  assert.deepEqual(facts.map((x) => [x.name, x.label, x.text]), [
+    ["m", "M", "-25.0% [-50.0%, 0%]"], ["k", "K", "2"], ["z", "Z", "yes"], ["u", "U", "1.00 nats"],
+  ]);
+  assert.match(facts[0].title, /^what m is Bracketed: its 95% interval\.$/);
 });
