@@ -26,6 +26,7 @@ from tensorboard.plugins.projector import metadata as projector_metadata
 from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 
 from tb_convviz import format as fmt
+from tb_convviz import records
 from tb_convviz.reader import Logs, NotFound, load
 
 
@@ -189,13 +190,13 @@ def export_projector(
 
     tensor = source(logs, run, layer, step)
     filters_record = logs.bundle(run, layer, fmt.KIND_FILTERS, tensor.step)
-    stats = {n: filters_record.array(n) for n in filters_record.names() if n != "tiles"}
+    stats = {n: filters_record.array(n) for n in filters_record.names() if n != records.TILES}
     folder = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{layer}_{tensor.label}_step{tensor.step}")
     target = out / folder
     target.mkdir(parents=True, exist_ok=True)
     np.savetxt(target / "tensor.tsv", tensor.rows, fmt="%.7g", delimiter="\t")
     (target / "metadata.tsv").write_text(metadata_tsv(stats, tensor.rows.shape[0]), encoding="utf-8")
-    sprite = sprite_sheet(tile_images(filters_record.array("tiles")))
+    sprite = sprite_sheet(tile_images(filters_record.array(records.TILES)))
     if sprite is None:
         warnings.warn(f"the tiles of {layer!r} do not fit a projector sprite; none written", stacklevel=2)
     else:

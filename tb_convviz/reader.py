@@ -335,7 +335,7 @@ class Logs(ConvVizReader):
 
     def kernels(self, run: str, layer: str, step: int) -> np.ndarray:
         """Raw kernels (filters, in/groups, *kernel) within the q8 tolerance: (max−min)/510 per filter."""
-        return self.bundle(run, layer, fmt.KIND_KERNELS, step).array("kernel")
+        return self.bundle(run, layer, fmt.KIND_KERNELS, step).array(records.KERNEL)
 
     def effective_kernels(self, run: str, layer: str, step: int) -> np.ndarray:
         """Kernels with the following BatchNorm folded in; NotFound when no BatchNorm follows."""
@@ -351,7 +351,7 @@ class Logs(ConvVizReader):
     def filter_stats(self, run: str, layer: str, step: int) -> dict[str, np.ndarray]:
         """Per-filter arrays: l2, mean_abs, dead, drift vs previous and first log, activation stats."""
         b = self.bundle(run, layer, fmt.KIND_FILTERS, step)
-        return {n: b.array(n) for n in b.names() if n != "tiles"}
+        return {n: b.array(n) for n in b.names() if n != records.TILES}
 
     def perturbation(self, run: str, layer: str, step: int) -> dict[str, np.ndarray]:
         """Every perturbation-response array of the layer at `step` (keys: format.PERTURBATION_GROUPS)."""

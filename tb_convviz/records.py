@@ -39,6 +39,8 @@ PROFILE = "profile"
 
 # A filters record's flag of dead filters (the other statistics are numbers).
 DEAD = "dead"
+# Its mean activation over the probe, which run-vs-run comparison reads directly.
+ACT_MEAN = "act_mean"
 
 # Per-filter statistics of a filters record (f16s, one value per filter).
 DRIFT_PREV = ("cosine_distance_prev", "norm_change_prev")

@@ -34,7 +34,7 @@ def _floats(a: np.ndarray) -> list:
 def _stats(bundle: fmt.Bundle, index: Optional[int] = None) -> dict[str, Any]:
     out = {}
     for name in bundle.names():
-        if name != "tiles":
+        if name != records.TILES:
             values = bundle.array(name, index)
             out[name] = _floats(values) if index is None else _floats(values)[0]
     return out
@@ -118,7 +118,7 @@ def layer(reader: ConvVizReader, run: str, layer: str, step: int) -> dict:
         # Wire arrays, not JSON number lists: 2048 filters × 11 statistics as JSON floats were most
         # of a layer answer's time; the dashboard decodes them once, on arrival.
         "stats": {name: filters.wire(name) for name in filters.names() if name != records.TILES},
-        "tiles": filters.wire("tiles"),
+        records.TILES: filters.wire(records.TILES),
         "maps": None,
         "map_images": [],
     }
@@ -148,7 +148,7 @@ def filter_detail(
         kernel_step = reader.latest_at_or_before(run, layer, fmt.KIND_KERNELS, step)
         kernels = reader.bundle(run, layer, fmt.KIND_KERNELS, kernel_step)
         out["kernel_step"] = kernel_step
-        out["slices"] = fmt.wire_array(kernels.array("kernel", index))
+        out["slices"] = fmt.wire_array(kernels.array(records.KERNEL, index))
         effective = fmt.effective_kernel(kernels, index)
         out["effective"] = fmt.wire_array(effective) if effective is not None else None
     except NotFound:
@@ -290,8 +290,8 @@ def _weights_for(reader: ConvVizReader, run: str, layer: str, step: int) -> tupl
     """Full kernels when that step kept them, else the tiles every step keeps."""
     kernel_steps = reader.steps(run, layer, fmt.KIND_KERNELS) if fmt.KIND_KERNELS in reader.kinds(run, layer) else []
     if step in kernel_steps:
-        return reader.bundle(run, layer, fmt.KIND_KERNELS, step).array("kernel"), "kernels"
-    return reader.bundle(run, layer, fmt.KIND_FILTERS, step).array("tiles"), "tiles"
+        return reader.bundle(run, layer, fmt.KIND_KERNELS, step).array(records.KERNEL), "kernels"
+    return reader.bundle(run, layer, fmt.KIND_FILTERS, step).array(records.TILES), records.TILES
 
 
 def _feeding_layer(reader: ConvVizReader, run: str, layer: str, info: dict) -> Optional[str]:
@@ -345,13 +345,13 @@ def compare(
     if run_a == run_b and align == "index" and fb.meta.get("prev_step") == step_a and step_a != step_b:
         # Consecutive logs of one run: the callback measured this drift exactly on full weights.
         basis = "logged"
-        drift = {"cosine_distance": fb.array("cosine_distance_prev"), "norm_change": fb.array("norm_change_prev")}
+        drift = {key.removesuffix("_prev"): fb.array(key) for key in records.DRIFT_PREV}
     else:
         wa, basis_a = _weights_for(reader, run_a, layer, step_a)
         wb, basis_b = _weights_for(reader, run_b, layer, step_b)
-        basis = "kernels" if basis_a == basis_b == "kernels" else "tiles"
-        if basis == "tiles":
-            wa, wb = fa.array("tiles"), fb.array("tiles")
+        basis = "kernels" if basis_a == basis_b == "kernels" else records.TILES
+        if basis == records.TILES:
+            wa, wb = fa.array(records.TILES), fb.array(records.TILES)
         prev_match = None
         if align != "index":
             match, similarity, match_basis = _pairing(reader, layer, run_a, step_a, run_b, step_b, wa, wb)
@@ -365,8 +365,8 @@ def compare(
     # layer's metrics as JSON floats took most of the answer's time.
     metrics = {k: fmt.wire_array(v) for k, v in drift.items()}
     safe = np.where(match >= 0, match, 0)
-    if "act_mean" in fa and "act_mean" in fb:
-        metrics["act_mean_change"] = fmt.wire_array(np.where(match >= 0, fb.array("act_mean")[safe] - fa.array("act_mean"), np.nan))
+    if records.ACT_MEAN in fa and records.ACT_MEAN in fb:
+        metrics["act_mean_change"] = fmt.wire_array(np.where(match >= 0, fb.array(records.ACT_MEAN)[safe] - fa.array(records.ACT_MEAN), np.nan))
     if similarity is not None:
         metrics["match_similarity"] = fmt.wire_array(similarity)
     return {
@@ -381,8 +381,8 @@ def compare(
         "match": match.tolist(),
         "metrics": metrics,
         "order": most_changed_first(np.asarray(drift["cosine_distance"], np.float64)).tolist(),
-        "tiles_a": fa.wire("tiles"),
-        "tiles_b": fmt.wire_array(fb.array("tiles", safe)),
+        "tiles_a": fa.wire(records.TILES),
+        "tiles_b": fmt.wire_array(fb.array(records.TILES, safe)),
     }
 
 
