@@ -14,6 +14,7 @@ from torch import nn
 from models import two_conv_net
 from tbserver import get_json, tensorboard, wait_for
 from training import one_thread, train_and_log
+from user_metrics import METRICS
 
 CHROMIUM = shutil.which("chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -21,7 +22,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 XSS_RUN = "<img src=x onerror=alert(1)>"
 RUNS_2D = ("baseline", XSS_RUN)
 RUN_1D = "signal_1d"
-RUN_IMPACT = "impact_3class"  # impact=True and a counterfactual; the other runs log perturbations only
+RUN_IMPACT = "impact_3class"  # impact=True, a counterfactual and user metrics; the other runs log perturbations only
 RUN_INSIGHTS = "insights_5x5"  # shape_texture, impact, and a 5×5 first layer that a 3×3 would do
 RUNS = (*RUNS_2D, RUN_1D, RUN_IMPACT, RUN_INSIGHTS)
 EPOCHS = 6
@@ -98,7 +99,7 @@ def _write_runs(root: Path) -> None:
     log_minibatch_sgd(
         two_conv_net((8, 12), classes=3, batchnorm=False), root / RUN_IMPACT, colours, brightest, 3,
         probe_n=IMPACT_PROBE, lr=0.3, batches=10, impact=True, counterfactuals={"no_red": no_red},
-        perturbations={"rotate_probe": True},
+        perturbations={"rotate_probe": True}, metrics=METRICS,
     )
     torch.manual_seed(5)
     log_minibatch_sgd(
