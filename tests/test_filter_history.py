@@ -105,14 +105,14 @@ def test_another_filter_and_step_of_the_layer_answer_as_the_uncached_path(logged
         uncached = _uncached(logged.reader, "3", step, index)
         assert cached == uncached
         # The values the logs hold for this filter, step by step, not the first request's filter.
-        history = cached["history"]
-        assert history["steps"] == STEPS
-        assert history["l2"] == [float(logged.reader.filter_stats(RUN, "3", s)["l2"][index]) for s in STEPS]
-        assert history["l2"] != first["history"]["l2"]
+        history = cached["column_history"]
+        assert history["l2"]["steps"] == STEPS
+        assert history["l2"]["values"] == [float(logged.reader.filter_stats(RUN, "3", s)["l2"][index]) for s in STEPS]
+        assert history["l2"]["values"] != first["column_history"]["l2"]["values"]
         impact = [logged.reader.impact(RUN, "3", s) for s in STEPS]
-        assert history["impact"]["steps"] == STEPS
-        assert history["impact"]["taylor_d_loss"] == [float(i["taylor_d_loss"][index]) for i in impact]
-        assert history["perturbation"]["osi"] == [
+        assert history["taylor_d_loss"]["steps"] == STEPS
+        assert history["taylor_d_loss"]["values"] == [float(i["taylor_d_loss"][index]) for i in impact]
+        assert history["osi"]["values"] == [
             float(logged.reader.perturbation(RUN, "3", s)["osi"][index]) for s in STEPS
         ]
 
@@ -131,15 +131,15 @@ def test_columns_are_read_once_per_stream_and_run_state(logged, stream_reads):
 def test_a_newly_written_step_appears_in_the_history(tmp_path):
     logdir = _logdir(tmp_path, [0, 1, 2])
     cache = HistoryCache()
-    before = payloads.filter_detail(logdir.reader, RUN, "0", 2, 1, cache)["history"]
-    assert before["steps"] == before["impact"]["steps"] == [0, 1, 2]
+    before = payloads.filter_detail(logdir.reader, RUN, "0", 2, 1, cache)["column_history"]
+    assert before["l2"]["steps"] == before["d_loss"]["steps"] == [0, 1, 2]
     logdir.log([3])
     logdir.viz.close()
-    after = payloads.filter_detail(logdir.reader, RUN, "0", 3, 1, cache)["history"]
-    assert after["steps"] == after["impact"]["steps"] == after["perturbation"]["steps"] == [0, 1, 2, 3]
-    assert after == _uncached(logdir.reader, "0", 3, 1)["history"]
-    assert after["l2"][3] == float(logdir.reader.filter_stats(RUN, "0", 3)["l2"][1])
-    assert after["l2"][:3] == before["l2"]
+    after = payloads.filter_detail(logdir.reader, RUN, "0", 3, 1, cache)["column_history"]
+    assert after["l2"]["steps"] == after["d_loss"]["steps"] == after["osi"]["steps"] == [0, 1, 2, 3]
+    assert after == _uncached(logdir.reader, "0", 3, 1)["column_history"]
+    assert after["l2"]["values"][3] == float(logdir.reader.filter_stats(RUN, "0", 3)["l2"][1])
+    assert after["l2"]["values"][:3] == before["l2"]["values"]
 
 
 def test_cache_keeps_to_its_byte_budget_least_recent_out(logged, stream_reads):

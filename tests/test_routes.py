@@ -101,9 +101,10 @@ def test_filter_detail_slices_effective_maps_history(client):
     assert decode(body["slices"]).shape == (3, 3, 3)
     assert decode(body["effective"]).shape == (3, 3, 3)  # BatchNorm "1" follows layer "0"
     assert decode(body["maps"]).shape == (3, 8, 8)
-    assert body["history"]["steps"] == STEPS
-    assert len(body["history"]["l2"]) == len(STEPS)
-    assert body["history"]["cosine_distance_prev"][0] == pytest.approx(0, abs=1e-6)  # the first step is its own previous
+    history = body["column_history"]
+    assert history["l2"]["steps"] == STEPS
+    assert len(history["l2"]["values"]) == len(STEPS)
+    assert history["cosine_distance_prev"]["values"][0] == pytest.approx(0, abs=1e-6)  # the first step is its own previous
     assert get_ok(client, "filter?run=a&layer=3&step=3&filter=0")["effective"] is None
     assert body["per_class"] is None  # run "a" logged no impact
 
@@ -185,11 +186,12 @@ def test_impact_per_filter(client):
 
 
 def test_filter_history_has_analysis_scalars(client):
-    history = get_ok(client, "filter?run=analysed&layer=0&step=1&filter=2")["history"]
-    for kind, key in (("impact", "d_accuracy"), ("impact", "taylor_d_loss"), ("perturbation", "osi"), ("perturbation", "cf/dim")):
-        assert history[kind]["steps"] == STEPS
-        assert len(history[kind][key]) == len(STEPS), (kind, key)
-    assert "perturbation" not in get_ok(client, "filter?run=a&layer=0&step=1&filter=2")["history"]
+    history = get_ok(client, "filter?run=analysed&layer=0&step=1&filter=2")["column_history"]
+    for key in ("d_accuracy", "taylor_d_loss", "osi", "cf/dim"):
+        assert history[key]["steps"] == STEPS
+        assert len(history[key]["values"]) == len(STEPS), key
+    assert len(history["d_accuracy"]["ci"]) == len(STEPS) and all(len(pair) == 2 for pair in history["d_accuracy"]["ci"])
+    assert "osi" not in get_ok(client, "filter?run=a&layer=0&step=1&filter=2")["column_history"]
 
 
 def test_dashboard_files_are_served(client):

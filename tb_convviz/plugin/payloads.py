@@ -165,11 +165,6 @@ def filter_detail(
     n_filters = reader.filter_count(run, layer)
     kinds = reader.kinds(run, layer)
     streams = {kind: columns(reader, run, layer, kind, n_filters) for kind in TABLE_KINDS if kind in kinds}
-    history = _history(streams[fmt.KIND_FILTERS], index)
-    for kind in (fmt.KIND_PERTURBATION, fmt.KIND_IMPACT):
-        if kind in streams:
-            history[kind] = _history(streams[kind], index)
-    out["history"] = history
     out["column_history"] = {name: entry for stream in streams.values() for name, entry in _column_history(stream, index).items()}
     return out
 
@@ -212,13 +207,6 @@ def _per_class(reader: ConvVizReader, run: str, layer: str, step: int, index: in
         "detectable_d_recall": _floats(table["detectable_d_recall"]),
         "alpha": alpha,
     }
-
-
-def _history(columns: Columns, index: int) -> dict[str, list]:
-    """Filter `index`'s per-filter scalars at every step of one stream (how its impact grew)."""
-    history: dict[str, list] = {"steps": list(columns.steps)}
-    history.update({name: _floats(values) for name, values in columns.of_filter(index).items()})
-    return history
 
 
 def _plain(arrays: dict[str, np.ndarray]) -> dict[str, dict]:
