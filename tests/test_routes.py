@@ -152,6 +152,27 @@ def arrays_of(body: dict) -> dict[str, np.ndarray]:
     return out
 
 
+def test_every_per_filter_number_logged_is_a_described_column(client):
+    """Each built-in column has a label and a description in /index, and every one-value-per-filter
+    array the analysed run's records hold is one of /table's columns (or an interval companion)."""
+    index = get_ok(client, "index")
+    assert index["columns"] and all(c["label"] and c["description"] for c in index["columns"])
+    table = get_ok(client, "table?run=analysed&layer=0&step=2")
+    served = {c["name"] for c in table["columns"]} | {c["ci"] for c in table["columns"] if c["ci"]}
+    assert set(table["values"]) == served
+    record_arrays = {}
+    for kind in ("filters", "perturbation", "impact"):
+        body = get_ok(client, f"{kind}?run=analysed&layer=0&step=2") if kind != "filters" else None
+        if body is not None:
+            record_arrays.update({n: a["shape"] for n, a in body["arrays"].items()})
+    record_arrays.update({n: [6] for n in get_ok(client, "layer?run=analysed&layer=0&step=2")["stats"]})
+    per_filter = {n for n, shape in record_arrays.items() if shape == [6]}
+    assert per_filter - served == set(), per_filter - served
+    by_name = {c["name"]: c for c in table["columns"]}
+    assert by_name["d_accuracy"]["ci"] == "d_accuracy_ci" and decode(table["values"]["d_accuracy_ci"]).shape == (6, 2)
+    assert by_name["rotation_response"]["record_step"] == 2 and decode(table["values"]["rotation_response"]).shape == (6,)
+
+
 def test_perturbation_responses_per_filter(client):
     body = get_ok(client, "perturbation?run=analysed&layer=0&step=2")
     assert (body["run"], body["layer"], body["step"], body["kind"]) == ("analysed", "0", 2, "perturbation")
