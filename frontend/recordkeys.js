@@ -50,10 +50,55 @@ export function shapeTextureIndexKey(names) {
 }
 
 /**
- * Whether the perturbation answer holds `group` (a key of `names.perturbation_groups`), i.e. the
- * record logged that response.
- * @param {any} answer the /perturbation payload @param {string} group
+ * @typedef {{angles?: string, tuning?: string, osi?: string, preferred?: string, frequency?: string,
+ *   rotation?: string, sigmas?: string, stability?: string, epsilon?: string, fgsm?: string, pgd?: string,
+ *   fractions?: string, shift?: string, reversal?: string}} PerturbationKeys
+ *   the arrays the filter detail's response charts read: grating angles (also the rotation
+ *   angles), tuning curve (F, A), orientation selectivity, preferred orientation and grating
+ *   frequency (F,), rotated-probe response (F, A); noise levels and stability (F, S); attack ε and
+ *   FGSM/PGD change (F,); shift fractions and shift cosines (F, X); reversal cosine (F,)
  */
-export function hasGroup(answer, group) {
-  return (answer?.groups?.[group] ?? []).length > 0;
+
+/**
+ * The perturbation arrays the response charts read, by their place in the groups the index answer
+ * lists (format.PERTURBATION_GROUPS declares each group's arrays in this order: its layer-wide axis
+ * first, then its per-filter arrays). Absent groups give undefined names, which no answer holds.
+ * @param {RecordNames} names @returns {PerturbationKeys}
+ */
+export function perturbationKeys(names) {
+  const g = names.perturbation_groups;
+  const [angles, tuning, osi, preferred, frequency] = g.orientation ?? [];
+  const [, rotation] = g.rotation ?? [];
+  const [sigmas, stability] = g.noise ?? [];
+  const [epsilon, fgsm, pgd] = g.adversarial ?? [];
+  const [fractions, shift] = g.shift ?? [];
+  const [reversal] = g.reversal ?? [];
+  return { angles, tuning, osi, preferred, frequency, rotation, sigmas, stability, epsilon, fgsm, pgd, fractions, shift, reversal };
+}
+
+/**
+ * The perturbation groups the answer holds keys of (the record logged that response), as
+ * {group: true}.
+ * @param {any} answer the /perturbation payload @returns {Record<string, boolean>}
+ */
+export function loggedGroups(answer) {
+  return Object.fromEntries(Object.entries(answer?.groups ?? {}).map(([group, keys]) => [group, keys.length > 0]));
+}
+
+/**
+ * The drift columns of the per-filter statistics, from the run's declared columns: the group that
+ * holds them ("drift") declares the cosine distance to the previous log, the norm change since it,
+ * then the cosine distance to the first log (schema.py), in this order. Null for a column absent.
+ * @param {import("./columns.js").Column[]} columns
+ * @returns {{previous: ?string, normPrevious: ?string, first: ?string}}
+ */
+export function driftKeys(columns) {
+  const drift = columns.filter((c) => c.group === "drift");
+  const distances = drift.filter((c) => c.format !== "percent");
+  const norm = drift.find((c) => c.format === "percent");
+  return {
+    previous: distances.length > 1 ? distances[0].name : null,
+    normPrevious: norm?.name ?? null,
+    first: distances.length ? distances[distances.length - 1].name : null,
+  };
 }

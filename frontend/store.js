@@ -19,7 +19,7 @@ import * as api from "./api.js";
  *   phase: "loading"|"empty"|"error"|"ready", message: string,
  *   runs: RunEntry[], run: string, layer: string, step: number,
  *   mode: Mode, show: "weights"|"activations", norm: "filter"|"layer",
- *   sort: "index"|"cosine_distance_prev"|"cosine_distance_first"|"l2"|"act_mean", driftSince: "first"|"previous",
+ *   sort: string, driftSince: "first"|"previous",
  *   image: number,
  *   layerData: Load, filter: ?number, detail: Load, probes: Record<string, Load>, overlay: number,
  *   compare: {stepA: number, runB: string, stepB: number, align: "index"|"match"|"aligned",
@@ -31,7 +31,7 @@ import * as api from "./api.js";
  * }} State
  *   analysis: the current layer's perturbation responses, impact record and table of every per-filter
  *   column (/table) at the slider's step, for the Impact view, the filter map and the filter detail;
- *   driftSince: the drift ranking's baseline step; impactSort: the Impact table's column (a column
+ *   sort: the grid's order, "index" or a per-filter statistic's column name; driftSince: the drift ranking's baseline step; impactSort: the Impact table's column (a column
  *   name; "" for the table's default) and whether its natural order is reversed; historyColumn: the
  *   column whose history the filter detail charts ("" for the default).
  *   similarity: the CKA views' answers; B is the current run at the slider's step while runB is ""

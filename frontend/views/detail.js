@@ -249,7 +249,11 @@ function render(data, probe, labels, s, store) {
   }
   weights.push(maps);
 
-  const histories = [historySection(data, runColumns, s, store)];
+  // The layer's columns as its table declares them (a counterfactual's among them), then any other
+  // the run declares.
+  const tableColumns = answerFor(s.analysis.table, data)?.columns ?? [];
+  const known = new Set(tableColumns.map((/** @type {Column} */ c) => c.name));
+  const histories = [historySection(data, [...tableColumns, ...runColumns.filter((c) => !known.has(c.name))], s, store)];
 
   const examples = { probe, maps: mapArray, mapImages: data.map_images, alpha: s.overlay };
   const table = answerFor(s.analysis.table, data);
@@ -314,11 +318,11 @@ function historySection(data, runColumns, s, store) {
     box.append(el("p", "cvz-note", "No history of this filter's columns was logged."));
     return box;
   }
-  // The column chosen here; else the one the Impact table sorts by; else the table's default.
+  // The column chosen here; else, opened from the Impact table, the column it sorts by; else the first.
+  const impact = s.mode === "impact";
   const column =
     columns.find((c) => c.name === s.historyColumn) ??
-    columns.find((c) => c.name === s.impactSort.metric) ??
-    defaultSortColumn(columns) ??
+    (impact ? columns.find((c) => c.name === s.impactSort.metric) ?? defaultSortColumn(columns) : null) ??
     columns[0];
   const picker = labelledSelect("Column", "history-column", (name) => store.setHistoryColumn(name));
   picker.element.classList.add("cvz-inline-field");
@@ -360,5 +364,6 @@ function historySection(data, runColumns, s, store) {
   );
   const chart = /** @type {HTMLElement} */ (box.lastElementChild);
   chart.dataset.column = column.name;
+  chart.dataset.values = JSON.stringify(history.values); // what is drawn, for tests and scripts
   return box;
 }

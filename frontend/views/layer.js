@@ -4,13 +4,20 @@
 import { DIVERGING, SEQUENTIAL, cssGradient } from "../colormap.js";
 import { scaleOf } from "../raster.js";
 import { along, decodeWire } from "../wire.js";
-import { formatNumber, formatPercent, sortOrder } from "../numeric.js";
+import { columnOrder, formatValue, headerText, inGroupOrder, naturalOrder } from "../columns.js";
+import { formatNumber } from "../numeric.js";
 import { el, labelledSelect, segmented, viewCard } from "./controls.js";
 import { pngButton, setExportParts } from "./download.js";
 import { FilterGrid } from "./grid.js";
 import { layerFacts } from "./toolbar.js";
 
-/** @typedef {import("../store.js").State} State */
+/**
+ * @typedef {import("../store.js").State} State
+ * @typedef {import("../columns.js").Column} Column
+ */
+
+/** How each natural order reads in the Order select. */
+const FIRST_WORDS = { descending: "highest first", ascending: "lowest first", magnitude: "largest change first" };
 
 /**
  * A colour bar and what its ends mean: the shared scale's values, or "each filter's own range".
@@ -50,16 +57,7 @@ export function mountLayerView(root, store) {
   legend.dataset.testid = "legend";
   const sort = labelledSelect("Order", "sort-picker", (v) => store.setView({ sort: /** @type {State["sort"]} */ (v) }));
   sort.element.classList.add("cvz-inline-field");
-  sort.setOptions(
-    [
-      { value: "index", text: "Filter index" },
-      { value: "cosine_distance_prev", text: "Most changed since previous step" },
-      { value: "cosine_distance_first", text: "Most changed since first step" },
-      { value: "l2", text: "Largest L2 norm" },
-      { value: "act_mean", text: "Highest mean activation" },
-    ],
-    "index",
-  );
+  sort.setOptions([{ value: "index", text: "Filter index" }], "index");
   tools.append(legend, imageRow, sort.element);
   const note = el("p", "cvz-note");
   note.dataset.testid = "layer-note";
@@ -68,17 +66,16 @@ export function mountLayerView(root, store) {
 
   /** @type {any} */
   let stats = null;
+  /** The run's declared columns the layer's statistics hold, in their groups' order. @type {Column[]} */
+  let statColumns = [];
   const grid = new FilterGrid({
     testid: "filter-grid",
     label: "Filters of the selected layer",
-    describe: (f) => [
-      ["L2 norm", formatNumber(stats?.l2?.[f])],
-      ["mean |w|", formatNumber(stats?.mean_abs?.[f])],
-      ["drift vs previous", formatNumber(stats?.cosine_distance_prev?.[f])],
-      ["norm change vs previous", formatPercent(stats?.norm_change_prev?.[f])],
-      ["act mean", formatNumber(stats?.act_mean?.[f])],
-      ...(stats?.dead?.[f] ? [/** @type {[string, string]} */ (["status", "dead (zero weights)"])] : []),
-    ],
+    describe: (f) =>
+      statColumns.map((c) => {
+        const v = stats?.[c.name]?.[f] ?? null;
+        return /** @type {[string, string]} */ ([c.label, formatValue(c, v, { signed: (v ?? 0) < 0 || c.first === "abs" })]);
+      }),
     onSelect: (f) => store.selectFilter(f),
   });
   tools.append(pngButton(() => grid.canvas, "grid"));
@@ -120,6 +117,14 @@ export function mountLayerView(root, store) {
     const since = decoded.data === data ? performance.now() : data.receivedAt;
     if (decoded.data !== data) decoded = { data, tiles: decodeWire(data.tiles), maps: data.maps ? decodeWire(data.maps) : null };
     stats = data.stats;
+    statColumns = inGroupOrder((store.runEntry()?.columns ?? []).filter((c) => stats[c.name] !== undefined));
+    sort.setOptions(
+      [
+        { value: "index", text: "Filter index" },
+        ...statColumns.filter((c) => c.format !== "flag").map((c) => ({ value: c.name, text: `${headerText(c)}: ${FIRST_WORDS[naturalOrder(c)]}` })),
+      ],
+      s.sort,
+    );
     const count = data.info.filters;
     fillFootprint(footprint, data.footprint ?? null, data.info.kernel_size);
 
@@ -137,9 +142,12 @@ export function mountLayerView(root, store) {
       imageRow.append(picker.element);
     }
 
-    // By index, or by a per-filter stat, largest first.
+    // By index, or by a per-filter stat, its declared end first (as the Impact table sorts it).
     const stat = s.sort === "index" ? null : stats[s.sort] ?? null;
-    const order = stat ? sortOrder(stat, true) : Array.from({ length: count }, (_, i) => i);
+    const column = statColumns.find((c) => c.name === s.sort);
+    const order = stat && column
+      ? columnOrder(stat.map((/** @type {?number} */ v) => v ?? NaN), column, false)
+      : Array.from({ length: count }, (_, i) => i);
     /** @type {import("./grid.js").GridSpec} */
     let spec;
     if (showMaps && decoded.maps) {

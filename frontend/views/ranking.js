@@ -3,6 +3,7 @@
 // since the previous one.
 
 import { formatNumber, formatPercent, sortOrder } from "../numeric.js";
+import { driftKeys } from "../recordkeys.js";
 import { el, segmented } from "./controls.js";
 import { pngButton, setExportParts } from "./download.js";
 
@@ -10,11 +11,8 @@ const SHOWN = 10;
 
 /** @typedef {import("../store.js").State["driftSince"]} Since */
 
-/** The stats each baseline reads (the callback logs the norm change against the previous step only). */
-const BASELINES = {
-  first: { drift: "cosine_distance_first", norm: null, what: "the first logged step" },
-  previous: { drift: "cosine_distance_prev", norm: "norm_change_prev", what: "the previous logged step" },
-};
+/** What each baseline is, for people. */
+const BASELINES = { first: "the first logged step", previous: "the previous logged step" };
 
 /** @param {HTMLElement} root @param {import("../store.js").Store} store */
 export function mountRanking(root, store) {
@@ -43,9 +41,14 @@ export function mountRanking(root, store) {
     card.hidden = s.phase !== "ready" || s.mode !== "filters" || !data || data.layer !== s.layer;
     if (card.hidden) return;
     since.setValue(s.driftSince);
-    const baseline = BASELINES[s.driftSince];
-    const base = s.driftSince === "first" ? data.first_step : data.prev_step;
-    const drift = /** @type {?Array<?number>} */ (data.stats[baseline.drift]);
+    // The stats each baseline reads, as the run declares them (the callback logs the norm change
+    // against the previous step only).
+    const keys = driftKeys(store.runEntry()?.columns ?? []);
+    const first = s.driftSince === "first";
+    const driftName = first ? keys.first : keys.previous;
+    const normName = first ? null : keys.normPrevious;
+    const base = first ? data.first_step : data.prev_step;
+    const drift = /** @type {?Array<?number>} */ (driftName ? data.stats[driftName] : null);
     card.dataset.step = String(data.step);
     setExportParts(card, [data.run, data.layer, `step${data.step}`]);
     card.dataset.since = s.driftSince;
@@ -56,10 +59,10 @@ export function mountRanking(root, store) {
       return;
     }
     title.textContent = `Most changed since step ${base}`;
-    sub.textContent = `Cosine distance of each filter's weights to ${baseline.what} (0 = same direction).`;
+    sub.textContent = `Cosine distance of each filter's weights to ${BASELINES[s.driftSince]} (0 = same direction).`;
     const order = sortOrder(drift, true).slice(0, SHOWN);
     const top = Math.max(...order.map((f) => drift[f] ?? 0)) || 1;
-    const norm = baseline.norm ? data.stats[baseline.norm] : null;
+    const norm = normName ? data.stats[normName] : null;
     list.replaceChildren(
       ...order.map((f) => {
         const item = el("li");

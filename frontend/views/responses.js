@@ -3,13 +3,16 @@
 // counterfactual's change with its flag. The layer's median is drawn beside each for scale.
 
 import { filterRow, filterValue, layerMedian, whole } from "../analysis.js";
-import { counterfactualKey, hasGroup } from "../recordkeys.js";
+import { counterfactualKey, loggedGroups, perturbationKeys } from "../recordkeys.js";
 import { formatNumber, formatPercent, median } from "../numeric.js";
 import { el, factList } from "./controls.js";
 import { pngButton } from "./download.js";
 import { barList, lineChart, polarChart } from "./chart.js";
 
-/** @typedef {import("../analysis.js").Arrays} Arrays */
+/**
+ * @typedef {import("../analysis.js").Arrays} Arrays
+ * @typedef {import("../recordkeys.js").PerturbationKeys} PerturbationKeys
+ */
 
 /**
  * One response's box. Bars get a PNG button here; charts carry their own.
@@ -36,20 +39,20 @@ function medianRow(arrays, name) {
   return Array.from({ length: width }, (_, j) => median(Array.from({ length: rows }, (_, i) => a.values[i * width + j])));
 }
 
-/** @param {Arrays} arrays @param {number} f @returns {HTMLElement[]} */
-function orientation(arrays, f) {
-  const angles = /** @type {number[]} */ (whole(arrays, "rotation_angles"));
+/** @param {Arrays} arrays @param {number} f @param {PerturbationKeys} k @returns {HTMLElement[]} */
+function orientation(arrays, f, k) {
+  const angles = /** @type {number[]} */ (whole(arrays, k.angles));
   const out = [];
-  const tuning = filterRow(arrays, "tuning", f);
+  const tuning = filterRow(arrays, k.tuning, f);
   if (tuning.length) {
     const box = block(
       "Orientation tuning",
       "tuning-polar",
       "Energy on oriented gratings; a lobe points along the stripes the filter prefers (0° = horizontal stripes).",
     );
-    const osi = filterValue(arrays, "osi", f);
-    const preferred = filterValue(arrays, "preferred_orientation", f);
-    const freq = filterValue(arrays, "tuning_frequency", f);
+    const osi = filterValue(arrays, k.osi, f);
+    const preferred = filterValue(arrays, k.preferred, f);
+    const freq = filterValue(arrays, k.frequency, f);
     const polars = el("div", "cvz-polars");
     polars.append(
       polarChart({
@@ -61,7 +64,7 @@ function orientation(arrays, f) {
         testid: "polar-chart",
       }),
     );
-    const rotation = filterRow(arrays, "rotation_response", f);
+    const rotation = filterRow(arrays, k.rotation, f);
     if (rotation.length) {
       polars.append(
         polarChart({
@@ -77,7 +80,7 @@ function orientation(arrays, f) {
     box.append(polars);
     /** @type {Array<[string, string]>} */
     const facts = [
-      ["orientation selectivity", `${formatNumber(osi, 2)} (layer median ${formatNumber(layerMedian(arrays, "osi"), 2)})`],
+      ["orientation selectivity", `${formatNumber(osi, 2)} (layer median ${formatNumber(layerMedian(arrays, k.osi), 2)})`],
       ["grating frequency", freq === null ? "—" : `1/${Math.round(1 / freq)} cycles per pixel`],
     ];
     box.append(factList(facts));
@@ -86,10 +89,10 @@ function orientation(arrays, f) {
   return out;
 }
 
-/** @param {Arrays} arrays @param {number} f @returns {HTMLElement[]} */
-function symmetry(arrays, f) {
-  const shift = filterRow(arrays, "shift", f);
-  const reversal = filterValue(arrays, "reversal", f);
+/** @param {Arrays} arrays @param {number} f @param {PerturbationKeys} k @returns {HTMLElement[]} */
+function symmetry(arrays, f, k) {
+  const shift = filterRow(arrays, k.shift, f);
+  const reversal = filterValue(arrays, k.reversal, f);
   if (!shift.length && reversal === null) return [];
   const box = block(
     "Shift and reversal",
@@ -97,26 +100,26 @@ function symmetry(arrays, f) {
     "Cosine of the map on the changed input with the changed map: 1 = follows the change exactly.",
     true,
   );
-  const fractions = whole(arrays, "shift_fractions");
+  const fractions = whole(arrays, k.fractions);
   const items = shift.map((v, i) => ({ label: `shift ${formatNumber(fractions[i], 2)} L`, value: v }));
   if (reversal !== null) items.push({ label: "time reversal", value: reversal });
   box.append(barList({ items, signed: true, max: 1 }));
   return [box];
 }
 
-/** @param {Arrays} arrays @param {number} f @returns {HTMLElement[]} */
-function noise(arrays, f) {
-  const stability = filterRow(arrays, "stability", f);
+/** @param {Arrays} arrays @param {number} f @param {PerturbationKeys} k @returns {HTMLElement[]} */
+function noise(arrays, f, k) {
+  const stability = filterRow(arrays, k.stability, f);
   if (!stability.length) return [];
   const box = block("Noise stability", "noise-chart");
   box.append(
     lineChart({
       title: "Cosine with the clean map under Gaussian noise of σ × probe std (1 = stable)",
       // Logged as float32: 0.1 arrives as 0.100000001…
-      x: whole(arrays, "noise_sigmas").map((v) => Number(Number(v).toPrecision(3))),
+      x: whole(arrays, k.sigmas).map((v) => Number(Number(v).toPrecision(3))),
       series: [
         { label: "this filter", values: stability },
-        { label: "layer median", values: medianRow(arrays, "stability"), className: "cvz-series-7" },
+        { label: "layer median", values: medianRow(arrays, k.stability), className: "cvz-series-7" },
       ],
       xLabel: "σ (× probe std)",
       yLabel: "cosine",
@@ -126,12 +129,12 @@ function noise(arrays, f) {
   return [box];
 }
 
-/** @param {Arrays} arrays @param {number} f @returns {HTMLElement[]} */
-function adversarial(arrays, f) {
-  const fgsm = filterValue(arrays, "fgsm", f);
-  const pgd = filterValue(arrays, "pgd", f);
+/** @param {Arrays} arrays @param {number} f @param {PerturbationKeys} k @returns {HTMLElement[]} */
+function adversarial(arrays, f, k) {
+  const fgsm = filterValue(arrays, k.fgsm, f);
+  const pgd = filterValue(arrays, k.pgd, f);
   if (fgsm === null && pgd === null) return [];
-  const [eps] = whole(arrays, "adv_epsilon");
+  const [eps] = whole(arrays, k.epsilon);
   const box = block(
     `Adversarial change (ε = ${formatNumber(eps, 2)} × probe std)`,
     "adversarial-bars",
@@ -139,8 +142,8 @@ function adversarial(arrays, f) {
     true,
   );
   const items = [
-    { label: "FGSM", value: fgsm, mark: layerMedian(arrays, "fgsm") },
-    { label: "PGD", value: pgd, mark: layerMedian(arrays, "pgd") },
+    { label: "FGSM", value: fgsm, mark: layerMedian(arrays, k.fgsm) },
+    { label: "PGD", value: pgd, mark: layerMedian(arrays, k.pgd) },
   ];
   box.append(barList({ items }), el("p", "cvz-bars-key", "│ layer median"));
   return [box];
@@ -183,13 +186,14 @@ function counterfactualList(arrays, names, recordNames, f) {
  */
 export function responseViews(data, filter, names) {
   const arrays = /** @type {Arrays} */ (data.arrays);
+  const k = perturbationKeys(names);
   // Which responses the record holds, as the payload's groups say.
-  const has = (/** @type {string} */ group) => hasGroup(data, group);
+  const groups = loggedGroups(data);
   return [
-    ...(has("orientation") ? orientation(arrays, filter) : []),
-    ...(has("shift") || has("reversal") ? symmetry(arrays, filter) : []),
-    ...(has("noise") ? noise(arrays, filter) : []),
-    ...(has("adversarial") ? adversarial(arrays, filter) : []),
+    ...(groups.orientation ? orientation(arrays, filter, k) : []),
+    ...(groups.shift || groups.reversal ? symmetry(arrays, filter, k) : []),
+    ...(groups.noise ? noise(arrays, filter, k) : []),
+    ...(groups.adversarial ? adversarial(arrays, filter, k) : []),
     ...counterfactualList(arrays, data.counterfactuals ?? [], names, filter),
   ];
 }

@@ -42,11 +42,10 @@ def test_impact_table_sorts_flags_and_opens_the_filter(frame, tensorboard_url):
     assert min(by_accuracy) < 0  # some filter matters on this probe
 
     data = answer(tensorboard_url, f"impact?run={RUN_IMPACT}&layer=0&step={LAST}")["arrays"]
-    spearman = frame.locator("[data-testid=taylor-spearman]").text_content()
-    assert spearman.startswith("ρ = ")
-    assert abs(float(spearman[4:]) - data["taylor_spearman"]["values"][0]) < 0.01
     concentrated = sum(1 for v in data["topk_flag"]["values"] if v)
     assert frame.locator("[data-testid=impact-flag][data-flag=class]").count() == concentrated
+    # The summary counts each yes/no column's filters: here the one-class top-k flag.
+    assert frame.locator("[data-testid=flag-count][data-name=topk_flag]").text_content() == f"{concentrated} of 8"
     responses = answer(tensorboard_url, f"perturbation?run={RUN_IMPACT}&layer=0&step={LAST}")["arrays"]
     flagged = sum(1 for v in responses["cf/no_red/flag"]["values"] if v)
     assert frame.locator("[data-testid=impact-flag][data-flag=counterfactual]").count() == flagged
@@ -82,13 +81,22 @@ def test_impact_table_sorts_flags_and_opens_the_filter(frame, tensorboard_url):
     overlays = examples.evaluate_all("fs => fs.map(f => f.dataset.overlay)")
     assert overlays == ["true" if i < 4 else "false" for i in top]
     assert examples.locator("canvas").count() == 5
-    assert re.match(r"[+-]?\d+(\.\d+)?% of \d+(\.\d+)?%", panel.locator("[data-testid=impact-d_accuracy]").text_content())
+    # Its value in every impact column as declared: Δaccuracy with its interval, flips as a count.
+    accuracy = panel.locator("[data-testid=column-d_accuracy]").text_content()
+    assert re.fullmatch(r"[+-]?\d+(\.\d+)?% \[[+-]?\d+(\.\d+)?%, [+-]?\d+(\.\d+)?%\]", accuracy), accuracy
+    assert panel.locator("[data-testid=column-flips]").text_content() == str(int(data["flips"]["values"][int(first)]))
+    assert panel.locator("dt", has_text="Δaccuracy").first.get_attribute("title").startswith("Change of probe accuracy")
     assert panel.locator("[data-testid=recall-bars] .cvz-bars-row").count() == 3  # one per class
     assert panel.locator("[data-testid=counterfactual-row]").count() == 1
     assert panel.locator("[data-testid=noise-chart] circle").count() >= 4
-    trends = panel.locator("[data-testid=analysis-history-chart]")
-    assert trends.count() >= 5
-    assert trends.first.locator("circle").count() == EPOCHS
+    # The history charts the column the table sorts by (Δloss), and any other the select picks.
+    chart = panel.locator("[data-testid=history-chart]")
+    assert chart.get_attribute("data-column") == "d_loss"
+    assert chart.locator("circle").count() == EPOCHS
+    options = panel.locator("[data-testid=history-column] option").evaluate_all("os => os.map(o => o.value)")
+    assert {"d_accuracy", "d_loss", "osi", "cf/no_red", "l2"} <= set(options)
+    panel.locator("[data-testid=history-column]").select_option("d_accuracy")
+    panel.locator("[data-testid=history-chart][data-column=d_accuracy] [data-testid=chart-band]").wait_for()
     # Opened from the Impact view, the impact comes before the weights.
     order = panel.locator("section[data-testid]").evaluate_all("ss => ss.map(s => s.dataset.testid)")
     assert order.index("detail-impact") < order.index("detail-slices")
@@ -129,14 +137,15 @@ def test_percentages_never_use_exponent_notation(frame):
     frame.locator("[data-testid=detail-panel] [data-testid=recall-bars]").wait_for()
     texts = frame.locator("[data-testid=impact-view] td, [data-testid=impact-summary] dd, [data-testid=detail-panel] dd, "
                           "[data-testid=detail-panel] .cvz-bars-value").all_text_contents()
-    percents = [t for t in texts if t.endswith("%")]
+    percents = [t for t in texts if "%" in t]
     assert len(percents) > 8
     for text in percents:
-        # a value, "of" the accuracy, or a lower bound ("≥ 30.9%": the detectable change)
-        assert re.fullmatch(r"(≥ )?[+-]?(<0\.01|\d+(\.\d+)?)%( of \d+(\.\d+)?%)?", text), text
+        # a value, with its interval where it has one, or a lower bound ("≥ 30.9%": the detectable change)
+        pct = r"[+-]?(<0\.01|\d+(\.\d+)?)%"
+        assert re.fullmatch(rf"(≥ )?{pct}( \[{pct}, {pct}\])?", text), text
 
 
-def test_run_without_impact_says_how_to_turn_it_on(frame):
+def test_run_without_impact_says_how_to_turn_it_on(frame, tensorboard_url):
     rows = open_impact(frame, RUNS_2D[0], "3")
     message = frame.locator("[data-testid=impact-message]")
     assert message.count() == 1
@@ -144,8 +153,12 @@ def test_run_without_impact_says_how_to_turn_it_on(frame):
     # Its perturbation responses (on by default) still fill the table.
     assert rows.count() == 16
     headers = frame.locator("[data-testid=impact-sort]").evaluate_all("bs => bs.map(b => b.dataset.metric)")
-    assert "d_accuracy" not in headers and "osi" in headers
-    assert frame.locator("[data-testid=impact-view]").get_attribute("data-sort") == "osi"
+    assert "d_accuracy" not in headers and "osi" in headers and "l2" in headers
+    # Sorted by the first column (in group order) that has a better end: here noise stability.
+    declared = {c["name"]: c for c in answer(tensorboard_url, f"table?run={RUNS_2D[0]}&layer=3&step={LAST}")["columns"]}
+    first_better = next(name for name in headers if declared[name]["better"])
+    assert first_better == "stability"
+    assert frame.locator("[data-testid=impact-view]").get_attribute("data-sort") == first_better
 
     rows.first.click()
     panel = frame.locator("[data-testid=detail-panel]")
@@ -196,8 +209,8 @@ def test_a_wide_layer_shows_its_first_rows_says_which_step_and_exports_all(tab, 
     with tab.page.expect_download() as download:
         frame.locator("[data-testid=impact-view] [data-testid=download-csv]").click()
     table = list(csv.reader(io.StringIO(Path(download.value.path()).read_text("utf-8"))))
-    assert len(table) == 1 + WIDE_FILTERS and table[0][0] == "Filter"
-    assert sorted(int(r[0].lstrip("#")) for r in table[1:]) == list(range(WIDE_FILTERS))
+    assert len(table) == 1 + WIDE_FILTERS and table[0][0] == "filter"
+    assert [int(r[0]) for r in table[1:]] == list(range(WIDE_FILTERS))  # by index, as logs.to_csv
     # A click on a row keeps the table (and its length); "show all" draws the rest.
     first = rows.first.get_attribute("data-filter")
     rows.first.click()

@@ -32,15 +32,22 @@ def test_impact_rows_carry_intervals_and_grey_what_is_not_significant(frame, ten
     assert rows.count() == len(exact)
     with_interval = sum(1 for f, e in enumerate(exact) if e and ci[2 * f] is not None and ci[2 * f + 1] is not None)
     assert frame.locator("[data-testid=impact-errorbar]").count() == with_interval > 0
-    insignificant = sum(1 for e, s in zip(exact, significant) if e and not s)
+    # Greyed: filters only estimated (not ablated exactly) and, where the index names the
+    # significance column, those ablated exactly whose change is not significant.
+    names = answer(tensorboard_url, "index")["names"]
+    insignificant = sum(1 for e, s in zip(exact, significant) if e and not s) if names.get("impact_significant") else 0
     assert frame.locator("[data-testid=impact-row].cvz-insignificant").count() == insignificant
     assert frame.locator("[data-testid=impact-row].cvz-estimated").count() == exact.count(False)
+    # The Significant column says it of each filter, as the route does.
+    column = frame.locator("[data-testid=impact-sort]").evaluate_all("bs => bs.map(b => b.dataset.metric)").index("significant")
+    said = {r.get_attribute("data-filter"): r.locator("td.cvz-num").nth(column).text_content() for r in rows.all()}
+    assert said == {str(f): ("yes" if s else "no") for f, s in enumerate(significant)}
     # Each bar's interval line spans the row's own interval: its left end is left of its right end.
     spans = frame.locator("[data-testid=impact-errorbar] line.cvz-errorbar-ci").evaluate_all(
         "ls => ls.map(l => [Number(l.getAttribute('x1')), Number(l.getAttribute('x2'))])"
     )
     assert all(x1 <= x2 for x1, x2 in spans)
-    count = frame.locator("[data-testid=significant-count]").text_content()
+    count = frame.locator("[data-testid=flag-count][data-name=significant]").text_content()
     assert count == f"{sum(significant)} of {len(exact)}"
 
 
@@ -80,7 +87,8 @@ def test_shape_texture_shows_one_row_per_layer_and_a_column(frame, tensorboard_u
     frame.locator("[data-testid=impact-sort][data-metric='st/index']").click()
     frame.locator('[data-testid=impact-view][data-sort="st/index"]').wait_for()
     shown = [float(v) for v in frame.locator("[data-testid=impact-row]").evaluate_all("rs => rs.map(r => r.dataset.value)")]
-    assert shown == sorted(index, reverse=True)
+    # Declared to sort by magnitude first: the most shape- or texture-driven filters lead.
+    assert shown == sorted(index, key=abs, reverse=True)
 
 
 def test_a_run_without_shape_texture_shows_no_distribution(frame):

@@ -70,7 +70,7 @@ def png_size(data: bytes) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-def test_impact_table_downloads_as_the_csv_of_its_cells(tab, frame):
+def test_impact_table_downloads_the_numbers_of_its_cells(tab, frame):
     choose(frame, RUN_IMPACT, "0", LAST)
     frame.locator("[data-testid=mode-picker] button[data-value=impact]").click()
     view = frame.locator(f'[data-testid=impact-view][data-step="{LAST}"][data-loading=false]')
@@ -78,16 +78,17 @@ def test_impact_table_downloads_as_the_csv_of_its_cells(tab, frame):
     data, name = saved(tab.page, view.locator("[data-testid=download-csv]"))
     assert name == f"convviz_{RUN_IMPACT}_0_step{LAST}_impact.csv"
     rows = list(csv.reader(io.StringIO(data.decode("utf-8"))))
-    shown = frame.locator("[data-testid=impact-table]").evaluate(
-        """t => [...t.rows].map(r => [...r.cells].map(c => {
-             const badges = [...c.querySelectorAll(".cvz-badge")].map(b => b.textContent.trim());
-             return badges.length ? badges.join("; ") : c.textContent.trim();
-           }))"""
-    )
-    assert rows == shown
-    assert rows[0][:2] == ["Filter", "Flags"] and "Stability σ=0.50" in rows[0]
+    # A column per declared number, by name, in the table's order, an interval's bounds after it.
+    shown = frame.locator("[data-testid=impact-sort]").evaluate_all("bs => bs.map(b => b.dataset.metric)")
+    assert [h for h in rows[0][1:] if not h.endswith(("_lo", "_hi"))] == shown
+    assert rows[0][0] == "filter" and "stability" in rows[0] and "cf/no_red/flag" in rows[0]
     assert len(rows) == 1 + 8
-    assert any(r[1] for r in rows[1:])  # the flags came along
+    # The sorted column's raw numbers, filter by filter, are the rows' values.
+    by_filter = {r[0]: r for r in rows[1:]}
+    column = rows[0].index(view.get_attribute("data-sort"))
+    for row in frame.locator("[data-testid=impact-row]").all():
+        assert float(by_filter[row.get_attribute("data-filter")][column]) == float(row.get_attribute("data-value"))
+    assert any(r[rows[0].index("cf/no_red/flag")] == "1" for r in rows[1:])  # the flags came along, as 0/1
 
 
 def test_grid_and_chart_download_as_png_of_what_is_drawn(tab, frame):
@@ -123,7 +124,8 @@ def test_grid_and_chart_download_as_png_of_what_is_drawn(tab, frame):
     chart = frame.locator("[data-testid=detail-panel] [data-testid=history-chart]").first
     chart.wait_for()
     data, name = saved(tab.page, chart.locator("[data-testid=download-png]"))
-    assert name.endswith("_filter" + frame.locator("[data-testid=detail-panel]").get_attribute("data-filter") + "_L2-norm-of-the-weights.png")
+    f = frame.locator("[data-testid=detail-panel]").get_attribute("data-filter")
+    assert name.endswith(f"_filter{f}_L2-norm-of-filter-{f}.png")
     width, height = png_size(data)
     expected = chart.evaluate("f => { const r = f.getBoundingClientRect(); return [Math.ceil(r.width), Math.ceil(r.height)]; }")
     dpr = chart.evaluate("() => devicePixelRatio")

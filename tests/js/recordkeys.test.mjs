@@ -1,12 +1,29 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 
-import { counterfactualKey, exactKey, hasGroup, shapeTextureIndexKey, topExampleKey } from "../../frontend/recordkeys.js";
+import {
+  counterfactualKey,
+  driftKeys,
+  exactKey,
+  loggedGroups,
+  perturbationKeys,
+  shapeTextureIndexKey,
+  significantKey,
+  topExampleKey,
+} from "../../frontend/recordkeys.js";
 
-// Deliberately not the server's prefixes: every key must follow the names the index answer sends.
+// Deliberately not the server's names: every key must follow the names the index answer sends.
 const NAMES = {
   kinds: ["perturbation", "impact"],
-  perturbation_groups: { orientation: ["osi"], shape_texture: ["tx:shape", "tx:texture", "tx:index"] },
+  perturbation_groups: {
+    orientation: ["ang", "curve", "sel", "pref", "freq"],
+    rotation: ["ang", "rot"],
+    noise: ["sig", "stab"],
+    adversarial: ["eps", "attack1", "attack2"],
+    shift: ["frac", "shifted"],
+    reversal: ["reversed"],
+    shape_texture: ["tx:shape", "tx:texture", "tx:index"],
+  },
   counterfactual_prefix: "edit:",
   top_example_prefix: "best.",
   impact_exact: "ablated",
@@ -20,12 +37,28 @@ test("record keys are built from the index answer's names, not from literals", (
   assert.equal(exactKey(NAMES), "ablated");
   assert.equal(shapeTextureIndexKey(NAMES), "tx:index");
   assert.equal(shapeTextureIndexKey({ ...NAMES, perturbation_groups: {} }), null);
+  assert.equal(significantKey(NAMES), null);
+  assert.equal(significantKey({ ...NAMES, impact_significant: "sig?" }), "sig?");
 });
 
-test("hasGroup is true only for a group the answer holds keys of", () => {
-  const answer = { groups: { orientation: ["osi"], rotation: [] } };
-  assert.equal(hasGroup(answer, "orientation"), true);
-  assert.equal(hasGroup(answer, "rotation"), false);
-  assert.equal(hasGroup(answer, "noise"), false);
-  assert.equal(hasGroup(null, "noise"), false);
+test("the response charts' arrays come from the groups' declared order", () => {
+  assert.deepEqual(perturbationKeys(NAMES), {
+    angles: "ang", tuning: "curve", osi: "sel", preferred: "pref", frequency: "freq", rotation: "rot", sigmas: "sig",
+    stability: "stab", epsilon: "eps", fgsm: "attack1", pgd: "attack2", fractions: "frac", shift: "shifted", reversal: "reversed",
+  });
+  const none = perturbationKeys({ ...NAMES, perturbation_groups: {} });
+  assert.ok(Object.values(none).every((v) => v === undefined));
+});
+
+test("loggedGroups is true only for a group the answer holds keys of", () => {
+  assert.deepEqual(loggedGroups({ groups: { orientation: ["osi"], rotation: [] } }), { orientation: true, rotation: false });
+  assert.deepEqual(loggedGroups(null), {});
+});
+
+test("the drift keys come from the drift group's declared columns", () => {
+  const col = (name, group, format = "number") => ({ name, group, format });
+  const columns = [col("w", "statistics"), col("d1", "drift"), col("n1", "drift", "percent"), col("d0", "drift")];
+  assert.deepEqual(driftKeys(columns), { previous: "d1", normPrevious: "n1", first: "d0" });
+  assert.deepEqual(driftKeys([col("d0", "drift")]), { previous: null, normPrevious: null, first: "d0" });
+  assert.deepEqual(driftKeys([]), { previous: null, normPrevious: null, first: null });
 });
