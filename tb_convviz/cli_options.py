@@ -186,14 +186,13 @@ def _option(name: str, hint: Any, default: Any, doc: str) -> Optional[Option]:
     union = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
     members = [m for m in union if m is not type(None)]
     optional = len(members) < len(union)
-    plain = [m for m in members if isinstance(m, type)]
     if members == [bool]:
         return _flag(name, default, doc)
     if len(members) == 2 and bool in members and any(typing.get_origin(m) is collections.abc.Mapping for m in members):
         return _switch_with_options(name, default, doc)
     if len(members) == 1 and members[0] in (int, float):
         return _value(name, default, doc, members[0], optional)
-    if str in plain:
+    if str in members:
         return _value(name, default, doc, str, optional)
     if any(_is_iterable_of_str(m) for m in members):
         return _names(name, doc)
@@ -205,7 +204,7 @@ def _option(name: str, hint: Any, default: Any, doc: str) -> Optional[Option]:
 class CommandLineOptions:
     """`target`'s keyword arguments, but `exclude`, as command-line options: `add_to(parser)`, then
     `values(args, resolve)` → the keyword arguments given. `skipped`: the arguments no command line
-    can express. An argument the docstring does not describe is a ValueError naming it."""
+    can express. An option whose argument the docstring does not describe is a ValueError naming it."""
 
     def __init__(self, target: Callable, exclude: Collection[str] = ()):
         hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
@@ -215,11 +214,11 @@ class CommandLineOptions:
         for name, parameter in inspect.signature(target).parameters.items():
             if name in exclude or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
                 continue
-            if name not in docs:
-                raise ValueError(f"{getattr(target, '__name__', target)}'s docstring does not describe {name!r} under Args:")
-            option = _option(name, hints.get(name, Any), parameter.default, docs[name])
+            option = _option(name, hints.get(name, Any), parameter.default, docs.get(name, ""))
             if option is None:
                 self.skipped.append(name)
+            elif name not in docs:
+                raise ValueError(f"{getattr(target, '__name__', target)}'s docstring does not describe {name!r} under Args:")
             else:
                 self.options.append(option)
 

@@ -557,5 +557,9 @@ def test_arguments_no_command_line_can_express_are_left_out_and_named():
     options.add_to(parser)
     assert "--no-fast" in parser.format_help() and "how many, as a number. (default: 3)" in " ".join(parser.format_help().split())
     assert options.values(parser.parse_args(["--size", "5", "--no-fast"]), resolve=str) == {"size": 5, "fast": False}
+
+    def undocumented(log_dir: str = "") -> None:  # a str option with no Args: text to be its help
+        pass
+
     with pytest.raises(ValueError, match="does not describe 'log_dir'"):
-        CommandLineOptions(lambda log_dir: None)
+        CommandLineOptions(undocumented)
