@@ -42,14 +42,11 @@ def run_shared(combined: CombinedPass, share: RowShare) -> bool:
     blocks = combined.blocks
     segments = [(b, 0, len(b.inputs)) for b in blocks if len(b.inputs) and b.reduce is None]
     segments += row_share([b for b in blocks if b.reduce is not None and len(b.inputs)], rank, ranks)
-    error: Optional[Exception] = None
     try:
         reduced = combined.make_passes(segments)
-    except Exception as e:  # noqa: BLE001 - the gather must still meet; re-raised below
-        error = e
-    if error is not None:
-        gather(f"{type(error).__name__}: {error}")
-        raise error
+    except Exception as e:  # noqa: BLE001 - the gather must still meet, then it is raised here
+        gather(f"{type(e).__name__}: {e}")
+        raise
     gathered = gather({key: {name: t.cpu() for name, t in layers.items()} for key, layers in reduced.items()})  # gloo pickles CPU tensors
     if gathered is None:
         return False
