@@ -11,6 +11,8 @@ setup(
     packages=[
         "tb_convviz",
         "tb_convviz.analysis",
+        "tb_convviz.analysis.ablation_replay",
+        "tb_convviz.analysis.perturbation",
         "tb_convviz.plugin",
         "tb_convviz.frontend",
     ],

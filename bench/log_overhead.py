@@ -211,6 +211,7 @@ TARGET_PERTURBATION_RATIO = 1.5
 
 def perturbation_shares(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """Share of `perturbation_responses` time spent in each of PERTURBATION_PARTS (one cProfile'd call)."""
+    from tb_convviz.analysis import perturbation
     from tb_convviz.analysis.perturbation import perturbation_responses
     from tb_convviz.layers import conv_layers
     from tb_convviz.notices import collecting
@@ -223,7 +224,8 @@ def perturbation_shares(model: nn.Module, images: torch.Tensor, labels: torch.Te
         perturbation_responses(model, layers, images, labels)
         profiler.disable()
     entries = pstats.Stats(profiler).stats.items()  # type: ignore[attr-defined]
-    cumulative = {func: ct for (path, _line, func), (_cc, _nc, _tt, ct, _callers) in entries if path.endswith("perturbation.py")}
+    package = os.path.dirname(perturbation.__file__)
+    cumulative = {func: ct for (path, _line, func), (_cc, _nc, _tt, ct, _callers) in entries if path.startswith(package)}
     total = cumulative.get("perturbation_responses", 0.0) or 1e-9
     return {label: cumulative[func] / total for func, label in PERTURBATION_PARTS.items() if func in cumulative}
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib
-import inspect
-import json
 import os
 import sys
 import time
@@ -30,6 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from tb_convviz.callback import ConvViz
+from tb_convviz.cli_options import CommandLineOptions
 from tb_convviz.checkpoints import (
     STEP_SOURCES,
     Checkpoint,
@@ -46,7 +45,10 @@ from tb_convviz.probe import Probe, make_probe
 from tb_convviz.reader import Logs, NotFound, load
 
 RUN = "."  # `load(logdir)` names the run whose event files sit directly in logdir "."
-_DEFAULTS = {name: p.default for name, p in inspect.signature(ConvViz).parameters.items()}
+# ConvViz's arguments as log-checkpoints options, but those it sets itself: the logdir and the probe
+# have options of their own, it analyses inline (background=False), and it logs every checkpoint
+# given, so every_n_epochs would only skip some (choose them with --checkpoints instead).
+_CONVVIZ_OPTIONS = CommandLineOptions(ConvViz, exclude={"log_dir_or_summary_writer", "probe", "background", "every_n_epochs"})
 PathLike = Union[str, os.PathLike]
 
 
@@ -338,23 +340,6 @@ def _log_each(viz: ConvViz, model: nn.Module, todo: list[Checkpoint], keys: set[
 # -- the command line ------------------------------------------------------------------------
 
 
-def _json_object(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"not JSON ({e})") from e
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"top_k\": 8}}', got {text!r}")
-    return value
-
-
-def _counterfactual(text: str) -> tuple[str, str]:
-    name, sep, spec = text.partition("=")
-    if not sep or not name or ":" not in spec:
-        raise argparse.ArgumentTypeError(f"expected NAME=MODULE:FUNCTION, got {text!r}")
-    return name, spec
-
-
 def add_parser(subparsers: Any) -> None:
     """Register ``log-checkpoints`` on the ``tb-convviz`` subparsers; ``args.command_function(args)`` runs it."""
     p = subparsers.add_parser(
@@ -388,58 +373,19 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--trust-checkpoints", action="store_true",
                    help="load with torch.load(weights_only=False), for checkpoints holding custom classes; "
                    "this can run code from the files, so only for files you trust")
-    p.add_argument("--layers", nargs="+", metavar="NAME",
-                   help="names of the conv modules to log (default: every conv layer)")
-    p.add_argument("--kernels-every", type=int, metavar="N",
-                   help="full kernels of large layers every N logs, and at the first and last "
-                   f"checkpoint (default: {_DEFAULTS['kernels_every']})")
-    p.add_argument("--map-size", type=int, metavar="PX",
-                   help=f"activation maps are pooled so no side exceeds PX (default: {_DEFAULTS['map_size']})")
-    p.add_argument("--map-images", type=int, metavar="N",
-                   help=f"activation maps are kept for the first N probe images (default: {_DEFAULTS['map_images']})")
-    p.add_argument("--map-budget-mb", type=float, metavar="MB",
-                   help=f"all layers' maps of one step fit in MB (default: {_DEFAULTS['map_budget_mb']})")
-    p.add_argument("--keep-all", action="store_true",
-                   help="keep everything: full kernels at every step, full-resolution maps of every probe image")
-    p.add_argument("--no-perturbations", dest="perturbations", action="store_const", const=False,
-                   help="skip the per-filter responses to gratings, noise and FGSM/PGD attacks (faster)")
-    p.add_argument("--perturbation-options", type=_json_object, metavar="JSON",
-                   help="options of the perturbation analysis, e.g. '{\"rotate_probe\": true, \"angles\": 24}'")
-    p.add_argument("--counterfactual", action="append", type=_counterfactual, metavar="NAME=MODULE:FUNCTION",
-                   help="each filter's sensitivity to an edit of the probe batch, FUNCTION(batch) -> batch; repeatable")
-    p.add_argument("--impact", action="store_true",
-                   help="log what the model loses without each filter (exact ablation, Taylor estimate), "
-                   "class selectivity and top examples; needs probe labels")
-    p.add_argument("--impact-options", type=_json_object, metavar="JSON",
-                   help="options of the impact analysis, e.g. '{\"top_k\": 8}'; implies --impact")
-    p.add_argument("--analysis-device", metavar="DEVICE",
-                   help="where the analyses run, e.g. cuda:0 (default: cpu, where checkpoints are loaded)")
+    _CONVVIZ_OPTIONS.add_to(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-checkpoint lines")
     p.set_defaults(command_function=run)
 
 
 def _convviz_options(args: argparse.Namespace) -> dict[str, Any]:
     """ConvViz keyword arguments for the options given; the rest keep ConvViz's defaults."""
-    options: dict[str, Any] = {
-        name: getattr(args, name)
-        for name in ("layers", "kernels_every", "map_size", "map_images", "map_budget_mb", "analysis_device")
-        if getattr(args, name) is not None
-    }
-    if args.keep_all:
-        options["keep_all"] = True
-    if args.perturbation_options is not None:
-        if args.perturbations is False:
-            raise UsageError("--perturbation-options and --no-perturbations contradict each other")
-        options["perturbations"] = args.perturbation_options
-    elif args.perturbations is False:
-        options["perturbations"] = False
-    if args.impact_options is not None:
-        options["impact"] = args.impact_options
-    elif args.impact:
-        options["impact"] = True
-    if args.counterfactual:
-        options["counterfactuals"] = {name: import_object(spec) for name, spec in args.counterfactual}
-    return options
+    try:
+        return _CONVVIZ_OPTIONS.values(args, import_object)
+    except UsageError:
+        raise
+    except ValueError as e:  # options that contradict each other
+        raise UsageError(str(e)) from e
 
 
 def run(args: argparse.Namespace) -> int:

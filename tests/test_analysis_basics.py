@@ -3,8 +3,9 @@ import numpy as np
 import torch
 
 from tb_convviz.analysis.activations import map_resolution
-from tb_convviz.analysis.compare import match_filters, most_changed_first, weight_drift
+from tb_convviz.analysis.compare import most_changed_first, weight_drift
 from tb_convviz.analysis.kernels import fold_batchnorm
+from tb_convviz.analysis.similarity import match_weights
 
 
 def test_small_nets_keep_full_default_maps():
@@ -48,5 +49,5 @@ def test_matching_pairs_shuffled_and_negated_filters():
     a = rng.normal(size=(6, 4, 3, 3))
     perm = np.array([3, 0, 5, 1, 4, 2])
     b = a[perm] * np.array([1, -1, 1, 1, -1, 1]).reshape(-1, 1, 1, 1)
-    match = match_filters(a, b)
+    match = match_weights(a, b)
     assert (perm[match] == np.arange(6)).all()

@@ -1,5 +1,6 @@
 """The dashboard's caching view of the data provider: fewer calls, never stale after a rewrite."""
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -104,3 +105,32 @@ def test_answer_cache_computes_once_per_key_and_keeps_the_latest_entries():
     assert cache.get_or_compute(("b", 1), compute("B")) == "B"  # evicts ("a", 1), the least recent
     assert cache.get_or_compute(("a", 1), compute("A'")) == "A'"
     assert calls == ["A", "A2", "B", "A'"]
+
+
+def test_memo_bounds_bytes_keeps_the_newest_and_replaces_an_old_version():
+    from tb_convviz.memo import Memo
+
+    blobs = Memo(max_bytes=10, size=len)
+    blobs.get_or_compute("a", lambda: b"12345")
+    blobs.get_or_compute("b", lambda: b"123456")  # 11 bytes > 10: "a", the least recent, goes
+    assert "a" not in blobs and "b" in blobs
+    blobs.get_or_compute("c", lambda: b"x" * 20)  # larger than the bound alone: kept, alone
+    assert len(blobs) == 1 and "c" in blobs
+    columns = Memo(4)
+    assert columns.get_or_compute("k", lambda: 1, version="sig1") == 1
+    assert columns.get_or_compute("k", lambda: 2, version="sig1") == 1  # same run signature: reused
+    assert columns.get_or_compute("k", lambda: 3, version="sig2") == 3  # the run changed: recomputed
+    assert len(columns) == 1  # the new version replaced the old one under its key
+
+
+def test_every_lru_of_the_package_is_the_memo():
+    """One LRU: least-recently-used bookkeeping (OrderedDict's move_to_end / popitem) lives in memo.py only."""
+    import tb_convviz
+
+    package = Path(tb_convviz.__file__).parent
+    holders = sorted(
+        str(p.relative_to(package))
+        for p in package.rglob("*.py")
+        if "move_to_end" in p.read_text() or "popitem(last=False)" in p.read_text()
+    )
+    assert holders == ["memo.py"]

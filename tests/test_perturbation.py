@@ -11,21 +11,14 @@ from models import bn_cnn, probe_images
 from torch import nn
 
 from tb_convviz import ConvViz, load
-from tb_convviz.analysis.perturbation import (
-    CombinedPass,
-    adversarial_change,
-    counterfactual_sensitivity,
-    gaussian_blur,
-    grating_batch,
-    noise_stability,
-    orientation_tuning,
-    perturbation_responses,
-    robust_z,
-    rotation_response,
-    sequence_symmetry,
-    shape_texture_sensitivity,
-    shuffle_patches,
-)
+from tb_convviz.analysis.perturbation import counterfactual_sensitivity, perturbation_responses
+from tb_convviz.analysis.perturbation.counterfactual import robust_z
+from tb_convviz.analysis.perturbation.engine import CombinedPass
+from tb_convviz.analysis.perturbation.orientation import orientation_tuning, rotation_response
+from tb_convviz.analysis.perturbation.robustness import adversarial_change, noise_stability
+from tb_convviz.analysis.perturbation.sequence import sequence_symmetry
+from tb_convviz.analysis.perturbation.shape_texture import shape_texture_sensitivity
+from tb_convviz.analysis.perturbation.stimuli import gaussian_blur, grating_batch, shuffle_patches
 
 KERNEL = 9
 GABOR_ANGLES = (10.0, 55.0, 100.0, 145.0)  # off the 15° grid on purpose

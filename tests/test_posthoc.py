@@ -3,6 +3,7 @@ file that does not land named with its reason."""
 from __future__ import annotations
 
 import argparse
+import inspect
 import io
 import os
 import re
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import pytest
@@ -19,7 +21,8 @@ from tb_convviz import ConvViz, load
 from tb_convviz import format as fmt
 from tb_convviz.checkpoints import CheckpointError, checkpoint_step, match_model, scan
 from tb_convviz.cli import build_parser, main
-from tb_convviz.posthoc import UsageError, log_checkpoints, read_probe
+from tb_convviz.cli_options import CommandLineOptions, argument_docs
+from tb_convviz.posthoc import UsageError, _convviz_options, log_checkpoints, read_probe
 
 REPO = Path(__file__).resolve().parents[1]
 MODULE = "posthoc_nets"  # written into each test's tmp_path, which becomes the current directory
@@ -493,8 +496,70 @@ def test_help_documents_every_option(tmp_path):
         assert action.help and len(action.help) > 20, action.option_strings
         for option in action.option_strings:
             assert option in text
-        assert "".join(action.help.split()) in squeezed, action.option_strings
+        assert "".join(action.help.replace("%%", "%").split()) in squeezed, action.option_strings
     for option in ("--probe-npz", "--impact", "--layers", "--kernels-every", "--map-size", "--map-images",
                    "--map-budget-mb", "--keep-all", "--no-perturbations", "--analysis-device", "--trust-checkpoints"):
         assert option in text
     assert "(default: 20)" in text and "(default: 16)" in text  # ConvViz's own defaults, not copies
+
+
+# ConvViz's arguments that log-checkpoints sets itself rather than offering them as options.
+SET_BY_LOG_CHECKPOINTS = {"log_dir_or_summary_writer", "probe", "background", "every_n_epochs"}
+
+
+def test_every_convviz_argument_is_an_option_documented_by_convviz_itself(tmp_path):
+    """The options are made from ConvViz's signature and docstring: none can be missing, none can drift."""
+    done = cli_process(["log-checkpoints", "--help"], cwd=tmp_path)
+
+    text = " ".join(done.stdout.split())
+    squeezed = "".join(done.stdout.split())
+    docs = argument_docs(ConvViz)
+    offered = [name for name in inspect.signature(ConvViz).parameters if name not in SET_BY_LOG_CHECKPOINTS]
+    assert {"similarity_images", "response_filters"} <= set(offered)  # the two the hand-copied list had lost
+    for name in offered:
+        flag = name.replace("_", "-").removesuffix("s")  # --counterfactual, --perturbation-options
+        assert re.search(rf"--(no-)?{re.escape(flag)}", text), name
+        assert "".join(docs[name].replace("`", "").split()) in squeezed, name
+
+
+def test_options_the_hand_copied_list_lacked_reach_convviz():
+    def parsed(*options: str) -> dict:
+        argv = ["log-checkpoints", "--model", "m:f", "--checkpoints", "c.pt", "--logdir", "d", *options]
+        return _convviz_options(build_parser().parse_args(argv))
+
+    assert parsed() == {}  # nothing given: ConvViz's own defaults
+    assert parsed("--similarity-images", "0", "--response-filters", "none") == {"similarity_images": 0, "response_filters": None}
+    assert parsed("--response-filters", "512", "--map-budget-mb", "0.25") == {"response_filters": 512, "map_budget_mb": 0.25}
+    assert parsed("--no-perturbations", "--impact-options", '{"top_k": 3}') == {"perturbations": False, "impact": {"top_k": 3}}
+    with pytest.raises(UsageError, match="--perturbation-options and --no-perturbations contradict each other"):
+        parsed("--no-perturbations", "--perturbation-options", "{}")
+
+
+def described(log_dir: str, probe: Any = None, *, metrics: Sequence[object] = (), size: int = 3,
+              device: Optional[str] = None, fast: bool = True) -> None:
+    """A callable shaped like ConvViz, for the option maker.
+
+    Args:
+        log_dir: where it writes.
+        probe: any object.
+        metrics: objects a command line cannot name.
+        size: how many, ``as a number``.
+        device: where it runs.
+        fast: take the quick path.
+    """
+
+
+def test_arguments_no_command_line_can_express_are_left_out_and_named():
+    options = CommandLineOptions(described, exclude={"log_dir"})
+
+    assert [o.name for o in options.options] == ["size", "device", "fast"] and options.skipped == ["probe", "metrics"]
+    parser = argparse.ArgumentParser()
+    options.add_to(parser)
+    assert "--no-fast" in parser.format_help() and "how many, as a number. (default: 3)" in " ".join(parser.format_help().split())
+    assert options.values(parser.parse_args(["--size", "5", "--no-fast"]), resolve=str) == {"size": 5, "fast": False}
+
+    def undocumented(log_dir: str = "") -> None:  # a str option with no Args: text to be its help
+        pass
+
+    with pytest.raises(ValueError, match="does not describe 'log_dir'"):
+        CommandLineOptions(undocumented)

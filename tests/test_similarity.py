@@ -4,6 +4,7 @@ must be 1 and aligned weight drift 0; independent nets must differ."""
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from tb_convviz.analysis.similarity import (
     gram_matrix,
     linear_cka,
     match_filters,
+    match_weights,
     response_profile,
 )
 from permuted import blob_data, permuted_pair_of, trained
@@ -167,6 +169,26 @@ def test_match_filters_handles_sizes_signs_and_constant_profiles():
     # Fewer filters in A: every one finds its copy in B.
     match_back, _, _ = match_filters(b[:3], a)
     np.testing.assert_array_equal(match_back, [4, 1, 0])
+
+
+def test_one_match_filters_pairs_profiles_by_correlation_and_weights_by_cosine():
+    """One matching for the whole package: analysis/compare.py no longer keeps a greedy one of its own."""
+    import tb_convviz
+    from tb_convviz.analysis import compare
+
+    package = Path(tb_convviz.__file__).parent
+    defining = sorted(str(p.relative_to(package)) for p in package.rglob("*.py") if "def match_filters(" in p.read_text())
+    assert defining == ["analysis/similarity.py"] and not hasattr(compare, "match_filters")
+    # Kernels: a constant offset is part of what a kernel detects, so weights compare by cosine
+    # (a centred correlation would call the DC kernel 0 and the offset edge a plain edge).
+    dc, edge = np.ones((1, 3, 3)), np.array([[[-1.0, 0.0, 1.0]] * 3])
+    a = np.stack([dc, edge + 2.0, edge])
+    b = a[[2, 0, 1]] * np.array([1.0, -1.0, 1.0]).reshape(-1, 1, 1, 1)
+    np.testing.assert_array_equal(match_weights(a, b), [1, 2, 0])
+    np.testing.assert_array_equal(match_weights(a, b), match_filters(a, b, centred=False)[0])
+    _, similarity, sign = match_filters(a, b, centred=False)
+    np.testing.assert_allclose(similarity, 1.0)
+    np.testing.assert_array_equal(sign, [-1, 1, 1])
 
 
 def test_response_profile_is_per_filter_mean_per_image():

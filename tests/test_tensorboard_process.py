@@ -1,4 +1,5 @@
 """A real `tensorboard` process, both loaders, and a fresh non-editable install."""
+import re
 import site
 import subprocess
 import venv
@@ -41,6 +42,14 @@ def test_user_samples_flag_still_wins(thirty_epochs):
     with tensorboard(thirty_epochs, args=["--load_fast=false", "--samples_per_plugin=convviz=5"]) as base:
         steps = wait_for(lambda: _steps_seen(base))
         assert [len(s) for s in steps] == [5, 5]
+
+
+def test_every_package_folder_ships_in_the_wheel():
+    """setup.py names its packages one by one: a subpackage missing there imports from a checkout
+    but not from the installed wheel that CI tests."""
+    listed = set(re.findall(r'"(tb_convviz[\w.]*)"', (REPO / "setup.py").read_text()))
+    found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "tb_convviz").rglob("__init__.py")}
+    assert found and found <= listed, sorted(found - listed)
 
 
 def test_fresh_venv_with_pip_install_lists_the_plugin(tmp_path, thirty_epochs):

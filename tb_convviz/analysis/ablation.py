@@ -2,11 +2,12 @@
 
 Zeroing one channel only changes what lies downstream of that conv. `FilterAblation` traces the
 model once with torch.fx and runs it once keeping every intermediate value; then, for a batch of
-filters, it replays only the graph below the conv (ablation_replay: channel k alone up to the
-first op that mixes channels, that op as its cached output plus channel k's contribution, the
-rest on stacked copies of the probe). Models fx cannot trace (data-dependent control flow, ...)
-fall back to forward hooks: a full forward per batch of filters, stacked along the batch. All
-paths are exact, not approximations; they match one forward per filter.
+filters, it replays only the graph below the conv (ablation_replay: its planner chooses, its
+executor runs: channel k alone up to the first op that mixes channels, that op as its cached
+output plus channel k's contribution, the rest on stacked copies of the probe). Models fx cannot
+trace (data-dependent control flow, ...) fall back to forward hooks: a full forward per batch of
+filters, stacked along the batch. All paths are exact, not approximations; they match one forward
+per filter.
 """
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from typing import Iterable, Iterator, Literal, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from tb_convviz.analysis.ablation_replay import AblationPlanError, ReplayPlan, TracedProbe, logits_of
+from tb_convviz.analysis.ablation_replay.executor import replay
+from tb_convviz.analysis.ablation_replay.planner import ReplayPlan, plan_replay
+from tb_convviz.analysis.ablation_replay.traced import AblationPlanError, TracedProbe, logits_of
 from tb_convviz.notices import notice
 from tb_convviz.capture import as_model_input, run_with_hooks
 from tb_convviz.layers import unwrap
@@ -93,7 +96,7 @@ class FilterAblation:
                 if plan is None:
                     logits = _hooked_ablation(self.model, layer, self.x, fs)
                 else:
-                    logits = self._traced.replay(plan, fs)
+                    logits = replay(self._traced, plan, fs)
             yield fs, logits.reshape(len(fs), self.n, -1)
 
     def _plan(self, layer: str) -> Optional[ReplayPlan]:
@@ -102,7 +105,7 @@ class FilterAblation:
             self._plans[layer] = None
             if self._traced is not None:
                 try:
-                    self._plans[layer] = self._traced.plan(layer, fast=self._traced.fast_ok)
+                    self._plans[layer] = plan_replay(self._traced, layer, fast=self._traced.fast_ok)
                 except AblationPlanError as err:
                     self._fallback(err)
         return self._plans[layer]
@@ -120,7 +123,7 @@ class FilterAblation:
             if problem is not None and plan.fast:
                 notice(f"ablation: the channel-wise replay below {layer!r} failed ({problem}); "
                        "using the general replay")
-                plan = traced.plan(layer, fast=False)
+                plan = plan_replay(traced, layer, fast=False)
                 problem = self._check(plan)
         if problem is not None:
             self._fallback(AblationPlanError(f"replaying the graph below {layer!r} failed ({problem})"))
@@ -139,7 +142,7 @@ class FilterAblation:
         assert traced is not None
         copies = sorted({0, plan.channels - 1})
         try:
-            check = traced.replay(plan, copies, identity=True)
+            check = replay(traced, plan, copies, identity=True)
         except Exception as err:  # noqa: BLE001 - any failure of a plan means "use the next one"
             return f"{type(err).__name__}: {err}"
         scale = max(1.0, float(traced.clean.abs().max()))

@@ -3,7 +3,7 @@
 Which ops act on each (image, channel) alone, which are linear in their input, which reshape
 without reordering, which are elementwise binary, which write into their input or return a view
 of it — and a timing-free FLOP count per node. Pure lookups over nodes and modules: the replay
-engine (ablation_replay) adds the shape checks that make a rule apply to a given node.
+planner (ablation_replay.planner) adds the shape checks that make a rule apply to a given node.
 """
 from __future__ import annotations
 

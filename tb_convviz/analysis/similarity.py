@@ -83,29 +83,35 @@ def response_profile(acts: Array) -> np.ndarray:
     return x.reshape(x.shape[0], x.shape[1], -1).mean(axis=2, dtype=np.float64).T.copy()
 
 
-def _standardized_rows(profile: np.ndarray) -> np.ndarray:
-    """Rows centered and scaled to unit norm, so a row product is a Pearson correlation; a
-    constant row becomes 0 (its correlation is undefined; 0 says "no evidence of a match")."""
-    p = np.asarray(profile, dtype=np.float64)
-    p = p - p.mean(axis=1, keepdims=True)
+def _unit_rows(rows: np.ndarray, centred: bool) -> np.ndarray:
+    """Rows (F, ...) flattened to (F, D) float64, centred if asked, and scaled to unit norm, so a row
+    product is a Pearson correlation (centred) or a cosine; a row that is 0 after centring stays 0
+    (its correlation is undefined; 0 says "no evidence of a match")."""
+    p = np.asarray(rows, dtype=np.float64)
+    p = p.reshape(p.shape[0], -1)
+    if centred:
+        p = p - p.mean(axis=1, keepdims=True)
     norm = np.linalg.norm(p, axis=1, keepdims=True)
     return np.divide(p, norm, out=np.zeros_like(p), where=norm > 0)
 
 
-def match_filters(profile_a: np.ndarray, profile_b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pair each filter of A with at most one filter of B, maximising the total |Pearson correlation|
-    of their (F, N) response profiles over the same N probe images (optimal, Hungarian assignment).
+def match_filters(a: np.ndarray, b: np.ndarray, *, centred: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pair each filter of A with at most one filter of B, maximising the total |similarity| of their
+    rows (optimal, Hungarian assignment).
 
+    a, b: one row per filter, (F_a, ...) and (F_b, ...). Response profiles (F, N) over the same N
+    probe images are compared by Pearson correlation (`centred`, the default); kernels
+    (F, Cin/groups, *k) by cosine (centred=False: a kernel's mean is part of what it detects).
     Sign-aware: a filter whose response is its counterpart's negation carries the same information
-    (one layer later a negative weight undoes it), so pairs are chosen on |corr|.
+    (one layer later a negative weight undoes it), so pairs are chosen on |similarity|.
     Returns, per filter of A (shape (F_a,)):
       match: index of its partner in B, −1 when F_a > F_b left it unmatched;
-      similarity: |corr| with its partner in [0, 1] (NaN when unmatched);
-      sign: +1 / −1 the sign of that correlation (0 when unmatched or the correlation is 0).
-    Constant profiles (a dead filter) correlate 0 with everything, so they match arbitrarily with
-    similarity 0.
+      similarity: |similarity| with its partner in [0, 1] (NaN when unmatched);
+      sign: +1 / −1 the sign of that similarity (0 when unmatched or the similarity is 0).
+    Constant profiles (a dead filter) and zero kernels are similar to nothing (0), so they match
+    arbitrarily with similarity 0.
     """
-    corr = _standardized_rows(profile_a) @ _standardized_rows(profile_b).T
+    corr = _unit_rows(a, centred) @ _unit_rows(b, centred).T
     rows, cols = linear_sum_assignment(np.abs(corr), maximize=True)
     f_a = corr.shape[0]
     match = np.full(f_a, -1, dtype=np.int64)
@@ -116,6 +122,13 @@ def match_filters(profile_a: np.ndarray, profile_b: np.ndarray) -> tuple[np.ndar
     similarity[rows] = np.abs(paired)
     sign[rows] = np.sign(paired).astype(np.int64)
     return match, similarity, sign
+
+
+def match_weights(kernels_a: np.ndarray, kernels_b: np.ndarray) -> np.ndarray:
+    """For each filter of A, its partner in B by |cosine| of their kernels: `match_filters` on the
+    weights, for when no response profiles were logged (valid for a first layer, whose inputs are
+    the same image channels in both)."""
+    return match_filters(kernels_a, kernels_b, centred=False)[0]
 
 
 def aligned_weight_drift(

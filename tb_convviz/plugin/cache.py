@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable, Optional
 
@@ -32,14 +31,12 @@ class CachingProvider:
     def __init__(self, inner: tb_provider.DataProvider, ttl_s: float = LISTING_TTL_S, blob_bytes: int = BLOB_CACHE_BYTES):
         self._inner = inner
         self._ttl = ttl_s
-        self._blob_budget = blob_bytes
         self._lock = threading.Lock()
         self._listings: dict[tuple, tuple[float, Any]] = {}
         self._run_series: dict[tuple, tuple[float, dict]] = {}
-        self._blobs: OrderedDict[tuple[str, Optional[float]], bytes] = OrderedDict()
-        # A rewritten step (a restarted run) keeps its blob key but not its wall time.
+        # Keyed by (blob key, wall time): a rewritten step (a restarted run) keeps its blob key but not its wall time.
+        self._blobs: Memo[bytes] = Memo(max_bytes=blob_bytes, size=len)
         self._wall_time: dict[str, float] = {}
-        self._blob_total = 0
         self._prefetcher = ThreadPoolExecutor(max_workers=4, thread_name_prefix="convviz-prefetch")
         self._prefetching: set[str] = set()
 
@@ -93,19 +90,7 @@ class CachingProvider:
     def read_blob(self, ctx=None, *, blob_key: str) -> bytes:
         with self._lock:
             key = (blob_key, self._wall_time.get(blob_key))
-            blob = self._blobs.get(key)
-            if blob is not None:
-                self._blobs.move_to_end(key)
-                return blob
-        blob = self._inner.read_blob(ctx, blob_key=blob_key)
-        with self._lock:
-            if key not in self._blobs:
-                self._blobs[key] = blob
-                self._blob_total += len(blob)
-            while self._blob_total > self._blob_budget and len(self._blobs) > 1:
-                _, evicted = self._blobs.popitem(last=False)
-                self._blob_total -= len(evicted)
-        return blob
+        return self._blobs.get_or_compute(key, lambda: self._inner.read_blob(ctx, blob_key=blob_key))
 
     def prefetch(self, ctx: Any, blob_keys: Iterable[str]) -> None:
         """Read blobs in the background, so moving the epoch slider finds them cached."""

@@ -7,14 +7,13 @@ is a slice until the run changes.
 """
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
 import numpy as np
 
 from tb_convviz import format as fmt
+from tb_convviz.memo import Memo
 from tb_convviz.reader import ConvVizReader
 from tb_convviz.schema import Column
 from tb_convviz.table import record_columns
@@ -85,27 +84,9 @@ class HistoryCache:
     """
 
     def __init__(self, max_bytes: int = HISTORY_CACHE_BYTES):
-        self._max_bytes = max_bytes
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[tuple, tuple[tuple, Columns]] = OrderedDict()
-        self._total = 0
+        self._memo: Memo[Columns] = Memo(max_bytes=max_bytes, size=lambda columns: columns.nbytes)
 
     def columns(self, reader: ConvVizReader, run: str, layer: str, kind: str, n_filters: int) -> Columns:
-        key = (run, layer, kind, n_filters)
-        signature = reader.signature(run)
-        with self._lock:
-            hit = self._entries.get(key)
-            if hit is not None and hit[0] == signature:
-                self._entries.move_to_end(key)
-                return hit[1]
-        columns = read_columns(reader, run, layer, kind, n_filters)
-        with self._lock:
-            stale = self._entries.pop(key, None)  # a run that changed replaces its entry
-            if stale is not None:
-                self._total -= stale[1].nbytes
-            self._entries[key] = (signature, columns)
-            self._total += columns.nbytes
-            while self._total > self._max_bytes and len(self._entries) > 1:
-                _, (_, evicted) = self._entries.popitem(last=False)
-                self._total -= evicted.nbytes
-        return columns
+        return self._memo.get_or_compute(
+            (run, layer, kind, n_filters), lambda: read_columns(reader, run, layer, kind, n_filters), version=reader.signature(run)
+        )

@@ -8,10 +8,10 @@ from tensorboard import errors
 
 from tb_convviz import format as fmt
 from tb_convviz import records
-from tb_convviz.analysis.compare import match_filters, most_changed_first, weight_drift
+from tb_convviz.analysis.compare import most_changed_first, weight_drift
 from tb_convviz.analysis.impact import class_table
 from tb_convviz.analysis.significance import examples_needed
-from tb_convviz.analysis.similarity import aligned_weight_drift, cka_matrix, linear_cka
+from tb_convviz.analysis.similarity import aligned_weight_drift, cka_matrix, linear_cka, match_weights as match_filters
 from tb_convviz.plugin.history import Columns, HistoryCache, read_columns
 from tb_convviz.reader import ConvVizReader, NotFound
 from tb_convviz.schema import BUILTIN

@@ -1,0 +1,110 @@
+"""How stable each filter's map is under Gaussian noise and under FGSM/PGD attacks on the probe."""
+from __future__ import annotations
+
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from tb_convviz.analysis.perturbation.engine import (
+    CLEAN,
+    DEFAULT_MAX_BATCH_BYTES,
+    Arrays,
+    CombinedPass,
+    Finish,
+    image_index,
+    prepare,
+    run_alone,
+)
+from tb_convviz.analysis.perturbation.measures import channel_stats, map_cosine, to_numpy, variant_means
+from tb_convviz.analysis.perturbation.stimuli import adversarial_inputs
+
+DEFAULT_SIGMAS = (0.1, 0.25, 0.5, 1.0)
+
+
+def noise_plan(combined: CombinedPass, x: torch.Tensor, sigmas: Sequence[float], seed: int) -> Finish:
+    n = x.shape[0]
+    _, std = channel_stats(x)
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    noise = torch.randn((len(sigmas),) + tuple(x.shape), generator=gen, device=x.device, dtype=x.dtype)
+    scale = torch.tensor(list(sigmas), device=x.device, dtype=x.dtype).reshape(-1, *([1] * x.dim()))
+    combined.reference(CLEAN, x)
+
+    def compare(name: str, out: torch.Tensor, first: int) -> torch.Tensor:
+        return map_cosine(out, combined.maps(CLEAN)[name][image_index(first, len(out), n, out.device)])
+
+    combined.add("noise", (x.unsqueeze(0) + scale * std.unsqueeze(0) * noise).reshape(-1, *x.shape[1:]), compare)
+
+    def finish() -> Arrays:
+        return {
+            name: {"noise_sigmas": np.asarray(sigmas, dtype=np.float32), "stability": to_numpy(variant_means(cos, len(sigmas)).T)}
+            for name, cos in combined.reduced("noise").items()
+        }
+
+    return finish
+
+
+def noise_stability(
+    model: nn.Module,
+    layers: Mapping[str, nn.Module],
+    x: torch.Tensor,
+    *,
+    sigmas: Sequence[float] = DEFAULT_SIGMAS,
+    seed: int = 0,
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+) -> Arrays:
+    """Cosine of each filter's map under Gaussian noise with its clean map, averaged over images.
+
+    Noise std is σ × the probe's per-channel std; drawn from a local torch.Generator seeded with
+    `seed` (deterministic, global RNG untouched). Uncentred cosine, so a filter that mostly passes
+    the image's mean (a DC kernel) stays near 1. x: (N, C, *spatial).
+    Keys: "noise_sigmas" (S,); "stability" (F, S).
+    """
+    x = prepare(model, x)
+    return run_alone(model, layers, max_batch_bytes, lambda c: noise_plan(c, x, sigmas, seed))
+
+
+def adversarial_plan(
+    combined: CombinedPass, x: torch.Tensor, y: Optional[torch.Tensor], epsilon: float, pgd_steps: int
+) -> Finish:
+    n = x.shape[0]
+    x_fgsm, x_pgd = adversarial_inputs(combined.model, x, y, epsilon, pgd_steps)
+    combined.reference(CLEAN, x)
+
+    def squared_change(name: str, out: torch.Tensor, first: int) -> torch.Tensor:
+        clean = combined.maps(CLEAN)[name][image_index(first, len(out), n, out.device)]
+        return ((out - clean) ** 2).sum(-1)
+
+    combined.add("fgsm", x_fgsm, squared_change)
+    combined.add("pgd", x_pgd, squared_change)
+
+    def finish() -> Arrays:
+        result: Arrays = {}
+        for name in combined.layers:
+            clean_norm = combined.maps(CLEAN)[name].transpose(0, 1).flatten(1).norm(dim=1).clamp_min(1e-30)
+            result[name] = {"adv_epsilon": np.asarray(epsilon, dtype=np.float32)}
+            for attack in ("fgsm", "pgd"):
+                result[name][attack] = to_numpy(combined.reduced(attack)[name].sum(0).sqrt() / clean_norm)
+        return result
+
+    return finish
+
+
+def adversarial_change(
+    model: nn.Module,
+    layers: Mapping[str, nn.Module],
+    x: torch.Tensor,
+    y: Optional[torch.Tensor] = None,
+    *,
+    epsilon: float = 0.1,
+    pgd_steps: int = 3,
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+) -> Arrays:
+    """Relative activation change per filter under FGSM and an L∞ PGD attack (see `stimuli.adversarial_inputs`).
+
+    Change is ‖Δa‖/‖a‖ over all images and positions. y: labels (N,); None attacks the model's
+    own predictions. Keys: "adv_epsilon" () ; "fgsm" (F,); "pgd" (F,).
+    """
+    x = prepare(model, x)
+    return run_alone(model, layers, max_batch_bytes, lambda c: adversarial_plan(c, x, y, epsilon, pgd_steps))
