@@ -11,7 +11,9 @@ here. How an argument is written follows its type:
 - an iterable of ``str`` (maybe among other choices): ``--name A B ...``;
 - ``bool`` or a mapping of options: the flag above, and ``--name-options JSON`` (names lose a
   plural ``s``: ``--perturbation-options``);
-- a mapping of names to callables: ``--name NAME=MODULE:FUNCTION``, repeatable (``--counterfactual``).
+- a mapping of names to callables: ``--name NAME=MODULE:FUNCTION``, repeatable (``--counterfactual``);
+- an object of a class of this package, or a list of them (``metrics``): ``--name MODULE:ATTR ...``,
+  each naming such an object or a list of them, all joined into one list.
 
 Anything else (objects, callables alone, lists of objects) cannot be written on a command line and
 is left out: `CommandLineOptions.skipped` names it.
@@ -170,6 +172,26 @@ def _callables(name: str, doc: str) -> Option:
     )
 
 
+def _objects(name: str, doc: str) -> Option:
+    def value(args: argparse.Namespace, resolve: Callable[[str], Any]) -> Any:
+        specs = getattr(args, name)
+        if specs is NOT_GIVEN:
+            return NOT_GIVEN
+        found = [resolve(spec) for spec in specs]
+        return [item for obj in found for item in (obj if isinstance(obj, (list, tuple)) else [obj])]
+
+    return Option(
+        name,
+        lambda p: p.add_argument(f"--{_dashed(name)}", dest=name, nargs="+", default=NOT_GIVEN, metavar="MODULE:ATTR",
+                                 help=_help(f"one or more MODULE:ATTR, each an object or a list of them: {doc}")),
+        value,
+    )
+
+
+def _is_package_class(hint: Any) -> bool:
+    return inspect.isclass(hint) and hint.__module__.split(".")[0] == __name__.split(".")[0]
+
+
 def _is_iterable_of_str(hint: Any) -> bool:
     origin = typing.get_origin(hint)
     return origin in (list, tuple, collections.abc.Iterable, collections.abc.Sequence) and typing.get_args(hint)[:1] == (str,)
@@ -198,6 +220,8 @@ def _option(name: str, hint: Any, default: Any, doc: str) -> Optional[Option]:
         return _names(name, doc)
     if len(members) == 1 and _is_mapping_to_callables(members[0]):
         return _callables(name, doc)
+    if any(_is_package_class(m) for m in members):
+        return _objects(name, doc)
     return None
 
 

@@ -172,6 +172,27 @@ def test_each_layout_logs_the_records_online_logging_writes(tmp_path, nets, layo
     assert_same_records(tmp_path / "online", tmp_path / "posthoc")
 
 
+def test_metrics_given_as_module_attributes_log_what_online_logging_logs(tmp_path, nets):
+    from user_metrics import GAIN, HOYER
+
+    states, steps = weight_series(nets.build, 2), [0, 1]
+    save(states, steps, tmp_path / "ckpts", "raw")
+    torch.save((IMAGES, LABELS), tmp_path / "probe.pt")
+    log_online(tmp_path / "online", nets.build, states, steps, perturbations=False, metrics=[HOYER, GAIN])
+
+    status = cli(["log-checkpoints", "--model", f"{MODULE}:build", "--checkpoints", "ckpts/*", "--probe", "probe.pt",
+                  "--logdir", "posthoc", "--no-perturbations", "--metrics", "user_metrics:HOYER", "user_metrics:METRICS",
+                  "--quiet"])
+
+    assert status == 2  # HOYER twice (alone and in METRICS): names must be unique
+    status = cli(["log-checkpoints", "--model", f"{MODULE}:build", "--checkpoints", "ckpts/*", "--probe", "probe.pt",
+                  "--logdir", "posthoc", "--no-perturbations", "--metrics", "user_metrics:METRICS", "--quiet"])
+    assert status == 0
+    logs = load(tmp_path / "posthoc")
+    assert {"hoyer", "gain.up", "gain.down"} <= set(logs.filter_table(".", "3", 1))
+    assert_same_records(tmp_path / "online", tmp_path / "posthoc")
+
+
 LIGHTNING_SOURCE = textwrap.dedent(
     """
     import torch
@@ -533,6 +554,10 @@ def test_options_the_hand_copied_list_lacked_reach_convviz():
     assert parsed("--no-perturbations", "--impact-options", '{"top_k": 3}') == {"perturbations": False, "impact": {"top_k": 3}}
     with pytest.raises(UsageError, match="--perturbation-options and --no-perturbations contradict each other"):
         parsed("--no-perturbations", "--perturbation-options", "{}")
+    from user_metrics import GAIN, HOYER  # objects of this package's classes, named by MODULE:ATTR
+
+    assert parsed("--metrics", "user_metrics:HOYER", "user_metrics:GAIN") == {"metrics": [HOYER, GAIN]}
+    assert parsed("--metrics", "user_metrics:METRICS") == {"metrics": [HOYER, GAIN]}
 
 
 def described(log_dir: str, probe: Any = None, *, metrics: Sequence[object] = (), size: int = 3,
