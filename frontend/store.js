@@ -9,7 +9,8 @@ import * as api from "./api.js";
  *   groups: number, stride: number[], transposed: boolean, has_bias: boolean, batchnorm: ?string}} LayerInfo
  * @typedef {{run: string, layers: LayerEntry[], probe: ?{n: number, shape: number[], has_labels: boolean},
  *   columns?: import("./columns.js").Column[]}} RunEntry  columns: the per-filter columns the run has
- * @typedef {{run: string, tag: string, step: number, reason: string}} Problem  a record that could not be read
+ * @typedef {{run: string, tag: string, step: ?number, reason: string}} Problem  a record that could not be read
+ *   (step null: every step of its tag)
  * @typedef {{status: "idle"|"off"|"loading"|"ready"|"error", data: any, error: string, code?: number}} Load
  *   off: the run did not log this (an analysis left out of ConvViz(...)); code: the HTTP status of an error
  * @typedef {"perturbation"|"impact"|"table"} Analysis
@@ -25,6 +26,7 @@ import * as api from "./api.js";
  *   compare: {stepA: number, runB: string, stepB: number, align: "index"|"match"|"aligned",
  *     sort: "cosine_distance"|"norm_change"|"act_mean_change", load: Load},
  *   analysis: Record<Analysis, Load>, impactSort: {metric: string, reverse: boolean}, historyColumn: string,
+ *   hiddenGroups: string[],
  *   similarity: {runB: string, stepB: number, layers: KeyedLoad, epochs: KeyedLoad, final: KeyedLoad},
  *   embedding: {method: "pca"|"umap"|"tsne", color: string, load: KeyedLoad},
  *   names: import("./recordkeys.js").RecordNames, shapeTexture: KeyedLoad, problems: Problem[],
@@ -33,7 +35,8 @@ import * as api from "./api.js";
  *   column (/table) at the slider's step, for the Impact view, the filter map and the filter detail;
  *   sort: the grid's order, "index" or a per-filter statistic's column name; driftSince: the drift ranking's baseline step; impactSort: the Impact table's column (a column
  *   name; "" for the table's default) and whether its natural order is reversed; historyColumn: the
- *   column whose history the filter detail charts ("" for the default).
+ *   column whose history the filter detail charts ("" for the default); hiddenGroups: the column
+ *   groups the Impact table leaves out (its CSV holds every column).
  *   similarity: the CKA views' answers; B is the current run at the slider's step while runB is ""
  *   and stepB -1. embedding: the filter map's answer, its method and the column it is coloured by
  *   ("" for the first). problems: records of the logdir that could not be read (the index answer's).
@@ -100,6 +103,7 @@ export class Store {
       analysis: { perturbation: IDLE, impact: IDLE, table: IDLE },
       impactSort: { metric: "", reverse: false },
       historyColumn: "",
+      hiddenGroups: [],
       similarity: { runB: "", stepB: -1, layers: IDLE, epochs: IDLE, final: IDLE },
       embedding: { method: "pca", color: "", load: IDLE },
       names: { kinds: [], perturbation_groups: {}, counterfactual_prefix: "", top_example_prefix: "", impact_exact: "" },
@@ -483,6 +487,12 @@ export class Store {
   /** @param {string} metric a column name @param {boolean} reverse */
   setImpactSort(metric, reverse) {
     this.set({ impactSort: { metric, reverse } });
+  }
+
+  /** @param {string} group a column group @param {boolean} hidden */
+  setGroupHidden(group, hidden) {
+    const rest = this.state.hiddenGroups.filter((g) => g !== group);
+    this.set({ hiddenGroups: hidden ? [...rest, group] : rest });
   }
 
   /** @param {string} name the column whose history the filter detail charts */

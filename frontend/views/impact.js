@@ -114,11 +114,14 @@ export function mountImpact(root, store) {
   let csvRows = () => /** @type {string[][]} */ ([]);
   const noteRow = el("div", "cvz-table-tools");
   noteRow.append(note, dataCsvButton(card, "impact", () => csvRows()));
+  // One switch per column group: a layer has dozens of columns, most views want a few groups.
+  const groupBar = el("div", "cvz-group-bar");
+  groupBar.dataset.testid = "impact-groups";
   const limit = new RowLimit("impact-show-all", () => {
     shown = [];
     render(store.state);
   });
-  card.append(head, messages, summary, needed, noteRow, wrap, limit.button, shapeTexture.element);
+  card.append(head, messages, summary, needed, groupBar, noteRow, wrap, limit.button, shapeTexture.element);
   root.append(card);
 
   /** What the table was drawn from, so unrelated state changes do not redraw it. */
@@ -133,7 +136,7 @@ export function mountImpact(root, store) {
     }
     const { perturbation, impact, table: tableLoad } = s.analysis;
     const now = [s.run, s.layer, s.step, impact.status, impact.data, perturbation.status, perturbation.data, tableLoad.status,
-      tableLoad.data, s.impactSort, s.shapeTexture];
+      tableLoad.data, s.impactSort, s.shapeTexture, s.hiddenGroups];
     if (now.every((v, i) => v === shown[i])) {
       markSelected(tbody, s.filter); // a click on a row: the table stays
       return;
@@ -170,13 +173,13 @@ export function mountImpact(root, store) {
     needed.textContent = examplesNeededText(impactData?.examples_needed);
     needed.hidden = needed.textContent === "";
     if (!tableData) {
-      summary.hidden = noteRow.hidden = wrap.hidden = limit.button.hidden = true;
+      summary.hidden = noteRow.hidden = wrap.hidden = limit.button.hidden = groupBar.hidden = true;
       if (tableLoad.status === "loading" && !messages.childElementCount) {
         messages.append(el("p", "cvz-note", `Loading the filters of layer ${s.layer}…`));
       }
       return;
     }
-    summary.hidden = noteRow.hidden = wrap.hidden = false;
+    summary.hidden = noteRow.hidden = wrap.hidden = groupBar.hidden = false;
     /** @type {?Arrays} */
     const ia = impactData?.arrays ?? null;
     /** @type {?Arrays} */
@@ -184,7 +187,9 @@ export function mountImpact(root, store) {
     const counterfactuals = responseData?.counterfactuals ?? [];
     const names = s.names;
     const count = tableData.filters;
-    const columns = shownColumns(tableData);
+    const every = shownColumns(tableData);
+    fillGroupBar(groupBar, every, s.hiddenGroups, (group, hidden) => store.setGroupHidden(group, hidden));
+    const columns = every.filter((c) => !s.hiddenGroups.includes(c.group));
     const chosen = columns.find((c) => c.name === s.impactSort.metric);
     const metric = chosen ?? defaultSortColumn(columns);
     const reverse = chosen !== undefined && s.impactSort.reverse;
@@ -192,7 +197,7 @@ export function mountImpact(root, store) {
     card.dataset.reverse = String(reverse);
     csvRows = () => tableCsvRows(tableData);
 
-    fillSummary(summary, tableData, columns);
+    fillSummary(summary, tableData, every);
 
     // Filter and Flags first, both pinned: a wide table scrolls sideways under them. Above the
     // column headers, one header per group spanning its columns.
@@ -265,6 +270,26 @@ export function mountImpact(root, store) {
     tbody.replaceChildren(...limit.take([s.run, s.layer].join("\0"), order).map(rowOf));
   };
   store.subscribe(render);
+}
+
+/**
+ * A switch per column group, saying how many columns it holds; unchecked, the table leaves it out.
+ * @param {HTMLElement} bar @param {Column[]} columns @param {string[]} hidden
+ * @param {(group: string, hidden: boolean) => void} onToggle
+ */
+function fillGroupBar(bar, columns, hidden, onToggle) {
+  bar.replaceChildren(el("span", "cvz-field-label", "Columns"));
+  for (const { group, columns: inGroup } of groupColumns(columns)) {
+    const label = /** @type {HTMLLabelElement} */ (el("label", "cvz-group-toggle"));
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.checked = !hidden.includes(group);
+    box.dataset.group = group;
+    box.addEventListener("change", () => onToggle(group, !box.checked));
+    label.title = inGroup.map((c) => c.label).join(", ");
+    label.append(box, ` ${groupTitle(group)} (${inGroup.length})`);
+    bar.append(label);
+  }
 }
 
 /**

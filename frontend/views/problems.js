@@ -7,11 +7,11 @@ import { el } from "./controls.js";
 const LISTED = 100;
 
 /**
- * One problem in words.
+ * One problem in words; a record whose metadata cannot be read is the problem of all its steps.
  * @param {import("../store.js").Problem} p
  */
 export function problemText(p) {
-  return `run ${p.run} · ${p.tag} · step ${p.step}: ${p.reason}`;
+  return `run ${p.run} · ${p.tag} · ${p.step === null || p.step === undefined ? "every step" : `step ${p.step}`}: ${p.reason}`;
 }
 
 /** @param {HTMLElement} root @param {import("../store.js").Store} store */

@@ -195,11 +195,12 @@ BAD_RUN = "broken"
 
 
 def add_unreadable_records(run_dir: Path) -> None:
-    """A second event file in the run holding convviz records no reader can use: `[]` as the
-    plugin content, and a record of a kind no version knows."""
+    """A second event file in the run holding convviz records no reader can use, each under a tag
+    of its own (TensorBoard keeps a tag's first metadata): `[]` as the plugin content, and a
+    record of a kind no version knows."""
     events = []
-    for layer, content in (("0", "[]"), ("3", json.dumps({"version": fmt.FORMAT_VERSION, "kind": "sparkles"}))):
-        summary = record_summary(layer, fmt.KIND_MAPS, b"")
+    for layer, tag, content in (("0", "listed", "[]"), ("3", "sparkles", json.dumps({"version": fmt.FORMAT_VERSION, "kind": "sparkles"}))):
+        summary = record_summary(layer, tag, b"")
         summary.value[0].metadata.plugin_data.content = content.encode()
         events.append(tfrecord(event_pb2.Event(wall_time=time.time(), step=1, summary=summary).SerializeToString()))
     (run_dir / "events.out.tfevents.9999999999.crafted").write_bytes(b"".join(events))
@@ -219,6 +220,9 @@ def broken_tab(browser, tmp_path_factory):
     with tensorboard(root) as url:
         if not wait_for(lambda: served_runs(url) >= 2, timeout=60):
             raise RuntimeError("tensorboard did not serve both runs within 60 s")
+        # The crafted event file is read after the good ones: its problems are listed once it was.
+        if not wait_for(lambda: len(answer(url, "index")["problems"]) >= 2, timeout=60):
+            raise RuntimeError(f"/index did not list the crafted records' problems: {answer(url, 'index')['problems']}")
         context = browser.new_context(viewport={"width": 1400, "height": 900})
         page = context.new_page()
         page.set_default_timeout(15_000)
@@ -244,7 +248,8 @@ def test_unreadable_records_are_listed_in_a_notice_and_the_rest_is_shown(broken_
     items = notice.locator("[data-testid=problem]")
     assert items.count() == len(problems)
     for item, p in zip(items.all_text_contents(), problems):
-        assert item == f"run {p['run']} · {p['tag']} · step {p['step']}: {p['reason']}"
+        step = "every step" if p["step"] is None else f"step {p['step']}"
+        assert item == f"run {p['run']} · {p['tag']} · {step}: {p['reason']}"
     # Both runs draw: the bad run's readable records, the good run's all.
     for run in ("good", BAD_RUN):
         frame.locator("[data-testid=run-picker]").select_option(run)
@@ -253,3 +258,23 @@ def test_unreadable_records_are_listed_in_a_notice_and_the_rest_is_shown(broken_
         frame.locator("[data-testid=impact-view][data-loading=false] [data-testid=impact-sort][data-metric=hoyer]").wait_for()
         frame.locator("[data-testid=mode-picker] button[data-value=filters]").click()
     assert errors == []
+
+
+def test_a_group_can_be_left_out_of_the_table_but_not_out_of_its_csv(tab, frame, tensorboard_url):
+    open_table(frame, RUN_IMPACT, "0")
+    table = answer(tensorboard_url, f"table?run={RUN_IMPACT}&layer=0&step={LAST}")
+    impact = [c["name"] for c in table["columns"] if c["group"] == "impact"]
+    toggle = frame.locator("[data-testid=impact-groups] input[data-group=impact]")
+    assert toggle.is_checked()
+    toggle.uncheck()
+    frame.locator("[data-testid=impact-group][data-group=impact]").wait_for(state="detached")
+    shown = frame.locator("[data-testid=impact-sort]").evaluate_all("bs => bs.map(b => b.dataset.metric)")
+    assert shown and not set(impact) & set(shown) and "hoyer" in shown
+    # Sorted by the first visible column with a better end, once the sorted one is left out.
+    assert frame.locator("[data-testid=impact-view]").get_attribute("data-sort") in shown
+    with tab.page.expect_download() as download:
+        frame.locator("[data-testid=impact-view] [data-testid=download-csv]").click()
+    header = next(csv.reader(io.StringIO(Path(download.value.path()).read_text("utf-8"))))
+    assert set(impact) <= set(header)
+    toggle.check()
+    frame.locator("[data-testid=impact-group][data-group=impact]").wait_for()
