@@ -35,7 +35,7 @@ export function mountProblems(root, store) {
     summary.textContent =
       n === 1
         ? `1 record could not be read and is left out: ${first}`
-        : `${n} records could not be read and are left out: ${first}${n > 1 ? ` (and ${n - 1} more: click for the list)` : ""}`;
+        : `${n} records could not be read and are left out: ${first}${n > 1 ? ` (and ${n - 1} more)` : ""}`;
     list.replaceChildren(
       ...s.problems.slice(0, LISTED).map((p) => {
         const item = el("li", "", problemText(p));

@@ -17,7 +17,7 @@ import pytest
 import torch
 from tensorboard.compat.proto import event_pb2
 
-from conftest import CHROMIUM_ARGS, EPOCHS, RUN_IMPACT, RUNS_2D, choose, grid_shows, served_runs
+from conftest import EPOCHS, RUN_IMPACT, RUNS_2D, choose, grid_shows, served_runs
 from models import two_conv_net
 from tb_convviz import format as fmt
 from tb_convviz import load
