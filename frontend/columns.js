@@ -3,7 +3,7 @@
 // CSV. Nothing here knows a column by name: a user's FilterMetric reads like a built-in one.
 // Pure functions with no DOM, so node's test runner checks them (tests/js/).
 
-import { formatCount, formatNumber, formatPercent, formatSigned, present, sortOrder } from "./numeric.js";
+import { formatCount, formatNumber, formatPercent, formatSigned, median, present, sortOrder } from "./numeric.js";
 
 /**
  * @typedef {{name: string, label: string, unit: string, description: string, better: ?("higher"|"lower"),
@@ -216,7 +216,8 @@ export function shownColumns(table) {
 
 /**
  * One filter's row of the table for people: per column its label, its value as declared (with its
- * interval where it has one) and its description, for a detail's fact list.
+ * interval where it has one), where the value ranks in the layer in the column's sort order (not
+ * for yes/no and index columns) and the description with the layer's median, for a detail's facts.
  * @param {Table} table @param {Column[]} columns @param {number} f
  * @returns {Array<{name: string, label: string, text: string, title: string}>}
  */
@@ -229,11 +230,20 @@ export function filterFacts(table, columns, f) {
     const interval = intervalOf(table, c, f);
     const range = interval ? ` [${formatValue(c, interval[0], { signed })}, ${formatValue(c, interval[1], { signed })}]` : "";
     const unit = headerUnit(c);
+    const ranked = c.format !== "flag" && c.format !== "index" && present(v);
+    const known = Array.from(a.values).filter(present).length;
+    const rank = ranked ? columnOrder(a.values, c, false).indexOf(f) + 1 : 0;
+    const title = [c.description];
+    if (interval) title.push("Bracketed: its 95% interval.");
+    if (ranked) title.push(`Rank ${rank} of ${known} in the layer, ${FIRST_TEXT[naturalOrder(c)]}; layer median ${formatValue(c, median(a.values), { signed })}.`);
     return [{
       name: c.name,
       label: c.label,
-      text: `${formatValue(c, v, { signed })}${unit && present(v) ? ` ${unit}` : ""}${range}`,
-      title: interval ? `${c.description} Bracketed: its 95% interval.` : c.description,
+      text: `${formatValue(c, v, { signed })}${unit && present(v) ? ` ${unit}` : ""}${range}${ranked && known > 1 ? ` · ${rank}/${known}` : ""}`,
+      title: title.join(" "),
     }];
   });
 }
+
+/** How a rank counts, by the column's natural order. */
+const FIRST_TEXT = { descending: "highest first", ascending: "lowest first", magnitude: "largest magnitude first" };

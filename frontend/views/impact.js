@@ -210,7 +210,8 @@ export function mountImpact(root, store) {
     filterHead.rowSpan = flagHead.rowSpan = 2;
     groupRow.append(filterHead, flagHead);
     for (const { group, columns: inGroup } of groupColumns(columns)) {
-      const th = el("th", "cvz-group", groupTitle(group));
+      const th = el("th", "cvz-group");
+      th.append(el("span", "", groupTitle(group)));
       th.colSpan = inGroup.length;
       th.dataset.testid = "impact-group";
       th.dataset.group = group;
@@ -268,6 +269,8 @@ export function mountImpact(root, store) {
     };
     const order = metric ? columnOrder(tableData.values[metric.name].values, metric, reverse) : Array.from({ length: count }, (_, f) => f);
     tbody.replaceChildren(...limit.take([s.run, s.layer].join("\0"), order).map(rowOf));
+    // A group's name stays in view beside the pinned columns while the table scrolls sideways.
+    table.style.setProperty("--cvz-pinned-width", `${flagHead.offsetLeft + flagHead.offsetWidth}px`);
   };
   store.subscribe(render);
 }

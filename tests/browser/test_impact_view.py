@@ -83,8 +83,11 @@ def test_impact_table_sorts_flags_and_opens_the_filter(frame, tensorboard_url):
     assert examples.locator("canvas").count() == 5
     # Its value in every impact column as declared: Δaccuracy with its interval, flips as a count.
     accuracy = panel.locator("[data-testid=column-d_accuracy]").text_content()
-    assert re.fullmatch(r"[+-]?\d+(\.\d+)?% \[[+-]?\d+(\.\d+)?%, [+-]?\d+(\.\d+)?%\]", accuracy), accuracy
-    assert panel.locator("[data-testid=column-flips]").text_content() == str(int(data["flips"]["values"][int(first)]))
+    assert re.fullmatch(r"[+-]?\d+(\.\d+)?% \[[+-]?\d+(\.\d+)?%, [+-]?\d+(\.\d+)?%\] · 1/8", accuracy), accuracy  # the first row
+    flips = data["flips"]["values"]
+    rank = 1 + sum(1 for v in flips if v > flips[int(first)])  # most flips first; ties by index
+    rank += sum(1 for f, v in enumerate(flips) if v == flips[int(first)] and f < int(first))
+    assert panel.locator("[data-testid=column-flips]").text_content() == f"{int(flips[int(first)])} · {rank}/8"
     assert panel.locator("dt", has_text="Δaccuracy").first.get_attribute("title").startswith("Change of probe accuracy")
     assert panel.locator("[data-testid=recall-bars] .cvz-bars-row").count() == 3  # one per class
     assert panel.locator("[data-testid=counterfactual-row]").count() == 1
@@ -142,7 +145,7 @@ def test_percentages_never_use_exponent_notation(frame):
     for text in percents:
         # a value, with its interval where it has one, or a lower bound ("≥ 30.9%": the detectable change)
         pct = r"[+-]?(<0\.01|\d+(\.\d+)?)%"
-        assert re.fullmatch(rf"(≥ )?{pct}( \[{pct}, {pct}\])?", text), text
+        assert re.fullmatch(rf"(≥ )?{pct}( \[{pct}, {pct}\])?( · \d+/\d+)?", text), text
 
 
 def test_run_without_impact_says_how_to_turn_it_on(frame, tensorboard_url):

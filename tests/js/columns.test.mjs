@@ -107,8 +107,10 @@ test("the shown columns leave interval companions to their column", () => {
 test("a filter's facts: label, value as declared with its interval, description", () => {
   const facts = filterFacts({ ...TABLE, columns: [...TABLE.columns, col("u", { unit: "nats" })], values: { ...TABLE.values, u: { shape: [3], values: Float32Array.from([1, 2, 3]) } } },
     [...TABLE.columns, col("u", { unit: "nats" })], 0);
+  // Ranked in the column's own order: m by magnitude (|-25%| before |10%|), k and u highest first.
   assert.deepEqual(facts.map((x) => [x.name, x.label, x.text]), [
-    ["m", "M", "-25.0% [-50.0%, 0%]"], ["k", "K", "2"], ["z", "Z", "yes"], ["u", "U", "1.00 nats"],
+    ["m", "M", "-25.0% [-50.0%, 0%] · 1/2"], ["k", "K", "2 · 2/3"], ["z", "Z", "yes"], ["u", "U", "1.00 nats · 3/3"],
   ]);
-  assert.match(facts[0].title, /^what m is Bracketed: its 95% interval\.$/);
+  assert.equal(facts[0].title, "what m is Bracketed: its 95% interval. Rank 1 of 2 in the layer, largest magnitude first; layer median -7.5%.");
+  assert.equal(facts[2].title, "what z is");
 });
