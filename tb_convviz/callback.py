@@ -199,6 +199,14 @@ class ConvViz:
         self._pending: list[tuple[str, Optional[int]]] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._last_step: Optional[int] = None
+        self._step_order_warned = False
+        if self._writer.live_neighbours:
+            self._warn(
+                f"another ConvViz is writing {self._writer.logdir!r} now: for a step both log, readers show the one "
+                "committed last, and a lower step from one hides the other's later steps; give each run its own folder"
+            )
+            self._emit_pending()
         if self.settings.impact:
             self._check_class_sizes()
 
@@ -218,6 +226,14 @@ class ConvViz:
             raise ValueError(f"step must be an integer, got {step!r}")
         if step % self.every_n_epochs != 0 and not final:
             return False
+        if self._last_step is not None and step <= self._last_step and not self._step_order_warned:
+            self._step_order_warned = True
+            self._warn(
+                f"step {step} is not greater than the last logged step {self._last_step} (said once): readers show "
+                "this log for it and drop what was logged at later steps until they are logged again, as TensorBoard "
+                "does for a restarted run"
+            )
+        self._last_step = int(step)
         model = unwrap(model)
         first = self._plan is None
         if first:
@@ -256,6 +272,8 @@ class ConvViz:
         assert self._plan is not None
         remember(self._plan, first, first_step, last, last_step)
         self._logs_done = _positive_int(logs_done, "logs_done")
+        self._last_step = int(last_step)
+        self._writer.restart()  # what a crashed writer left after last_step must not show
 
     def on_epoch_end(self, model: nn.Module, epoch: int) -> bool:
         """Alias of `log`, named for the moment it runs."""

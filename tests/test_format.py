@@ -58,7 +58,7 @@ def test_newer_format_version_warns_instead_of_misreading():
         warnings.simplefilter("always")
         assert fmt.parse_plugin_content(content) is None
     assert any("newer" in str(w.message) for w in caught)
-    assert fmt.parse_plugin_content(fmt.plugin_content("filters")) == {"version": fmt.FORMAT_VERSION, "kind": "filters"}
+    assert fmt.parse_plugin_content(fmt.plugin_content("filters")) == {"version": fmt.FORMAT_VERSION, "kind": "filters", "stamped": True}
 
 
 def test_tags_round_trip_with_dotted_layer_names():
