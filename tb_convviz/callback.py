@@ -33,7 +33,7 @@ from tb_convviz.notices import collecting
 from tb_convviz.observe import untouched
 from tb_convviz.probe import make_probe
 from tb_convviz.tracing import traced
-from tb_convviz.snapshot import ModelCopy, State, architecture_mismatch, signature, state_snapshot
+from tb_convviz.snapshot import ModelCopy, State, analysis_dtype, architecture_mismatch, signature, state_snapshot
 from tb_convviz.worker import BackgroundWorker
 from tb_convviz.writer import RecordWriter
 
@@ -334,14 +334,16 @@ class ConvViz:
         # Every rank logs the same steps, so every rank gets here at the same first log.
         self._shard = current_shard()
         self._buffers = [name for name, _ in model.named_buffers()]
+        dtype = analysis_dtype(model)
         if self.background:
             try:
-                self._copy = ModelCopy(model, self.analysis_device)
+                self._copy = ModelCopy(model, self.analysis_device, dtype)
             except Exception as e:  # noqa: BLE001 - deepcopy fails in many ways (locks, handles, ...)
                 self._warn(f"the model cannot be deep-copied ({type(e).__name__}: {e}), so it is analysed inline, "
                            "pausing training at each log")
-        elif self.analysis_device is not None or self._shard.world > 1:  # ranks analyse rank 0's buffers: on a copy
-            self._copy = ModelCopy(model, self.analysis_device)
+        # On a copy also: ranks analyse rank 0's buffers; half precision is analysed in float32.
+        elif self.analysis_device is not None or self._shard.world > 1 or dtype is not None:
+            self._copy = ModelCopy(model, self.analysis_device, dtype)
         if self._probe is not None:
             target = self._copy.model if self._copy is not None else model
             with untouched(target):
