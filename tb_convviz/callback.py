@@ -34,7 +34,7 @@ from tb_convviz.notices import collecting
 from tb_convviz.observe import untouched
 from tb_convviz.probe import make_probe
 from tb_convviz.tracing import traced
-from tb_convviz.snapshot import ModelCopy, State, architecture_mismatch, signature, state_snapshot
+from tb_convviz.snapshot import ModelCopy, State, analysis_dtype, architecture_mismatch, signature, state_snapshot
 from tb_convviz.worker import BackgroundWorker
 from tb_convviz.writer import RecordWriter
 
@@ -207,6 +207,14 @@ class ConvViz:
         self._pending: list[tuple[str, Optional[int]]] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._last_step: Optional[int] = None
+        self._step_order_warned = False
+        if self._writer.live_neighbours:
+            self._warn(
+                f"another ConvViz is writing {self._writer.logdir!r} now: for a step both log, readers show the one "
+                "committed last, and a lower step from one hides the other's later steps; give each run its own folder"
+            )
+            self._emit_pending()
         if self.settings.impact:
             self._check_class_sizes()
 
@@ -226,6 +234,14 @@ class ConvViz:
             raise ValueError(f"step must be an integer, got {step!r}")
         if step % self.every_n_epochs != 0 and not final:
             return False
+        if self._last_step is not None and step <= self._last_step and not self._step_order_warned:
+            self._step_order_warned = True
+            self._warn(
+                f"step {step} is not greater than the last logged step {self._last_step} (said once): readers show "
+                "this log for it and drop what was logged at later steps until they are logged again, as TensorBoard "
+                "does for a restarted run"
+            )
+        self._last_step = int(step)
         model = unwrap(model)
         first = self._plan is None
         if first:
@@ -264,6 +280,8 @@ class ConvViz:
         assert self._plan is not None
         remember(self._plan, first, first_step, last, last_step)
         self._logs_done = _positive_int(logs_done, "logs_done")
+        self._last_step = int(last_step)
+        self._writer.restart()  # what a crashed writer left after last_step must not show
 
     def on_epoch_end(self, model: nn.Module, epoch: int) -> bool:
         """Alias of `log`, named for the moment it runs."""
@@ -324,14 +342,16 @@ class ConvViz:
         # Every rank logs the same steps, so every rank gets here at the same first log.
         self._shard = current_shard()
         self._buffers = [name for name, _ in model.named_buffers()]
+        dtype = analysis_dtype(model)
         if self.background:
             try:
-                self._copy = ModelCopy(model, self.analysis_device)
+                self._copy = ModelCopy(model, self.analysis_device, dtype)
             except Exception as e:  # noqa: BLE001 - deepcopy fails in many ways (locks, handles, ...)
                 self._warn(f"the model cannot be deep-copied ({type(e).__name__}: {e}), so it is analysed inline, "
                            "pausing training at each log")
-        elif self.analysis_device is not None or self._shard.world > 1:  # ranks analyse rank 0's buffers: on a copy
-            self._copy = ModelCopy(model, self.analysis_device)
+        # On a copy also: ranks analyse rank 0's buffers; half precision is analysed in float32.
+        elif self.analysis_device is not None or self._shard.world > 1 or dtype is not None:
+            self._copy = ModelCopy(model, self.analysis_device, dtype)
         if self._probe is not None:
             target = self._copy.model if self._copy is not None else model
             with untouched(target):

@@ -3,7 +3,9 @@
 A record is a TensorBoard tensor summary under the plugin name ``convviz``:
 
 * tag ``<layer>/<kind>`` (``_run/run`` for run-level data), one record per logged step;
-* plugin content: JSON ``{"version": FORMAT_VERSION, "kind": kind}``;
+* plugin content: JSON ``{"version": FORMAT_VERSION, "kind": kind, "stamped": true}``;
+  ``stamped`` says the record follows the commit rule of `tb_convviz.commits` (all of a step's
+  records and its commit share one wall time; logs without it count every step as whole);
 * value: a scalar DT_STRING tensor holding a *bundle*: named arrays plus JSON metadata.
 
 Bundle bytes: ``MAGIC``, a little-endian uint32 header length, the JSON header
@@ -93,7 +95,10 @@ def parse_tag(tag: str) -> tuple[str, str]:
 
 def plugin_content(kind: str) -> bytes:
     """SummaryMetadata.plugin_data.content for a record of `kind`."""
-    return json.dumps({"version": FORMAT_VERSION, "kind": kind}).encode()
+    return json.dumps({"version": FORMAT_VERSION, "kind": kind, STAMPED: True}).encode()
+
+
+STAMPED = "stamped"  # plugin-content key: the record's step shows only once committed, see `commits`
 
 
 def parse_plugin_content(content: bytes) -> dict:

@@ -16,6 +16,7 @@ from tb_convviz import records
 from tb_convviz.analysis.embedding import embedding_trail, filter_embedding
 from tb_convviz.analysis.impact import class_table
 from tb_convviz.analysis.similarity import linear_cka, match_filters
+from tb_convviz.commits import whole_records
 from tb_convviz.memo import Memo
 from tb_convviz.table import TABLE_KINDS, TableColumn, record_columns, table_csv
 
@@ -80,6 +81,7 @@ class ConvVizReader:
         self._eid = experiment_id
         self._ctx = ctx if ctx is not None else tb_context.RequestContext()
         self.problems = problems if problems is not None else Problems()
+        self._stamped_tags: set[tuple[str, str]] = set()
 
     def _problem(self, run: str, tag: str, step: Optional[int], reason: str) -> None:
         """A record that cannot be read: remembered, skipped, and reported (`Logs` warns)."""
@@ -138,17 +140,31 @@ class ConvVizReader:
         return data.get(run, {})
 
     def _series(self, run: str, layer: str, kind: str) -> list[tb_provider.BlobSequenceDatum]:
-        """A stream's records of whole steps only: a step whose commit record has not been loaded
-        yet is still being written (logs from before commit records count every step as whole)."""
+        """A stream's records of whole steps only, one per step: `commits.whole_records`."""
         tag, commit_tag = fmt.tag_for(layer, kind), fmt.tag_for(fmt.RUN_LAYER, fmt.KIND_COMMIT)
         data = self._read_series(run, [tag, commit_tag])
         series = data.get(tag)
-        if series and commit_tag in data and kind != fmt.KIND_RUN:
-            whole = {d.step for d in data[commit_tag]}
-            series = [d for d in series if d.step in whole]
+        if series:
+            series = whole_records(series, data.get(commit_tag, []), self._stamped(run, tag))
         if not series:
             raise NotFound(f"no {kind!r} records for layer {layer!r} in run {run!r}")
         return series
+
+    def _stamped(self, run: str, tag: str) -> bool:
+        """Whether the stream was written under the commit rule's stamps (see `commits`)."""
+        if (run, tag) not in self._stamped_tags:
+            listing = self._provider.list_blob_sequences(
+                self._ctx, experiment_id=self._eid, plugin_name=fmt.PLUGIN_NAME, run_tag_filter=tb_provider.RunTagFilter(runs=[run])
+            )
+            series = listing.get(run, {}).get(tag)
+            try:
+                meta = fmt.parse_plugin_content(series.plugin_content) if series is not None else None
+            except ValueError:  # an unreadable stream: listed among the problems, never stamped
+                meta = None
+            if not (meta and meta.get(fmt.STAMPED)):
+                return False
+            self._stamped_tags.add((run, tag))  # a stream's plugin content is its first record's: it stays
+        return True
 
     def signature(self, run: str) -> tuple:
         """What the run holds now, cheaply: every stream's record count and last step. An answer

@@ -161,7 +161,7 @@ def counterfactual_columns(name: str) -> tuple[Column, ...]:
     return (
         _c(_P, "counterfactual", key, f"{name}: change", f"Signed relative change of the filter's mean |activation| "
            f"when the probe is edited by the counterfactual {name!r}", unit="fraction", first="abs", format="percent"),
-        _c(_P, "counterfactual", f"{key}/z", f"{name}: z", f"Robust z-score of that change among the layer's filters "
+        _c(_P, "counterfactual", f"{key}/z", f"{name}: z", "Robust z-score of that change among the layer's filters "
            "(median and MAD): how unusual this filter's sensitivity is", first="abs", format="signed"),
         _c(_P, "counterfactual", f"{key}/flag", f"{name}: outlier", "1 when the robust z-score flags the filter as "
            "unusually sensitive to the edit", format="flag"),

@@ -42,13 +42,25 @@ def signature(model: nn.Module) -> dict[str, tuple[tuple[int, ...], torch.dtype]
     return {name: (tuple(t.shape), t.dtype) for name, t in _tensors(model).items()}
 
 
-class ModelCopy:
-    """A deep copy of the model in eval mode on `device`, with no parameter requiring grad."""
+# Analysed in float32 instead: half-precision weights fail where an analysis makes float32 inputs
+# (gratings, noise) and lose the answer where it sums many small terms (statistics, Gram, ablation).
+_WIDENED = (torch.float16, torch.bfloat16)
 
-    def __init__(self, model: nn.Module, device: Optional[Union[str, torch.device]] = None):
+
+def analysis_dtype(model: nn.Module) -> Optional[torch.dtype]:
+    """float32 for a model whose floating parameters or buffers are float16 or bfloat16, else None
+    (the model's own dtype: float32 and float64 models are analysed as they are)."""
+    return torch.float32 if any(t.dtype in _WIDENED for t in _tensors(model).values()) else None
+
+
+class ModelCopy:
+    """A deep copy of the model in eval mode on `device`, in `dtype` (floating tensors only), with no
+    parameter requiring grad."""
+
+    def __init__(self, model: nn.Module, device: Optional[Union[str, torch.device]] = None, dtype: Optional[torch.dtype] = None):
         replica = copy.deepcopy(model)
-        if device is not None:
-            replica = replica.to(device)
+        if device is not None or dtype is not None:
+            replica = replica.to(device=device, dtype=dtype)
         replica.eval()
         for p in replica.parameters():
             p.grad = None

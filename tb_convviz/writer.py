@@ -11,7 +11,6 @@ TFRecord's, which every TensorBoard loader reads.
 from __future__ import annotations
 
 import os
-import socket
 import struct
 import time
 from typing import Any, BinaryIO, Optional, Union
@@ -20,6 +19,8 @@ import crc32c
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 
 from tb_convviz import format as fmt
+from tb_convviz import runfolder
+from tb_convviz.commits import new_stamp
 
 
 def record_summary(layer: str, kind: str, payload: bytes) -> summary_pb2.Summary:
@@ -49,18 +50,38 @@ def tfrecord(data: bytes) -> bytes:
     return header + _masked_crc(header) + data + _masked_crc(data)
 
 
-class RecordWriter:
-    """Appends records to a new event file in a log dir, or in a torch SummaryWriter's log dir.
+def shared_event_file(summary_writer: Any) -> Optional[str]:
+    """The event file a torch SummaryWriter writes now, or None for a writer we do not know.
 
-    A failed write (a full disk) is rolled back to the last complete record, so the file stays
-    readable and later steps append cleanly once space is back.
+    TensorBoard's Python loader follows one event file per folder (the newest by name) and leaves
+    the others where they stopped, so convviz's records go into the user's own file rather than a
+    second one beside it. torch keeps its name on the EventFileWriter; it changes when the user's
+    writer is closed and reopened, so it is looked up at every step.
+    """
+    try:
+        name = summary_writer._get_file_writer().event_writer._file_name
+    except AttributeError:
+        return None
+    return name if isinstance(name, str) and os.path.isfile(name) else None
+
+
+class RecordWriter:
+    """Appends records to an event file of its own in a log dir or, given a torch SummaryWriter,
+    to that writer's own event file (whole records, each in one O_APPEND write, so they interleave
+    with the writer's records and never inside one).
+
+    Each step is one version (see `commits`): its records and its commit share one stamp. A failed
+    write (a full disk) is rolled back to the last whole record, so the file stays readable and
+    later steps append cleanly once space is back.
     """
 
     def __init__(self, target: Union[str, os.PathLike, Any]):
+        self._summary_writer = None
         if isinstance(target, (str, os.PathLike)):
             logdir = os.fspath(target)
         elif hasattr(target, "get_logdir"):  # a torch.utils.tensorboard.SummaryWriter: share its run
             logdir = target.get_logdir()
+            self._summary_writer = target
         else:
             raise TypeError(
                 f"log_dir_or_summary_writer must be a path or a torch SummaryWriter, not {type(target).__name__}"
@@ -72,49 +93,108 @@ class RecordWriter:
         if not os.access(logdir, os.W_OK | os.X_OK):
             raise ValueError(f"log_dir {logdir!r} is not writable")
         self.logdir = logdir
-        self._file: Optional[BinaryIO] = None  # opened at the first record: a run that never logs leaves no file
-        self._good = 0
+        self._path: Optional[str] = None  # opened at the first record: a run that never logs leaves no file
+        self._fd: Optional[int] = None
+        self._own = True  # our own file: we alone append, and may cut it back to its last commit
+        self._good = 0  # our own file's size after its last whole step
+        self._stamp: Optional[float] = None  # the version being written
+        self._last_step: Optional[int] = None  # the last step this writer committed
+        runfolder.register(self)
+        # Another writer's records in the folder: a live one warns (ConvViz), a dead one's steps
+        # from our first on are replaced by ours, in every loader.
+        self.live_neighbours, dead = runfolder.neighbours(logdir, self)
+        self._restart = dead > 0
 
-    def _open(self) -> BinaryIO:
-        if self._file is None:
-            name = f"events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}.{id(self)}.convviz"
-            self._file = open(os.path.join(self.logdir, name), "ab")
-            self._file.write(tfrecord(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString()))
-            self._file.flush()
-            self._good = self._file.tell()
-        return self._file
+    @property
+    def path(self) -> Optional[str]:
+        """The event file written last, or None before the first record."""
+        return self._path
 
-    def _append(self, event: event_pb2.Event) -> None:
-        self._open().write(tfrecord(event.SerializeToString()))
+    def _open(self) -> int:
+        shared = shared_event_file(self._summary_writer) if self._summary_writer is not None else None
+        if shared is not None and shared != self._path:
+            self._close_fd()
+            self._fd = os.open(shared, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            self._path, self._own = shared, False
+        elif shared is None and (self._fd is None or not self._own):
+            self._close_fd()
+            path = os.path.join(self.logdir, runfolder.own_file_name(time.time(), self))
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            self._path, self._own = path, True
+            self._append(tfrecord(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString()))
+            self._good = os.fstat(self._fd).st_size
+        assert self._fd is not None
+        return self._fd
+
+    def _append(self, record: bytes) -> None:
+        """One framed record in one write; what a failure leaves of it is cut off again."""
+        fd = self._open() if self._fd is None else self._fd
+        done = 0
+        try:
+            while done < len(record):
+                done += os.write(fd, record[done:])
+        except OSError:
+            if done:
+                self._cut(os.fstat(fd).st_size - done)
+            raise
+
+    def restart(self) -> None:
+        """The next step restarts the run: what earlier writers left at it and after is dropped."""
+        self._restart = True
 
     def write(self, layer: str, kind: str, step: int, payload: bytes) -> None:
+        """One record of the step being written; a commit record ends the step's version."""
         try:
-            self._append(event_pb2.Event(wall_time=time.time(), step=int(step), summary=record_summary(layer, kind, payload)))
+            if self._stamp is None:
+                self._stamp = new_stamp()
+                self._open()
+                if self._restart or (self._last_step is not None and step <= self._last_step):
+                    self._append_restart(step)
+            event = event_pb2.Event(wall_time=self._stamp, step=int(step), summary=record_summary(layer, kind, payload))
+            self._append(tfrecord(event.SerializeToString()))
         except OSError:
             self._rollback()
             raise
+        if kind == fmt.KIND_COMMIT:
+            self._stamp, self._last_step, self._restart = None, int(step), False
+
+    def _append_restart(self, step: int) -> None:
+        """TensorBoard's own restart mark, a SessionLog.START at `step`: the Python loader then drops
+        every record of the run at `step` and after that it read before (as the Rust loader does
+        tag by tag when a step repeats), so both show only this writer's version of those steps.
+        Written twice: the first START of a run is not taken as a restart."""
+        start = event_pb2.Event(wall_time=time.time(), step=int(step), session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START))
+        self._append(tfrecord(start.SerializeToString()) * 2)
 
     def flush(self) -> None:
-        if self._file is None:
+        """Make what was written durable; our own file's last whole step is now its end."""
+        if self._fd is None:
             return
         try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._good = self._file.tell()
+            os.fsync(self._fd)
+            if self._own:
+                self._good = os.fstat(self._fd).st_size
         except OSError:
             self._rollback()
             raise
 
     def _rollback(self) -> None:
-        """Drop a partly written record; a reader would otherwise stop at it for good."""
-        if self._file is None:
-            return
+        """Drop the step being written: readers would not show it, and a full disk wants the space."""
+        self._stamp = None
+        if self._fd is not None and self._own:
+            self._cut(self._good)
+
+    def _cut(self, size: int) -> None:
         try:
-            self._file.seek(self._good)
-            self._file.truncate(self._good)
-        except (OSError, ValueError):
+            os.ftruncate(self._fd, size)
+        except OSError:
             pass  # the original error is re-raised by the caller and warned about there
 
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
+        self._close_fd()
+        runfolder.unregister(self)

@@ -39,11 +39,14 @@ CONTENTS = {  # tag → plugin content of a record no reader can use
 }
 
 
+STAMP = time.time()  # one version of the crafted step: its records and its commit share a wall time
+
+
 def crafted_event(tag_layer: str, kind: str, step: int, payload: bytes, content: str | None = None) -> bytes:
     summary = record_summary(tag_layer, kind, payload)
     if content is not None:
         summary.value[0].metadata.plugin_data.content = content.encode()
-    return tfrecord(event_pb2.Event(wall_time=time.time(), step=step, summary=summary).SerializeToString())
+    return tfrecord(event_pb2.Event(wall_time=STAMP, step=step, summary=summary).SerializeToString())
 
 
 def add_bad_records(run_dir: Path) -> None:

@@ -1,5 +1,9 @@
 """Bad input fails early and names the problem; failures during training warn once and go on."""
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,30 +152,31 @@ def test_log_after_close_is_an_error(tmp_path):
         viz.log(_net(), 0)
 
 
-def test_a_record_cut_short_by_a_full_disk_is_rolled_back(tmp_path):
+def test_a_record_cut_short_by_a_full_disk_is_rolled_back(tmp_path, monkeypatch):
     model = _net()
     viz = ConvViz(tmp_path / "run", probe=torch.randn(2, 3, 8, 8), perturbations=False, background=False)
     assert viz.log(model, 0)
-    real_file = viz._writer._file
+    path = viz._writer.path
+    size = os.path.getsize(path)
+    real_write = os.write
 
-    class HalfWrites:
-        """Writes half of what it is given, then fails as a full disk does."""
+    def half_writes(fd, data):
+        """Writes half of the event file's record, then fails as a full disk does."""
+        if fd != viz._writer._fd:
+            return real_write(fd, data)
+        if len(data) > 1:
+            return real_write(fd, data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
 
-        def __getattr__(self, name):
-            return getattr(real_file, name)
-
-        def write(self, data):
-            real_file.write(data[: len(data) // 2])
-            raise OSError(28, "No space left on device")
-
-    viz._writer._file = HalfWrites()
+    monkeypatch.setattr(os, "write", half_writes)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert not viz.log(model, 1)
-    assert len(caught) == 1
-    viz._writer._file = real_file
-    assert viz.log(model, 2)
-    viz.close()
+        assert os.path.getsize(path) == size  # back to the last whole step
+        monkeypatch.undo()
+        assert viz.log(model, 2)
+        viz.close()
+    assert [str(w.message) for w in caught if "No space" in str(w.message)] and len(caught) == 1  # close() adds none
     assert load(tmp_path).steps("run", "0") == [0, 2]  # readable past the failed step
 
 
@@ -201,3 +206,75 @@ def test_a_probe_with_few_examples_per_class_warns_once_at_construction(tmp_path
         ConvViz(tmp_path, probe=(torch.randn(12, 3, 8, 8), labels), impact=False)  # no per-class numbers: no warning
     (warning,) = [w for w in caught if "examples of 2 class(es)" in str(w.message)]
     assert "1: 1, 2: 1" not in str(warning.message) and "1 (1), 2 (1)" in str(warning.message)
+
+
+def test_a_second_live_convviz_on_a_run_warns_at_construction(tmp_path):
+    first = ConvViz(tmp_path / "run", probe=torch.randn(2, 3, 8, 8), perturbations=False)
+    first.log(_net(), 0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ConvViz(tmp_path / "run").close()
+        ConvViz(tmp_path / "other").close()
+    (warning,) = [w for w in caught if "another ConvViz is writing" in str(w.message)]
+    assert str(tmp_path / "run") in str(warning.message) and "its own folder" in str(warning.message)
+    first.close()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ConvViz(tmp_path / "run").close()  # the first one is closed: nothing to say
+    assert not [w for w in caught if "another ConvViz" in str(w.message)]
+
+
+def test_a_live_writer_in_another_process_is_named_at_construction(tmp_path):
+    job = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("crashing_job.py")), str(tmp_path / "run"), "0", "3", "0", "--kill", "1", "0"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
+    )
+    try:
+        assert job.stdout.readline().strip() == "READY"  # step 0 written, the job still running
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ConvViz(tmp_path / "run").close()
+        assert [w for w in caught if "another ConvViz is writing" in str(w.message)]
+    finally:
+        job.kill()
+        job.wait()
+
+
+def test_a_step_that_does_not_increase_warns_once_and_the_last_version_shows(tmp_path):
+    model = _net()
+    viz = ConvViz(tmp_path / "run", probe=torch.randn(2, 3, 8, 8), perturbations=False, background=False)
+    for step in range(3):
+        viz.log(model, step)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with torch.no_grad():
+            model[0].weight.mul_(-1)
+        viz.log(model, 1)
+        with torch.no_grad():
+            model[0].weight.mul_(2)
+        viz.log(model, 1)
+        viz.log(model, 0)
+    viz.close()
+    (warning,) = [w for w in caught if "not greater than the last logged step" in str(w.message)]
+    assert "step 1 is not greater than the last logged step 2" in str(warning.message)
+    logs = load(tmp_path)
+    assert logs.steps("run", "0") == [0]  # step 0 came last: later steps are dropped, as on a restart
+    np.testing.assert_allclose(logs.kernels("run", "0", 0), model[0].weight.detach().numpy(), atol=0.02)
+
+
+def test_every_reader_resolves_a_step_to_its_last_committed_version_whole():
+    """Whatever a loader kept of a step written three times (the Python one the first record of
+    each step, the Rust one the last), the step shows only the records stamped like its latest
+    commit, and not at all when no version of it was committed."""
+    from collections import namedtuple
+
+    from tb_convviz.commits import whole_records
+
+    Datum = namedtuple("Datum", "step wall_time")
+    commits = [Datum(0, 1.0), Datum(1, 2.0), Datum(1, 5.0)]  # step 1: versions at 2.0 and 5.0 committed, 3.0 crashed
+    kept_by_rust = [Datum(0, 1.0), Datum(1, 3.0), Datum(2, 6.0)]  # a crashed version's leftover tag, an uncommitted step
+    assert whole_records(kept_by_rust, commits, stamped=True) == [Datum(0, 1.0)]
+    both = [Datum(0, 1.0), Datum(1, 2.0), Datum(1, 3.0), Datum(1, 5.0)]
+    assert whole_records(both, commits, stamped=True) == [Datum(0, 1.0), Datum(1, 5.0)]
+    assert whole_records(both, [], stamped=True) == []  # before the first commit, nothing is whole
+    assert whole_records(both, [], stamped=False) == both  # logs from before commit records

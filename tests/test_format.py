@@ -64,7 +64,7 @@ def test_garbage_is_rejected_with_a_clear_error():
 def test_unreadable_plugin_content_says_why(content: str, reason: str):
     with pytest.raises(ValueError, match=reason):
         fmt.parse_plugin_content(content.encode())
-    assert fmt.parse_plugin_content(fmt.plugin_content("filters")) == {"version": fmt.FORMAT_VERSION, "kind": "filters"}
+    assert fmt.parse_plugin_content(fmt.plugin_content("filters")) == {"version": fmt.FORMAT_VERSION, "kind": "filters", "stamped": True}
 
 
 def test_a_truncated_payload_fails_at_decode_not_at_read():

@@ -126,6 +126,24 @@ export function mountImpact(root, store) {
 
   /** What the table was drawn from, so unrelated state changes do not redraw it. */
   let shown = /** @type {unknown[]} */ ([]);
+  /** The column the table was sorted by when last drawn. */
+  let sortedBefore = "";
+  /** Scroll the table sideways, as little as needs be, to show its sorted column beside the pinned ones. */
+  const revealSorted = () => {
+    const th = /** @type {?HTMLElement} */ (thead.querySelector('[aria-pressed="true"]')?.parentElement ?? null);
+    const flags = /** @type {?HTMLElement} */ (thead.querySelector("th.cvz-flags"));
+    if (!th || !flags) return;
+    const pinned = flags.offsetLeft + flags.offsetWidth;
+    const [left, right] = [th.offsetLeft - pinned, th.offsetLeft + th.offsetWidth - wrap.clientWidth];
+    if (wrap.scrollLeft > left) wrap.scrollLeft = Math.max(0, left);
+    else if (wrap.scrollLeft < right) wrap.scrollLeft = right;
+  };
+  // The filter detail opening beside the table narrows it: the sorted column stays in view.
+  let wrapWidth = 0;
+  new ResizeObserver(() => {
+    if (wrap.clientWidth !== wrapWidth && wrapWidth !== 0) revealSorted();
+    wrapWidth = wrap.clientWidth;
+  }).observe(wrap);
 
   /** @param {import("../store.js").State} s */
   const render = (s) => {
@@ -270,7 +288,11 @@ export function mountImpact(root, store) {
     const order = metric ? columnOrder(tableData.values[metric.name].values, metric, reverse) : Array.from({ length: count }, (_, f) => f);
     tbody.replaceChildren(...limit.take([s.run, s.layer].join("\0"), order).map(rowOf));
     // A group's name stays in view beside the pinned columns while the table scrolls sideways.
-    table.style.setProperty("--cvz-pinned-width", `${flagHead.offsetLeft + flagHead.offsetWidth}px`);
+    const pinned = flagHead.offsetLeft + flagHead.offsetWidth;
+    table.style.setProperty("--cvz-pinned-width", `${pinned}px`);
+    // A new sort column is scrolled into view beside the pinned columns.
+    if (metric && metric.name !== sortedBefore) revealSorted();
+    sortedBefore = metric?.name ?? "";
   };
   store.subscribe(render);
 }

@@ -27,7 +27,8 @@ def noise_plan(combined: CombinedPass, x: torch.Tensor, sigmas: Sequence[float],
     n = x.shape[0]
     _, std = channel_stats(x)
     gen = torch.Generator(device=x.device).manual_seed(seed)
-    noise = torch.randn((len(sigmas),) + tuple(x.shape), generator=gen, device=x.device, dtype=x.dtype)
+    # Drawn in float32 whatever the model's dtype: a float64 model meets the same noise as float32.
+    noise = torch.randn((len(sigmas),) + tuple(x.shape), generator=gen, device=x.device, dtype=torch.float32).to(x.dtype)
     scale = torch.tensor(list(sigmas), device=x.device, dtype=x.dtype).reshape(-1, *([1] * x.dim()))
     combined.reference(CLEAN, x)
 
