@@ -28,7 +28,6 @@ from torch import nn
 from tqdm import tqdm
 
 from tb_convviz.callback import ConvViz
-from tb_convviz.cli_options import CommandLineOptions
 from tb_convviz.checkpoints import (
     STEP_SOURCES,
     Checkpoint,
@@ -41,6 +40,7 @@ from tb_convviz.checkpoints import (
     read_ahead,
     scan,
 )
+from tb_convviz.cli_options import CommandLineOptions
 from tb_convviz.probe import Probe, make_probe
 from tb_convviz.reader import Logs, NotFound, load
 
