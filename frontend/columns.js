@@ -247,3 +247,21 @@ export function filterFacts(table, columns, f) {
 
 /** How a rank counts, by the column's natural order. */
 const FIRST_TEXT = { descending: "highest first", ascending: "lowest first", magnitude: "largest magnitude first" };
+
+/**
+ * The records of the table older than its step, by kind: a kind not logged at every step (full
+ * kernels, a large model's responses taking turns, a metric logged every few epochs) shows its
+ * last record at or before the step.
+ * @param {Table} table @returns {Array<{kind: string, recordStep: number, labels: string[]}>}
+ */
+export function olderRecords(table) {
+  /** @type {Map<string, {kind: string, recordStep: number, labels: string[]}>} */
+  const kinds = new Map();
+  for (const c of table.columns) {
+    if (c.record_step === undefined || c.record_step === table.step) continue;
+    const entry = kinds.get(c.kind) ?? { kind: c.kind, recordStep: c.record_step, labels: [] };
+    entry.labels.push(c.label);
+    kinds.set(c.kind, entry);
+  }
+  return [...kinds.values()];
+}

@@ -15,6 +15,7 @@ import {
   headerTitle,
   holdsChanges,
   intervalOf,
+  olderRecords,
   shownColumns,
   tableCsvRows,
 } from "../columns.js";
@@ -176,6 +177,13 @@ export function mountImpact(root, store) {
     const texts = [/** @type {const} */ (["impact", impact, impactData]), /** @type {const} */ (["perturbation", perturbation, responseData])]
       .map(([kind, load, answer]) => absentMessage(kind, load) || recordStepNote(kind, answer));
     if (tableLoad.status === "error") texts.push(`Could not load the layer's table: ${tableLoad.error}`);
+    // Any other record the table reads from an earlier step (a metric logged every few steps).
+    const said = new Set([impactData, responseData].filter((a) => a && a.record_step !== a.step).map((a) => a.kind));
+    for (const older of tableData ? olderRecords(tableData) : []) {
+      if (!said.has(older.kind)) {
+        texts.push(`${older.labels.join(", ")} from step ${older.recordStep}, the layer's last such record before step ${s.step}.`);
+      }
+    }
     messages.replaceChildren(
       ...texts
         .filter((text) => text)

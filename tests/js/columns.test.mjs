@@ -11,6 +11,7 @@ import {
   headerText,
   headerTitle,
   intervalOf,
+  olderRecords,
   shownColumns,
   tableCsvRows,
 } from "../../frontend/columns.js";
@@ -113,4 +114,13 @@ test("a filter's facts: label, value as declared with its interval, description"
   ]);
   assert.equal(facts[0].title, "what m is Bracketed: its 95% interval. Rank 1 of 2 in the layer, largest magnitude first; layer median -7.5%.");
   assert.equal(facts[2].title, "what z is");
+});
+
+test("the records older than the table's step are listed by kind", () => {
+  const table = {
+    ...TABLE, step: 5,
+    columns: [col("a", { kind: "x", record_step: 5 }), col("b", { kind: "y", record_step: 3 }), col("c", { kind: "y", record_step: 3 })],
+  };
+  assert.deepEqual(olderRecords(table), [{ kind: "y", recordStep: 3, labels: ["B", "C"] }]);
+  assert.deepEqual(olderRecords({ ...table, columns: [col("a")] }), []);
 });
