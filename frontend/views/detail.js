@@ -1,6 +1,7 @@
 // One filter in detail: its input-channel slices (raw and BatchNorm-folded), its activation
 // maps on every probe image kept (over the probe input), its perturbation responses and impact
-// where the run logged them, and its history over every logged step.
+// where the run logged them, and the history over every logged step of any of its columns (as the
+// run declares them, a user's metric among them).
 
 import { absentMessage, answerFor, recordStepNote } from "../analysis.js";
 import { defaultSortColumn, formatValue, groupColumns, groupTitle, headerUnit, inGroupOrder } from "../columns.js";
@@ -251,12 +252,13 @@ function render(data, probe, labels, s, store) {
 
   // The layer's columns as its table declares them (a counterfactual's among them), then any other
   // the run declares.
-  const tableColumns = answerFor(s.analysis.table, data)?.columns ?? [];
+  /** @type {?import("../columns.js").Table} */
+  const table = answerFor(s.analysis.table, data);
+  const tableColumns = table?.columns ?? [];
   const known = new Set(tableColumns.map((/** @type {Column} */ c) => c.name));
   const histories = [historySection(data, [...tableColumns, ...runColumns.filter((c) => !known.has(c.name))], s, store)];
 
   const examples = { probe, maps: mapArray, mapImages: data.map_images, alpha: s.overlay };
-  const table = answerFor(s.analysis.table, data);
   const analysis = [...impactSections(s.analysis.impact, data, examples, s.names, table), responseSection(s.analysis.perturbation, data, s.names)];
   // Opened from the Impact view, what the filter does for the model comes first.
   return s.mode === "impact" ? [facts, ...analysis, ...weights, ...histories] : [facts, ...weights, ...analysis, ...histories];
