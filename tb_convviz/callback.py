@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import inspect
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Union
@@ -28,6 +29,7 @@ from tb_convviz.collect import (
     probe_forward, remember,
 )
 from tb_convviz.distributed import ALONE, current_shard
+from tb_convviz.cost import CostMeter, cost_line
 from tb_convviz.metrics import MetricFailed, MetricsArgument, check_metrics, layer_context
 from tb_convviz.layers import LayerSelector, conv_layers, following_batchnorm, layer_info, unwrap
 from tb_convviz.notices import collecting
@@ -43,6 +45,10 @@ MIN_CLASS_EXAMPLES = 10
 
 # The Gram record grows with images² per layer: 256 images is 64 KB a layer and epoch in float16.
 MAX_SIMILARITY_IMAGES = 256
+
+# Parts of a log's cost (`cost.py`) the callback itself times.
+LOADING = "loading the snapshot"
+WRITING = "writing"
 
 SLOW_ANALYSIS_HINT = (
     "analysis is slower than training: log() waited for the previous step's analysis to finish. "
@@ -80,6 +86,7 @@ class _Job:
     full_kernels: bool
     first: bool
     responders: list[str]  # layers whose perturbation responses and profiles this step records
+    since_last_log_s: Optional[float]  # training time between the previous log() and this one
 
 
 class ConvViz:
@@ -208,6 +215,9 @@ class ConvViz:
         self._lock = threading.Lock()
         self._closed = False
         self._last_step: Optional[int] = None
+        self._last_log_at: Optional[float] = None  # perf_counter of the previous log(): the training time between logs
+        self._last_cost: Optional[dict] = None  # what the last written log cost, named when analysis falls behind
+        self._slow_warned = False
         self._step_order_warned = False
         if self._writer.live_neighbours:
             self._warn(
@@ -252,6 +262,7 @@ class ConvViz:
                 raise ValueError(f"log(model): this model is not the architecture of the first log: {mismatch}")
         full = self.settings.keep_all or final or first or self._logs_done % self.kernels_every == 0
         assert self._plan is not None
+        now = time.perf_counter()
         job = _Job(
             step=int(step),
             state=state_snapshot(model) if self._copy is not None else None,
@@ -259,7 +270,9 @@ class ConvViz:
             full_kernels=full,
             first=first,
             responders=self._plan.responders(self._logs_done, full),
+            since_last_log_s=None if self._last_log_at is None else now - self._last_log_at,
         )
+        self._last_log_at = now
         self._logs_done += 1
         if self._worker is not None:
             self._worker.submit(job)
@@ -395,17 +408,19 @@ class ConvViz:
             # DDP keeps parameters equal across ranks, but BatchNorm statistics drift apart between
             # forwards (each rank's own batches): every rank analyses the writing rank's.
             job.state.update(self._shard.from_writer({k: job.state[k].cpu() for k in self._buffers}))
+        meter = CostMeter()
         with collecting() as notes:
             try:
                 if job.state is not None:
                     assert self._copy is not None
-                    model = self._copy.load(job.state)
+                    with meter.part(LOADING):
+                        model = self._copy.load(job.state)
                     job.state = None  # loaded: memory for one model copy and one waiting snapshot, no more
-                    records_ = self._collect(model, job)
+                    records_ = self._collect(model, job, meter)
                 else:
                     assert job.model is not None
                     with untouched(job.model):
-                        records_ = self._collect(job.model, job)
+                        records_ = self._collect(job.model, job, meter)
             except ProbeForwardFailed as e:
                 self._warn(f"the probe forward pass failed ({e})", job.step)
                 records_ = None
@@ -419,24 +434,29 @@ class ConvViz:
         if not self._shard.writes:
             return True  # its share went to the writing rank
         try:
-            for layer, kind, payload in records_:
-                self._writer.write(layer, kind, job.step, payload)
-            self._writer.write(fmt.RUN_LAYER, fmt.KIND_COMMIT, job.step, records.commit_record(len(records_)))
+            with meter.part(WRITING):
+                for layer, kind, payload in records_:
+                    self._writer.write(layer, kind, job.step, payload)
+            cost = self._last_cost = meter.summary(job.since_last_log_s)
+            self._writer.write(fmt.RUN_LAYER, fmt.KIND_COMMIT, job.step, records.commit_record(len(records_), cost))
             self._writer.flush()
         except Exception as e:  # noqa: BLE001 - a full disk must not end the training run
             self._warn(f"writing failed ({type(e).__name__}: {e}); earlier steps are intact", job.step)
             return False
         return True
 
-    def _collect(self, model: nn.Module, job: _Job) -> list[Record]:
+    def _collect(self, model: nn.Module, job: _Job, meter: CostMeter) -> list[Record]:
         assert self._plan is not None
         return collect_step(
             model, self._plan, self._probe, self.settings, job.step, job.full_kernels, job.first,
-            lambda problem: self._warn(problem, job.step), self._shard, job.responders,
+            lambda problem: self._warn(problem, job.step), self._shard, job.responders, meter,
         )
 
     def _slow(self) -> None:
-        self._warn(SLOW_ANALYSIS_HINT)
+        if not self._slow_warned:  # once: the breakdown differs from log to log
+            self._slow_warned = True
+            last = self._last_cost
+            self._warn(SLOW_ANALYSIS_HINT + (f" (the last log: {cost_line(last)})" if last is not None else ""))
         self._emit_pending()
 
     def _worker_crashed(self, error: BaseException) -> None:

@@ -23,6 +23,7 @@ from tb_convviz.analysis.kernels import filter_stats, fold_batchnorm, kernel_til
 from tb_convviz.analysis.perturbation import counterfactual_sensitivity, perturbation_responses
 from tb_convviz.analysis.similarity import gram_matrix, response_profile
 from tb_convviz.capture import as_model_input, run_with_hooks
+from tb_convviz.cost import PROBE_PASS, CostMeter
 from tb_convviz.distributed import ALONE, Shard
 from tb_convviz.layers import filter_weights, layer_info
 from tb_convviz.metrics import FilterMetric, layer_context, metric_columns
@@ -41,6 +42,9 @@ PROFILE_IMAGES = 32
 RESPONSE_FILTERS = 8192
 
 Record = tuple[str, str, bytes]  # (layer, kind, bundle bytes)
+# Parts of a log's cost (`cost.py`) besides the probe pass and the analyses named by their record kind.
+WEIGHTS_AND_MAPS = "statistics and maps"
+SIMILARITY = "similarity"
 Warn = Callable[[str], None]
 
 
@@ -167,44 +171,56 @@ def check_labels(out: Any, probe: Probe) -> None:
 def collect_step(
     model: nn.Module, plan: Plan, probe: Optional[Probe], settings: Settings, step: int, full_kernels: bool,
     first: bool, warn: Warn, shard: Shard = ALONE, responders: Optional[list[str]] = None,
+    meter: Optional[CostMeter] = None,
 ) -> list[Record]:
     """Every record of this step, in write order, computed before anything is written.
     `responders`: the layers whose perturbation responses and profiles it records (None: all).
+    `meter` times each part (`cost.py`).
 
     Under several ranks each computes its share of the exact ablation first (every rank, every
     step, so the gather always meets); the rank that writes builds the rest and the records.
     """
+    meter = meter if meter is not None else CostMeter()
     modules = dict(model.named_modules())
     layers = {n: modules[n] for n in plan.layers}
     responding = {n: layers[n] for n in (plan.layers if responders is None else responders)}
     x = as_model_input(model, probe.images) if probe is not None else None
     shared = probe is not None and shard.world > 1
-    shared_impact = _impact_shares(model, layers, x, probe, settings, shard) if shared and settings.impact else None
-    shared_responses = _perturbation_shares(model, responding, x, probe, settings, shard) if shared and settings.perturbations else None
+    shared_impact = shared_responses = None
+    if shared and settings.impact:
+        with meter.part(fmt.KIND_IMPACT):
+            shared_impact = _impact_shares(model, layers, x, probe, settings, shard)
+    if shared and settings.perturbations:
+        with meter.part(fmt.KIND_PERTURBATION):
+            shared_responses = _perturbation_shares(model, responding, x, probe, settings, shard)
     if not shard.writes:
         return []
     outputs: dict[str, torch.Tensor] = {}
     if x is not None:
-        _, outputs = probe_forward(model, layers, x)
+        with meter.part(PROBE_PASS):
+            _, outputs = probe_forward(model, layers, x)
     result: list[Record] = []
-    if first:
-        images = probe.images.numpy() if probe is not None else None
-        labels = probe.labels.numpy() if probe is not None and probe.labels is not None else None
-        result.append((fmt.RUN_LAYER, fmt.KIND_RUN, records.run_record(plan.layers, images, labels)))
-    maps_kept = _map_resolution(settings, probe, outputs)
-    for name in plan.layers:
-        bn_name = plan.batchnorm.get(name)
-        result.extend(
-            _layer_records(plan, name, modules[name], modules.get(bn_name) if bn_name else None, bn_name, step,
-                           full_kernels, outputs.get(name), maps_kept, warn)
-        )
+    with meter.part(WEIGHTS_AND_MAPS):
+        if first:
+            images = probe.images.numpy() if probe is not None else None
+            labels = probe.labels.numpy() if probe is not None and probe.labels is not None else None
+            result.append((fmt.RUN_LAYER, fmt.KIND_RUN, records.run_record(plan.layers, images, labels)))
+        maps_kept = _map_resolution(settings, probe, outputs)
+        for name in plan.layers:
+            bn_name = plan.batchnorm.get(name)
+            result.extend(
+                _layer_records(plan, name, modules[name], modules.get(bn_name) if bn_name else None, bn_name, step,
+                               full_kernels, outputs.get(name), maps_kept, warn)
+            )
     if outputs and settings.similarity_images:
-        result.extend(_similarity_records(plan, outputs, settings.similarity_images, responding))
+        with meter.part(SIMILARITY):
+            result.extend(_similarity_records(plan, outputs, settings.similarity_images, responding))
     if outputs and settings.metrics:
-        result.extend(_metric_records(model, layers, x, outputs, probe, settings.metrics, step, warn))
+        with meter.part(fmt.KIND_METRICS):
+            result.extend(_metric_records(model, layers, x, outputs, probe, settings.metrics, step, warn))
     del outputs
     if x is not None and probe is not None:
-        result.extend(_analysis_records(model, layers, responding, probe, settings, x, warn, shared_impact, shared_responses))
+        result.extend(_analysis_records(model, layers, responding, probe, settings, x, warn, meter, shared_impact, shared_responses))
     return result
 
 
@@ -299,7 +315,8 @@ def _map_resolution(settings: Settings, probe: Optional[Probe], outputs: dict[st
 
 def _analysis_records(
     model: nn.Module, layers: Mapping[str, nn.Module], responding: Mapping[str, nn.Module], probe: Probe,
-    settings: Settings, x: torch.Tensor, warn: Warn, shared_impact: Optional[list] = None, shared_responses: Any = None,
+    settings: Settings, x: torch.Tensor, warn: Warn, meter: CostMeter, shared_impact: Optional[list] = None,
+    shared_responses: Any = None,
 ) -> list[Record]:
     """Perturbation records of the `responding` layers and impact records of all `layers`; one
     failing analysis warns and the others still land.
@@ -326,11 +343,13 @@ def _analysis_records(
     result: list[Record] = []
     for kind, run_analysis in analyses:
         try:
-            per_layer = run_analysis()
+            with meter.part(kind):
+                per_layer = run_analysis()
+                encoded = [(name, kind, records.analysis_record(kind, arrays)) for name, arrays in per_layer.items()]
         except Exception as e:  # noqa: BLE001 - the rest of the step still lands
             warn(f"the {kind} analysis failed ({type(e).__name__}: {e})")
             continue
-        result.extend((name, kind, records.analysis_record(kind, arrays)) for name, arrays in per_layer.items())
+        result.extend(encoded)
     return result
 
 

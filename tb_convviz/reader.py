@@ -291,6 +291,15 @@ class ConvVizReader:
         # A rewritten step (a restarted run) keeps its blob key but not its wall time.
         return datum.values[0].blob_key, datum.wall_time
 
+    def costs(self, run: str) -> list[tuple[int, Optional[dict]]]:
+        """(step, what its log cost) for every whole step: `cost.CostMeter.summary`'s parts, totals
+        and training time since the previous log; None for steps logged before costs were kept."""
+        out = []
+        for step, bundle in self.bundles(run, fmt.RUN_LAYER, fmt.KIND_COMMIT):
+            cost = bundle.meta.get(records.COST)
+            out.append((step, cost if isinstance(cost, dict) else None))
+        return out
+
     def filter_count(self, run: str, layer: str) -> int:
         """How many filters the layer has (its first filters record says)."""
         info = self.bundle(run, layer, fmt.KIND_FILTERS).meta.get("info")
@@ -411,6 +420,15 @@ class Logs(ConvVizReader):
                 table[key] = np.where(exact.reshape(-1, *([1] * (table[key].ndim - 1))), table[key], np.nan)
             out.update({k: table[k] for k in ("classes", "class_support", "d_recall", "d_precision", "d_recall_ci", "detectable_d_recall")})
         return out
+
+    def cost(self, run: str, step: int) -> dict:
+        """What the log of `step` cost: {"parts": {part: {"wall_s", "cpu_s", "forward_equivalents"}},
+        "wall_s", "cpu_s", "forward_s" (the probe pass: one forward-equivalent), "forward_equivalents",
+        "since_last_log_s"}; NotFound for steps logged before costs were kept."""
+        found = dict(self.costs(run)).get(step)
+        if found is None:
+            raise NotFound(f"run {run!r} holds no cost for step {step}")
+        return found
 
     def filter_table(self, run: str, layer: str, step: int) -> dict[str, np.ndarray]:
         """Every per-filter number of the layer at `step`: {name: (F,)}, and each interval

@@ -241,7 +241,10 @@ def metric_columns(bundle: fmt.Bundle) -> list[Column]:
             for name, decl in declared.items() if name in bundle]
 
 
-def commit_record(records: int) -> bytes:
+COST = "cost"  # a commit record's meta: what the step's log cost, by part (`cost.CostMeter.summary`)
+
+
+def commit_record(records: int, cost: Optional[Mapping[str, Any]] = None) -> bytes:
     """Written after every other record of a step: readers show a step only once this is there,
-    so a step still being written never shows half its layers."""
-    return fmt.encode_bundle({}, {"records": records})
+    so a step still being written never shows half its layers. It carries what the log cost."""
+    return fmt.encode_bundle({}, {"records": records, COST: dict(cost) if cost is not None else None})

@@ -92,6 +92,12 @@ def _run_columns(reader: ConvVizReader, run: str, layers: list[dict]) -> list[di
     return out
 
 
+def cost(reader: ConvVizReader, run: str) -> dict:
+    """What each whole step's log cost, by part (null for steps logged before costs were kept)."""
+    found = reader.costs(run)
+    return {"run": run, "steps": [step for step, _ in found], "costs": [c for _, c in found]}
+
+
 def table(reader: ConvVizReader, run: str, layer: str, step: int) -> dict:
     """Every per-filter column of a layer at `step`: declarations (with each one's record step)
     and values as wire arrays, interval companions (F, 2) beside them under their `ci` name."""

@@ -65,6 +65,7 @@ class ConvVizPlugin(base_plugin.TBPlugin):
             "/perturbation": self._route(self._analysis(fmt.KIND_PERTURBATION)),
             "/impact": self._route(self._analysis(fmt.KIND_IMPACT)),
             "/table": self._route(self._table),
+            "/cost": self._route(lambda r, p: payloads.cost(r, p.run()), cached=True),
             "/cka_layers": self._route(self._cka_layers, cached=True),
             "/cka_epochs": self._route(lambda r, p: payloads.cka_epochs(r, *self._run_layer(p)), cached=True),
             "/cka_final": self._route(lambda r, p: payloads.cka_to_final(r, p.run()), cached=True),
