@@ -11,7 +11,7 @@ from tb_convviz import records
 from tb_convviz.analysis.compare import most_changed_first, weight_drift
 from tb_convviz.analysis.impact import class_table
 from tb_convviz.analysis.significance import examples_needed
-from tb_convviz.analysis.similarity import aligned_weight_drift, cka_matrix, linear_cka, match_weights as match_filters
+from tb_convviz.analysis.similarity import aligned_weight_drift, cka_matrix, linear_cka, match_weights
 from tb_convviz.plugin.history import Columns, HistoryCache, read_columns
 from tb_convviz.reader import ConvVizReader, NotFound
 from tb_convviz.schema import BUILTIN
@@ -309,7 +309,7 @@ def _pairing(reader: ConvVizReader, layer: str, run_a: str, step_a: int, run_b: 
         match, similarity = reader.match(run_a, run_b, layer, step_a, step_b)
         return match, similarity, "activations"
     except NotFound:
-        return match_filters(wa, wb), None, "weights"
+        return match_weights(wa, wb), None, "weights"
     except ValueError as e:  # different probes
         raise errors.InvalidArgumentError(str(e)) from e
 
