@@ -77,13 +77,19 @@ export function headerText(column) {
  * @param {Column} column @param {number} [step] the step shown
  */
 export function headerTitle(column, step) {
-  const parts = [column.description || column.label];
+  // Sentences: a description without a full stop gets one before what follows it.
+  const parts = [sentence(column.description || column.label)];
   if (column.better) parts.push(`${column.better === "higher" ? "Higher" : "Lower"} is better.`);
   if (column.ci) parts.push("Its 95% interval is drawn beside the value.");
   if (step !== undefined && column.record_step !== undefined && column.record_step !== step) {
     parts.push(`From step ${column.record_step}, the last record at or before step ${step}.`);
   }
   return parts.join(" ");
+}
+
+/** `text` ending in a full stop (or ? or !). @param {string} text */
+function sentence(text) {
+  return /[.!?]$/.test(text.trim()) ? text.trim() : `${text.trim()}.`;
 }
 
 /**

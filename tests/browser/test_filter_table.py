@@ -67,7 +67,7 @@ def test_headers_name_and_explain_built_in_and_user_columns(frame, tensorboard_u
         button = header(frame, name)
         assert button.text_content() == text, name
         assert button.get_attribute("title").startswith(declared[name]["description"]), name
-    assert header(frame, "hoyer").get_attribute("title") == "0 = every position active, 1 = one position Higher is better."
+    assert header(frame, "hoyer").get_attribute("title") == "0 = every position active, 1 = one position. Higher is better."
     assert header(frame, "d_accuracy").get_attribute("title").startswith("Change of probe accuracy when the filter is zeroed")
     # One header per group over its columns, in the answer's group order, the user's own last.
     groups = frame.locator("[data-testid=impact-group]")

@@ -37,8 +37,9 @@ test("a header names the unit only where the numbers do not carry it", () => {
 
 test("a header's tooltip is the description, the better end and an older record's step", () => {
   const c = col("h", { description: "0 = every position active", better: "higher", record_step: 3 });
-  assert.equal(headerTitle(c, 5), "0 = every position active Higher is better. From step 3, the last record at or before step 5.");
-  assert.equal(headerTitle({ ...c, record_step: 5, better: null }, 5), "0 = every position active");
+  assert.equal(headerTitle(c, 5), "0 = every position active. Higher is better. From step 3, the last record at or before step 5.");
+  assert.equal(headerTitle({ ...c, record_step: 5, better: null }, 5), "0 = every position active.");
+  assert.equal(headerTitle({ ...c, description: "Ends well.", better: null }), "Ends well.");
 });
 
 test("values read by their declared format", () => {
