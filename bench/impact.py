@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.models import EarlyHeavyResNet, ResNet18Shaped, ResNet50Shaped, three_conv_cnn  # noqa: E402
 from tb_convviz.analysis.ablation import FilterAblation  # noqa: E402
-from tb_convviz.analysis.impact import SAMPLE_MIN, exact_selection, filter_impact  # noqa: E402
+from tb_convviz.analysis.impact import SAMPLE_MIN, exact_plan, filter_impact  # noqa: E402
 from tb_convviz.analysis.perturbation import perturbation_responses  # noqa: E402
 from tb_convviz.layers import conv_layers  # noqa: E402
 
@@ -185,16 +185,18 @@ def resnet50_impact(run_all: bool) -> None:
     x, y = torch.randn(32, 3, 64, 64, generator=gen), torch.randint(0, 1000, (32,), generator=gen)
     t_fwd = bare_forward_seconds(model, x)
     ablation = FilterAblation(model, x)
-    rng = np.random.default_rng(0)  # exact_selection below only counts: any Taylor values give the same number
+    costs = {name: ablation.cost(name) for name in layers}
+    # exact_plan only counts here: any Taylor values give the same numbers.
+    plan = exact_plan({n: np.arange(m.out_channels, dtype=float) for n, m in layers.items()}, costs, DEFAULT_BUDGET, 0,
+                      np.random.default_rng(0))
     stages: dict[str, list[int]] = {}
     for name, m in layers.items():
-        cost = ablation.cost(name)
-        exact = int(exact_selection(np.arange(m.out_channels, dtype=float), cost, DEFAULT_BUDGET / len(layers), rng).sum())
+        exact = int(plan[name][0].sum())
         stage = stages.setdefault(name.split(".")[0], [0, 0, 0])
-        stage[0], stage[1], stage[2] = stage[0] + m.out_channels, stage[1] + exact, stage[2] + round(exact * cost)
+        stage[0], stage[1], stage[2] = stage[0] + m.out_channels, stage[1] + exact, stage[2] + round(exact * costs[name])
     print(f"\n== ResNet-50 shape: {len(layers)} conv layers, {total:,} filters (asserted), 1000 classes, probe "
           f"{tuple(x.shape)}, bare forward {t_fwd:.2f} s; impact with the default budget ({DEFAULT_BUDGET:.0f} forwards "
-          f"split over the layers, at least {SAMPLE_MIN} sampled per layer):")
+          f"in all, calibration included: layers take turns at a random sample of {SAMPLE_MIN}):")
     for stage, (f, exact, forwards) in stages.items():
         print(f"   {stage:>7}: {f:6,} filters, {exact:6,} ablated exactly, ~{forwards:5,} forwards (cost model)")
     forwards = sum(s[2] for s in stages.values())

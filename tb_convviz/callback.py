@@ -23,9 +23,10 @@ from tb_convviz import records
 from tb_convviz.analysis.impact import DEFAULT_ALPHA, filter_impact
 from tb_convviz.analysis.perturbation import perturbation_responses
 from tb_convviz.analysis.significance import detectable_effect
+from tb_convviz.analysis.turns import layer_turns
 from tb_convviz.capture import as_model_input
 from tb_convviz.collect import (
-    RESPONSE_FILTERS, Plan, ProbeForwardFailed, Record, Settings, check_labels, chosen_layers, collect_step, first_layers, layer_turns,
+    RESPONSE_FILTERS, Plan, ProbeForwardFailed, Record, Settings, check_labels, chosen_layers, collect_step, first_layers,
     probe_forward, remember,
 )
 from tb_convviz.distributed import ALONE, current_shard
@@ -87,6 +88,7 @@ class _Job:
     first: bool
     responders: list[str]  # layers whose perturbation responses and profiles this step records
     since_last_log_s: Optional[float]  # training time between the previous log() and this one
+    log_index: int  # logs before this one: whose turn it is at impact calibration
 
 
 class ConvViz:
@@ -170,8 +172,8 @@ class ConvViz:
             self.analysis_device = torch.device(analysis_device) if analysis_device is not None else None
         except (RuntimeError, TypeError) as e:
             raise ValueError(f"analysis_device must name a torch device such as 'cpu' or 'cuda:0', got {analysis_device!r}") from e
-        perturbation_options = _options(perturbations, "perturbations", perturbation_responses, {"model", "layers", "x", "y", "counterfactuals"})
-        impact_options = _options(impact, "impact", filter_impact, {"model", "layers", "x", "y"})
+        perturbation_options = _options(perturbations, "perturbations", perturbation_responses, {"model", "layers", "x", "y", "counterfactuals", "share"})
+        impact_options = _options(impact, "impact", filter_impact, {"model", "layers", "x", "y", "log_index", "share"})
         if counterfactuals is not None and (
             not isinstance(counterfactuals, Mapping)
             or not all(isinstance(k, str) and k and "/" not in k and callable(v) for k, v in counterfactuals.items())
@@ -270,6 +272,7 @@ class ConvViz:
             full_kernels=full,
             first=first,
             responders=self._plan.responders(self._logs_done, full),
+            log_index=self._logs_done,
             since_last_log_s=None if self._last_log_at is None else now - self._last_log_at,
         )
         self._last_log_at = now
@@ -449,7 +452,7 @@ class ConvViz:
         assert self._plan is not None
         return collect_step(
             model, self._plan, self._probe, self.settings, job.step, job.full_kernels, job.first,
-            lambda problem: self._warn(problem, job.step), self._shard, job.responders, meter,
+            lambda problem: self._warn(problem, job.step), self._shard, job.responders, meter, job.log_index,
         )
 
     def _slow(self) -> None:

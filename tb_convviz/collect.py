@@ -5,7 +5,6 @@ reads the model. What it remembers between steps is the drift baseline of each l
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
@@ -110,24 +109,6 @@ def first_layers(layers: Mapping[str, nn.Module]) -> set[str]:
     return chosen
 
 
-def layer_turns(filters: Mapping[str, int], budget: Optional[int]) -> list[list[str]]:
-    """Layers (model order kept within a turn) split into as few turns as keep each near `budget`
-    filters — largest layers first, each to the lightest turn — so every log costs about the same
-    and every layer is recorded every len(turns) logs. One turn when all fit or budget is None."""
-    total = sum(filters.values())
-    if budget is None or total <= budget:
-        return [list(filters)]
-    count = math.ceil(total / budget)
-    turns: list[list[str]] = [[] for _ in range(count)]
-    load = [0] * count
-    for name in sorted(filters, key=lambda n: -filters[n]):
-        lightest = load.index(min(load))
-        turns[lightest].append(name)
-        load[lightest] += filters[name]
-    order = {name: i for i, name in enumerate(filters)}
-    return [sorted(t, key=order.__getitem__) for t in turns if t]
-
-
 def _drift_baseline(conv: nn.Module) -> torch.Tensor:
     # A copy, never a view: the drift memory must not follow the model's parameter.
     return filter_weights(conv).to("cpu", torch.float32, copy=True)
@@ -171,10 +152,12 @@ def check_labels(out: Any, probe: Probe) -> None:
 def collect_step(
     model: nn.Module, plan: Plan, probe: Optional[Probe], settings: Settings, step: int, full_kernels: bool,
     first: bool, warn: Warn, shard: Shard = ALONE, responders: Optional[list[str]] = None,
-    meter: Optional[CostMeter] = None,
+    meter: Optional[CostMeter] = None, log_index: int = 0,
 ) -> list[Record]:
     """Every record of this step, in write order, computed before anything is written.
     `responders`: the layers whose perturbation responses and profiles it records (None: all).
+    `log_index`: how many logs came before, which picks the layers whose impact calibration
+    sample this log draws (`analysis.impact.exact_plan`).
     `meter` times each part (`cost.py`).
 
     Under several ranks each computes its share of the exact ablation first (every rank, every
@@ -189,7 +172,7 @@ def collect_step(
     shared_impact = shared_responses = None
     if shared and settings.impact:
         with meter.part(fmt.KIND_IMPACT):
-            shared_impact = _impact_shares(model, layers, x, probe, settings, shard)
+            shared_impact = _impact_shares(model, layers, x, probe, settings, shard, log_index)
     if shared and settings.perturbations:
         with meter.part(fmt.KIND_PERTURBATION):
             shared_responses = _perturbation_shares(model, responding, x, probe, settings, shard)
@@ -220,16 +203,18 @@ def collect_step(
             result.extend(_metric_records(model, layers, x, outputs, probe, settings.metrics, step, warn))
     del outputs
     if x is not None and probe is not None:
-        result.extend(_analysis_records(model, layers, responding, probe, settings, x, warn, meter, shared_impact, shared_responses))
+        result.extend(_analysis_records(model, layers, responding, probe, settings, x, warn, meter, log_index, shared_impact,
+                                        shared_responses))
     return result
 
 
 def _impact_shares(model: nn.Module, layers: Mapping[str, nn.Module], x: Any, probe: Any, settings: Settings,
-                   shard: Shard) -> Optional[list]:
+                   shard: Shard, log_index: int) -> Optional[list]:
     """This rank's share of the impact analysis, gathered on the writing rank: each rank's
     per-layer arrays, or the text of what went wrong there."""
     try:
-        share = filter_impact(model, layers, x, probe.labels.to(x.device), share=(shard.rank, shard.world), **settings.impact_options)
+        share = filter_impact(model, layers, x, probe.labels.to(x.device), share=(shard.rank, shard.world),
+                              log_index=log_index, **settings.impact_options)
     except Exception as e:  # noqa: BLE001 - reported by the writing rank, which writes what it has
         share = f"{type(e).__name__}: {e}"
     return shard.gather(share)
@@ -315,8 +300,8 @@ def _map_resolution(settings: Settings, probe: Optional[Probe], outputs: dict[st
 
 def _analysis_records(
     model: nn.Module, layers: Mapping[str, nn.Module], responding: Mapping[str, nn.Module], probe: Probe,
-    settings: Settings, x: torch.Tensor, warn: Warn, meter: CostMeter, shared_impact: Optional[list] = None,
-    shared_responses: Any = None,
+    settings: Settings, x: torch.Tensor, warn: Warn, meter: CostMeter, log_index: int,
+    shared_impact: Optional[list] = None, shared_responses: Any = None,
 ) -> list[Record]:
     """Perturbation records of the `responding` layers and impact records of all `layers`; one
     failing analysis warns and the others still land.
@@ -339,7 +324,7 @@ def _analysis_records(
     if settings.impact and shared_impact is not None:
         analyses.append((fmt.KIND_IMPACT, lambda: _merged_impact(shared_impact, settings, probe.labels.numpy(), warn)))
     elif settings.impact:
-        analyses.append((fmt.KIND_IMPACT, lambda: filter_impact(model, layers, x, y, **settings.impact_options)))
+        analyses.append((fmt.KIND_IMPACT, lambda: filter_impact(model, layers, x, y, log_index=log_index, **settings.impact_options)))
     result: list[Record] = []
     for kind, run_analysis in analyses:
         try:

@@ -99,6 +99,8 @@ BUILTIN: tuple[Column, ...] = (
        "every filter", better="lower", first="high", format="signed"),
     _c(_I, "impact", "exact", "Exact", "1 when the filter was ablated exactly at this step; 0 when only the Taylor "
        "estimate is known", format="flag"),
+    _c(_I, "impact", "sampled", "Calibration", "1 when the filter's exact result checks the Taylor estimate without "
+       "bias: its whole layer was ablated, or it was drawn at random on the layer's calibration turn", format="flag"),
     _c(_I, "impact", "class_selectivity", "Class sel.", "Class selectivity index of the filter's mean activation: "
        "0 fires alike for every class, 1 for one class only", first="high"),
     _c(_I, "impact", "act_on_errors", "Act. on errors", "Mean activation on probe examples the model gets wrong"),

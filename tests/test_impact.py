@@ -13,10 +13,12 @@ from torch import nn
 
 from tb_convviz import format as fmt
 from tb_convviz import records
+from tb_convviz.analysis.ablation import FilterAblation
 from tb_convviz.analysis.impact import (
+    CALIBRATION_SHARE,
     SAMPLE_MIN,
     class_selectivity,
-    exact_selection,
+    exact_plan,
     filter_impact,
     finish_impact,
     merge_impact,
@@ -228,18 +230,21 @@ def wide_case() -> tuple[nn.Module, torch.Tensor, torch.Tensor, dict]:
 def test_over_budget_ablates_the_top_taylor_filters_and_a_random_sample(wide_case) -> None:
     model, x, y, full = wide_case
     res = filter_impact(model, {"conv": model.conv}, x, y, exact_budget=20.0, seed=1)["conv"]
-    exact = res["exact"]
+    exact, sampled = res["exact"], res["sampled"].astype(bool)
+    cost = FilterAblation(model, x).cost("conv")
     top = np.argsort(-np.abs(res["taylor_d_loss"]), kind="stable")
-    assert 0 < exact.sum() < 96
-    assert exact[top[: exact.sum() // 4]].all()  # the filters that matter most (by Taylor) are exact
-    assert (exact & ~np.isin(np.arange(96), top[:16])).sum() >= SAMPLE_MIN  # and a sample beyond them
+    # The budget bounds everything, the calibration sample included.
+    assert sampled.sum() == int(CALIBRATION_SHARE * 20.0 // cost) and exact.sum() * cost <= 20.0
+    assert 0 < exact.sum() < 96 and not (sampled & ~exact).any()
+    assert exact[top[: (exact & ~sampled).sum()]].all()  # the filters that matter most (by Taylor) are exact
     # exact-only metrics are exact where measured, absent elsewhere; the estimate covers everyone
     np.testing.assert_allclose(res["d_loss"][exact], full["d_loss"][exact], atol=1e-6)
     assert np.isnan(res["d_loss"][~exact]).all() and np.isnan(res["d_accuracy"][~exact]).all()
     assert (res["flips"][~exact] == -1).all() and (res["discordant"][~exact] == -1).all()
     assert not np.isin(res["flip_filter"], np.flatnonzero(~exact)).any()
     assert np.isfinite(res["taylor_d_loss"]).all()
-    expected = spearman(res["taylor_d_loss"][exact], full["d_loss"][exact])
+    # The Taylor check is on the random sample only: the top filters would flatter it.
+    expected = spearman(res["taylor_d_loss"][sampled], full["d_loss"][sampled])
     assert float(res["taylor_spearman"]) == pytest.approx(expected)
 
 
@@ -255,16 +260,26 @@ def test_exact_all_ablates_every_filter(wide_case) -> None:
     assert full["exact"].all() and np.isfinite(full["d_loss"]).all() and (full["flips"] >= 0).all()
 
 
-def test_exact_selection_planted() -> None:
-    taylor = np.arange(100.0) - 80.0  # |Δ| largest at index 0 (80), then 1 (79), ...
-    chosen = exact_selection(taylor, cost=0.5, budget=50.0, rng=np.random.default_rng(0))  # 100 affordable
-    assert chosen.all()
-    chosen = exact_selection(taylor, cost=1.0, budget=80.0, rng=np.random.default_rng(0))  # 80 affordable
-    assert chosen.sum() == 80 and chosen[:40].all()  # the 40 largest |Δ| are indices 0..39
-    chosen = exact_selection(taylor, cost=1.0, budget=10.0, rng=np.random.default_rng(0))  # 10: still 32 sampled
-    assert chosen[:5].all() and chosen.sum() == 5 + SAMPLE_MIN
-    few = exact_selection(np.arange(20.0), cost=1.0, budget=10.0, rng=np.random.default_rng(0))
-    assert few.all()  # fewer than the sample minimum left: all of them
+def test_exact_plan_planted() -> None:
+    taylor = {"a": np.arange(100.0) - 80.0, "b": np.arange(20.0), "c": np.arange(400.0), "d": np.arange(400.0) + 1}
+    costs = {"a": 1.0, "b": 0.1, "c": 0.5, "d": 0.5}
+    budget = 160.0
+    plans = [exact_plan(taylor, costs, budget, log, np.random.default_rng(log)) for log in range(6)]
+    for plan in plans:
+        assert sum(chosen.sum() * costs[n] for n, (chosen, _) in plan.items()) <= budget  # calibration included
+        assert plan["b"][0].all() and plan["b"][1].all()  # fits its share (2 of 40): whole, its own check
+        assert plan["a"][0][:20].all()  # the largest |Taylor Δloss| (index 0 = 80, 1 = 79, ...) first
+        for name, (chosen, sampled) in plan.items():
+            assert not (sampled & ~chosen).any(), name
+    # Layers over their share take turns at the random sample (32 × 1.0 for "a", 32 × 0.5 for "c" and
+    # "d": 64 forwards, two turns of at most 40): every one of them within 2 logs, again and again.
+    calibrated = [{n for n in ("a", "c", "d") if plan[n][1].any()} for plan in plans]
+    assert sorted(map(sorted, calibrated[:2])) == [["a"], ["c", "d"]]
+    assert calibrated == calibrated[:2] * 3
+    for plan in plans:
+        sample_cost = sum(plan[n][1].sum() * costs[n] for n in ("a", "c", "d"))
+        assert sample_cost <= CALIBRATION_SHARE * budget
+        assert all(plan[n][1].sum() in (0, SAMPLE_MIN) for n in ("a", "c", "d"))
 
 
 def dense_per_class(labels: np.ndarray, clean_pred: np.ndarray, ablated_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

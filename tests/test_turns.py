@@ -14,7 +14,7 @@ from werkzeug.test import Client
 from models import two_conv_net
 from tb_convviz import ConvViz
 from tb_convviz import format as fmt
-from tb_convviz.collect import layer_turns
+from tb_convviz.analysis.turns import layer_turns
 from tb_convviz.memo import Memo
 from tb_convviz.plugin.plugin import ConvVizPlugin
 from tb_convviz.reader import load

@@ -21,6 +21,7 @@ from torch import nn
 
 from tb_convviz.analysis.ablation import FilterAblation, Method
 from tb_convviz.analysis.significance import detectable_effect, recall_delta_ci, significance
+from tb_convviz.analysis.turns import layer_turns
 from tb_convviz.capture import as_model_input, run_with_hooks
 from tb_convviz.layers import unwrap
 
@@ -29,7 +30,10 @@ Arrays = dict[str, dict[str, np.ndarray]]
 # False-discovery rate of the significance flag unless the user sets `alpha`.
 DEFAULT_ALPHA = 0.05
 TOPK_CONCENTRATED = 0.9  # a filter whose top-k examples are ≥ 90 % one class looks like a class (or shortcut) detector
-SAMPLE_MIN = 32  # filters per layer ablated at random beyond the top-Taylor ones, when over budget
+SAMPLE_MIN = 32  # filters per layer ablated at random beyond the top-Taylor ones, on its calibration turn
+# At most this share of the exact budget goes to random calibration samples at one log: layers take
+# turns at them (analysis.turns), so a ResNet-50's 53 layers do not each sample every log.
+CALIBRATION_SHARE = 0.25
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -165,24 +169,42 @@ def per_class_deltas(
     }
 
 
-def exact_selection(taylor: np.ndarray, cost: float, budget: float, rng: np.random.Generator) -> np.ndarray:
-    """Which filters of a layer to ablate exactly, (F,) bool, from their Taylor Δloss estimates.
+def exact_plan(taylor: Mapping[str, np.ndarray], costs: Mapping[str, float], budget: float, log_index: int,
+               rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per layer, which filters to ablate exactly and which of them form an unbiased check of the
+    Taylor estimate: ((F,) chosen, (F,) sampled), spending at most `budget` forward passes in all
+    (`costs`: one filter's ablation, in forward passes).
 
-    All of them when F × cost (forward passes per filter) fits the budget. Otherwise as many as the
-    budget affords, ⌊budget / cost⌋: half to the largest |Taylor Δloss| (the filters that matter
-    most get exact numbers), the rest — at least SAMPLE_MIN, or all remaining — drawn at random
-    by `rng` from the others, so that a Taylor-vs-exact comparison is not only about the top.
+    A layer whose whole ablation fits an equal share of the budget is ablated whole (every filter
+    is then its own check). The others take turns at a random calibration sample (SAMPLE_MIN
+    filters, drawn by `rng`), a turn's samples costing at most CALIBRATION_SHARE of the budget;
+    what is left goes, in equal shares, to each one's largest |Taylor Δloss| filters.
     """
-    f = len(taylor)
-    if f * cost <= budget:
-        return np.ones(f, dtype=bool)
-    afford = int(budget // cost)
-    chosen = np.zeros(f, dtype=bool)
-    chosen[np.argsort(-np.abs(taylor), kind="stable")[: afford // 2]] = True
-    rest = np.flatnonzero(~chosen)
-    count = min(len(rest), max(SAMPLE_MIN, afford - int(chosen.sum())))
-    chosen[rng.choice(rest, size=count, replace=False)] = True
-    return chosen
+    share = budget / max(len(taylor), 1)
+    whole = [name for name, t in taylor.items() if len(t) * costs[name] <= share]
+    partial = [name for name in taylor if name not in whole]
+    left = budget - sum(len(taylor[name]) * costs[name] for name in whole)
+    sample_cap = CALIBRATION_SHARE * budget
+    sample_cost = {name: min(SAMPLE_MIN, len(taylor[name])) * costs[name] for name in partial}
+    turns = layer_turns(sample_cost, sample_cap) if partial else [[]]
+    calibrating = set(turns[log_index % len(turns)])
+    sizes = {name: min(SAMPLE_MIN, len(taylor[name]), int(sample_cap // costs[name])) for name in calibrating}
+    left -= sum(sizes[name] * costs[name] for name in calibrating)
+    top_share = max(left, 0.0) / max(len(partial), 1)
+    out = {}
+    for name, t in taylor.items():
+        f = len(t)
+        if name in whole:
+            out[name] = (np.ones(f, bool), np.ones(f, bool))
+            continue
+        chosen, sampled = np.zeros(f, bool), np.zeros(f, bool)
+        count = sizes.get(name, 0)
+        top = min(f - count, int(top_share // costs[name]))
+        chosen[np.argsort(-np.abs(t), kind="stable")[:top]] = True
+        if count:
+            sampled[rng.choice(np.flatnonzero(~chosen), size=count, replace=False)] = True
+        out[name] = (chosen | sampled, sampled)
+    return out
 
 
 def class_selectivity(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -279,23 +301,25 @@ def filter_impact(
     exact: Literal["budget", "all"] = "budget",
     seed: int = 0,
     alpha: float = DEFAULT_ALPHA,
+    log_index: int = 0,
     share: tuple[int, int] = (0, 1),
 ) -> Arrays:
     """Per layer and filter: exact ablation effects, the Taylor estimate, and what the filter fires on.
 
     x: probe (N, C, *spatial); y: integer labels (N,) < the model's number of classes.
     Every filter gets the Taylor estimate. exact="all" ablates every filter exactly; "budget"
-    spends `exact_budget` forward passes of the probe on the whole call, an equal part per layer
-    (a ResNet-50's 53 layers at 200 per layer would take thousands of passes every epoch): a layer
-    whose estimated cost (FilterAblation.cost: suffix FLOPs, in forward passes) fits its part is
-    ablated whole, others get the top-Taylor filters plus a random sample of the rest drawn from
-    a generator seeded with `seed` (exact_selection). A filter's score on an image is the spatial mean of its rectified output
+    spends at most `exact_budget` forward passes of the probe on the whole call, calibration
+    included (`exact_plan`: whole layers where they fit an equal share, else the top-Taylor
+    filters, and on the layer's calibration turn — the `log_index`-th log of the turns — a random
+    sample drawn by a generator seeded with (`seed`, `log_index`)); a layer's cost per filter is
+    FilterAblation.cost (suffix FLOPs, in forward passes). A filter's score on an image is the spatial mean of its rectified output
     max(a, 0) (how much it fires) for selectivity and errors, and the spatial max of a for ranking
     top-k examples.
     Keys, besides ablation_metrics' (exact-only metrics NaN / −1 where `exact` is False) and
-    top_activating's: "taylor_d_loss" (F,); "taylor_spearman" () rank correlation of
-    taylor_d_loss with d_loss over the exactly ablated filters — all of them, or the top-Taylor
-    ones plus the random sample (NaN if either is constant); "class_selectivity" (F,);
+    top_activating's: "taylor_d_loss" (F,); "sampled" (F,) the filters whose exact result checks
+    the estimate without bias (a whole layer, or its random sample); "taylor_spearman" () rank
+    correlation of taylor_d_loss with d_loss over the sampled filters (NaN with fewer than three, or
+    either constant); "class_selectivity" (F,);
     "act_on_errors", "act_on_correct" (F,) mean score on probe examples the clean model gets
     wrong / right (NaN when there are none); and `finish_impact`'s significance keys at level `alpha`.
     share (rank, ranks): ablate only every ranks-th of the chosen filters, from the rank-th, and leave
@@ -314,17 +338,23 @@ def filter_impact(
     _, acts, taylor = taylor_activations(model, layers, x, y)
     ablation = FilterAblation(model, x, method=method, max_batch=max_batch)
     wrong = ablation.clean.argmax(1) != y
-    rng = np.random.default_rng(seed)
+    estimates = {name: taylor[name].cpu().numpy() for name in acts}
+    if exact == "all":
+        plan = {name: (np.ones(len(t), bool),) * 2 for name, t in estimates.items()}
+    else:
+        costs = {name: ablation.cost(name) for name in acts}
+        plan = exact_plan(estimates, costs, exact_budget, log_index, np.random.default_rng((seed, log_index)))
     result: Arrays = {}
     for name, a in acts.items():
         fires = a.float().clamp_min(0).flatten(2).mean(-1)  # (N, F)
         peak = a.float().flatten(2).amax(-1)  # (N, F)
-        t = taylor[name].cpu().numpy()
-        chosen = np.ones(len(t), bool) if exact == "all" else exact_selection(t, ablation.cost(name), exact_budget / len(acts), rng)
+        t = estimates[name]
+        chosen, sampled = plan[name]
         mine = np.flatnonzero(chosen)[rank::ranks].tolist()
         metrics = ablation_metrics(ablation.clean, y, len(t), ablation.passes(name, mine))
         metrics.update(
             taylor_d_loss=t,
+            sampled=sampled,
             class_selectivity=class_selectivity(fires, y).cpu().numpy(),
             act_on_errors=fires[wrong].mean(0).cpu().numpy(),
             act_on_correct=fires[~wrong].mean(0).cpu().numpy(),
@@ -365,7 +395,10 @@ def finish_impact(metrics: dict[str, np.ndarray], y: np.ndarray, alpha: float) -
     found = significance(n, correct, metrics["discordant"][exact], alpha)
     filters = len(exact)
     out = dict(metrics)
-    out["taylor_spearman"] = np.asarray(spearman(metrics["taylor_d_loss"][exact], metrics["d_loss"][exact]))
+    sampled = metrics["sampled"]
+    out["taylor_spearman"] = np.asarray(
+        spearman(metrics["taylor_d_loss"][sampled], metrics["d_loss"][sampled]) if sampled.sum() >= 3 else np.nan
+    )
     out["p_value"] = np.full(filters, np.nan)
     out["p_adjusted"] = np.full(filters, np.nan)
     out["significant"] = np.zeros(filters, bool)
