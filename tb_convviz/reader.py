@@ -14,14 +14,18 @@ from tensorboard.data import provider as tb_provider
 from tb_convviz import format as fmt
 from tb_convviz import records
 from tb_convviz.analysis.embedding import embedding_trail, filter_embedding
-from tb_convviz.analysis.impact import class_table
+from tb_convviz.analysis.impact import class_table, spearman
 from tb_convviz.analysis.similarity import linear_cka, match_filters
 from tb_convviz.commits import whole_records
 from tb_convviz.memo import Memo
+from tb_convviz.schema import LAYER_SCALARS
 from tb_convviz.table import TABLE_KINDS, TableColumn, record_columns, table_csv
 
 _ALL_STEPS = 1 << 30  # downsample bound meaning "every step": users must see every epoch
 _PARALLEL_READS = 8  # blob reads in flight at once: each waits on the data server, not the CPU
+# The Taylor check pools the random calibration samples of this many of a layer's last logs: one
+# log's sample is 32 filters, and a large model's layers draw one only every few logs.
+CALIBRATION_LOGS = 4
 
 
 # Filter matchings by the two profile records they were solved on: an optimal assignment of a
@@ -334,6 +338,54 @@ class ConvVizReader:
                 continue
             out.extend(TableColumn(column, values, interval, datum.step) for column, values, interval in found)
         return out
+
+    def layer_scalars(self, run: str, layer: str, step: int) -> list[dict]:
+        """The layer's whole-layer numbers at `step` (`schema.LAYER_SCALARS`): each declaration with
+        its "value" and "record_step"; the Taylor check pools the random calibration samples of the
+        last CALIBRATION_LOGS impact records that drew one, and says over how many filters
+        ("filters") and which steps ("steps"). Empty without impact records."""
+        if fmt.KIND_IMPACT not in self.kinds(run, layer):
+            return []
+        try:
+            datum = self._latest(run, layer, fmt.KIND_IMPACT, step)
+            record = self._decode(run, layer, fmt.KIND_IMPACT, datum)
+        except NotFound:
+            return []
+        out = []
+        for column in LAYER_SCALARS:
+            entry = {**column.declaration(), "record_step": datum.step}
+            if column.name == records.IMPACT_TAYLOR_SPEARMAN:
+                entry.update(self._calibration(run, layer, datum.step))
+            elif column.name in record:
+                entry["value"] = float(record.array(column.name))
+            else:
+                continue
+            out.append(entry)
+        return out
+
+    def _calibration(self, run: str, layer: str, step: int) -> dict:
+        """Spearman ρ of Taylor vs exact over the sampled filters of the last CALIBRATION_LOGS impact
+        records at or before `step` that hold a sample (pooled: one log's sample is small)."""
+        taylor: list[np.ndarray] = []
+        exact: list[np.ndarray] = []
+        steps: list[int] = []
+        for datum in reversed([d for d in self._series(run, layer, fmt.KIND_IMPACT) if d.step <= step]):
+            try:
+                record = self._decode(run, layer, fmt.KIND_IMPACT, datum)
+            except NotFound:
+                continue
+            if records.IMPACT_SAMPLED not in record:
+                continue  # logged before calibration samples were flagged
+            sampled = record.array(records.IMPACT_SAMPLED).astype(bool)
+            if sampled.any():
+                taylor.append(record.array(records.IMPACT_TAYLOR)[sampled])
+                exact.append(record.array(records.IMPACT_D_LOSS)[sampled])
+                steps.append(datum.step)
+            if len(steps) == CALIBRATION_LOGS:
+                break
+        pairs = sum(len(t) for t in taylor)
+        rho = spearman(np.concatenate(taylor), np.concatenate(exact)) if pairs >= 3 else float("nan")
+        return {"value": rho, "filters": pairs, "steps": sorted(steps)}
 
     def embedding(self, run: str, layer: str, step: int, method: str = "pca") -> np.ndarray:
         """(filters, 2): a 2-D map of the layer's filters from their response profiles at `step`."""

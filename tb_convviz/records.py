@@ -52,6 +52,12 @@ IMPACT_EXACT = "exact"
 # rebuilt from these on read, so a 1000-class model costs no more than a 10-class one.
 IMPACT_CLEAN_PRED = "clean_pred"
 IMPACT_ALPHA = "alpha"  # the significance level the record's flags and intervals were computed at
+# The filters whose exact result checks the Taylor estimate without bias, and the two numbers compared.
+IMPACT_SAMPLED = "sampled"
+IMPACT_SIGNIFICANT = "significant"  # the significance flag (Holm-adjusted exact test at the record's alpha)
+IMPACT_TAYLOR = "taylor_d_loss"
+IMPACT_D_LOSS = "d_loss"
+IMPACT_TAYLOR_SPEARMAN = "taylor_spearman"  # per record: ρ on that log's sample; readers pool several logs
 IMPACT_FLIPS = ("flip_filter", "flip_image", "flip_pred")
 # Arrays of an impact record that describe the top activating probe examples rather than impact.
 TOP_EXAMPLE_PREFIX = fmt.TOP_EXAMPLE_PREFIX
@@ -73,6 +79,7 @@ def record_names() -> dict[str, Any]:
         "counterfactual_prefix": COUNTERFACTUAL_PREFIX,
         "top_example_prefix": TOP_EXAMPLE_PREFIX,
         "impact_exact": IMPACT_EXACT,
+        "impact_significant": IMPACT_SIGNIFICANT,
         "shape_texture_index": fmt.SHAPE_TEXTURE_INDEX,
     }
 

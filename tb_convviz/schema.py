@@ -157,6 +157,19 @@ BUILTIN: tuple[Column, ...] = (
 )
 
 
+# Numbers of a whole layer at a step, shown above its filter table.
+LAYER_SCALARS: tuple[Column, ...] = (
+    _c(_I, "impact", "accuracy", "Probe accuracy", "Accuracy of the model on the labelled probe at this step",
+       unit="fraction", format="percent"),
+    _c(_I, "impact", "detectable_d_accuracy", "Detectable Δaccuracy", "The smallest accuracy change one filter's "
+       "ablation must cause for the exact test to call it significant on a probe this size (larger probes detect "
+       "smaller effects)", unit="fraction", format="percent"),
+    _c(_I, "impact", "taylor_spearman", "Taylor vs exact ρ", "Rank correlation of the Taylor estimate with exact "
+       "ablation on the layer's random calibration samples of its last logs (whole layers: every filter): how far "
+       "the estimate can be trusted for the filters not ablated exactly"),
+)
+
+
 def counterfactual_columns(name: str) -> tuple[Column, ...]:
     """The columns a user's counterfactual `name` adds to perturbation records."""
     key = fmt.COUNTERFACTUAL_PREFIX + name
@@ -172,15 +185,21 @@ def counterfactual_columns(name: str) -> tuple[Column, ...]:
     )
 
 
+def counterfactual_columns_of(names: list[str]) -> list[Column]:
+    """The columns of the counterfactuals whose arrays a perturbation record holds (`names`)."""
+    present = set(names)
+    edits = sorted({n[len(fmt.COUNTERFACTUAL_PREFIX):] for n in names
+                    if n.startswith(fmt.COUNTERFACTUAL_PREFIX) and n.count("/") == 1})
+    return [c for e in edits for c in counterfactual_columns(e) if c.name in present]
+
+
 def columns_of(kind: str, names: list[str]) -> list[Column]:
     """The declared columns of a record of `kind` holding the arrays `names`, in declaration order;
     a counterfactual's columns follow from its arrays' names."""
     present = set(names)
     out = [c for c in BUILTIN if c.kind == kind and c.name in present]
     if kind == fmt.KIND_PERTURBATION:
-        edits = sorted({n[len(fmt.COUNTERFACTUAL_PREFIX):] for n in names
-                        if n.startswith(fmt.COUNTERFACTUAL_PREFIX) and n.count("/") == 1})
-        out.extend(c for e in edits for c in counterfactual_columns(e) if c.name in present)
+        out.extend(counterfactual_columns_of(names))
     return out
 
 

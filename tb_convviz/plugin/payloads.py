@@ -14,7 +14,7 @@ from tb_convviz.analysis.significance import examples_needed
 from tb_convviz.analysis.similarity import aligned_weight_drift, cka_matrix, linear_cka, match_weights
 from tb_convviz.plugin.history import Columns, HistoryCache, read_columns
 from tb_convviz.reader import ConvVizReader, NotFound
-from tb_convviz.schema import BUILTIN
+from tb_convviz.schema import BUILTIN, counterfactual_columns_of
 from tb_convviz.table import TABLE_KINDS
 
 
@@ -78,17 +78,20 @@ def index(reader: ConvVizReader) -> dict:
 
 
 def _run_columns(reader: ConvVizReader, run: str, layers: list[dict]) -> list[dict]:
-    """The declared columns a run's records can hold: the built-in ones of the kinds it logged,
-    and the user metrics its last metrics record declares (a layer's `/table` says exactly)."""
+    """The declared columns a run's records can hold: the built-in ones of the kinds it logged, its
+    counterfactuals' and the user metrics its last records declare (a layer's `/table` says exactly)."""
     kinds = {k for entry in layers for k in entry["kinds"]}
     out = [c.declaration() for c in BUILTIN if c.kind in kinds]
-    with_metrics = [entry["name"] for entry in layers if fmt.KIND_METRICS in entry["kinds"]]
-    if with_metrics:
+    for kind in (fmt.KIND_PERTURBATION, fmt.KIND_METRICS):
+        holding = [entry["name"] for entry in layers if kind in entry["kinds"]]
+        if not holding:
+            continue
         try:
-            record = reader.bundle(run, with_metrics[0], fmt.KIND_METRICS, reader.steps(run, with_metrics[0], fmt.KIND_METRICS)[-1])
-            out.extend(c.declaration() for c in records.metric_columns(record))
+            record = reader.bundle(run, holding[0], kind, reader.steps(run, holding[0], kind)[-1])
+            found = records.metric_columns(record) if kind == fmt.KIND_METRICS else counterfactual_columns_of(record.names())
         except (NotFound, ValueError):
-            pass  # unreadable: listed among the problems
+            continue  # unreadable: listed among the problems
+        out.extend(c.declaration() for c in found)
     return out
 
 
@@ -108,7 +111,7 @@ def table(reader: ConvVizReader, run: str, layer: str, step: int) -> dict:
         if entry.interval is not None:
             values[entry.column.ci] = fmt.wire_array(entry.interval)
     return {"run": run, "layer": layer, "step": step, "filters": reader.filter_count(run, layer), "columns": columns,
-            "values": values}
+            "values": values, "scalars": [{**e, "value": _floats(np.asarray(e["value"]))[0]} for e in reader.layer_scalars(run, layer, step)]}
 
 
 def layer(reader: ConvVizReader, run: str, layer: str, step: int) -> dict:
