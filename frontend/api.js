@@ -62,10 +62,17 @@ export const fetchFilter = (
 
 /**
  * A layer's perturbation responses or impact table at one step, every filter at once:
- * {arrays: {name: {shape, values}}, ...}. 404 when the run did not log that analysis.
+ * {arrays: {name: {shape, values}}, ...}, decoded here from the wire arrays the server sends.
+ * 404 when the run did not log that analysis.
  * @param {"perturbation"|"impact"} kind @param {string} run @param {string} layer @param {number} step
  */
-export const fetchAnalysis = (kind, run, layer, step) => getJson(kind, { run, layer, step });
+export const fetchAnalysis = (kind, run, layer, step) =>
+  getJson(kind, { run, layer, step }).then((data) => ({
+    ...data,
+    arrays: Object.fromEntries(
+      Object.entries(data.arrays).map(([name, wire]) => [name, { shape: wire.shape, values: plainValues(wire) }]),
+    ),
+  }));
 
 /**
  * Every per-filter column of a layer at one step, as declared ({name, label, unit, description,

@@ -231,7 +231,7 @@ def effective_kernel(kernels: Bundle, select: Any = None) -> Optional[np.ndarray
 
 def wire_array(a: np.ndarray) -> dict:
     """An array computed on the fly, in the same JSON form as `Bundle.wire` (raw float32)."""
-    a = np.ascontiguousarray(a, dtype=np.float32)
+    a = np.asarray(a, dtype=np.float32)  # not ascontiguousarray, which makes a 0-d array 1-d
     return {"shape": list(a.shape), "enc": "f32", "groups": 0, "data": base64.b64encode(a.tobytes()).decode("ascii")}
 
 

@@ -144,12 +144,8 @@ def test_compare_epochs_runs_and_basis(client):
 
 
 def arrays_of(body: dict) -> dict[str, np.ndarray]:
-    """The analysis answer's arrays as numpy (null → NaN), checked against their declared shapes."""
-    out = {}
-    for name, a in body["arrays"].items():
-        values = np.array([np.nan if v is None else v for v in a["values"]], dtype=np.float64)
-        out[name] = values.reshape(a["shape"])
-    return out
+    """The analysis answer's arrays (wire arrays, the one transport) as numpy."""
+    return {name: decode(a) for name, a in body["arrays"].items()}
 
 
 def test_every_per_filter_number_logged_is_a_described_column(client):

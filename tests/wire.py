@@ -24,3 +24,13 @@ def decode_wire(wire: dict) -> np.ndarray:
     if enc == "f16s":
         return np.frombuffer(raw, np.float16).astype(np.float32).reshape(shape) * np.float32(wire["scale"])
     return np.frombuffer(raw, _RAW[enc]).astype(np.float32).reshape(shape)
+
+
+def plain_arrays(answer: dict) -> dict:
+    """An analysis answer with its wire `arrays` as the dashboard's api.js hands them to the views:
+    {name: {"shape", "values"}}, values flat, NaN as None."""
+    def plain(wire: dict) -> dict:
+        values = decode_wire(wire).ravel().tolist()
+        return {"shape": wire["shape"], "values": [None if v != v else v for v in values]}
+
+    return {**answer, "arrays": {name: plain(wire) for name, wire in answer["arrays"].items()}}

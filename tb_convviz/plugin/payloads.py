@@ -218,20 +218,16 @@ def _per_class(reader: ConvVizReader, run: str, layer: str, step: int, index: in
     }
 
 
-def _plain(arrays: dict[str, np.ndarray]) -> dict[str, dict]:
-    """Small analysis arrays as {name: {"shape", "values"}} (values flat, row-major, NaN → null)."""
-    return {name: {"shape": list(a.shape), "values": _floats(a)} for name, a in arrays.items()}
-
-
 def analysis(reader: ConvVizReader, run: str, layer: str, step: int, kind: str) -> dict:
     """A layer's perturbation responses or impact table at `step`, every filter at once: the last
     record at or before it ("record_step"; a large model's layers take turns at responses)."""
     record_step = reader.latest_at_or_before(run, layer, kind, step)
     record = reader.bundle(run, layer, kind, record_step)
+    # Wire arrays, as every answer sends them: the stored bytes where nothing is rebuilt.
     if kind == fmt.KIND_IMPACT:
-        arrays = _plain(records.impact_arrays(record, reader.probe_labels(run)))
+        arrays = {name: fmt.wire_array(a) for name, a in records.impact_arrays(record, reader.probe_labels(run)).items()}
     else:
-        arrays = _plain({name: record.array(name) for name in record.names()})
+        arrays = {name: record.wire(name) for name in record.names()}
     out = {"run": run, "layer": layer, "step": step, "record_step": record_step, "kind": kind, "arrays": arrays}
     if kind == fmt.KIND_PERTURBATION:
         out["groups"] = {g: [k for k in keys if k in arrays] for g, keys in fmt.PERTURBATION_GROUPS.items()}

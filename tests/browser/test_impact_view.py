@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from conftest import EPOCHS, IMPACT_PROBE, RUN_1D, RUN_IMPACT, RUNS_2D, WIDE_FILTERS, choose
+from wire import plain_arrays
 
 LAST = EPOCHS - 1
 
@@ -28,8 +29,10 @@ def values(rows) -> list[float]:
 
 
 def answer(url: str, route: str) -> dict:
+    """A route's answer; an analysis answer's wire arrays decoded as the dashboard decodes them."""
     with urllib.request.urlopen(f"{url}/data/plugin/convviz/{route}", timeout=10) as r:
-        return json.load(r)
+        found = json.load(r)
+    return plain_arrays(found) if "arrays" in found else found
 
 
 def test_impact_table_sorts_flags_and_opens_the_filter(frame, tensorboard_url):

@@ -7,13 +7,16 @@ import json
 import urllib.request
 
 from conftest import EPOCHS, RUN_IMPACT, RUN_INSIGHTS, choose
+from wire import plain_arrays
 
 LAST = EPOCHS - 1
 
 
 def answer(url: str, route: str) -> dict:
+    """A route's answer; an analysis answer's wire arrays decoded as the dashboard decodes them."""
     with urllib.request.urlopen(f"{url}/data/plugin/convviz/{route}", timeout=10) as r:
-        return json.load(r)
+        found = json.load(r)
+    return plain_arrays(found) if "arrays" in found else found
 
 
 def open_impact(frame, run: str, layer: str, step: int = LAST):
