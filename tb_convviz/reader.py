@@ -374,9 +374,9 @@ class ConvVizReader:
                 record = self._decode(run, layer, fmt.KIND_IMPACT, datum)
             except NotFound:
                 continue
-            if records.IMPACT_SAMPLED not in record:
-                continue  # logged before calibration samples were flagged
-            sampled = record.array(records.IMPACT_SAMPLED).astype(bool)
+            sampled = records.impact_sampled(record)
+            if sampled is None:
+                continue  # logged before calibration samples were kept
             if sampled.any():
                 taylor.append(record.array(records.IMPACT_TAYLOR)[sampled])
                 exact.append(record.array(records.IMPACT_D_LOSS)[sampled])
