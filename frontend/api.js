@@ -95,6 +95,13 @@ export const fetchTable = (run, layer, step) =>
 export const fetchShapeTexture = (/** @type {string} */ run, /** @type {number} */ step) =>
   getJson("shape_texture", { run, step });
 
+/**
+ * What each of the run's logs cost, by part (tb_convviz/cost.py): {steps, costs: one per step, null
+ * for a log from before costs were kept}.
+ * @param {string} run @returns {Promise<{run: string, steps: number[], costs: Array<?import("./costline.js").LogCost>}>}
+ */
+export const fetchCost = (run) => getJson("cost", { run });
+
 /** The run's probe inputs and labels. */
 export const fetchProbe = (/** @type {string} */ run) => getJson("probe", { run });
 

@@ -3,6 +3,7 @@
 import { Store } from "./static/store.js";
 import { mountCka } from "./static/views/cka.js";
 import { mountCompare } from "./static/views/compare.js";
+import { mountCost } from "./static/views/cost.js";
 import { mountDetail } from "./static/views/detail.js";
 import { mountEmbedding } from "./static/views/embedding.js";
 import { mountImpact } from "./static/views/impact.js";
@@ -37,6 +38,7 @@ export function render() {
 
   mountToolbar(app, store);
   mountSlider(app, store);
+  mountCost(app, store);
   mountStatus(app, store);
   mountProblems(app, store);
   app.append(main);

@@ -30,6 +30,7 @@ import * as api from "./api.js";
  *   similarity: {runB: string, stepB: number, layers: KeyedLoad, epochs: KeyedLoad, final: KeyedLoad},
  *   embedding: {method: "pca"|"umap"|"tsne", color: string, load: KeyedLoad},
  *   names: import("./recordkeys.js").RecordNames, shapeTexture: KeyedLoad, problems: Problem[],
+ *   cost: KeyedLoad,
  * }} State
  *   analysis: the current layer's perturbation responses, impact record and table of every per-filter
  *   column (/table) at the slider's step, for the Impact view, the filter map and the filter detail;
@@ -42,6 +43,8 @@ import * as api from "./api.js";
  *   ("" for the first). problems: records of the logdir that could not be read (the index answer's).
  *   names: the record names of the index answer (how to read perturbation and impact arrays).
  *   shapeTexture: the run's per-layer shape–texture distribution at the slider's step (Impact view).
+ *   cost: what each of the current run's logs cost (/cost, keyed by run): the cost line reads the
+ *   slider's step from it.
  */
 
 /** Layer answers kept for the slider: a 512-filter layer's answer is about 1 MB. */
@@ -109,6 +112,7 @@ export class Store {
       names: { kinds: [], perturbation_groups: {}, counterfactual_prefix: "", top_example_prefix: "", impact_exact: "" },
       shapeTexture: IDLE,
       problems: [],
+      cost: IDLE,
     };
     /** @type {Set<(s: State, prev: State) => void>} */
     this.listeners = new Set();
@@ -193,7 +197,8 @@ export class Store {
       return;
     }
     const keep = this.state.run && runs.some((r) => r.run === this.state.run) ? this.state.run : runs[0].run;
-    this.set({ phase: "ready", message: "", runs, names: index.names, problems: index.problems ?? [] });
+    // Costs are asked for again: a run still training has logged more steps since.
+    this.set({ phase: "ready", message: "", runs, names: index.names, problems: index.problems ?? [], cost: IDLE });
     this.selectRun(keep);
   }
 
@@ -203,7 +208,22 @@ export class Store {
     if (!entry) return;
     const layer = entry.layers.some((l) => l.name === this.state.layer) ? this.state.layer : entry.layers[0].name;
     this.set({ run });
+    this.loadCost();
     this.selectLayer(layer);
+  }
+
+  /**
+   * What each of the current run's logs cost, fetched once per run (and again on load()); a run
+   * logged before costs were kept answers null costs, which the cost line leaves unsaid.
+   */
+  loadCost() {
+    const { run } = this.state;
+    const key = JSON.stringify([run]);
+    if (this.state.cost.key === key && this.state.cost.status !== "error") return;
+    this.set({ cost: { ...this.state.cost, status: "loading", key } });
+    api.fetchCost(run).then(ready, failed).then((load) => {
+      if (this.state.cost.key === key) this.set({ cost: { ...load, key } });
+    });
   }
 
   /** @param {string} layer */
