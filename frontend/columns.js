@@ -271,3 +271,49 @@ export function olderRecords(table) {
   }
   return [...kinds.values()];
 }
+
+/**
+ * @typedef {Column & {value: ?number, filters?: number, steps?: number[]}} LayerScalar
+ *   a whole-layer number of the /table answer's `scalars`; one pooled over sampled filters (the
+ *   Taylor-vs-exact ρ) says over how many (`filters`) and from which logs (`steps`)
+ */
+
+/**
+ * A whole-layer number for people, by its declared format; a pooled one with its sample beside it:
+ * "0.62 over 96 sampled filters from steps 3, 5, 7", and "not enough sampled filters yet" while
+ * the pool is too small to give a value.
+ * @param {LayerScalar} scalar @returns {string}
+ */
+export function scalarText(scalar) {
+  const value = scalar.value ?? NaN;
+  const pooled = scalar.filters !== undefined && scalar.steps !== undefined;
+  if (!pooled) return formatValue(scalar, value, { signed: false });
+  if (!present(value)) return "not enough sampled filters yet";
+  const filters = `${formatCount(scalar.filters)} sampled filter${scalar.filters === 1 ? "" : "s"}`;
+  return `${formatValue(scalar, value, { signed: false })} over ${filters} from ${stepsText(scalar.steps)}`;
+}
+
+/**
+ * Steps for people: "step 4", "steps 3, 5, 7"; more than five read "steps 3, 5, …, 19".
+ * @param {number[]} steps @returns {string}
+ */
+export function stepsText(steps) {
+  if (steps.length === 1) return `step ${steps[0]}`;
+  const shown = steps.length > 5 ? [steps[0], steps[1], "…", steps[steps.length - 1]] : steps;
+  return `steps ${shown.join(", ")}`;
+}
+
+/**
+ * What a whole-layer number's tooltip says: its description (with where the value comes from when
+ * that is not the step shown) and, for a pooled one, what its sample counts.
+ * @param {LayerScalar} scalar @param {number} [step] the step shown
+ */
+export function scalarTitle(scalar, step) {
+  const parts = [headerTitle(scalar, step)];
+  if (scalar.filters !== undefined && scalar.steps !== undefined) {
+    parts.push(
+      `Pooled over the filters sampled at ${stepsText(scalar.steps)} (a filter sampled at two steps counts twice).`,
+    );
+  }
+  return parts.join(" ");
+}

@@ -16,6 +16,8 @@ import {
   holdsChanges,
   intervalOf,
   olderRecords,
+  scalarText,
+  scalarTitle,
   shownColumns,
   tableCsvRows,
 } from "../columns.js";
@@ -102,7 +104,7 @@ export function mountImpact(root, store) {
   const note = el(
     "p",
     "cvz-note",
-    "Δ = without the filter − with it, on the probe. Hover a header for what it means; click it to sort (again to reverse), a row for the filter's detail.",
+    "Δ = without the filter − with it, on the probe. Grey rows: a change that is not significant; italic: not ablated exactly, only estimated. Hover a header for what it means; click it to sort (again to reverse), a row for the filter's detail.",
   );
   const table = el("table", "cvz-table");
   table.dataset.testid = "impact-table";
@@ -223,7 +225,7 @@ export function mountImpact(root, store) {
     card.dataset.reverse = String(reverse);
     csvRows = () => tableCsvRows(tableData);
 
-    fillSummary(summary, tableData, every);
+    fillSummary(summary, tableData, every, s.step);
 
     // Filter and Flags first, both pinned: a wide table scrolls sideways under them. Above the
     // column headers, one header per group spanning its columns.
@@ -275,8 +277,13 @@ export function mountImpact(root, store) {
       }
       // Grey what the numbers cannot tell: not ablated exactly (only estimated), or not significant.
       const estimated = exact !== null && valueOf(tableData, exact, f) === 0;
-      if (estimated) row.classList.add("cvz-estimated");
-      else if (significant && tableData.values[significant] && valueOf(tableData, significant, f) === 0) row.classList.add("cvz-insignificant");
+      if (estimated) {
+        row.classList.add("cvz-estimated");
+        row.title = "Not ablated exactly at this step (over the exact-ablation budget): only estimates are known";
+      } else if (significant && tableData.values[significant] && valueOf(tableData, significant, f) === 0) {
+        row.classList.add("cvz-insignificant");
+        row.title = "Greyed: the accuracy change of this filter's ablation is not significant on this probe";
+      }
       row.append(el("td", "cvz-pinned cvz-filter-cell", `#${f}`), flagCell);
       columns.forEach((c, k) => {
         const v = valueOf(tableData, c.name, f);
@@ -327,16 +334,16 @@ function fillGroupBar(bar, columns, hidden, onToggle) {
 
 /**
  * The layer at a glance, from its table: each layer-wide number the records declare (probe
- * accuracy, how well the Taylor estimate ranks filters) and, for each yes/no column, how many
- * filters it holds for.
- * @param {HTMLElement} box @param {Table & {scalars?: Array<Column & {value: ?number}>}} table
- * @param {Column[]} columns
+ * accuracy, how well the Taylor estimate ranks filters, with the sample it pools) and, for each
+ * yes/no column, how many filters it holds for.
+ * @param {HTMLElement} box @param {Table & {scalars?: import("../columns.js").LayerScalar[]}} table
+ * @param {Column[]} columns @param {number} step the step shown
  */
-function fillSummary(box, table, columns) {
+function fillSummary(box, table, columns, step) {
   /** @type {Array<[string, string, string, string, string]>} label, value, tooltip, testid, name */
   const rows = [];
   for (const scalar of table.scalars ?? []) {
-    rows.push([scalar.label, formatValue(scalar, scalar.value ?? NaN, { signed: false }), scalar.description, "layer-scalar", scalar.name]);
+    rows.push([scalar.label, scalarText(scalar), scalarTitle(scalar, step), "layer-scalar", scalar.name]);
   }
   for (const c of columns) {
     if (c.format !== "flag") continue;
@@ -345,13 +352,16 @@ function fillSummary(box, table, columns) {
     rows.push([c.label, `${yes} of ${table.filters}`, `${c.description} (filters for which it holds)`, "flag-count", c.name]);
   }
   box.replaceChildren();
+  // Each pair in its own group, so a long value (the pooled ρ and its sample) takes the room it needs.
   for (const [label, value, tip, testid, name] of rows) {
+    const item = el("div", "cvz-summary-item");
+    item.title = tip;
     const dt = el("dt", "", label);
-    dt.title = tip;
     const dd = el("dd", "", value);
     dd.dataset.testid = testid;
     dd.dataset.name = name;
-    box.append(dt, dd);
+    item.append(dt, dd);
+    box.append(item);
   }
   box.hidden = rows.length === 0;
 }

@@ -12,7 +12,10 @@ import {
   headerTitle,
   intervalOf,
   olderRecords,
+  scalarText,
+  scalarTitle,
   shownColumns,
+  stepsText,
   tableCsvRows,
 } from "../../frontend/columns.js";
 
@@ -124,4 +127,21 @@ test("the records older than the table's step are listed by kind", () => {
   };
   assert.deepEqual(olderRecords(table), [{ kind: "y", recordStep: 3, labels: ["B", "C"] }]);
   assert.deepEqual(olderRecords({ ...table, columns: [col("a")] }), []);
+});
+
+test("a whole-layer number reads as declared; a pooled one says its sample beside it", () => {
+  const accuracy = col("acc", { format: "percent", value: 0.9166 });
+  assert.equal(scalarText(accuracy), "91.7%");
+  assert.equal(scalarText({ ...accuracy, value: null }), "—");
+  const rho = col("rho", { value: 0.6234, filters: 96, steps: [3, 5, 7], record_step: 7 });
+  assert.equal(scalarText(rho), "0.623 over 96 sampled filters from steps 3, 5, 7");
+  assert.equal(scalarText({ ...rho, filters: 1, steps: [7] }), "0.623 over 1 sampled filter from step 7");
+  // NaN arrives as null: too few sampled filters to rank.
+  assert.equal(scalarText({ ...rho, value: null, filters: 2, steps: [7] }), "not enough sampled filters yet");
+  assert.equal(stepsText([1, 2, 3, 4, 5, 6, 7]), "steps 1, 2, …, 7");
+  const title = scalarTitle(rho, 9);
+  assert.ok(title.startsWith("what rho is."), title);
+  assert.ok(title.includes("From step 7, the last record at or before step 9."), title);
+  assert.ok(title.includes("sampled at steps 3, 5, 7"), title);
+  assert.equal(scalarTitle(accuracy), "what acc is.");
 });
