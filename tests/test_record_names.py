@@ -9,7 +9,8 @@ import re
 from pathlib import Path
 
 from tb_convviz import format as fmt
-from tb_convviz import records, schema
+from tb_convviz import records
+from tb_convviz import schema
 
 ROOT = Path(__file__).resolve().parents[1]
 DECLARING = {"schema.py", "records.py", "format.py"}
