@@ -28,8 +28,9 @@ export function mountCost(root, store) {
     const load = s.cost;
     const answer = load.status === "ready" && load.data?.run === s.run ? load.data : null;
     const cost = answer ? costAt(answer, s.step) : undefined;
-    // A step the answer does not list (nothing logged there yet) and a run still loading say nothing.
-    row.hidden = s.phase !== "ready" || (load.status !== "error" && cost === undefined);
+    // A step the answer does not list (nothing logged there yet), a log from before costs were
+    // kept (null) and a run still loading say nothing.
+    row.hidden = s.phase !== "ready" || (load.status !== "error" && (cost === undefined || cost === null));
     if (row.hidden) {
       shown = [];
       return;
@@ -46,10 +47,7 @@ export function mountCost(root, store) {
       text.replaceChildren(`Could not load what this run's logs cost: ${load.error}`);
       return;
     }
-    if (cost === null || cost === undefined) {
-      text.replaceChildren(`Step ${s.step} was logged before tb_convviz kept what each log costs.`);
-      return;
-    }
+    if (!cost) return;
     const ranked = rankParts(cost);
     row.dataset.largest = ranked[0]?.name ?? "";
     const total = el("span", "cvz-cost-total", `this log: ${formatSeconds(cost.wall_s)}`);

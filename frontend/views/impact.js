@@ -136,8 +136,11 @@ export function mountImpact(root, store) {
     const th = /** @type {?HTMLElement} */ (thead.querySelector('[aria-pressed="true"]')?.parentElement ?? null);
     const flags = /** @type {?HTMLElement} */ (thead.querySelector("th.cvz-flags"));
     if (!th || !flags) return;
-    const pinned = flags.offsetLeft + flags.offsetWidth;
-    const [left, right] = [th.offsetLeft - pinned, th.offsetLeft + th.offsetWidth - wrap.clientWidth];
+    // In the table's own coordinates: offsetLeft counts from the page and, for the sticky pinned
+    // columns, moves with the scroll, so it is no measure here.
+    const pinned = pinnedWidth(wrap, flags);
+    const start = th.getBoundingClientRect().left - wrap.getBoundingClientRect().left - wrap.clientLeft + wrap.scrollLeft;
+    const [left, right] = [start - pinned, start + th.offsetWidth - wrap.clientWidth];
     if (wrap.scrollLeft > left) wrap.scrollLeft = Math.max(0, left);
     else if (wrap.scrollLeft < right) wrap.scrollLeft = right;
   };
@@ -303,13 +306,21 @@ export function mountImpact(root, store) {
     const order = metric ? columnOrder(tableData.values[metric.name].values, metric, reverse) : Array.from({ length: count }, (_, f) => f);
     tbody.replaceChildren(...limit.take([s.run, s.layer].join("\0"), order).map(rowOf));
     // A group's name stays in view beside the pinned columns while the table scrolls sideways.
-    const pinned = flagHead.offsetLeft + flagHead.offsetWidth;
-    table.style.setProperty("--cvz-pinned-width", `${pinned}px`);
+    table.style.setProperty("--cvz-pinned-width", `${pinnedWidth(wrap, flagHead)}px`);
     // A new sort column is scrolled into view beside the pinned columns.
     if (metric && metric.name !== sortedBefore) revealSorted();
     sortedBefore = metric?.name ?? "";
   };
   store.subscribe(render);
+}
+
+/**
+ * How far the pinned columns reach into the table's scrolled box from its left edge, whatever the
+ * scroll: they stay put, so their right edge is where the scrolling columns start to show.
+ * @param {HTMLElement} wrap the scrolled box @param {HTMLElement} lastPinned the last pinned header
+ */
+function pinnedWidth(wrap, lastPinned) {
+  return lastPinned.getBoundingClientRect().right - wrap.getBoundingClientRect().left - wrap.clientLeft;
 }
 
 /**
