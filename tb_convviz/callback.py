@@ -32,7 +32,7 @@ from tb_convviz.layers import LayerSelector, conv_layers, following_batchnorm, l
 from tb_convviz.notices import collecting
 from tb_convviz.observe import untouched
 from tb_convviz.probe import make_probe
-from tb_convviz.tracing import traced
+from tb_convviz.tracing import running_models, traced
 from tb_convviz.snapshot import ModelCopy, State, analysis_dtype, architecture_mismatch, signature, state_snapshot
 from tb_convviz.worker import BackgroundWorker
 from tb_convviz.writer import RecordWriter
@@ -75,6 +75,7 @@ class _Job:
 
     step: int
     state: Optional[State]  # the snapshot to load into the model copy; None runs on `model` as is
+    copy: Optional[ModelCopy]  # the copy it loads into: the one made for the model's structure at this log
     model: Optional[nn.Module]  # inline jobs: the user's model
     full_kernels: bool
     first: bool
@@ -242,11 +243,14 @@ class ConvViz:
             mismatch = architecture_mismatch(model, self._signature)
             if mismatch:
                 raise ValueError(f"log(model): this model is not the architecture of the first log: {mismatch}")
+            if self._copy is not None and not self._copy.follows(model):
+                self._copy = self._new_copy(model)
         full = self.settings.keep_all or final or first or self._logs_done % self.kernels_every == 0
         assert self._plan is not None
         job = _Job(
             step=int(step),
             state=state_snapshot(model) if self._copy is not None else None,
+            copy=self._copy,
             model=None if self._copy is not None else model,
             full_kernels=full,
             first=first,
@@ -346,7 +350,7 @@ class ConvViz:
             self._copy = ModelCopy(model, self.analysis_device, dtype)
         if self._probe is not None:
             target = self._copy.model if self._copy is not None else model
-            with untouched(target):
+            with untouched(target), running_models():
                 try:
                     out, _ = probe_forward(target, chosen_layers(target, plan), as_model_input(target, self._probe.images))
                 except ProbeForwardFailed as e:
@@ -364,6 +368,17 @@ class ConvViz:
             self._worker = BackgroundWorker(self._run, self._slow, self._worker_crashed)
             atexit.register(self._drain)
 
+    def _new_copy(self, model: nn.Module) -> ModelCopy:
+        """A fresh copy for a model whose modules or plain attributes changed since the copy was
+        made; its fx trace is made here, on the training thread (see `tracing`)."""
+        copy_ = ModelCopy(model, self.analysis_device, analysis_dtype(model))
+        if self.settings.impact and self._worker is not None:
+            try:
+                traced(copy_.model)
+            except Exception:  # noqa: BLE001 - the analysis meets the same failure and falls back, with its notice
+                pass
+        return copy_
+
     def _run(self, job: _Job) -> bool:
         """collect → encode → write one step; every failure becomes one warning. True if written."""
         plan = self._plan
@@ -375,13 +390,15 @@ class ConvViz:
         with collecting() as notes:
             try:
                 if job.state is not None:
-                    assert self._copy is not None
-                    model = self._copy.load(job.state)
+                    assert job.copy is not None
+                    model = job.copy.load(job.state)
+                    job.copy = None
                     job.state = None  # loaded: memory for one model copy and one waiting snapshot, no more
-                    records_ = self._collect(model, job)
+                    with running_models():
+                        records_ = self._collect(model, job)
                 else:
                     assert job.model is not None
-                    with untouched(job.model):
+                    with untouched(job.model), running_models():
                         records_ = self._collect(job.model, job)
             except ProbeForwardFailed as e:
                 self._warn(f"the probe forward pass failed ({e})", job.step)
