@@ -121,6 +121,9 @@ class ConvViz:
     (on a gloo group of ConvViz's own), and rank 0 gathers the shares and alone writes.
     """
 
+    # What a warning says carries on after a failure; post-hoc logging, where nothing trains, says its own.
+    AFTER_A_FAILURE = "training goes on"
+
     def __init__(
         self,
         log_dir_or_summary_writer: Any,
@@ -207,8 +210,8 @@ class ConvViz:
                 f"another ConvViz is writing {self._writer.logdir!r} now: for a step both log, readers show the one "
                 "committed last, and a lower step from one hides the other's later steps; give each run its own folder"
             )
-            self._emit_pending()
-        if self.settings.impact:
+            self._emit_pending(going_on=False)
+        if self.settings.impact and not self._writer.earlier_writers:  # a run taken up again was told at its start
             self._check_class_sizes()
 
     # -- public verbs -------------------------------------------------------------------------
@@ -326,7 +329,7 @@ class ConvViz:
                 f"{MIN_CLASS_EXAMPLES} examples only a recall change of {detectable_effect(MIN_CLASS_EXAMPLES, alpha):.0%} or more "
                 "can be told from noise; add examples of these classes to the probe"
             )
-            self._emit_pending()
+            self._emit_pending(going_on=False)
 
     def _start(self, model: nn.Module) -> None:
         """First log: resolve the layers, make the private copy, and check the probe fits the model."""
@@ -449,13 +452,15 @@ class ConvViz:
             self._warned.add(problem)
             self._pending.append((problem, step))
 
-    def _emit_pending(self) -> None:
+    def _emit_pending(self, going_on: bool = True) -> None:
+        """Issue queued warnings; `going_on` says what carries on after a failure (not at construction)."""
         with self._lock:
             pending, self._pending = self._pending, []
         for problem, step in pending:
             where = f" at step {step}" if step is not None else ""
+            goes_on = f"{self.AFTER_A_FAILURE}, and " if going_on else ""
             warnings.warn(
-                f"tb_convviz: {problem}{where}; training goes on, and this warning is not repeated",
+                f"tb_convviz: {problem}{where}; {goes_on}this warning is not repeated",
                 RuntimeWarning,
                 stacklevel=3,
             )

@@ -102,8 +102,8 @@ class RecordWriter:
         runfolder.register(self)
         # Another writer's records in the folder: a live one warns (ConvViz), a dead one's steps
         # from our first on are replaced by ours, in every loader.
-        self.live_neighbours, dead = runfolder.neighbours(logdir, self)
-        self._restart = dead > 0
+        self.live_neighbours, self.earlier_writers = runfolder.neighbours(logdir, self)
+        self._restart = self.earlier_writers > 0
 
     @property
     def path(self) -> Optional[str]:

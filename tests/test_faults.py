@@ -206,6 +206,7 @@ def test_a_probe_with_few_examples_per_class_warns_once_at_construction(tmp_path
         ConvViz(tmp_path, probe=(torch.randn(12, 3, 8, 8), labels), impact=False)  # no per-class numbers: no warning
     (warning,) = [w for w in caught if "examples of 2 class(es)" in str(w.message)]
     assert "1: 1, 2: 1" not in str(warning.message) and "1 (1), 2 (1)" in str(warning.message)
+    assert "training goes on" not in str(warning.message)  # said before any training
 
 
 def test_a_second_live_convviz_on_a_run_warns_at_construction(tmp_path):
