@@ -56,10 +56,11 @@ def shared_event_file(summary_writer: Any) -> Optional[str]:
     TensorBoard's Python loader follows one event file per folder (the newest by name) and leaves
     the others where they stopped, so convviz's records go into the user's own file rather than a
     second one beside it. torch keeps its name on the EventFileWriter; it changes when the user's
-    writer is closed and reopened, so it is looked up at every step.
+    writer is closed and reopened, so it is looked up at every step. Another writer (tensorboardX)
+    gets a file of convviz's own.
     """
-    try:
-        name = summary_writer._get_file_writer().event_writer._file_name
+    try:  # `file_writer` is None once the user's writer is closed: convviz then writes a file of its own
+        name = summary_writer.file_writer.event_writer._file_name
     except AttributeError:
         return None
     return name if isinstance(name, str) and os.path.isfile(name) else None
