@@ -280,7 +280,7 @@ class ConvViz:
         remember(self._plan, first, first_step, last, last_step)
         self._logs_done = _positive_int(logs_done, "logs_done")
         self._last_step = int(last_step)
-        self._writer.restart()  # what a crashed writer left after last_step must not show
+        self._writer.restart(int(last_step) + 1)  # what a crashed writer left after last_step must not show
 
     def on_epoch_end(self, model: nn.Module, epoch: int) -> bool:
         """Alias of `log`, named for the moment it runs."""

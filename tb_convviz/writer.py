@@ -101,10 +101,12 @@ class RecordWriter:
         self._stamp: Optional[float] = None  # the version being written
         self._last_step: Optional[int] = None  # the last step this writer committed
         runfolder.register(self)
-        # Another writer's records in the folder: a live one warns (ConvViz), a dead one's steps
-        # from our first on are replaced by ours, in every loader.
+        # Another writer's files in the folder: a live one warns (ConvViz), a dead one's steps from
+        # our first on are replaced by ours in every loader (`_append_restart`; in a file of our own
+        # only: in a shared file the mark would also drop the user's records of our first step).
         self.live_neighbours, self.earlier_writers = runfolder.neighbours(logdir, self)
-        self._restart = self.earlier_writers > 0
+        self._restart_own = self.earlier_writers > 0
+        self._restart: Optional[int] = None  # a restart mark still to write, at this step
 
     @property
     def path(self) -> Optional[str]:
@@ -139,9 +141,19 @@ class RecordWriter:
                 self._cut(os.fstat(fd).st_size - done)
             raise
 
-    def restart(self) -> None:
-        """The next step restarts the run: what earlier writers left at it and after is dropped."""
-        self._restart = True
+    def restart(self, step: int) -> None:
+        """The run restarts at `step` (`ConvViz.resume`): what earlier writers left there and after
+        is dropped. Marked at once, so that in a shared file it comes before the user's own records
+        of the restarted steps; a failed write is tried again before the next step's records."""
+        self._restart = int(step)
+        try:
+            self._open()
+            self._append_restart(self._restart)
+        except OSError:
+            return
+        self._restart = None
+        if self._own:
+            self._good = os.fstat(self._fd).st_size
 
     def write(self, layer: str, kind: str, step: int, payload: bytes) -> None:
         """One record of the step being written; a commit record ends the step's version."""
@@ -149,7 +161,9 @@ class RecordWriter:
             if self._stamp is None:
                 self._stamp = new_stamp()
                 self._open()
-                if self._restart or (self._last_step is not None and step <= self._last_step):
+                if self._restart is not None:
+                    self._append_restart(self._restart)
+                elif (self._restart_own and self._own) or (self._last_step is not None and step <= self._last_step):
                     self._append_restart(step)
             event = event_pb2.Event(wall_time=self._stamp, step=int(step), summary=record_summary(layer, kind, payload))
             self._append(tfrecord(event.SerializeToString()))
@@ -157,7 +171,7 @@ class RecordWriter:
             self._rollback()
             raise
         if kind == fmt.KIND_COMMIT:
-            self._stamp, self._last_step, self._restart = None, int(step), False
+            self._stamp, self._last_step, self._restart, self._restart_own = None, int(step), None, False
 
     def _append_restart(self, step: int) -> None:
         """TensorBoard's own restart mark, a SessionLog.START at `step`: the Python loader then drops
