@@ -230,14 +230,6 @@ class ConvViz:
             raise ValueError(f"step must be an integer, got {step!r}")
         if step % self.every_n_epochs != 0 and not final:
             return False
-        if self._last_step is not None and step <= self._last_step and not self._step_order_warned:
-            self._step_order_warned = True
-            self._warn(
-                f"step {step} is not greater than the last logged step {self._last_step} (said once): readers show "
-                "this log for it and drop what was logged at later steps until they are logged again, as TensorBoard "
-                "does for a restarted run"
-            )
-        self._last_step = int(step)
         model = unwrap(model)
         first = self._plan is None
         if first:
@@ -248,6 +240,14 @@ class ConvViz:
                 raise ValueError(f"log(model): this model is not the architecture of the first log: {mismatch}")
             if self._copy is not None and not self._copy.follows(model):
                 self._copy = self._new_copy(model)
+        if self._last_step is not None and step <= self._last_step and not self._step_order_warned:
+            self._step_order_warned = True
+            self._warn(
+                f"step {step} is not greater than the last logged step {self._last_step}: readers show this log for "
+                "it and drop what was logged at later steps until they are logged again, as TensorBoard does for a "
+                "restarted run"
+            )
+        self._last_step = int(step)
         full = self.settings.keep_all or final or first or self._logs_done % self.kernels_every == 0
         assert self._plan is not None
         job = _Job(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import struct
 import time
-from typing import Any, BinaryIO, Optional, Union
+from typing import Any, Optional, Union
 
 import crc32c
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
@@ -137,7 +137,7 @@ class RecordWriter:
             while done < len(record):
                 done += os.write(fd, record[done:])
         except OSError:
-            if done:
+            if done:  # in a shared file: unless the user's writer appended since, on a full disk too
                 self._cut(os.fstat(fd).st_size - done)
             raise
 
