@@ -40,6 +40,12 @@ def _record_kind(content: bytes) -> Optional[str]:
     return meta["kind"] if meta is not None and meta.get("kind") in fmt.KINDS else None
 
 
+@functools.lru_cache(maxsize=64)
+def _is_stamped(content: bytes) -> bool:
+    meta = fmt.parse_plugin_content(content)
+    return bool(meta and meta.get(fmt.STAMPED))
+
+
 class ConvVizReader:
     """Runs → layers → steps → decoded bundles, over any `tensorboard.data.provider.DataProvider`."""
 
@@ -47,7 +53,7 @@ class ConvVizReader:
         self._provider = data_provider
         self._eid = experiment_id
         self._ctx = ctx if ctx is not None else tb_context.RequestContext()
-        self._stamped_tags: set[tuple[str, str]] = set()
+        self._stamped_tags: dict[str, tuple[set[str], set[str]]] = {}  # run → (tags listed, stamped ones)
 
     @property
     def context(self) -> Any:
@@ -111,17 +117,15 @@ class ConvVizReader:
         return series
 
     def _stamped(self, run: str, tag: str) -> bool:
-        """Whether the stream was written under the commit rule's stamps (see `commits`)."""
-        if (run, tag) not in self._stamped_tags:
+        """Whether the stream was written under the commit rule's stamps (see `commits`). A stream's
+        plugin content is its first record's, so one listing answers for every tag it lists."""
+        known = self._stamped_tags.get(run)
+        if known is None or tag not in known[0]:
             listing = self._provider.list_blob_sequences(
                 self._ctx, experiment_id=self._eid, plugin_name=fmt.PLUGIN_NAME, run_tag_filter=tb_provider.RunTagFilter(runs=[run])
-            )
-            series = listing.get(run, {}).get(tag)
-            meta = fmt.parse_plugin_content(series.plugin_content) if series is not None else None
-            if not (meta and meta.get(fmt.STAMPED)):
-                return False
-            self._stamped_tags.add((run, tag))  # a stream's plugin content is its first record's: it stays
-        return True
+            ).get(run, {})
+            known = self._stamped_tags[run] = (set(listing), {t for t, series in listing.items() if _is_stamped(series.plugin_content)})
+        return tag in known[1]
 
     def signature(self, run: str) -> tuple:
         """What the run holds now, cheaply: every stream's record count and last step. An answer

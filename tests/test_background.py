@@ -279,3 +279,29 @@ def test_instances_in_one_process_trace_without_disturbing_each_others_analyses(
     for i in range(runs):
         for kind in ("filters", "impact", "perturbation"):
             assert logs.steps(f"run{i}", "conv2", kind) == [0, 1, 2], (i, kind)
+
+
+def test_logs_from_before_stamps_read_as_they_did(tmp_path):
+    """Records without the commit rule's stamps: committed steps show (every step, with no commit
+    record at all), whatever their wall times."""
+    import json
+
+    from tensorboard.compat.proto import event_pb2
+
+    from tb_convviz.writer import record_summary, tfrecord
+
+    def event_file(run: str, records_: list[tuple[str, str, int]]) -> None:
+        folder = tmp_path / run
+        folder.mkdir()
+        with open(folder / "events.out.tfevents.1.old", "wb") as f:
+            f.write(tfrecord(event_pb2.Event(wall_time=1.0, file_version="brain.Event:2").SerializeToString()))
+            for i, (layer, kind, step) in enumerate(records_):
+                summary = record_summary(layer, kind, fmt.encode_bundle({}, {"info": {}}))
+                summary.value[0].metadata.plugin_data.content = json.dumps({"version": 1, "kind": kind}).encode()
+                f.write(tfrecord(event_pb2.Event(wall_time=10.0 + i, step=step, summary=summary).SerializeToString()))
+
+    event_file("committed", [("conv", "filters", 0), ("_run", "commit", 0), ("conv", "filters", 1)])
+    event_file("no_commits", [("conv", "filters", 0), ("conv", "filters", 1)])
+    logs = load(tmp_path)
+    assert logs.steps("committed", "conv") == [0]
+    assert logs.steps("no_commits", "conv") == [0, 1]
