@@ -304,7 +304,7 @@ class ConvViz:
             self._writer.close()
         except Exception as e:  # noqa: BLE001
             self._warn(f"closing the event file failed ({type(e).__name__}: {e})")
-        self._emit_pending()
+        self._emit_pending(going_on=False)  # closed: whatever trained is done
 
     def __enter__(self) -> "ConvViz":
         return self
@@ -453,7 +453,8 @@ class ConvViz:
             self._pending.append((problem, step))
 
     def _emit_pending(self, going_on: bool = True) -> None:
-        """Issue queued warnings; `going_on` says what carries on after a failure (not at construction)."""
+        """Issue queued warnings; `going_on` says what carries on after a failure (not at construction
+        or at close, where nothing does)."""
         with self._lock:
             pending, self._pending = self._pending, []
         for problem, step in pending:

@@ -279,3 +279,17 @@ def test_every_reader_resolves_a_step_to_its_last_committed_version_whole():
     assert whole_records(both, commits, stamped=True) == [Datum(0, 1.0), Datum(1, 5.0)]
     assert whole_records(both, [], stamped=True) == []  # before the first commit, nothing is whole
     assert whole_records(both, [], stamped=False) == both  # logs from before commit records
+
+
+def test_a_warning_given_at_close_does_not_say_training_goes_on(tmp_path, monkeypatch):
+    def broken(acts):
+        raise ArithmeticError("analysis bug")
+
+    monkeypatch.setattr(collect_module, "activation_stats", broken)
+    viz = ConvViz(tmp_path / "run", probe=torch.randn(2, 3, 8, 8), perturbations=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        viz.log(_net(), 0)  # analysed in the background: the failure is told at close
+        viz.close()
+    (warning,) = [str(w.message) for w in caught if "analysis bug" in str(w.message)]
+    assert "training goes on" not in warning and warning.endswith("this warning is not repeated")
