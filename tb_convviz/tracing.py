@@ -31,12 +31,13 @@ class _SharedOrAlone:
         self._cond = threading.Condition()
         self._running: dict[int, int] = {}  # thread id → analyses it is in
         self._tracing = False
+        self._waiting = 0  # traces waiting: new analyses let them go first, or a busy process never traces
 
     @contextlib.contextmanager
     def shared(self) -> Iterator[None]:
         me = threading.get_ident()
         with self._cond:
-            while self._tracing and not self._running.get(me):
+            while (self._tracing or self._waiting) and not self._running.get(me):
                 self._cond.wait()
             self._running[me] = self._running.get(me, 0) + 1
         try:
@@ -52,8 +53,10 @@ class _SharedOrAlone:
     def alone(self) -> Iterator[None]:
         me = threading.get_ident()
         with self._cond:
+            self._waiting += 1
             while self._tracing or any(t != me for t in self._running):
                 self._cond.wait()
+            self._waiting -= 1
             self._tracing = True
         try:
             yield
