@@ -57,6 +57,8 @@ def _killed_at(logdir: Path, step: int, record: int, torn: bool) -> None:
         assert line.strip() == "READY", job.stderr.read()
         os.kill(job.pid, signal.SIGKILL)
     finally:
+        if job.poll() is None:
+            job.kill()
         job.wait(timeout=30)
     assert job.returncode == -signal.SIGKILL
 

@@ -210,8 +210,14 @@ def test_a_probe_with_few_examples_per_class_warns_once_at_construction(tmp_path
 
 
 def test_a_second_live_convviz_on_a_run_warns_at_construction(tmp_path):
+    with pytest.raises(ValueError):
+        ConvViz(tmp_path / "run", layers=["nope"]).log(_net(), 0)  # wrote nothing: not a writer of the run
     first = ConvViz(tmp_path / "run", probe=torch.randn(2, 3, 8, 8), perturbations=False)
-    first.log(_net(), 0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first.log(_net(), 0)
+        first.flush()  # its worker has written
+    assert not [w for w in caught if "another ConvViz" in str(w.message)]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ConvViz(tmp_path / "run").close()
