@@ -36,7 +36,7 @@ from tb_convviz.layers import LayerSelector, conv_layers, following_batchnorm, l
 from tb_convviz.notices import collecting
 from tb_convviz.observe import untouched
 from tb_convviz.probe import make_probe
-from tb_convviz.tracing import traced
+from tb_convviz.tracing import running_models, traced
 from tb_convviz.snapshot import ModelCopy, State, analysis_dtype, architecture_mismatch, signature, state_snapshot
 from tb_convviz.worker import BackgroundWorker
 from tb_convviz.writer import RecordWriter
@@ -83,6 +83,7 @@ class _Job:
 
     step: int
     state: Optional[State]  # the snapshot to load into the model copy; None runs on `model` as is
+    copy: Optional[ModelCopy]  # the copy it loads into: the one made for the model's structure at this log
     model: Optional[nn.Module]  # inline jobs: the user's model
     full_kernels: bool
     first: bool
@@ -132,6 +133,9 @@ class ConvViz:
     Under torch.distributed every rank's ConvViz takes part: each ablates its share of the filters
     (on a gloo group of ConvViz's own), and rank 0 gathers the shares and alone writes.
     """
+
+    # What a warning says carries on after a failure; post-hoc logging, where nothing trains, says its own.
+    AFTER_A_FAILURE = "training goes on"
 
     def __init__(
         self,
@@ -226,8 +230,8 @@ class ConvViz:
                 f"another ConvViz is writing {self._writer.logdir!r} now: for a step both log, readers show the one "
                 "committed last, and a lower step from one hides the other's later steps; give each run its own folder"
             )
-            self._emit_pending()
-        if self.settings.impact:
+            self._emit_pending(going_on=False)
+        if self.settings.impact and not self._writer.earlier_writers:  # a run taken up again was told at its start
             self._check_class_sizes()
 
     # -- public verbs -------------------------------------------------------------------------
@@ -246,14 +250,6 @@ class ConvViz:
             raise ValueError(f"step must be an integer, got {step!r}")
         if step % self.every_n_epochs != 0 and not final:
             return False
-        if self._last_step is not None and step <= self._last_step and not self._step_order_warned:
-            self._step_order_warned = True
-            self._warn(
-                f"step {step} is not greater than the last logged step {self._last_step} (said once): readers show "
-                "this log for it and drop what was logged at later steps until they are logged again, as TensorBoard "
-                "does for a restarted run"
-            )
-        self._last_step = int(step)
         model = unwrap(model)
         first = self._plan is None
         if first:
@@ -262,12 +258,23 @@ class ConvViz:
             mismatch = architecture_mismatch(model, self._signature)
             if mismatch:
                 raise ValueError(f"log(model): this model is not the architecture of the first log: {mismatch}")
+            if self._copy is not None and not self._copy.follows(model):
+                self._copy = self._new_copy(model)
+        if self._last_step is not None and step <= self._last_step and not self._step_order_warned:
+            self._step_order_warned = True
+            self._warn(
+                f"step {step} is not greater than the last logged step {self._last_step}: readers show this log for "
+                "it and drop what was logged at later steps until they are logged again, as TensorBoard does for a "
+                "restarted run"
+            )
+        self._last_step = int(step)
         full = self.settings.keep_all or final or first or self._logs_done % self.kernels_every == 0
         assert self._plan is not None
         now = time.perf_counter()
         job = _Job(
             step=int(step),
             state=state_snapshot(model) if self._copy is not None else None,
+            copy=self._copy,
             model=None if self._copy is not None else model,
             full_kernels=full,
             first=first,
@@ -297,7 +304,7 @@ class ConvViz:
         remember(self._plan, first, first_step, last, last_step)
         self._logs_done = _positive_int(logs_done, "logs_done")
         self._last_step = int(last_step)
-        self._writer.restart()  # what a crashed writer left after last_step must not show
+        self._writer.restart(int(last_step) + 1)  # what a crashed writer left after last_step must not show
 
     def on_epoch_end(self, model: nn.Module, epoch: int) -> bool:
         """Alias of `log`, named for the moment it runs."""
@@ -321,7 +328,7 @@ class ConvViz:
             self._writer.close()
         except Exception as e:  # noqa: BLE001
             self._warn(f"closing the event file failed ({type(e).__name__}: {e})")
-        self._emit_pending()
+        self._emit_pending(going_on=False)  # closed: whatever trained is done
 
     def __enter__(self) -> "ConvViz":
         return self
@@ -346,7 +353,7 @@ class ConvViz:
                 f"{MIN_CLASS_EXAMPLES} examples only a recall change of {detectable_effect(MIN_CLASS_EXAMPLES, alpha):.0%} or more "
                 "can be told from noise; add examples of these classes to the probe"
             )
-            self._emit_pending()
+            self._emit_pending(going_on=False)
 
     def _start(self, model: nn.Module) -> None:
         """First log: resolve the layers, make the private copy, and check the probe fits the model."""
@@ -370,7 +377,7 @@ class ConvViz:
             self._copy = ModelCopy(model, self.analysis_device, dtype)
         if self._probe is not None:
             target = self._copy.model if self._copy is not None else model
-            with untouched(target):
+            with untouched(target), running_models():
                 try:
                     out, outputs = probe_forward(target, chosen_layers(target, plan), as_model_input(target, self._probe.images))
                 except ProbeForwardFailed as e:
@@ -403,6 +410,17 @@ class ConvViz:
                     except MetricFailed:
                         pass
 
+    def _new_copy(self, model: nn.Module) -> ModelCopy:
+        """A fresh copy for a model whose modules or plain attributes changed since the copy was
+        made; its fx trace is made here, on the training thread (see `tracing`)."""
+        copy_ = ModelCopy(model, self.analysis_device, analysis_dtype(model))
+        if self.settings.impact and self._worker is not None:
+            try:
+                traced(copy_.model)
+            except Exception:  # noqa: BLE001 - the analysis meets the same failure and falls back, with its notice
+                pass
+        return copy_
+
     def _run(self, job: _Job) -> bool:
         """collect → encode → write one step; every failure becomes one warning. True if written."""
         plan = self._plan
@@ -415,14 +433,16 @@ class ConvViz:
         with collecting() as notes:
             try:
                 if job.state is not None:
-                    assert self._copy is not None
+                    assert job.copy is not None
                     with meter.part(LOADING):
-                        model = self._copy.load(job.state)
+                        model = job.copy.load(job.state)
+                    job.copy = None
                     job.state = None  # loaded: memory for one model copy and one waiting snapshot, no more
-                    records_ = self._collect(model, job, meter)
+                    with running_models():
+                        records_ = self._collect(model, job, meter)
                 else:
                     assert job.model is not None
-                    with untouched(job.model):
+                    with untouched(job.model), running_models():
                         records_ = self._collect(job.model, job, meter)
             except ProbeForwardFailed as e:
                 self._warn(f"the probe forward pass failed ({e})", job.step)
@@ -478,13 +498,16 @@ class ConvViz:
             self._warned.add(problem)
             self._pending.append((problem, step))
 
-    def _emit_pending(self) -> None:
+    def _emit_pending(self, going_on: bool = True) -> None:
+        """Issue queued warnings; `going_on` says what carries on after a failure (not at construction
+        or at close, where nothing does)."""
         with self._lock:
             pending, self._pending = self._pending, []
         for problem, step in pending:
             where = f" at step {step}" if step is not None else ""
+            goes_on = f"{self.AFTER_A_FAILURE}, and " if going_on else ""
             warnings.warn(
-                f"tb_convviz: {problem}{where}; training goes on, and this warning is not repeated",
+                f"tb_convviz: {problem}{where}; {goes_on}this warning is not repeated",
                 RuntimeWarning,
                 stacklevel=3,
             )

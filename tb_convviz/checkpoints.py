@@ -36,6 +36,8 @@ State = dict[str, torch.Tensor]
 
 _NUMBER = re.compile(r"\d+")
 _UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+# What torch says of a global from a module it never allows (os.system, builtins.eval, ...).
+_BLOCKED_GLOBAL = re.compile(r"unsupported GLOBAL (\S+) whose module (\S+) is blocked")
 
 
 class CheckpointError(Exception):
@@ -71,6 +73,12 @@ def read_checkpoint(path: Union[str, os.PathLike], *, trust: bool = False) -> An
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust, mmap=zipped and zipfile.is_zipfile(path))
     except Exception as e:  # noqa: BLE001 - torch.load fails in many ways on a damaged file
+        blocked = _BLOCKED_GLOBAL.search(str(e)) if isinstance(e, pickle.UnpicklingError) else None
+        if blocked:
+            raise CheckpointError(
+                f"refused as unsafe: unpickling it calls {blocked.group(1)}, and torch's weights-only load blocks "
+                f"module {blocked.group(2)}; the file is not damaged, and trusting it would run that call"
+            ) from e
         unsupported = _UNSUPPORTED_GLOBAL.search(str(e)) if isinstance(e, pickle.UnpicklingError) else None
         if unsupported:
             raise CheckpointError(

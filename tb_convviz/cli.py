@@ -34,13 +34,15 @@ def _export_projector(parser: argparse.ArgumentParser) -> Command:
     parser.add_argument("--run", required=True, help="run name, as TensorBoard lists it")
     parser.add_argument("--layer", required=True, help="conv layer (module name)")
     parser.add_argument("--step", required=True, type=int, help="step (the latest full kernels at or before it)")
-    parser.add_argument("--out", default=None, help="folder inside LOGDIR (default: the run's projector assets folder)")
+    parser.add_argument("--out", default=None, help="folder inside LOGDIR, relative to it (default: the run's projector assets folder)")
 
     def run(args: argparse.Namespace) -> None:
         from tb_convviz.projector import export_projector
 
-        config = export_projector(args.logdir, args.run, args.layer, args.step, args.out)
-        print(f"wrote {config}; open TensorBoard's PROJECTOR tab (restart a running TensorBoard to see it)")
+        exported = export_projector(args.logdir, args.run, args.layer, args.step, args.out)
+        if exported.step != args.step:
+            print(f"step {args.step} has no full kernels of {args.layer!r}: exported step {exported.step}, the latest at or before it")
+        print(f"wrote {exported.config}; open TensorBoard's PROJECTOR tab (restart a running TensorBoard to see it)")
 
     return run
 

@@ -125,6 +125,12 @@ def _build(build_model: Callable[[], nn.Module]) -> nn.Module:
     return model.cpu().eval()
 
 
+class _CheckpointViz(ConvViz):
+    """ConvViz logging saved checkpoints: after a failure, nothing trains, the next checkpoint is read."""
+
+    AFTER_A_FAILURE = "the other checkpoints are still logged"
+
+
 # -- the run logged before ---------------------------------------------------------------------
 
 
@@ -254,7 +260,7 @@ def log_checkpoints(
         probe = read_probe(probe)
     model = _build(build_model)
     try:
-        viz = ConvViz(logdir, probe=probe, background=False, **convviz_options)
+        viz = _CheckpointViz(logdir, probe=probe, background=False, **convviz_options)
         probe_ = make_probe(probe)
     except (ValueError, TypeError) as e:
         raise UsageError(str(e)) from e

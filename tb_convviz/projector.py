@@ -11,6 +11,7 @@ logdir shows a new export after it is restarted.
 """
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
@@ -134,12 +135,35 @@ def metadata_tsv(stats: dict[str, np.ndarray], filters: int) -> str:
 
 
 def _output_folder(root: Path, run: str, out_dir: Union[str, Path, None]) -> Path:
-    """`out_dir`, or the run's projector assets folder; refused unless it lies inside `root`."""
-    default = root / run / projector_metadata.PLUGINS_DIR / projector_metadata.PLUGIN_ASSETS_NAME
-    out = Path(os.path.realpath(out_dir if out_dir is not None else default))
+    """`out_dir` (relative to `root`), or the run's projector assets folder; refused unless it lies
+    inside `root` with no symbolic link on the way (a link could point anywhere)."""
+    default = Path(run) / projector_metadata.PLUGINS_DIR / projector_metadata.PLUGIN_ASSETS_NAME
+    out = Path(os.path.normpath(root / (out_dir if out_dir is not None else default)))
     if os.path.commonpath([out, root]) != str(root):
         raise ValueError(f"output folder {str(out_dir)!r} is outside the logdir {str(root)!r}")
     return out
+
+
+def _make_dirs(root: Path, folder: Path) -> None:
+    """Create `folder` under `root`, refusing any part of the way that is a symbolic link."""
+    here = root
+    for part in folder.relative_to(root).parts:
+        here = here / part
+        if here.is_symlink():
+            raise ValueError(f"{str(here)!r} is a symbolic link: export-projector writes only inside the logdir, never through a link")
+        here.mkdir(exist_ok=True)
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Write a file, never through a symbolic link in its place."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        if path.is_symlink():
+            raise ValueError(f"{str(path)!r} is a symbolic link: export-projector writes only inside the logdir, never through a link") from e
+        raise
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
 def _add_embedding(
@@ -147,8 +171,11 @@ def _add_embedding(
 ) -> None:
     """Add (or replace) the embedding `name` in the config, keeping every other export's entry."""
     config = ProjectorConfig()
-    if config_path.exists():
-        text_format.Parse(config_path.read_text(encoding="utf-8"), config)
+    if config_path.exists() and not config_path.is_symlink():
+        try:
+            text_format.Parse(config_path.read_text(encoding="utf-8"), config)
+        except (text_format.ParseError, UnicodeDecodeError) as e:
+            raise ValueError(f"the projector config {str(config_path)!r} is not one TensorBoard reads ({e}); move it away or fix it") from e
     kept = [e for e in config.embeddings if e.tensor_name != name]
     del config.embeddings[:]
     config.embeddings.extend(kept)
@@ -160,7 +187,15 @@ def _add_embedding(
     if cell is not None:
         embedding.sprite.image_path = f"{folder}/sprite.png"
         embedding.sprite.single_image_dim.extend(cell)
-    config_path.write_text(text_format.MessageToString(config), encoding="utf-8")
+    _write(config_path, text_format.MessageToString(config).encode("utf-8"))
+
+
+class Exported(NamedTuple):
+    """Where an export's config is, and the step its rows come from (the latest full kernels at or
+    before the step asked for)."""
+
+    config: Path
+    step: int
 
 
 def export_projector(
@@ -170,7 +205,7 @@ def export_projector(
     step: int,
     out_dir: Union[str, Path, None] = None,
     source: TensorSource = kernel_rows,
-) -> Path:
+) -> Exported:
     """Write `layer`'s filters of `run` at `step` (rows from `source`, by default the flattened
     kernels) where TensorBoard's PROJECTOR tab finds them; return the config file's path.
 
@@ -178,7 +213,8 @@ def export_projector(
     ``projector_config.pbtxt`` (merged: other exports stay) and a folder per export with
     ``tensor.tsv`` (filters × dims), ``metadata.tsv`` (filter index and per-filter statistics) and
     ``sprite.png`` (each filter's kernel tile). Raises NotFound for a run, layer or step the logs
-    do not hold, ValueError for an `out_dir` outside `logdir` (nothing is written outside it).
+    do not hold, ValueError for an `out_dir` outside `logdir` (relative paths are taken from
+    `logdir`) or a symbolic link on the way (nothing is written outside it, nor through a link).
     """
     root = Path(os.path.realpath(logdir))
     logs = load(str(root))
@@ -193,15 +229,17 @@ def export_projector(
     stats = {n: filters_record.array(n) for n in filters_record.names() if n != records.TILES}
     folder = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{layer}_{tensor.label}_step{tensor.step}")
     target = out / folder
-    target.mkdir(parents=True, exist_ok=True)
-    np.savetxt(target / "tensor.tsv", tensor.rows, fmt="%.7g", delimiter="\t")
-    (target / "metadata.tsv").write_text(metadata_tsv(stats, tensor.rows.shape[0]), encoding="utf-8")
+    _make_dirs(root, target)
+    rows = io.StringIO()
+    np.savetxt(rows, tensor.rows, fmt="%.7g", delimiter="\t")
+    _write(target / "tensor.tsv", rows.getvalue().encode("utf-8"))
+    _write(target / "metadata.tsv", metadata_tsv(stats, tensor.rows.shape[0]).encode("utf-8"))
     sprite = sprite_sheet(tile_images(filters_record.array(records.TILES)))
     if sprite is None:
         warnings.warn(f"the tiles of {layer!r} do not fit a projector sprite; none written", stacklevel=2)
     else:
-        (target / "sprite.png").write_bytes(png_bytes(sprite[0]))
+        _write(target / "sprite.png", png_bytes(sprite[0]))
     config_path = out / projector_metadata.PROJECTOR_FILENAME
     name = f"{layer} {tensor.label} @ step {tensor.step}"
     _add_embedding(config_path, name, folder, tensor.rows.shape, None if sprite is None else sprite[1])
-    return config_path
+    return Exported(config_path, tensor.step)

@@ -76,6 +76,15 @@ class Problems:
         return [{"run": r, "tag": t, "step": s, "reason": why} for (r, t, s), why in found]
 
 
+@functools.lru_cache(maxsize=64)
+def _is_stamped(content: bytes) -> bool:
+    """Whether a stream follows the commit rule's stamps; an unreadable one (a problem) does not."""
+    try:
+        return bool(fmt.parse_plugin_content(content).get(fmt.STAMPED))
+    except ValueError:
+        return False
+
+
 class ConvVizReader:
     """Runs → layers → steps → decoded bundles, over any `tensorboard.data.provider.DataProvider`."""
 
@@ -85,7 +94,7 @@ class ConvVizReader:
         self._eid = experiment_id
         self._ctx = ctx if ctx is not None else tb_context.RequestContext()
         self.problems = problems if problems is not None else Problems()
-        self._stamped_tags: set[tuple[str, str]] = set()
+        self._stamped_tags: dict[str, tuple[set[str], set[str]]] = {}  # run → (tags listed, stamped ones)
 
     def _problem(self, run: str, tag: str, step: Optional[int], reason: str) -> None:
         """A record that cannot be read: remembered, skipped, and reported (`Logs` warns)."""
@@ -155,20 +164,15 @@ class ConvVizReader:
         return series
 
     def _stamped(self, run: str, tag: str) -> bool:
-        """Whether the stream was written under the commit rule's stamps (see `commits`)."""
-        if (run, tag) not in self._stamped_tags:
+        """Whether the stream was written under the commit rule's stamps (see `commits`). A stream's
+        plugin content is its first record's, so one listing answers for every tag it lists."""
+        known = self._stamped_tags.get(run)
+        if known is None or tag not in known[0]:
             listing = self._provider.list_blob_sequences(
                 self._ctx, experiment_id=self._eid, plugin_name=fmt.PLUGIN_NAME, run_tag_filter=tb_provider.RunTagFilter(runs=[run])
-            )
-            series = listing.get(run, {}).get(tag)
-            try:
-                meta = fmt.parse_plugin_content(series.plugin_content) if series is not None else None
-            except ValueError:  # an unreadable stream: listed among the problems, never stamped
-                meta = None
-            if not (meta and meta.get(fmt.STAMPED)):
-                return False
-            self._stamped_tags.add((run, tag))  # a stream's plugin content is its first record's: it stays
-        return True
+            ).get(run, {})
+            known = self._stamped_tags[run] = (set(listing), {t for t, series in listing.items() if _is_stamped(series.plugin_content)})
+        return tag in known[1]
 
     def signature(self, run: str) -> tuple:
         """What the run holds now, cheaply: every stream's record count and last step. An answer

@@ -53,8 +53,9 @@ def _same_folder(a: str, b: str) -> bool:
 
 def neighbours(logdir: str, me: object) -> tuple[int, int]:
     """(live, dead): other convviz writers of `logdir`, by their event files and this process's
-    open writers. Another host's files count as dead: their process cannot be asked."""
-    live = sum(1 for w in list(_open_writers) if w is not me and _same_folder(w.logdir, logdir))
+    open writers that have written (one whose first log failed, still referenced in a notebook,
+    writes nothing). Another host's files count as dead: their process cannot be asked."""
+    live = sum(1 for w in list(_open_writers) if w is not me and w.path and _same_folder(w.logdir, logdir))
     dead = 0
     try:
         names = os.listdir(logdir)

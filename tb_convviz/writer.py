@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import struct
 import time
-from typing import Any, BinaryIO, Optional, Union
+from typing import Any, Optional, Union
 
 import crc32c
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
@@ -56,10 +56,11 @@ def shared_event_file(summary_writer: Any) -> Optional[str]:
     TensorBoard's Python loader follows one event file per folder (the newest by name) and leaves
     the others where they stopped, so convviz's records go into the user's own file rather than a
     second one beside it. torch keeps its name on the EventFileWriter; it changes when the user's
-    writer is closed and reopened, so it is looked up at every step.
+    writer is closed and reopened, so it is looked up at every step. Another writer (tensorboardX)
+    gets a file of convviz's own.
     """
-    try:
-        name = summary_writer._get_file_writer().event_writer._file_name
+    try:  # `file_writer` is None once the user's writer is closed: convviz then writes a file of its own
+        name = summary_writer.file_writer.event_writer._file_name
     except AttributeError:
         return None
     return name if isinstance(name, str) and os.path.isfile(name) else None
@@ -100,10 +101,12 @@ class RecordWriter:
         self._stamp: Optional[float] = None  # the version being written
         self._last_step: Optional[int] = None  # the last step this writer committed
         runfolder.register(self)
-        # Another writer's records in the folder: a live one warns (ConvViz), a dead one's steps
-        # from our first on are replaced by ours, in every loader.
-        self.live_neighbours, dead = runfolder.neighbours(logdir, self)
-        self._restart = dead > 0
+        # Another writer's files in the folder: a live one warns (ConvViz), a dead one's steps from
+        # our first on are replaced by ours in every loader (`_append_restart`; in a file of our own
+        # only: in a shared file the mark would also drop the user's records of our first step).
+        self.live_neighbours, self.earlier_writers = runfolder.neighbours(logdir, self)
+        self._restart_own = self.earlier_writers > 0
+        self._restart: Optional[int] = None  # a restart mark still to write, at this step
 
     @property
     def path(self) -> Optional[str]:
@@ -134,13 +137,23 @@ class RecordWriter:
             while done < len(record):
                 done += os.write(fd, record[done:])
         except OSError:
-            if done:
+            if done:  # in a shared file: unless the user's writer appended since, on a full disk too
                 self._cut(os.fstat(fd).st_size - done)
             raise
 
-    def restart(self) -> None:
-        """The next step restarts the run: what earlier writers left at it and after is dropped."""
-        self._restart = True
+    def restart(self, step: int) -> None:
+        """The run restarts at `step` (`ConvViz.resume`): what earlier writers left there and after
+        is dropped. Marked at once, so that in a shared file it comes before the user's own records
+        of the restarted steps; a failed write is tried again before the next step's records."""
+        self._restart = int(step)
+        try:
+            self._open()
+            self._append_restart(self._restart)
+        except OSError:
+            return
+        self._restart = None
+        if self._own:
+            self._good = os.fstat(self._fd).st_size
 
     def write(self, layer: str, kind: str, step: int, payload: bytes) -> None:
         """One record of the step being written; a commit record ends the step's version."""
@@ -148,7 +161,9 @@ class RecordWriter:
             if self._stamp is None:
                 self._stamp = new_stamp()
                 self._open()
-                if self._restart or (self._last_step is not None and step <= self._last_step):
+                if self._restart is not None:
+                    self._append_restart(self._restart)
+                elif (self._restart_own and self._own) or (self._last_step is not None and step <= self._last_step):
                     self._append_restart(step)
             event = event_pb2.Event(wall_time=self._stamp, step=int(step), summary=record_summary(layer, kind, payload))
             self._append(tfrecord(event.SerializeToString()))
@@ -156,7 +171,7 @@ class RecordWriter:
             self._rollback()
             raise
         if kind == fmt.KIND_COMMIT:
-            self._stamp, self._last_step, self._restart = None, int(step), False
+            self._stamp, self._last_step, self._restart, self._restart_own = None, int(step), None, False
 
     def _append_restart(self, step: int) -> None:
         """TensorBoard's own restart mark, a SessionLog.START at `step`: the Python loader then drops

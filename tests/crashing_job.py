@@ -1,11 +1,12 @@
 """A training job that the crash tests kill with SIGKILL while it writes.
 
-Run as ``python crashing_job.py LOGDIR FROM TO VERSION [--kill STEP RECORD [--torn]] [--resume LAST]``:
+Run as ``python crashing_job.py LOGDIR FROM TO VERSION [--kill STEP RECORD [--torn]] [--resume LAST] [--shared]``:
 it logs steps FROM..TO of a small CNN whose weights at each step are a function of (step, VERSION),
 so a test can rebuild any step's weights and tell two versions of a step apart. With ``--kill`` it
 stops before the RECORD-th record of STEP (-1: its commit record), after writing half of that
 record with ``--torn``, prints READY and waits to be killed. With ``--resume`` it first takes up a
-run whose steps up to LAST were logged by version 0 (`ConvViz.resume`).
+run whose steps up to LAST were logged by version 0 (`ConvViz.resume`). With ``--shared`` it
+writes through a SummaryWriter of its own, as the README shows, and logs a scalar each step.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from tb_convviz import ConvViz
 from tb_convviz import format as fmt
 from tb_convviz.writer import RecordWriter, record_summary, tfrecord
 from tensorboard.compat.proto import event_pb2
+from torch.utils.tensorboard import SummaryWriter
 
 
 def model_at(step: int, version: int) -> nn.Module:
@@ -72,15 +74,22 @@ def main() -> None:
     parser.add_argument("--kill", nargs=2, type=int)
     parser.add_argument("--torn", action="store_true")
     parser.add_argument("--resume", type=int)
+    parser.add_argument("--shared", action="store_true", help="share a SummaryWriter, logging 'loss' = step + 10 × version")
     args = parser.parse_args()
     if args.kill:
         stop_at(*args.kill, args.torn)
-    viz = ConvViz(args.logdir, probe=probe(), impact=True, background=False)
+    writer = SummaryWriter(args.logdir) if args.shared else None
+    viz = ConvViz(writer or args.logdir, probe=probe(), impact=True, background=False)
     if args.resume is not None:
         viz.resume(model_at(0, 0), 0, model_at(args.resume, 0), args.resume, args.resume + 1)
     for step in range(args.first, args.last + 1):
+        if writer is not None:
+            writer.add_scalar("loss", step + 10 * args.version, step)
+            writer.flush()
         viz.log(model_at(step, args.version), step)
     viz.close()
+    if writer is not None:
+        writer.close()
     print("DONE", flush=True)
 
 

@@ -204,3 +204,104 @@ def test_an_analysis_caveat_reaches_the_user_once(tmp_path, background):
     fallback = [w for w in caught if "torch.fx cannot trace" in str(w.message)]
     assert len(fallback) == 1 and "forward hooks" in str(fallback[0].message)
     assert load(tmp_path).steps(load(tmp_path).runs()[0], "conv", fmt.KIND_IMPACT) == [0, 1, 2]
+
+
+class _Tempered(nn.Module):
+    """A net whose forward reads a swappable activation and a plain float attribute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.act = nn.ReLU()
+        self.conv2 = nn.Conv2d(4, 6, 3, padding=1)
+        self.head = nn.Linear(6, 3)
+        self.temperature = 1.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.conv1(x)) * self.temperature
+        return self.head(self.act(self.conv2(h)).mean(dim=(2, 3)))
+
+
+def _changing_run(logdir, background: bool) -> None:
+    torch.manual_seed(0)
+    model = _Tempered()
+    viz = ConvViz(logdir, probe=PROBE, impact=True, background=background)
+    viz.log(model, 0)
+    model.act = nn.Tanh()  # the module tree changes
+    viz.log(model, 1)
+    model.conv2.dilation, model.conv2.padding = (2, 2), (2, 2)  # a conv's plain attributes change
+    viz.log(model, 2)
+    model.temperature = 0.25  # a plain attribute the forward reads
+    viz.log(model, 3)
+    viz.close()
+
+
+def test_the_background_copy_follows_changes_of_modules_and_plain_attributes(tmp_path):
+    _changing_run(tmp_path / "background", True)
+    _changing_run(tmp_path / "inline", False)
+    logs = load(tmp_path)
+    for step in range(4):
+        for layer in ("conv1", "conv2"):
+            ours, theirs = logs.filter_stats("background", layer, step), logs.filter_stats("inline", layer, step)
+            for name in ours:
+                np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-6, atol=1e-7, err_msg=f"{step} {layer} {name}")
+            np.testing.assert_allclose(logs.activations("background", layer, step), logs.activations("inline", layer, step), atol=1e-6)
+            for kind in ("perturbation", "impact"):
+                a = getattr(logs, kind)("background", layer, step)
+                b = getattr(logs, kind)("inline", layer, step)
+                for name in a:
+                    np.testing.assert_allclose(np.asarray(a[name], np.float64), np.asarray(b[name], np.float64), rtol=1e-5, atol=1e-6, err_msg=f"{step} {layer} {kind} {name}")
+    # each change moved what the layers see: the comparison above is not between equal steps
+    act = [logs.filter_stats("inline", "conv2", s)["act_mean"] for s in range(4)]
+    assert all(not np.allclose(act[s], act[s + 1]) for s in range(3))
+
+
+def test_instances_in_one_process_trace_without_disturbing_each_others_analyses(tmp_path):
+    """Every log of every instance traces a model (a plain attribute changes each step) while the
+    other instances' workers run their probe passes: none of them fails, every step lands."""
+    runs = 6
+    models = []
+    for seed in range(runs):
+        torch.manual_seed(seed)
+        models.append(_Tempered())
+    vizs = [ConvViz(tmp_path / f"run{i}", probe=PROBE, impact=True) for i in range(runs)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for step in range(3):
+            for model, viz in zip(models, vizs):
+                model.temperature = 1.0 + step
+                viz.log(model, step)
+        for viz in vizs:
+            viz.close()
+    failures = [str(w.message) for w in caught if "failed" in str(w.message) or "worker hit" in str(w.message)]
+    assert failures == []
+    logs = load(tmp_path)
+    for i in range(runs):
+        for kind in ("filters", "impact", "perturbation"):
+            assert logs.steps(f"run{i}", "conv2", kind) == [0, 1, 2], (i, kind)
+
+
+def test_logs_from_before_stamps_read_as_they_did(tmp_path):
+    """Records without the commit rule's stamps: committed steps show (every step, with no commit
+    record at all), whatever their wall times."""
+    import json
+
+    from tensorboard.compat.proto import event_pb2
+
+    from tb_convviz.writer import record_summary, tfrecord
+
+    def event_file(run: str, records_: list[tuple[str, str, int]]) -> None:
+        folder = tmp_path / run
+        folder.mkdir()
+        with open(folder / "events.out.tfevents.1.old", "wb") as f:
+            f.write(tfrecord(event_pb2.Event(wall_time=1.0, file_version="brain.Event:2").SerializeToString()))
+            for i, (layer, kind, step) in enumerate(records_):
+                summary = record_summary(layer, kind, fmt.encode_bundle({}, {"info": {}}))
+                summary.value[0].metadata.plugin_data.content = json.dumps({"version": 1, "kind": kind}).encode()
+                f.write(tfrecord(event_pb2.Event(wall_time=10.0 + i, step=step, summary=summary).SerializeToString()))
+
+    event_file("committed", [("conv", "filters", 0), ("_run", "commit", 0), ("conv", "filters", 1)])
+    event_file("no_commits", [("conv", "filters", 0), ("conv", "filters", 1)])
+    logs = load(tmp_path)
+    assert logs.steps("committed", "conv") == [0]
+    assert logs.steps("no_commits", "conv") == [0, 1]

@@ -25,7 +25,9 @@ LAYERS = ("c1", "c2")
 
 # run: (kill step, record of that step it dies before (-1: the commit), torn, steps whole after the
 # crash, last step logged before the crash to resume from (None: none), steps logged again).
+SHARED = "shared_writer_mid_step"  # through the user's SummaryWriter, with a scalar of its own
 SCENARIOS = {
+    SHARED: (2, 3, False, [0, 1], 1, (2, 3)),
     "first_at_start": (0, 0, False, [], None, (0, 1)),
     "first_torn_record": (0, 2, True, [], None, (0, 1)),
     "first_before_commit": (0, -1, False, [], None, (0, 1)),
@@ -44,20 +46,26 @@ def _job(logdir: Path, first: int, last: int, version: int, *extra: str) -> subp
     )
 
 
+def _shared(logdir: Path) -> list[str]:
+    return ["--shared"] if logdir.name == SHARED else []
+
+
 def _killed_at(logdir: Path, step: int, record: int, torn: bool) -> None:
-    job = _job(logdir, 0, step + 1, 0, "--kill", str(step), str(record), *(["--torn"] if torn else []))
+    job = _job(logdir, 0, step + 1, 0, "--kill", str(step), str(record), *(["--torn"] if torn else []), *_shared(logdir))
     try:
         line = job.stdout.readline()
         assert line.strip() == "READY", job.stderr.read()
         os.kill(job.pid, signal.SIGKILL)
     finally:
+        if job.poll() is None:
+            job.kill()
         job.wait(timeout=30)
     assert job.returncode == -signal.SIGKILL
 
 
 def _resumed(logdir: Path, last_whole: Optional[int], steps: tuple[int, int]) -> None:
     extra = ["--resume", str(last_whole)] if last_whole is not None else []
-    job = _job(logdir, *steps, 1, *extra)
+    job = _job(logdir, *steps, 1, *extra, *_shared(logdir))
     out, err = job.communicate(timeout=300)
     assert job.returncode == 0 and "DONE" in out, err
 
@@ -157,9 +165,13 @@ def test_a_killed_job_shows_only_committed_steps_then_resumes_alike_in_every_rea
             assert all(s == steps for k, s in loaded[run].items() if not k.endswith("/kernels")), (run, loaded[run])
 
         # A step written twice: every reader shows the version committed last, whole.
-        for run, step in (("first_torn_record", 0), ("first_before_commit", 0), ("later_mid_step", 2), ("committed_twice", 1)):
+        for run, step in (("first_torn_record", 0), ("first_before_commit", 0), ("later_mid_step", 2), ("committed_twice", 1), (SHARED, 2)):
             ours = _loaded(logdir, run, step)
             _same(ours, _served(slow, run, step))
             _same(ours, _served(fast, run, step))
+        # The user's own scalar in the shared run: the crashed job's value at step 2 is gone too.
+        for base in (slow, fast):
+            loss = get_json(base + f"/data/plugin/scalars/scalars?run={SHARED}&tag=loss")
+            assert [(step, value) for _, step, value in loss] == [(0, 0), (1, 1), (2, 12), (3, 13)], (base, loss)
         twice = _loaded(logdir, "committed_twice", 1)
         assert not np.allclose(twice["stats/l2"], before["committed_twice"]["stats/l2"])  # the new version, not the old

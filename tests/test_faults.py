@@ -206,11 +206,18 @@ def test_a_probe_with_few_examples_per_class_warns_once_at_construction(tmp_path
         ConvViz(tmp_path, probe=(torch.randn(12, 3, 8, 8), labels), impact=False)  # no per-class numbers: no warning
     (warning,) = [w for w in caught if "examples of 2 class(es)" in str(w.message)]
     assert "1: 1, 2: 1" not in str(warning.message) and "1 (1), 2 (1)" in str(warning.message)
+    assert "training goes on" not in str(warning.message)  # said before any training
 
 
 def test_a_second_live_convviz_on_a_run_warns_at_construction(tmp_path):
+    with pytest.raises(ValueError):
+        ConvViz(tmp_path / "run", layers=["nope"]).log(_net(), 0)  # wrote nothing: not a writer of the run
     first = ConvViz(tmp_path / "run", probe=torch.randn(2, 3, 8, 8), perturbations=False)
-    first.log(_net(), 0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first.log(_net(), 0)
+        first.flush()  # its worker has written
+    assert not [w for w in caught if "another ConvViz" in str(w.message)]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ConvViz(tmp_path / "run").close()
@@ -278,3 +285,17 @@ def test_every_reader_resolves_a_step_to_its_last_committed_version_whole():
     assert whole_records(both, commits, stamped=True) == [Datum(0, 1.0), Datum(1, 5.0)]
     assert whole_records(both, [], stamped=True) == []  # before the first commit, nothing is whole
     assert whole_records(both, [], stamped=False) == both  # logs from before commit records
+
+
+def test_a_warning_given_at_close_does_not_say_training_goes_on(tmp_path, monkeypatch):
+    def broken(acts):
+        raise ArithmeticError("analysis bug")
+
+    monkeypatch.setattr(collect_module, "activation_stats", broken)
+    viz = ConvViz(tmp_path / "run", probe=torch.randn(2, 3, 8, 8), perturbations=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        viz.log(_net(), 0)  # analysed in the background: the failure is told at close
+        viz.close()
+    (warning,) = [str(w.message) for w in caught if "analysis bug" in str(w.message)]
+    assert "training goes on" not in warning and warning.endswith("this warning is not repeated")

@@ -412,6 +412,55 @@ def test_custom_classes_are_refused_unless_trusted(tmp_path, nets):
     assert [c.step for c in trusted.logged] == [0, 1] and not trusted.skipped
 
 
+def test_warnings_say_what_goes_on_and_a_rerun_does_not_repeat_the_probe_advice(tmp_path, nets, monkeypatch):
+    save(weight_series(nets.build, 2), [0, 1], tmp_path / "ckpts", "raw")
+
+    def broken(*args, **kwargs):
+        raise ArithmeticError("analysis bug")
+
+    from tb_convviz import collect as collect_module
+
+    def logged(patterns: str) -> list[str]:
+        import warnings
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            log_checkpoints(nets.build, patterns, (IMAGES, LABELS), "run", progress=False, perturbations=False, impact=True)
+        return [str(w.message) for w in caught if str(w.message).startswith("tb_convviz")]
+
+    first = logged("ckpts/epoch_00.pt")
+    (advice,) = [m for m in first if "examples of 3 class(es)" in m]
+    assert "training goes on" not in advice and advice.endswith("this warning is not repeated")
+    with monkeypatch.context() as patched:
+        patched.setattr(collect_module, "activation_stats", broken)
+        second = logged("ckpts/*.pt")
+    (failure,) = [m for m in second if "analysis bug" in m]
+    assert "training goes on" not in failure and "the other checkpoints are still logged" in failure
+    assert not [m for m in second if "examples of 3 class(es)" in m]  # said once for the run, not at each rerun
+    assert not [m for m in logged("ckpts/*.pt") if "examples of" in m]  # a rerun that logs nothing says nothing of it
+
+
+class _RunsACommand:
+    """Unpickles as a call to os.system: what a malicious checkpoint holds."""
+
+    def __reduce__(self):
+        return (os.system, ("echo this must never run",))
+
+
+@pytest.mark.parametrize("zipped", [True, False])
+def test_a_malicious_checkpoint_is_refused_as_unsafe_naming_the_blocked_global(tmp_path, zipped):
+    from tb_convviz.checkpoints import read_checkpoint
+
+    path = tmp_path / "epoch_01.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "x": _RunsACommand()}, path, _use_new_zipfile_serialization=zipped)
+    with pytest.raises(CheckpointError) as refused:
+        read_checkpoint(path)
+    why = str(refused.value)
+    assert why.startswith("refused as unsafe") and f"calls {os.system.__module__}.system" in why
+    assert f"blocks module {os.system.__module__}" in why and "is not damaged" in why
+    assert "damaged or truncated" not in why and "not a torch checkpoint" not in why
+
+
 # -- steps, layouts, probes ------------------------------------------------------------------------
 
 

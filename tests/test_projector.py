@@ -2,6 +2,7 @@
 real command line, and a real TensorBoard process serving the exported tensor, metadata and sprite."""
 from __future__ import annotations
 
+import shutil
 import struct
 import subprocess
 import sys
@@ -98,8 +99,9 @@ def test_cli_export_is_served_by_a_real_tensorboard_projector(logdir: Path):
 
 
 def test_export_uses_the_latest_kernels_at_or_before_the_step_and_replaces_its_own_entry(logdir: Path):
-    config = export_projector(logdir, "run", "0", 99)
-    config = export_projector(logdir, "run", "0", 99)
+    export_projector(logdir, "run", "0", 99)
+    config, step = export_projector(logdir, "run", "0", 99)
+    assert step == 2
     assets = logdir.resolve() / "run" / "plugins" / "org_tensorflow_tensorboard_projector"
     assert config == assets / "projector_config.pbtxt"
     text = config.read_text()
@@ -175,3 +177,76 @@ def test_png_reads_back_with_pillow():
 
     sheet = np.random.default_rng(1).integers(0, 256, size=(7, 11, 3), dtype=np.uint8)
     np.testing.assert_array_equal(np.asarray(image_module.open(io.BytesIO(png_bytes(sheet))).convert("RGB")), sheet)
+
+
+def test_cli_says_which_step_it_exported_when_it_is_not_the_one_asked_for(logdir: Path, capsys: pytest.CaptureFixture):
+    assert main(["export-projector", str(logdir), "--run", "run", "--layer", "0", "--step", "30"]) == 0
+    assert "exported step 2" in capsys.readouterr().out
+    assert main(["export-projector", str(logdir), "--run", "run", "--layer", "0", "--step", "2"]) == 0
+    assert "exported step" not in capsys.readouterr().out
+
+
+def test_out_is_relative_to_the_logdir_not_the_working_directory(logdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["export-projector", str(logdir), "--run", "run", "--layer", "0", "--step", "2", "--out", "run/proj"]) == 0
+    assert (logdir / "run" / "proj" / "projector_config.pbtxt").is_file()
+    assert not (tmp_path / "run").exists()
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+@pytest.fixture()
+def copied_logdir(logdir: Path, tmp_path: Path) -> Path:
+    """A copy of the logs, for tests that plant links and files in it."""
+    return Path(shutil.copytree(logdir, tmp_path / "logs"))
+
+
+def _refused(root: Path, capsys: pytest.CaptureFixture) -> str:
+    assert main(["export-projector", str(root), "--run", "run", "--layer", "0", "--step", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+def test_a_symlinked_export_folder_is_refused_and_nothing_is_written_through_it(copied_logdir: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    assets = copied_logdir / "run" / "plugins" / "org_tensorflow_tensorboard_projector"
+    _remove(assets)
+    assets.mkdir(parents=True)
+    (assets / "0_kernels_step2").symlink_to(outside, target_is_directory=True)
+    assert "is a symbolic link" in _refused(copied_logdir, capsys)
+    assert list(outside.iterdir()) == []
+
+
+def test_a_symlinked_config_is_refused_and_its_target_kept(copied_logdir: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    assets = copied_logdir / "run" / "plugins" / "org_tensorflow_tensorboard_projector"
+    _remove(assets)
+    assets.mkdir(parents=True)
+    (assets / "projector_config.pbtxt").symlink_to(target)
+    assert "is a symbolic link" in _refused(copied_logdir, capsys)
+    assert target.read_text() == "keep me"
+
+
+def test_a_symlinked_plugins_folder_is_refused(copied_logdir: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    _remove(copied_logdir / "run" / "plugins")
+    (copied_logdir / "run" / "plugins").symlink_to(outside, target_is_directory=True)
+    assert "is a symbolic link" in _refused(copied_logdir, capsys)
+    assert list(outside.iterdir()) == []
+
+
+def test_an_unreadable_config_is_one_line_and_exit_status_2(copied_logdir: Path, capsys: pytest.CaptureFixture):
+    assets = copied_logdir / "run" / "plugins" / "org_tensorflow_tensorboard_projector"
+    assets.mkdir(parents=True, exist_ok=True)
+    (assets / "projector_config.pbtxt").write_text("embeddings { this is not a config")
+    assert "is not one TensorBoard reads" in _refused(copied_logdir, capsys)
+    assert (assets / "projector_config.pbtxt").read_text() == "embeddings { this is not a config"  # left for the user
