@@ -7,7 +7,9 @@ what the background analysis of a ResNet-50-shaped net costs per epoch.
    so each log() finds a free slot: this is the cost training pays when analysis keeps up.
 2. ResNet-50-shaped (26,560 filters, 1000 classes), a 32-image probe at 64 px, `impact=True`:
    background analysis seconds per epoch (log() to flush()), MB per epoch (event-file growth),
-   and how many filters were ablated exactly under the default budget.
+   how many filters were ablated exactly under the default budget, and what each log cost in
+   forward-equivalents of the probe (goal ≤ 300 a log), by part, from the cost the log recorded,
+   next to a bare forward of the probe timed in the same run.
 
     /work/venv/bin/python bench/background.py            # both parts
     /work/venv/bin/python bench/background.py --epochs 2 --skip-impact
@@ -34,6 +36,7 @@ from tb_convviz import records  # noqa: E402
 
 MB = 1e6
 GOAL_BLOCKING_RATIO = 3.0
+GOAL_FORWARDS = 300
 
 
 def state_dict_clone_s(model: nn.Module, repeats: int) -> float:
@@ -64,6 +67,19 @@ def blocking(model: nn.Module, probe: torch.Tensor, labels: torch.Tensor, epochs
     return statistics.median(log_s), statistics.median(clone_s)
 
 
+def bare_forward_s(model: nn.Module, probe: torch.Tensor, repeats: int = 3) -> float:
+    """Median seconds of one plain forward of the probe in eval mode: the unit of a log's cost."""
+    model.eval()
+    times = []
+    with torch.no_grad():
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(probe)
+            times.append(time.perf_counter() - start)
+    model.train()
+    return statistics.median(times)
+
+
 def impact_epochs(epochs: int) -> None:
     model = ResNet50Shaped(classes=1000)
     filters = sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))
@@ -89,6 +105,14 @@ def impact_epochs(epochs: int) -> None:
     print(f"  background analysis per epoch: {', '.join(f'{s:.1f}' for s in seconds)} s")
     print(f"  MB per epoch: {', '.join(f'{s:.2f}' for s in sizes)} (the first keeps full kernels of every layer)")
     print(f"  filters ablated exactly at the last epoch: {exact} of {filters}")
+    bare = bare_forward_s(model, probe)
+    print(f"  bare probe forward in this run: {bare:.3f} s; each log's cost (goal ≤ {GOAL_FORWARDS} forward-equivalents):")
+    for epoch in range(epochs):
+        cost = logs.cost(run, epoch)
+        parts = sorted(cost["parts"].items(), key=lambda kv: -kv[1]["wall_s"])
+        print(f"    epoch {epoch}: {cost['wall_s']:.1f} s = {cost['wall_s'] / bare:.0f} bare forwards "
+              f"({cost['forward_equivalents']:.0f} of the log's own probe pass) — "
+              + ", ".join(f"{name} {p['wall_s'] / bare:.0f}" for name, p in parts))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -96,11 +120,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=5, help="logs per net for the blocking time (default: %(default)s)")
     parser.add_argument("--impact-epochs", type=int, default=2, help="epochs of the ResNet-50 impact run (default: %(default)s)")
     parser.add_argument("--skip-impact", action="store_true", help="only measure the blocking time")
+    parser.add_argument("--skip-blocking", action="store_true", help="only measure the ResNet-50 impact run")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     print(f"log() blocking time with background=True vs a state_dict clone (goal ≤ {GOAL_BLOCKING_RATIO:.0f}×), "
           f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs")
-    for name, model, size, classes in (("ResNet-18-shaped", ResNet18Shaped(10), 112, 10), ("ResNet-50-shaped", ResNet50Shaped(1000), 64, 1000)):
+    nets = () if args.skip_blocking else (("ResNet-18-shaped", ResNet18Shaped(10), 112, 10), ("ResNet-50-shaped", ResNet50Shaped(1000), 64, 1000))
+    for name, model, size, classes in nets:
         probe = torch.randn(8, 3, size, size)
         labels = torch.arange(8) % classes
         log_s, clone_s = blocking(model, probe, labels, args.epochs)
