@@ -15,14 +15,17 @@
 export const SHOWN_PARTS = 4;
 
 /**
- * Seconds for people, as cost.py's cost_line writes them: "97 s", "2.4 s", "35 ms".
+ * Seconds for people, as cost.py's cost_line writes them — "97 s", "2.4 s", "35 ms" — and below
+ * 10 ms with a decimal ("0.4 ms", not "0 ms" beside a share of 2%).
  * @param {number} s
  */
 export function formatSeconds(s) {
   if (!Number.isFinite(s)) return "—";
   if (s >= 10) return `${Math.round(s)} s`;
   if (s >= 0.1) return `${s.toFixed(1)} s`;
-  return `${Math.round(s * 1000)} ms`;
+  if (s >= 0.00995) return `${Math.round(s * 1000)} ms`;
+  if (s >= 0.00005) return `${(s * 1000).toFixed(1)} ms`;
+  return s > 0 ? "<0.1 ms" : "0 ms";
 }
 
 /** A share of the whole, "63%" ("<1%" for a part too small to round to 1%). @param {number} share */

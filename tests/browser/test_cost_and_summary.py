@@ -1,6 +1,6 @@
 """What a log cost and what the layer's numbers rest on, as the dashboard draws them in headless
 Chromium against a real TensorBoard serving logs the real callback wrote: the cost line of the
-slider's step against /cost (and the package's own cost_line), the slow-analysis warning, the
+slider's step against /cost (its parts in order, seconds, shares, probe passes), the slow-analysis warning, the
 Impact view's whole-layer numbers against /table's scalars (the pooled Taylor-vs-exact ρ with its
 sample), greyed rows where /index names the significance column, and the impact flags and
 response charts read from the wire arrays /impact and /perturbation answer."""
@@ -11,7 +11,6 @@ import re
 import urllib.request
 
 from conftest import EPOCHS, RUN_IMPACT, RUNS_2D, choose
-from tb_convviz.cost import cost_line
 from wire import decode_wire
 
 LAST = EPOCHS - 1
@@ -37,6 +36,16 @@ def open_impact(frame, run: str, layer: str, step: int = LAST):
     frame.locator("[data-testid=mode-picker] button[data-value=impact]").click()
     frame.locator(f'[data-testid=impact-view][data-step="{step}"][data-loading=false]').wait_for()
     return frame.locator("[data-testid=impact-row]")
+
+
+def close_seconds(text: str, seconds: float) -> bool:
+    """Whether the line's "97 s", "2.4 s", "35 ms", "0.4 ms" or "<0.1 ms" says `seconds`, to its last digit."""
+    if text == "<0.1 ms":
+        return 0 < seconds < 0.0001
+    value, unit = text.split(" ")
+    scale = 1e-3 if unit == "ms" else 1.0
+    digits = len(value.split(".")[1]) if "." in value else 0
+    return abs(float(value) * scale - seconds) <= 0.5 * 10 ** -digits * scale + 1e-12
 
 
 def passes_text(n: float) -> str:
@@ -68,13 +77,24 @@ def test_the_cost_line_of_each_step_names_its_largest_part(frame, tensorboard_ur
         assert first.get_attribute("data-part") == largest
         share = cost["parts"][largest]["wall_s"] / cost["wall_s"]
         assert first.text_content().startswith(f"{largest} ") and first.text_content().endswith(f"({share:.0%})")
-        # The line is the package's own cost_line, with the log's probe passes beside its total.
+        # The line: the whole, its probe passes beside it, then the four largest parts in order with
+        # their seconds and shares, "…" for the rest — the numbers of the /cost answer.
         passes = cost["forward_equivalents"]
         text = row.locator("[data-testid=cost-text]").text_content()
-        said = re.fullmatch(r"(this log: [^(]+) \(= ([\d.]+) probe pass(?:es)?\)( — .*)", text)
+        said = re.fullmatch(r"this log: (.+?) \(= ([\d.]+) probe pass(?:es)?\) — (.*)", text)
         assert said, text
-        assert said.group(1) + said.group(3) == cost_line(cost)
+        assert close_seconds(said.group(1), cost["wall_s"]), (said.group(1), cost["wall_s"])
         assert abs(float(said.group(2)) - passes) <= 0.051 * max(1.0, passes)
+        ranked = sorted(cost["parts"], key=lambda name: (-cost["parts"][name]["wall_s"], name))
+        shown = said.group(3).split(", ")
+        assert (shown[-1] == "…") == (len(ranked) > 4)
+        for name, part in zip(ranked, shown[:4]):
+            words = re.fullmatch(r"(.+) (<?[\d.]+ m?s) \((<?\d+)%\)", part)
+            assert words and words.group(1) == name, (part, name)
+            wall = cost["parts"][name]["wall_s"]
+            assert close_seconds(words.group(2), wall), (name, words.group(2), wall)
+            percent = 100 * wall / cost["wall_s"]
+            assert words.group(3) == "<1" and percent < 0.5 or abs(int(words.group(3)) - percent) <= 0.5, (name, part)
         # Hover: the part's own cost in probe passes.
         fe = cost["parts"][largest]["forward_equivalents"]
         assert f"= {passes_text(fe)} probe pass" in first.get_attribute("title"), (first.get_attribute("title"), fe)

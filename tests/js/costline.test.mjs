@@ -39,6 +39,11 @@ test("seconds read as cost.py writes them", () => {
   assert.equal(formatSeconds(2.44), "2.4 s");
   assert.equal(formatSeconds(0.1), "0.1 s");
   assert.equal(formatSeconds(0.035), "35 ms");
+  assert.equal(formatSeconds(0.01), "10 ms");
+  assert.equal(formatSeconds(0.0094), "9.4 ms");
+  assert.equal(formatSeconds(0.0004), "0.4 ms"); // not "0 ms" beside a share of a few percent
+  assert.equal(formatSeconds(0.00001), "<0.1 ms");
+  assert.equal(formatSeconds(0), "0 ms");
 });
 
 test("parts rank largest first, each with its share of the whole", () => {
