@@ -238,10 +238,13 @@ export function filterFacts(table, columns, f) {
     const unit = headerUnit(c);
     const ranked = c.format !== "flag" && c.format !== "index" && present(v);
     const known = Array.from(a.values).filter(present).length;
-    const rank = ranked ? columnOrder(a.values, c, false).indexOf(f) + 1 : 0;
+    const { rank, ties } = ranked ? rankOf(a.values, c, v) : { rank: 0, ties: 0 };
     const title = [c.description];
     if (interval) title.push("Bracketed: its 95% interval.");
-    if (ranked) title.push(`Rank ${rank} of ${known} in the layer, ${FIRST_TEXT[naturalOrder(c)]}; layer median ${formatValue(c, median(a.values), { signed })}.`);
+    if (ranked) {
+      const tied = ties ? `, tied with ${ties} other filter${ties > 1 ? "s" : ""}` : "";
+      title.push(`Rank ${rank} of ${known} in the layer, ${FIRST_TEXT[naturalOrder(c)]}${tied}; layer median ${formatValue(c, median(a.values), { signed })}.`);
+    }
     return [{
       name: c.name,
       label: c.label,
@@ -249,6 +252,28 @@ export function filterFacts(table, columns, f) {
       title: title.join(" "),
     }];
   });
+}
+
+/**
+ * Where value `v` ranks among a column's present values in its natural order: 1 + how many come
+ * before it, so equal values share a rank (a p-value of 1 held by six filters is not "7/8" for the
+ * last of them), and how many other filters hold the same value.
+ * @param {ArrayLike<number>} values @param {Column} column @param {number} v
+ * @returns {{rank: number, ties: number}}
+ */
+export function rankOf(values, column, v) {
+  const natural = naturalOrder(column);
+  const key = natural === "magnitude" ? Math.abs : (/** @type {number} */ x) => x;
+  const mine = key(v);
+  let ahead = 0;
+  let same = 0;
+  for (let i = 0; i < values.length; i++) {
+    if (!present(values[i])) continue;
+    const k = key(values[i]);
+    if (k === mine) same += 1;
+    else if (natural === "ascending" ? k < mine : k > mine) ahead += 1;
+  }
+  return { rank: ahead + 1, ties: Math.max(0, same - 1) };
 }
 
 /** How a rank counts, by the column's natural order. */

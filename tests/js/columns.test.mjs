@@ -12,6 +12,7 @@ import {
   headerTitle,
   intervalOf,
   olderRecords,
+  rankOf,
   scalarText,
   scalarTitle,
   shownColumns,
@@ -144,4 +145,17 @@ test("a whole-layer number reads as declared; a pooled one says its sample besid
   assert.ok(title.includes("From step 7, the last record at or before step 9."), title);
   assert.ok(title.includes("sampled at steps 3, 5, 7"), title);
   assert.equal(scalarTitle(accuracy), "what acc is.");
+});
+
+test("equal values share a rank, and the detail says how many it is tied with", () => {
+  const p = col("p", { better: "lower" });
+  const values = Float32Array.from([1, 0.2, 1, 1, 0.5]);
+  assert.deepEqual(rankOf(values, p, 1), { rank: 3, ties: 2 });
+  assert.deepEqual(rankOf(values, p, 0.2), { rank: 1, ties: 0 });
+  const change = col("c", { format: "signed" }); // largest magnitude first
+  assert.deepEqual(rankOf(Float32Array.from([-3, 3, 1, NaN]), change, 3), { rank: 1, ties: 1 });
+  const table = { ...TABLE, filters: 5, columns: [p], values: { p: { shape: [5], values } } };
+  const [fact] = filterFacts(table, [p], 3);
+  assert.equal(fact.text, "1.00 · 3/5");
+  assert.ok(fact.title.includes("Rank 3 of 5 in the layer, lowest first, tied with 2 other filters;"), fact.title);
 });
