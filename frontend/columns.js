@@ -231,9 +231,11 @@ export function filterFacts(table, columns, f) {
   return columns.flatMap((c) => {
     const a = table.values[c.name];
     if (!a || a.shape.length !== 1) return [];
-    const signed = holdsChanges(a.values);
-    const v = Number(a.values[f]);
     const interval = intervalOf(table, c, f);
+    // A column whose values or intervals go below zero holds changes: "+16.4%", not "16.4%" beside "-16.4%".
+    const companion = c.ci ? table.values[c.ci] : undefined;
+    const signed = holdsChanges(a.values) || (interval !== null && companion !== undefined && holdsChanges(companion.values));
+    const v = Number(a.values[f]);
     const range = interval ? ` [${formatValue(c, interval[0], { signed })}, ${formatValue(c, interval[1], { signed })}]` : "";
     const unit = headerUnit(c);
     const ranked = c.format !== "flag" && c.format !== "index" && present(v);

@@ -159,3 +159,12 @@ test("equal values share a rank, and the detail says how many it is tied with", 
   assert.equal(fact.text, "1.00 · 3/5");
   assert.ok(fact.title.includes("Rank 3 of 5 in the layer, lowest first, tied with 2 other filters;"), fact.title);
 });
+
+test("an interval that goes below zero reads signed even where every value is zero", () => {
+  const d = col("d", { ci: "d_band", format: "percent" });
+  const table = {
+    ...TABLE, filters: 2, columns: [d],
+    values: { d: { shape: [2], values: Float32Array.from([0, 0]) }, d_band: { shape: [2, 2], values: Float32Array.from([-0.164, 0.164, -0.1, 0.1]) } },
+  };
+  assert.equal(filterFacts(table, [d], 0)[0].text, "0% [-16.4%, +16.4%] · 1/2");
+});
