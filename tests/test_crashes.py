@@ -105,7 +105,7 @@ def _served(base: str, run: str, step: int) -> dict[str, np.ndarray]:
     for kind in ("perturbation", "impact"):
         code, answer = _route(base, f"{kind}?run={run}&layer=c2&step={step}")
         assert code == 200 and answer["record_step"] == step
-        out.update({f"{kind}/{k}": np.asarray(v["values"], dtype=np.float64).reshape(v["shape"]) for k, v in answer["arrays"].items()})
+        out.update({f"{kind}/{k}": decode_wire(v) for k, v in answer["arrays"].items()})
     return out
 
 
