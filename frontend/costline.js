@@ -114,45 +114,30 @@ export function slowerThanTraining(cost) {
 }
 
 /**
- * What to change in ConvViz(...) to make a part cheaper, by the part's name (the names cost.py's
- * CostMeter is given in collect.py and callback.py).
- * @type {Record<string, string>}
+ * @typedef {{advice: Record<string, string>, general_advice: string}} Advice
+ *   what the /cost answer says to change in ConvViz(...) for each part (tb_convviz/cost.py ADVICE)
  */
-const ADVICE = {
-  impact: 'a smaller exact-ablation budget, impact={"exact_budget": ...} (forward passes of the probe per log)',
-  perturbation:
-    'perturbations=False, fewer options (e.g. perturbations={"angles": 6}), or response_filters=... (layers take turns)',
-  "statistics and maps": "fewer or smaller activation maps: map_images=..., map_size=...",
-  similarity: "fewer probe images for CKA and Gram matrices: similarity_images=... (0: off)",
-  writing: "full kernels less often: kernels_every=...",
-  metrics: "your own metrics (metrics=[...]): make them cheaper, or restrict them to fewer layers",
-  "probe pass": "a smaller probe, or analysis_device=\"cuda\"",
-  "loading the snapshot": "analysis_device=\"cuda\" where the model trains on a GPU",
-};
-
-/** What to change when no part-specific advice is known. */
-const GENERAL_ADVICE = "log less often (every_n_epochs=...), or analysis_device=\"cuda\"";
 
 /**
- * What to change in ConvViz(...) to make part `name` cheaper.
- * @param {string} name
+ * What to change in ConvViz(...) to make part `name` cheaper, from the /cost answer's advice.
+ * @param {string} name @param {Advice} advice
  */
-export function adviceFor(name) {
-  return Object.hasOwn(ADVICE, name) ? ADVICE[name] : GENERAL_ADVICE;
+export function adviceFor(name, advice) {
+  return Object.hasOwn(advice.advice, name) ? advice.advice[name] : advice.general_advice;
 }
 
 /**
  * The warning when the log's analysis is slower than training, naming the numbers compared and
  * what to change for the largest part; empty when it is not.
- * @param {LogCost} cost
+ * @param {LogCost} cost @param {Advice} advice
  */
-export function slowWarning(cost) {
+export function slowWarning(cost, advice) {
   if (!slowerThanTraining(cost)) return "";
   const [largest] = rankParts(cost);
   const since = /** @type {number} */ (cost.since_last_log_s);
   const compared = `its analysis took ${formatSeconds(cost.wall_s)}, the training since the previous log ${formatSeconds(since)}`;
   if (!largest) return `analysis is slower than training: ${compared}.`;
-  return `analysis is slower than training: ${compared}. Largest part, ${largest.name} (${formatShare(largest.share)}): ${adviceFor(largest.name)}.`;
+  return `analysis is slower than training: ${compared}. Largest part, ${largest.name} (${formatShare(largest.share)}): ${adviceFor(largest.name, advice)}.`;
 }
 
 /**

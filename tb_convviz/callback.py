@@ -30,7 +30,7 @@ from tb_convviz.collect import (
     probe_forward, remember,
 )
 from tb_convviz.distributed import ALONE, current_shard
-from tb_convviz.cost import CostMeter, cost_line
+from tb_convviz.cost import ADVICE, GENERAL_ADVICE, LOADING, WRITING, CostMeter, cost_line
 from tb_convviz.metrics import MetricFailed, MetricsArgument, check_metrics, layer_context
 from tb_convviz.layers import LayerSelector, conv_layers, following_batchnorm, layer_info, unwrap
 from tb_convviz.notices import collecting
@@ -46,10 +46,6 @@ MIN_CLASS_EXAMPLES = 10
 
 # The Gram record grows with images² per layer: 256 images is 64 KB a layer and epoch in float16.
 MAX_SIMILARITY_IMAGES = 256
-
-# Parts of a log's cost (`cost.py`) the callback itself times.
-LOADING = "loading the snapshot"
-WRITING = "writing"
 
 SLOW_ANALYSIS_HINT = (
     "analysis is slower than training: log() waited for the previous step's analysis to finish. "
@@ -479,7 +475,12 @@ class ConvViz:
         if not self._slow_warned:  # once: the breakdown differs from log to log
             self._slow_warned = True
             last = self._last_cost
-            self._warn(SLOW_ANALYSIS_HINT + (f" (the last log: {cost_line(last)})" if last is not None else ""))
+            if last is None:
+                self._warn(SLOW_ANALYSIS_HINT)
+            else:
+                largest = max(last["parts"], key=lambda name: last["parts"][name]["wall_s"])
+                self._warn(f"{SLOW_ANALYSIS_HINT} (the last log: {cost_line(last)}; for its largest part, "
+                           f"{largest}: {ADVICE.get(largest, GENERAL_ADVICE)})")
         self._emit_pending()
 
     def _worker_crashed(self, error: BaseException) -> None:

@@ -22,7 +22,7 @@ from tb_convviz.analysis.kernels import filter_stats, fold_batchnorm, kernel_til
 from tb_convviz.analysis.perturbation import counterfactual_sensitivity, perturbation_responses
 from tb_convviz.analysis.similarity import gram_matrix, response_profile
 from tb_convviz.capture import as_model_input, run_with_hooks
-from tb_convviz.cost import PROBE_PASS, CostMeter
+from tb_convviz.cost import PROBE_PASS, SIMILARITY, WEIGHTS_AND_MAPS, CostMeter
 from tb_convviz.distributed import ALONE, Shard
 from tb_convviz.layers import filter_weights, layer_info
 from tb_convviz.metrics import FilterMetric, layer_context, metric_columns
@@ -41,9 +41,6 @@ PROFILE_IMAGES = 32
 RESPONSE_FILTERS = 8192
 
 Record = tuple[str, str, bytes]  # (layer, kind, bundle bytes)
-# Parts of a log's cost (`cost.py`) besides the probe pass and the analyses named by their record kind.
-WEIGHTS_AND_MAPS = "statistics and maps"
-SIMILARITY = "similarity"
 Warn = Callable[[str], None]
 
 

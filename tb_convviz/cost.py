@@ -13,7 +13,28 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Optional
 
+from tb_convviz import format as fmt
+
+# The parts of a log. The analyses that write records of their own are named by their kind.
 PROBE_PASS = "probe pass"  # the part whose wall time is one forward-equivalent
+LOADING = "loading the snapshot"
+WEIGHTS_AND_MAPS = "statistics and maps"
+SIMILARITY = "similarity"
+WRITING = "writing"
+# What to change in ConvViz(...) to make each part cheaper: the tab names it when analysis is
+# slower than training (`/cost` sends it), and so does the callback's warning.
+ADVICE = {
+    fmt.KIND_IMPACT: 'a smaller exact-ablation budget, impact={"exact_budget": ...} (forward passes of the probe per log)',
+    fmt.KIND_PERTURBATION: 'perturbations=False, fewer options (e.g. perturbations={"angles": 6}), or '
+                           "response_filters=... (layers take turns)",
+    WEIGHTS_AND_MAPS: "fewer or smaller activation maps: map_images=..., map_size=...",
+    SIMILARITY: "fewer probe images for CKA and Gram matrices: similarity_images=... (0: off)",
+    WRITING: "full kernels less often: kernels_every=...",
+    fmt.KIND_METRICS: "your own metrics (metrics=[...]): make them cheaper, or restrict them to fewer layers",
+    PROBE_PASS: 'a smaller probe, or analysis_device="cuda"',
+    LOADING: 'analysis_device="cuda" where the model trains on a GPU',
+}
+GENERAL_ADVICE = 'log less often (every_n_epochs=...), or analysis_device="cuda"'
 
 
 @dataclass
@@ -67,13 +88,27 @@ class CostMeter:
 
 
 def cost_line(cost: Mapping[str, Any], top: int = 4) -> str:
-    """One line for people: "this log: 97 s — impact 61 s (63%), perturbation 22 s (23%), …"."""
+    """One line for people: "this log: 97 s — impact 61 s (63%), perturbation 22 s (23%), …"
+    (the tab writes the same line: frontend/costline.js)."""
     total = cost["wall_s"]
-    ranked = sorted(cost["parts"].items(), key=lambda kv: -kv[1]["wall_s"])
-    shown = [f"{name} {_seconds(p['wall_s'])} ({p['wall_s'] / total:.0%})" for name, p in ranked[:top]] if total > 0 else []
+    ranked = sorted(cost["parts"].items(), key=lambda kv: (-kv[1]["wall_s"], kv[0]))
+    shown = [f"{name} {_seconds(p['wall_s'])} ({_share(p['wall_s'] / total if total > 0 else 0.0)})" for name, p in ranked[:top]]
     more = ", …" if len(ranked) > top else ""
     return f"this log: {_seconds(total)} — " + ", ".join(shown) + more
 
 
 def _seconds(s: float) -> str:
-    return f"{s:.0f} s" if s >= 10 else f"{s:.1f} s" if s >= 0.1 else f"{s * 1000:.0f} ms"
+    if s >= 10:
+        return f"{s:.0f} s"
+    if s >= 0.1:
+        return f"{s:.1f} s"
+    if s >= 0.00995:
+        return f"{s * 1000:.0f} ms"
+    if s >= 0.00005:
+        return f"{s * 1000:.1f} ms"
+    return "<0.1 ms" if s > 0 else "0 ms"
+
+
+def _share(share: float) -> str:
+    percent = round(share * 100)
+    return "<1%" if percent == 0 and share > 0 else f"{percent}%"

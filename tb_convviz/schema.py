@@ -30,7 +30,8 @@ class Column:
     """One per-filter scalar of a record, described for people.
 
     `name` is the array's name in its record (`kind`); `ci` names its (F, 2) interval companion in
-    the same record; `reduce="mean"` makes a (F, X) curve a column by its mean over X.
+    the same record; `reduce="mean"` makes a (F, X) curve a column by its mean over X;
+    `exact_only` columns are known only for filters ablated exactly (NaN for the others).
     """
 
     name: str
@@ -44,11 +45,12 @@ class Column:
     format: str = "number"
     ci: Optional[str] = None
     reduce: Optional[str] = None
+    exact_only: bool = False
 
     def declaration(self) -> dict[str, Any]:
         """The JSON form `/index`, `/table` and `logs.columns` answer (and a metrics record stores)."""
         out = asdict(self)
-        del out["reduce"]
+        del out["reduce"], out["exact_only"]
         return out
 
 
@@ -82,19 +84,18 @@ BUILTIN: tuple[Column, ...] = (
     # impact (exact ablation on the probe, Taylor estimate, selectivity): `impact=True`
     _c(_I, "impact", "d_accuracy", "Δaccuracy", "Change of probe accuracy when the filter is zeroed (exact ablation; "
        "NaN where only estimated). Its interval is the 95% (1 − alpha) paired interval of that change.",
-       unit="fraction", better="higher", first="low", format="percent", ci="d_accuracy_ci"),
+       unit="fraction", better="higher", first="low", format="percent", ci="d_accuracy_ci", exact_only=True),
     _c(_I, "impact", "significant", "Significant", "1 when the accuracy change is significant after Holm "
-       "correction over the ablated filters (exact McNemar test at the record's alpha)", first="high", format="flag"),
+       "correction over the ablated filters (exact McNemar test at the record's alpha)", first="high", format="flag", exact_only=True),
     _c(_I, "impact", "p_adjusted", "p (Holm)", "Holm-adjusted p-value of the exact McNemar test that the filter's "
-       "ablation changes probe predictions", better="lower", first="low"),
+       "ablation changes probe predictions", better="lower", first="low", exact_only=True),
     _c(_I, "impact", "p_value", "p", "Unadjusted p-value of the exact McNemar test on the ablated filter's "
-       "changed predictions", better="lower", first="low"),
+       "changed predictions", better="lower", first="low", exact_only=True),
     _c(_I, "impact", "d_loss", "Δloss", "Change of mean cross-entropy on the probe when the filter is zeroed "
-       "(exact ablation)", better="lower", first="high", format="signed"),
+       "(exact ablation)", better="lower", first="high", format="signed", exact_only=True),
     _c(_I, "impact", "d_confidence", "Δconfidence", "Change of the mean probability of the true class when the "
-       "filter is zeroed", better="higher", first="low", format="signed"),
-    _c(_I, "impact", "flips", "Flips", "Probe predictions that change class when the filter is zeroed (−1: not "
-       "ablated exactly)", first="high", format="count"),
+       "filter is zeroed", better="higher", first="low", format="signed", exact_only=True),
+    _c(_I, "impact", "flips", "Flips", "Probe predictions that change class when the filter is zeroed", first="high", format="count", exact_only=True),
     _c(_I, "impact", "taylor_d_loss", "Taylor Δloss", "First-order estimate of Δloss from one backward pass, for "
        "every filter", better="lower", first="high", format="signed"),
     _c(_I, "impact", "exact", "Exact", "1 when the filter was ablated exactly at this step; 0 when only the Taylor "

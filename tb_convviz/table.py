@@ -49,11 +49,14 @@ def record_columns(kind: str, bundle: fmt.Bundle, labels: Optional[np.ndarray], 
         if arrays is None:
             wanted = {n for c in declared for n in (c.name, c.ci) if n}
             arrays = {n: bundle.array(n) for n in wanted}
+    exact = np.asarray(arrays[records.IMPACT_EXACT]).astype(bool) if records.IMPACT_EXACT in arrays else None
     out = []
     for column in declared:
         values = np.asarray(arrays[column.name])
         if column.reduce == "mean" and values.ndim == 2:
             values = values.astype(np.float32).mean(axis=1)
+        if column.exact_only and exact is not None and exact.shape == values.shape:
+            values = np.where(exact, values.astype(np.float32), np.float32(np.nan))
         if values.shape != (filters,):
             continue  # not one value per filter: a record from another layout
         interval = np.asarray(arrays[column.ci]) if column.ci else None
@@ -81,7 +84,10 @@ def table_csv(table: Iterable[TableColumn], filters: int) -> str:
 
 
 def number_cell(value: np.generic) -> str:
-    """A CSV cell: integers as integers, floats by their shortest round-trip text, NaN empty."""
+    """A CSV cell: whole numbers as integers (a count stored as float to carry NaN reads "4", as
+    the tab writes it), other floats by their shortest round-trip text, NaN empty."""
     if np.issubdtype(type(value), np.floating):
-        return "" if not np.isfinite(value) else repr(float(value))
+        if not np.isfinite(value):
+            return ""
+        return str(int(value)) if float(value).is_integer() else repr(float(value))
     return str(int(value))

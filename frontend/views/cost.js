@@ -76,7 +76,7 @@ export function mountCost(root, store) {
       children.push(", ", more);
     }
     text.replaceChildren(...children);
-    const slow = slowWarning(cost);
+    const slow = slowWarning(cost, /** @type {import("../costline.js").Advice} */ (answer));
     row.dataset.slow = String(slow !== "");
     warning.textContent = slow;
     warning.hidden = slow === "";

@@ -11,6 +11,7 @@ from tb_convviz import records
 from tb_convviz.analysis.compare import most_changed_first, weight_drift
 from tb_convviz.analysis.impact import class_table
 from tb_convviz.analysis.significance import examples_needed
+from tb_convviz.cost import ADVICE, GENERAL_ADVICE
 from tb_convviz.analysis.similarity import aligned_weight_drift, cka_matrix, linear_cka, match_weights
 from tb_convviz.plugin.history import Columns, HistoryCache, read_columns
 from tb_convviz.reader import ConvVizReader, NotFound
@@ -98,7 +99,8 @@ def _run_columns(reader: ConvVizReader, run: str, layers: list[dict]) -> list[di
 def cost(reader: ConvVizReader, run: str) -> dict:
     """What each whole step's log cost, by part (null for steps logged before costs were kept)."""
     found = reader.costs(run)
-    return {"run": run, "steps": [step for step, _ in found], "costs": [c for _, c in found]}
+    return {"run": run, "steps": [step for step, _ in found], "costs": [c for _, c in found],
+            "advice": dict(ADVICE), "general_advice": GENERAL_ADVICE}
 
 
 def table(reader: ConvVizReader, run: str, layer: str, step: int) -> dict:
