@@ -384,11 +384,7 @@ class ConvViz:
         self._plan = plan
         self._signature = signature(model)
         if self._copy is not None and self.background:
-            if self.settings.impact:  # exact ablation replays the fx graph: trace here, never in the worker
-                try:
-                    traced(self._copy.model)
-                except Exception:  # noqa: BLE001 - the analysis meets the same failure and falls back, with its notice
-                    pass
+            self._trace(self._copy)
             self._worker = BackgroundWorker(self._run, self._slow, self._worker_crashed)
             atexit.register(self._drain)
 
@@ -410,12 +406,18 @@ class ConvViz:
         """A fresh copy for a model whose modules or plain attributes changed since the copy was
         made; its fx trace is made here, on the training thread (see `tracing`)."""
         copy_ = ModelCopy(model, self.analysis_device, analysis_dtype(model))
-        if self.settings.impact and self._worker is not None:
+        if self._worker is not None:
+            self._trace(copy_)
+        return copy_
+
+    def _trace(self, copy_: ModelCopy) -> None:
+        """Exact ablation replays the copy's fx graph: traced here, on the training thread, never in
+        the worker (`tracing`)."""
+        if self.settings.impact:
             try:
                 traced(copy_.model)
             except Exception:  # noqa: BLE001 - the analysis meets the same failure and falls back, with its notice
                 pass
-        return copy_
 
     def _run(self, job: _Job) -> bool:
         """collect → encode → write one step; every failure becomes one warning. True if written."""
