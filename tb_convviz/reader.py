@@ -5,7 +5,7 @@ import functools
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 from tensorboard import context as tb_context
@@ -15,7 +15,7 @@ from tb_convviz import format as fmt
 from tb_convviz import records
 from tb_convviz.analysis.embedding import embedding_trail, filter_embedding
 from tb_convviz.analysis.impact import class_table
-from tb_convviz.analysis.similarity import linear_cka, match_filters
+from tb_convviz.analysis.similarity import debiased_cka_matrix, linear_cka, match_filters
 from tb_convviz.memo import Memo
 from tb_convviz.table import TABLE_KINDS, TableColumn, record_columns, table_csv
 
@@ -251,10 +251,22 @@ class ConvVizReader:
         ):
             raise ValueError(f"runs {run_a!r} and {run_b!r} were logged with different probes: their filters cannot be compared by activation")
 
-    def cka(self, run_a: str, layer_a: str, step_a: int, run_b: str, layer_b: str, step_b: int) -> float:
-        """Linear CKA (Kornblith et al. 2019) between two (run, layer, step) representations of the probe."""
+    def cka(self, run_a: str, layer_a: str, step_a: int, run_b: str, layer_b: str, step_b: int, *,
+            debiased: bool = True, interval: bool = False) -> Union[float, tuple[float, float, float]]:
+        """Linear CKA (Kornblith et al. 2019) between two (run, layer, step) representations of the
+        probe: debiased (unbiased HSIC; `debiased=False` gives the plain estimator, biased upwards
+        on few images). `interval=True` answers (value, lo, hi), a 95% delete-one jackknife interval
+        over probe images (`similarity.debiased_cka_matrix` says why it is valid); only with the
+        debiased estimator."""
         self.check_same_probe(run_a, run_b)
-        return linear_cka(self.gram(run_a, layer_a, step_a), self.gram(run_b, layer_b, step_b))
+        gram_a, gram_b = self.gram(run_a, layer_a, step_a), self.gram(run_b, layer_b, step_b)
+        if not debiased:
+            if interval:
+                raise ValueError("interval=True needs the debiased estimator (debiased=True)")
+            return linear_cka(gram_a, gram_b)
+        found = debiased_cka_matrix([gram_a], [gram_b])
+        value = float(found.value[0, 0])
+        return (value, float(found.lo[0, 0]), float(found.hi[0, 0])) if interval else value
 
     def match(self, run_a: str, run_b: str, layer: str, step_a: int, step_b: int) -> tuple[np.ndarray, np.ndarray]:
         """For each filter of A, the index of B's filter that responds most alike (optimal one-to-one

@@ -11,6 +11,7 @@ from tensorboard.plugins import base_plugin
 from werkzeug.test import Client
 
 from permuted import blob_data, permuted_pair_of, trained
+from test_similarity import unbiased_hsic_cka
 from wire import decode_wire
 from tb_convviz import ConvViz, load
 from tb_convviz.plugin.plugin import ConvVizPlugin
@@ -54,18 +55,29 @@ def test_cka_of_a_permuted_copy_is_one_and_of_another_run_is_not(logs_and_perms)
 
 
 def test_cka_equals_a_direct_computation(logs_and_perms):
+    """Debiased CKA read from the logs (float16 centred Grams) against unbiased HSIC of the full
+    activations of the same images; the plain estimator against its own formula."""
     logs, _ = logs_and_perms
     a = trained(seed=0)
     images, _ = blob_data(32, seed=5)
     outputs = {}
-    hooks = [a.get_submodule(n).register_forward_hook(lambda _m, _i, o, n=n: outputs.__setitem__(n, o.flatten(1).double())) for n in ("0", "6")]
+    hooks = [a.get_submodule(n).register_forward_hook(lambda _m, _i, o, n=n: outputs.__setitem__(n, o.flatten(1).double())) for n in CONVS]
     with torch.no_grad():
         a(images)
     for h in hooks:
         h.remove()
+    for first, second in (("0", "6"), ("0", "3"), ("3", "6")):
+        direct = unbiased_hsic_cka(outputs[first].numpy(), outputs[second].numpy())
+        assert logs.cka("a", first, 0, "a", second, 0) == pytest.approx(direct, abs=1e-3)
+        value, lo, hi = logs.cka("a", first, 0, "a", second, 0, interval=True)
+        assert value == pytest.approx(direct, abs=1e-3) and lo < value < hi
     x, y = (outputs[n] - outputs[n].mean(0) for n in ("0", "6"))
-    direct = float((y.T @ x).norm() ** 2 / ((x.T @ x).norm() * (y.T @ y).norm()))
-    assert logs.cka("a", "0", 0, "a", "6", 0) == pytest.approx(direct, abs=1e-4)
+    plain = float((y.T @ x).norm() ** 2 / ((x.T @ x).norm() * (y.T @ y).norm()))
+    assert logs.cka("a", "0", 0, "a", "6", 0, debiased=False) == pytest.approx(plain, abs=1e-4)
+    # The two estimators differ here by more than the 1e-3 the debiased one is held to.
+    assert abs(plain - unbiased_hsic_cka(outputs["0"].numpy(), outputs["6"].numpy())) > 3e-3
+    with pytest.raises(ValueError, match="debiased"):
+        logs.cka("a", "0", 0, "a", "6", 0, debiased=False, interval=True)
 
 
 @pytest.fixture(scope="module")
@@ -93,16 +105,29 @@ def test_aligned_run_vs_run_shows_zero_drift_for_a_permuted_copy(client, logs_an
     assert decode_wire(unaligned["metrics"]["cosine_distance"]).max() > 0.1  # input channels in another order
 
 
-def test_cka_routes(client):
-    layers = get(client, "cka_layers?run_a=a&step_a=2&run_b=b&step_b=2")
-    matrix = np.array(layers["cka"]).reshape(3, 3)
-    np.testing.assert_allclose(np.diag(matrix), 1, atol=1e-5)
+def test_cka_routes(client, logs_and_perms):
+    """Every CKA route answers the debiased value, its interval and how many images it used."""
+    logs, _ = logs_and_perms
+    layers = get(client, "cka_layers?run_a=a&step_a=2&run_b=other&step_b=1")
+    matrix, lo, hi = (np.array(layers[k], dtype=float).reshape(3, 3) for k in ("cka", "cka_lo", "cka_hi"))
+    assert layers["images"] == 32 and "debiased" in layers["estimator"]
+    for i, first in enumerate(CONVS):
+        for j, second in enumerate(CONVS):
+            expected = logs.cka("a", first, 2, "other", second, 1, interval=True)
+            np.testing.assert_allclose((matrix[i, j], lo[i, j], hi[i, j]), expected, atol=1e-9)
+    assert (lo < matrix).all() and (matrix < hi).all()
+    own = get(client, "cka_layers?run_a=a&step_a=2&run_b=b&step_b=2")
+    np.testing.assert_allclose(np.diag(np.array(own["cka"]).reshape(3, 3)), 1, atol=1e-5)
     epochs = get(client, "cka_epochs?run=a&layer=3")
     m = np.array(epochs["cka"]).reshape(3, 3)
-    assert epochs["steps"] == [0, 1, 2]
+    assert epochs["steps"] == [0, 1, 2] and epochs["images"] == 32
     np.testing.assert_allclose(np.diag(m), 1, atol=1e-6)
+    assert m[0, 2] == pytest.approx(logs.cka("a", "3", 0, "a", "3", 2), abs=1e-9)
+    assert len(epochs["cka_lo"]) == len(epochs["cka_hi"]) == 9
     final = get(client, "cka_final?run=a")
     assert final["layers"] == list(CONVS) and final["cka"]["0"][-1] == pytest.approx(1.0, abs=1e-6)
+    assert final["cka"]["3"][0] == pytest.approx(logs.cka("a", "3", 0, "a", "3", 2), abs=1e-9)
+    assert final["cka_lo"]["3"][0] < final["cka"]["3"][0] < final["cka_hi"]["3"][0] and final["images"] == 32
 
 
 def test_embedding_route_gives_an_aligned_map_per_step(client):

@@ -7,10 +7,12 @@ exactly when they saw the same probe.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
+from scipy import stats
 from scipy.optimize import linear_sum_assignment
 
 from tb_convviz.analysis.compare import weight_drift
@@ -74,6 +76,122 @@ def cka_matrix(grams_a: Sequence[np.ndarray], grams_b: Optional[Sequence[np.ndar
     cka = unit_a @ unit_b.T
     constant = (np.abs(unit_a).sum(axis=1) == 0)[:, None] | (np.abs(unit_b).sum(axis=1) == 0)[None, :]
     return np.where(constant, np.nan, np.clip(cka, -1.0, 1.0))
+
+
+# Unbiased HSIC divides by N(N − 3), and its jackknife drops one image: below this, no interval.
+MIN_CKA_IMAGES = 4
+CKA_LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class CkaEstimate:
+    """Debiased CKA between two stacks of Grams, each array (len(a), len(b)): `value`, and the
+    `lo`–`hi` interval at `CKA_LEVEL` (NaN where the images are too few or a side is constant)."""
+
+    value: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    images: int
+
+
+def _zero_diagonal(grams: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(g, N, N) Grams with their diagonals zeroed, their row sums (g, N) and totals (g,): the
+    pieces every unbiased-HSIC term is made of."""
+    k = np.stack([np.asarray(g, dtype=np.float64) for g in grams]).copy()
+    n = k.shape[-1]
+    k[:, np.arange(n), np.arange(n)] = 0.0
+    rows = k.sum(axis=2)
+    return k, rows, rows.sum(axis=1)
+
+
+def _hsic_u(trace: np.ndarray, total_k: np.ndarray, total_l: np.ndarray, rows_dot: np.ndarray, n: int) -> np.ndarray:
+    """Song et al. (2012)'s unbiased HSIC from tr(K̃L̃), 1ᵀK̃1, 1ᵀL̃1 and 1ᵀK̃L̃1 of N images."""
+    return (trace + total_k * total_l / ((n - 1) * (n - 2)) - 2.0 * rows_dot / (n - 2)) / (n * (n - 3))
+
+
+def _hsic_terms(a: tuple, b: tuple, outer: bool, jackknife: bool) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """Unbiased HSIC of every pair (a, b) when `outer`, else of a[i] with b[i]; and with
+    `jackknife`, the same with each image left out in turn (last axis N), from closed forms: each
+    leave-one-out term is the full term less the left-out image's row, so no Gram is rebuilt."""
+    (ka, ra, sa), (kb, rb, sb) = a, b
+    n = ka.shape[-1]
+    if outer:
+        trace = ka.reshape(len(ka), -1) @ kb.reshape(len(kb), -1).T
+        rows_dot, totals = ra @ rb.T, (sa[:, None], sb[None, :])
+    else:
+        trace = np.einsum("gij,gij->g", ka, kb)
+        rows_dot, totals = np.einsum("gi,gi->g", ra, rb), (sa, sb)
+    full = _hsic_u(trace, *totals, rows_dot, n)
+    if not jackknife:
+        return full, None
+    if outer:
+        # row_products[a, b, m] = Σ_j K_a[m, j] L_b[m, j]; l_rows_k[a, b, m] = (L_b r_a)[m]
+        row_products = np.matmul(ka.transpose(1, 0, 2), kb.transpose(1, 2, 0)).transpose(1, 2, 0)
+        l_rows_k = (kb.reshape(-1, n) @ ra.T).reshape(len(kb), n, len(ka)).transpose(2, 0, 1)
+        k_rows_l = (ka.reshape(-1, n) @ rb.T).reshape(len(ka), n, len(kb)).transpose(0, 2, 1)
+        row_a, row_b = ra[:, None, :], rb[None, :, :]
+        sa_, sb_ = sa[:, None, None], sb[None, :, None]
+    else:
+        row_products = np.einsum("gmj,gmj->gm", ka, kb)
+        l_rows_k = np.einsum("gmj,gj->gm", kb, ra)
+        k_rows_l = np.einsum("gmj,gj->gm", ka, rb)
+        row_a, row_b = ra, rb
+        sa_, sb_ = sa[:, None], sb[:, None]
+    left_out = _hsic_u(
+        trace[..., None] - 2.0 * row_products,
+        sa_ - 2.0 * row_a,
+        sb_ - 2.0 * row_b,
+        rows_dot[..., None] - l_rows_k - k_rows_l + row_products - row_a * row_b,
+        n - 1,
+    )
+    return full, left_out
+
+
+def _ratio(cross: np.ndarray, self_a: np.ndarray, self_b: np.ndarray) -> np.ndarray:
+    """HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)); NaN where a self-term is not positive (a constant
+    representation, or so few images that the unbiased estimate of its spread is ≤ 0)."""
+    denominator = self_a * self_b
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, cross / np.sqrt(np.where(denominator > 0, denominator, 1.0)), np.nan)
+
+
+def debiased_cka_matrix(grams_a: Sequence[np.ndarray], grams_b: Optional[Sequence[np.ndarray]] = None) -> CkaEstimate:
+    """Debiased linear CKA (Kornblith et al. 2019, §A.1: unbiased HSIC of Song et al. 2012) between
+    every pair of (N, N) Grams over the same N images, with a 95% jackknife interval.
+
+    Linear CKA from few images of many features is biased upwards (unrelated layers read 0.9 on
+    16 images); the unbiased HSIC removes that bias, so unrelated representations read ≈ 0.
+    The value can fall slightly below 0 or above 1 by chance; it is 1 for two Grams equal up to
+    scale. Feature centring leaves unbiased HSIC unchanged (its terms are differences of pairs),
+    so the stored centred Grams serve, and so does any subset of their images.
+
+    Interval: delete-one jackknife over probe images. CKA is a smooth function of U-statistics in
+    the images, for which the jackknife variance is consistent (Arvesen 1969); leaving an image out
+    is exact on the stored Gram (drop its row and column), unlike a bootstrap, whose repeated
+    images would put diagonal (self-similarity) terms into the off-diagonal sums the estimator
+    relies on. The interval is value ± t(N − 1) · jackknife SE.
+    """
+    a = _zero_diagonal(grams_a)
+    b = a if grams_b is None else _zero_diagonal(grams_b)
+    n = a[0].shape[-1]
+    if b[0].shape[-1] != n:
+        raise ValueError(f"Grams over different numbers of images: {n} and {b[0].shape[-1]}")
+    shape = (len(a[0]), len(b[0]))
+    if n < MIN_CKA_IMAGES:
+        nan = np.full(shape, np.nan)
+        return CkaEstimate(nan, nan, nan, n)
+    jackknife = n > MIN_CKA_IMAGES
+    cross, cross_out = _hsic_terms(a, b, outer=True, jackknife=jackknife)
+    self_a, self_a_out = _hsic_terms(a, a, outer=False, jackknife=jackknife)
+    self_b, self_b_out = (self_a, self_a_out) if grams_b is None else _hsic_terms(b, b, outer=False, jackknife=jackknife)
+    value = _ratio(cross, self_a[:, None], self_b[None, :])
+    if not jackknife:
+        nan = np.full(shape, np.nan)
+        return CkaEstimate(value, nan, nan, n)
+    left_out = _ratio(cross_out, self_a_out[:, None, :], self_b_out[None, :, :])
+    spread = np.sqrt((n - 1) / n * ((left_out - left_out.mean(axis=-1, keepdims=True)) ** 2).sum(axis=-1))
+    half = stats.t.ppf(0.5 + CKA_LEVEL / 2, n - 1) * spread
+    return CkaEstimate(value, value - half, value + half, n)
 
 
 def response_profile(acts: Array) -> np.ndarray:

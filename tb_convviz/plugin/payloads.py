@@ -11,7 +11,7 @@ from tb_convviz import records
 from tb_convviz.analysis.compare import most_changed_first, weight_drift
 from tb_convviz.analysis.impact import class_table
 from tb_convviz.analysis.significance import examples_needed
-from tb_convviz.analysis.similarity import aligned_weight_drift, cka_matrix, linear_cka, match_weights as match_filters
+from tb_convviz.analysis.similarity import CkaEstimate, aligned_weight_drift, debiased_cka_matrix, match_weights as match_filters
 from tb_convviz.plugin.history import Columns, HistoryCache, read_columns
 from tb_convviz.reader import ConvVizReader, NotFound
 from tb_convviz.schema import BUILTIN
@@ -20,6 +20,8 @@ from tb_convviz.table import TABLE_KINDS
 
 DETECTION_EFFECTS = (0.05, 0.1, 0.2, 0.5)  # |Δ| a user may want to detect: small to large
 SHAPE_TEXTURE_BINS = 10
+# What the CKA routes answer, in words the dashboard shows.
+CKA_ESTIMATOR = "debiased linear CKA (unbiased HSIC), 95% jackknife interval over probe images"
 
 
 def _floats(a: np.ndarray) -> list:
@@ -374,8 +376,14 @@ def compare(
     }
 
 
+def _cka_answer(estimate: CkaEstimate) -> dict:
+    """Debiased CKA with its 95% jackknife interval over probe images, flat, rows first."""
+    return {"cka": _floats(estimate.value), "cka_lo": _floats(estimate.lo), "cka_hi": _floats(estimate.hi),
+            "images": estimate.images, "estimator": CKA_ESTIMATOR}
+
+
 def cka_layers(reader: ConvVizReader, run_a: str, step_a: int, run_b: str, step_b: int) -> dict:
-    """Layer × layer linear CKA between (run_a, step_a) and (run_b, step_b), over the same probe."""
+    """Layer × layer debiased CKA between (run_a, step_a) and (run_b, step_b), over the same probe."""
     try:
         reader.check_same_probe(run_a, run_b)
     except ValueError as e:
@@ -384,9 +392,11 @@ def cka_layers(reader: ConvVizReader, run_a: str, step_a: int, run_b: str, step_
     gb = reader.bundle(run_b, fmt.RUN_LAYER, fmt.KIND_GRAM, step_b)
     layers_a = [l for l in reader.layers(run_a) if records.GRAM_PREFIX + l in ga]
     layers_b = [l for l in reader.layers(run_b) if records.GRAM_PREFIX + l in gb]
-    matrix = cka_matrix([records.gram(ga, l) for l in layers_a], [records.gram(gb, l) for l in layers_b])
+    if not layers_a or not layers_b:
+        raise errors.NotFoundError(f"no Gram matrices at steps {step_a} of {run_a!r} and {step_b} of {run_b!r}")
+    estimate = debiased_cka_matrix([records.gram(ga, l) for l in layers_a], [records.gram(gb, l) for l in layers_b])
     return {"a": {"run": run_a, "step": step_a, "layers": layers_a}, "b": {"run": run_b, "step": step_b, "layers": layers_b},
-            "cka": _floats(matrix), "images": ga.meta["images"]}
+            **_cka_answer(estimate)}
 
 
 def _gram_series(reader: ConvVizReader, run: str) -> list[tuple[int, fmt.Bundle]]:
@@ -394,28 +404,37 @@ def _gram_series(reader: ConvVizReader, run: str) -> list[tuple[int, fmt.Bundle]
 
 
 def cka_epochs(reader: ConvVizReader, run: str, layer: str) -> dict:
-    """Step × step linear CKA of one layer with itself: when did its representation stop changing?"""
+    """Step × step debiased CKA of one layer with itself: when did its representation stop changing?"""
     series = [(s, b) for s, b in _gram_series(reader, run) if records.GRAM_PREFIX + layer in b]
     if not series:
         raise errors.NotFoundError(f"layer {layer!r} of run {run!r} has no Gram records (similarity_images=0?)")
-    matrix = cka_matrix([records.gram(b, layer) for _, b in series])
-    return {"run": run, "layer": layer, "steps": [s for s, _ in series], "cka": _floats(matrix)}
+    estimate = debiased_cka_matrix([records.gram(b, layer) for _, b in series])
+    return {"run": run, "layer": layer, "steps": [s for s, _ in series], **_cka_answer(estimate)}
 
 
 def cka_to_final(reader: ConvVizReader, run: str) -> dict:
-    """Per layer, CKA of each step with the last step: which layers settle first (Raghu et al. 2017)."""
+    """Per layer, debiased CKA of each step with the last step: which layers settle first (Raghu
+    et al. 2017); a step without the layer's Gram is null."""
     series = _gram_series(reader, run)
     if not series:
         raise errors.NotFoundError(f"run {run!r} has no Gram records (similarity_images=0?)")
     steps = [s for s, _ in series]
     final = series[-1][1]
-    out = {}
+    value, lo, hi = {}, {}, {}
+    images = 0
     for layer in reader.layers(run):
         key = records.GRAM_PREFIX + layer
-        if key in final:
-            last = records.gram(final, layer)
-            out[layer] = _floats(np.array([linear_cka(records.gram(b, layer), last) if key in b else np.nan for _, b in series]))
-    return {"run": run, "steps": steps, "final_step": steps[-1], "layers": list(out), "cka": out}
+        if key not in final:
+            continue
+        having = [i for i, (_, b) in enumerate(series) if key in b]
+        estimate = debiased_cka_matrix([records.gram(series[i][1], layer) for i in having], [records.gram(final, layer)])
+        images = estimate.images
+        for out, found in ((value, estimate.value), (lo, estimate.lo), (hi, estimate.hi)):
+            column = np.full(len(series), np.nan)
+            column[having] = found[:, 0]
+            out[layer] = _floats(column)
+    return {"run": run, "steps": steps, "final_step": steps[-1], "layers": list(value), "cka": value, "cka_lo": lo,
+            "cka_hi": hi, "images": images, "estimator": CKA_ESTIMATOR}
 
 
 def embedding(reader: ConvVizReader, run: str, layer: str, method: str) -> dict:
