@@ -15,7 +15,7 @@ from tb_convviz import format as fmt
 from tb_convviz import records
 from tb_convviz.analysis.embedding import embedding_trail, filter_embedding
 from tb_convviz.analysis.impact import class_table
-from tb_convviz.analysis.similarity import debiased_cka_matrix, linear_cka, match_filters
+from tb_convviz.analysis.similarity import Pairing, debiased_cka_matrix, linear_cka, pair_filters
 from tb_convviz.memo import Memo
 from tb_convviz.table import TABLE_KINDS, TableColumn, record_columns, table_csv
 
@@ -27,6 +27,24 @@ _PARALLEL_READS = 8  # blob reads in flight at once: each waits on the data serv
 # 2048-filter layer takes ~0.5 s, and while a large model's layers take turns, several steps share
 # one profile. 256 matchings of 2048 filters are 8 MB.
 _MATCHES = Memo(256)
+
+# Optimal assignments solved at once in this process: each holds a core (scipy releases the GIL),
+# so more would only slow every other route of a shared TensorBoard. A request that finds no free
+# slot within SOLVE_WAIT_S is told to come back (HTTP 503 with Retry-After) instead of queueing.
+MAX_SOLVES = 2
+SOLVE_WAIT_S = 2.0
+SOLVE_RETRY_S = 2
+
+
+class SolveBusy(RuntimeError):
+    """Every solve slot is taken: try again after `retry_after_s` seconds."""
+
+    def __init__(self, message: str, retry_after_s: int):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+_SOLVES = threading.BoundedSemaphore(MAX_SOLVES)
 
 
 class NotFound(LookupError):
@@ -270,15 +288,36 @@ class ConvVizReader:
 
     def match(self, run_a: str, run_b: str, layer: str, step_a: int, step_b: int) -> tuple[np.ndarray, np.ndarray]:
         """For each filter of A, the index of B's filter that responds most alike (optimal one-to-one
-        assignment on |correlation| of response profiles; −1 if unmatched), and that |correlation|."""
-        self.check_same_probe(run_a, run_b)
-        key = (self._eid, *(self._record_identity(self._latest(r, layer, fmt.KIND_PROFILE, s)) for r, s in ((run_a, step_a), (run_b, step_b))))
+        assignment on |correlation| of response profiles; −1 if unmatched), and that |correlation|,
+        paired on A's profile at `step_a` and B's at `step_b`."""
+        found = self.pairing(run_a, run_b, layer, step_a, step_b)
+        return found.match, found.similarity
 
-        def solve() -> tuple[np.ndarray, np.ndarray]:
-            match, similarity, _ = match_filters(self.profile(run_a, layer, step_a), self.profile(run_b, layer, step_b))
-            match.setflags(write=False)  # shared by every later answer on the same records
-            similarity.setflags(write=False)
-            return match, similarity
+    def pair_step(self, run_a: str, run_b: str, layer: str) -> int:
+        """The default reference step of a run-vs-run pairing: the last step both runs logged the
+        layer's response profiles at (else the earlier of the two runs' last ones)."""
+        steps_a, steps_b = (self.steps(r, layer, fmt.KIND_PROFILE) for r in (run_a, run_b))
+        common = set(steps_a) & set(steps_b)
+        return max(common) if common else min(steps_a[-1], steps_b[-1])
+
+    def pairing(self, run_a: str, run_b: str, layer: str, step_a: int, step_b: int) -> Pairing:
+        """`similarity.pair_filters` on each run's last profile at or before its step, with its
+        chance level: solved once per pair of profile records (memoised; identical concurrent
+        calls share the solve) and at most `MAX_SOLVES` at once in this process (`SolveBusy` when
+        no slot frees within `SOLVE_WAIT_S`)."""
+        self.check_same_probe(run_a, run_b)
+        data_a, data_b = (self._latest(r, layer, fmt.KIND_PROFILE, s) for r, s in ((run_a, step_a), (run_b, step_b)))
+        key = (self._eid, self._record_identity(data_a), self._record_identity(data_b))
+
+        def solve() -> Pairing:
+            profile_a, profile_b = (self._decode(r, layer, fmt.KIND_PROFILE, d).array(records.PROFILE)
+                                    for r, d in ((run_a, data_a), (run_b, data_b)))
+            if not _SOLVES.acquire(timeout=SOLVE_WAIT_S):
+                raise SolveBusy(f"{MAX_SOLVES} filter pairings are being solved; try again shortly", SOLVE_RETRY_S)
+            try:
+                return pair_filters(profile_a, profile_b)
+            finally:
+                _SOLVES.release()
 
         return _MATCHES.get_or_compute(key, solve)
 

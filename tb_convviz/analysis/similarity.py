@@ -19,6 +19,9 @@ from tb_convviz.analysis.compare import weight_drift
 
 Array = Union[np.ndarray, torch.Tensor]
 
+# The per-filter flag `aligned_weight_drift` adds to `compare.weight_drift`'s keys.
+SIGN_FLIPPED = "sign_flipped"
+
 # Filters flattened into the float64 Gram at once: bounds the temporary copy to about
 # N × 64 × H × W doubles (64 probe images of a 256×56×56 ResNet-50 layer would otherwise be 411 MB).
 _GRAM_FILTER_CHUNK = 64
@@ -242,6 +245,67 @@ def match_filters(a: np.ndarray, b: np.ndarray, *, centred: bool = True) -> tupl
     return match, similarity, sign
 
 
+# Shuffled solves behind a chance level: as many as cost about one 2048 × 2048 assignment
+# (4M cells), so a big layer's first answer takes twice its solve and a small layer's null is
+# the mean of up to 16 draws rather than one noisy one.
+_CHANCE_CELLS = 2048 * 2048
+_MAX_SHUFFLES = 16
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """An optimal one-to-one pairing of A's filters with B's by response profile (`match_filters`'s
+    `match`, `similarity`, `sign`, each (F_a,)) and its `chance`: the median matched similarity
+    the same optimal assignment reaches when B's profile images are shuffled (mean over
+    `shuffles` draws); `images`: the N the profiles were over."""
+
+    match: np.ndarray
+    similarity: np.ndarray
+    sign: np.ndarray
+    chance: float
+    shuffles: int
+    images: int
+
+    @property
+    def median_similarity(self) -> float:
+        found = self.similarity[np.isfinite(self.similarity)]
+        return float(np.median(found)) if found.size else float("nan")
+
+
+def pair_filters(profile_a: np.ndarray, profile_b: np.ndarray, *, seed: int = 0) -> Pairing:
+    """Pair the filters of A and B by their (F, N) response profiles over the same N probe images,
+    and say what pairing would reach by chance.
+
+    The null shuffles B's images: each B filter keeps its responses and B's filters keep their
+    correlations with one another, but no B response belongs to the image A's responded to. Under
+    "A and B respond to unrelated things" the real pairing and a shuffled one are exchangeable, so
+    the shuffled median is what an optimal assignment of this many filters finds in noise on N
+    images — high when filters are many and images few, which is why the median alone says little.
+    """
+    match, similarity, sign = match_filters(profile_a, profile_b)
+    rng = np.random.default_rng(seed)
+    shuffles = int(np.clip(_CHANCE_CELLS // max(profile_a.shape[0] * profile_b.shape[0], 1), 1, _MAX_SHUFFLES))
+    medians = []
+    for _ in range(shuffles):
+        shuffled = profile_b[:, rng.permutation(profile_b.shape[1])]
+        found = match_filters(profile_a, shuffled)[1]
+        found = found[np.isfinite(found)]
+        medians.append(float(np.median(found)) if found.size else np.nan)
+    for a in (match, similarity, sign):
+        a.setflags(write=False)  # shared by every later answer on the same records
+    return Pairing(match, similarity, sign, float(np.mean(medians)), shuffles, int(profile_b.shape[1]))
+
+
+def paired_similarity(profile_a: np.ndarray, profile_b: np.ndarray, match: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """|Pearson correlation| and its sign (each (F_a,)) of fixed pairs (`match`, −1 none) at other
+    steps than they were paired at: how alike the pairs still respond, without a new assignment."""
+    match = np.asarray(match, dtype=np.int64)
+    unit_a, unit_b = _unit_rows(profile_a, True), _unit_rows(profile_b, True)
+    paired = (unit_a * unit_b[np.where(match >= 0, match, 0)]).sum(axis=1)
+    paired = np.clip(paired, -1.0, 1.0)
+    return np.where(match >= 0, np.abs(paired), np.nan), np.where(match >= 0, np.sign(paired), 0).astype(np.int64)
+
+
 def match_weights(kernels_a: np.ndarray, kernels_b: np.ndarray) -> np.ndarray:
     """For each filter of A, its partner in B by |cosine| of their kernels: `match_filters` on the
     weights, for when no response profiles were logged (valid for a first layer, whose inputs are
@@ -260,8 +324,11 @@ def aligned_weight_drift(
     same in both runs (the image). Without that alignment a permuted copy would look fully changed.
     Grouping is inferred as Cin_a / (Cin/groups); an input channel whose partner is −1 or lies
     outside the B filter's group has no counterpart weight and is compared against 0.
-    Returns `compare.weight_drift`'s keys, (F_a,) each: cosine_distance (0 same … 2 flipped) and
-    norm_change; NaN for unmatched filters. Signs are not flipped for anti-correlated partners.
+    Sign-aware: pairs are chosen on |correlation| (a negated response carries the same
+    information), so a partner whose kernel is the negation of A's is the same filter flipped, not
+    a changed one. Returns, (F_a,) each: cosine_distance to the partner or to its negation,
+    whichever is nearer (0 same … 1 orthogonal), sign_flipped (1 where the negation was nearer,
+    else 0) and norm_change; NaN for unmatched filters.
     """
     a = np.asarray(kernels_a, dtype=np.float64)
     b = np.asarray(kernels_b, dtype=np.float64)
@@ -289,4 +356,7 @@ def aligned_weight_drift(
         )
         aligned = np.where(valid.reshape(f_a, per_group_a, *([1] * (a.ndim - 2))), aligned, 0.0)
     drift = weight_drift(a, aligned)
+    flipped = drift["cosine_distance"] > 1.0
+    drift["cosine_distance"] = np.where(flipped, 2.0 - drift["cosine_distance"], drift["cosine_distance"])
+    drift[SIGN_FLIPPED] = flipped.astype(np.float64)
     return {k: np.where(matched, v, np.nan) for k, v in drift.items()}

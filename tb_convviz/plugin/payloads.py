@@ -1,6 +1,7 @@
 """What each route answers, built from the reader; no HTTP here."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -11,7 +12,14 @@ from tb_convviz import records
 from tb_convviz.analysis.compare import most_changed_first, weight_drift
 from tb_convviz.analysis.impact import class_table
 from tb_convviz.analysis.significance import examples_needed
-from tb_convviz.analysis.similarity import CkaEstimate, aligned_weight_drift, debiased_cka_matrix, match_weights as match_filters
+from tb_convviz.analysis.similarity import (
+    SIGN_FLIPPED,
+    CkaEstimate,
+    aligned_weight_drift,
+    debiased_cka_matrix,
+    match_weights as match_filters,
+    paired_similarity,
+)
 from tb_convviz.plugin.history import Columns, HistoryCache, read_columns
 from tb_convviz.reader import ConvVizReader, NotFound
 from tb_convviz.schema import BUILTIN
@@ -297,29 +305,58 @@ def _feeding_layer(reader: ConvVizReader, run: str, layer: str, info: dict) -> O
     return before if filters == channels else None
 
 
+@dataclass(frozen=True)
+class _Paired:
+    """B's partner of each A filter and how alike each pair responds at the shown steps (None when
+    paired by weights), with the pairing's own record: by what, at which steps, and its chance."""
+
+    match: np.ndarray
+    similarity: Optional[np.ndarray]
+    basis: str
+    summary: Optional[dict]
+
+
 def _pairing(reader: ConvVizReader, layer: str, run_a: str, step_a: int, run_b: str, step_b: int,
-             wa: np.ndarray, wb: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray], str]:
-    """(B's partner of each A filter, its |correlation| or None, basis): by what the filters do on the
-    probe when both steps logged response profiles, else by weight cosine (valid for a first layer)."""
+             pair_step: int, wa: np.ndarray, wb: np.ndarray) -> _Paired:
+    """Pairs by what the filters do on the probe, solved once at `pair_step` and kept for every
+    shown step, when both runs logged response profiles; else by weight cosine at the shown steps
+    (valid for a first layer)."""
+    if pair_step is None:
+        return _Paired(match_filters(wa, wb), None, "weights", None)
     try:
-        match, similarity = reader.match(run_a, run_b, layer, step_a, step_b)
-        return match, similarity, "activations"
+        found = reader.pairing(run_a, run_b, layer, pair_step, pair_step)
     except NotFound:
-        return match_filters(wa, wb), None, "weights"
+        return _Paired(match_filters(wa, wb), None, "weights", None)
     except ValueError as e:  # different probes
         raise errors.InvalidArgumentError(str(e)) from e
+    try:
+        profile_a = reader.profile(run_a, layer, step_a)
+        similarity, _ = paired_similarity(profile_a, reader.profile(run_b, layer, step_b), found.match)
+    except NotFound:  # a shown step before the first profile: the pairs' similarity there is unknown
+        similarity = np.full(found.match.shape, np.nan)
+    summary = {
+        "pair_step": pair_step,
+        "profile_steps": [reader.profile_step(run_a, layer, pair_step), reader.profile_step(run_b, layer, pair_step)],
+        "median_similarity": _floats(np.array([found.median_similarity]))[0],
+        "chance": _floats(np.array([found.chance]))[0],
+        "shuffles": found.shuffles,
+        "images": found.images,
+    }
+    return _Paired(found.match, similarity, "activations", summary)
 
 
 def compare(
-    reader: ConvVizReader, layer: str, run_a: str, step_a: int, run_b: str, step_b: int, align: str
+    reader: ConvVizReader, layer: str, run_a: str, step_a: int, run_b: str, step_b: int, align: str,
+    pair_step: Optional[int] = None,
 ) -> dict:
     """Per-filter drift of one layer from (run_a, step_a) to (run_b, step_b), most changed first.
 
     align "index": filter i with filter i; "match": each A filter with the B filter that responds
-    most alike on the probe (optimal assignment on response profiles; weight cosine without them);
-    "aligned": matched too, and B's kernels read with their input channels put in A's order by the
-    matching of the layer feeding this one, so a run that learned the same filters in another order
-    shows zero drift.
+    most alike on the probe (optimal assignment on response profiles at `pair_step`, default the
+    last step both runs have profiles for, so a pair is followed across steps; weight cosine
+    without profiles); "aligned": matched too, and B's kernels read with their input channels put
+    in A's order by the matching of the layer feeding this one, so a run that learned the same
+    filters in another order shows zero drift. Drift of paired filters is sign-aware.
     """
     fa = reader.bundle(run_a, layer, fmt.KIND_FILTERS, step_a)
     fb = reader.bundle(run_b, layer, fmt.KIND_FILTERS, step_b)
@@ -330,8 +367,19 @@ def compare(
             f"layer {layer!r} differs between the runs: {n_a} filters of {info_a['kernel_size']} "
             f"vs {n_b} of {fb.meta['info']['kernel_size']}"
         )
-    similarity, match_basis, aligned_by = None, None, None
+    paired, aligned_by = None, None
     match = np.arange(n_a)
+    if align != "index" and pair_step is None:
+        try:
+            pair_step = reader.pair_step(run_a, run_b, layer)
+        except NotFound:
+            pair_step = None  # no profiles: paired by weights at the shown steps
+    elif align != "index":
+        for run in (run_a, run_b):
+            try:
+                reader.profile_step(run, layer, pair_step)
+            except NotFound as e:
+                raise errors.NotFoundError(f"pair_step {pair_step}: {e}") from e
     if run_a == run_b and align == "index" and fb.meta.get("prev_step") == step_a and step_a != step_b:
         # Consecutive logs of one run: the callback measured this drift exactly on full weights.
         basis = "logged"
@@ -344,12 +392,14 @@ def compare(
             wa, wb = fa.array(records.TILES), fb.array(records.TILES)
         prev_match = None
         if align != "index":
-            match, similarity, match_basis = _pairing(reader, layer, run_a, step_a, run_b, step_b, wa, wb)
+            paired = _pairing(reader, layer, run_a, step_a, run_b, step_b, pair_step, wa, wb)
+            match = paired.match
             feeding = _feeding_layer(reader, run_a, layer, info_a) if align == "aligned" and basis == "kernels" else None
             if feeding is not None:
-                prev_match, _, prev_basis = _pairing(reader, feeding, run_a, step_a, run_b, step_b, *(
+                before = _pairing(reader, feeding, run_a, step_a, run_b, step_b, pair_step, *(
                     _weights_for(reader, r, feeding, s)[0] for r, s in ((run_a, step_a), (run_b, step_b))))
-                aligned_by = {"layer": feeding, "basis": prev_basis}
+                prev_match = before.match
+                aligned_by = {"layer": feeding, "basis": before.basis}
         drift = weight_drift(wa, wb) if align == "index" else aligned_weight_drift(wa, wb, match, prev_match)
     # Wire arrays, not JSON number lists (the dashboard decodes them on arrival): a 2048-filter
     # layer's metrics as JSON floats took most of the answer's time.
@@ -357,8 +407,10 @@ def compare(
     safe = np.where(match >= 0, match, 0)
     if records.ACT_MEAN in fa and records.ACT_MEAN in fb:
         metrics["act_mean_change"] = fmt.wire_array(np.where(match >= 0, fb.array(records.ACT_MEAN)[safe] - fa.array(records.ACT_MEAN), np.nan))
+    similarity = paired.similarity if paired is not None else None
     if similarity is not None:
         metrics["match_similarity"] = fmt.wire_array(similarity)
+    flipped = drift.get(SIGN_FLIPPED)
     return {
         "layer": layer,
         "a": {"run": run_a, "step": step_a},
@@ -366,7 +418,11 @@ def compare(
         "filters": n_a,
         "basis": basis,
         "align": align,
-        "match_basis": match_basis,
+        "match_basis": paired.basis if paired is not None else None,
+        "pair_step": paired.summary["pair_step"] if paired is not None and paired.summary else None,
+        "pairing": paired.summary if paired is not None else None,
+        "median_similarity": _median(similarity) if similarity is not None else None,
+        "sign_flipped": int(np.nansum(flipped)) if flipped is not None else None,
         "aligned_inputs": aligned_by,
         "match": match.tolist(),
         "metrics": metrics,
@@ -374,6 +430,12 @@ def compare(
         "tiles_a": fa.wire(records.TILES),
         "tiles_b": fmt.wire_array(fb.array(records.TILES, safe)),
     }
+
+
+def _median(values: np.ndarray) -> Optional[float]:
+    """The median of the finite values, None when there are none."""
+    found = values[np.isfinite(values)]
+    return float(np.median(found)) if found.size else None
 
 
 def _cka_answer(estimate: CkaEstimate) -> dict:

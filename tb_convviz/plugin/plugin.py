@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 from tensorboard import errors, plugin_util
 from tensorboard.backend import http_util
@@ -16,7 +16,7 @@ from tb_convviz.plugin import payloads
 from tb_convviz.plugin.cache import AnswerCache, CachingProvider
 from tb_convviz.plugin.history import HistoryCache
 from tb_convviz.plugin.params import RequestParams
-from tb_convviz.reader import ConvVizReader, NotFound, Problems
+from tb_convviz.reader import ConvVizReader, NotFound, Problems, SolveBusy
 
 _logger = logging.getLogger(__name__)
 
@@ -34,11 +34,12 @@ def frontend_dir() -> Path:
 _STATIC_TYPES = {".js": "text/javascript", ".css": "text/css"}
 
 
-def _json(request: wrappers.Request, payload: object, code: int = 200) -> wrappers.Response:
+def _json(request: wrappers.Request, payload: object, code: int = 200, headers: Optional[dict[str, str]] = None) -> wrappers.Response:
     # Not gzipped: the bulk is base64 of 8-bit arrays, which gzip barely shrinks but which took
     # most of a layer answer's time to compress (26 of 42 ms for a 512-filter layer).
     body = json.dumps(payload, allow_nan=False)
-    return http_util.Respond(request, body, "application/json", code=code, content_encoding="identity")
+    return http_util.Respond(request, body, "application/json", code=code, content_encoding="identity",
+                             headers=list(headers.items()) if headers else None)
 
 
 class ConvVizPlugin(base_plugin.TBPlugin):
@@ -98,6 +99,8 @@ class ConvVizPlugin(base_plugin.TBPlugin):
                 runs = sorted({params.run(name) for name in ("run", "run_a", "run_b") if name in request.args})
                 key = (request.path, tuple(sorted(request.args.items(multi=True))), tuple(reader.signature(r) for r in runs))
                 return _json(request, self._answers.get_or_compute(key, lambda: impl(reader, params)))
+            except SolveBusy as e:  # every solve slot taken: come back rather than queue without bound
+                return _json(request, {"error": str(e)}, 503, {"Retry-After": str(e.retry_after_s)})
             except (errors.PublicError, NotFound) as e:  # NotFound: a record missing past the parameter checks
                 public = e if isinstance(e, errors.PublicError) else errors.NotFoundError(str(e))
                 return _json(request, {"error": str(public)}, public.http_code)
@@ -150,7 +153,8 @@ class ConvVizPlugin(base_plugin.TBPlugin):
         p.layer(run_b)
         step_a = p.step(run_a, layer, "step_a")
         step_b = p.step(run_b, layer, "step_b")
-        return payloads.compare(reader, layer, run_a, step_a, run_b, step_b, p.choice("align", ("index", "match", "aligned")))
+        return payloads.compare(reader, layer, run_a, step_a, run_b, step_b, p.choice("align", ("index", "match", "aligned")),
+                                p.optional_integer("pair_step"))
 
     @staticmethod
     def _run_layer(p: RequestParams) -> tuple[str, str]:
