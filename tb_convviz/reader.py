@@ -13,7 +13,7 @@ from tensorboard.data import provider as tb_provider
 
 from tb_convviz import format as fmt
 from tb_convviz import records
-from tb_convviz.analysis.embedding import embedding_trail, filter_embedding
+from tb_convviz.analysis.embedding import axis_variance_share, embedding_trail, filter_embedding
 from tb_convviz.analysis.impact import class_table
 from tb_convviz.analysis.similarity import Pairing, debiased_cka_matrix, linear_cka, pair_filters
 from tb_convviz.memo import Memo
@@ -368,11 +368,22 @@ class ConvVizReader:
     def embedding_trail(self, run: str, layer: str, method: str = "pca") -> tuple[list[int], np.ndarray]:
         """Every step's map (steps, filters, 2), each aligned to the one before (orthogonal Procrustes)
         so that the map follows the filters rather than jumping from one step to the next."""
-        steps, maps = [], []
+        steps, trail, _ = self._embedding_trail(run, layer, method)
+        return steps, trail
+
+    def embedding_trail_with_variance(self, run: str, layer: str) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """The PCA trail, and (steps, 2) the share of each step's profile variance along each axis
+        of its aligned map (`embedding.axis_variance_share`)."""
+        steps, trail, profiles = self._embedding_trail(run, layer, "pca")
+        return steps, trail, np.stack([axis_variance_share(p, points) for p, points in zip(profiles, trail)])
+
+    def _embedding_trail(self, run: str, layer: str, method: str) -> tuple[list[int], np.ndarray, list[np.ndarray]]:
+        steps, maps, profiles = [], [], []
         for step, bundle in self.bundles(run, layer, fmt.KIND_PROFILE):
             steps.append(step)
-            maps.append(filter_embedding(bundle.array(records.PROFILE), method))
-        return steps, embedding_trail(maps)
+            profiles.append(bundle.array(records.PROFILE))
+            maps.append(filter_embedding(profiles[-1], method))
+        return steps, embedding_trail(maps), profiles
 
 
 class Logs(ConvVizReader):

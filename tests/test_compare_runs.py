@@ -298,3 +298,26 @@ def test_solves_at_once_are_bounded_and_the_rest_get_a_503_with_retry_after(logs
     refused = urls[[r.status_code for r in answers].index(503)]
     assert get(client, refused.removeprefix(BASE + "/"))["pairing"]["median_similarity"] > 0
     assert len(solves) == 2
+
+
+def test_index_offers_only_the_filter_map_methods_whose_package_is_installed(logs_and_perms, monkeypatch):
+    import tb_convviz.analysis.embedding as embedding_module
+
+    logs, _ = logs_and_perms
+    assert get(fresh_client(logs), "index")["embedding_methods"] == list(embedding_module.available_methods())
+    monkeypatch.setattr(embedding_module.importlib.util, "find_spec", lambda name: None)  # no optional package
+    client = fresh_client(logs)
+    assert get(client, "index")["embedding_methods"] == ["pca"]
+    assert "['pca']" in get(client, "embedding?run=a&layer=3&method=tsne", 400)["error"]
+
+
+def test_filter_map_axes_carry_their_share_of_variance(client, logs_and_perms):
+    logs, _ = logs_and_perms
+    answer = get(client, "embedding?run=a&layer=6&method=pca")
+    shares = decode_wire(answer["variance_share"])
+    assert shares.shape == (3, 2)
+    profile = logs.profile("a", "6", 0)
+    centred = profile - profile.mean(axis=0)
+    spectrum = np.linalg.svd(centred, compute_uv=False) ** 2
+    np.testing.assert_allclose(shares[0], spectrum[:2] / spectrum.sum(), rtol=1e-4)  # the first map is not rotated
+    assert (shares.sum(axis=1) <= 1 + 1e-6).all() and (shares > 0).all()

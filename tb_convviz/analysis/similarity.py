@@ -245,10 +245,10 @@ def match_filters(a: np.ndarray, b: np.ndarray, *, centred: bool = True) -> tupl
     return match, similarity, sign
 
 
-# Shuffled solves behind a chance level: as many as cost about one 2048 × 2048 assignment
-# (4M cells), so a big layer's first answer takes twice its solve and a small layer's null is
-# the mean of up to 16 draws rather than one noisy one.
-_CHANCE_CELLS = 2048 * 2048
+# Shuffled solves behind a chance level: enough that the medians pool ~256 filters (one draw of a
+# 512-filter layer already does; a 16-filter layer takes 16 draws), so a big layer's first answer
+# costs about two solves and a small layer's null is not one noisy draw.
+_CHANCE_FILTERS = 256
 _MAX_SHUFFLES = 16
 
 
@@ -284,7 +284,7 @@ def pair_filters(profile_a: np.ndarray, profile_b: np.ndarray, *, seed: int = 0)
     """
     match, similarity, sign = match_filters(profile_a, profile_b)
     rng = np.random.default_rng(seed)
-    shuffles = int(np.clip(_CHANCE_CELLS // max(profile_a.shape[0] * profile_b.shape[0], 1), 1, _MAX_SHUFFLES))
+    shuffles = int(np.clip(-(-_CHANCE_FILTERS // max(profile_a.shape[0], 1)), 1, _MAX_SHUFFLES))
     medians = []
     for _ in range(shuffles):
         shuffled = profile_b[:, rng.permutation(profile_b.shape[1])]

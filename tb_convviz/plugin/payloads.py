@@ -10,6 +10,7 @@ from tensorboard import errors
 from tb_convviz import format as fmt
 from tb_convviz import records
 from tb_convviz.analysis.compare import most_changed_first, weight_drift
+from tb_convviz.analysis.embedding import available_methods
 from tb_convviz.analysis.impact import class_table
 from tb_convviz.analysis.significance import examples_needed
 from tb_convviz.analysis.similarity import (
@@ -81,6 +82,7 @@ def index(reader: ConvVizReader) -> dict:
         "runs": runs,
         "format_version": fmt.FORMAT_VERSION,
         "names": records.record_names(),
+        "embedding_methods": list(available_methods()),
         "columns": [c.declaration() for c in BUILTIN],
         # Listed after the runs were read, so that what reading them met is in it.
         "problems": reader.problems.listed(),
@@ -501,9 +503,16 @@ def cka_to_final(reader: ConvVizReader, run: str) -> dict:
 
 def embedding(reader: ConvVizReader, run: str, layer: str, method: str) -> dict:
     """Every step's 2-D map of the layer's filters from their response profiles, each aligned to the
-    one before, so the tab's slider moves points instead of redrawing a new map."""
+    one before, so the tab's slider moves points instead of redrawing a new map; for PCA also each
+    axis' share of the profiles' variance per step, for the axis labels."""
+    variance = None
     try:
-        steps, trail = reader.embedding_trail(run, layer, method)
+        if method == "pca":
+            steps, trail, shares = reader.embedding_trail_with_variance(run, layer)
+            variance = fmt.wire_array(shares)
+        else:
+            steps, trail = reader.embedding_trail(run, layer, method)
     except ImportError as e:
         raise errors.InvalidArgumentError(str(e)) from e
-    return {"run": run, "layer": layer, "method": method, "steps": steps, "points": fmt.wire_array(trail)}
+    return {"run": run, "layer": layer, "method": method, "steps": steps, "points": fmt.wire_array(trail),
+            "variance_share": variance}

@@ -12,6 +12,7 @@ from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
 from tb_convviz import format as fmt
+from tb_convviz.analysis.embedding import available_methods
 from tb_convviz.plugin import payloads
 from tb_convviz.plugin.cache import AnswerCache, CachingProvider
 from tb_convviz.plugin.history import HistoryCache
@@ -145,16 +146,21 @@ class ConvVizPlugin(base_plugin.TBPlugin):
         layer = p.layer(run)
         return payloads.table(reader, run, layer, p.step(run, layer))
 
-    @staticmethod
-    def _compare(reader: ConvVizReader, p: RequestParams) -> dict:
+    def _compare(self, reader: ConvVizReader, p: RequestParams) -> dict:
         run_a = p.run("run_a")
         run_b = p.run("run_b")
         layer = p.layer(run_a)
         p.layer(run_b)
         step_a = p.step(run_a, layer, "step_a")
         step_b = p.step(run_b, layer, "step_b")
-        return payloads.compare(reader, layer, run_a, step_a, run_b, step_b, p.choice("align", ("index", "match", "aligned")),
-                                p.optional_integer("pair_step"))
+        answer = payloads.compare(reader, layer, run_a, step_a, run_b, step_b, p.choice("align", ("index", "match", "aligned")),
+                                  p.optional_integer("pair_step"))
+        # The slider comes next, and keeps the pairing: warm every step's filters and profiles.
+        for run in {run_a, run_b}:
+            for kind in (fmt.KIND_FILTERS, fmt.KIND_PROFILE):
+                if kind in reader.kinds(run, layer):
+                    self._provider.prefetch(reader.context, reader.blob_keys(run, layer, kind))
+        return answer
 
     @staticmethod
     def _run_layer(p: RequestParams) -> tuple[str, str]:
@@ -175,7 +181,8 @@ class ConvVizPlugin(base_plugin.TBPlugin):
 
     def _embedding(self, reader: ConvVizReader, p: RequestParams) -> dict:
         run, layer = self._run_layer(p)
-        return payloads.embedding(reader, run, layer, p.choice("method", ("pca", "umap", "tsne")))
+        # Only the methods whose package is installed: a missing one is a 400 that says so.
+        return payloads.embedding(reader, run, layer, p.choice("method", available_methods()))
 
     @wrappers.Request.application
     def _serve_entry(self, request: wrappers.Request) -> wrappers.Response:
