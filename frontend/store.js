@@ -23,10 +23,11 @@ import * as api from "./api.js";
  *   image: number,
  *   layerData: Load, filter: ?number, detail: Load, probes: Record<string, Load>, overlay: number,
  *   compare: {stepA: number, runB: string, stepB: number, align: "index"|"match"|"aligned",
- *     sort: "cosine_distance"|"norm_change"|"act_mean_change", load: Load},
+ *     pairStep: number, sort: "cosine_distance"|"norm_change"|"act_mean_change", load: Load},
  *   analysis: Record<Analysis, Load>, impactSort: {metric: string, reverse: boolean}, historyColumn: string,
  *   similarity: {runB: string, stepB: number, layers: KeyedLoad, epochs: KeyedLoad, final: KeyedLoad},
- *   embedding: {method: "pca"|"umap"|"tsne", color: string, load: KeyedLoad},
+ *   embedding: {method: "pca"|"umap"|"tsne", color: string, trails: boolean, load: KeyedLoad},
+ *   embeddingMethods: string[],
  *   names: import("./recordkeys.js").RecordNames, shapeTexture: KeyedLoad, problems: Problem[],
  * }} State
  *   analysis: the current layer's perturbation responses, impact record and table of every per-filter
@@ -36,7 +37,9 @@ import * as api from "./api.js";
  *   column whose history the filter detail charts ("" for the default).
  *   similarity: the CKA views' answers; B is the current run at the slider's step while runB is ""
  *   and stepB -1. embedding: the filter map's answer, its method and the column it is coloured by
- *   ("" for the first). problems: records of the logdir that could not be read (the index answer's).
+ *   ("" for the first), and whether trails are drawn; embeddingMethods: the methods the server can
+ *   compute (/index). compare.pairStep: the step run vs run pairs filters at (-1: the server's
+ *   default, the last step both runs have profiles for). problems: records of the logdir that could not be read (the index answer's).
  *   names: the record names of the index answer (how to read perturbation and impact arrays).
  *   shapeTexture: the run's per-layer shape–texture distribution at the slider's step (Impact view).
  */
@@ -96,12 +99,13 @@ export class Store {
       detail: IDLE,
       probes: {},
       overlay: 0.6,
-      compare: { stepA: 0, runB: "", stepB: 0, align: "match", sort: "cosine_distance", load: IDLE },
+      compare: { stepA: 0, runB: "", stepB: 0, align: "match", pairStep: -1, sort: "cosine_distance", load: IDLE },
       analysis: { perturbation: IDLE, impact: IDLE, table: IDLE },
       impactSort: { metric: "", reverse: false },
       historyColumn: "",
       similarity: { runB: "", stepB: -1, layers: IDLE, epochs: IDLE, final: IDLE },
-      embedding: { method: "pca", color: "", load: IDLE },
+      embedding: { method: "pca", color: "", trails: false, load: IDLE },
+      embeddingMethods: ["pca"],
       names: { kinds: [], perturbation_groups: {}, counterfactual_prefix: "", top_example_prefix: "", impact_exact: "" },
       shapeTexture: IDLE,
       problems: [],
@@ -189,7 +193,8 @@ export class Store {
       return;
     }
     const keep = this.state.run && runs.some((r) => r.run === this.state.run) ? this.state.run : runs[0].run;
-    this.set({ phase: "ready", message: "", runs, names: index.names, problems: index.problems ?? [] });
+    this.set({ phase: "ready", message: "", runs, names: index.names, problems: index.problems ?? [],
+      embeddingMethods: index.embedding_methods ?? ["pca"] });
     this.selectRun(keep);
   }
 
@@ -333,6 +338,7 @@ export class Store {
         stepA: entry.steps[0],
         runB,
         stepB: stepsB[stepsB.length - 1],
+        pairStep: -1,
         load: IDLE,
       },
     });
@@ -353,9 +359,9 @@ export class Store {
   compareQuery() {
     const { mode, run, layer, step, compare } = this.state;
     if (mode === "epochs") {
-      return { layer, runA: run, stepA: compare.stepA, runB: run, stepB: step, align: /** @type {const} */ ("index") };
+      return { layer, runA: run, stepA: compare.stepA, runB: run, stepB: step, align: /** @type {const} */ ("index"), pairStep: -1 };
     }
-    return { layer, runA: run, stepA: step, runB: compare.runB, stepB: compare.stepB, align: compare.align };
+    return { layer, runA: run, stepA: step, runB: compare.runB, stepB: compare.stepB, align: compare.align, pairStep: compare.pairStep };
   }
 
   async loadCompare() {
@@ -474,7 +480,7 @@ export class Store {
     this.fetchInto("embedding", "load", JSON.stringify([run, layer, method]), () => api.fetchEmbedding(run, layer, method));
   }
 
-  /** @param {{method?: State["embedding"]["method"], color?: string}} patch */
+  /** @param {{method?: State["embedding"]["method"], color?: string, trails?: boolean}} patch */
   setEmbedding(patch) {
     this.set({ embedding: { ...this.state.embedding, ...patch } });
     this.loadEmbedding();
