@@ -289,9 +289,11 @@ function fillHeadline(box, data) {
   lead.dataset.testid = "compare-headline-similarity";
   lead.dataset.median = String(pairing.median_similarity);
   lead.dataset.chance = String(pairing.chance);
-  lead.append(
-    el("strong", "", `Paired filters respond alike: median similarity ${formatFixed(pairing.median_similarity)}, chance ${formatFixed(pairing.chance)}`),
-  );
+  // No test here, only a comparison: within 0.1 of chance the pairs say little either way.
+  const gap = pairing.median_similarity - pairing.chance;
+  const verdict = !Number.isFinite(gap) ? "" : gap >= 0.1 ? ": pairs respond alike, well above chance" : gap > -0.1 ? ": near chance, the pairs say little" : ": below chance";
+  lead.dataset.verdict = verdict;
+  lead.append(el("strong", "", `Pair similarity: median ${formatFixed(pairing.median_similarity)}, chance ${formatFixed(pairing.chance)}${verdict}`));
   const shown = data.median_similarity !== null && (data.a.step !== pairing.pair_step || data.b.step !== pairing.pair_step)
     ? `; at the shown steps ${formatFixed(data.median_similarity)}` : "";
   const how = el("div", "cvz-legend-note",

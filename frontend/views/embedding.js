@@ -83,7 +83,9 @@ export function niceTicks(lo, hi) {
  */
 function axisTitle(method, axis, share) {
   const name = `${AXIS_NAMES[/** @type {keyof typeof AXIS_NAMES} */ (method)] ?? method} ${axis + 1}`;
-  return share !== null && Number.isFinite(share) ? `${name} · ${(100 * share).toFixed(0)}% of variance` : name;
+  if (share === null || !Number.isFinite(share)) return name;
+  const percent = 100 * share;
+  return `${name} · ${percent >= 10 ? percent.toFixed(0) : percent >= 0.1 ? percent.toFixed(1) : "<0.1"}% of variance (axes scaled separately)`;
 }
 
 /** @param {HTMLElement} root @param {import("../store.js").Store} store */
@@ -160,7 +162,7 @@ export function mountEmbedding(root, store) {
     const current = answerFor(s.analysis.table, { run: s.run, layer: s.layer, step: s.step });
     const values = metricValues(current, colour?.name ?? "", load.data?.points.shape[1] ?? 0);
     const width = Math.max(MIN_WIDTH, Math.floor(card.clientWidth - 32));
-    const height = Math.round(Math.min(620, Math.max(320, width * 0.55)));
+    const height = Math.round(Math.min(520, Math.max(300, width * 0.42)));
     const now = [load.data, s.step, s.filter, values, s.embedding.trails, width];
     if (now.every((x, i) => (i === 3 ? sameValues(x, drawn[i]) : x === drawn[i]))) return;
     drawn = now;
