@@ -218,7 +218,10 @@ export function mountEmbedding(root, store) {
     );
 
     const axes = drawAxes(frame, width, height, [0, 1].map((a) => axisTitle(mapMethod, a, shares ? shares[2 * t + a] : null)));
-    const trails = svg("g", { fill: "none", stroke: "currentColor", "stroke-opacity": 0.12, "stroke-width": 0.75 });
+    // Earlier steps may lie outside this step's frame: their trails stop at the plot's edge.
+    const clip = svg("clipPath", { id: "cvz-map-clip" });
+    clip.append(svg("rect", { x: MARGIN.left, y: MARGIN.top, width: width - MARGIN.left - MARGIN.right, height: height - MARGIN.top - MARGIN.bottom }));
+    const trails = svg("g", { fill: "none", stroke: "currentColor", "stroke-opacity": 0.12, "stroke-width": 0.75, "clip-path": "url(#cvz-map-clip)" });
     const dots = svg("g", {});
     /** @param {Event} e @param {string} says */
     const showAt = (e, says) => {
@@ -255,7 +258,7 @@ export function mountEmbedding(root, store) {
       });
       dots.append(dot);
     }
-    plot.replaceChildren(axes, trails, dots);
+    plot.replaceChildren(clip, axes, trails, dots);
   });
 }
 
