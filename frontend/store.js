@@ -172,8 +172,12 @@ export class Store {
 
   // -- actions -------------------------------------------------------------------------------
 
-  /** Load the run index, then the first run's first layer at its last step. */
-  async load() {
+  /**
+   * Load the run index, then `wanted`'s view (a reloaded or shared address: urlstate.js) as far as
+   * the logs hold it, else the first run's first layer at its last step.
+   * @param {import("./urlstate.js").ViewState} [wanted]
+   */
+  async load(wanted = {}) {
     this.set({ phase: "loading", message: "Loading convviz runs…" });
     let index;
     try {
@@ -192,10 +196,38 @@ export class Store {
       });
       return;
     }
-    const keep = this.state.run && runs.some((r) => r.run === this.state.run) ? this.state.run : runs[0].run;
+    const asked = wanted.run && runs.some((r) => r.run === wanted.run) ? wanted.run : this.state.run;
+    const keep = asked && runs.some((r) => r.run === asked) ? asked : runs[0].run;
     this.set({ phase: "ready", message: "", runs, names: index.names, problems: index.problems ?? [],
-      embeddingMethods: index.embedding_methods ?? ["pca"] });
+      embeddingMethods: index.embedding_methods ?? ["pca"],
+      // selectRun keeps a layer and step the run has: the ones asked for, when it has them.
+      ...(wanted.layer ? { layer: wanted.layer } : {}), ...(wanted.step !== undefined ? { step: wanted.step } : {}) });
     this.selectRun(keep);
+    this.restoreView(wanted);
+  }
+
+  /**
+   * The rest of a wanted view once its run, layer and step are chosen: the view, its other steps
+   * and run, and the open filter; what the logs do not hold is left at its default.
+   * @param {import("./urlstate.js").ViewState} wanted
+   */
+  restoreView(wanted) {
+    const modes = ["filters", "epochs", "runs", "impact", "similarity", "embedding"];
+    if (wanted.view && modes.includes(wanted.view) && wanted.view !== this.state.mode) {
+      this.setMode(/** @type {Mode} */ (wanted.view));
+    }
+    const steps = this.layerEntry()?.steps ?? [];
+    if (this.state.mode === "epochs" && wanted.stepA !== undefined && steps.includes(wanted.stepA)) this.setCompare({ stepA: wanted.stepA });
+    if (this.state.mode === "runs" && wanted.runB && this.runBChoices().some((r) => r.run === wanted.runB)) {
+      const stepsB = this.layerEntry(wanted.runB)?.steps ?? [];
+      this.setCompare({
+        runB: wanted.runB,
+        ...(wanted.stepB !== undefined && stepsB.includes(wanted.stepB) ? { stepB: wanted.stepB } : {}),
+        ...(wanted.pairStep !== undefined && wanted.pairStep >= 0 ? { pairStep: wanted.pairStep } : {}),
+      });
+    }
+    const filters = this.layerEntry()?.info.filters ?? 0;
+    if (wanted.filter !== undefined && wanted.filter >= 0 && wanted.filter < filters) this.selectFilter(wanted.filter);
   }
 
   /** @param {string} run */
