@@ -319,7 +319,7 @@ class _Paired:
 
 
 def _pairing(reader: ConvVizReader, layer: str, run_a: str, step_a: int, run_b: str, step_b: int,
-             pair_step: int, wa: np.ndarray, wb: np.ndarray) -> _Paired:
+             pair_step: Optional[int], wa: np.ndarray, wb: np.ndarray) -> _Paired:
     """Pairs by what the filters do on the probe, solved once at `pair_step` and kept for every
     shown step, when both runs logged response profiles; else by weight cosine at the shown steps
     (valid for a first layer)."""
