@@ -11,7 +11,11 @@ Writes synthetic logs with the real ConvViz callback (one Conv2d(256, 512, 3) la
   `data-paint-ms`: from the parsed JSON to the frame painted);
 * TensorBoard's resident memory with that logdir loaded (its process tree: the Rust data server too);
 * p50 of the similarity routes on that layer (`cka_epochs`, `cka_layers`, `cka_final`, and
-  `embedding` with PCA), and each route's first, cold answer.
+  `embedding` with PCA), and each route's first, cold answer;
+* run vs run: the first answer's time (the pairing solve, with its chance level), the p50 of
+  slider moves after it (the pairing is kept), and `/index` p95 while 8 run-vs-run requests
+  that each need a new solve (8 pair steps) are in flight, with how many of them were answered
+  and how many told to retry (503).
 
 Then a big net, 100 epochs × 2 runs (`--model`): TensorBoard's RSS with its logs loaded, both
 loaders. With `--model resnet50` (ResNet-50-shaped, 1000 classes, 53 conv layers, logged with
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import threading
 import random
 import shutil
 import statistics
@@ -34,8 +39,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -52,6 +59,9 @@ TARGET_ROUTE_P50_MS = 20.0
 TARGET_PAINT_MS = 300.0
 TARGET_RSS_MB = 1024.0
 TARGET_SIMILARITY_P50_MS = 50.0
+TARGET_INDEX_P95_MS = 100.0
+IN_FLIGHT = 8
+PREFETCH_S = 3.0
 
 EPOCHS = 50
 RUNS = ("run_a", "run_b")
@@ -137,6 +147,8 @@ def big_net(logdir: Path, net: Net, epochs: int, perturbations: bool, requests: 
             print(f"  tensorboard ({label}): loaded in {tb.load_s:.1f} s")
             if net.layer is not None:
                 logs = Logs(net.layer, net.filters, epochs)
+                if routes is None or "compare" in routes:
+                    report_run_vs_run(tb, requests, logs)
                 time_routes(tb, chosen(route_urls(tb, requests, logs), routes), TARGET_ROUTE_P50_MS)
                 if label == "default loader" and paints > 0:
                     report_paint(tb, paints, logs)
@@ -257,7 +269,7 @@ def route_urls(tb: TensorBoard, n: int, logs: Logs) -> dict[str, list[str]]:
 
 def chosen(routes: dict[str, list[str]], names: Optional[list[str]]) -> dict[str, list[str]]:
     """The routes whose label starts with one of `names` (all when None): time one route on big logs
-    without waiting for the others (run vs run alone takes ~1 s a request on ResNet-50 logs)."""
+    without waiting for the others."""
     return routes if names is None else {r: urls for r, urls in routes.items() if r.startswith(tuple(names))}
 
 
@@ -290,6 +302,48 @@ def time_routes(tb: TensorBoard, routes: dict[str, list[str]], target_ms: float,
         p50, p95 = p(ms, 50), p(ms, 95)
         print(f"    {route:<30} p50 {p50:8.1f} ms   p95 {p95:8.1f} ms{cold}   "
               f"(target p50 ≤ {target_ms:.0f} ms: {verdict(p50, target_ms)})")
+
+
+def report_run_vs_run(tb: TensorBoard, n: int, logs: Logs) -> None:
+    """Run vs run as a user meets it: the first answer (solving the pairing), then slider moves,
+    which keep that pairing; then `/index` while IN_FLIGHT requests each needing a solve of their
+    own (other pair steps) are in flight."""
+    rng = random.Random(2)
+    steps = range(logs.epochs)
+
+    def url(step: int, pair_step: Optional[int] = None) -> str:
+        extra = {} if pair_step is None else {"pair_step": pair_step}
+        return tb.route("compare", layer=logs.layer, run_a=RUNS[0], run_b=RUNS[1], step_a=step, step_b=step, align="match", **extra)
+
+    first_ms = timed_ms([url(logs.epochs - 1)])[0]
+    time.sleep(PREFETCH_S)  # a user reads the first answer while the plugin warms the other steps' records
+    moves = timed_ms([url(rng.choice(steps)) for _ in range(n)])
+    print(f"    run vs run: first answer (pairing solve + chance) {first_ms:8.1f} ms;   slider moves p50 {p(moves, 50):8.1f} ms   "
+          f"p95 {p(moves, 95):8.1f} ms   (target p50 ≤ {TARGET_ROUTE_P50_MS:.0f} ms: {verdict(p(moves, 50), TARGET_ROUTE_P50_MS)})")
+    # Each needs its own solve: a pair step other than the last (solved already) and the others'.
+    pair_steps = rng.sample(range(logs.epochs - 1), min(IN_FLIGHT, logs.epochs - 1))
+    statuses: list[int] = []
+    done = threading.Event()
+
+    def fetch(u: str) -> None:
+        try:
+            get(u)
+            statuses.append(200)
+        except urllib.error.HTTPError as e:
+            statuses.append(e.code)
+
+    index_url = f"{tb.url}/data/plugin/convviz/index"
+    idle = timed_ms([index_url] * 20)  # the same route with nothing in flight, for comparison
+    index_ms = []
+    with ThreadPoolExecutor(len(pair_steps)) as pool:
+        futures = [pool.submit(fetch, url(s, pair_step=s)) for s in pair_steps]
+        threading.Thread(target=lambda: ([f.result() for f in futures], done.set()), daemon=True).start()
+        while not done.is_set() or len(index_ms) < 5:
+            index_ms.extend(timed_ms([index_url]))
+    p95 = p(index_ms, 95)
+    print(f"    /index with {len(pair_steps)} run-vs-run solves in flight: p95 {p95:8.1f} ms over {len(index_ms)} requests   "
+          f"(target ≤ {TARGET_INDEX_P95_MS:.0f} ms: {verdict(p95, TARGET_INDEX_P95_MS)}; idle p95 {p(idle, 95):.1f} ms);   "
+          f"those requests: {statuses.count(200)} answered, {statuses.count(503)} told to retry (503)")
 
 
 def report_paint(tb: TensorBoard, paints: int, logs: Logs) -> None:
@@ -376,9 +430,10 @@ def main() -> None:
                 tb = TensorBoard(logdir, extra)
                 try:
                     print(f"tensorboard ({label}): all {EPOCHS} steps of both runs served after {tb.load_s:.1f} s")
+                    report_run_vs_run(tb, args.requests, logs)
                     time_routes(tb, route_urls(tb, args.requests, logs), TARGET_ROUTE_P50_MS)
                     time_routes(tb, similarity_urls(tb, args.requests, logs), TARGET_SIMILARITY_P50_MS, warm=False)
-                    if label == "default loader":
+                    if label == "default loader" and args.paints > 0:
                         report_paint(tb, args.paints, logs)
                     rss = tb.rss_mb()
                     print(f"    RSS: {rss:.0f} MB   (target ≤ {TARGET_RSS_MB:.0f} MB: {verdict(rss, TARGET_RSS_MB)})\n")

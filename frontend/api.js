@@ -12,6 +12,9 @@ export class ApiError extends Error {
   }
 }
 
+/** Times a route answering 503 (every pairing solve slot taken) is asked again, after its Retry-After. */
+const BUSY_RETRIES = 5;
+
 /**
  * @param {string} route
  * @param {Record<string, string|number>} [params]
@@ -22,6 +25,11 @@ async function getJson(route, params) {
   let response;
   try {
     response = await fetch(route + query, { credentials: "same-origin" });
+    for (let tries = 0; response.status === 503 && tries < BUSY_RETRIES; tries++) {
+      const wait = Number(response.headers.get("Retry-After")) || 2;
+      await new Promise((resolve) => setTimeout(resolve, wait * 1000));
+      response = await fetch(route + query, { credentials: "same-origin" });
+    }
   } catch (e) {
     throw new ApiError(`cannot reach TensorBoard (${e instanceof Error ? e.message : e})`, 0);
   }
@@ -106,8 +114,9 @@ export const fetchCost = (run) => getJson("cost", { run });
 export const fetchProbe = (/** @type {string} */ run) => getJson("probe", { run });
 
 /**
- * Per-filter drift of one layer between two (run, step) snapshots.
- * @param {{layer: string, runA: string, stepA: number, runB: string, stepB: number, align: "index"|"match"|"aligned"}} q
+ * Per-filter drift of one layer between two (run, step) snapshots; run vs run pairs at `pairStep`
+ * (-1: the server's default, the last step both runs have response profiles for).
+ * @param {{layer: string, runA: string, stepA: number, runB: string, stepB: number, align: "index"|"match"|"aligned", pairStep: number}} q
  */
 export const fetchCompare = (q) =>
   getJson("compare", {
@@ -117,9 +126,10 @@ export const fetchCompare = (q) =>
     run_b: q.runB,
     step_b: q.stepB,
     align: q.align,
+    ...(q.pairStep >= 0 && q.align !== "index" ? { pair_step: q.pairStep } : {}),
   }).then((data) => ({ ...data, metrics: plainRecord(data.metrics) }));
 
-/** Layer × layer linear CKA between (runA, stepA) and (runB, stepB): {a, b: {run, step, layers}, cka: flat, images}. */
+/** Layer × layer debiased CKA between (runA, stepA) and (runB, stepB): {a, b: {run, step, layers}, cka, cka_lo, cka_hi: flat, images}. */
 export const fetchCkaLayers = (
   /** @type {string} */ runA,
   /** @type {number} */ stepA,

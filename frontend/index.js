@@ -13,6 +13,7 @@ import { mountRanking } from "./static/views/ranking.js";
 import { mountSlider } from "./static/views/slider.js";
 import { mountStatus } from "./static/views/status.js";
 import { mountToolbar } from "./static/views/toolbar.js";
+import { keepViewStateInUrl, wantedViewState } from "./static/urlstate.js";
 
 export function render() {
   const style = document.createElement("link");
@@ -50,5 +51,7 @@ export function render() {
   mountRanking(side, store);
   mountDetail(side, store);
   document.body.append(app);
-  store.load();
+  const wanted = wantedViewState(); // read before the store's first answers rewrite the address
+  keepViewStateInUrl(store);
+  store.load(wanted);
 }

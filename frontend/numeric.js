@@ -62,6 +62,15 @@ export function formatNumber(v, digits = 3) {
   return v.toPrecision(digits);
 }
 
+/**
+ * A number with `decimals` fixed decimals ("0.88", "1.00"): for values on one scale shown side by
+ * side, where a mix of "1.0" and "0.99" would read as different precisions; "—" when missing.
+ * @param {?number|undefined} v @param {number} [decimals]
+ */
+export function formatFixed(v, decimals = 2) {
+  return present(v) ? v.toFixed(decimals) : "—";
+}
+
 /** A signed number for people: "+0.012", "-0.3"; "—" when missing. @param {?number|undefined} v */
 export function formatSigned(v) {
   const text = formatNumber(v);

@@ -24,11 +24,12 @@ import * as api from "./api.js";
  *   image: number,
  *   layerData: Load, filter: ?number, detail: Load, probes: Record<string, Load>, overlay: number,
  *   compare: {stepA: number, runB: string, stepB: number, align: "index"|"match"|"aligned",
- *     sort: "cosine_distance"|"norm_change"|"act_mean_change", load: Load},
+ *     pairStep: number, sort: "cosine_distance"|"norm_change"|"act_mean_change", load: Load},
  *   analysis: Record<Analysis, Load>, impactSort: {metric: string, reverse: boolean}, historyColumn: string,
  *   hiddenGroups: string[],
  *   similarity: {runB: string, stepB: number, layers: KeyedLoad, epochs: KeyedLoad, final: KeyedLoad},
- *   embedding: {method: "pca"|"umap"|"tsne", color: string, load: KeyedLoad},
+ *   embedding: {method: "pca"|"umap"|"tsne", color: string, trails: boolean, load: KeyedLoad},
+ *   embeddingMethods: string[],
  *   names: import("./recordkeys.js").RecordNames, shapeTexture: KeyedLoad, problems: Problem[],
  *   cost: KeyedLoad,
  * }} State
@@ -40,7 +41,9 @@ import * as api from "./api.js";
  *   groups the Impact table leaves out (its CSV holds every column).
  *   similarity: the CKA views' answers; B is the current run at the slider's step while runB is ""
  *   and stepB -1. embedding: the filter map's answer, its method and the column it is coloured by
- *   ("" for the first). problems: records of the logdir that could not be read (the index answer's).
+ *   ("" for the first), and whether trails are drawn; embeddingMethods: the methods the server can
+ *   compute (/index). compare.pairStep: the step run vs run pairs filters at (-1: the server's
+ *   default, the last step both runs have profiles for). problems: records of the logdir that could not be read (the index answer's).
  *   names: the record names of the index answer (how to read perturbation and impact arrays).
  *   shapeTexture: the run's per-layer shape–texture distribution at the slider's step (Impact view).
  *   cost: what each of the current run's logs cost (/cost, keyed by run): the cost line reads the
@@ -102,13 +105,14 @@ export class Store {
       detail: IDLE,
       probes: {},
       overlay: 0.6,
-      compare: { stepA: 0, runB: "", stepB: 0, align: "match", sort: "cosine_distance", load: IDLE },
+      compare: { stepA: 0, runB: "", stepB: 0, align: "match", pairStep: -1, sort: "cosine_distance", load: IDLE },
       analysis: { perturbation: IDLE, impact: IDLE, table: IDLE },
       impactSort: { metric: "", reverse: false },
       historyColumn: "",
       hiddenGroups: [],
       similarity: { runB: "", stepB: -1, layers: IDLE, epochs: IDLE, final: IDLE },
-      embedding: { method: "pca", color: "", load: IDLE },
+      embedding: { method: "pca", color: "", trails: false, load: IDLE },
+      embeddingMethods: ["pca"],
       names: { kinds: [], perturbation_groups: {}, counterfactual_prefix: "", top_example_prefix: "", impact_exact: "" },
       shapeTexture: IDLE,
       problems: [],
@@ -176,8 +180,12 @@ export class Store {
 
   // -- actions -------------------------------------------------------------------------------
 
-  /** Load the run index, then the first run's first layer at its last step. */
-  async load() {
+  /**
+   * Load the run index, then `wanted`'s view (a reloaded or shared address: urlstate.js) as far as
+   * the logs hold it, else the first run's first layer at its last step.
+   * @param {import("./urlstate.js").ViewState} [wanted]
+   */
+  async load(wanted = {}) {
     this.set({ phase: "loading", message: "Loading convviz runs…" });
     let index;
     try {
@@ -196,10 +204,39 @@ export class Store {
       });
       return;
     }
-    const keep = this.state.run && runs.some((r) => r.run === this.state.run) ? this.state.run : runs[0].run;
+    const asked = wanted.run && runs.some((r) => r.run === wanted.run) ? wanted.run : this.state.run;
+    const keep = asked && runs.some((r) => r.run === asked) ? asked : runs[0].run;
     // Costs are asked for again: a run still training has logged more steps since.
-    this.set({ phase: "ready", message: "", runs, names: index.names, problems: index.problems ?? [], cost: IDLE });
+    this.set({ phase: "ready", message: "", runs, names: index.names, problems: index.problems ?? [], cost: IDLE,
+      embeddingMethods: index.embedding_methods ?? ["pca"],
+      // selectRun keeps a layer and step the run has: the ones asked for, when it has them.
+      ...(wanted.layer ? { layer: wanted.layer } : {}), ...(wanted.step !== undefined ? { step: wanted.step } : {}) });
     this.selectRun(keep);
+    this.restoreView(wanted);
+  }
+
+  /**
+   * The rest of a wanted view once its run, layer and step are chosen: the view, its other steps
+   * and run, and the open filter; what the logs do not hold is left at its default.
+   * @param {import("./urlstate.js").ViewState} wanted
+   */
+  restoreView(wanted) {
+    const modes = ["filters", "epochs", "runs", "impact", "similarity", "embedding"];
+    if (wanted.view && modes.includes(wanted.view) && wanted.view !== this.state.mode) {
+      this.setMode(/** @type {Mode} */ (wanted.view));
+    }
+    const steps = this.layerEntry()?.steps ?? [];
+    if (this.state.mode === "epochs" && wanted.stepA !== undefined && steps.includes(wanted.stepA)) this.setCompare({ stepA: wanted.stepA });
+    if (this.state.mode === "runs" && wanted.runB && this.runBChoices().some((r) => r.run === wanted.runB)) {
+      const stepsB = this.layerEntry(wanted.runB)?.steps ?? [];
+      this.setCompare({
+        runB: wanted.runB,
+        ...(wanted.stepB !== undefined && stepsB.includes(wanted.stepB) ? { stepB: wanted.stepB } : {}),
+        ...(wanted.pairStep !== undefined && wanted.pairStep >= 0 ? { pairStep: wanted.pairStep } : {}),
+      });
+    }
+    const filters = this.layerEntry()?.info.filters ?? 0;
+    if (wanted.filter !== undefined && wanted.filter >= 0 && wanted.filter < filters) this.selectFilter(wanted.filter);
   }
 
   /** @param {string} run */
@@ -357,6 +394,7 @@ export class Store {
         stepA: entry.steps[0],
         runB,
         stepB: stepsB[stepsB.length - 1],
+        pairStep: -1,
         load: IDLE,
       },
     });
@@ -377,9 +415,9 @@ export class Store {
   compareQuery() {
     const { mode, run, layer, step, compare } = this.state;
     if (mode === "epochs") {
-      return { layer, runA: run, stepA: compare.stepA, runB: run, stepB: step, align: /** @type {const} */ ("index") };
+      return { layer, runA: run, stepA: compare.stepA, runB: run, stepB: step, align: /** @type {const} */ ("index"), pairStep: -1 };
     }
-    return { layer, runA: run, stepA: step, runB: compare.runB, stepB: compare.stepB, align: compare.align };
+    return { layer, runA: run, stepA: step, runB: compare.runB, stepB: compare.stepB, align: compare.align, pairStep: compare.pairStep };
   }
 
   async loadCompare() {
@@ -498,7 +536,7 @@ export class Store {
     this.fetchInto("embedding", "load", JSON.stringify([run, layer, method]), () => api.fetchEmbedding(run, layer, method));
   }
 
-  /** @param {{method?: State["embedding"]["method"], color?: string}} patch */
+  /** @param {{method?: State["embedding"]["method"], color?: string, trails?: boolean}} patch */
   setEmbedding(patch) {
     this.set({ embedding: { ...this.state.embedding, ...patch } });
     this.loadEmbedding();

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future
 from typing import Callable, Generic, Hashable, Optional, TypeVar
 
 V = TypeVar("V")
@@ -17,6 +18,9 @@ class Memo(Generic[V]):
 
     A value may be stored with a `version` (what it was computed from, such as a run's signature):
     a lookup with another version misses, and the new value replaces the old under the same key.
+
+    Concurrent lookups of one missing (key, version) compute it once: the others wait for that
+    value (or that failure), so identical requests to a busy dashboard share one solve.
     """
 
     def __init__(self, entries: Optional[int] = None, *, max_bytes: Optional[int] = None,
@@ -28,6 +32,7 @@ class Memo(Generic[V]):
         self._entries, self._max_bytes, self._size = entries, max_bytes, size
         self._lock = threading.Lock()
         self._values: OrderedDict[Hashable, tuple[Hashable, V]] = OrderedDict()
+        self._pending: dict[tuple[Hashable, Hashable], Future] = {}
         self._total = 0
 
     def __len__(self) -> int:
@@ -39,13 +44,26 @@ class Memo(Generic[V]):
             return key in self._values
 
     def get_or_compute(self, key: Hashable, compute: Callable[[], V], *, version: Hashable = None) -> V:
-        """The value under `key` and `version`, computed (outside the lock) and kept when there is none."""
+        """The value under `key` and `version`, computed (outside the lock) and kept when there is
+        none; while it is being computed, other callers wait for it rather than compute it again."""
         with self._lock:
             hit = self._values.get(key)
             if hit is not None and hit[0] == version:
                 self._values.move_to_end(key)
                 return hit[1]
-        value = compute()
+            pending = self._pending.get((key, version))
+            owner = pending is None
+            if owner:
+                pending = self._pending[(key, version)] = Future()
+        if not owner:
+            return pending.result()
+        try:
+            value = compute()
+        except BaseException as e:
+            with self._lock:
+                del self._pending[(key, version)]
+            pending.set_exception(e)
+            raise
         with self._lock:
             stale = self._values.pop(key, None)
             if stale is not None and self._size is not None:
@@ -54,6 +72,8 @@ class Memo(Generic[V]):
             if self._size is not None:
                 self._total += self._size(value)
             self._evict()
+            del self._pending[(key, version)]
+        pending.set_result(value)
         return value
 
     def _evict(self) -> None:

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import functools
+import os
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 from tensorboard import context as tb_context
@@ -13,9 +14,9 @@ from tensorboard.data import provider as tb_provider
 
 from tb_convviz import format as fmt
 from tb_convviz import records
-from tb_convviz.analysis.embedding import embedding_trail, filter_embedding
+from tb_convviz.analysis.embedding import axis_variance_share, embedding_trail, filter_embedding
 from tb_convviz.analysis.impact import class_table, spearman
-from tb_convviz.analysis.similarity import linear_cka, match_filters
+from tb_convviz.analysis.similarity import Pairing, debiased_cka_matrix, linear_cka, pair_filters
 from tb_convviz.commits import whole_records
 from tb_convviz.memo import Memo
 from tb_convviz.schema import LAYER_SCALARS
@@ -32,6 +33,25 @@ CALIBRATION_LOGS = 4
 # 2048-filter layer takes ~0.5 s, and while a large model's layers take turns, several steps share
 # one profile. 256 matchings of 2048 filters are 8 MB.
 _MATCHES = Memo(256)
+
+# Optimal assignments solved at once in this process: each holds a core (scipy releases the GIL),
+# so half the cores at most, leaving the rest to every other route of a shared TensorBoard (with
+# both of 2 cores solving, /index took ~0.9 s). A request that finds no free slot within
+# SOLVE_WAIT_S is told to come back (HTTP 503 with Retry-After) instead of queueing.
+MAX_SOLVES = max(1, (os.cpu_count() or 2) // 2)
+SOLVE_WAIT_S = 2.0
+SOLVE_RETRY_S = 2
+
+
+class SolveBusy(RuntimeError):
+    """Every solve slot is taken: try again after `retry_after_s` seconds."""
+
+    def __init__(self, message: str, retry_after_s: int):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+_SOLVES = threading.BoundedSemaphore(MAX_SOLVES)
 
 
 class NotFound(LookupError):
@@ -275,22 +295,55 @@ class ConvVizReader:
         ):
             raise ValueError(f"runs {run_a!r} and {run_b!r} were logged with different probes: their filters cannot be compared by activation")
 
-    def cka(self, run_a: str, layer_a: str, step_a: int, run_b: str, layer_b: str, step_b: int) -> float:
-        """Linear CKA (Kornblith et al. 2019) between two (run, layer, step) representations of the probe."""
+    def cka(self, run_a: str, layer_a: str, step_a: int, run_b: str, layer_b: str, step_b: int, *,
+            debiased: bool = True, interval: bool = False) -> Union[float, tuple[float, float, float]]:
+        """Linear CKA (Kornblith et al. 2019) between two (run, layer, step) representations of the
+        probe: debiased (unbiased HSIC; `debiased=False` gives the plain estimator, biased upwards
+        on few images). `interval=True` answers (value, lo, hi), a 95% delete-one jackknife interval
+        over probe images (`similarity.debiased_cka_matrix` says why it is valid); only with the
+        debiased estimator."""
         self.check_same_probe(run_a, run_b)
-        return linear_cka(self.gram(run_a, layer_a, step_a), self.gram(run_b, layer_b, step_b))
+        gram_a, gram_b = self.gram(run_a, layer_a, step_a), self.gram(run_b, layer_b, step_b)
+        if not debiased:
+            if interval:
+                raise ValueError("interval=True needs the debiased estimator (debiased=True)")
+            return linear_cka(gram_a, gram_b)
+        found = debiased_cka_matrix([gram_a], [gram_b])
+        value = float(found.value[0, 0])
+        return (value, float(found.lo[0, 0]), float(found.hi[0, 0])) if interval else value
 
     def match(self, run_a: str, run_b: str, layer: str, step_a: int, step_b: int) -> tuple[np.ndarray, np.ndarray]:
         """For each filter of A, the index of B's filter that responds most alike (optimal one-to-one
-        assignment on |correlation| of response profiles; −1 if unmatched), and that |correlation|."""
-        self.check_same_probe(run_a, run_b)
-        key = (self._eid, *(self._record_identity(self._latest(r, layer, fmt.KIND_PROFILE, s)) for r, s in ((run_a, step_a), (run_b, step_b))))
+        assignment on |correlation| of response profiles; −1 if unmatched), and that |correlation|,
+        paired on A's profile at `step_a` and B's at `step_b`."""
+        found = self.pairing(run_a, run_b, layer, step_a, step_b)
+        return found.match, found.similarity
 
-        def solve() -> tuple[np.ndarray, np.ndarray]:
-            match, similarity, _ = match_filters(self.profile(run_a, layer, step_a), self.profile(run_b, layer, step_b))
-            match.setflags(write=False)  # shared by every later answer on the same records
-            similarity.setflags(write=False)
-            return match, similarity
+    def pair_step(self, run_a: str, run_b: str, layer: str) -> int:
+        """The default reference step of a run-vs-run pairing: the last step both runs logged the
+        layer's response profiles at (else the earlier of the two runs' last ones)."""
+        steps_a, steps_b = (self.steps(r, layer, fmt.KIND_PROFILE) for r in (run_a, run_b))
+        common = set(steps_a) & set(steps_b)
+        return max(common) if common else min(steps_a[-1], steps_b[-1])
+
+    def pairing(self, run_a: str, run_b: str, layer: str, step_a: int, step_b: int) -> Pairing:
+        """`similarity.pair_filters` on each run's last profile at or before its step, with its
+        chance level: solved once per pair of profile records (memoised; identical concurrent
+        calls share the solve) and at most `MAX_SOLVES` at once in this process (`SolveBusy` when
+        no slot frees within `SOLVE_WAIT_S`)."""
+        self.check_same_probe(run_a, run_b)
+        data_a, data_b = (self._latest(r, layer, fmt.KIND_PROFILE, s) for r, s in ((run_a, step_a), (run_b, step_b)))
+        key = (self._eid, self._record_identity(data_a), self._record_identity(data_b))
+
+        def solve() -> Pairing:
+            profile_a, profile_b = (self._decode(r, layer, fmt.KIND_PROFILE, d).array(records.PROFILE)
+                                    for r, d in ((run_a, data_a), (run_b, data_b)))
+            if not _SOLVES.acquire(timeout=SOLVE_WAIT_S):
+                raise SolveBusy(f"{MAX_SOLVES} filter pairings are being solved; try again shortly", SOLVE_RETRY_S)
+            try:
+                return pair_filters(profile_a, profile_b)
+            finally:
+                _SOLVES.release()
 
         return _MATCHES.get_or_compute(key, solve)
 
@@ -398,11 +451,22 @@ class ConvVizReader:
     def embedding_trail(self, run: str, layer: str, method: str = "pca") -> tuple[list[int], np.ndarray]:
         """Every step's map (steps, filters, 2), each aligned to the one before (orthogonal Procrustes)
         so that the map follows the filters rather than jumping from one step to the next."""
-        steps, maps = [], []
+        steps, trail, _ = self._embedding_trail(run, layer, method)
+        return steps, trail
+
+    def embedding_trail_with_variance(self, run: str, layer: str) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """The PCA trail, and (steps, 2) the share of each step's profile variance along each axis
+        of its aligned map (`embedding.axis_variance_share`)."""
+        steps, trail, profiles = self._embedding_trail(run, layer, "pca")
+        return steps, trail, np.stack([axis_variance_share(p, points) for p, points in zip(profiles, trail)])
+
+    def _embedding_trail(self, run: str, layer: str, method: str) -> tuple[list[int], np.ndarray, list[np.ndarray]]:
+        steps, maps, profiles = [], [], []
         for step, bundle in self.bundles(run, layer, fmt.KIND_PROFILE):
             steps.append(step)
-            maps.append(filter_embedding(bundle.array(records.PROFILE), method))
-        return steps, embedding_trail(maps)
+            profiles.append(bundle.array(records.PROFILE))
+            maps.append(filter_embedding(profiles[-1], method))
+        return steps, embedding_trail(maps), profiles
 
 
 class Logs(ConvVizReader):

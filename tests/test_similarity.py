@@ -14,6 +14,7 @@ from torch import nn
 from tb_convviz.analysis.similarity import (
     aligned_weight_drift,
     cka_matrix,
+    debiased_cka_matrix,
     gram_matrix,
     linear_cka,
     match_filters,
@@ -143,10 +144,84 @@ def test_cka_across_epochs_is_one_on_the_diagonal_and_falls_with_weight_change(p
     np.testing.assert_allclose(cka_matrix(grams, grams[:1])[:, 0], m[:, 0], atol=1e-12)
 
 
+def unbiased_hsic_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Debiased CKA straight from raw (uncentred) features (N, D): Song et al. 2012's unbiased
+    HSIC of the linear kernels, written out term by term."""
+    def hsic(k: np.ndarray, l: np.ndarray) -> float:
+        n = k.shape[0]
+        k, l = k - np.diag(np.diag(k)), l - np.diag(np.diag(l))
+        ones = np.ones(n)
+        return float((np.trace(k @ l) + ones @ k @ ones * (ones @ l @ ones) / ((n - 1) * (n - 2))
+                      - 2 / (n - 2) * ones @ k @ l @ ones) / (n * (n - 3)))
+
+    x, y = (a.reshape(a.shape[0], -1).astype(np.float64) for a in (x, y))
+    k, l = x @ x.T, y @ y.T
+    return hsic(k, l) / np.sqrt(hsic(k, k) * hsic(l, l))
+
+
+def test_debiased_cka_from_centred_grams_equals_unbiased_hsic_of_raw_features(probe):
+    """The stored Grams are of centred features: unbiased HSIC does not change under centring, on
+    the whole probe and on any subset of it (what the jackknife's leave-one-out Grams are)."""
+    a = conv_outputs(trained(seed=0), probe)
+    b = conv_outputs(trained(seed=1), probe)
+    grams_a = [gram_matrix(a[layer]) for layer in CONVS]
+    grams_b = [gram_matrix(b[layer]) for layer in CONVS]
+    found = debiased_cka_matrix(grams_a, grams_b)
+    direct = np.array([[unbiased_hsic_cka(a[i], b[j]) for j in CONVS] for i in CONVS])
+    np.testing.assert_allclose(found.value, direct, atol=1e-9)
+    subset = np.arange(1, 20)
+    np.testing.assert_allclose(
+        debiased_cka_matrix([grams_a[2][np.ix_(subset, subset)]], [grams_b[2][np.ix_(subset, subset)]]).value[0, 0],
+        unbiased_hsic_cka(a["6"][subset], b["6"][subset]), atol=1e-9)
+    assert found.images == probe.shape[0]
+
+
+def test_debiased_cka_is_near_zero_for_unrelated_features_and_one_for_a_permuted_copy(permuted_pair, probe):
+    model_a, model_b, _ = permuted_pair
+    acts_a, acts_b = conv_outputs(model_a, probe), conv_outputs(model_b, probe)
+    own = debiased_cka_matrix([gram_matrix(acts_a[n]) for n in CONVS], [gram_matrix(acts_b[n]) for n in CONVS])
+    np.testing.assert_allclose(np.diag(own.value), 1.0, atol=1e-9)
+    # Two unrelated representations, 12 images of 1024 features each: the plain estimator reads
+    # them as alike, the debiased one as unrelated.
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(12, 64, 4, 4)), rng.normal(size=(12, 64, 4, 4))
+    assert linear_cka(gram_matrix(x), gram_matrix(y)) > 0.7
+    assert abs(debiased_cka_matrix([gram_matrix(x)], [gram_matrix(y)]).value[0, 0]) < 0.1
+
+
+def test_debiased_cka_interval_covers_the_value_and_shrinks_as_images_grow():
+    """A jackknife interval over images: checked against leaving each image out by hand, and
+    narrower with more images of the same two representations."""
+    model_a, model_b = trained(seed=0), trained(seed=1)
+    images = blob_data(256, seed=9)[0]
+    acts_a, acts_b = conv_outputs(model_a, images)["3"], conv_outputs(model_b, images)["3"]
+    widths = []
+    for n in (16, 64, 256):
+        found = debiased_cka_matrix([gram_matrix(acts_a[:n])], [gram_matrix(acts_b[:n])])
+        value, lo, hi = found.value[0, 0], found.lo[0, 0], found.hi[0, 0]
+        assert lo < value < hi, (n, lo, value, hi)
+        widths.append(hi - lo)
+        if n == 16:
+            left_out = np.array([unbiased_hsic_cka(np.delete(acts_a[:n], m, 0), np.delete(acts_b[:n], m, 0)) for m in range(n)])
+            se = np.sqrt((n - 1) / n * ((left_out - left_out.mean()) ** 2).sum())
+            from scipy import stats
+
+            assert hi - value == pytest.approx(stats.t.ppf(0.975, n - 1) * se, rel=1e-6)
+    assert widths[0] > widths[1] > widths[2], widths
+    assert widths[2] < 0.5 * widths[0]
+
+
+def test_debiased_cka_needs_four_images():
+    grams = [gram_matrix(np.random.default_rng(s).normal(size=(3, 4, 2, 2))) for s in range(2)]
+    found = debiased_cka_matrix(grams)
+    assert np.isnan(found.value).all() and found.images == 3
+
+
 def test_cka_of_a_constant_representation_is_nan():
     constant = gram_matrix(np.ones((5, 2, 3, 3)))
     varied = gram_matrix(np.random.default_rng(0).normal(size=(5, 2, 3, 3)))
     assert np.isnan(linear_cka(constant, varied))
+    assert np.isnan(debiased_cka_matrix([constant], [varied]).value).all()
 
 
 def test_match_filters_handles_sizes_signs_and_constant_profiles():

@@ -94,8 +94,8 @@ def test_a_matching_is_solved_once_per_pair_of_profile_records(logdir, monkeypat
     import tb_convviz.reader as reader_module
 
     solved = []
-    real = reader_module.match_filters
-    monkeypatch.setattr(reader_module, "match_filters", lambda a, b: solved.append(1) or real(a, b))
+    real = reader_module.pair_filters
+    monkeypatch.setattr(reader_module, "pair_filters", lambda a, b: solved.append(1) or real(a, b))
     monkeypatch.setattr(reader_module, "_MATCHES", Memo(4))  # not what earlier tests solved
     logs = load(logdir)
     first = logs.match("run", "run", "3", 3, 1)

@@ -1,11 +1,11 @@
-// The Similarity view: linear CKA on the probe, as three heatmaps. Layer × layer between run A at
-// the slider's step and run B at a chosen step (which layers represent the probe alike); the
-// current layer's step × step (when did it stop changing?); and per layer, CKA to the final step
-// over training (which layers settle first). CKA is 1 for representations equal up to rotation and
-// scale, so one 0..1 colour scale serves all three.
+// The Similarity view: debiased linear CKA on the probe, as three heatmaps. Layer × layer between
+// run A at the slider's step and run B at a chosen step (which layers represent the probe alike);
+// the current layer's step × step (when did it stop changing?); and per layer, CKA to the final
+// step over training (which layers settle first). Each heatmap's colours span the values it shows
+// (its own legend), so 0.86 and 0.99 look different; hover gives the 95% interval.
 
 import { SEQUENTIAL, cssGradient } from "../colormap.js";
-import { formatNumber } from "../numeric.js";
+import { formatFixed } from "../numeric.js";
 import { el, labelledSelect, svg, viewCard } from "./controls.js";
 import { dataCsvButton, pngButton, setExportParts } from "./download.js";
 
@@ -17,9 +17,24 @@ export function ckaColour(v) {
 }
 
 /**
- * @typedef {{testid: string, title: string, values: Array<?number>, rowLabels: string[],
- *   colLabels: string[], rowName: string, colName: string, markRow?: number, markCol?: number}} HeatmapSpec
- *   values: (rows, cols) row-major; markRow / markCol: a row and a column outlined (the current one)
+ * The colour range of a heatmap: its finite values' min and max, widened to 0.02 when they (nearly)
+ * coincide, so a uniform map reads as one colour rather than an extreme.
+ * @param {Array<?number>} values @returns {{lo: number, hi: number}}
+ */
+export function colourRange(values) {
+  const finite = /** @type {number[]} */ (values.filter((v) => v !== null && Number.isFinite(v)));
+  if (!finite.length) return { lo: 0, hi: 1 };
+  let [lo, hi] = [Math.min(...finite), Math.max(...finite)];
+  if (hi - lo < 0.02) [lo, hi] = [(lo + hi) / 2 - 0.01, (lo + hi) / 2 + 0.01];
+  return { lo, hi };
+}
+
+/**
+ * @typedef {{testid: string, title: string, values: Array<?number>, lo: Array<?number>, hi: Array<?number>,
+ *   images: number, rowLabels: string[], colLabels: string[], rowName: string, colName: string,
+ *   markRow?: number, markCol?: number}} HeatmapSpec
+ *   values: (rows, cols) row-major, and lo / hi their 95% interval alike; images: how many probe
+ *   images the CKA used; markRow / markCol: a row and a column outlined (the current one)
  */
 
 /**
@@ -62,15 +77,21 @@ export function heatmap(spec) {
   readout.dataset.testid = `${spec.testid}-readout`;
 
   const withText = cell >= 28;
+  const range = colourRange(spec.values);
+  const unit = (/** @type {?number} */ v) => (v === null || !Number.isFinite(v) ? null : (v - range.lo) / (range.hi - range.lo));
   for (let r = 0; r < rows; r++) {
     for (let c = 0; c < cols; c++) {
-      const v = spec.values[r * cols + c];
+      const at = r * cols + c;
+      const v = spec.values[at];
       const x = pad.left + c * cell;
       const y = pad.top + r * cell;
-      const rect = svg("rect", { x, y, width: cell, height: cell, fill: ckaColour(v), "data-row": r, "data-col": c });
+      const rect = svg("rect", { x, y, width: cell, height: cell, fill: ckaColour(unit(v)), "data-row": r, "data-col": c });
       rect.dataset.testid = `${spec.testid}-cell`;
       rect.dataset.value = String(v);
-      const says = `${spec.rowName} ${spec.rowLabels[r]} · ${spec.colName} ${spec.colLabels[c]}: CKA ${formatNumber(v)}`;
+      const interval = Number.isFinite(spec.lo[at] ?? NaN)
+        ? `, 95% interval ${formatFixed(spec.lo[at])} to ${formatFixed(spec.hi[at])} (${spec.images} images)`
+        : ` (${spec.images} images: too few for an interval)`;
+      const says = `${spec.rowName} ${spec.rowLabels[r]} · ${spec.colName} ${spec.colLabels[c]}: CKA ${formatFixed(v)}${interval}`;
       const tip = svg("title", {});
       tip.textContent = says;
       rect.append(tip);
@@ -79,9 +100,9 @@ export function heatmap(spec) {
       if (withText) {
         const t = svg("text", {
           x: x + cell / 2, y: y + cell / 2 + 4, "text-anchor": "middle", "font-size": 10,
-          fill: v !== null && v > 0.6 ? "#000" : "#fff", "pointer-events": "none",
+          fill: (unit(v) ?? 0) > 0.6 ? "#000" : "#fff", "pointer-events": "none",
         });
-        t.textContent = formatNumber(v, 2);
+        t.textContent = formatFixed(v);
         root.append(t);
       }
     }
@@ -107,23 +128,33 @@ export function heatmap(spec) {
   if (spec.markCol !== undefined && spec.markCol >= 0) {
     root.append(svg("rect", { ...outline, x: pad.left + spec.markCol * cell, y: pad.top, width: cell, height: rows * cell }));
   }
-  figure.append(root, readout);
+  figure.append(root, legend(spec.testid, range), readout);
   return figure;
 }
 
-/** The 0..1 colour scale shared by the three heatmaps. */
-function legend() {
+/**
+ * One heatmap's colour scale: the range its colours span.
+ * @param {string} testid @param {{lo: number, hi: number}} range
+ */
+function legend(testid, range) {
   const box = el("div", "cvz-legend");
   const bar = el("span", "cvz-legend-bar");
   bar.style.background = cssGradient(SEQUENTIAL);
-  box.dataset.testid = "cka-legend";
-  box.append(
-    el("span", "cvz-legend-end", "0"),
-    bar,
-    el("span", "cvz-legend-end", "1"),
-    el("span", "cvz-legend-note", "linear CKA on the probe: 1 = the same representation up to rotation and scale"),
-  );
+  box.dataset.testid = `${testid}-legend`;
+  box.dataset.lo = String(range.lo);
+  box.dataset.hi = String(range.hi);
+  box.append(el("span", "cvz-legend-end", formatFixed(range.lo)), bar, el("span", "cvz-legend-end", formatFixed(range.hi)),
+    el("span", "cvz-legend-note", "colours span the values shown"));
   return box;
+}
+
+/** What the numbers are, once for the view. */
+function explanation() {
+  const note = el("p", "cvz-legend-note",
+    "Debiased linear CKA on the probe (unbiased HSIC): 1 = the same representation up to rotation and scale, " +
+    "≈ 0 = unrelated (it may dip below 0 by chance). Hover a cell for its 95% interval (jackknife over probe images).");
+  note.dataset.testid = "cka-explanation";
+  return note;
 }
 
 /**
@@ -146,7 +177,7 @@ export function mountCka(root, store) {
   const controls = el("div", "cvz-compare-controls");
   const runB = labelledSelect("Run B", "cka-run-b", (v) => store.setSimilarity({ runB: v, stepB: -1 }));
   const stepB = labelledSelect("Step B", "cka-step-b", (v) => store.setSimilarity({ stepB: Number(v) }));
-  controls.append(runB.element, stepB.element, legend());
+  controls.append(runB.element, stepB.element, explanation());
   const figures = el("div", "cvz-cka-figures");
   figures.style.display = "flex";
   figures.style.flexWrap = "wrap";
@@ -166,7 +197,7 @@ export function mountCka(root, store) {
     const sim = s.similarity;
     const nameB = sim.runB || s.run;
     title.textContent = `Similarity · layer ${s.layer}`;
-    sub.textContent = `run ${s.run}: how alike layers and steps represent the probe (linear CKA)`;
+    sub.textContent = `run ${s.run}: how alike layers and steps represent the probe (debiased linear CKA)`;
     runB.setOptions(
       [{ value: "", text: `same run (${s.run})` }, ...s.runs.filter((r) => r.run !== s.run).map((r) => ({ value: r.run, text: r.run }))],
       sim.runB,
@@ -189,6 +220,9 @@ export function mountCka(root, store) {
           testid: "cka-layers",
           title: `Layer × layer: A = ${d.a.run} at step ${d.a.step} (rows) vs B = ${d.b.run} at step ${d.b.step} (columns), ${d.images} probe images`,
           values: d.cka,
+          lo: d.cka_lo,
+          hi: d.cka_hi,
+          images: d.images,
           rowLabels: d.a.layers,
           colLabels: d.b.layers,
           rowName: "A layer",
@@ -200,8 +234,11 @@ export function mountCka(root, store) {
       panel(sim.epochs, "cka-epochs", (d) =>
         heatmap({
           testid: "cka-epochs",
-          title: `Layer ${d.layer}, step × step: when did it stop changing?`,
+          title: `Layer ${d.layer}, step × step: when did it stop changing? (${d.images} probe images)`,
           values: d.cka,
+          lo: d.cka_lo,
+          hi: d.cka_hi,
+          images: d.images,
           rowLabels: d.steps.map(String),
           colLabels: d.steps.map(String),
           rowName: "step",
@@ -213,8 +250,11 @@ export function mountCka(root, store) {
       panel(sim.final, "cka-final", (d) =>
         heatmap({
           testid: "cka-final",
-          title: `Each layer's CKA to the final step (${d.final_step}): which layers settle first`,
+          title: `Each layer's CKA to the final step (${d.final_step}): which layers settle first (${d.images} probe images)`,
           values: d.layers.flatMap((/** @type {string} */ l) => d.cka[l]),
+          lo: d.layers.flatMap((/** @type {string} */ l) => d.cka_lo[l]),
+          hi: d.layers.flatMap((/** @type {string} */ l) => d.cka_hi[l]),
+          images: d.images,
           rowLabels: d.layers,
           colLabels: d.steps.map(String),
           rowName: "layer",

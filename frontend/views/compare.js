@@ -1,11 +1,12 @@
 // Side by side: one layer at epoch A vs epoch B of a run, or in run A vs run B. Both grids put
 // the same filters (or, across runs, matched filters) in the same cell; a table ranks the
-// filters by drift, norm change or activation change.
+// filters by drift, norm change or activation change. Run vs run pairs filters once, at a
+// reference step, and leads with how alike the pairs respond against chance.
 
 import { DIVERGING } from "../colormap.js";
 import { scaleOf } from "../raster.js";
 import { decodeWire } from "../wire.js";
-import { formatNumber, formatPercent, mean, median, sortOrder } from "../numeric.js";
+import { formatFixed, formatNumber, formatPercent, mean, median, sortOrder } from "../numeric.js";
 import { RowLimit, el, filterTableRow, labelledSelect, markSelected, segmented, sortButton, viewCard } from "./controls.js";
 import { csvButton, pngButton, setExportParts } from "./download.js";
 import { FilterGrid } from "./grid.js";
@@ -57,9 +58,13 @@ export function mountCompare(root, store) {
     ],
     (v) => store.setCompare({ align: /** @type {"index"|"match"|"aligned"} */ (v) }),
   );
+  const pairStep = labelledSelect("Pair at step", "compare-pair-step", (v) => store.setCompare({ pairStep: Number(v) }));
+  pairStep.select.title = "The step whose response profiles pair the filters; the pairing is kept as the slider moves";
   const legend = el("div", "cvz-legend");
-  controls.append(stepA.element, runB.element, stepB.element, align.element, legend);
+  controls.append(stepA.element, runB.element, stepB.element, align.element, pairStep.element, legend);
 
+  const headline = el("div", "cvz-compare-headline");
+  headline.dataset.testid = "compare-headline";
   const basis = el("p", "cvz-basis");
   basis.dataset.testid = "compare-basis";
   const message = el("p", "cvz-note");
@@ -142,7 +147,7 @@ export function mountCompare(root, store) {
   const bottom = el("div", "cvz-compare-bottom");
   bottom.append(tableBox, summary);
 
-  card.append(head, controls, basis, message, pair, bottom);
+  card.append(head, controls, headline, basis, message, pair, bottom);
   root.append(card);
 
   /** What was drawn last, so unrelated state changes do not redraw. */
@@ -167,6 +172,7 @@ export function mountCompare(root, store) {
     const stepOptions = (/** @type {number[]} */ list) => list.map((x) => ({ value: String(x), text: String(x) }));
     stepA.element.hidden = !epochs;
     runB.element.hidden = stepB.element.hidden = align.element.hidden = epochs;
+    pairStep.element.hidden = epochs || q.align === "index";
     if (epochs) {
       stepA.setOptions(stepOptions(steps), String(q.stepA));
     } else {
@@ -176,6 +182,7 @@ export function mountCompare(root, store) {
       );
       stepB.setOptions(stepOptions(store.layerEntry(q.runB)?.steps ?? []), String(q.stepB));
       align.setValue(q.align);
+      pairStep.setOptions([{ value: "-1", text: "last step both have" }, ...stepOptions(steps)], String(q.pairStep));
     }
 
     const load = s.compare.load;
@@ -183,14 +190,18 @@ export function mountCompare(root, store) {
     if (load.status === "error") {
       message.textContent = `Could not compare: ${load.error}`;
       message.hidden = false;
-      pair.hidden = bottom.hidden = basis.hidden = true;
+      pair.hidden = bottom.hidden = basis.hidden = headline.hidden = true;
       drawn.data = null;
       return;
     }
     if (!load.data) {
-      message.textContent = "Comparing…";
+      // The first run-vs-run answer of a layer solves the pairing (seconds for thousands of filters).
+      message.textContent =
+        !epochs && q.align !== "index"
+          ? "Pairing the two runs' filters by their responses (solved once per run pair and layer; a large layer takes a few seconds, later steps reuse it)…"
+          : "Comparing…";
       message.hidden = false;
-      pair.hidden = bottom.hidden = basis.hidden = true;
+      pair.hidden = bottom.hidden = basis.hidden = headline.hidden = true;
       return;
     }
     message.hidden = true;
@@ -203,6 +214,7 @@ export function mountCompare(root, store) {
     const since = decoded.data === data ? performance.now() : data.receivedAt;
     if (decoded.data !== data) decoded = { data, a: decodeWire(data.tiles_a), b: decodeWire(data.tiles_b) };
 
+    fillHeadline(headline, data);
     basis.textContent = `${BASIS[/** @type {keyof typeof BASIS} */ (data.basis)] ?? data.basis}${pairingText(data)}`;
     basis.dataset.basis = data.basis;
     setExportParts(card, [data.layer, `${data.a.run}-step${data.a.step}`, "vs", `${data.b.run}-step${data.b.step}`]);
@@ -255,14 +267,44 @@ function pairingText(data) {
     data.match_basis === "activations"
       ? " Filters of B are paired by activations on the probe: each A filter with the B filter that responds most alike (optimal assignment on response profiles); independently trained runs learn similar filters in different slots."
       : " Filters of B are paired by weights (|cosine|): no response profiles were logged at both steps.";
-  const similarity = data.metrics.match_similarity;
-  const sim = similarity ? ` Median pair similarity ${formatNumber(median(similarity))}.` : "";
   const inputs = data.aligned_inputs
     ? ` B's kernels are read with their input channels in A's order, from the pairing of layer ${data.aligned_inputs.layer} (by ${data.aligned_inputs.basis}).`
     : data.align === "aligned"
       ? " Input channels are not reordered: this layer reads the input itself (or full kernels were not kept)."
       : "";
-  return `${by}${sim}${inputs} A drift above 1 means the pair matches with its sign flipped.`;
+  return `${by}${inputs} Drift is sign-aware: a pair whose kernels match with one negated is marked ± and measured against the negation.`;
+}
+
+/**
+ * Run vs run's headline: how alike the paired filters respond, against what pairing reaches by
+ * chance; then their weight drift (sign-aware). Hidden for epoch vs epoch and pairing by index.
+ * @param {HTMLElement} box @param {any} data the /compare payload
+ */
+function fillHeadline(box, data) {
+  const pairing = data.pairing;
+  box.hidden = !pairing;
+  if (!pairing) return;
+  const drift = /** @type {number[]} */ (data.metrics.cosine_distance.filter((/** @type {?number} */ v) => v !== null));
+  const lead = el("div", "cvz-compare-headline-lead");
+  lead.dataset.testid = "compare-headline-similarity";
+  lead.dataset.median = String(pairing.median_similarity);
+  lead.dataset.chance = String(pairing.chance);
+  // No test here, only a comparison: within 0.1 of chance the pairs say little either way.
+  const gap = pairing.median_similarity - pairing.chance;
+  const verdict = !Number.isFinite(gap) ? "" : gap >= 0.1 ? ": pairs respond alike, well above chance" : gap > -0.1 ? ": near chance, the pairs say little" : ": below chance";
+  lead.dataset.verdict = verdict;
+  lead.append(el("strong", "", `Pair similarity: median ${formatFixed(pairing.median_similarity)}, chance ${formatFixed(pairing.chance)}${verdict}`));
+  const shown = data.median_similarity !== null && (data.a.step !== pairing.pair_step || data.b.step !== pairing.pair_step)
+    ? `; at the shown steps ${formatFixed(data.median_similarity)}` : "";
+  const how = el("div", "cvz-legend-note",
+    `|correlation| of each pair's mean responses on ${pairing.images} probe images, paired at step ${pairing.pair_step}${shown}. ` +
+    `Chance: the median an optimal pairing reaches with B's images shuffled (${pairing.shuffles} draw${pairing.shuffles === 1 ? "" : "s"}).`);
+  const second = el("div", "cvz-compare-headline-drift");
+  second.dataset.testid = "compare-headline-drift";
+  const flipped = data.sign_flipped ?? 0;
+  second.textContent = `Weight drift of the pairs (sign-aware, 0 same … 1 orthogonal): median ${formatFixed(median(drift))}` +
+    (flipped ? `; ${flipped} pair${flipped === 1 ? "" : "s"} match with one kernel negated (±)` : "");
+  box.replaceChildren(lead, how, second);
 }
 
 /**
@@ -287,13 +329,27 @@ function driftRows(data, filters, selected, onSelect) {
     row.append(
       el("td", "cvz-num", String(rank + 1)),
       el("td", "cvz-num", `#${f}`),
-      el("td", "cvz-num", `#${data.match[f]}`),
+      flippedCell(data, f),
       driftCell,
       el("td", "cvz-num", formatPercent(data.metrics.norm_change[f])),
       el("td", "cvz-num", formatNumber(data.metrics.act_mean_change?.[f])),
     );
     return row;
   });
+}
+
+/**
+ * B's partner of filter `f`, marked ± when their kernels match with one negated.
+ * @param {any} data @param {number} f @returns {HTMLElement}
+ */
+function flippedCell(data, f) {
+  const flipped = data.metrics.sign_flipped?.[f] === 1;
+  const cell = el("td", "cvz-num", `#${data.match[f]}${flipped ? " ±" : ""}`);
+  if (flipped) {
+    cell.title = "Its kernel matches A's with the sign flipped: drift is measured against the negation";
+    cell.dataset.flipped = "true";
+  }
+  return cell;
 }
 
 /**
@@ -310,25 +366,26 @@ function fillSummary(box, data) {
     ["drift > 0.5", `${drift.filter((v) => v > 0.5).length} of ${drift.length}`],
     ["mean norm change", formatPercent(mean(data.metrics.norm_change))],
   ];
-  if (data.align !== "index") rows.push(["sign-flipped pairs", String(drift.filter((v) => v > 1).length)]);
+  if (data.align !== "index") rows.push(["sign-flipped pairs (±)", String(data.sign_flipped ?? 0)]);
   else rows.push(["unchanged (drift < 1e-4)", String(drift.filter((v) => v < 1e-4).length)]);
   for (const [k, v] of rows) facts.append(el("dt", "", k), el("dd", "", v));
 
-  // Histogram over the drift's full range 0..2, 20 bins.
+  // Histogram over the drift's full range, 20 bins: 0..1 when sign-aware (paired), else 0..2.
+  const range = data.align === "index" ? 2 : 1;
   const bins = new Array(20).fill(0);
-  for (const v of drift) bins[Math.min(19, Math.max(0, Math.floor(v * 10)))]++;
+  for (const v of drift) bins[Math.min(19, Math.max(0, Math.floor((v / range) * 20)))]++;
   const top = Math.max(1, ...bins);
   const histogram = el("div", "cvz-histogram");
   histogram.setAttribute("role", "img");
-  histogram.setAttribute("aria-label", "Histogram of per-filter drift from 0 to 2");
+  histogram.setAttribute("aria-label", `Histogram of per-filter drift from 0 to ${range}`);
   bins.forEach((count, i) => {
     const bar = el("span", "cvz-histogram-bar");
     bar.style.height = `${(count / top) * 100}%`;
-    bar.title = `drift ${(i / 10).toFixed(1)}–${((i + 1) / 10).toFixed(1)}: ${count} filter${count === 1 ? "" : "s"}`;
+    bar.title = `drift ${((i * range) / 20).toFixed(2)}–${(((i + 1) * range) / 20).toFixed(2)}: ${count} filter${count === 1 ? "" : "s"}`;
     histogram.append(bar);
   });
   const axis = el("div", "cvz-histogram-axis");
-  axis.append(el("span", "", "0"), el("span", "", "1"), el("span", "", "2"));
+  axis.append(el("span", "", "0"), el("span", "", String(range / 2)), el("span", "", String(range)));
   const plot = el("figure", "cvz-chart");
   plot.dataset.testid = "drift-histogram";
   const heading = el("h4", "cvz-detail-heading", "Drift per filter");

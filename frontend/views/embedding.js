@@ -1,7 +1,9 @@
 // The filter map: the current layer's filters as points in 2-D (from their response profiles on the
-// probe, PCA by default), at the slider's step, each with a faint trail over the steps before it.
-// Every step's map is aligned to the one before (server side), so the slider moves points rather
-// than redrawing a new map. Points are coloured by a per-filter metric; a click opens the filter.
+// probe, PCA by default), at the slider's step, optionally with a light trail over the steps before
+// it. Every step's map is aligned to the one before (server side), so the slider moves points
+// rather than redrawing a new map. The plot fills its panel, each axis scaled to the step's points
+// and labelled with its component (and for PCA its share of variance); points are coloured by a
+// per-filter column; hovering reads a point out at the cursor and a click opens the filter.
 
 import { SEQUENTIAL, cssGradient } from "../colormap.js";
 import { answerFor } from "../analysis.js";
@@ -12,9 +14,13 @@ import { formatNumber } from "../numeric.js";
 import { el, labelledSelect, svg, viewCard } from "./controls.js";
 import { dataCsvButton, pngButton, setExportParts } from "./download.js";
 
-const WIDTH = 560;
-const HEIGHT = 420;
-const PAD = 16;
+/** Plot margins: room for the y axis' ticks and label on the left, the x axis' below. */
+const MARGIN = { left: 58, right: 14, top: 10, bottom: 40 };
+const MIN_WIDTH = 420;
+const TICKS = 5;
+/** What each method's axes are called. */
+const AXIS_NAMES = { pca: "PC", umap: "UMAP", tsne: "t-SNE" };
+const METHOD_NAMES = { pca: "PCA", umap: "UMAP", tsne: "t-SNE" };
 
 
 /**
@@ -30,22 +36,56 @@ function stepIndex(steps, step) {
 }
 
 /**
- * Screen position of every value in `points` (steps, filters, 2), in one frame for all steps.
- * @param {Float32Array} points @returns {(x: number, y: number) => [number, number]}
+ * The plot's frame for one step's points (filters, 2): each axis scaled to its own data (padded by
+ * 5%), so the points fill the plot whatever the components' variances.
+ * @param {Float32Array} xy @param {number} width @param {number} height
  */
-function frameOf(points) {
-  let [x0, x1, y0, y1] = [Infinity, -Infinity, Infinity, -Infinity];
-  for (let i = 0; i + 1 < points.length; i += 2) {
-    if (!Number.isFinite(points[i]) || !Number.isFinite(points[i + 1])) continue;
-    x0 = Math.min(x0, points[i]);
-    x1 = Math.max(x1, points[i]);
-    y0 = Math.min(y0, points[i + 1]);
-    y1 = Math.max(y1, points[i + 1]);
-  }
-  const span = Math.max(x1 - x0, y1 - y0, 1e-12); // one scale on both axes: distances stay true
-  const scale = Math.min(WIDTH, HEIGHT) - 2 * PAD;
-  const [cx, cy] = [(x0 + x1) / 2, (y0 + y1) / 2];
-  return (x, y) => [WIDTH / 2 + ((x - cx) / span) * scale, HEIGHT / 2 - ((y - cy) / span) * scale];
+function frameOf(xy, width, height) {
+  /** @param {number} axis @returns {[number, number]} */
+  const range = (axis) => {
+    let [lo, hi] = [Infinity, -Infinity];
+    for (let i = axis; i < xy.length; i += 2) {
+      if (!Number.isFinite(xy[i])) continue;
+      lo = Math.min(lo, xy[i]);
+      hi = Math.max(hi, xy[i]);
+    }
+    if (!Number.isFinite(lo)) return [0, 1];
+    const pad = Math.max((hi - lo) * 0.05, 1e-9);
+    return [lo - pad, hi + pad];
+  };
+  const [x, y] = [range(0), range(1)];
+  const [w, h] = [width - MARGIN.left - MARGIN.right, height - MARGIN.top - MARGIN.bottom];
+  return {
+    x, y,
+    /** @param {number} vx @param {number} vy @returns {[number, number]} */
+    at: (vx, vy) => [MARGIN.left + ((vx - x[0]) / (x[1] - x[0])) * w, MARGIN.top + (1 - (vy - y[0]) / (y[1] - y[0])) * h],
+  };
+}
+
+/**
+ * Round tick values inside [lo, hi]: steps of 1, 2 or 5 × a power of ten.
+ * @param {number} lo @param {number} hi @returns {number[]}
+ */
+export function niceTicks(lo, hi) {
+  const raw = (hi - lo) / TICKS;
+  if (!(raw > 0) || !Number.isFinite(raw)) return [];
+  const power = 10 ** Math.floor(Math.log10(raw));
+  // The round step whose tick count is nearest TICKS.
+  const step = [1, 2, 5, 10].map((m) => m * power).reduce((a, b) => (Math.abs((hi - lo) / b - TICKS) < Math.abs((hi - lo) / a - TICKS) ? b : a));
+  const out = [];
+  for (let i = Math.ceil(lo / step); i * step <= hi + step * 1e-9; i++) out.push(Number((i * step).toPrecision(12)) || 0);
+  return out;
+}
+
+/**
+ * An axis' title: the component, and its share of the step's profile variance when known (PCA).
+ * @param {string} method @param {number} axis 0 or 1 @param {?number} share
+ */
+function axisTitle(method, axis, share) {
+  const name = `${AXIS_NAMES[/** @type {keyof typeof AXIS_NAMES} */ (method)] ?? method} ${axis + 1}`;
+  if (share === null || !Number.isFinite(share)) return name;
+  const percent = 100 * share;
+  return `${name} · ${percent >= 10 ? percent.toFixed(0) : percent >= 0.1 ? percent.toFixed(1) : "<0.1"}% of variance (axes scaled separately)`;
 }
 
 /** @param {HTMLElement} root @param {import("../store.js").Store} store */
@@ -56,21 +96,31 @@ export function mountEmbedding(root, store) {
     store.setEmbedding({ method: /** @type {"pca"|"umap"|"tsne"} */ (v) }),
   );
   const color = labelledSelect("Colour by", "embedding-color", (v) => store.setEmbedding({ color: v }));
+  const trailsBox = el("label", "cvz-check");
+  const trailsInput = /** @type {HTMLInputElement} */ (el("input"));
+  trailsInput.type = "checkbox";
+  trailsInput.dataset.testid = "embedding-trails";
+  trailsInput.addEventListener("change", () => store.setEmbedding({ trails: trailsInput.checked }));
+  trailsBox.append(trailsInput, document.createTextNode(" Trails over earlier steps"));
   const legend = el("div", "cvz-legend");
-  controls.append(method.element, color.element, legend);
+  controls.append(method.element, color.element, trailsBox, legend);
   const message = el("p", "cvz-note");
   message.dataset.testid = "embedding-message";
-  const plot = svg("svg", { width: WIDTH, height: HEIGHT, viewBox: `0 0 ${WIDTH} ${HEIGHT}`, role: "img" });
+  const plot = svg("svg", { role: "img" });
   plot.dataset.testid = "embedding-plot";
   plot.setAttribute("aria-label", "The layer's filters as points; nearby filters respond alike on the probe");
-  const readout = el("div", "cvz-chart-title", " ");
+  // The readout follows the cursor over the plot.
+  const readout = el("div", "cvz-tooltip cvz-map-readout");
   readout.dataset.testid = "embedding-readout";
+  readout.hidden = true;
+  const stage = el("div", "cvz-map-stage");
+  stage.append(plot, readout);
   /** The points at the slider's step and their colour, for the CSV. */
   let csvRows = () => /** @type {string[][]} */ ([]);
   const tools = el("div", "cvz-card-tools cvz-export-tools");
   tools.append(pngButton(() => plot, "filter-map"), dataCsvButton(card, "filter-map", () => csvRows()));
   head.append(tools);
-  card.append(head, controls, message, plot, readout);
+  card.append(head, controls, message, stage);
   root.append(card);
 
   /** @type {{data: any, points: ?Float32Array}} */
@@ -90,14 +140,12 @@ export function mountEmbedding(root, store) {
     const colour = columns.find((c) => c.name === s.embedding.color) ?? defaultSortColumn(columns);
     title.textContent = `Filter map · layer ${s.layer}`;
     sub.textContent = `run ${s.run}: filters that respond alike on the probe lie close; trails show where each came from`;
+    // Only what the server can compute: UMAP and t-SNE need their packages there.
     method.setOptions(
-      [
-        { value: "pca", text: "PCA" },
-        { value: "umap", text: "UMAP" },
-        { value: "tsne", text: "t-SNE" },
-      ],
+      s.embeddingMethods.map((m) => ({ value: m, text: METHOD_NAMES[/** @type {keyof typeof METHOD_NAMES} */ (m)] ?? m })),
       s.embedding.method,
     );
+    trailsInput.checked = s.embedding.trails;
     color.setOptions(
       columns.map((c) => ({ value: c.name, text: `${groupTitle(c.group)} · ${headerText(c)}` })),
       colour?.name ?? "",
@@ -113,7 +161,9 @@ export function mountEmbedding(root, store) {
     }
     const current = answerFor(s.analysis.table, { run: s.run, layer: s.layer, step: s.step });
     const values = metricValues(current, colour?.name ?? "", load.data?.points.shape[1] ?? 0);
-    const now = [load.data, s.step, s.filter, values];
+    const width = Math.max(MIN_WIDTH, Math.floor(card.clientWidth - 32));
+    const height = Math.round(Math.min(520, Math.max(300, width * 0.42)));
+    const now = [load.data, s.step, s.filter, values, s.embedding.trails, width];
     if (now.every((x, i) => (i === 3 ? sameValues(x, drawn[i]) : x === drawn[i]))) return;
     drawn = now;
     const data = load.data;
@@ -135,8 +185,13 @@ export function mountEmbedding(root, store) {
         ? ""
         : `Map from step ${data.steps[t]}, this layer's last response profiles before step ${s.step}: a large model's layers take turns (ConvViz's response_filters).`;
     message.hidden = !message.textContent;
-    const at = frameOf(points.subarray(0, steps * filters * 2));
-    const xy = (/** @type {number} */ k, /** @type {number} */ f) => at(points[2 * (k * filters + f)], points[2 * (k * filters + f) + 1]);
+    const frame = frameOf(points.subarray(2 * t * filters, 2 * (t + 1) * filters), width, height);
+    const xy = (/** @type {number} */ k, /** @type {number} */ f) => frame.at(points[2 * (k * filters + f)], points[2 * (k * filters + f) + 1]);
+    plot.setAttribute("width", String(width));
+    plot.setAttribute("height", String(height));
+    plot.setAttribute("viewBox", `0 0 ${width} ${height}`);
+    const shares = data.variance_share ? decodeWire(data.variance_share).values : null;
+    const mapMethod = data.method ?? s.embedding.method;
 
     const finite = values.filter((v) => v !== null && Number.isFinite(v));
     const [lo, hi] = finite.length ? [Math.min(...finite), Math.max(...finite)] : [0, 1];
@@ -162,10 +217,24 @@ export function mountEmbedding(root, store) {
       el("span", "cvz-legend-note", finite.length ? name : `${name}: not available at this step (grey)`),
     );
 
-    const trails = svg("g", { fill: "none", stroke: "currentColor", "stroke-opacity": 0.25, "stroke-width": 1 });
+    const axes = drawAxes(frame, width, height, [0, 1].map((a) => axisTitle(mapMethod, a, shares ? shares[2 * t + a] : null)));
+    // Earlier steps may lie outside this step's frame: their trails stop at the plot's edge.
+    const clip = svg("clipPath", { id: "cvz-map-clip" });
+    clip.append(svg("rect", { x: MARGIN.left, y: MARGIN.top, width: width - MARGIN.left - MARGIN.right, height: height - MARGIN.top - MARGIN.bottom }));
+    const trails = svg("g", { fill: "none", stroke: "currentColor", "stroke-opacity": 0.12, "stroke-width": 0.75, "clip-path": "url(#cvz-map-clip)" });
     const dots = svg("g", {});
+    /** @param {Event} e @param {string} says */
+    const showAt = (e, says) => {
+      const box = stage.getBoundingClientRect();
+      const m = /** @type {MouseEvent} */ (e);
+      readout.textContent = says;
+      readout.hidden = false;
+      const left = m.clientX - box.left + 14;
+      readout.style.left = `${Math.min(left, box.width - 200)}px`;
+      readout.style.top = `${m.clientY - box.top + 14}px`;
+    };
     for (let f = 0; f < filters; f++) {
-      if (t > 0) {
+      if (t > 0 && s.embedding.trails) {
         const path = [];
         for (let k = 0; k <= t; k++) path.push(xy(k, f).map((c) => c.toFixed(1)).join(","));
         trails.append(svg("polyline", { points: path.join(" ") }));
@@ -178,19 +247,50 @@ export function mountEmbedding(root, store) {
       });
       dot.dataset.testid = "embedding-point";
       dot.dataset.filter = String(f);
-      const says = `Filter #${f} · ${name}: ${text(values[f])}`;
-      const tip = svg("title", {});
-      tip.textContent = says;
-      dot.append(tip);
-      dot.addEventListener("mouseenter", () => (readout.textContent = says));
+      const coords = `(${formatNumber(points[2 * (t * filters + f)])}, ${formatNumber(points[2 * (t * filters + f) + 1])})`;
+      const says = `Filter #${f} · ${name}: ${text(values[f])} · at ${coords}; click for its detail`;
+      dot.setAttribute("aria-label", says);
+      dot.addEventListener("mousemove", (e) => showAt(e, says));
+      dot.addEventListener("mouseleave", () => (readout.hidden = true));
       dot.addEventListener("click", () => store.selectFilter(f));
       dot.addEventListener("keydown", (e) => {
         if (/** @type {KeyboardEvent} */ (e).key === "Enter") store.selectFilter(f);
       });
       dots.append(dot);
     }
-    plot.replaceChildren(trails, dots);
+    plot.replaceChildren(clip, axes, trails, dots);
   });
+}
+
+/**
+ * The plot's axes: a frame, round ticks with their values, and each axis' title.
+ * @param {ReturnType<typeof frameOf>} frame @param {number} width @param {number} height
+ * @param {string[]} titles x then y
+ */
+function drawAxes(frame, width, height, titles) {
+  const g = svg("g", { "font-size": 11, fill: "currentColor" });
+  const [left, right, top, bottom] = [MARGIN.left, width - MARGIN.right, MARGIN.top, height - MARGIN.bottom];
+  g.append(svg("rect", { x: left, y: top, width: right - left, height: bottom - top, fill: "none", stroke: "currentColor", "stroke-opacity": 0.3 }));
+  /** @param {string} text @param {Record<string, string|number>} attrs @param {string} [testid] */
+  const label = (text, attrs, testid) => {
+    const t = svg("text", attrs);
+    t.textContent = text;
+    if (testid) t.dataset.testid = testid;
+    g.append(t);
+  };
+  for (const v of niceTicks(frame.x[0], frame.x[1])) {
+    const [x] = frame.at(v, frame.y[0]);
+    g.append(svg("line", { x1: x, x2: x, y1: bottom, y2: bottom + 4, stroke: "currentColor", "stroke-opacity": 0.5 }));
+    label(formatNumber(v, 2), { x, y: bottom + 16, "text-anchor": "middle" });
+  }
+  for (const v of niceTicks(frame.y[0], frame.y[1])) {
+    const [, y] = frame.at(frame.x[0], v);
+    g.append(svg("line", { x1: left - 4, x2: left, y1: y, y2: y, stroke: "currentColor", "stroke-opacity": 0.5 }));
+    label(formatNumber(v, 2), { x: left - 6, y: y + 4, "text-anchor": "end" });
+  }
+  label(titles[0], { x: (left + right) / 2, y: height - 6, "text-anchor": "middle" }, "embedding-x-title");
+  label(titles[1], { x: 14, y: (top + bottom) / 2, "text-anchor": "middle", transform: `rotate(-90 14 ${(top + bottom) / 2})` }, "embedding-y-title");
+  return g;
 }
 
 /**

@@ -6,6 +6,7 @@ activation on each of N probe images. PCA is built in; UMAP and t-SNE come with 
 """
 from __future__ import annotations
 
+import importlib.util
 from typing import Sequence
 
 import numpy as np
@@ -30,6 +31,31 @@ def _pca(profile: np.ndarray) -> np.ndarray:
     scores[:, :k] = u[:, :k] * s[:k]
     extreme = scores[np.abs(scores).argmax(axis=0), np.arange(2)]
     return scores * np.where(extreme < 0, -1.0, 1.0)
+
+
+# The module each method needs beyond numpy (None: built in).
+_METHOD_MODULES = {"pca": None, "umap": "umap", "tsne": "sklearn"}
+
+
+def available_methods() -> tuple[str, ...]:
+    """The methods whose package is installed, so the dashboard offers only what works (found,
+    not imported: importing UMAP takes seconds)."""
+    return tuple(m for m in METHODS if _METHOD_MODULES[m] is None or importlib.util.find_spec(_METHOD_MODULES[m]) is not None)
+
+
+def axis_variance_share(profile: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(2,) share of the profiles' total variance along each axis of a PCA map (F, 2), also once
+    it was rotated and scaled into register with another step: a rotation of the first two
+    principal components keeps their summed variance and splits it between the axes as the
+    points' own variances split. NaN for profiles that do not vary."""
+    x = np.asarray(profile, dtype=np.float64)
+    x = x - x.mean(axis=0, keepdims=True)
+    total = float((x**2).sum())
+    spectrum = np.linalg.svd(x, compute_uv=False) ** 2
+    spread = np.asarray(points, dtype=np.float64).var(axis=0)
+    if total <= 0 or spread.sum() <= 0:
+        return np.full(2, np.nan)
+    return spread / spread.sum() * spectrum[:2].sum() / total
 
 
 def _missing(method: str, package: str) -> ImportError:

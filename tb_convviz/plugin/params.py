@@ -39,6 +39,11 @@ class RequestParams:
         except ValueError:
             raise errors.InvalidArgumentError(f"parameter {name!r} must be an integer, got {raw!r}") from None
 
+    def optional_integer(self, name: str) -> Optional[int]:
+        """An integer parameter that may be left out (None): the route picks its own default."""
+        raw = self._args.get(name)
+        return None if raw is None or raw == "" else self.integer(name)
+
     def choice(self, name: str, options: tuple[str, ...]) -> str:
         value = self._args.get(name) or options[0]
         if value not in options:

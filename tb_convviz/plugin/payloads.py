@@ -1,6 +1,7 @@
 """What each route answers, built from the reader; no HTTP here."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -9,10 +10,18 @@ from tensorboard import errors
 from tb_convviz import format as fmt
 from tb_convviz import records
 from tb_convviz.analysis.compare import most_changed_first, weight_drift
+from tb_convviz.analysis.embedding import available_methods
 from tb_convviz.analysis.impact import class_table
 from tb_convviz.analysis.significance import examples_needed
+from tb_convviz.analysis.similarity import (
+    SIGN_FLIPPED,
+    CkaEstimate,
+    aligned_weight_drift,
+    debiased_cka_matrix,
+    match_weights,
+    paired_similarity,
+)
 from tb_convviz.cost import ADVICE, GENERAL_ADVICE
-from tb_convviz.analysis.similarity import aligned_weight_drift, cka_matrix, linear_cka, match_weights
 from tb_convviz.plugin.history import Columns, HistoryCache, read_columns
 from tb_convviz.reader import ConvVizReader, NotFound
 from tb_convviz.schema import BUILTIN, counterfactual_columns_of
@@ -21,6 +30,8 @@ from tb_convviz.table import TABLE_KINDS
 
 DETECTION_EFFECTS = (0.05, 0.1, 0.2, 0.5)  # |Δ| a user may want to detect: small to large
 SHAPE_TEXTURE_BINS = 10
+# What the CKA routes answer, in words the dashboard shows.
+CKA_ESTIMATOR = "debiased linear CKA (unbiased HSIC), 95% jackknife interval over probe images"
 
 
 def _floats(a: np.ndarray) -> list:
@@ -72,6 +83,7 @@ def index(reader: ConvVizReader) -> dict:
         "runs": runs,
         "format_version": fmt.FORMAT_VERSION,
         "names": records.record_names(),
+        "embedding_methods": list(available_methods()),
         "columns": [c.declaration() for c in BUILTIN],
         # Listed after the runs were read, so that what reading them met is in it.
         "problems": reader.problems.listed(),
@@ -302,29 +314,58 @@ def _feeding_layer(reader: ConvVizReader, run: str, layer: str, info: dict) -> O
     return before if filters == channels else None
 
 
+@dataclass(frozen=True)
+class _Paired:
+    """B's partner of each A filter and how alike each pair responds at the shown steps (None when
+    paired by weights), with the pairing's own record: by what, at which steps, and its chance."""
+
+    match: np.ndarray
+    similarity: Optional[np.ndarray]
+    basis: str
+    summary: Optional[dict]
+
+
 def _pairing(reader: ConvVizReader, layer: str, run_a: str, step_a: int, run_b: str, step_b: int,
-             wa: np.ndarray, wb: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray], str]:
-    """(B's partner of each A filter, its |correlation| or None, basis): by what the filters do on the
-    probe when both steps logged response profiles, else by weight cosine (valid for a first layer)."""
+             pair_step: Optional[int], wa: np.ndarray, wb: np.ndarray) -> _Paired:
+    """Pairs by what the filters do on the probe, solved once at `pair_step` and kept for every
+    shown step, when both runs logged response profiles; else by weight cosine at the shown steps
+    (valid for a first layer)."""
+    if pair_step is None:
+        return _Paired(match_weights(wa, wb), None, "weights", None)
     try:
-        match, similarity = reader.match(run_a, run_b, layer, step_a, step_b)
-        return match, similarity, "activations"
+        found = reader.pairing(run_a, run_b, layer, pair_step, pair_step)
     except NotFound:
-        return match_weights(wa, wb), None, "weights"
+        return _Paired(match_weights(wa, wb), None, "weights", None)
     except ValueError as e:  # different probes
         raise errors.InvalidArgumentError(str(e)) from e
+    try:
+        profile_a = reader.profile(run_a, layer, step_a)
+        similarity, _ = paired_similarity(profile_a, reader.profile(run_b, layer, step_b), found.match)
+    except NotFound:  # a shown step before the first profile: the pairs' similarity there is unknown
+        similarity = np.full(found.match.shape, np.nan)
+    summary = {
+        "pair_step": pair_step,
+        "profile_steps": [reader.profile_step(run_a, layer, pair_step), reader.profile_step(run_b, layer, pair_step)],
+        "median_similarity": _floats(np.array([found.median_similarity]))[0],
+        "chance": _floats(np.array([found.chance]))[0],
+        "shuffles": found.shuffles,
+        "images": found.images,
+    }
+    return _Paired(found.match, similarity, "activations", summary)
 
 
 def compare(
-    reader: ConvVizReader, layer: str, run_a: str, step_a: int, run_b: str, step_b: int, align: str
+    reader: ConvVizReader, layer: str, run_a: str, step_a: int, run_b: str, step_b: int, align: str,
+    pair_step: Optional[int] = None,
 ) -> dict:
     """Per-filter drift of one layer from (run_a, step_a) to (run_b, step_b), most changed first.
 
     align "index": filter i with filter i; "match": each A filter with the B filter that responds
-    most alike on the probe (optimal assignment on response profiles; weight cosine without them);
-    "aligned": matched too, and B's kernels read with their input channels put in A's order by the
-    matching of the layer feeding this one, so a run that learned the same filters in another order
-    shows zero drift.
+    most alike on the probe (optimal assignment on response profiles at `pair_step`, default the
+    last step both runs have profiles for, so a pair is followed across steps; weight cosine
+    without profiles); "aligned": matched too, and B's kernels read with their input channels put
+    in A's order by the matching of the layer feeding this one, so a run that learned the same
+    filters in another order shows zero drift. Drift of paired filters is sign-aware.
     """
     fa = reader.bundle(run_a, layer, fmt.KIND_FILTERS, step_a)
     fb = reader.bundle(run_b, layer, fmt.KIND_FILTERS, step_b)
@@ -335,8 +376,19 @@ def compare(
             f"layer {layer!r} differs between the runs: {n_a} filters of {info_a['kernel_size']} "
             f"vs {n_b} of {fb.meta['info']['kernel_size']}"
         )
-    similarity, match_basis, aligned_by = None, None, None
+    paired, aligned_by = None, None
     match = np.arange(n_a)
+    if align != "index" and pair_step is None:
+        try:
+            pair_step = reader.pair_step(run_a, run_b, layer)
+        except NotFound:
+            pair_step = None  # no profiles: paired by weights at the shown steps
+    elif align != "index":
+        for run in (run_a, run_b):
+            try:
+                reader.profile_step(run, layer, pair_step)
+            except NotFound as e:
+                raise errors.NotFoundError(f"pair_step {pair_step}: {e}") from e
     if run_a == run_b and align == "index" and fb.meta.get("prev_step") == step_a and step_a != step_b:
         # Consecutive logs of one run: the callback measured this drift exactly on full weights.
         basis = "logged"
@@ -349,12 +401,14 @@ def compare(
             wa, wb = fa.array(records.TILES), fb.array(records.TILES)
         prev_match = None
         if align != "index":
-            match, similarity, match_basis = _pairing(reader, layer, run_a, step_a, run_b, step_b, wa, wb)
+            paired = _pairing(reader, layer, run_a, step_a, run_b, step_b, pair_step, wa, wb)
+            match = paired.match
             feeding = _feeding_layer(reader, run_a, layer, info_a) if align == "aligned" and basis == "kernels" else None
             if feeding is not None:
-                prev_match, _, prev_basis = _pairing(reader, feeding, run_a, step_a, run_b, step_b, *(
+                before = _pairing(reader, feeding, run_a, step_a, run_b, step_b, pair_step, *(
                     _weights_for(reader, r, feeding, s)[0] for r, s in ((run_a, step_a), (run_b, step_b))))
-                aligned_by = {"layer": feeding, "basis": prev_basis}
+                prev_match = before.match
+                aligned_by = {"layer": feeding, "basis": before.basis}
         drift = weight_drift(wa, wb) if align == "index" else aligned_weight_drift(wa, wb, match, prev_match)
     # Wire arrays, not JSON number lists (the dashboard decodes them on arrival): a 2048-filter
     # layer's metrics as JSON floats took most of the answer's time.
@@ -362,8 +416,10 @@ def compare(
     safe = np.where(match >= 0, match, 0)
     if records.ACT_MEAN in fa and records.ACT_MEAN in fb:
         metrics["act_mean_change"] = fmt.wire_array(np.where(match >= 0, fb.array(records.ACT_MEAN)[safe] - fa.array(records.ACT_MEAN), np.nan))
+    similarity = paired.similarity if paired is not None else None
     if similarity is not None:
         metrics["match_similarity"] = fmt.wire_array(similarity)
+    flipped = drift.get(SIGN_FLIPPED)
     return {
         "layer": layer,
         "a": {"run": run_a, "step": step_a},
@@ -371,7 +427,11 @@ def compare(
         "filters": n_a,
         "basis": basis,
         "align": align,
-        "match_basis": match_basis,
+        "match_basis": paired.basis if paired is not None else None,
+        "pair_step": paired.summary["pair_step"] if paired is not None and paired.summary else None,
+        "pairing": paired.summary if paired is not None else None,
+        "median_similarity": _median(similarity) if similarity is not None else None,
+        "sign_flipped": int(np.nansum(flipped)) if flipped is not None else None,
         "aligned_inputs": aligned_by,
         "match": match.tolist(),
         "metrics": metrics,
@@ -381,8 +441,20 @@ def compare(
     }
 
 
+def _median(values: np.ndarray) -> Optional[float]:
+    """The median of the finite values, None when there are none."""
+    found = values[np.isfinite(values)]
+    return float(np.median(found)) if found.size else None
+
+
+def _cka_answer(estimate: CkaEstimate) -> dict:
+    """Debiased CKA with its 95% jackknife interval over probe images, flat, rows first."""
+    return {"cka": _floats(estimate.value), "cka_lo": _floats(estimate.lo), "cka_hi": _floats(estimate.hi),
+            "images": estimate.images, "estimator": CKA_ESTIMATOR}
+
+
 def cka_layers(reader: ConvVizReader, run_a: str, step_a: int, run_b: str, step_b: int) -> dict:
-    """Layer × layer linear CKA between (run_a, step_a) and (run_b, step_b), over the same probe."""
+    """Layer × layer debiased CKA between (run_a, step_a) and (run_b, step_b), over the same probe."""
     try:
         reader.check_same_probe(run_a, run_b)
     except ValueError as e:
@@ -391,9 +463,11 @@ def cka_layers(reader: ConvVizReader, run_a: str, step_a: int, run_b: str, step_
     gb = reader.bundle(run_b, fmt.RUN_LAYER, fmt.KIND_GRAM, step_b)
     layers_a = [l for l in reader.layers(run_a) if records.GRAM_PREFIX + l in ga]
     layers_b = [l for l in reader.layers(run_b) if records.GRAM_PREFIX + l in gb]
-    matrix = cka_matrix([records.gram(ga, l) for l in layers_a], [records.gram(gb, l) for l in layers_b])
+    if not layers_a or not layers_b:
+        raise errors.NotFoundError(f"no Gram matrices at steps {step_a} of {run_a!r} and {step_b} of {run_b!r}")
+    estimate = debiased_cka_matrix([records.gram(ga, l) for l in layers_a], [records.gram(gb, l) for l in layers_b])
     return {"a": {"run": run_a, "step": step_a, "layers": layers_a}, "b": {"run": run_b, "step": step_b, "layers": layers_b},
-            "cka": _floats(matrix), "images": ga.meta["images"]}
+            **_cka_answer(estimate)}
 
 
 def _gram_series(reader: ConvVizReader, run: str) -> list[tuple[int, fmt.Bundle]]:
@@ -401,35 +475,51 @@ def _gram_series(reader: ConvVizReader, run: str) -> list[tuple[int, fmt.Bundle]
 
 
 def cka_epochs(reader: ConvVizReader, run: str, layer: str) -> dict:
-    """Step × step linear CKA of one layer with itself: when did its representation stop changing?"""
+    """Step × step debiased CKA of one layer with itself: when did its representation stop changing?"""
     series = [(s, b) for s, b in _gram_series(reader, run) if records.GRAM_PREFIX + layer in b]
     if not series:
         raise errors.NotFoundError(f"layer {layer!r} of run {run!r} has no Gram records (similarity_images=0?)")
-    matrix = cka_matrix([records.gram(b, layer) for _, b in series])
-    return {"run": run, "layer": layer, "steps": [s for s, _ in series], "cka": _floats(matrix)}
+    estimate = debiased_cka_matrix([records.gram(b, layer) for _, b in series])
+    return {"run": run, "layer": layer, "steps": [s for s, _ in series], **_cka_answer(estimate)}
 
 
 def cka_to_final(reader: ConvVizReader, run: str) -> dict:
-    """Per layer, CKA of each step with the last step: which layers settle first (Raghu et al. 2017)."""
+    """Per layer, debiased CKA of each step with the last step: which layers settle first (Raghu
+    et al. 2017); a step without the layer's Gram is null."""
     series = _gram_series(reader, run)
     if not series:
         raise errors.NotFoundError(f"run {run!r} has no Gram records (similarity_images=0?)")
     steps = [s for s, _ in series]
     final = series[-1][1]
-    out = {}
+    value, lo, hi = {}, {}, {}
+    images = 0
     for layer in reader.layers(run):
         key = records.GRAM_PREFIX + layer
-        if key in final:
-            last = records.gram(final, layer)
-            out[layer] = _floats(np.array([linear_cka(records.gram(b, layer), last) if key in b else np.nan for _, b in series]))
-    return {"run": run, "steps": steps, "final_step": steps[-1], "layers": list(out), "cka": out}
+        if key not in final:
+            continue
+        having = [i for i, (_, b) in enumerate(series) if key in b]
+        estimate = debiased_cka_matrix([records.gram(series[i][1], layer) for i in having], [records.gram(final, layer)])
+        images = estimate.images
+        for out, found in ((value, estimate.value), (lo, estimate.lo), (hi, estimate.hi)):
+            column = np.full(len(series), np.nan)
+            column[having] = found[:, 0]
+            out[layer] = _floats(column)
+    return {"run": run, "steps": steps, "final_step": steps[-1], "layers": list(value), "cka": value, "cka_lo": lo,
+            "cka_hi": hi, "images": images, "estimator": CKA_ESTIMATOR}
 
 
 def embedding(reader: ConvVizReader, run: str, layer: str, method: str) -> dict:
     """Every step's 2-D map of the layer's filters from their response profiles, each aligned to the
-    one before, so the tab's slider moves points instead of redrawing a new map."""
+    one before, so the tab's slider moves points instead of redrawing a new map; for PCA also each
+    axis' share of the profiles' variance per step, for the axis labels."""
+    variance = None
     try:
-        steps, trail = reader.embedding_trail(run, layer, method)
+        if method == "pca":
+            steps, trail, shares = reader.embedding_trail_with_variance(run, layer)
+            variance = fmt.wire_array(shares)
+        else:
+            steps, trail = reader.embedding_trail(run, layer, method)
     except ImportError as e:
         raise errors.InvalidArgumentError(str(e)) from e
-    return {"run": run, "layer": layer, "method": method, "steps": steps, "points": fmt.wire_array(trail)}
+    return {"run": run, "layer": layer, "method": method, "steps": steps, "points": fmt.wire_array(trail),
+            "variance_share": variance}

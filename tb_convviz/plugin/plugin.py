@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 from tensorboard import errors, plugin_util
 from tensorboard.backend import http_util
@@ -12,11 +12,12 @@ from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
 from tb_convviz import format as fmt
+from tb_convviz.analysis.embedding import available_methods
 from tb_convviz.plugin import payloads
 from tb_convviz.plugin.cache import AnswerCache, CachingProvider
 from tb_convviz.plugin.history import HistoryCache
 from tb_convviz.plugin.params import RequestParams
-from tb_convviz.reader import ConvVizReader, NotFound, Problems
+from tb_convviz.reader import ConvVizReader, NotFound, Problems, SolveBusy
 
 _logger = logging.getLogger(__name__)
 
@@ -34,11 +35,12 @@ def frontend_dir() -> Path:
 _STATIC_TYPES = {".js": "text/javascript", ".css": "text/css"}
 
 
-def _json(request: wrappers.Request, payload: object, code: int = 200) -> wrappers.Response:
+def _json(request: wrappers.Request, payload: object, code: int = 200, headers: Optional[dict[str, str]] = None) -> wrappers.Response:
     # Not gzipped: the bulk is base64 of 8-bit arrays, which gzip barely shrinks but which took
     # most of a layer answer's time to compress (26 of 42 ms for a 512-filter layer).
     body = json.dumps(payload, allow_nan=False)
-    return http_util.Respond(request, body, "application/json", code=code, content_encoding="identity")
+    return http_util.Respond(request, body, "application/json", code=code, content_encoding="identity",
+                             headers=list(headers.items()) if headers else None)
 
 
 class ConvVizPlugin(base_plugin.TBPlugin):
@@ -99,6 +101,8 @@ class ConvVizPlugin(base_plugin.TBPlugin):
                 runs = sorted({params.run(name) for name in ("run", "run_a", "run_b") if name in request.args})
                 key = (request.path, tuple(sorted(request.args.items(multi=True))), tuple(reader.signature(r) for r in runs))
                 return _json(request, self._answers.get_or_compute(key, lambda: impl(reader, params)))
+            except SolveBusy as e:  # every solve slot taken: come back rather than queue without bound
+                return _json(request, {"error": str(e)}, 503, {"Retry-After": str(e.retry_after_s)})
             except (errors.PublicError, NotFound) as e:  # NotFound: a record missing past the parameter checks
                 public = e if isinstance(e, errors.PublicError) else errors.NotFoundError(str(e))
                 return _json(request, {"error": str(public)}, public.http_code)
@@ -143,15 +147,21 @@ class ConvVizPlugin(base_plugin.TBPlugin):
         layer = p.layer(run)
         return payloads.table(reader, run, layer, p.step(run, layer))
 
-    @staticmethod
-    def _compare(reader: ConvVizReader, p: RequestParams) -> dict:
+    def _compare(self, reader: ConvVizReader, p: RequestParams) -> dict:
         run_a = p.run("run_a")
         run_b = p.run("run_b")
         layer = p.layer(run_a)
         p.layer(run_b)
         step_a = p.step(run_a, layer, "step_a")
         step_b = p.step(run_b, layer, "step_b")
-        return payloads.compare(reader, layer, run_a, step_a, run_b, step_b, p.choice("align", ("index", "match", "aligned")))
+        answer = payloads.compare(reader, layer, run_a, step_a, run_b, step_b, p.choice("align", ("index", "match", "aligned")),
+                                  p.optional_integer("pair_step"))
+        # The slider comes next, and keeps the pairing: warm every step's filters and profiles.
+        for run in {run_a, run_b}:
+            for kind in (fmt.KIND_FILTERS, fmt.KIND_PROFILE):
+                if kind in reader.kinds(run, layer):
+                    self._provider.prefetch(reader.context, reader.blob_keys(run, layer, kind))
+        return answer
 
     @staticmethod
     def _run_layer(p: RequestParams) -> tuple[str, str]:
@@ -172,7 +182,8 @@ class ConvVizPlugin(base_plugin.TBPlugin):
 
     def _embedding(self, reader: ConvVizReader, p: RequestParams) -> dict:
         run, layer = self._run_layer(p)
-        return payloads.embedding(reader, run, layer, p.choice("method", ("pca", "umap", "tsne")))
+        # Only the methods whose package is installed: a missing one is a 400 that says so.
+        return payloads.embedding(reader, run, layer, p.choice("method", available_methods()))
 
     @wrappers.Request.application
     def _serve_entry(self, request: wrappers.Request) -> wrappers.Response:

@@ -216,7 +216,11 @@ def test_side_by_side_epochs_and_runs(frame):
     assert frame.locator("[data-testid=compare-step-b]").is_visible()
     assert view.locator("[data-testid=align-picker] [aria-pressed=true]").get_attribute("data-value") == "match"
     b_filters = [rows.nth(i).locator("td").nth(2).text_content() for i in range(16)]
-    assert sorted(b_filters, key=lambda t: int(t[1:])) == [f"#{i}" for i in range(16)]  # a pairing
+    # A pairing; a partner whose kernel matches with the sign flipped is marked "±".
+    flipped = [t.endswith(" ±") for t in b_filters]
+    b_filters = [t.removesuffix(" ±") for t in b_filters]
+    assert sorted(b_filters, key=lambda t: int(t[1:])) == [f"#{i}" for i in range(16)]
+    assert sum(flipped) == int(view.locator("[data-testid=compare-summary] dd").nth(4).text_content())
     assert frame.locator("img").count() == 0
 
     rows.first.click()
