@@ -50,16 +50,19 @@ def tfrecord(data: bytes) -> bytes:
     return header + _masked_crc(header) + data + _masked_crc(data)
 
 
-def shared_event_file(summary_writer: Any) -> Optional[str]:
+def shared_event_file(summary_writer: Any, last: Optional[str] = None) -> Optional[str]:
     """The event file a torch SummaryWriter writes now, or None for a writer we do not know.
 
     TensorBoard's Python loader follows one event file per folder (the newest by name) and leaves
     the others where they stopped, so convviz's records go into the user's own file rather than a
     second one beside it. torch keeps its name on the EventFileWriter; it changes when the user's
-    writer is closed and reopened, so it is looked up at every step.
+    writer is closed and reopened, so it is looked up at every step. A closed writer is not asked
+    (torch would reopen it, starting a new file): `last`, the file it wrote, goes on taking the
+    steps still pending, as when a Trainer closes its writer before convviz's last step is written.
     """
     try:
-        name = summary_writer._get_file_writer().event_writer._file_name
+        file_writer = summary_writer.file_writer
+        name = last if file_writer is None else file_writer.event_writer._file_name
     except AttributeError:
         return None
     return name if isinstance(name, str) and os.path.isfile(name) else None
@@ -111,7 +114,9 @@ class RecordWriter:
         return self._path
 
     def _open(self) -> int:
-        shared = shared_event_file(self._summary_writer) if self._summary_writer is not None else None
+        shared = None
+        if self._summary_writer is not None:
+            shared = shared_event_file(self._summary_writer, None if self._own else self._path)
         if shared is not None and shared != self._path:
             self._close_fd()
             self._fd = os.open(shared, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
