@@ -31,8 +31,10 @@ setup(
         "tqdm",  # log-checkpoints: a progress bar with an ETA, the one every ML user knows
     ],
     extras_require={
-        "test": ["pytest", "playwright", "scikit-learn", "mnist1d", "lightning"],
+        "test": ["pytest", "playwright", "scikit-learn", "mnist1d", "lightning", "transformers[torch]>=4.40", "build"],
         "lightning": ["lightning"],
+        # tb_convviz.hf: the Trainer needs accelerate, which transformers' torch extra brings.
+        "hf": ["transformers[torch]>=4.40"],
         "demo": ["scikit-learn", "mnist1d"],
         # bench/impact.py compares exact ablation with Captum's LayerFeatureAblation.
         "bench": ["captum", "psutil"],

@@ -58,7 +58,7 @@ def shared_event_file(summary_writer: Any, last: Optional[str] = None) -> Option
     second one beside it. torch keeps its name on the EventFileWriter; it changes when the user's
     writer is closed and reopened, so it is looked up at every step. A closed writer is not asked
     (torch would reopen it, starting a new file): `last`, the file it wrote, goes on taking the
-    steps still pending, as when a Trainer closes its writer before convviz's last step is written.
+    steps still pending, as when a Trainer closes its writer before convviz's steps are written.
     """
     try:
         file_writer = summary_writer.file_writer
@@ -97,6 +97,8 @@ class RecordWriter:
             raise ValueError(f"log_dir {logdir!r} is not writable")
         self.logdir = logdir
         self._path: Optional[str] = None  # opened at the first record: a run that never logs leaves no file
+        # The shared writer's file as last seen: it may be closed before the first step is written.
+        self._shared = shared_event_file(self._summary_writer) if self._summary_writer is not None else None
         self._fd: Optional[int] = None
         self._own = True  # our own file: we alone append, and may cut it back to its last commit
         self._good = 0  # our own file's size after its last whole step
@@ -116,7 +118,7 @@ class RecordWriter:
     def _open(self) -> int:
         shared = None
         if self._summary_writer is not None:
-            shared = shared_event_file(self._summary_writer, None if self._own else self._path)
+            shared = self._shared = shared_event_file(self._summary_writer, self._shared)
         if shared is not None and shared != self._path:
             self._close_fd()
             self._fd = os.open(shared, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
