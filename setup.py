@@ -1,9 +1,15 @@
 """tb_convviz: see what every conv filter learned, right in TensorBoard."""
+import re
+from pathlib import Path
+
 from setuptools import setup
+
+# The version lives in tb_convviz/_version.py alone; read as text, since importing the package imports torch.
+VERSION = re.search(r'__version__ = "([^"]+)"', Path(__file__).with_name("tb_convviz").joinpath("_version.py").read_text()).group(1)
 
 setup(
     name="tb_convviz",
-    version="0.1.0",
+    version=VERSION,
     description="PyTorch callback + TensorBoard plugin that shows what every conv filter learned",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
