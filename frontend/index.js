@@ -12,6 +12,7 @@ import { mountRanking } from "./static/views/ranking.js";
 import { mountSlider } from "./static/views/slider.js";
 import { mountStatus } from "./static/views/status.js";
 import { mountToolbar } from "./static/views/toolbar.js";
+import { mountNewerNotice, mountVersionLine } from "./static/views/version.js";
 
 export function render() {
   const style = document.createElement("link");
@@ -39,6 +40,7 @@ export function render() {
   mountSlider(app, store);
   mountStatus(app, store);
   mountProblems(app, store);
+  mountNewerNotice(app, store);
   app.append(main);
   mountLayerView(primary, store);
   mountCompare(primary, store);
@@ -47,6 +49,7 @@ export function render() {
   mountEmbedding(primary, store);
   mountRanking(side, store);
   mountDetail(side, store);
+  mountVersionLine(app, store);
   document.body.append(app);
   store.load();
 }
