@@ -25,7 +25,7 @@ setup(
     # The dashboard's ES modules live at the top level (frontend/) and ship inside the wheel,
     # so a non-editable install serves them.
     package_dir={"tb_convviz.frontend": "frontend"},
-    package_data={"tb_convviz.frontend": ["*.js", "*.css", "views/*.js"]},
+    package_data={"tb_convviz.frontend": ["*.js", "*.css", "*.json", "views/*.js"]},
     install_requires=[
         "torch>=2.1",
         "tensorboard>=2.14",
