@@ -6,19 +6,16 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Optional
 
 import pytest
 import torch
 
+from hf_models import EPOCHS, SIZE, Images, train
 from tb_convviz import ConvViz, load
 from training import one_thread
 
 transformers = pytest.importorskip("transformers", reason="transformers is not installed (pip install 'tb_convviz[hf]')")
 pytest.importorskip("accelerate", reason="the Trainer needs accelerate (pip install 'tb_convviz[hf]')")
-
-EPOCHS = 2
-IMAGES, SIZE = 32, 12
 
 
 def test_core_import_does_not_pull_transformers():
@@ -49,51 +46,19 @@ def test_a_convviz_without_a_folder_says_so_at_log(tmp_path):
     viz.close()
 
 
-class _Images(torch.utils.data.Dataset):
-    """Grey SIZE×SIZE images labelled by whether their mean is positive: the keys the Trainer feeds a ResNet."""
-
-    def __init__(self) -> None:
-        g = torch.Generator().manual_seed(0)
-        self.x = torch.randn(IMAGES, 1, SIZE, SIZE, generator=g)
-        self.y = (self.x.mean(dim=(1, 2, 3)) > 0).long()
-
-    def __len__(self) -> int:
-        return IMAGES
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"pixel_values": self.x[i], "labels": self.y[i]}
-
-
-def _train(output_dir: Path, callback: Optional[Any]) -> dict[str, torch.Tensor]:
-    """Train a randomly initialised tiny ResNet for EPOCHS epochs, scalars to TensorBoard; its final weights."""
-    from transformers import ResNetConfig, ResNetForImageClassification, Trainer, TrainingArguments
-
-    config = ResNetConfig(num_channels=1, embedding_size=4, hidden_sizes=[4, 8], depths=[1, 1], layer_type="basic", num_labels=2)
-    torch.manual_seed(0)
-    model = ResNetForImageClassification(config)
-    args = TrainingArguments(
-        output_dir=str(output_dir), num_train_epochs=EPOCHS, per_device_train_batch_size=8, learning_rate=0.05,
-        report_to=["tensorboard"], logging_strategy="epoch", save_strategy="no", use_cpu=True, seed=0,
-        disable_tqdm=True, dataloader_num_workers=0,
-    )
-    trainer = Trainer(model=model, args=args, train_dataset=_Images(), callbacks=[callback] if callback else None)
-    trainer.train()
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
 def test_trainer_logs_every_epoch_into_its_run_beside_the_scalars_and_trains_the_same(tmp_path):
     from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
     from tensorboard import context
 
     from tb_convviz.hf import ConvVizCallback
 
-    data = _Images()
+    data = Images()
     callback = ConvVizCallback(probe=(data.x, data.y), impact=True)
     with one_thread():
-        plain = _train(tmp_path / "plain", None)
+        plain = train(tmp_path / "plain", None)
         # A Hugging Face model branches on its arguments in Python: exact ablation replays it with hooks.
         with pytest.warns(RuntimeWarning, match="torch.fx cannot trace the model"):
-            logged = _train(tmp_path / "logged", callback)
+            logged = train(tmp_path / "logged", callback)
     assert plain.keys() == logged.keys()
     assert all(torch.equal(plain[k], logged[k]) for k in plain), [k for k in plain if not torch.equal(plain[k], logged[k])]
     assert callback.viz is None  # closed at the end of train()
@@ -125,3 +90,21 @@ def test_trainer_logs_every_epoch_into_its_run_beside_the_scalars_and_trains_the
     last = layers[-1]
     assert logs.impact(run, last, EPOCHS - 1)["d_accuracy"].shape == (8,)
     assert logs.tuning(run, last, EPOCHS - 1, "adversarial")["fgsm"].shape[0] == 8
+
+
+def test_under_torchrun_every_rank_takes_part_and_the_first_alone_writes(tmp_path):
+    """Two gloo ranks: ConvViz's first log makes a process group of every rank, so a rank that did
+    not take part would hang the other; the run folder holds one event file, with every epoch."""
+    from tbserver import free_port
+
+    out = tmp_path / "out"
+    job = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           str(Path(__file__).parent / "hf_ddp_job.py"), str(out)]
+    subprocess.run(job, check=True, timeout=300, capture_output=True)
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) == 1 and files[0].parent.parent == out / "runs"  # rank 0's Trainer writer's file, nothing from rank 1
+    logs = load(out / "runs")
+    (run,) = logs.runs()
+    for layer in logs.layers(run):
+        assert logs.steps(run, layer) == list(range(EPOCHS))
+        assert logs.steps(run, layer, "impact") == list(range(EPOCHS))  # the ranks' shares of the ablation, gathered
