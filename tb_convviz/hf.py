@@ -21,7 +21,8 @@ except ImportError as e:
 
 from tb_convviz.callback import ConvViz
 
-# How far up the stack the Trainer's CallbackHandler is looked for: our event method, then its `call_event`.
+# How far up the stack the Trainer's CallbackHandler is looked for: past `trainer_run` and our event
+# method to the handler's `call_event`.
 _HANDLER_FRAMES = 4
 
 
@@ -78,15 +79,25 @@ def trainer_run(args: Any) -> Any:
     dispatches this event is found on the stack; it runs the TensorBoardCallback's
     `on_train_begin` (which opens its writer on the first process) before the callbacks a user adds.
     """
-    frame = inspect.currentframe()
-    for _ in range(_HANDLER_FRAMES):
-        frame = frame.f_back if frame is not None else None
-        handler = frame.f_locals.get("self") if frame is not None else None
-        if isinstance(handler, CallbackHandler):
-            for callback in handler.callbacks:
-                if isinstance(callback, TensorBoardCallback) and callback.tb_writer is not None:
-                    return callback.tb_writer
-            break
+    handler = _calling_handler()
+    for callback in handler.callbacks if handler is not None else ():
+        if isinstance(callback, TensorBoardCallback) and callback.tb_writer is not None:
+            return callback.tb_writer
     # What TensorBoardCallback would name: its environment variable, `logging_dir` (transformers 4),
     # else a fresh runs/<date>_<host> under the output dir.
-    return os.getenv("TENSORBOARD_LOGGING_DIR") or getattr(args, "logging_dir", None) or os.path.join(args.output_dir, default_logdir())
+    named = os.getenv("TENSORBOARD_LOGGING_DIR") or getattr(args, "logging_dir", None)
+    return os.path.expanduser(named) if named else os.path.join(args.output_dir, default_logdir())
+
+
+def _calling_handler() -> Optional[CallbackHandler]:
+    """The CallbackHandler whose `call_event` runs the event that called our caller, if any."""
+    frame = inspect.currentframe()
+    try:
+        for _ in range(_HANDLER_FRAMES):
+            frame = frame.f_back if frame is not None else None
+            owner = frame.f_locals.get("self") if frame is not None else None
+            if isinstance(owner, CallbackHandler):
+                return owner
+        return None
+    finally:
+        del frame  # a frame held in a local keeps its callers alive: drop it

@@ -26,8 +26,8 @@ class Images(torch.utils.data.Dataset):
         return {"pixel_values": self.x[i], "labels": self.y[i]}
 
 
-def train(output_dir: Path, callback: Optional[Any]) -> dict[str, torch.Tensor]:
-    """Train a randomly initialised tiny ResNet for EPOCHS epochs, scalars to TensorBoard; its final weights."""
+def train(output_dir: Path, callback: Optional[Any], report_to: tuple[str, ...] = ("tensorboard",)) -> dict[str, torch.Tensor]:
+    """Train a randomly initialised tiny ResNet for EPOCHS epochs, scalars to `report_to`; its final weights."""
     from transformers import ResNetConfig, ResNetForImageClassification, Trainer, TrainingArguments
 
     config = ResNetConfig(num_channels=1, embedding_size=4, hidden_sizes=[4, 8], depths=[1, 1], layer_type="basic", num_labels=2)
@@ -35,7 +35,7 @@ def train(output_dir: Path, callback: Optional[Any]) -> dict[str, torch.Tensor]:
     model = ResNetForImageClassification(config)
     args = TrainingArguments(
         output_dir=str(output_dir), num_train_epochs=EPOCHS, per_device_train_batch_size=8, learning_rate=0.05,
-        report_to=["tensorboard"], logging_strategy="epoch", save_strategy="no", use_cpu=True, seed=0,
+        report_to=list(report_to), logging_strategy="epoch", save_strategy="no", use_cpu=True, seed=0,
         disable_tqdm=True, dataloader_num_workers=0,
     )
     trainer = Trainer(model=model, args=args, train_dataset=Images(), callbacks=[callback] if callback else None)

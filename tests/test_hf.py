@@ -92,6 +92,22 @@ def test_trainer_logs_every_epoch_into_its_run_beside_the_scalars_and_trains_the
     assert logs.tuning(run, last, EPOCHS - 1, "adversarial")["fgsm"].shape[0] == 8
 
 
+def test_without_tensorboard_reporting_records_go_where_the_trainers_writer_would(tmp_path, monkeypatch):
+    from tb_convviz.hf import ConvVizCallback
+
+    data = Images()
+    with one_thread():
+        train(tmp_path / "default", ConvVizCallback(probe=data.x[:4], perturbations=False), report_to=())
+        monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "named" / "run1"))
+        train(tmp_path / "out", ConvVizCallback(probe=data.x[:4], perturbations=False), report_to=())
+    (run_dir,) = (tmp_path / "default" / "runs").iterdir()  # runs/<date>_<host>, as TensorBoardCallback names it
+    for logdir, run in ((tmp_path / "default" / "runs", run_dir.name), (tmp_path / "named", "run1")):
+        logs = load(logdir)
+        assert logs.runs() == [run]
+        assert logs.steps(run, "resnet.embedder.embedder.convolution") == list(range(EPOCHS))
+    assert not (tmp_path / "out" / "runs").exists()
+
+
 def test_under_torchrun_every_rank_takes_part_and_the_first_alone_writes(tmp_path):
     """Two gloo ranks: ConvViz's first log makes a process group of every rank, so a rank that did
     not take part would hang the other; the run folder holds one event file, with every epoch."""

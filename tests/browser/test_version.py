@@ -12,7 +12,7 @@ import torch
 from tensorboard.compat.proto import event_pb2
 
 import tb_convviz
-from conftest import grid_shows, served_runs
+from conftest import grid_shows, opened_tab, served_runs
 from models import two_conv_net
 from tb_convviz import format as fmt
 from tb_convviz.writer import record_summary, tfrecord
@@ -52,16 +52,8 @@ def version_tab(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
             raise RuntimeError("tensorboard did not serve both readable runs within 60 s")
         if not wait_for(lambda: get_json(f"{url}/data/plugin/convviz/index")["newer_logs"], timeout=60):
             raise RuntimeError("/index did not list the newer-format run")
-        context = browser.new_context(viewport={"width": 1400, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        errors: list = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(f"{url}/#convviz")
-        try:
-            yield page.frame_locator('iframe[src*="name=convviz"]'), url, errors
-        finally:
-            context.close()
+        with opened_tab(browser, url) as (frame, errors):
+            yield frame, url, errors
 
 
 def test_the_tab_shows_which_version_serves_it_and_wrote_the_run(version_tab):
