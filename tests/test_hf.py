@@ -108,6 +108,19 @@ def test_without_tensorboard_reporting_records_go_where_the_trainers_writer_woul
     assert not (tmp_path / "out" / "runs").exists()
 
 
+def test_a_later_train_with_the_same_callback_logs_a_run_of_its_own(tmp_path):
+    from tb_convviz.hf import ConvVizCallback
+
+    callback = ConvVizCallback(probe=Images().x[:4], perturbations=False)
+    with one_thread():
+        for out in ("first", "second"):
+            train(tmp_path / out, callback)
+    for out in ("first", "second"):
+        logs = load(tmp_path / out / "runs")
+        (run,) = logs.runs()
+        assert logs.steps(run, "resnet.embedder.embedder.convolution") == list(range(EPOCHS))
+
+
 def test_under_torchrun_every_rank_takes_part_and_the_first_alone_writes(tmp_path):
     """Two gloo ranks: ConvViz's first log makes a process group of every rank, so a rank that did
     not take part would hang the other; the run folder holds one event file, with every epoch."""
