@@ -101,10 +101,11 @@ def test_the_wheel_in_a_fresh_venv_serves_the_tab_with_its_frontend(tmp_path, th
     venv.EnvBuilder(with_pip=True).create(env_dir)
     python = str(env_dir / "bin" / "python")
     # Dependencies (torch, tensorboard) come from this environment through a .pth file, so the test
-    # does not download; tb_convviz itself is the wheel, installed after them on the path.
+    # does not download; tb_convviz itself is the wheel, installed ahead of them on the path (pip
+    # would otherwise take this environment's tb_convviz of the same version for it).
     purelib = subprocess.check_output([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True).strip()
     Path(purelib, "outer_env.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True, cwd=tmp_path)
+    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed", str(wheel)], check=True, cwd=tmp_path)
     where = subprocess.check_output([python, "-c", "import tb_convviz, os; print(os.path.dirname(tb_convviz.__file__))"], text=True, cwd=tmp_path).strip()
     assert Path(where).is_relative_to(env_dir), where  # the installed copy, not the checkout
     installed = Path(where) / "frontend"
