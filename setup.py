@@ -1,9 +1,15 @@
 """tb_convviz: see what every conv filter learned, right in TensorBoard."""
+import re
+from pathlib import Path
+
 from setuptools import setup
+
+# The version lives in tb_convviz/_version.py alone; read as text, since importing the package imports torch.
+VERSION = re.search(r'__version__ = "([^"]+)"', Path(__file__).with_name("tb_convviz").joinpath("_version.py").read_text()).group(1)
 
 setup(
     name="tb_convviz",
-    version="0.1.0",
+    version=VERSION,
     description="PyTorch callback + TensorBoard plugin that shows what every conv filter learned",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
@@ -19,7 +25,7 @@ setup(
     # The dashboard's ES modules live at the top level (frontend/) and ship inside the wheel,
     # so a non-editable install serves them.
     package_dir={"tb_convviz.frontend": "frontend"},
-    package_data={"tb_convviz.frontend": ["*.js", "*.css", "views/*.js"]},
+    package_data={"tb_convviz.frontend": ["*.js", "*.css", "*.json", "views/*.js"]},
     install_requires=[
         "torch>=2.1",
         "tensorboard>=2.14",
@@ -31,8 +37,10 @@ setup(
         "tqdm",  # log-checkpoints: a progress bar with an ETA, the one every ML user knows
     ],
     extras_require={
-        "test": ["pytest", "playwright", "scikit-learn", "mnist1d", "lightning"],
+        "test": ["pytest", "playwright", "scikit-learn", "mnist1d", "lightning", "transformers[torch]>=4.40", "build"],
         "lightning": ["lightning"],
+        # tb_convviz.hf: the Trainer needs accelerate, which transformers' torch extra brings.
+        "hf": ["transformers[torch]>=4.40"],
         "demo": ["scikit-learn", "mnist1d"],
         # bench/impact.py compares exact ablation with Captum's LayerFeatureAblation.
         "bench": ["captum", "psutil"],

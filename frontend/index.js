@@ -13,6 +13,7 @@ import { mountRanking } from "./static/views/ranking.js";
 import { mountSlider } from "./static/views/slider.js";
 import { mountStatus } from "./static/views/status.js";
 import { mountToolbar } from "./static/views/toolbar.js";
+import { mountNewerNotice, mountVersionLine } from "./static/views/version.js";
 import { keepViewStateInUrl, wantedViewState } from "./static/urlstate.js";
 
 export function render() {
@@ -42,6 +43,7 @@ export function render() {
   mountCost(app, store);
   mountStatus(app, store);
   mountProblems(app, store);
+  mountNewerNotice(app, store);
   app.append(main);
   mountLayerView(primary, store);
   mountCompare(primary, store);
@@ -50,6 +52,7 @@ export function render() {
   mountEmbedding(primary, store);
   mountRanking(side, store);
   mountDetail(side, store);
+  mountVersionLine(app, store);
   document.body.append(app);
   const wanted = wantedViewState(); // read before the store's first answers rewrite the address
   keepViewStateInUrl(store);

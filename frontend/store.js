@@ -8,7 +8,8 @@ import * as api from "./api.js";
  * @typedef {{kind: string, dims: number, filters: number, in_per_group: number, kernel_size: number[],
  *   groups: number, stride: number[], transposed: boolean, has_bias: boolean, batchnorm: ?string}} LayerInfo
  * @typedef {{run: string, layers: LayerEntry[], probe: ?{n: number, shape: number[], has_labels: boolean},
- *   columns?: import("./columns.js").Column[]}} RunEntry  columns: the per-filter columns the run has
+ *   columns?: import("./columns.js").Column[], writer?: ?string}} RunEntry  columns: the per-filter columns
+ *   the run has; writer: the tb_convviz version that wrote it (null: before logs named it)
  * @typedef {{run: string, tag: string, step: ?number, reason: string}} Problem  a record that could not be read
  *   (step null: every step of its tag)
  * @typedef {{status: "idle"|"off"|"loading"|"ready"|"error", data: any, error: string, code?: number}} Load
@@ -32,6 +33,7 @@ import * as api from "./api.js";
  *   embeddingMethods: string[],
  *   names: import("./recordkeys.js").RecordNames, shapeTexture: KeyedLoad, problems: Problem[],
  *   cost: KeyedLoad,
+ *   version: string, formatVersion: number, newerLogs: import("./versions.js").NewerLog[],
  * }} State
  *   analysis: the current layer's perturbation responses, impact record and table of every per-filter
  *   column (/table) at the slider's step, for the Impact view, the filter map and the filter detail;
@@ -48,6 +50,8 @@ import * as api from "./api.js";
  *   shapeTexture: the run's per-layer shape–texture distribution at the slider's step (Impact view).
  *   cost: what each of the current run's logs cost (/cost, keyed by run): the cost line reads the
  *   slider's step from it.
+ *   version, formatVersion: the serving tb_convviz and the log format it reads ("" and 0 before the
+ *   index answered); newerLogs: runs holding records of a newer format, left out (the index answer's).
  */
 
 /** Layer answers kept for the slider: a 512-filter layer's answer is about 1 MB. */
@@ -117,6 +121,9 @@ export class Store {
       shapeTexture: IDLE,
       problems: [],
       cost: IDLE,
+      version: "",
+      formatVersion: 0,
+      newerLogs: [],
     };
     /** @type {Set<(s: State, prev: State) => void>} */
     this.listeners = new Set();
@@ -195,19 +202,23 @@ export class Store {
       return;
     }
     const runs = /** @type {RunEntry[]} */ (index.runs).filter((r) => r.layers.length > 0);
+    const versions = { version: index.version ?? "", formatVersion: index.format_version, newerLogs: index.newer_logs ?? [] };
     if (runs.length === 0) {
       this.set({
         phase: "empty",
         runs: [],
         problems: index.problems ?? [],
-        message: "No convviz data in this logdir: add ConvViz(...) to your training loop.",
+        ...versions,
+        message: versions.newerLogs.length
+          ? "No convviz data this tb_convviz can read (see the notice above)."
+          : "No convviz data in this logdir: add ConvViz(...) to your training loop.",
       });
       return;
     }
     const asked = wanted.run && runs.some((r) => r.run === wanted.run) ? wanted.run : this.state.run;
     const keep = asked && runs.some((r) => r.run === asked) ? asked : runs[0].run;
     // Costs are asked for again: a run still training has logged more steps since.
-    this.set({ phase: "ready", message: "", runs, names: index.names, problems: index.problems ?? [], cost: IDLE,
+    this.set({ phase: "ready", message: "", runs, names: index.names, problems: index.problems ?? [], cost: IDLE, ...versions,
       embeddingMethods: index.embedding_methods ?? ["pca"],
       // selectRun keeps a layer and step the run has: the ones asked for, when it has them.
       ...(wanted.layer ? { layer: wanted.layer } : {}), ...(wanted.step !== undefined ? { step: wanted.step } : {}) });

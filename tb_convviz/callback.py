@@ -92,7 +92,8 @@ class ConvViz:
     """Log what every conv filter learned, each epoch, for the CONVVIZ TensorBoard tab.
 
     Args:
-        log_dir_or_summary_writer: a log directory, or a torch ``SummaryWriter`` to share.
+        log_dir_or_summary_writer: a log directory, or a torch ``SummaryWriter`` to share; None
+            when it is known only later (`write_to`, before the first log).
         probe: the fixed batch to measure activations on: images ``(N, C, *spatial)`` or
             ``(images, labels)``. None logs kernels only.
         layers: None (every conv), a list of module names, or ``predicate(name, module)``.
@@ -203,7 +204,7 @@ class ConvViz:
             raise ValueError("metrics need a probe: pass probe=images or probe=(images, labels)")
         if self.settings.impact and self._probe.labels is None:
             raise ValueError("impact=True needs probe labels: pass probe=(images, labels)")
-        self._writer = RecordWriter(log_dir_or_summary_writer)
+        self._writer: Optional[RecordWriter] = None
         self.background = background
         self._plan: Optional[Plan] = None
         self._signature: dict = {}
@@ -221,6 +222,18 @@ class ConvViz:
         self._last_cost: Optional[dict] = None  # what the last written log cost, named when analysis falls behind
         self._slow_warned = False
         self._step_order_warned = False
+        if log_dir_or_summary_writer is not None:
+            self.write_to(log_dir_or_summary_writer)
+
+    # -- public verbs -------------------------------------------------------------------------
+
+    def write_to(self, log_dir_or_summary_writer: Any) -> None:
+        """Choose where records go, for a ConvViz made with None: an adapter may learn its run
+        folder only when training begins (the Hugging Face Trainer names it then), yet checks
+        its arguments when it is made."""
+        if self._writer is not None or self._plan is not None:
+            raise RuntimeError("ConvViz.write_to() must come once, before the first log()")
+        self._writer = RecordWriter(log_dir_or_summary_writer)
         if self._writer.live_neighbours:
             self._warn(
                 f"another ConvViz is writing {self._writer.logdir!r} now: for a step both log, readers show the one "
@@ -229,8 +242,6 @@ class ConvViz:
             self._emit_pending(going_on=False)
         if self.settings.impact and not self._writer.earlier_writers:  # a run taken up again was told at its start
             self._check_class_sizes()
-
-    # -- public verbs -------------------------------------------------------------------------
 
     def log(self, model: nn.Module, step: int, *, final: bool = False) -> bool:
         """Log every chosen conv layer of `model` at `step`; returns whether the step was taken.
@@ -242,6 +253,8 @@ class ConvViz:
         """
         if self._closed:
             raise RuntimeError("ConvViz.log() called after close()")
+        if self._writer is None:
+            raise RuntimeError("ConvViz(None, ...) has nowhere to write: call write_to(log_dir) before the first log()")
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
             raise ValueError(f"step must be an integer, got {step!r}")
         if step % self.every_n_epochs != 0 and not final:
@@ -294,6 +307,8 @@ class ConvViz:
         again, and the `kernels_every` schedule continues after its `logs_done` logs."""
         if self._plan is not None:
             raise RuntimeError("ConvViz.resume() must come before the first log()")
+        if self._writer is None:
+            raise RuntimeError("ConvViz(None, ...) has nowhere to write: call write_to(log_dir) before resume()")
         first, last = unwrap(first), unwrap(last)
         self._start(first)
         assert self._plan is not None
@@ -321,7 +336,8 @@ class ConvViz:
         if self._worker is not None:
             self._worker.stop()
         try:
-            self._writer.close()
+            if self._writer is not None:
+                self._writer.close()
         except Exception as e:  # noqa: BLE001
             self._warn(f"closing the event file failed ({type(e).__name__}: {e})")
         self._emit_pending(going_on=False)  # closed: whatever trained is done
@@ -454,6 +470,7 @@ class ConvViz:
             return False
         if not self._shard.writes:
             return True  # its share went to the writing rank
+        assert self._writer is not None  # log() checked
         try:
             with meter.part(WRITING):
                 for layer, kind, payload in records_:

@@ -1,7 +1,7 @@
 """One forward pass that records (or edits) the outputs of chosen modules."""
 from __future__ import annotations
 
-from typing import Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 from torch import nn
@@ -22,6 +22,13 @@ def as_model_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x.to(model_device(model), dtype)
 
 
+def class_scores(out: Any) -> Any:
+    """A model's output as the analyses read it: a Hugging Face `ModelOutput`'s `logits` (its
+    classifiers return the class scores beside a loss and hidden states); anything else as it is."""
+    logits = getattr(out, "logits", None)
+    return logits if isinstance(logits, torch.Tensor) else out
+
+
 def run_with_hooks(
     model: nn.Module,
     modules: Mapping[str, nn.Module],
@@ -33,8 +40,8 @@ def run_with_hooks(
     """Run `model(x)` once with forward hooks on `modules`; hooks are always removed.
 
     `edit(name, output)` may return a replacement output (used for ablation); `record`
-    keeps a detached copy of each module's (possibly edited) output. Returns (model output,
-    {name: output}). The forward follows the caller's grad mode, so analyses that need
+    keeps a detached copy of each module's (possibly edited) output. Returns (model output, as
+    `class_scores`, {name: output}). The forward follows the caller's grad mode, so analyses that need
     gradients read the live outputs inside `edit` instead.
     """
     outputs: dict[str, torch.Tensor] = {}
@@ -56,7 +63,7 @@ def run_with_hooks(
     try:
         for name, module in modules.items():
             handles.append(module.register_forward_hook(make_hook(name)))
-        y = model(as_model_input(model, x))
+        y = class_scores(model(as_model_input(model, x)))
     finally:
         for h in handles:
             h.remove()

@@ -3,9 +3,10 @@
 A record is a TensorBoard tensor summary under the plugin name ``convviz``:
 
 * tag ``<layer>/<kind>`` (``_run/run`` for run-level data), one record per logged step;
-* plugin content: JSON ``{"version": FORMAT_VERSION, "kind": kind, "stamped": true}``;
+* plugin content: JSON ``{"version": FORMAT_VERSION, "kind": kind, "stamped": true, "writer": "0.1.0"}``;
   ``stamped`` says the record follows the commit rule of `tb_convviz.commits` (all of a step's
   records and its commit share one wall time; logs without it count every step as whole);
+  ``writer`` is the tb_convviz version that wrote it (logs from before it was recorded lack it);
 * value: a scalar DT_STRING tensor holding a *bundle*: named arrays plus JSON metadata.
 
 Bundle bytes: ``MAGIC``, a little-endian uint32 header length, the JSON header
@@ -31,6 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 import numpy as np
+
+from tb_convviz._version import __version__
 
 PLUGIN_NAME = "convviz"
 FORMAT_VERSION = 1
@@ -95,10 +98,25 @@ def parse_tag(tag: str) -> tuple[str, str]:
 
 def plugin_content(kind: str) -> bytes:
     """SummaryMetadata.plugin_data.content for a record of `kind`."""
-    return json.dumps({"version": FORMAT_VERSION, "kind": kind, STAMPED: True}).encode()
+    return json.dumps({"version": FORMAT_VERSION, "kind": kind, STAMPED: True, WRITER: __version__}).encode()
 
 
 STAMPED = "stamped"  # plugin-content key: the record's step shows only once committed, see `commits`
+WRITER = "writer"  # plugin-content key: the tb_convviz version that wrote the record
+
+
+def record_origin(content: bytes) -> tuple[int, Optional[str]]:
+    """(format version, tb_convviz version that wrote it or None) that plugin content names, read
+    also where the record cannot be (a newer format), so a reader can say which version to install;
+    (0, None) for content that is not a version object."""
+    try:
+        meta = json.loads(content.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return 0, None
+    if not isinstance(meta, dict):
+        return 0, None
+    version, writer = meta.get("version", 0), meta.get(WRITER)
+    return (version if isinstance(version, int) and not isinstance(version, bool) else 0), (writer if isinstance(writer, str) else None)
 
 
 def parse_plugin_content(content: bytes) -> dict:

@@ -6,9 +6,10 @@ import os
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Optional, Union
+from typing import Any, Iterable, Optional, Union
 
 import numpy as np
+from packaging.version import InvalidVersion, Version
 from tensorboard import context as tb_context
 from tensorboard.data import provider as tb_provider
 
@@ -66,6 +67,19 @@ def _record_kind(content: bytes) -> tuple[Optional[str], str]:
         return fmt.parse_plugin_content(content)["kind"], ""
     except ValueError as e:
         return None, str(e)
+
+
+def _version_order(version: Optional[str]) -> tuple:
+    """Sort key of a tb_convviz version: unnamed and unparsable ones first."""
+    try:
+        return (1, Version(version)) if version is not None else (0,)
+    except InvalidVersion:
+        return (0,)
+
+
+def newest_version(versions: Iterable[Optional[str]]) -> Optional[str]:
+    """The newest of some tb_convviz versions (None where none is named)."""
+    return max(versions, key=_version_order, default=None)
 
 
 # Bad records a process remembers, so that a logdir full of them costs bounded memory.
@@ -145,6 +159,12 @@ class ConvVizReader:
 
     def runs(self) -> list[str]:
         return sorted(self._index())
+
+    def origins(self) -> dict[str, set[tuple[int, Optional[str]]]]:
+        """{run: {(format version, tb_convviz version that wrote it or None)}} of every record
+        stream, also those this version cannot read: which version wrote a log, which to install."""
+        listing = self._provider.list_blob_sequences(self._ctx, experiment_id=self._eid, plugin_name=fmt.PLUGIN_NAME)
+        return {run: {fmt.record_origin(series.plugin_content) for series in tags.values()} for run, tags in listing.items()}
 
     def layers(self, run: str) -> list[str]:
         """Layer names in model order (as the run record lists them), else sorted."""

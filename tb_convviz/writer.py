@@ -50,17 +50,20 @@ def tfrecord(data: bytes) -> bytes:
     return header + _masked_crc(header) + data + _masked_crc(data)
 
 
-def shared_event_file(summary_writer: Any) -> Optional[str]:
+def shared_event_file(summary_writer: Any, last: Optional[str] = None) -> Optional[str]:
     """The event file a torch SummaryWriter writes now, or None for a writer we do not know.
 
     TensorBoard's Python loader follows one event file per folder (the newest by name) and leaves
     the others where they stopped, so convviz's records go into the user's own file rather than a
     second one beside it. torch keeps its name on the EventFileWriter; it changes when the user's
-    writer is closed and reopened, so it is looked up at every step. Another writer (tensorboardX)
-    gets a file of convviz's own.
+    writer is closed and reopened, so it is looked up at every step. A closed writer is not asked
+    (torch would reopen it, starting a new file): `last`, the file it wrote, goes on taking the
+    steps still pending, as when a Trainer closes its writer before convviz's steps are written.
+    Another writer (tensorboardX) gets a file of convviz's own.
     """
-    try:  # `file_writer` is None once the user's writer is closed: convviz then writes a file of its own
-        name = summary_writer.file_writer.event_writer._file_name
+    try:
+        file_writer = summary_writer.file_writer
+        name = last if file_writer is None else file_writer.event_writer._file_name
     except AttributeError:
         return None
     return name if isinstance(name, str) and os.path.isfile(name) else None
@@ -95,6 +98,8 @@ class RecordWriter:
             raise ValueError(f"log_dir {logdir!r} is not writable")
         self.logdir = logdir
         self._path: Optional[str] = None  # opened at the first record: a run that never logs leaves no file
+        # The shared writer's file as last seen: it may be closed before the first step is written.
+        self._shared = shared_event_file(self._summary_writer) if self._summary_writer is not None else None
         self._fd: Optional[int] = None
         self._own = True  # our own file: we alone append, and may cut it back to its last commit
         self._good = 0  # our own file's size after its last whole step
@@ -114,7 +119,9 @@ class RecordWriter:
         return self._path
 
     def _open(self) -> int:
-        shared = shared_event_file(self._summary_writer) if self._summary_writer is not None else None
+        shared = None
+        if self._summary_writer is not None:
+            shared = self._shared = shared_event_file(self._summary_writer, self._shared)
         if shared is not None and shared != self._path:
             self._close_fd()
             self._fd = os.open(shared, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)

@@ -19,6 +19,7 @@ from tensorboard.compat.proto import event_pb2
 from tensorboard.plugins import base_plugin
 from werkzeug.test import Client
 
+import tb_convviz
 from models import two_conv_net
 from tb_convviz import format as fmt
 from tb_convviz import records
@@ -146,6 +147,15 @@ def test_index_lists_each_problem_once(logdirs):
     assert "truncated" in by_tag[("3/profile", BAD_STEP)]
     assert ("_run/gram", BAD_STEP) in by_tag
     assert len(problems) == len(by_tag)
+
+
+def test_index_says_which_version_serves_and_wrote_each_run_and_which_runs_are_newer(logdirs):
+    index = client_for(logdirs[1]).get(f"{BASE}/index").get_json()
+    assert index["version"] == tb_convviz.__version__
+    assert {r["run"]: r["writer"] for r in index["runs"]} == {"bad": tb_convviz.__version__, "good": tb_convviz.__version__}
+    # The crafted "0/future" record names no writer: nothing says which version to install.
+    assert index["newer_logs"] == [{"run": "bad", "format_version": fmt.FORMAT_VERSION + 1, "writer": None}]
+    assert client_for(logdirs[0]).get(f"{BASE}/index").get_json()["newer_logs"] == []
 
 
 def test_load_warns_once_per_bad_record_and_reads_the_rest(logdirs):

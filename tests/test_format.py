@@ -4,7 +4,9 @@ import json
 import numpy as np
 import pytest
 
+import tb_convviz
 from tb_convviz import format as fmt
+from tb_convviz.reader import newest_version
 
 
 def test_q8_error_is_within_stated_tolerance_per_group():
@@ -64,7 +66,21 @@ def test_garbage_is_rejected_with_a_clear_error():
 def test_unreadable_plugin_content_says_why(content: str, reason: str):
     with pytest.raises(ValueError, match=reason):
         fmt.parse_plugin_content(content.encode())
-    assert fmt.parse_plugin_content(fmt.plugin_content("filters")) == {"version": fmt.FORMAT_VERSION, "kind": "filters", "stamped": True}
+    assert fmt.parse_plugin_content(fmt.plugin_content("filters")) == {
+        "version": fmt.FORMAT_VERSION, "kind": "filters", "stamped": True, "writer": tb_convviz.__version__,
+    }
+
+
+def test_records_name_their_writer_and_logs_without_it_still_read():
+    assert fmt.record_origin(fmt.plugin_content("maps")) == (fmt.FORMAT_VERSION, tb_convviz.__version__)
+    before = json.dumps({"version": fmt.FORMAT_VERSION, "kind": "maps", "stamped": True}).encode()  # logs from before records named their writer
+    assert fmt.parse_plugin_content(before)["kind"] == "maps"
+    assert fmt.record_origin(before) == (fmt.FORMAT_VERSION, None)
+    future = json.dumps({"version": fmt.FORMAT_VERSION + 1, "kind": "maps", "writer": "9.0"}).encode()
+    assert fmt.record_origin(future) == (fmt.FORMAT_VERSION + 1, "9.0")  # read although the record is not
+    assert fmt.record_origin(b"[]") == (0, None) and fmt.record_origin(b"\xff") == (0, None)
+    assert newest_version(["0.9.0", None, "0.10.0", "not a version"]) == "0.10.0"  # by release, not by text
+    assert newest_version([None]) is None and newest_version([]) is None
 
 
 def test_a_truncated_payload_fails_at_decode_not_at_read():

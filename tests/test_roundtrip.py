@@ -174,6 +174,27 @@ def test_shared_summary_writer_is_used_and_left_open(tmp_path):
     assert load(tmp_path).steps("shared", "0") == [0]
 
 
+@pytest.mark.parametrize("logged_before_close", [0, 1])
+def test_steps_written_after_a_shared_writer_closed_go_into_its_file(tmp_path, logged_before_close):
+    """torch reopens a closed SummaryWriter when asked for its file, starting a new one: steps
+    written after it closed (a Trainer closes its writer before convviz's analyses of a short run
+    are written) must land in the file the writer wrote, and leave no second file beside it."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(tmp_path / "shared")
+    writer.add_scalar("loss", 1.0, 0)
+    viz = ConvViz(writer, probe=torch.randn(1, 1, 5, 5), perturbations=False, background=False)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3))
+    for step in range(logged_before_close):
+        viz.log(model, step)
+    writer.close()
+    for step in range(logged_before_close, 2):
+        viz.log(model, step)
+    viz.close()
+    assert len(list((tmp_path / "shared").iterdir())) == 1
+    assert load(tmp_path).steps("shared", "0") == [0, 1]
+
+
 def test_perturbation_and_impact_records_read_back_per_filter(tmp_path):
     model = bn_cnn(classes=3)
     labels = torch.tensor([0, 1, 2, 0])

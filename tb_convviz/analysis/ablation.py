@@ -20,7 +20,7 @@ from tb_convviz.analysis.ablation_replay.executor import replay
 from tb_convviz.analysis.ablation_replay.planner import ReplayPlan, plan_replay
 from tb_convviz.analysis.ablation_replay.traced import AblationPlanError, TracedProbe, logits_of
 from tb_convviz.notices import notice
-from tb_convviz.capture import as_model_input, run_with_hooks
+from tb_convviz.capture import as_model_input, class_scores, run_with_hooks
 from tb_convviz.layers import unwrap
 
 Method = Literal["auto", "fx", "hooks"]
@@ -65,7 +65,7 @@ class FilterAblation:
                         raise
                     notice(f"ablation: torch.fx cannot trace the model ({type(err).__name__}: {err}); "
                            "using forward hooks (one full forward per filter batch)")
-            self.clean = self._traced.clean if self._traced is not None else logits_of(self.model(self.x), self.n)
+            self.clean = self._traced.clean if self._traced is not None else logits_of(class_scores(self.model(self.x)), self.n)
 
     def filters(self, layer: str) -> int:
         """Number of output channels (filters) of `layer`."""

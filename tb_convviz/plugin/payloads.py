@@ -9,6 +9,7 @@ from tensorboard import errors
 
 from tb_convviz import format as fmt
 from tb_convviz import records
+from tb_convviz._version import __version__
 from tb_convviz.analysis.compare import most_changed_first, weight_drift
 from tb_convviz.analysis.embedding import available_methods
 from tb_convviz.analysis.impact import class_table
@@ -23,7 +24,7 @@ from tb_convviz.analysis.similarity import (
 )
 from tb_convviz.cost import ADVICE, GENERAL_ADVICE
 from tb_convviz.plugin.history import Columns, HistoryCache, read_columns
-from tb_convviz.reader import ConvVizReader, NotFound
+from tb_convviz.reader import ConvVizReader, NotFound, newest_version
 from tb_convviz.schema import BUILTIN, counterfactual_columns_of
 from tb_convviz.table import TABLE_KINDS
 
@@ -53,7 +54,8 @@ def _stats(bundle: fmt.Bundle, index: Optional[int] = None) -> dict[str, Any]:
 
 
 def index(reader: ConvVizReader) -> dict:
-    """Runs → layers (facts and logged steps) → probe summary."""
+    """Runs → layers (facts and logged steps) → probe summary; which tb_convviz serves and which wrote each run."""
+    origins = reader.origins()
     runs = []
     for run in reader.runs():
         layers = []
@@ -78,16 +80,30 @@ def index(reader: ConvVizReader) -> dict:
                 probe = {"n": shape[0], "shape": shape, "has_labels": "labels" in run_record}
         except NotFound:
             pass  # not loaded yet (TensorBoard reads event files lazily): the probe shows up later
-        runs.append({"run": run, "layers": layers, "probe": probe, "columns": _run_columns(reader, run, layers)})
+        runs.append({"run": run, "layers": layers, "probe": probe, "columns": _run_columns(reader, run, layers),
+                     "writer": newest_version(w for _, w in origins.get(run, ()))})
     return {
         "runs": runs,
+        "version": __version__,
         "format_version": fmt.FORMAT_VERSION,
+        "newer_logs": _newer_logs(origins),
         "names": records.record_names(),
         "embedding_methods": list(available_methods()),
         "columns": [c.declaration() for c in BUILTIN],
         # Listed after the runs were read, so that what reading them met is in it.
         "problems": reader.problems.listed(),
     }
+
+
+def _newer_logs(origins: dict[str, set[tuple[int, Optional[str]]]]) -> list[dict]:
+    """Runs holding records of a format newer than this reader's (each also among the problems):
+    the newest such format and the newest version that wrote it, so the tab can say what to install."""
+    out = []
+    for run, found in sorted(origins.items()):
+        newer = [(version, writer) for version, writer in found if version > fmt.FORMAT_VERSION]
+        if newer:
+            out.append({"run": run, "format_version": max(v for v, _ in newer), "writer": newest_version(w for _, w in newer)})
+    return out
 
 
 def _run_columns(reader: ConvVizReader, run: str, layers: list[dict]) -> list[dict]:

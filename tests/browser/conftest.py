@@ -2,6 +2,7 @@
 `tensorboard` process serving them, and headless Chromium driven by Playwright."""
 from __future__ import annotations
 
+import contextlib
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,6 +167,22 @@ class Tab:
     frame: Any
     dialogs: list = field(default_factory=list)
     errors: list = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def opened_tab(browser: Any, url: str) -> Iterator[tuple[Any, list]]:
+    """The CONVVIZ tab of the TensorBoard at `url` in a page of its own: its frame, and the page's
+    uncaught errors (for fixtures over a logdir of their own)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    errors: list = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{url}/#convviz")
+    try:
+        yield page.frame_locator('iframe[src*="name=convviz"]'), errors
+    finally:
+        context.close()
 
 
 @pytest.fixture(scope="module")

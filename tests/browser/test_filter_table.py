@@ -17,7 +17,7 @@ import pytest
 import torch
 from tensorboard.compat.proto import event_pb2
 
-from conftest import EPOCHS, RUN_IMPACT, RUNS_2D, choose, grid_shows, served_runs
+from conftest import EPOCHS, RUN_IMPACT, RUNS_2D, choose, grid_shows, opened_tab, served_runs
 from models import two_conv_net
 from tb_convviz import format as fmt
 from tb_convviz import load
@@ -223,16 +223,8 @@ def broken_tab(browser, tmp_path_factory):
         # The crafted event file is read after the good ones: its problems are listed once it was.
         if not wait_for(lambda: len(answer(url, "index")["problems"]) >= 2, timeout=60):
             raise RuntimeError(f"/index did not list the crafted records' problems: {answer(url, 'index')['problems']}")
-        context = browser.new_context(viewport={"width": 1400, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        errors: list = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(f"{url}/#convviz")
-        try:
-            yield page.frame_locator('iframe[src*="name=convviz"]'), url, errors
-        finally:
-            context.close()
+        with opened_tab(browser, url) as (frame, errors):
+            yield frame, url, errors
 
 
 def test_unreadable_records_are_listed_in_a_notice_and_the_rest_is_shown(broken_tab):

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tb_convviz.analysis.perturbation.measures import channel_stats
+from tb_convviz.capture import class_scores
 
 
 def grating_batch(
@@ -55,7 +56,7 @@ def rotate_images(x: torch.Tensor, angle_deg: float, mean: torch.Tensor) -> torc
 
 def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """model(x), checked to be class logits (N, classes), which attacks and impact need."""
-    logits = model(x)
+    logits = class_scores(model(x))
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != x.shape[0]:
         raise ValueError("the model must return class logits shaped (N, classes)")
     return logits.float()
