@@ -17,6 +17,11 @@ setup(
     packages=[
         "tb_convviz",
         "tb_convviz.analysis",
+        "tb_convviz.cli",
+        "tb_convviz.read",
+        "tb_convviz.model",
+        "tb_convviz.write",
+        "tb_convviz.schema",
         "tb_convviz.analysis.ablation_replay",
         "tb_convviz.analysis.perturbation",
         "tb_convviz.plugin",
@@ -48,7 +53,7 @@ setup(
         "embed": ["umap-learn", "scikit-learn"],
     },
     entry_points={
-        "console_scripts": ["tb-convviz = tb_convviz.cli:main"],
+        "console_scripts": ["tb-convviz = tb_convviz.cli.command:main"],
         "tensorboard_plugins": [
             "convviz = tb_convviz.plugin.loader:ConvVizLoader",
         ],

@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.models import ResNet18Shaped, ResNet50Shaped, perturb_weights  # noqa: E402
 from tb_convviz import ConvViz, load  # noqa: E402
-from tb_convviz import format as fmt  # noqa: E402
-from tb_convviz import records  # noqa: E402
+from tb_convviz.schema import format as fmt  # noqa: E402
+from tb_convviz.schema import records  # noqa: E402
 
 MB = 1e6
 GOAL_BLOCKING_RATIO = 3.0

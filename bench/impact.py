@@ -40,7 +40,7 @@ from bench.models import EarlyHeavyResNet, ResNet18Shaped, ResNet50Shaped, three
 from tb_convviz.analysis.ablation import FilterAblation  # noqa: E402
 from tb_convviz.analysis.impact import SAMPLE_MIN, exact_plan, filter_impact  # noqa: E402
 from tb_convviz.analysis.perturbation import perturbation_responses  # noqa: E402
-from tb_convviz.layers import conv_layers  # noqa: E402
+from tb_convviz.model.layers import conv_layers  # noqa: E402
 
 try:
     from captum.attr import LayerFeatureAblation

@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.models import ResNet18Shaped, five_conv_bn_cnn, perturb_weights  # noqa: E402
 from tb_convviz import ConvViz  # noqa: E402
-from tb_convviz import format as fmt  # noqa: E402
+from tb_convviz.schema import format as fmt  # noqa: E402
 
 MB = 1e6
 TARGET_RESNET_MB = 2.0
@@ -213,9 +213,9 @@ def perturbation_shares(model: nn.Module, images: torch.Tensor, labels: torch.Te
     """Share of `perturbation_responses` time spent in each of PERTURBATION_PARTS (one cProfile'd call)."""
     from tb_convviz.analysis import perturbation
     from tb_convviz.analysis.perturbation import perturbation_responses
-    from tb_convviz.layers import conv_layers
-    from tb_convviz.notices import collecting
-    from tb_convviz.observe import untouched
+    from tb_convviz.model.layers import conv_layers
+    from tb_convviz.model.notices import collecting
+    from tb_convviz.model.observe import untouched
 
     profiler = cProfile.Profile()
     with untouched(model), collecting():  # the analysis' caveats were printed by the timed runs already
@@ -259,8 +259,8 @@ def perturbation_overhead(model: nn.Module, images: torch.Tensor, labels: torch.
     forward + torch.autograd.grad of the cross-entropy for the gradient passes.
     """
     from tb_convviz.analysis.perturbation import perturbation_responses
-    from tb_convviz.layers import conv_layers
-    from tb_convviz.observe import untouched
+    from tb_convviz.model.layers import conv_layers
+    from tb_convviz.model.observe import untouched
 
     layers = conv_layers(model, None)
     passes: list[tuple[int, bool]] = []

@@ -6,7 +6,7 @@ from the previous one) and a probe of 8 images of 32 px, then times:
 
 * baseline: ``model.load_state_dict(torch.load(f, map_location="cpu", weights_only=True))`` per file;
 * ConvViz.log alone: the same weights already in memory, logged inline (the analysis cost);
-* the CLI (`tb_convviz.cli.main`, what ``tb-convviz log-checkpoints`` runs, in this process),
+* the CLI (`tb_convviz.cli.command.main`, what ``tb-convviz log-checkpoints`` runs, in this process),
   into a fresh logdir, with defaults and with ``--no-perturbations``;
 * a rerun into the finished logdir, which logs nothing (the cost of reading what is there).
 
@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.models import perturb_weights, three_conv_cnn  # noqa: E402
 from tb_convviz import ConvViz  # noqa: E402
-from tb_convviz.cli import main as cli  # noqa: E402
+from tb_convviz.cli.command import main as cli  # noqa: E402
 
 
 def write_checkpoints(folder: Path, n: int) -> list[Path]:

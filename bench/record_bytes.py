@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.models import ResNet50Shaped, perturb_weights  # noqa: E402
 from tb_convviz import ConvViz  # noqa: E402
-from tb_convviz import format as fmt  # noqa: E402
+from tb_convviz.schema import format as fmt  # noqa: E402
 
 MB = 1e6
 GOAL_MB = {False: 2.0, True: 4.0}

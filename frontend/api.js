@@ -104,7 +104,7 @@ export const fetchShapeTexture = (/** @type {string} */ run, /** @type {number} 
   getJson("shape_texture", { run, step });
 
 /**
- * What each of the run's logs cost, by part (tb_convviz/cost.py): {steps, costs: one per step, null
+ * What each of the run's logs cost, by part (tb_convviz/write/cost.py): {steps, costs: one per step, null
  * for a log from before costs were kept}.
  * @param {string} run @returns {Promise<{run: string, steps: number[], costs: Array<?import("./costline.js").LogCost>}>}
  */

@@ -1,4 +1,4 @@
-// What one log cost, in words: the /cost answer's record of a step (tb_convviz/cost.py) as one
+// What one log cost, in words: the /cost answer's record of a step (tb_convviz/write/cost.py) as one
 // line, its parts largest first with their shares, and, when the analysis took longer than the
 // training since the previous log, what to change for its largest part. Pure functions with no
 // DOM, so node's test runner checks them (tests/js/).
@@ -115,7 +115,7 @@ export function slowerThanTraining(cost) {
 
 /**
  * @typedef {{advice: Record<string, string>, general_advice: string}} Advice
- *   what the /cost answer says to change in ConvViz(...) for each part (tb_convviz/cost.py ADVICE)
+ *   what the /cost answer says to change in ConvViz(...) for each part (tb_convviz/write/cost.py ADVICE)
  */
 
 /**

@@ -1,4 +1,4 @@
-// Decodes the plugin's `wire` arrays (tb_convviz/format.py: Bundle.wire / wire_array).
+// Decodes the plugin's `wire` arrays (tb_convviz/schema/format.py: Bundle.wire / wire_array).
 
 /**
  * @typedef {{shape: number[], enc: string, groups: number, data: string, scale?: number}} Wire

@@ -19,7 +19,7 @@ try:
 except ImportError as e:
     raise ImportError("tb_convviz.hf needs transformers: pip install 'tb_convviz[hf]'") from e
 
-from tb_convviz.callback import ConvViz
+from tb_convviz.write.callback import ConvViz
 
 # How far up the stack the Trainer's CallbackHandler is looked for: past `trainer_run` and our event
 # method to the handler's `call_event`.

@@ -13,7 +13,7 @@ except ImportError:  # the standalone package name, older installs
             "tb_convviz.lightning needs PyTorch Lightning: pip install 'tb_convviz[lightning]'"
         ) from e
 
-from tb_convviz.callback import ConvViz
+from tb_convviz.write.callback import ConvViz
 
 
 class ConvVizCallback(Callback):

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from tb_convviz import ConvViz
-from tb_convviz import format as fmt
-from tb_convviz.writer import RecordWriter, record_summary, tfrecord
+from tb_convviz.schema import format as fmt
+from tb_convviz.write.writer import RecordWriter, record_summary, tfrecord
 from tensorboard.compat.proto import event_pb2
 from torch.utils.tensorboard import SummaryWriter
 

@@ -23,7 +23,7 @@ from models import two_conv_net  # noqa: E402
 from user_metrics import HOYER  # noqa: E402
 
 from tb_convviz import ConvViz  # noqa: E402
-from tb_convviz import collect  # noqa: E402
+from tb_convviz.write import collect  # noqa: E402
 
 EPOCHS = 3
 WORLD = 2

@@ -12,7 +12,7 @@ from models import every_conv_kind
 from torch import nn
 
 from tb_convviz.analysis.ablation import FilterAblation, ablated_logits
-from tb_convviz.layers import CONV_TYPES
+from tb_convviz.model.layers import CONV_TYPES
 
 
 def naive_ablation(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:

@@ -15,9 +15,9 @@ from torch import nn
 
 from models import bn_cnn, probe_images
 from tb_convviz import ConvViz, load
-from tb_convviz import format as fmt
-from tb_convviz.writer import RecordWriter
-from tb_convviz import records
+from tb_convviz.schema import format as fmt
+from tb_convviz.write.writer import RecordWriter
+from tb_convviz.schema import records
 
 PROBE = (probe_images(n=6, size=8), torch.tensor([0, 1, 2, 0, 1, 2]))
 
@@ -288,7 +288,7 @@ def test_logs_from_before_stamps_read_as_they_did(tmp_path):
 
     from tensorboard.compat.proto import event_pb2
 
-    from tb_convviz.writer import record_summary, tfrecord
+    from tb_convviz.write.writer import record_summary, tfrecord
 
     def event_file(run: str, records_: list[tuple[str, str, int]]) -> None:
         folder = tmp_path / run

@@ -21,11 +21,11 @@ from werkzeug.test import Client
 
 import tb_convviz
 from models import two_conv_net
-from tb_convviz import format as fmt
-from tb_convviz import records
+from tb_convviz.schema import format as fmt
+from tb_convviz.schema import records
 from tb_convviz.plugin.plugin import ConvVizPlugin
-from tb_convviz.reader import load
-from tb_convviz.writer import record_summary, tfrecord
+from tb_convviz.read.reader import load
+from tb_convviz.write.writer import record_summary, tfrecord
 from training import one_thread, train_and_log
 from user_metrics import HOYER
 

@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from tb_convviz import ConvViz, load
-from tb_convviz import format as fmt
+from tb_convviz.schema import format as fmt
 from tb_convviz.plugin.cache import CachingProvider
-from tb_convviz.reader import ConvVizReader
+from tb_convviz.read.reader import ConvVizReader
 
 
 class Counting:
@@ -109,7 +109,7 @@ def test_answer_cache_computes_once_per_key_and_keeps_the_latest_entries():
 
 
 def test_memo_bounds_bytes_keeps_the_newest_and_replaces_an_old_version():
-    from tb_convviz.memo import Memo
+    from tb_convviz.read.memo import Memo
 
     blobs = Memo(max_bytes=10, size=len)
     blobs.get_or_compute("a", lambda: b"12345")
@@ -134,4 +134,4 @@ def test_every_lru_of_the_package_is_the_memo():
         for p in package.rglob("*.py")
         if "move_to_end" in p.read_text() or "popitem(last=False)" in p.read_text()
     )
-    assert holders == ["memo.py"]
+    assert holders == ["read/memo.py"]

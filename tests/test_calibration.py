@@ -10,7 +10,7 @@ from torch import nn
 
 from tb_convviz import ConvViz, load
 from tb_convviz.analysis.impact import spearman
-from tb_convviz.reader import CALIBRATION_LOGS
+from tb_convviz.read.reader import CALIBRATION_LOGS
 from training import one_thread, sgd_step
 
 LOGS = 6

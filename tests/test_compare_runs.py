@@ -20,7 +20,7 @@ from test_similarity import conv_outputs, unbiased_hsic_cka
 from wire import decode_wire
 from tb_convviz import ConvViz, load
 from tb_convviz.analysis.similarity import pair_filters, response_profile
-from tb_convviz.memo import Memo
+from tb_convviz.read.memo import Memo
 from tb_convviz.plugin.plugin import ConvVizPlugin
 
 CONVS = ("0", "3", "6")
@@ -164,7 +164,7 @@ def test_bad_parameters_of_the_new_routes(client, route, status):
 def counted_solves(monkeypatch):
     """Every `pair_filters` solve the reader makes, in a fresh matching memo, each taking at least
     `delay[0]` seconds (so that concurrent requests really overlap)."""
-    import tb_convviz.reader as reader_module
+    import tb_convviz.read.reader as reader_module
 
     solves, delay = [], [0.0]
     real = reader_module.pair_filters
@@ -273,7 +273,7 @@ def test_identical_concurrent_requests_share_one_solve(logs_and_perms, counted_s
 
 
 def test_solves_at_once_are_bounded_and_the_rest_get_a_503_with_retry_after(logs_and_perms, counted_solves, monkeypatch):
-    import tb_convviz.reader as reader_module
+    import tb_convviz.read.reader as reader_module
 
     logs, _ = logs_and_perms
     solves, delay = counted_solves

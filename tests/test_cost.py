@@ -12,7 +12,7 @@ from werkzeug.test import Client
 from models import two_conv_net
 from tb_convviz.plugin.plugin import ConvVizPlugin
 from tb_convviz import ConvViz, NotFound, load
-from tb_convviz.cost import PROBE_PASS, CostMeter, cost_line
+from tb_convviz.write.cost import PROBE_PASS, CostMeter, cost_line
 from training import one_thread, sgd_step
 
 STEPS = (0, 1, 2, 3)

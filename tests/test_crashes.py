@@ -17,7 +17,7 @@ import pytest
 
 from tbserver import get_json, tensorboard, wait_for
 from tb_convviz import load
-from tb_convviz.reader import NotFound
+from tb_convviz.read.reader import NotFound
 from wire import decode_wire
 
 JOB = Path(__file__).with_name("crashing_job.py")

@@ -14,7 +14,7 @@ import torch
 from ddp_job import EPOCHS, probe
 from models import two_conv_net
 from tb_convviz import ConvViz, load
-from tb_convviz import format as fmt
+from tb_convviz.schema import format as fmt
 from tbserver import free_port
 from user_metrics import HOYER
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from tb_convviz import ConvViz, load
-from tb_convviz import format as fmt
+from tb_convviz.schema import format as fmt
 
 KINDS = {fmt.KIND_FILTERS, fmt.KIND_MAPS, fmt.KIND_KERNELS, fmt.KIND_PERTURBATION, fmt.KIND_IMPACT, fmt.KIND_PROFILE}
 

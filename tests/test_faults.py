@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from tb_convviz import ConvViz, load
-from tb_convviz import collect as collect_module
+from tb_convviz.write import collect as collect_module
 
 
 def _net() -> nn.Module:
@@ -275,7 +275,7 @@ def test_every_reader_resolves_a_step_to_its_last_committed_version_whole():
     commit, and not at all when no version of it was committed."""
     from collections import namedtuple
 
-    from tb_convviz.commits import whole_records
+    from tb_convviz.schema.commits import whole_records
 
     Datum = namedtuple("Datum", "step wall_time")
     commits = [Datum(0, 1.0), Datum(1, 2.0), Datum(1, 5.0)]  # step 1: versions at 2.0 and 5.0 committed, 3.0 crashed

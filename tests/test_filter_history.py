@@ -15,11 +15,11 @@ from werkzeug.test import Client
 
 from models import two_conv_net
 from tb_convviz import ConvViz
-from tb_convviz import format as fmt
+from tb_convviz.schema import format as fmt
 from tb_convviz.plugin import history, payloads
 from tb_convviz.plugin.history import HistoryCache, stack_columns
 from tb_convviz.plugin.plugin import ConvVizPlugin
-from tb_convviz.reader import ConvVizReader, Logs
+from tb_convviz.read.reader import ConvVizReader, Logs
 from training import one_thread, sgd_step
 
 RUN = "analysed"

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import tb_convviz
-from tb_convviz import format as fmt
-from tb_convviz.reader import newest_version
+from tb_convviz.schema import format as fmt
+from tb_convviz.read.reader import newest_version
 
 
 def test_q8_error_is_within_stated_tolerance_per_group():

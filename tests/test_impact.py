@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from test_ablation import TinyResNet, Untraceable, randomized
 from torch import nn
 
-from tb_convviz import format as fmt
-from tb_convviz import records
+from tb_convviz.schema import format as fmt
+from tb_convviz.schema import records
 from tb_convviz.analysis.ablation import FilterAblation
 from tb_convviz.analysis.impact import (
     CALIBRATION_SHARE,

@@ -16,7 +16,7 @@ from werkzeug.test import Client
 
 from models import two_conv_net
 from tb_convviz import ConvViz, FilterMetric, load
-from tb_convviz.capture import run_with_hooks
+from tb_convviz.model.capture import run_with_hooks
 from tb_convviz.plugin.plugin import ConvVizPlugin
 from training import one_thread, sgd_step
 from user_metrics import GAIN, HOYER, METRICS, hoyer_reference

@@ -18,12 +18,12 @@ import pytest
 import torch
 
 from tb_convviz import ConvViz, load
-from tb_convviz import format as fmt
-from tb_convviz import records
-from tb_convviz.checkpoints import CheckpointError, checkpoint_step, match_model, scan
-from tb_convviz.cli import build_parser, main
-from tb_convviz.cli_options import CommandLineOptions, argument_docs
-from tb_convviz.posthoc import UsageError, _convviz_options, log_checkpoints, read_probe
+from tb_convviz.schema import format as fmt
+from tb_convviz.schema import records
+from tb_convviz.cli.checkpoints import CheckpointError, checkpoint_step, match_model, scan
+from tb_convviz.cli.command import build_parser, main
+from tb_convviz.cli.options import CommandLineOptions, argument_docs
+from tb_convviz.cli.posthoc import UsageError, _convviz_options, log_checkpoints, read_probe
 
 REPO = Path(__file__).resolve().parents[1]
 MODULE = "posthoc_nets"  # written into each test's tmp_path, which becomes the current directory
@@ -147,7 +147,7 @@ def cli(argv: list[str]) -> int:
     return main(argv)
 
 
-PARSER_SCRIPT = "import sys; from tb_convviz.cli import main; sys.exit(main(sys.argv[1:]))"
+PARSER_SCRIPT = "import sys; from tb_convviz.cli.command import main; sys.exit(main(sys.argv[1:]))"
 
 
 def cli_process(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -418,7 +418,7 @@ def test_warnings_say_what_goes_on_and_a_rerun_does_not_repeat_the_probe_advice(
     def broken(*args, **kwargs):
         raise ArithmeticError("analysis bug")
 
-    from tb_convviz import collect as collect_module
+    from tb_convviz.write import collect as collect_module
 
     def logged(patterns: str) -> list[str]:
         import warnings
@@ -449,7 +449,7 @@ class _RunsACommand:
 
 @pytest.mark.parametrize("zipped", [True, False])
 def test_a_malicious_checkpoint_is_refused_as_unsafe_naming_the_blocked_global(tmp_path, zipped):
-    from tb_convviz.checkpoints import read_checkpoint
+    from tb_convviz.cli.checkpoints import read_checkpoint
 
     path = tmp_path / "epoch_01.pt"
     torch.save({"state_dict": {"w": torch.zeros(2)}, "x": _RunsACommand()}, path, _use_new_zipfile_serialization=zipped)

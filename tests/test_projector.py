@@ -17,8 +17,8 @@ import torch
 
 from models import two_conv_net
 from tb_convviz import load
-from tb_convviz.cli import main
-from tb_convviz.projector import export_projector, png_bytes, sprite_sheet, tile_images
+from tb_convviz.cli.command import main
+from tb_convviz.cli.projector import export_projector, png_bytes, sprite_sheet, tile_images
 from tbserver import get_json, tensorboard, wait_for
 from training import one_thread, train_and_log
 

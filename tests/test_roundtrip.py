@@ -6,7 +6,7 @@ from torch import nn
 
 from models import bn_cnn, every_conv_kind, probe_images
 from tb_convviz import ConvViz, load
-from tb_convviz.layers import filter_weights
+from tb_convviz.model.layers import filter_weights
 
 
 def _tolerance(w: np.ndarray) -> np.ndarray:

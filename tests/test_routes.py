@@ -14,7 +14,7 @@ from werkzeug.test import Client
 
 from models import two_conv_net
 from tb_convviz.plugin.plugin import ConvVizPlugin
-from tb_convviz.reader import load
+from tb_convviz.read.reader import load
 from training import one_thread, train_and_log
 from wire import decode_wire as decode
 

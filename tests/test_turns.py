@@ -13,11 +13,11 @@ from werkzeug.test import Client
 
 from models import two_conv_net
 from tb_convviz import ConvViz
-from tb_convviz import format as fmt
+from tb_convviz.schema import format as fmt
 from tb_convviz.analysis.turns import layer_turns
-from tb_convviz.memo import Memo
+from tb_convviz.read.memo import Memo
 from tb_convviz.plugin.plugin import ConvVizPlugin
-from tb_convviz.reader import load
+from tb_convviz.read.reader import load
 from training import one_thread, sgd_step
 
 BASE = "/data/plugin/convviz"
@@ -91,7 +91,7 @@ def test_routes_answer_with_the_layers_last_responses_and_say_which(client, logd
 
 
 def test_a_matching_is_solved_once_per_pair_of_profile_records(logdir, monkeypatch):
-    import tb_convviz.reader as reader_module
+    import tb_convviz.read.reader as reader_module
 
     solved = []
     real = reader_module.pair_filters

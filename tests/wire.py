@@ -1,4 +1,4 @@
-"""The dashboard's wire decoder (frontend/wire.js) in numpy, written apart from tb_convviz.format so
+"""The dashboard's wire decoder (frontend/wire.js) in numpy, written apart from tb_convviz.schema.format so
 that route tests check the bytes the browser gets, not the writer against itself."""
 from __future__ import annotations
 

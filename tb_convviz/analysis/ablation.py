@@ -19,9 +19,9 @@ from torch import nn
 from tb_convviz.analysis.ablation_replay.executor import replay
 from tb_convviz.analysis.ablation_replay.planner import ReplayPlan, plan_replay
 from tb_convviz.analysis.ablation_replay.traced import AblationPlanError, TracedProbe, logits_of
-from tb_convviz.notices import notice
-from tb_convviz.capture import as_model_input, class_scores, run_with_hooks
-from tb_convviz.layers import unwrap
+from tb_convviz.model.notices import notice
+from tb_convviz.model.capture import as_model_input, class_scores, run_with_hooks
+from tb_convviz.model.layers import unwrap
 
 Method = Literal["auto", "fx", "hooks"]
 

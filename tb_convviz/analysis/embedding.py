@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tb_convviz.notices import notice
+from tb_convviz.model.notices import notice
 
 METHODS = ("pca", "umap", "tsne")
 # Fewer filters than this leave t-SNE/UMAP no neighbourhoods to preserve: PCA is used instead.

@@ -22,8 +22,8 @@ from torch import nn
 from tb_convviz.analysis.ablation import FilterAblation, Method
 from tb_convviz.analysis.significance import detectable_effect, recall_delta_ci, significance
 from tb_convviz.analysis.turns import layer_turns
-from tb_convviz.capture import as_model_input, run_with_hooks
-from tb_convviz.layers import unwrap
+from tb_convviz.model.capture import as_model_input, run_with_hooks
+from tb_convviz.model.layers import unwrap
 
 Arrays = dict[str, dict[str, np.ndarray]]
 

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Optional
 
 from tensorboard.data import provider as tb_provider
 
-from tb_convviz.memo import Memo
+from tb_convviz.read.memo import Memo
 
 _logger = logging.getLogger(__name__)
 

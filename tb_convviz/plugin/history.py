@@ -12,11 +12,11 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from tb_convviz import format as fmt
-from tb_convviz.memo import Memo
-from tb_convviz.reader import ConvVizReader
-from tb_convviz.schema import Column
-from tb_convviz.table import record_columns
+from tb_convviz.schema import format as fmt
+from tb_convviz.read.memo import Memo
+from tb_convviz.read.reader import ConvVizReader
+from tb_convviz.schema.columns import Column
+from tb_convviz.read.table import record_columns
 
 # A 2048-filter layer's 9 statistics over 100 steps are 7 MB, its perturbation and impact scalars
 # (24 more) another 19 MB: this keeps that layer of both runs with all three kinds, or dozens of

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from tensorboard.plugins import base_plugin
 
-from tb_convviz import format as fmt
+from tb_convviz.schema import format as fmt
 
 
 class ConvVizLoader(base_plugin.TBLoader):

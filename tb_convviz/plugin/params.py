@@ -9,10 +9,10 @@ from typing import Optional
 
 from werkzeug.datastructures import MultiDict
 
-from tb_convviz import format as fmt
+from tb_convviz.schema import format as fmt
 from tensorboard import errors
 
-from tb_convviz.reader import ConvVizReader
+from tb_convviz.read.reader import ConvVizReader
 
 
 class RequestParams:

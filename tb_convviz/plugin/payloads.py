@@ -7,8 +7,8 @@ from typing import Any, Optional
 import numpy as np
 from tensorboard import errors
 
-from tb_convviz import format as fmt
-from tb_convviz import records
+from tb_convviz.schema import format as fmt
+from tb_convviz.schema import records
 from tb_convviz._version import __version__
 from tb_convviz.analysis.compare import most_changed_first, weight_drift
 from tb_convviz.analysis.embedding import available_methods
@@ -22,11 +22,11 @@ from tb_convviz.analysis.similarity import (
     match_weights,
     paired_similarity,
 )
-from tb_convviz.cost import ADVICE, GENERAL_ADVICE
+from tb_convviz.write.cost import ADVICE, GENERAL_ADVICE
 from tb_convviz.plugin.history import Columns, HistoryCache, read_columns
-from tb_convviz.reader import ConvVizReader, NotFound, newest_version
-from tb_convviz.schema import BUILTIN, counterfactual_columns_of
-from tb_convviz.table import TABLE_KINDS
+from tb_convviz.read.reader import ConvVizReader, NotFound, newest_version
+from tb_convviz.schema.columns import BUILTIN, counterfactual_columns_of
+from tb_convviz.read.table import TABLE_KINDS
 
 
 DETECTION_EFFECTS = (0.05, 0.1, 0.2, 0.5)  # |Δ| a user may want to detect: small to large

@@ -11,13 +11,13 @@ from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
-from tb_convviz import format as fmt
+from tb_convviz.schema import format as fmt
 from tb_convviz.analysis.embedding import available_methods
 from tb_convviz.plugin import payloads
 from tb_convviz.plugin.cache import AnswerCache, CachingProvider
 from tb_convviz.plugin.history import HistoryCache
 from tb_convviz.plugin.params import RequestParams
-from tb_convviz.reader import ConvVizReader, NotFound, Problems, SolveBusy
+from tb_convviz.read.reader import ConvVizReader, NotFound, Problems, SolveBusy
 
 _logger = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from tensorboard.compat.proto import event_pb2
 
 from conftest import EPOCHS, RUN_IMPACT, RUNS_2D, choose, grid_shows, opened_tab, served_runs
 from models import two_conv_net
-from tb_convviz import format as fmt
+from tb_convviz.schema import format as fmt
 from tb_convviz import load
-from tb_convviz.writer import record_summary, tfrecord
+from tb_convviz.write.writer import record_summary, tfrecord
 from tbserver import tensorboard, wait_for
 from training import one_thread, train_and_log
 from user_metrics import HOYER

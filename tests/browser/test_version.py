@@ -14,8 +14,8 @@ from tensorboard.compat.proto import event_pb2
 import tb_convviz
 from conftest import grid_shows, opened_tab, served_runs
 from models import two_conv_net
-from tb_convviz import format as fmt
-from tb_convviz.writer import record_summary, tfrecord
+from tb_convviz.schema import format as fmt
+from tb_convviz.write.writer import record_summary, tfrecord
 from tbserver import get_json, tensorboard, wait_for
 from training import one_thread, train_and_log
 

@@ -31,7 +31,7 @@ function cost(parts, since = null) {
   };
 }
 
-/** Advice as /cost sends it (tb_convviz/cost.py ADVICE), for a few parts. */
+/** Advice as /cost sends it (tb_convviz/write/cost.py ADVICE), for a few parts. */
 const ADVICE = {
   advice: {
     impact: 'a smaller exact-ablation budget, impact={"exact_budget": ...}',

@@ -9,7 +9,7 @@ import torch.fx as fx
 from torch import nn
 
 from tb_convviz.analysis import graph_ops as ops
-from tb_convviz.tracing import traced
+from tb_convviz.model.tracing import traced
 
 
 class AblationPlanError(RuntimeError):

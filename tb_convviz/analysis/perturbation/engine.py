@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from tb_convviz.analysis.perturbation.measures import channel_stats
-from tb_convviz.capture import as_model_input, run_with_hooks
+from tb_convviz.model.capture import as_model_input, run_with_hooks
 
 Arrays = dict[str, dict[str, np.ndarray]]
 # Reduces one layer's float output for some rows of a block, (rows, filters, positions), to

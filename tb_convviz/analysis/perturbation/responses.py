@@ -13,7 +13,7 @@ from tb_convviz.analysis.perturbation.robustness import DEFAULT_SIGMAS, adversar
 from tb_convviz.analysis.perturbation.sequence import DEFAULT_SHIFTS, sequence_plan
 from tb_convviz.analysis.perturbation.shape_texture import shape_texture_plan
 from tb_convviz.analysis.perturbation.sharing import RowShare, run_shared
-from tb_convviz.notices import notice
+from tb_convviz.model.notices import notice
 
 
 def perturbation_responses(

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tb_convviz.analysis.perturbation.measures import channel_stats
-from tb_convviz.capture import class_scores
+from tb_convviz.model.capture import class_scores
 
 
 def grating_batch(

@@ -26,9 +26,9 @@ from google.protobuf import text_format
 from tensorboard.plugins.projector import metadata as projector_metadata
 from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 
-from tb_convviz import format as fmt
-from tb_convviz import records
-from tb_convviz.reader import Logs, NotFound, load
+from tb_convviz.schema import format as fmt
+from tb_convviz.schema import records
+from tb_convviz.read.reader import Logs, NotFound, load
 
 
 class ProjectorTensor(NamedTuple):

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from tb_convviz import format as fmt
-from tb_convviz.capture import as_model_input, run_with_hooks
-from tb_convviz.layers import LayerSelector, filter_weights
-from tb_convviz.schema import BETTER, BUILTIN, Column
+from tb_convviz.schema import format as fmt
+from tb_convviz.model.capture import as_model_input, run_with_hooks
+from tb_convviz.model.layers import LayerSelector, filter_weights
+from tb_convviz.schema.columns import BETTER, BUILTIN, Column
 
 
 @dataclass

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from tb_convviz import format as fmt
-from tb_convviz import records
+from tb_convviz.schema import format as fmt
+from tb_convviz.schema import records
 from tb_convviz.analysis.activations import activation_stats, downsample_maps, map_resolution
 from tb_convviz.analysis.compare import weight_drift
 from tb_convviz.analysis.footprint import kernel_footprint
@@ -21,12 +21,12 @@ from tb_convviz.analysis.impact import DEFAULT_ALPHA, filter_impact, finish_impa
 from tb_convviz.analysis.kernels import filter_stats, fold_batchnorm, kernel_tiles
 from tb_convviz.analysis.perturbation import counterfactual_sensitivity, perturbation_responses
 from tb_convviz.analysis.similarity import gram_matrix, response_profile
-from tb_convviz.capture import as_model_input, run_with_hooks
-from tb_convviz.cost import PROBE_PASS, SIMILARITY, WEIGHTS_AND_MAPS, CostMeter
-from tb_convviz.distributed import ALONE, Shard
-from tb_convviz.layers import filter_weights, layer_info
-from tb_convviz.metrics import FilterMetric, layer_context, metric_columns
-from tb_convviz.probe import Probe
+from tb_convviz.model.capture import as_model_input, run_with_hooks
+from tb_convviz.write.cost import PROBE_PASS, SIMILARITY, WEIGHTS_AND_MAPS, CostMeter
+from tb_convviz.write.distributed import ALONE, Shard
+from tb_convviz.model.layers import filter_weights, layer_info
+from tb_convviz.write.metrics import FilterMetric, layer_context, metric_columns
+from tb_convviz.write.probe import Probe
 
 # The first layers (the ones most often looked at) keep full kernels at every log, up to this many
 # weights in all (128 KB a log in q8): a fixed cost, not one that grows with the model — a ResNet-50

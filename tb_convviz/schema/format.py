@@ -4,7 +4,7 @@ A record is a TensorBoard tensor summary under the plugin name ``convviz``:
 
 * tag ``<layer>/<kind>`` (``_run/run`` for run-level data), one record per logged step;
 * plugin content: JSON ``{"version": FORMAT_VERSION, "kind": kind, "stamped": true, "writer": "0.1.0"}``;
-  ``stamped`` says the record follows the commit rule of `tb_convviz.commits` (all of a step's
+  ``stamped`` says the record follows the commit rule of `tb_convviz.schema.commits` (all of a step's
   records and its commit share one wall time; logs without it count every step as whole);
   ``writer`` is the tb_convviz version that wrote it (logs from before it was recorded lack it);
 * value: a scalar DT_STRING tensor holding a *bundle*: named arrays plus JSON metadata.

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Optional
 
-from tb_convviz import format as fmt
+from tb_convviz.schema import format as fmt
 
 # The parts of a log. The analyses that write records of their own are named by their kind.
 PROBE_PASS = "probe pass"  # the part whose wall time is one forward-equivalent

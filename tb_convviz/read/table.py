@@ -13,9 +13,9 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from tb_convviz import format as fmt
-from tb_convviz import records
-from tb_convviz.schema import Column, ci_bounds, columns_of, with_companion
+from tb_convviz.schema import format as fmt
+from tb_convviz.schema import records
+from tb_convviz.schema.columns import Column, ci_bounds, columns_of, with_companion
 
 # Record kinds that hold per-filter columns, in the order their columns are tabled.
 TABLE_KINDS = (fmt.KIND_IMPACT, fmt.KIND_FILTERS, fmt.KIND_PERTURBATION, fmt.KIND_METRICS)

@@ -11,9 +11,9 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from tb_convviz import format as fmt
+from tb_convviz.schema import format as fmt
 from tb_convviz.analysis.impact import DEFAULT_ALPHA, top_example_summary
-from tb_convviz.schema import Column, column_from_declaration
+from tb_convviz.schema.columns import Column, column_from_declaration
 
 Encoded = tuple[str, np.ndarray, int]  # (encoding, array, leading axes quantised per group)
 

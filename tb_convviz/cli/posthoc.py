@@ -27,8 +27,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from tb_convviz.callback import ConvViz
-from tb_convviz.checkpoints import (
+from tb_convviz.write.callback import ConvViz
+from tb_convviz.cli.checkpoints import (
     STEP_SOURCES,
     Checkpoint,
     CheckpointError,
@@ -40,9 +40,9 @@ from tb_convviz.checkpoints import (
     read_ahead,
     scan,
 )
-from tb_convviz.cli_options import CommandLineOptions
-from tb_convviz.probe import Probe, make_probe
-from tb_convviz.reader import Logs, NotFound, load
+from tb_convviz.cli.options import CommandLineOptions
+from tb_convviz.write.probe import Probe, make_probe
+from tb_convviz.read.reader import Logs, NotFound, load
 
 RUN = "."  # `load(logdir)` names the run whose event files sit directly in logdir "."
 # ConvViz's arguments as log-checkpoints options, but those it sets itself: the logdir and the probe

@@ -13,15 +13,15 @@ from packaging.version import InvalidVersion, Version
 from tensorboard import context as tb_context
 from tensorboard.data import provider as tb_provider
 
-from tb_convviz import format as fmt
-from tb_convviz import records
+from tb_convviz.schema import format as fmt
+from tb_convviz.schema import records
 from tb_convviz.analysis.embedding import axis_variance_share, embedding_trail, filter_embedding
 from tb_convviz.analysis.impact import class_table, spearman
 from tb_convviz.analysis.similarity import Pairing, debiased_cka_matrix, linear_cka, pair_filters
-from tb_convviz.commits import whole_records
-from tb_convviz.memo import Memo
-from tb_convviz.schema import LAYER_SCALARS
-from tb_convviz.table import TABLE_KINDS, TableColumn, record_columns, table_csv
+from tb_convviz.schema.commits import whole_records
+from tb_convviz.read.memo import Memo
+from tb_convviz.schema.columns import LAYER_SCALARS
+from tb_convviz.read.table import TABLE_KINDS, TableColumn, record_columns, table_csv
 
 _ALL_STEPS = 1 << 30  # downsample bound meaning "every step": users must see every epoch
 _PARALLEL_READS = 8  # blob reads in flight at once: each waits on the data server, not the CPU

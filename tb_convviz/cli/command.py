@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Callable, Optional, Sequence
 
-from tb_convviz.reader import NotFound
+from tb_convviz.read.reader import NotFound
 
 Command = Callable[[argparse.Namespace], Optional[int]]
 Setup = Callable[[argparse.ArgumentParser], Command]
@@ -37,7 +37,7 @@ def _export_projector(parser: argparse.ArgumentParser) -> Command:
     parser.add_argument("--out", default=None, help="folder inside LOGDIR, relative to it (default: the run's projector assets folder)")
 
     def run(args: argparse.Namespace) -> None:
-        from tb_convviz.projector import export_projector
+        from tb_convviz.cli.projector import export_projector
 
         exported = export_projector(args.logdir, args.run, args.layer, args.step, args.out)
         if exported.step != args.step:
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help_text, setup) in _SUBCOMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(command_function=setup(sub))
-    from tb_convviz.posthoc import add_parser as add_log_checkpoints  # its own, longer description
+    from tb_convviz.cli.posthoc import add_parser as add_log_checkpoints  # its own, longer description
 
     add_log_checkpoints(commands)
     return parser

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping, Optional
 
-from tb_convviz import format as fmt
+from tb_convviz.schema import format as fmt
 
 BETTER = ("higher", "lower")
 # Where a sorted table starts: the lowest values, the highest, or the largest magnitudes — the

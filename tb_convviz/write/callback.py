@@ -18,28 +18,28 @@ import numpy as np
 import torch
 from torch import nn
 
-from tb_convviz import format as fmt
-from tb_convviz import records
+from tb_convviz.schema import format as fmt
+from tb_convviz.schema import records
 from tb_convviz.analysis.impact import DEFAULT_ALPHA, filter_impact
 from tb_convviz.analysis.perturbation import perturbation_responses
 from tb_convviz.analysis.significance import detectable_effect
 from tb_convviz.analysis.turns import layer_turns
-from tb_convviz.capture import as_model_input
-from tb_convviz.collect import (
+from tb_convviz.model.capture import as_model_input
+from tb_convviz.write.collect import (
     RESPONSE_FILTERS, Plan, ProbeForwardFailed, Record, Settings, check_labels, chosen_layers, collect_step, first_layers,
     probe_forward, remember,
 )
-from tb_convviz.distributed import ALONE, current_shard
-from tb_convviz.cost import ADVICE, GENERAL_ADVICE, LOADING, WRITING, CostMeter, cost_line
-from tb_convviz.metrics import MetricFailed, MetricsArgument, check_metrics, layer_context
-from tb_convviz.layers import LayerSelector, conv_layers, following_batchnorm, layer_info, unwrap
-from tb_convviz.notices import collecting
-from tb_convviz.observe import untouched
-from tb_convviz.probe import make_probe
-from tb_convviz.tracing import running_models, traced
-from tb_convviz.snapshot import ModelCopy, State, analysis_dtype, architecture_mismatch, signature, state_snapshot
-from tb_convviz.worker import BackgroundWorker
-from tb_convviz.writer import RecordWriter
+from tb_convviz.write.distributed import ALONE, current_shard
+from tb_convviz.write.cost import ADVICE, GENERAL_ADVICE, LOADING, WRITING, CostMeter, cost_line
+from tb_convviz.write.metrics import MetricFailed, MetricsArgument, check_metrics, layer_context
+from tb_convviz.model.layers import LayerSelector, conv_layers, following_batchnorm, layer_info, unwrap
+from tb_convviz.model.notices import collecting
+from tb_convviz.model.observe import untouched
+from tb_convviz.write.probe import make_probe
+from tb_convviz.model.tracing import running_models, traced
+from tb_convviz.write.snapshot import ModelCopy, State, analysis_dtype, architecture_mismatch, signature, state_snapshot
+from tb_convviz.write.worker import BackgroundWorker
+from tb_convviz.write.writer import RecordWriter
 
 # Fewer probe examples of a class than this, and only large per-class changes can be told from noise.
 MIN_CLASS_EXAMPLES = 10

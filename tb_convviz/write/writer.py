@@ -18,9 +18,9 @@ from typing import Any, Optional, Union
 import crc32c
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 
-from tb_convviz import format as fmt
-from tb_convviz import runfolder
-from tb_convviz.commits import new_stamp
+from tb_convviz.schema import format as fmt
+from tb_convviz.write import runfolder
+from tb_convviz.schema.commits import new_stamp
 
 
 def record_summary(layer: str, kind: str, payload: bytes) -> summary_pb2.Summary:

@@ -17,7 +17,7 @@ from typing import Iterator, Union
 import torch.fx as fx
 from torch import nn
 
-from tb_convviz.snapshot import structure
+from tb_convviz.write.snapshot import structure
 
 _traces: "weakref.WeakKeyDictionary[nn.Module, tuple[list, Union[fx.GraphModule, Exception]]]" = weakref.WeakKeyDictionary()
 _lock = threading.Lock()

@@ -6,7 +6,7 @@ from typing import Callable, Iterable, Union
 import torch
 from torch import nn
 
-from tb_convviz.tracing import traced
+from tb_convviz.model.tracing import traced
 
 CONV_TYPES = (
     nn.Conv1d,

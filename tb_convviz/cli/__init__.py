@@ -1,0 +1,1 @@
+"""The `tb-convviz` command: log saved checkpoints, export to the projector."""
