@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -15,6 +17,7 @@ from torch import nn
 from models import two_conv_net
 from tbserver import get_json, tensorboard, wait_for
 from training import one_thread, train_and_log
+from wire import plain_arrays
 from user_metrics import METRICS
 
 CHROMIUM = shutil.which("chromium")
@@ -27,6 +30,7 @@ RUN_IMPACT = "impact_3class"  # impact=True, a counterfactual and user metrics; 
 RUN_INSIGHTS = "insights_5x5"  # shape_texture, impact, and a 5×5 first layer that a 3×3 would do
 RUNS = (*RUNS_2D, RUN_1D, RUN_IMPACT, RUN_INSIGHTS)
 EPOCHS = 6
+LAST = EPOCHS - 1  # the step most tests look at
 IMPACT_PROBE = 24  # labelled probe images of the impact run: top-5 examples out of these
 WIDE_FILTERS = 300  # the 1-D run's second layer: more rows than the Impact table draws before "show all"
 
@@ -235,3 +239,19 @@ def frame(tab: Tab) -> Iterator[Any]:
     yield f
     assert tab.dialogs == [], f"a dialog opened: {tab.dialogs}"
     assert tab.errors == [], f"uncaught errors in the page: {tab.errors}"
+
+
+def answer(url: str, route: str, *, wire: bool = False) -> dict:
+    """A route's answer; an analysis answer's wire arrays decoded as the dashboard decodes them,
+    unless `wire` asks for them as sent."""
+    with urllib.request.urlopen(f"{url}/data/plugin/convviz/{route}", timeout=10) as r:
+        found = json.load(r)
+    return plain_arrays(found) if "arrays" in found and not wire else found
+
+
+def open_impact(frame: Any, run: str, layer: str, step: int = LAST) -> Any:
+    """Pick run, layer and step, switch to the Impact view; returns its rows once drawn for them."""
+    choose(frame, run, layer, step)
+    frame.locator("[data-testid=mode-picker] button[data-value=impact]").click()
+    frame.locator(f'[data-testid=impact-view][data-step="{step}"][data-loading=false]').wait_for()
+    return frame.locator("[data-testid=impact-row]")

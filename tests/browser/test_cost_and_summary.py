@@ -6,14 +6,11 @@ sample), greyed rows where /index names the significance column, and the impact 
 response charts read from the wire arrays /impact and /perturbation answer."""
 from __future__ import annotations
 
-import json
 import re
-import urllib.request
 
-from conftest import EPOCHS, RUN_IMPACT, RUNS_2D, choose
+from conftest import EPOCHS, LAST, RUN_IMPACT, RUNS_2D, answer, choose, open_impact
 from wire import decode_wire
 
-LAST = EPOCHS - 1
 
 # What the warning names to change, by the part that cost most (the ConvViz options).
 ADVICE = {
@@ -24,18 +21,6 @@ ADVICE = {
     "writing": ["kernels_every"],
     "metrics": ["metrics=[...]"],
 }
-
-
-def answer(url: str, route: str) -> dict:
-    with urllib.request.urlopen(f"{url}/data/plugin/convviz/{route}", timeout=10) as r:
-        return json.load(r)
-
-
-def open_impact(frame, run: str, layer: str, step: int = LAST):
-    choose(frame, run, layer, step)
-    frame.locator("[data-testid=mode-picker] button[data-value=impact]").click()
-    frame.locator(f'[data-testid=impact-view][data-step="{step}"][data-loading=false]').wait_for()
-    return frame.locator("[data-testid=impact-row]")
 
 
 def close_seconds(text: str, seconds: float) -> bool:
@@ -168,13 +153,13 @@ def test_rows_whose_change_is_not_significant_are_grey(frame, tensorboard_url):
 def test_flags_and_response_charts_read_the_wire_arrays(frame, tensorboard_url):
     rows = open_impact(frame, RUN_IMPACT, "0")
     names = answer(tensorboard_url, "index")["names"]
-    impact = answer(tensorboard_url, f"impact?run={RUN_IMPACT}&layer=0&step={LAST}")
+    impact = answer(tensorboard_url, f"impact?run={RUN_IMPACT}&layer=0&step={LAST}", wire=True)
     assert all("enc" in wire and "data" in wire for wire in impact["arrays"].values())  # wire arrays, decoded by api.js
     concentrated = decode_wire(impact["arrays"][f"{names['top_example_prefix']}flag"])
     badges = frame.locator("[data-testid=impact-flag][data-flag=class]").evaluate_all(
         "bs => bs.map(b => b.closest('tr').dataset.filter)")
     assert sorted(map(int, badges)) == [f for f, v in enumerate(concentrated) if v]
-    responses = answer(tensorboard_url, f"perturbation?run={RUN_IMPACT}&layer=0&step={LAST}")
+    responses = answer(tensorboard_url, f"perturbation?run={RUN_IMPACT}&layer=0&step={LAST}", wire=True)
     flagged = decode_wire(responses["arrays"][f"{names['counterfactual_prefix']}no_red/flag"])
     cf = frame.locator("[data-testid=impact-flag][data-flag=counterfactual]").evaluate_all("bs => bs.map(b => b.closest('tr').dataset.filter)")
     assert sorted(map(int, cf)) == [f for f, v in enumerate(flagged) if v]

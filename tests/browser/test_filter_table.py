@@ -9,7 +9,6 @@ import csv
 import io
 import json
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ import pytest
 import torch
 from tensorboard.compat.proto import event_pb2
 
-from conftest import EPOCHS, RUN_IMPACT, RUNS_2D, choose, grid_shows, opened_tab, served_runs
+from conftest import EPOCHS, LAST, RUN_IMPACT, RUNS_2D, answer, choose, grid_shows, open_impact, opened_tab, served_runs
 from models import two_conv_net
 from tb_convviz.schema import format as fmt
 from tb_convviz import load
@@ -26,20 +25,6 @@ from tbserver import tensorboard, wait_for
 from training import one_thread, train_and_log
 from user_metrics import HOYER
 from wire import decode_wire
-
-LAST = EPOCHS - 1
-
-
-def answer(url: str, route: str) -> dict:
-    with urllib.request.urlopen(f"{url}/data/plugin/convviz/{route}", timeout=10) as r:
-        return json.load(r)
-
-
-def open_table(frame, run: str, layer: str, step: int = LAST):
-    choose(frame, run, layer, step)
-    frame.locator("[data-testid=mode-picker] button[data-value=impact]").click()
-    frame.locator(f'[data-testid=impact-view][data-step="{step}"][data-loading=false]').wait_for()
-    return frame.locator("[data-testid=impact-row]")
 
 
 def header(frame, name: str):
@@ -58,7 +43,7 @@ def expected_order(values: np.ndarray, column: dict, reverse: bool) -> list[int]
 
 
 def test_headers_name_and_explain_built_in_and_user_columns(frame, tensorboard_url):
-    open_table(frame, RUN_IMPACT, "0")
+    open_impact(frame, RUN_IMPACT, "0")
     table = answer(tensorboard_url, f"table?run={RUN_IMPACT}&layer=0&step={LAST}")
     declared = {c["name"]: c for c in table["columns"]}
     assert declared["hoyer"]["group"] == "user" and declared["hoyer"]["label"] == "Hoyer sparsity"
@@ -80,7 +65,7 @@ def test_headers_name_and_explain_built_in_and_user_columns(frame, tensorboard_u
 
 
 def test_a_header_click_sorts_by_the_declared_end_first_then_reverses(frame, tensorboard_url):
-    rows = open_table(frame, RUN_IMPACT, "0")
+    rows = open_impact(frame, RUN_IMPACT, "0")
     table = answer(tensorboard_url, f"table?run={RUN_IMPACT}&layer=0&step={LAST}")
     declared = {c["name"]: c for c in table["columns"]}
     view = frame.locator("[data-testid=impact-view]")
@@ -103,7 +88,7 @@ def test_a_header_click_sorts_by_the_declared_end_first_then_reverses(frame, ten
 
 
 def test_the_csv_holds_the_numbers_logs_to_csv_writes(tab, frame, logdir):
-    open_table(frame, RUN_IMPACT, "0")
+    open_impact(frame, RUN_IMPACT, "0")
     with tab.page.expect_download() as download:
         frame.locator("[data-testid=impact-view] [data-testid=download-csv]").click()
     assert download.value.suggested_filename == f"convviz_{RUN_IMPACT}_0_step{LAST}_impact.csv"
@@ -124,7 +109,7 @@ def test_the_csv_holds_the_numbers_logs_to_csv_writes(tab, frame, logdir):
 
 
 def test_the_filter_detail_charts_a_user_metrics_history(frame, tensorboard_url):
-    rows = open_table(frame, RUN_IMPACT, "0")
+    rows = open_impact(frame, RUN_IMPACT, "0")
     rows.first.click()
     f = rows.first.get_attribute("data-filter")
     panel = frame.locator(f'[data-testid=detail-panel][data-filter="{f}"]')
@@ -253,7 +238,7 @@ def test_unreadable_records_are_listed_in_a_notice_and_the_rest_is_shown(broken_
 
 
 def test_a_group_can_be_left_out_of_the_table_but_not_out_of_its_csv(tab, frame, tensorboard_url):
-    open_table(frame, RUN_IMPACT, "0")
+    open_impact(frame, RUN_IMPACT, "0")
     table = answer(tensorboard_url, f"table?run={RUN_IMPACT}&layer=0&step={LAST}")
     impact = [c["name"] for c in table["columns"] if c["group"] == "impact"]
     toggle = frame.locator("[data-testid=impact-groups] input[data-group=impact]")

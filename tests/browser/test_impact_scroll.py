@@ -3,9 +3,7 @@ the pinned Filter and Flags columns, and its group's name stays readable above i
 the table was scrolled before (headless Chromium, real TensorBoard)."""
 from __future__ import annotations
 
-from conftest import EPOCHS, RUN_IMPACT, choose
-
-LAST = EPOCHS - 1
+from conftest import LAST, RUN_IMPACT, choose
 
 
 def box(locator) -> dict:

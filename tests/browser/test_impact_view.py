@@ -4,35 +4,15 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
-from conftest import EPOCHS, IMPACT_PROBE, RUN_1D, RUN_IMPACT, RUNS_2D, WIDE_FILTERS, choose
-from wire import plain_arrays
-
-LAST = EPOCHS - 1
-
-
-def open_impact(frame, run: str, layer: str, step: int = LAST):
-    """Pick run, layer and step, switch to the Impact view; returns its rows once drawn for them."""
-    choose(frame, run, layer, step)
-    frame.locator("[data-testid=mode-picker] button[data-value=impact]").click()
-    frame.locator(f'[data-testid=impact-view][data-step="{step}"][data-loading=false]').wait_for()
-    return frame.locator("[data-testid=impact-row]")
+from conftest import EPOCHS, IMPACT_PROBE, LAST, RUN_1D, RUN_IMPACT, RUNS_2D, WIDE_FILTERS, answer, open_impact
 
 
 def values(rows) -> list[float]:
     return [float(v) for v in rows.evaluate_all("rows => rows.map(r => r.dataset.value)")]
-
-
-def answer(url: str, route: str) -> dict:
-    """A route's answer; an analysis answer's wire arrays decoded as the dashboard decodes them."""
-    with urllib.request.urlopen(f"{url}/data/plugin/convviz/{route}", timeout=10) as r:
-        found = json.load(r)
-    return plain_arrays(found) if "arrays" in found else found
 
 
 def test_impact_table_sorts_flags_and_opens_the_filter(frame, tensorboard_url):

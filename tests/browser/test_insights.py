@@ -3,27 +3,8 @@ TensorBoard serving logs the real callback wrote: Δaccuracy intervals and signi
 Impact view, what a larger probe would buy, the kernel footprint hint and shape vs texture per layer."""
 from __future__ import annotations
 
-import json
-import urllib.request
 
-from conftest import EPOCHS, RUN_IMPACT, RUN_INSIGHTS, choose
-from wire import plain_arrays
-
-LAST = EPOCHS - 1
-
-
-def answer(url: str, route: str) -> dict:
-    """A route's answer; an analysis answer's wire arrays decoded as the dashboard decodes them."""
-    with urllib.request.urlopen(f"{url}/data/plugin/convviz/{route}", timeout=10) as r:
-        found = json.load(r)
-    return plain_arrays(found) if "arrays" in found else found
-
-
-def open_impact(frame, run: str, layer: str, step: int = LAST):
-    choose(frame, run, layer, step)
-    frame.locator("[data-testid=mode-picker] button[data-value=impact]").click()
-    frame.locator(f'[data-testid=impact-view][data-step="{step}"][data-loading=false]').wait_for()
-    return frame.locator("[data-testid=impact-row]")
+from conftest import LAST, RUN_IMPACT, RUN_INSIGHTS, answer, choose, open_impact
 
 
 def test_impact_rows_carry_intervals_and_grey_what_is_not_significant(frame, tensorboard_url):

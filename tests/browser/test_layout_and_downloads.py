@@ -8,9 +8,7 @@ import io
 import struct
 from pathlib import Path
 
-from conftest import EPOCHS, RUN_1D, RUN_IMPACT, RUNS_2D, WIDE_FILTERS, choose
-
-LAST = EPOCHS - 1
+from conftest import LAST, RUN_1D, RUN_IMPACT, RUNS_2D, WIDE_FILTERS, choose
 
 
 def box(locator) -> dict:

@@ -4,13 +4,10 @@ filters it could not ablate exactly read as estimates. Headless Chromium, real T
 the real callback wrote with impact={"exact_budget": 0.5}."""
 from __future__ import annotations
 
-import json
-import urllib.request
-
 import pytest
 import torch
 
-from conftest import served_runs
+from conftest import answer, opened_tab, served_runs
 from models import two_conv_net
 from tbserver import tensorboard, wait_for
 from training import one_thread, train_and_log
@@ -18,11 +15,6 @@ from wire import decode_wire
 
 RUN = "thin"
 LAST = 1
-
-
-def answer(url: str, route: str) -> dict:
-    with urllib.request.urlopen(f"{url}/data/plugin/convviz/{route}", timeout=10) as r:
-        return json.load(r)
 
 
 @pytest.fixture(scope="module")
@@ -37,20 +29,11 @@ def thin_tab(browser, tmp_path_factory):
     with tensorboard(root) as url:
         if not wait_for(lambda: served_runs(url) >= 1, timeout=60):
             raise RuntimeError("tensorboard did not serve the run within 60 s")
-        context = browser.new_context(viewport={"width": 1400, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        errors: list = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(f"{url}/#convviz")
-        frame = page.frame_locator('iframe[src*="name=convviz"]')
-        frame.locator("[data-testid=filter-grid][data-paint-ms]").wait_for()
-        frame.locator("[data-testid=mode-picker] button[data-value=impact]").click()
-        frame.locator(f'[data-testid=impact-view][data-step="{LAST}"][data-loading=false]').wait_for()
-        try:
+        with opened_tab(browser, url) as (frame, errors):
+            frame.locator("[data-testid=filter-grid][data-paint-ms]").wait_for()
+            frame.locator("[data-testid=mode-picker] button[data-value=impact]").click()
+            frame.locator(f'[data-testid=impact-view][data-step="{LAST}"][data-loading=false]').wait_for()
             yield frame, url, errors
-        finally:
-            context.close()
 
 
 def test_rho_without_a_sample_says_so(thin_tab):
