@@ -28,7 +28,9 @@ class ConvVizCallback(Callback):
         self.viz = ConvViz(log_dir_or_summary_writer, **convviz_args)
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        # Every rank logs: under DDP the ranks share the exact ablation and rank 0 alone writes
+        # (ConvViz's first log sets up a process group every rank must join).
+        if trainer.sanity_checking:
             return
         last = trainer.should_stop or (
             trainer.max_epochs is not None and trainer.max_epochs >= 0 and trainer.current_epoch + 1 >= trainer.max_epochs

@@ -1,6 +1,9 @@
-"""The Lightning adapter: a real Trainer logs every epoch, the last one with full kernels."""
+"""The Lightning adapter: a real Trainer logs every epoch, the last one with full kernels, alone
+and under DDP."""
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -43,3 +46,20 @@ def test_trainer_logs_each_epoch(tmp_path):
     logs = load(tmp_path)
     assert logs.steps("run", "body.0") == [0, 1, 2]
     assert logs.steps("run", "body.0", "kernels") == [0, 1, 2]  # small layer: every epoch
+
+
+def test_ddp_trainer_logs_with_every_rank_taking_part(tmp_path):
+    """Under Lightning's DDP every rank calls log() (ConvViz's first log sets up a process group all
+    ranks join; a callback that let only rank 0 log waited there for good): one event file, every
+    epoch, the exact ablation shared by both ranks."""
+    pytest.importorskip("lightning.pytorch", reason="lightning is not installed (pip install 'tb_convviz[lightning]')")
+    from lightning_ddp_job import EPOCHS
+
+    job = Path(__file__).parent / "lightning_ddp_job.py"
+    subprocess.run([sys.executable, str(job), str(tmp_path / "run")], check=True, timeout=400, cwd=tmp_path,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert len(list((tmp_path / "run").glob("events.out.tfevents.*"))) == 1
+    logs = load(tmp_path)
+    for layer in ("body.0", "body.2"):
+        assert logs.steps("run", layer) == logs.steps("run", layer, "impact") == list(range(EPOCHS))
+    assert logs.impact("run", "body.2", EPOCHS - 1)["ablated_by_rank"].tolist() == [4, 4]
