@@ -64,6 +64,9 @@ class FilterMetric:
             other end first (the filters to look at).
         layers: restricts the metric like ConvViz's `layers` (None: every logged layer).
         columns: for a dict-returning `fn`, ``{key: {"label", "description", "unit", "better"}}``.
+
+    `fn` runs beside training in the background worker: random draws should come from a
+    ``torch.Generator`` of its own, since the global generator is the training loop's.
     """
 
     def __init__(
