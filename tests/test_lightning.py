@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from tb_convviz import load
 
@@ -19,22 +18,8 @@ def test_core_import_does_not_pull_lightning():
 
 def test_trainer_logs_each_epoch(tmp_path):
     pl = pytest.importorskip("lightning.pytorch", reason="lightning is not installed (pip install 'tb_convviz[lightning]')")
+    from lightning_ddp_job import Net  # the same small LightningModule the DDP job trains
     from tb_convviz.lightning import ConvVizCallback
-
-    class Net(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.body = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
-
-        def forward(self, x):
-            return self.body(x)
-
-        def training_step(self, batch, _):
-            x, y = batch
-            return nn.functional.cross_entropy(self(x), y)
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
 
     x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 2, (16,))
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
