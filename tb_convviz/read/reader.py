@@ -604,6 +604,20 @@ class Logs(ConvVizReader):
         arrays = records.impact_arrays(self.bundle(run, layer, fmt.KIND_IMPACT, step), self.probe_labels(run))
         return {n[len(fmt.TOP_EXAMPLE_PREFIX) :]: a for n, a in arrays.items() if n.startswith(fmt.TOP_EXAMPLE_PREFIX)}
 
+    def findings(self, run: str, step: Optional[int] = None) -> list[dict]:
+        """What to look at in `run` at `step` (None: its last step), ranked by severity: each a dict
+        with kind, layer, filters, classes, summary, evidence, rule, certainty, severity and view
+        (the tab parameters that show it). Kinds and rules: `tb_convviz.analysis.findings.KINDS`."""
+        return self.findings_report(run, step)["findings"]
+
+    def findings_report(self, run: str, step: Optional[int] = None) -> dict:
+        """`findings` with what surrounds them: the step, counts per kind (before the per-kind cap),
+        the kinds that could not be looked for (why, and the option that enables them), the probe,
+        alpha and the kinds' declarations (`read.findings.run_findings`)."""
+        from tb_convviz.read.findings import run_findings  # it reads through this class
+
+        return run_findings(self, run, step)
+
     def layer_info(self, run: str, layer: str) -> dict:
         return self.bundle(run, layer, fmt.KIND_FILTERS).meta["info"]
 
