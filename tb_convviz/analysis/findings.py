@@ -32,7 +32,6 @@ from tb_convviz.analysis.significance import (
     benjamini_hochberg,
     detectable_effect,
     examples_needed,
-    mcnemar_exact,
     recall_delta_ci,
 )
 
@@ -96,8 +95,9 @@ KINDS: tuple[FindingKind, ...] = (
                 "as needed, with Δaccuracy > 0", "exact ablation on a labelled probe", "impact=True", 0.7, True, "impact"),
     FindingKind("fragile_class", "Fragile class", "Classes whose recall rests on single filters: one filter's "
                 "removal takes at least half of the class's recall.",
-                f"a filter's removal lowers the class's recall by ≥ {FRAGILE_SHARE:.0%} of its clean recall, exact "
-                "McNemar within the class, Benjamini–Hochberg over every (filter, class) pair with changes, p ≤ α",
+                f"a filter's removal lowers the class's recall by ≥ {FRAGILE_SHARE:.0%} of its clean recall, more "
+                "often than it changes other images' predictions (one-sided Fisher exact test, Benjamini–Hochberg "
+                "over every (filter, class) pair with changes), p ≤ α",
                 "exact ablation on a labelled probe", "impact=True", 0.6, True, "impact"),
     FindingKind("fires_on_errors", "Fires on errors", "Filters far more active on probe images the model gets "
                 "wrong than on those it gets right.",
@@ -126,7 +126,8 @@ KINDS: tuple[FindingKind, ...] = (
     FindingKind("class_detector", "Class detector", "Filters whose top examples are one class and whose removal "
                 "lowers that class's recall: information, not an alarm (an ordinary class detector looks the same); "
                 "check them for a cue.", f"≥ {CONCENTRATION:.0%} of the top activating examples one class, and that "
-                "class's Δrecall significant and negative (exact McNemar within the class, BH over these filters)",
+                "class's recall falls more than other images' predictions change (one-sided Fisher exact test, BH over "
+                "these filters)",
                 "impact records (top examples and exact ablation)", "impact=True", 0.1, True, "impact"),
 )
 KIND_BY_NAME = {k.name: k for k in KINDS}
@@ -194,18 +195,22 @@ def probe_too_small(n: int, alpha: float) -> Optional[str]:
 
 @dataclass(frozen=True)
 class ClassEffects:
-    """Per (filter, class) pair with any change, from an impact record's sparse flips: `filter`,
-    `cls` (index into `classes`), `lost` (correct → wrong), `gained` (wrong → correct), all (M,);
-    per class `classes`, `support`, `tp_clean` (C,). Pairs without a change are 0 and left out, so a
-    1000-class model costs the flips, not filters × classes."""
+    """Per (filter, class) pair with any changed prediction, from an impact record's sparse flips:
+    `filter`, `cls` (index into `classes`), `lost` (correct → wrong), `gained` (wrong → correct),
+    `changed` (the class's images whose prediction changed at all), all (M,); per filter `flips`
+    (filters,) images changed; per class `classes`, `support`, `tp_clean` (C,); `n` probe images.
+    Pairs without a change are left out, so a 1000-class model costs the flips, not filters × classes."""
 
     filter: np.ndarray
     cls: np.ndarray
     lost: np.ndarray
     gained: np.ndarray
+    changed: np.ndarray
+    flips: np.ndarray
     classes: np.ndarray
     support: np.ndarray
     tp_clean: np.ndarray
+    n: int
 
     def d_recall(self) -> np.ndarray:
         return (self.gained - self.lost) / self.support[self.cls]
@@ -213,8 +218,14 @@ class ClassEffects:
     def d_recall_ci(self, alpha: float) -> np.ndarray:
         return recall_delta_ci(self.support[self.cls], self.tp_clean[self.cls], self.lost, self.gained, 1 - alpha)
 
-    def p_value(self) -> np.ndarray:
-        return mcnemar_exact(self.lost, self.gained)
+    def p_specific(self) -> np.ndarray:
+        """One-sided Fisher exact p that the class's correct images lose their prediction more often
+        than the probe's other images change theirs: a recall loss of this class, not a shift of
+        every prediction (a random network's constant prediction moving to another class)."""
+        tp = self.tp_clean[self.cls]
+        others = self.n - self.support[self.cls]
+        changed_elsewhere = self.flips[self.filter] - self.changed
+        return stats.hypergeom.sf(self.lost - 1, tp + others, self.lost + changed_elsewhere, tp)
 
     def of(self, f: int) -> np.ndarray:
         return np.flatnonzero(self.filter == f)
@@ -230,12 +241,14 @@ def class_effects(labels: np.ndarray, clean_pred: np.ndarray, flip_filter: np.nd
     tp = np.bincount(truth[right], minlength=len(classes))
     was_right = right[flip_image]
     now_right = flip_pred == labels[flip_image]
-    moved = was_right != now_right
-    key = flip_filter[moved] * len(classes) + truth[flip_image[moved]]
+    key = flip_filter * len(classes) + truth[flip_image]
     pairs, at = np.unique(key, return_inverse=True)
-    lost = np.bincount(at, weights=was_right[moved], minlength=len(pairs)).astype(np.int64)
-    gained = np.bincount(at, weights=now_right[moved], minlength=len(pairs)).astype(np.int64)
-    return ClassEffects(pairs // len(classes), pairs % len(classes), lost, gained, classes, support, tp)
+    lost = np.bincount(at, weights=was_right & ~now_right, minlength=len(pairs)).astype(np.int64)
+    gained = np.bincount(at, weights=~was_right & now_right, minlength=len(pairs)).astype(np.int64)
+    changed = np.bincount(at, minlength=len(pairs)).astype(np.int64)
+    flips = np.bincount(flip_filter, minlength=int(flip_filter.max(initial=-1)) + 1).astype(np.int64)
+    return ClassEffects(pairs // len(classes), pairs % len(classes), lost, gained, changed, flips, classes, support, tp,
+                        len(labels))
 
 
 def pushed_class(clean_pred: np.ndarray, flip_filter: np.ndarray, flip_image: np.ndarray, flip_pred: np.ndarray,
@@ -279,7 +292,7 @@ def ablation_findings(layers: Sequence[LayerImpact], labels: np.ndarray, alpha: 
         at += len(rows)
         a = li.arrays
         effects = class_effects(labels, a[clean_pred], *(a[k] for k in flips))
-        d_recall, d_ci, p_cls = effects.d_recall(), effects.d_recall_ci(alpha), effects.p_value()
+        d_recall, d_ci, p_cls = effects.d_recall(), effects.d_recall_ci(alpha), effects.p_specific()
         for f, q in zip(rows, adj):
             d = float(a[d_accuracy][f])
             if not q <= alpha or d == 0:
@@ -289,7 +302,7 @@ def ablation_findings(layers: Sequence[LayerImpact], labels: np.ndarray, alpha: 
             mine = mine[np.argsort(d_recall[mine] if kind == "needed" else -d_recall[mine], kind="stable")][:3]
             mine = mine[(d_recall[mine] < 0) if kind == "needed" else (d_recall[mine] > 0)]
             classes = [int(effects.classes[effects.cls[i]]) for i in mine]
-            per_class = [{"class": c, "d_recall": float(d_recall[i]), "d_recall_ci": d_ci[i], "p_value": float(p_cls[i]),
+            per_class = [{"class": c, "d_recall": float(d_recall[i]), "d_recall_ci": d_ci[i], "p_class_specific": float(p_cls[i]),
                           "support": int(effects.support[effects.cls[i]])} for c, i in zip(classes, mine)]
             b, c = (int(v) for v in a[discordant][f])
             worst = (f"; class {classes[0]} recall {_pct(per_class[0]['d_recall'])} {_ci(per_class[0]['d_recall_ci'])}"
@@ -313,7 +326,7 @@ def fragile_classes(layers: Sequence[LayerImpact], labels: np.ndarray, alpha: fl
         e = class_effects(labels, li.arrays[clean_pred], *(li.arrays[k] for k in flips))
         keep = np.asarray(li.arrays[exact]).astype(bool)[e.filter]
         rows.append((li.layer, e, keep))
-    p = np.concatenate([e.p_value()[k] for _, e, k in rows]) if rows else np.zeros(0)
+    p = np.concatenate([e.p_specific()[k] for _, e, k in rows]) if rows else np.zeros(0)
     adjusted = benjamini_hochberg(p) if len(p) else p
     per_class: dict[int, list[dict[str, Any]]] = {}
     at = 0
@@ -359,7 +372,7 @@ def class_detectors(layers: Sequence[LayerImpact], labels: np.ndarray, alpha: fl
         if not len(flagged):
             continue
         e = class_effects(labels, a[clean_pred], *(a[k] for k in flips))
-        d, d_ci, p = e.d_recall(), e.d_recall_ci(alpha), e.p_value()
+        d, d_ci, p = e.d_recall(), e.d_recall_ci(alpha), e.p_specific()
         for f in flagged:
             cls = int(a[top_class][f])
             pair = [i for i in e.of(int(f)) if int(e.classes[e.cls[i]]) == cls]

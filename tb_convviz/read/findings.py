@@ -57,7 +57,6 @@ def run_findings(reader: ConvVizReader, run: str, step: Optional[int] = None) ->
     if step is None:
         step = last_step(reader, run)
     infos = {layer: reader.bundle(run, layer, fmt.KIND_FILTERS).meta["info"] for layer in layers}
-    kinds = {layer: reader.kinds(run, layer) for layer in layers}
     labels = None
     try:
         labels = reader.probe_labels(run)
