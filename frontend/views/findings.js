@@ -29,7 +29,7 @@ export function groupByKind(findings, kinds) {
 
 /** @param {HTMLElement} root @param {Store} store */
 export function mountFindings(root, store) {
-  const { card, title, sub } = viewCard("cvz-card cvz-findings", "findings-view");
+  const { card, head, title, sub } = viewCard("cvz-card cvz-findings", "findings-view");
   title.textContent = "Findings";
   const probe = el("p", "cvz-note");
   probe.dataset.testid = "findings-probe";
@@ -37,7 +37,7 @@ export function mountFindings(root, store) {
   const list = el("div", "cvz-findings-list");
   const unavailable = el("details", "cvz-findings-unavailable");
   unavailable.dataset.testid = "findings-unavailable";
-  card.append(probe, message, list, unavailable);
+  card.append(head, probe, message, list, unavailable);
   root.append(card);
 
   /** @type {unknown} */
@@ -65,7 +65,7 @@ export function mountFindings(root, store) {
     card.dataset.run = data.run;
     const p = data.probe;
     const classes = p.labelled ? `${p.classes.length} classes (${p.support.map((n, i) => `${p.classes[i]}: ${n}`).join(", ")})` : "no labels";
-    probe.textContent = `${data.layers} conv layers, ${data.filters.toLocaleString()} filters · probe of ${p.n ?? "?"} images, ${classes} · α = ${data.alpha} · tb_convviz ${data.version}`;
+    probe.textContent = `${data.layers} conv layers, ${data.filters.toLocaleString()} filters · probe of ${p.n ?? "?"} images, ${classes} · α = ${Number(data.alpha.toPrecision(3))} · tb_convviz ${data.version}`;
     /** @type {Finding[]} */
     const findings = data.findings;
     message.textContent = findings.length

@@ -352,7 +352,7 @@ def fragile_classes(layers: Sequence[LayerImpact], labels: np.ndarray, alpha: fl
             "fragile_class", top["layer"], [top["filter"]], [cls],
             f"class {cls}: zeroing {top['layer']} filter {top['filter']} alone takes {top['share_of_recall_lost']:.0%} of "
             f"its recall (Δrecall {_pct(top['d_recall'])} {_ci(top['d_recall_ci'])}, {top['support']} examples); "
-            f"{len(found)} filter{'s' if len(found) != 1 else ''} of the run do so",
+            f"{len(found)} filter{'s of the run do' if len(found) != 1 else ' of the run does'} so",
             {"filters": found[:5], "count": len(found)}, top["share_of_recall_lost"],
             {"layer": top["layer"], "step": step, "filter": top["filter"], "sort": d_accuracy},
             f"each listed filter significant at α = {alpha:g} after Benjamini–Hochberg over {len(p)} (filter, class) pairs"))

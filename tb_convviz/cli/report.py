@@ -213,14 +213,33 @@ def build(logdir: str, run: str, step: Optional[int] = None) -> tuple[dict, list
     return report, drawn, _options(logs, run), _detectable(report)
 
 
-def _evidence_rows(evidence: dict) -> list[tuple[str, str]]:
-    def show(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        if isinstance(v, list) and v and all(isinstance(x, (int, float)) or x is None for x in v):
-            return "[" + ", ".join("—" if x is None else (f"{x:.4g}" if isinstance(x, float) else str(x)) for x in v[:12]) + (" …]" if len(v) > 12 else "]")
-        return str(v)
-    return [(k, show(v)) for k, v in evidence.items() if k not in ("curve", "ring_energy", "steps")]
+def _show(v: Any) -> str:
+    """A value of the evidence in a table cell: numbers to 4 significant digits, None as —."""
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list) and all(isinstance(x, (int, float)) or x is None for x in v):
+        return "[" + ", ".join(_show(x) for x in v[:12]) + (" …]" if len(v) > 12 else "]")
+    return str(v)
+
+
+def _evidence_rows(evidence: dict, prefix: str = "") -> list[tuple[str, str]]:
+    """(name, value) rows of a finding's evidence, nested records flattened ("edits · add marker · z");
+    the long curves drawn as pictures are left out."""
+    rows: list[tuple[str, str]] = []
+    for k, v in evidence.items():
+        if k in ("curve", "ring_energy", "steps"):
+            continue
+        name = f"{prefix}{k}"
+        if isinstance(v, dict):
+            rows += _evidence_rows(v, f"{name} · ")
+        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            for i, x in enumerate(v):
+                rows += _evidence_rows(x, f"{name} {i + 1} · ")
+        else:
+            rows.append((name, _show(v)))
+    return rows
 
 
 _STYLE = """body{font:14px/1.45 system-ui,sans-serif;max-width:1100px;margin:24px auto;padding:0 16px;color:#222}

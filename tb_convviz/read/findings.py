@@ -66,7 +66,8 @@ def run_findings(reader: ConvVizReader, run: str, step: Optional[int] = None) ->
     found: list[dict[str, Any]] = []
 
     impacts = {layer: b for layer in layers if (b := _record(reader, run, layer, fmt.KIND_IMPACT, step)) is not None}
-    alpha = records.impact_alpha(next(iter(impacts.values()))) if impacts else 0.05
+    # stored as float32: 0.05 reads back as 0.0500000007
+    alpha = round(records.impact_alpha(next(iter(impacts.values()))), 6) if impacts else 0.05
     probe = _probe_summary(reader, run, labels)
     found += _impact_findings(run, step, impacts, labels, alpha, missing, reader)
     perturbations = {layer: b for layer in layers if (b := _record(reader, run, layer, fmt.KIND_PERTURBATION, step)) is not None}
