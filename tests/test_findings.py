@@ -16,8 +16,13 @@ from models import two_conv_net
 from planted_findings import (COPY, DEAD, LAYER, MARKER, MARKER_CLASS, NEEDED, NEEDED_CLASS, write_kernel_size_run,
                               write_planted_run)
 from training import one_thread
+from tensorboard.backend.application import TensorBoardWSGI
+from tensorboard.plugins import base_plugin
+from werkzeug.test import Client
+
 from tb_convviz import ConvViz, load
 from tb_convviz.analysis import findings as rules
+from tb_convviz.plugin.plugin import ConvVizPlugin
 
 FIELDS = {"kind", "layer", "filters", "classes", "summary", "evidence", "rule", "severity", "view", "certainty"}
 
@@ -44,6 +49,19 @@ def test_every_finding_has_its_fields_and_the_list_is_ranked_by_severity(logs):
         assert f["rule"] == declared.rule and declared.severity <= f["severity"] < declared.severity + 0.1
         assert f["view"]["view"] == declared.mode and f["view"]["step"] == 2 and f["view"]["layer"] == f["layer"]
     assert logs.findings("planted", step=2) == found  # None is the last step
+
+
+def test_the_route_answers_what_logs_findings_says_and_bad_parameters_are_4xx(logs):
+    client = Client(TensorBoardWSGI([ConvVizPlugin(base_plugin.TBContext(data_provider=logs._provider, logdir=""))]))
+    answer = client.get("/data/plugin/convviz/findings?run=planted&step=1")
+    assert answer.status_code == 200
+    body = answer.get_json()
+    assert body["step"] == 1 and body["findings"] == logs.findings_report("planted", 1)["findings"]
+    assert [k["name"] for k in body["kinds"]] == [k.name for k in rules.KINDS]
+    assert client.get("/data/plugin/convviz/findings?run=planted").get_json()["step"] == 2
+    for query, code in (("run=nope", 404), ("run=planted&step=x", 400), ("run=planted&step=99", 404), ("", 400)):
+        bad = client.get(f"/data/plugin/convviz/findings?{query}")
+        assert bad.status_code == code and "error" in bad.get_json(), query
 
 
 def test_the_filter_that_alone_carries_a_class_is_the_top_needed_finding_and_names_it(logs):

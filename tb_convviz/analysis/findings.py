@@ -79,6 +79,9 @@ MAX_PER_KIND = 25  # findings listed per kind; the count of the rest is kept
 D_ACCURACY, D_ACCURACY_CI, P_VALUE, DISCORDANT = "d_accuracy", "d_accuracy_ci", "p_value", "discordant"
 ACT_ON_ERRORS, ACT_ON_CORRECT, STABILITY, FGSM = "act_on_errors", "act_on_correct", "stability", "fgsm"
 L2 = "l2"
+RING_ENERGY = "ring_energy"  # a kernels record's footprint (analysis.footprint)
+# Evidence that is a curve for a picture (the report draws it) rather than a number for a table.
+CURVES = ("curve", RING_ENERGY, "steps")
 
 
 KINDS: tuple[FindingKind, ...] = (

@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from tb_convviz.analysis.findings import CURVES, SETTLED_CKA
 from tb_convviz.analysis.significance import detectable_effect
 from tb_convviz.cli.projector import png_bytes, tile_images
 from tb_convviz.read.reader import Logs, NotFound, load
@@ -122,8 +123,6 @@ def _pictures(logs: Logs, run: str, step: int, f: dict, probe: Optional[np.ndarr
     if f["kind"] in ("needed", "harmful") and f["evidence"].get("classes"):
         out.append(Picture("Δrecall per class when the filter is zeroed, with its interval", svg=_bars(f["evidence"]["classes"])))
     if f["kind"] == "settled":
-        from tb_convviz.analysis.findings import SETTLED_CKA
-
         out.append(Picture(f"{layer}: debiased CKA with the final step", svg=_curve(f["evidence"]["steps"], f["evidence"]["curve"], SETTLED_CKA)))
     return out
 
@@ -229,7 +228,7 @@ def _evidence_rows(evidence: dict, prefix: str = "") -> list[tuple[str, str]]:
     the long curves drawn as pictures are left out."""
     rows: list[tuple[str, str]] = []
     for k, v in evidence.items():
-        if k in ("curve", "ring_energy", "steps"):
+        if k in CURVES:
             continue
         name = f"{prefix}{k}"
         if isinstance(v, dict):

@@ -253,7 +253,7 @@ def _weight_findings(reader: ConvVizReader, run: str, step: int, layers: list[st
         if foot is not None:
             params = info["filters"] * info["in_per_group"] * math.prod(info["kernel_size"])
             kernel_step = reader.latest_at_or_before(run, layer, fmt.KIND_KERNELS, step)
-            out += rules.kernel_size_finding(layer, info["kernel_size"], foot["ring_energy"], params, kernel_step, step)
+            out += rules.kernel_size_finding(layer, info["kernel_size"], foot[rules.RING_ENERGY], params, kernel_step, step)
     if not kernels_seen:
         for kind in ("duplicate", "kernel_size"):
             missing.add(kind, "no full kernels were logged at or before this step")

@@ -7,7 +7,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from conftest import opened_tab, served_runs
+from conftest import served_runs
 from planted_findings import DEAD, LAYER, MARKER, NEEDED, NEEDED_CLASS, write_planted_run
 from tbserver import tensorboard, wait_for
 
