@@ -173,3 +173,32 @@ def test_class_effects_are_sparse_and_match_the_dense_per_class_table():
     got[e.filter, e.cls] = e.d_recall()
     np.testing.assert_allclose(got, dense["d_recall"])
     assert len(e.filter) <= len(ff) and np.all((e.p_specific() >= 0) & (e.p_specific() <= 1))
+
+
+def test_a_filter_far_more_active_on_errors_fires_on_errors_and_its_neighbours_do_not():
+    rng = np.random.default_rng(1)
+    correct = np.arange(32) % 4 != 0  # 8 errors, 24 correct
+    profile = rng.normal(size=(6, 32))
+    profile[2, ~correct] += 3.0  # filter 2 fires on the errors
+    found = rules.fires_on_errors({"c": profile}, correct, 0.05, 7, {"c": np.ones(6)}, {"c": np.ones(6)}, "sort")
+    assert [(f["layer"], f["filters"]) for f in found] == [("c", [2])]
+    assert found[0]["evidence"]["auc"] > 0.95 and found[0]["evidence"]["errors"] == 8
+
+
+def test_a_texture_layer_and_a_settled_layer_are_found_and_their_opposites_are_not():
+    rng = np.random.default_rng(2)
+    texture = rules.texture_findings({"tex": -0.5 + 0.1 * rng.normal(size=20), "shape": 0.4 + 0.1 * rng.normal(size=20)},
+                                     0.05, 3, "sort")
+    assert [f["layer"] for f in texture] == ["tex"]
+    steps = [0, 1, 2, 3, 4, 5]
+    early = np.array([0.5, 0.995, 0.996, 0.998, 0.999, 1.0])
+    late = np.array([0.2, 0.4, 0.6, 0.8, 0.995, 1.0])
+    settled = rules.settled_findings(steps, {"early": (early, early - 0.01, early + 0.01), "late": (late, late, late)}, 5)
+    assert [(f["layer"], f["evidence"]["from_step"]) for f in settled] == [("early", 1)]
+
+
+def test_an_outlier_of_noise_stability_is_unstable():
+    stability = np.full((12, 4), 0.9) + np.linspace(0, 0.01, 12)[:, None]
+    stability[5] = 0.2
+    found = rules.unstable_findings("c", stability, None, 1, ("stability", "fgsm"))
+    assert [f["filters"] for f in found] == [[5]] and found[0]["evidence"]["measure"] == "noise"
