@@ -29,7 +29,7 @@ def test_the_html_report_is_self_contained_and_names_the_planted_findings(logdir
     assert references and all(r.startswith("data:image/png;base64,") for r in references), references
     assert "url(" not in text and "@import" not in text and "<script" not in text and "<link" not in text
     assert text.count("<img") == text.count('src="data:image/png;base64,') >= 4
-    assert f"conv filter {MARKER}: the edit" in text and "away from class 3" in text
+    assert f"conv filter {MARKER}: &#x27;add marker&#x27; changes its activation" in text and "away from class 3" in text
     assert f"conv filter {NEEDED}: zeroing it changes probe accuracy by -21.7%" in text
     assert f"class {NEEDED_CLASS} recall -100.0%" in text and "<svg" in text  # its per-class Δrecall bars
     assert "What this probe can and cannot detect" in text and "probe: 46 images" in text

@@ -86,7 +86,8 @@ CURVES = ("curve", RING_ENERGY, "steps")
 
 KINDS: tuple[FindingKind, ...] = (
     FindingKind("shortcut", "Shortcut", "Filters that one of your counterfactual edits moves far more than the rest "
-                "of their layer, with the class zeroing them moves predictions away from: the pattern of a spurious cue.",
+                "of their layer, with the class zeroing them moves predictions away from: the pattern of a spurious cue. "
+                "Strongest first: flagged by more of the edits, then by the larger change.",
                 f"robust z > {ROBUST_Z_FLAG} and |change| ≥ 5% under a counterfactual edit (its flag)",
                 "counterfactual responses", "counterfactuals={name: edit}", 0.9, False, "impact"),
     FindingKind("needed", "Needed", "Filters whose removal significantly lowers probe accuracy, strongest first, "
@@ -532,6 +533,15 @@ def kernel_size_finding(layer: str, kernel: Sequence[int], ring_energy: np.ndarr
 # -- perturbations: shortcut, unstable, texture ---------------------------------------------
 
 
+def _shortcut_strength(by_edit: Mapping[str, Mapping[str, float]], edits: int) -> float:
+    """Half for the share of the logged edits that flag the filter (one that both a "remove" and an
+    "add" edit flag detects the cue itself, not the contrast an edit adds), half for its largest
+    change (a change of 50% or more counts fully): the marker detector before the edge detectors
+    that merely see a new corner."""
+    change = max(abs(e["change"]) for e in by_edit.values())
+    return 0.5 * len(by_edit) / max(edits, 1) + 0.5 * min(1.0, change / 0.5)
+
+
 def _outlier_strength(z: float) -> float:
     """0 at the flag's threshold, 1 at 100× it: robust z-scores span decades when the layer's MAD is small."""
     return float(np.clip(math.log10(max(z, ROBUST_Z_FLAG) / ROBUST_Z_FLAG) / 2, 0.0, 1.0))
@@ -549,16 +559,16 @@ def shortcut_findings(layer: str, edits: Mapping[str, Mapping[str, np.ndarray]],
     out = []
     for f, by_edit in flagged.items():
         edit = max(by_edit, key=lambda e: by_edit[e]["z"])
-        top = by_edit[edit]
         cls, moved = pushed.get(f, (None, 0))
         towards = (f"; zeroing it moves {moved} probe prediction{'s' if moved != 1 else ''} away from class {cls}"
                    if cls is not None else "")
         out.append(finding(
             "shortcut", layer, [f], [cls] if cls is not None else [],
-            f"{layer} filter {f}: the edit {edit!r} changes its activation by {_pct(top['change'])} "
-            f"(robust z {top['z']:.1f} in its layer){towards}",
+            f"{layer} filter {f}: " + " and ".join(
+                f"{e!r} changes its activation by {_pct(v['change'])} (robust z {v['z']:.1f} in its layer)"
+                for e, v in sorted(by_edit.items(), key=lambda kv: -kv[1]["z"])) + towards,
             {"edits": by_edit, "pushes_towards": cls, "predictions_moved": moved},
-            _outlier_strength(top["z"]), {"layer": layer, "step": step, "filter": f, "sort": sort_of[edit]},
+            _shortcut_strength(by_edit, len(edits)), {"layer": layer, "step": step, "filter": f, "sort": sort_of[edit]},
             "an outlier rule within the layer, not a significance test: check the filter's top examples"))
     return out
 
