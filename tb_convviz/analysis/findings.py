@@ -28,6 +28,7 @@ from scipy import stats
 
 from tb_convviz.analysis.footprint import DUPLICATE_COS, KEEP_ENERGY, _kept_size, _size_name
 from tb_convviz.analysis.perturbation.counterfactual import ROBUST_Z_FLAG, robust_z
+from tb_convviz.schema.records import IMPACT_CLEAN_PRED, IMPACT_EXACT, IMPACT_FLIPS, TOP_EXAMPLE_PREFIX
 from tb_convviz.analysis.significance import (
     benjamini_hochberg,
     detectable_effect,
@@ -79,6 +80,7 @@ MAX_PER_KIND = 25  # findings listed per kind; the count of the rest is kept
 D_ACCURACY, D_ACCURACY_CI, P_VALUE, DISCORDANT = "d_accuracy", "d_accuracy_ci", "p_value", "discordant"
 ACT_ON_ERRORS, ACT_ON_CORRECT, STABILITY, FGSM = "act_on_errors", "act_on_correct", "stability", "fgsm"
 L2 = "l2"
+TOP_FLAG, TOP_CLASS, TOP_CONCENTRATION = (TOP_EXAMPLE_PREFIX + k for k in ("flag", "class", "concentration"))
 RING_ENERGY = "ring_energy"  # a kernels record's footprint (analysis.footprint)
 # Evidence that is a curve for a picture (the report draws it) rather than a number for a table.
 CURVES = ("curve", RING_ENERGY, "steps")
@@ -280,11 +282,10 @@ class LayerImpact:
     arrays: Mapping[str, np.ndarray]
 
 
-def ablation_findings(layers: Sequence[LayerImpact], labels: np.ndarray, alpha: float, step: int,
-                      d_accuracy: str, p_value: str, ci: str, exact: str, discordant: str,
-                      flips: tuple[str, str, str], clean_pred: str) -> list[dict[str, Any]]:
-    """`needed` and `harmful`: BH over every exactly ablated filter of the run (array names passed
-    by the caller, which reads them from the schema)."""
+def ablation_findings(layers: Sequence[LayerImpact], labels: np.ndarray, alpha: float, step: int) -> list[dict[str, Any]]:
+    """`needed` and `harmful`: BH over every exactly ablated filter of the run."""
+    d_accuracy, p_value, ci, exact, discordant = D_ACCURACY, P_VALUE, D_ACCURACY_CI, IMPACT_EXACT, DISCORDANT
+    flips, clean_pred = IMPACT_FLIPS, IMPACT_CLEAN_PRED
     tests = [(li, np.flatnonzero(np.asarray(li.arrays[exact]).astype(bool))) for li in layers]
     p = np.concatenate([np.asarray(li.arrays[p_value], np.float64)[rows] for li, rows in tests]) if tests else np.zeros(0)
     adjusted = benjamini_hochberg(p) if len(p) else p
@@ -322,9 +323,9 @@ def ablation_findings(layers: Sequence[LayerImpact], labels: np.ndarray, alpha: 
     return out
 
 
-def fragile_classes(layers: Sequence[LayerImpact], labels: np.ndarray, alpha: float, step: int, exact: str,
-                    flips: tuple[str, str, str], clean_pred: str, d_accuracy: str) -> list[dict[str, Any]]:
+def fragile_classes(layers: Sequence[LayerImpact], labels: np.ndarray, alpha: float, step: int) -> list[dict[str, Any]]:
     """`fragile_class`: classes a single filter's removal takes ≥ FRAGILE_SHARE of the recall from."""
+    exact, flips, clean_pred, d_accuracy = IMPACT_EXACT, IMPACT_FLIPS, IMPACT_CLEAN_PRED, D_ACCURACY
     rows = []
     for li in layers:
         e = class_effects(labels, li.arrays[clean_pred], *(li.arrays[k] for k in flips))
@@ -363,10 +364,10 @@ def fragile_classes(layers: Sequence[LayerImpact], labels: np.ndarray, alpha: fl
     return out
 
 
-def class_detectors(layers: Sequence[LayerImpact], labels: np.ndarray, alpha: float, step: int, exact: str,
-                    flips: tuple[str, str, str], clean_pred: str, top_flag: str, top_class: str,
-                    top_concentration: str) -> list[dict[str, Any]]:
+def class_detectors(layers: Sequence[LayerImpact], labels: np.ndarray, alpha: float, step: int) -> list[dict[str, Any]]:
     """`class_detector`: one-class top examples and a significant recall loss of that class."""
+    exact, flips, clean_pred = IMPACT_EXACT, IMPACT_FLIPS, IMPACT_CLEAN_PRED
+    top_flag, top_class, top_concentration = TOP_FLAG, TOP_CLASS, TOP_CONCENTRATION
     candidates = []
     for li in layers:
         a = li.arrays

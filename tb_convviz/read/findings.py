@@ -69,9 +69,11 @@ def run_findings(reader: ConvVizReader, run: str, step: Optional[int] = None) ->
     # stored as float32: 0.05 reads back as 0.0500000007
     alpha = round(records.impact_alpha(next(iter(impacts.values()))), 6) if impacts else 0.05
     probe = _probe_summary(reader, run, labels)
-    found += _impact_findings(run, step, impacts, labels, alpha, missing, reader)
+    # decoded once: the impact and the shortcut rules both read them
+    arrays = {layer: records.impact_arrays(b, labels) for layer, b in impacts.items()} if labels is not None else {}
+    found += _impact_findings(run, step, arrays, labels, alpha, missing, reader)
     perturbations = {layer: b for layer in layers if (b := _record(reader, run, layer, fmt.KIND_PERTURBATION, step)) is not None}
-    found += _perturbation_findings(step, perturbations, impacts, labels, alpha, missing)
+    found += _perturbation_findings(step, perturbations, arrays, alpha, missing)
     found += _weight_findings(reader, run, step, layers, infos, missing)
     found += _settled(reader, run, step, missing)
     ranked, counts = rules.rank(found)
@@ -95,16 +97,15 @@ def _probe_summary(reader: ConvVizReader, run: str, labels: Optional[np.ndarray]
     return out
 
 
-def _impact_findings(run: str, step: int, impacts: dict[str, fmt.Bundle], labels: Optional[np.ndarray], alpha: float,
-                     missing: _Unavailable, reader: ConvVizReader) -> list[dict[str, Any]]:
+def _impact_findings(run: str, step: int, arrays: dict[str, dict[str, np.ndarray]], labels: Optional[np.ndarray],
+                     alpha: float, missing: _Unavailable, reader: ConvVizReader) -> list[dict[str, Any]]:
     ablation = ("needed", "harmful", "fragile_class", "class_detector", "fires_on_errors")
-    if not impacts or labels is None:
+    if not arrays or labels is None:
         why = "the run was logged without impact" if labels is not None else "the probe has no labels"
         for kind in ablation:
             missing.add(kind, why)
         return []
     small = rules.probe_too_small(len(labels), alpha)
-    arrays = {layer: records.impact_arrays(b, labels) for layer, b in impacts.items()}
     exact_layers = [rules.LayerImpact(layer, a) for layer, a in arrays.items()
                     if records.IMPACT_CLEAN_PRED in a and np.asarray(a[records.IMPACT_EXACT]).any()]
     out: list[dict[str, Any]] = []
@@ -115,20 +116,15 @@ def _impact_findings(run: str, step: int, impacts: dict[str, fmt.Bundle], labels
         for kind in ("needed", "harmful", "fragile_class", "class_detector"):
             missing.add(kind, "no filter was ablated exactly at this step")
     else:
-        flips = records.IMPACT_FLIPS
-        common = dict(exact=records.IMPACT_EXACT, flips=flips, clean_pred=records.IMPACT_CLEAN_PRED)
-        out += rules.ablation_findings(exact_layers, labels, alpha, step, rules.D_ACCURACY, rules.P_VALUE,
-                                       rules.D_ACCURACY_CI, discordant=rules.DISCORDANT, **common)
-        out += rules.fragile_classes(exact_layers, labels, alpha, step, d_accuracy=rules.D_ACCURACY, **common)
-        flag, cls, conc = (records.TOP_EXAMPLE_PREFIX + k for k in ("flag", "class", "concentration"))
-        out += rules.class_detectors(exact_layers, labels, alpha, step, top_flag=flag, top_class=cls,
-                                     top_concentration=conc, **common)
-    out += _errors(reader, run, step, arrays, impacts, labels, alpha, missing)
+        out += rules.ablation_findings(exact_layers, labels, alpha, step)
+        out += rules.fragile_classes(exact_layers, labels, alpha, step)
+        out += rules.class_detectors(exact_layers, labels, alpha, step)
+    out += _errors(reader, run, step, arrays, labels, alpha, missing)
     return out
 
 
 def _errors(reader: ConvVizReader, run: str, step: int, arrays: dict[str, dict[str, np.ndarray]],
-            impacts: dict[str, fmt.Bundle], labels: np.ndarray, alpha: float, missing: _Unavailable) -> list[dict[str, Any]]:
+            labels: np.ndarray, alpha: float, missing: _Unavailable) -> list[dict[str, Any]]:
     """`fires_on_errors` over the layers whose profile was logged at their impact record's step
     (the clean predictions and the profile must describe the same weights)."""
     profiles, correct = {}, None
@@ -157,8 +153,8 @@ def _errors(reader: ConvVizReader, run: str, step: int, arrays: dict[str, dict[s
                                  {l: arrays[l][rules.ACT_ON_CORRECT] for l in profiles}, rules.ACT_ON_ERRORS)
 
 
-def _perturbation_findings(step: int, perturbations: dict[str, fmt.Bundle], impacts: dict[str, fmt.Bundle],
-                           labels: Optional[np.ndarray], alpha: float, missing: _Unavailable) -> list[dict[str, Any]]:
+def _perturbation_findings(step: int, perturbations: dict[str, fmt.Bundle], impacts: dict[str, dict[str, np.ndarray]],
+                           alpha: float, missing: _Unavailable) -> list[dict[str, Any]]:
     if not perturbations:
         for kind in ("shortcut", "unstable", "texture"):
             missing.add(kind, "the run was logged without perturbation responses")
@@ -178,8 +174,8 @@ def _perturbation_findings(step: int, perturbations: dict[str, fmt.Bundle], impa
                 if key + "/cosine" in b:
                     by_edit[e]["cosine"] = b.array(key + "/cosine")
             pushed = {}
-            if layer in impacts and labels is not None:
-                a = records.impact_arrays(impacts[layer], labels)
+            if layer in impacts:
+                a = impacts[layer]
                 flagged = {int(f) for e in by_edit.values() for f in np.flatnonzero(np.asarray(e["flag"]).astype(bool))}
                 exact = np.asarray(a.get(records.IMPACT_EXACT, []), bool)
                 for f in flagged:
