@@ -54,4 +54,11 @@ def test_the_tab_opens_on_findings_listing_the_planted_ones_and_a_link_opens_the
     frame.locator(f'[data-testid=detail-panel][data-filter="{NEEDED}"]').wait_for()
     assert frame.locator(f'[data-testid=impact-row][data-filter="{NEEDED}"]').get_attribute("aria-selected") == "true"
     assert "cvz.sort=d_accuracy" in page.url and f"cvz.filter={NEEDED}" in page.url
+
+    # A weight finding opens the Filters view, its grid sorted by the kernel norm, the dead filter open.
+    frame.locator("[data-testid=mode-picker] button[data-value=findings]").click()
+    frame.locator('[data-testid=finding][data-kind=dead] [data-testid=finding-link]').click()
+    frame.locator(f'[data-testid=detail-panel][data-filter="{DEAD}"]').wait_for()
+    assert frame.locator("[data-testid=mode-picker] [aria-pressed=true]").get_attribute("data-value") == "filters"
+    assert "cvz.view=filters" in page.url and "cvz.sort=l2" in page.url and f"cvz.filter={DEAD}" in page.url
     assert errors == []
