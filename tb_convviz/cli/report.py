@@ -72,7 +72,7 @@ def _bars(classes: list[dict]) -> str:
     """SVG: per class Δrecall as a bar from 0 with its interval as a whisker, −100%…+100%."""
     width, row, left = 360, 22, 70
     height = row * len(classes) + 28
-    x = lambda v: left + (v + 1) / 2 * (width - left - 10)  # noqa: E731
+    x = lambda v: left + (v + 1) / 2 * (width - left - 30)  # noqa: E731
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">',
              f'<line x1="{x(0):.1f}" y1="4" x2="{x(0):.1f}" y2="{height - 20}" stroke="#888"/>']
     for i, c in enumerate(classes):
@@ -234,8 +234,7 @@ def _evidence_rows(evidence: dict, prefix: str = "") -> list[tuple[str, str]]:
         if isinstance(v, dict):
             rows += _evidence_rows(v, f"{name} · ")
         elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
-            for i, x in enumerate(v):
-                rows += _evidence_rows(x, f"{name} {i + 1} · ")
+            rows += [(f"{name} {i + 1}", " · ".join(f"{a} {b}" for a, b in _evidence_rows(x))) for i, x in enumerate(v)]
         else:
             rows.append((name, _show(v)))
     return rows
