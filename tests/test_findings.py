@@ -202,3 +202,10 @@ def test_an_outlier_of_noise_stability_is_unstable():
     stability[5] = 0.2
     found = rules.unstable_findings("c", stability, None, 1, ("stability", "fgsm"))
     assert [f["filters"] for f in found] == [[5]] and found[0]["evidence"]["measure"] == "noise"
+
+
+def test_pruning_savings_count_the_layer_and_the_inputs_of_the_next_one():
+    nxt = {"name": "b", "filters": 16, "groups": 2, "kernel_size": [3, 3], "positions": 36}
+    saved = rules.pruning_savings(8, 4, [3, 3], 144, nxt, 2)
+    assert saved == {"params": 2 * (4 * 9 + 1), "macs": 2 * 4 * 9 * 144, "next_layer": "b",
+                     "next_params": 2 * 8 * 9, "next_macs": 2 * 8 * 9 * 36}
