@@ -236,8 +236,15 @@ class ConvVizReader:
         if blob is None:
             blob = self._provider.read_blob(self._ctx, blob_key=datum.values[0].blob_key)
         try:
-            return fmt.decode_bundle(blob)
-        except ValueError as e:
+            bundle = fmt.decode_bundle(blob)
+            reference = records.kernel_reference(bundle) if kind == fmt.KIND_KERNELS else None
+            if reference is not None:
+                keyframe = next((d for d in self._series(run, layer, kind) if d.step == reference < datum.step), None)
+                if keyframe is None:
+                    raise ValueError(f"its reference, the kernels at step {reference}, is not in the log")
+                records.resolve_reference(bundle, self._decode(run, layer, kind, keyframe))
+            return bundle
+        except (ValueError, NotFound) as e:
             self._problem(run, fmt.tag_for(layer, kind), datum.step, str(e))
             raise NotFound(f"record {kind!r} of layer {layer!r} at step {datum.step} is unreadable: {e}") from e
 
