@@ -116,6 +116,7 @@ def test_a_six_image_probe_finds_nothing_needed_and_says_why(logs):
     assert not of_kind(report["findings"], "needed") and not of_kind(report["findings"], "fragile_class")
     why = {u["kind"]: u["reason"] for u in report["unavailable"]}
     assert "6 labelled images" in why["needed"] and "96%" in why["needed"]
+    assert {u["kind"]: u["enable"] for u in report["unavailable"]}["needed"].startswith("a labelled probe of ≥ 78 images")
     assert report["probe"]["n"] == 6
     # what the probe can still show is shown: the weights do not need a large probe
     assert of_kind(report["findings"], "dead") and of_kind(report["findings"], "duplicate")

@@ -476,7 +476,8 @@ def dead_findings(layer: str, dead: np.ndarray, savings: Mapping[str, Any], step
         return []
     shown = ", ".join(map(str, found[:12])) + (" …" if len(found) > 12 else "")
     return [finding("dead", layer, found.tolist(), [],
-                    f"{layer}: {len(found)} of {len(dead)} filters are dead ({shown}); pruning them saves {_saving_words(savings)}",
+                    f"{layer}: {len(found)} of {len(dead)} filters {'is' if len(found) == 1 else 'are'} dead ({shown}); "
+                    f"pruning {'it' if len(found) == 1 else 'them'} saves {_saving_words(savings)}",
                     {"dead": len(found), "filters_in_layer": len(dead), **savings}, len(found) / len(dead),
                     {"layer": layer, "step": step, "filter": int(found[0]), "sort": sort},
                     "exact: the logged kernel norms")]

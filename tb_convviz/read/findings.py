@@ -14,6 +14,7 @@ import numpy as np
 
 from tb_convviz._version import __version__
 from tb_convviz.analysis import findings as rules
+from tb_convviz.analysis.significance import examples_needed
 from tb_convviz.analysis.similarity import debiased_cka_matrix
 from tb_convviz.read.reader import ConvVizReader, NotFound
 from tb_convviz.schema import format as fmt
@@ -39,13 +40,14 @@ class _Unavailable:
     """Kinds that could not be looked for, each with why and the option that enables it."""
 
     def __init__(self) -> None:
-        self.reasons: dict[str, str] = {}
+        self.reasons: dict[str, tuple[str, str]] = {}
 
-    def add(self, kind: str, reason: str) -> None:
-        self.reasons.setdefault(kind, reason)
+    def add(self, kind: str, reason: str, enable: Optional[str] = None) -> None:
+        """`enable`: what would let the kind be looked for, when not the option that logs it."""
+        self.reasons.setdefault(kind, (reason, enable or rules.KIND_BY_NAME[kind].enable))
 
     def listed(self) -> list[dict[str, str]]:
-        return [{"kind": k, "reason": why, "enable": rules.KIND_BY_NAME[k].enable} for k, why in self.reasons.items()]
+        return [{"kind": k, "reason": why, "enable": enable} for k, (why, enable) in self.reasons.items()]
 
 
 def run_findings(reader: ConvVizReader, run: str, step: Optional[int] = None) -> dict[str, Any]:
@@ -110,11 +112,12 @@ def _impact_findings(run: str, step: int, arrays: dict[str, dict[str, np.ndarray
                     if records.IMPACT_CLEAN_PRED in a and np.asarray(a[records.IMPACT_EXACT]).any()]
     out: list[dict[str, Any]] = []
     if small is not None:
+        larger = f"a labelled probe of ≥ {examples_needed(rules.TARGET_EFFECT, alpha)} images: probe=(images, labels)"
         for kind in ("needed", "harmful", "fragile_class", "class_detector"):
-            missing.add(kind, small)
+            missing.add(kind, small, larger)
     elif not exact_layers:
         for kind in ("needed", "harmful", "fragile_class", "class_detector"):
-            missing.add(kind, "no filter was ablated exactly at this step")
+            missing.add(kind, "no filter was ablated exactly at this step", 'impact={"exact_budget": …} or {"exact": "all"}')
     else:
         out += rules.ablation_findings(exact_layers, labels, alpha, step)
         out += rules.fragile_classes(exact_layers, labels, alpha, step)
@@ -147,7 +150,8 @@ def _errors(reader: ConvVizReader, run: str, step: int, arrays: dict[str, dict[s
     errors, rights = int((~correct).sum()), int(correct.sum())
     if min(errors, rights) < rules.MIN_GROUP:
         missing.add("fires_on_errors", f"the {len(correct)} profile images hold {errors} misclassified and {rights} correct "
-                                       f"ones: the rank test needs ≥ {rules.MIN_GROUP} of each")
+                                       f"ones: the rank test needs ≥ {rules.MIN_GROUP} of each",
+                    f"a probe whose first {len(correct)} images hold both (its first 32 give the profiles)")
         return []
     return rules.fires_on_errors(profiles, correct, alpha, step, {l: arrays[l][rules.ACT_ON_ERRORS] for l in profiles},
                                  {l: arrays[l][rules.ACT_ON_CORRECT] for l in profiles}, rules.ACT_ON_ERRORS)
