@@ -81,7 +81,7 @@ D_ACCURACY, D_ACCURACY_CI, P_VALUE, DISCORDANT = "d_accuracy", "d_accuracy_ci", 
 ACT_ON_ERRORS, ACT_ON_CORRECT, STABILITY, FGSM = "act_on_errors", "act_on_correct", "stability", "fgsm"
 L2 = "l2"
 TOP_FLAG, TOP_CLASS, TOP_CONCENTRATION = (TOP_EXAMPLE_PREFIX + k for k in ("flag", "class", "concentration"))
-RING_ENERGY = "ring_energy"  # a kernels record's footprint (analysis.footprint)
+RING_ENERGY, DUPLICATE_PAIR_COUNT = "ring_energy", "duplicate_pairs"  # a kernels record's footprint (analysis.footprint)
 # Evidence that is a curve for a picture (the report draws it) rather than a number for a table.
 CURVES = ("curve", RING_ENERGY, "steps")
 
@@ -486,10 +486,10 @@ def dead_findings(layer: str, dead: np.ndarray, savings: Mapping[str, Any], step
 def duplicate_pairs(kernels: np.ndarray, groups: int = 1, alive: Optional[np.ndarray] = None) -> list[tuple[int, int, float]]:
     """(i, j, cosine) of filters i < j of one group whose kernels' cosine exceeds DUPLICATE_COS,
     most alike first. Row chunks keep memory at ~16M floats whatever the width."""
-    w = np.asarray(kernels, np.float64).reshape(len(kernels), -1)
+    w = np.asarray(kernels, np.float32).reshape(len(kernels), -1)
     norm = np.linalg.norm(w, axis=1)
     live = norm > 0 if alive is None else (np.asarray(alive, bool) & (norm > 0))
-    unit = np.where(live[:, None], w / np.maximum(norm, 1e-300)[:, None], 0.0)
+    unit = np.where(live[:, None], w / np.maximum(norm, 1e-30)[:, None], 0.0).astype(np.float32)
     count = len(w)
     group = np.arange(count) // max(count // groups, 1)
     step = max(1, (1 << 24) // max(count, 1))

@@ -26,9 +26,12 @@ def last_step(reader: ConvVizReader, run: str) -> int:
     return max(reader.steps(run, layer)[-1] for layer in reader.layers(run))
 
 
-def _record(reader: ConvVizReader, run: str, layer: str, kind: str, step: int) -> Optional[fmt.Bundle]:
+Kinds = dict[str, list[str]]  # {layer: its record kinds}, listed once per answer
+
+
+def _record(reader: ConvVizReader, run: str, layer: str, kind: str, step: int, kinds: Kinds) -> Optional[fmt.Bundle]:
     """The layer's last `kind` record at or before `step`, or None."""
-    if kind not in reader.kinds(run, layer):
+    if kind not in kinds.get(layer, ()):
         return None
     try:
         return reader.bundle(run, layer, kind, reader.latest_at_or_before(run, layer, kind, step))
@@ -59,6 +62,7 @@ def run_findings(reader: ConvVizReader, run: str, step: Optional[int] = None) ->
     if step is None:
         step = last_step(reader, run)
     infos = {layer: reader.bundle(run, layer, fmt.KIND_FILTERS).meta["info"] for layer in layers}
+    kinds = reader.layer_kinds(run)
     labels = None
     try:
         labels = reader.probe_labels(run)
@@ -67,16 +71,16 @@ def run_findings(reader: ConvVizReader, run: str, step: Optional[int] = None) ->
     missing = _Unavailable()
     found: list[dict[str, Any]] = []
 
-    impacts = {layer: b for layer in layers if (b := _record(reader, run, layer, fmt.KIND_IMPACT, step)) is not None}
+    impacts = {layer: b for layer in layers if (b := _record(reader, run, layer, fmt.KIND_IMPACT, step, kinds)) is not None}
     # stored as float32: 0.05 reads back as 0.0500000007
     alpha = round(records.impact_alpha(next(iter(impacts.values()))), 6) if impacts else 0.05
     probe = _probe_summary(reader, run, labels)
     # decoded once: the impact and the shortcut rules both read them
     arrays = {layer: records.impact_arrays(b, labels) for layer, b in impacts.items()} if labels is not None else {}
-    found += _impact_findings(run, step, arrays, labels, alpha, missing, reader)
-    perturbations = {layer: b for layer in layers if (b := _record(reader, run, layer, fmt.KIND_PERTURBATION, step)) is not None}
+    found += _impact_findings(run, step, arrays, labels, alpha, missing, reader, kinds)
+    perturbations = {layer: b for layer in layers if (b := _record(reader, run, layer, fmt.KIND_PERTURBATION, step, kinds)) is not None}
     found += _perturbation_findings(step, perturbations, arrays, alpha, missing)
-    found += _weight_findings(reader, run, step, layers, infos, missing)
+    found += _weight_findings(reader, run, step, layers, infos, missing, kinds)
     found += _settled(reader, run, step, missing)
     ranked, counts = rules.rank(found)
     for kind in rules.KINDS:
@@ -100,7 +104,7 @@ def _probe_summary(reader: ConvVizReader, run: str, labels: Optional[np.ndarray]
 
 
 def _impact_findings(run: str, step: int, arrays: dict[str, dict[str, np.ndarray]], labels: Optional[np.ndarray],
-                     alpha: float, missing: _Unavailable, reader: ConvVizReader) -> list[dict[str, Any]]:
+                     alpha: float, missing: _Unavailable, reader: ConvVizReader, kinds: Kinds) -> list[dict[str, Any]]:
     ablation = ("needed", "harmful", "fragile_class", "class_detector", "fires_on_errors")
     if not arrays or labels is None:
         why = "the run was logged without impact" if labels is not None else "the probe has no labels"
@@ -122,17 +126,17 @@ def _impact_findings(run: str, step: int, arrays: dict[str, dict[str, np.ndarray
         out += rules.ablation_findings(exact_layers, labels, alpha, step)
         out += rules.fragile_classes(exact_layers, labels, alpha, step)
         out += rules.class_detectors(exact_layers, labels, alpha, step)
-    out += _errors(reader, run, step, arrays, labels, alpha, missing)
+    out += _errors(reader, run, step, arrays, labels, alpha, missing, kinds)
     return out
 
 
 def _errors(reader: ConvVizReader, run: str, step: int, arrays: dict[str, dict[str, np.ndarray]],
-            labels: np.ndarray, alpha: float, missing: _Unavailable) -> list[dict[str, Any]]:
+            labels: np.ndarray, alpha: float, missing: _Unavailable, kinds: Kinds) -> list[dict[str, Any]]:
     """`fires_on_errors` over the layers whose profile was logged at their impact record's step
     (the clean predictions and the profile must describe the same weights)."""
     profiles, correct = {}, None
     for layer, a in arrays.items():
-        if records.IMPACT_CLEAN_PRED not in a or fmt.KIND_PROFILE not in reader.kinds(run, layer):
+        if records.IMPACT_CLEAN_PRED not in a or fmt.KIND_PROFILE not in kinds.get(layer, ()):
             continue
         impact_step = reader.latest_at_or_before(run, layer, fmt.KIND_IMPACT, step)
         try:
@@ -200,10 +204,10 @@ def _perturbation_findings(step: int, perturbations: dict[str, fmt.Bundle], impa
     return out
 
 
-def _positions(reader: ConvVizReader, run: str, layer: str, step: int) -> Optional[int]:
+def _positions(reader: ConvVizReader, run: str, layer: str, step: int, kinds: Kinds) -> Optional[int]:
     """Output positions of the layer on one probe image (its maps record's full-resolution
     spatial shape), or None."""
-    b = _record(reader, run, layer, fmt.KIND_MAPS, step)
+    b = _record(reader, run, layer, fmt.KIND_MAPS, step, kinds)
     shape = b.meta.get("source_shape") if b is not None else None
     return int(math.prod(shape)) if isinstance(shape, list) and shape else None
 
@@ -220,7 +224,7 @@ def _next_layer(layers: list[str], infos: dict[str, dict], layer: str) -> Option
 
 
 def _weight_findings(reader: ConvVizReader, run: str, step: int, layers: list[str], infos: dict[str, dict],
-                     missing: _Unavailable) -> list[dict[str, Any]]:
+                     missing: _Unavailable, kinds: Kinds) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     kernels_seen = False
     positions: dict[str, Optional[int]] = {}
@@ -230,26 +234,29 @@ def _weight_findings(reader: ConvVizReader, run: str, step: int, layers: list[st
         nxt = _next_layer(layers, infos, layer)
         for name in (layer, nxt):
             if name is not None and name not in positions:
-                positions[name] = _positions(reader, run, name, step)
+                positions[name] = _positions(reader, run, name, step, kinds)
         next_info = {**infos[nxt], "name": nxt, "positions": positions[nxt]} if nxt is not None else None
         return rules.pruning_savings(info["filters"], info["in_per_group"], info["kernel_size"], positions[layer], next_info, count)
 
     for layer in layers:
         info = infos[layer]
-        stats = _record(reader, run, layer, fmt.KIND_FILTERS, step)
+        stats = _record(reader, run, layer, fmt.KIND_FILTERS, step, kinds)
         dead = stats.array(records.DEAD).astype(bool) if stats is not None and records.DEAD in stats else np.zeros(0, bool)
         if dead.any():
             out += rules.dead_findings(layer, dead, savings(layer, int(dead.sum())), step, rules.L2)
-        kernels = _record(reader, run, layer, fmt.KIND_KERNELS, step)
+        kernels = _record(reader, run, layer, fmt.KIND_KERNELS, step, kinds)
         if kernels is None:
             continue
         kernels_seen = True
-        w = fmt.effective_kernel(kernels)
-        w = kernels.array(records.KERNEL) if w is None else w
-        pairs = rules.duplicate_pairs(w, info["groups"], ~dead if len(dead) == len(w) else None)
-        if pairs:
-            out += rules.duplicate_findings(layer, pairs[: rules.MAX_PER_KIND], savings(layer, 1), step, rules.L2)
         foot = records.footprint(kernels)
+        # The footprint logged with the kernels counts near-duplicate pairs (|cos| > 0.95, a superset
+        # of ours): where it found none, the kernels need not be decoded and compared again.
+        if foot is None or foot.get(rules.DUPLICATE_PAIR_COUNT, 1) > 0:
+            w = fmt.effective_kernel(kernels)
+            w = kernels.array(records.KERNEL) if w is None else w
+            pairs = rules.duplicate_pairs(w, info["groups"], ~dead if len(dead) == len(w) else None)
+            if pairs:
+                out += rules.duplicate_findings(layer, pairs[: rules.MAX_PER_KIND], savings(layer, 1), step, rules.L2)
         if foot is not None:
             params = info["filters"] * info["in_per_group"] * math.prod(info["kernel_size"])
             kernel_step = reader.latest_at_or_before(run, layer, fmt.KIND_KERNELS, step)

@@ -178,6 +178,14 @@ class ConvVizReader:
             order = []
         return [n for n in order if n in names] + sorted(names - set(order))
 
+    def layer_kinds(self, run: str) -> dict[str, list[str]]:
+        """{layer: its record kinds} of every layer of a run, from one listing (`kinds` lists the
+        run once per layer: a whole-network reader asks for this instead)."""
+        out: dict[str, list[str]] = {}
+        for tag, kind in self._index(run).get(run, {}).items():
+            out.setdefault(fmt.parse_tag(tag)[0], []).append(kind)
+        return {layer: sorted(found) for layer, found in out.items()}
+
     def kinds(self, run: str, layer: str) -> list[str]:
         tags = self._index(run).get(run, {})
         return sorted(kind for tag, kind in tags.items() if fmt.parse_tag(tag)[0] == layer)
