@@ -16,10 +16,13 @@ import time
 import tracemalloc
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from models import ResNet50Shaped
 from tb_convviz import ConvViz, load
+from tb_convviz.analysis import findings as rules
+from tb_convviz.schema.records import IMPACT_CLEAN_PRED, IMPACT_EXACT, IMPACT_FLIPS
 
 RUN = "resnet50"
 REPEATS = 3
@@ -86,6 +89,35 @@ def main() -> None:
     print(f"findings (median of {REPEATS}): {took:.2f} s (peak Python allocations {peak:.0f} MB); every layer's filter table: {baseline:.2f} s; "
           f"ratio {took / baseline:.2f}× (goal ≤ {GOAL}×: {'met' if took / baseline <= GOAL else 'NOT met'})")
     print("found:", {k: v for k, v in report["counts"].items() if v}, "· not looked for:", [u["kind"] for u in report["unavailable"]])
+    rules_at_scale()
+
+
+def rules_at_scale(filters: int = 26_560, classes: int = 1000, images: int = 256, seed: int = 0) -> None:
+    """The rules a random ResNet-50 leaves idle (it gets no probe image right), on arrays of its
+    size: every filter exact, 1000 classes in a 256-image probe, 20 flips a filter; profiles of 32
+    images, half of them errors."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, images)
+    clean = np.where(rng.random(images) < 0.6, labels, rng.integers(0, classes, images))
+    flip_filter = np.repeat(np.arange(filters), 20)
+    flip_image = np.argsort(rng.random((filters, images)), axis=1)[:, :20].ravel()  # 20 distinct images a filter
+    arrays = {IMPACT_EXACT: np.ones(filters, bool), IMPACT_CLEAN_PRED: clean,
+              IMPACT_FLIPS[0]: flip_filter, IMPACT_FLIPS[1]: flip_image, IMPACT_FLIPS[2]: rng.integers(0, classes, len(flip_filter))}
+    layer = rules.LayerImpact("all", arrays)
+    tracemalloc.start()
+    start = time.perf_counter()
+    rules.fragile_classes([layer], labels, 0.05, 0)
+    fragile = time.perf_counter() - start
+    profiles = {"all": rng.normal(size=(filters, 32))}
+    correct = np.arange(32) % 2 == 0
+    start = time.perf_counter()
+    rules.fires_on_errors(profiles, correct, 0.05, 0, {"all": np.ones(filters)}, {"all": np.ones(filters)}, "")
+    errors = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    print(f"rules on arrays of that size ({filters:,} exact filters, {classes} classes, {len(flip_filter):,} flips): "
+          f"fragile classes {fragile:.2f} s, fires on errors {errors:.2f} s, peak Python allocations {peak:.0f} MB "
+          f"(a filters × classes table would be {filters * classes * 8 / 2**20:.0f} MB)")
 
 
 if __name__ == "__main__":

@@ -103,7 +103,7 @@ KINDS: tuple[FindingKind, ...] = (
                 "removal takes at least half of the class's recall.",
                 f"a filter's removal lowers the class's recall by ≥ {FRAGILE_SHARE:.0%} of its clean recall, more "
                 "often than it changes other images' predictions (one-sided Fisher exact test, Benjamini–Hochberg "
-                "over every (filter, class) pair with changes), p ≤ α",
+                "over every (filter, class) pair with changes, those short of the threshold at p = 1), p ≤ α",
                 "exact ablation on a labelled probe", "impact=True", 0.6, True, "impact"),
     FindingKind("fires_on_errors", "Fires on errors", "Filters far more active on probe images the model gets "
                 "wrong than on those it gets right.",
@@ -218,20 +218,33 @@ class ClassEffects:
     tp_clean: np.ndarray
     n: int
 
-    def d_recall(self) -> np.ndarray:
-        return (self.gained - self.lost) / self.support[self.cls]
+    def d_recall(self, at: Any = slice(None)) -> np.ndarray:
+        """Δrecall of the pairs `at` (all by default)."""
+        return (self.gained[at] - self.lost[at]) / self.support[self.cls[at]]
 
-    def d_recall_ci(self, alpha: float) -> np.ndarray:
-        return recall_delta_ci(self.support[self.cls], self.tp_clean[self.cls], self.lost, self.gained, 1 - alpha)
+    def d_recall_ci(self, alpha: float, at: Any = slice(None)) -> np.ndarray:
+        c = self.cls[at]
+        return recall_delta_ci(self.support[c], self.tp_clean[c], self.lost[at], self.gained[at], 1 - alpha)
 
-    def p_specific(self) -> np.ndarray:
-        """One-sided Fisher exact p that the class's correct images lose their prediction more often
-        than the probe's other images change theirs: a recall loss of this class, not a shift of
-        every prediction (a random network's constant prediction moving to another class)."""
+    def p_specific(self, at: Any = slice(None)) -> np.ndarray:
+        """One-sided Fisher exact p, for the pairs `at`, that the class's correct images lose their
+        prediction more often than the probe's other images change theirs: a recall loss of this
+        class, not a shift of every prediction (a random network's constant prediction moving to
+        another class). A pair that lost nothing has p = 1 without computing it."""
+        lost, c = self.lost[at], self.cls[at]
+        tp = self.tp_clean[c]
+        changed_elsewhere = self.flips[self.filter[at]] - self.changed[at]
+        out = np.ones(len(lost))
+        some = lost > 0
+        out[some] = stats.hypergeom.sf(lost[some] - 1, (tp + self.n - self.support[c])[some],
+                                       (lost + changed_elsewhere)[some], tp[some])
+        return out
+
+    def fragile(self) -> np.ndarray:
+        """(M,) bool: pairs whose filter takes ≥ FRAGILE_SHARE of the class's clean recall, in a
+        class with enough examples for any change to be significant."""
         tp = self.tp_clean[self.cls]
-        others = self.n - self.support[self.cls]
-        changed_elsewhere = self.flips[self.filter] - self.changed
-        return stats.hypergeom.sf(self.lost - 1, tp + others, self.lost + changed_elsewhere, tp)
+        return (self.support[self.cls] >= MIN_SUPPORT) & (tp > 0) & (self.lost - self.gained >= FRAGILE_SHARE * tp)
 
     def of(self, f: int) -> np.ndarray:
         return np.flatnonzero(self.filter == f)
@@ -297,18 +310,21 @@ def ablation_findings(layers: Sequence[LayerImpact], labels: np.ndarray, alpha: 
         at += len(rows)
         a = li.arrays
         effects = class_effects(labels, a[clean_pred], *(a[k] for k in flips))
-        d_recall, d_ci, p_cls = effects.d_recall(), effects.d_recall_ci(alpha), effects.p_specific()
         for f, q in zip(rows, adj):
             d = float(a[d_accuracy][f])
             if not q <= alpha or d == 0:
                 continue
             kind = "needed" if d < 0 else "harmful"
             mine = effects.of(int(f))
-            mine = mine[np.argsort(d_recall[mine] if kind == "needed" else -d_recall[mine], kind="stable")][:3]
-            mine = mine[(d_recall[mine] < 0) if kind == "needed" else (d_recall[mine] > 0)]
+            d_recall = effects.d_recall(mine)
+            order = np.argsort(d_recall if kind == "needed" else -d_recall, kind="stable")[:3]
+            mine, d_recall = mine[order], d_recall[order]
+            keep = (d_recall < 0) if kind == "needed" else (d_recall > 0)
+            mine, d_recall = mine[keep], d_recall[keep]
+            d_ci, p_cls = effects.d_recall_ci(alpha, mine), effects.p_specific(mine)
             classes = [int(effects.classes[effects.cls[i]]) for i in mine]
-            per_class = [{"class": c, "d_recall": float(d_recall[i]), "d_recall_ci": d_ci[i], "p_class_specific": float(p_cls[i]),
-                          "support": int(effects.support[effects.cls[i]])} for c, i in zip(classes, mine)]
+            per_class = [{"class": c, "d_recall": float(d_recall[k]), "d_recall_ci": d_ci[k], "p_class_specific": float(p_cls[k]),
+                          "support": int(effects.support[effects.cls[i]])} for k, (c, i) in enumerate(zip(classes, mine))]
             b, c = (int(v) for v in a[discordant][f])
             worst = (f"; class {classes[0]} recall {_pct(per_class[0]['d_recall'])} {_ci(per_class[0]['d_recall_ci'])}"
                      if classes else "")
@@ -326,27 +342,31 @@ def ablation_findings(layers: Sequence[LayerImpact], labels: np.ndarray, alpha: 
 def fragile_classes(layers: Sequence[LayerImpact], labels: np.ndarray, alpha: float, step: int) -> list[dict[str, Any]]:
     """`fragile_class`: classes a single filter's removal takes ≥ FRAGILE_SHARE of the recall from."""
     exact, flips, clean_pred, d_accuracy = IMPACT_EXACT, IMPACT_FLIPS, IMPACT_CLEAN_PRED, D_ACCURACY
-    rows = []
+    # Every pair with a change is a test; a pair short of the effect threshold can never be a finding
+    # and counts with p = 1, which only makes BH stricter (its rejections shrink as p-values grow):
+    # the exact test then runs on the few pairs that could matter, not on every flip of a ResNet-50.
+    rows, tested = [], 0
     for li in layers:
         e = class_effects(labels, li.arrays[clean_pred], *(li.arrays[k] for k in flips))
         keep = np.asarray(li.arrays[exact]).astype(bool)[e.filter]
-        rows.append((li.layer, e, keep))
-    p = np.concatenate([e.p_specific()[k] for _, e, k in rows]) if rows else np.zeros(0)
+        tested += int(keep.sum())
+        idx = np.flatnonzero(keep & e.fragile())
+        rows.append((li.layer, e, idx, e.p_specific(idx)))
+    p = np.concatenate([r[3] for r in rows] + [np.ones(tested - sum(len(r[2]) for r in rows))])
     adjusted = benjamini_hochberg(p) if len(p) else p
     per_class: dict[int, list[dict[str, Any]]] = {}
     at = 0
-    for layer, e, keep in rows:
-        idx = np.flatnonzero(keep)
+    for layer, e, idx, _ in rows:
         adj = adjusted[at : at + len(idx)]
         at += len(idx)
-        d, d_ci = e.d_recall(), e.d_recall_ci(alpha)
-        for i, q in zip(idx, adj):
+        hit = adj <= alpha
+        idx, adj = idx[hit], adj[hit]
+        d, d_ci = e.d_recall(idx), e.d_recall_ci(alpha, idx)
+        for k, (i, q) in enumerate(zip(idx, adj)):
             c = e.cls[i]
             tp = e.tp_clean[c]
-            if q > alpha or e.support[c] < MIN_SUPPORT or tp == 0 or e.lost[i] - e.gained[i] < FRAGILE_SHARE * tp:
-                continue
             per_class.setdefault(int(e.classes[c]), []).append(
-                {"layer": layer, "filter": int(e.filter[i]), "d_recall": float(d[i]), "d_recall_ci": d_ci[i],
+                {"layer": layer, "filter": int(e.filter[i]), "d_recall": float(d[k]), "d_recall_ci": d_ci[k],
                  "p_adjusted": float(q), "share_of_recall_lost": float((e.lost[i] - e.gained[i]) / tp),
                  "support": int(e.support[c]), "clean_recall": float(tp / e.support[c])})
     out = []
@@ -377,13 +397,13 @@ def class_detectors(layers: Sequence[LayerImpact], labels: np.ndarray, alpha: fl
         if not len(flagged):
             continue
         e = class_effects(labels, a[clean_pred], *(a[k] for k in flips))
-        d, d_ci, p = e.d_recall(), e.d_recall_ci(alpha), e.p_specific()
         for f in flagged:
             cls = int(a[top_class][f])
             pair = [i for i in e.of(int(f)) if int(e.classes[e.cls[i]]) == cls]
-            if pair and d[pair[0]] < 0 and e.support[e.cls[pair[0]]] >= MIN_SUPPORT:
-                i = pair[0]
-                candidates.append((li.layer, int(f), cls, float(a[top_concentration][f]), float(d[i]), d_ci[i], float(p[i])))
+            if pair and e.d_recall(pair[:1])[0] < 0 and e.support[e.cls[pair[0]]] >= MIN_SUPPORT:
+                at = pair[:1]
+                candidates.append((li.layer, int(f), cls, float(a[top_concentration][f]), float(e.d_recall(at)[0]),
+                                   e.d_recall_ci(alpha, at)[0], float(e.p_specific(at)[0])))
             else:
                 candidates.append((li.layer, int(f), cls, float(a[top_concentration][f]), 0.0, None, 1.0))
     if not candidates:
