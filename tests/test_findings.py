@@ -44,9 +44,11 @@ def test_every_finding_has_its_fields_and_the_list_is_ranked_by_severity(logs):
     found = logs.findings("planted")
     assert found and all(set(f) >= FIELDS for f in found)
     assert [f["severity"] for f in found] == sorted((f["severity"] for f in found), reverse=True)
+    bands = [k.severity for k in rules.KINDS]
+    assert bands == sorted(bands, reverse=True) and max(np.diff(bands)) < -rules.STRENGTH_SPAN
     for f in found:
         declared = rules.KIND_BY_NAME[f["kind"]]
-        assert f["rule"] == declared.rule and declared.severity <= f["severity"] < declared.severity + 0.1
+        assert f["rule"] == declared.rule and declared.severity <= f["severity"] <= declared.severity + rules.STRENGTH_SPAN
         assert f["view"]["view"] == declared.mode and f["view"]["step"] == 2 and f["view"]["layer"] == f["layer"]
     assert logs.findings("planted", step=2) == found  # None is the last step
 

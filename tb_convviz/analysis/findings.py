@@ -5,10 +5,10 @@ enables it, its severity band and the view that shows it); the reader (`read/fin
 `/findings` route, the tab's Findings view and `tb-convviz report` all read these declarations.
 The functions here are pure: arrays in, finding dicts out, no I/O.
 
-Severity is a number in [0, 1): the kind's band (`FindingKind.severity`, one decimal apart:
-a shortcut outranks a needed filter, which outranks a dead one) plus up to 0.09 × the finding's
-own strength in [0, 1] (how far past its threshold it is), so a list sorted by severity is
-grouped by how much a kind matters and, within a kind, strongest first.
+Severity is a number in [0, 1): the kind's band (`FindingKind.severity`, 0.05 apart in the order
+of `KINDS`: a shortcut outranks a needed filter, which outranks a dead one) plus up to
+STRENGTH_SPAN × the finding's own strength in [0, 1] (how far past its threshold it is), so a
+list sorted by severity is grouped by how much a kind matters and, within a kind, strongest first.
 
 How sure each kind is: the α-controlled kinds (`tested=True`) come from exact or rank tests with
 Benjamini–Hochberg adjustment over every test of the run at that step, so in a network where
@@ -75,6 +75,7 @@ SETTLED_CKA = 0.99
 SETTLED_BY = 0.5  # "early": settled by half-way through the logged steps
 UNSTABLE_MIN_FILTERS = 8  # an outlier needs a layer to stand out from
 MAX_PER_KIND = 25  # findings listed per kind; the count of the rest is kept
+STRENGTH_SPAN = 0.045  # within a kind's band: bands are 0.05 apart, so kinds never interleave
 
 # The logged arrays these rules read, as the analyses that write them name them.
 D_ACCURACY, D_ACCURACY_CI, P_VALUE, DISCORDANT = "d_accuracy", "d_accuracy_ci", "p_value", "discordant"
@@ -91,57 +92,56 @@ KINDS: tuple[FindingKind, ...] = (
                 "of their layer, with the class zeroing them moves predictions away from: the pattern of a spurious cue. "
                 "Strongest first: flagged by more of the edits, then by the larger change.",
                 f"robust z > {ROBUST_Z_FLAG} and |change| ≥ 5% under a counterfactual edit (its flag)",
-                "counterfactual responses", "counterfactuals={name: edit}", 0.9, False, "impact"),
+                "counterfactual responses", "counterfactuals={name: edit}", 0.95, False, "impact"),
     FindingKind("needed", "Needed", "Filters whose removal significantly lowers probe accuracy, strongest first, "
                 "with the classes whose recall falls most.",
                 "exact McNemar test of the ablation, Benjamini–Hochberg over every exactly ablated filter of the "
-                "run, adjusted p ≤ α and Δaccuracy < 0", "exact ablation on a labelled probe", "impact=True",
-                0.8, True, "impact"),
+                "run, adjusted p ≤ α and Δaccuracy < 0", "exact ablation on a labelled probe", "impact=True", 0.9, True, "impact"),
     FindingKind("harmful", "Harmful", "Filters whose removal significantly raises probe accuracy.",
-                "as needed, with Δaccuracy > 0", "exact ablation on a labelled probe", "impact=True", 0.7, True, "impact"),
+                "as needed, with Δaccuracy > 0", "exact ablation on a labelled probe", "impact=True", 0.85, True, "impact"),
     FindingKind("fragile_class", "Fragile class", "Classes whose recall rests on single filters: one filter's "
                 "removal takes at least half of the class's recall.",
                 f"a filter's removal lowers the class's recall by ≥ {FRAGILE_SHARE:.0%} of its clean recall, more "
                 "often than it changes other images' predictions (one-sided Fisher exact test, Benjamini–Hochberg "
                 "over every (filter, class) pair with changes, those short of the threshold at p = 1), p ≤ α",
-                "exact ablation on a labelled probe", "impact=True", 0.6, True, "impact"),
+                "exact ablation on a labelled probe", "impact=True", 0.8, True, "impact"),
     FindingKind("fires_on_errors", "Fires on errors", "Filters far more active on probe images the model gets "
                 "wrong than on those it gets right.",
                 f"one-sided Mann–Whitney test over the profile images, Benjamini–Hochberg over the run's filters, "
                 f"p ≤ α and AUC ≥ {ERROR_AUC}", "impact records and response profiles",
-                "impact=True and similarity_images > 0", 0.5, True, "impact"),
+                "impact=True and similarity_images > 0", 0.75, True, "impact"),
     FindingKind("unstable", "Unstable", "Filters whose response to noise or to an adversarial attack is an outlier "
                 "of their layer.", f"robust z > {ROBUST_Z_FLAG} within the layer: noise instability (1 − noise "
-                "stability) or FGSM change", "perturbation responses", "perturbations=True", 0.45, False, "impact"),
+                "stability) or FGSM change", "perturbation responses", "perturbations=True", 0.7, False, "impact"),
     FindingKind("dead", "Dead", "Filters whose kernel is (near) zero: pruning them loses nothing.",
-                "kernel norm ≤ 1e-6 × the layer's median", "filter statistics", "(always logged)", 0.4, False, "filters"),
+                "kernel norm ≤ 1e-6 × the layer's median", "filter statistics", "(always logged)", 0.65, False, "filters"),
     FindingKind("duplicate", "Duplicate", "Pairs of filters with the same kernel up to a positive scale: one of "
                 "them could be pruned or merged.", f"cosine of the (BatchNorm-folded) kernels > {DUPLICATE_COS}",
-                "full kernels", "(logged every kernels_every logs)", 0.35, False, "filters"),
+                "full kernels", "(logged every kernels_every logs)", 0.6, False, "filters"),
     FindingKind("kernel_size", "Kernel size", "Layers whose kernels keep their energy in a smaller window.",
                 f"a smaller kernel keeps ≥ {KEEP_ENERGY:.0%} of the layer's kernel energy", "full kernels",
-                "(logged every kernels_every logs)", 0.3, False, "filters"),
+                "(logged every kernels_every logs)", 0.55, False, "filters"),
     FindingKind("texture", "Texture", "Layers whose filters lean on texture rather than shape.",
                 f"median shape–texture index ≤ {TEXTURE_INDEX}, one-sided Wilcoxon test over the layer's filters, "
                 "Benjamini–Hochberg over layers, p ≤ α", "shape–texture responses",
-                'perturbations={"shape_texture": True}', 0.25, True, "impact"),
+                'perturbations={"shape_texture": True}', 0.5, True, "impact"),
     FindingKind("settled", "Settled", "Layers whose representation stopped changing early: candidates to freeze "
                 "or to train at a lower rate.", f"debiased CKA with the final step ≥ {SETTLED_CKA} at every step from "
                 f"one in the first {SETTLED_BY:.0%} of the logged steps on", "Gram matrices at ≥ 3 steps",
-                "similarity_images > 0", 0.2, False, "similarity"),
+                "similarity_images > 0", 0.45, False, "similarity"),
     FindingKind("class_detector", "Class detector", "Filters whose top examples are one class and whose removal "
                 "lowers that class's recall: information, not an alarm (an ordinary class detector looks the same); "
                 "check them for a cue.", f"≥ {CONCENTRATION:.0%} of the top activating examples one class, and that "
                 "class's recall falls more than other images' predictions change (one-sided Fisher exact test, BH over "
                 "these filters)",
-                "impact records (top examples and exact ablation)", "impact=True", 0.1, True, "impact"),
+                "impact records (top examples and exact ablation)", "impact=True", 0.4, True, "impact"),
 )
 KIND_BY_NAME = {k.name: k for k in KINDS}
 
 
 def finding(kind: str, layer: Optional[str], filters: Sequence[int], classes: Sequence[int], summary: str,
             evidence: Mapping[str, Any], strength: float, view: Mapping[str, Any], certainty: str) -> dict[str, Any]:
-    """One finding as `logs.findings` returns it; severity = the kind's band + 0.09 × strength."""
+    """One finding as `logs.findings` returns it; severity = the kind's band + STRENGTH_SPAN × strength."""
     declared = KIND_BY_NAME[kind]
     strength = float(np.clip(np.nan_to_num(strength), 0.0, 1.0))
     return {
@@ -153,7 +153,7 @@ def finding(kind: str, layer: Optional[str], filters: Sequence[int], classes: Se
         "evidence": _plain(dict(evidence)),
         "rule": declared.rule,
         "certainty": certainty,
-        "severity": round(declared.severity + 0.09 * strength, 4),
+        "severity": round(declared.severity + STRENGTH_SPAN * strength, 4),
         "view": {"view": declared.mode, **view},
     }
 
