@@ -106,7 +106,7 @@ def _curve(steps: list[int], values: list[Optional[float]], threshold: float) ->
             f'<text x="{width - 10}" y="{height - 6}" text-anchor="end">step {steps[-1]} (final)</text></svg>')
 
 
-def _pictures(logs: Logs, run: str, step: int, f: dict, probe: Optional[np.ndarray]) -> list[Picture]:
+def _pictures(logs: Logs, run: str, step: int, f: dict, probe: Optional[np.ndarray], kinds: dict[str, list[str]]) -> list[Picture]:
     out: list[Picture] = []
     layer, filters = f["layer"], f["filters"][:2]
     if layer and filters:
@@ -118,7 +118,7 @@ def _pictures(logs: Logs, run: str, step: int, f: dict, probe: Optional[np.ndarr
                 out.append(Picture(f"{layer} filter {filt}: kernel at step {at} (red +, blue −)", png=png_bytes(_zoom(pic, 80))))
         except (NotFound, KeyError, ValueError):
             pass
-        if probe is not None and fmt.KIND_IMPACT in logs.kinds(run, layer):
+        if probe is not None and fmt.KIND_IMPACT in kinds.get(layer, ()):
             out.extend(_examples(logs, run, layer, step, filters[0], probe))
     if f["kind"] in ("needed", "harmful") and f["evidence"].get("classes"):
         out.append(Picture("Δrecall per class when the filter is zeroed, with its interval", svg=_bars(f["evidence"]["classes"])))
@@ -162,10 +162,11 @@ def _examples(logs: Logs, run: str, layer: str, step: int, filt: int, probe: np.
 
 def _options(logs: Logs, run: str) -> list[str]:
     """What the run logged, in the ConvViz options that turned it on."""
-    kinds = {k for layer in logs.layers(run) for k in logs.kinds(run, layer)}
+    by_layer = logs.layer_kinds(run)
+    kinds = {k for found in by_layer.values() for k in found}
     edits: set[str] = set()
     for layer in logs.layers(run):
-        if fmt.KIND_PERTURBATION in logs.kinds(run, layer):
+        if fmt.KIND_PERTURBATION in by_layer.get(layer, ()):
             names = logs.bundle(run, layer, fmt.KIND_PERTURBATION).names()
             edits |= {n[len(fmt.COUNTERFACTUAL_PREFIX):].split("/")[0] for n in names if n.startswith(fmt.COUNTERFACTUAL_PREFIX)}
             break
@@ -207,7 +208,8 @@ def build(logdir: str, run: str, step: Optional[int] = None) -> tuple[dict, list
         probe = logs.probe(run)[0]
     except NotFound:
         probe = None
-    drawn = [Drawn(f, _pictures(logs, run, report["step"], f, probe) if i < MAX_PICTURED else [])
+    kinds = logs.layer_kinds(run)
+    drawn = [Drawn(f, _pictures(logs, run, report["step"], f, probe, kinds) if i < MAX_PICTURED else [])
              for i, f in enumerate(report["findings"])]
     return report, drawn, _options(logs, run), _detectable(report)
 
