@@ -185,10 +185,7 @@ class ConvVizPlugin(base_plugin.TBPlugin):
     @staticmethod
     def _findings(reader: ConvVizReader, p: RequestParams) -> dict:
         run = p.run()
-        step = p.optional_integer("step")
-        if step is not None:
-            p.step(run, reader.layers(run)[0])  # a step the run logged (every layer logs its filters each step)
-        return run_findings(reader, run, step)
+        return run_findings(reader, run, p.run_step(run))
 
     def _embedding(self, reader: ConvVizReader, p: RequestParams) -> dict:
         run, layer = self._run_layer(p)
