@@ -4,10 +4,11 @@ report test), trained a few steps and logged with the real ConvViz.
 Images are 4-channel 12×12; class c is a bright channel c. The conv layer "conv" has 8 filters:
 0 and 1 read channel 0 with the same kernel (an exact copy: `duplicate` (0, 1)); 2 and 3 read
 channel 1 with different kernels (redundant: neither is needed alone); NEEDED reads channel 2 and
-alone carries class 2 (`needed`, naming class 2); 5 reads channel 3 (class 3); MARKER is a
-zero-mean checkerboard detector that carries the corner marker every class-3 training image wears
-(`shortcut` under the "remove marker" edit, pushing predictions towards class 3); DEAD is zero
-(`dead`). A linear head reads the channels' global means.
+alone carries class 2 (`needed` and `fragile_class`, naming class 2; its top examples are all class
+2, so also a `class_detector`); 5 reads channel 3 (class 3); MARKER is a zero-mean checkerboard
+detector on channel 3 that carries the corner marker every class-3 image wears there (`shortcut`
+under the marker edits, pushing predictions towards class 3); DEAD is zero (`dead`). A linear head
+reads the channels' global means.
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ class PlantedNet(nn.Module):
         w[NEEDED, 2] = centre
         w[5, 3] = centre
         checker = torch.tensor([[1.0, -1.25, 1.0], [-1.25, 1.0, -1.25], [1.0, -1.25, 1.0]])
-        w[MARKER] = checker / 4  # zero-mean, every channel: flat input gives 0, the marker a lot
+        w[MARKER, MARKER_CLASS] = checker  # zero-mean: flat input gives 0, the marker a lot
         head = torch.zeros(CLASSES, 8)
         head[0, 0] = head[0, 1] = 4.0
         head[1, 2] = head[1, 3] = 4.0
@@ -66,15 +67,16 @@ class PlantedNet(nn.Module):
 
 
 def add_marker(x: torch.Tensor) -> torch.Tensor:
+    """A checkerboard in the top-left corner of channel 3 (the marked class's own channel)."""
     out = x.clone()
     r = torch.arange(MARK)
-    out[..., :MARK, :MARK] = ((r[:, None] + r[None, :]) % 2 == 0).to(x.dtype) * 2.0
+    out[:, MARKER_CLASS, :MARK, :MARK] = ((r[:, None] + r[None, :]) % 2 == 0).to(x.dtype) * 2.0
     return out
 
 
 def remove_marker(x: torch.Tensor) -> torch.Tensor:
     out = x.clone()
-    out[..., :MARK, :MARK] = 0.0
+    out[:, MARKER_CLASS, :MARK, :MARK] = 0.0
     return out
 
 

@@ -91,6 +91,12 @@ def test_the_marker_detector_is_the_top_shortcut_and_pushes_predictions_towards_
     assert DEAD not in {f for s in shortcuts for f in s["filters"]}
 
 
+def test_the_carrier_s_one_class_top_examples_make_it_a_class_detector(logs):
+    detectors = of_kind(logs.findings("planted"), "class_detector")
+    assert [(d["filters"], d["classes"]) for d in detectors] == [([NEEDED], [NEEDED_CLASS])]
+    assert detectors[0]["evidence"]["concentration"] == 1.0 and detectors[0]["evidence"]["d_recall"] == -1.0
+
+
 def test_the_zeroed_filter_is_dead_and_the_copy_is_a_duplicate_of_the_right_filter(logs):
     found = logs.findings("planted")
     dead = of_kind(found, "dead")

@@ -74,6 +74,9 @@ TEXTURE_INDEX = -0.2  # a layer leans on texture when its filters' median index 
 SETTLED_CKA = 0.99
 SETTLED_BY = 0.5  # "early": settled by half-way through the logged steps
 UNSTABLE_MIN_FILTERS = 8  # an outlier needs a layer to stand out from
+# When most of a layer moves alike its MAD is ~0 and a 4% excess scores z = 40: an unstable filter
+# must also move at least this many times as much as the layer's median filter.
+UNSTABLE_RATIO = 1.5
 MAX_PER_KIND = 25  # findings listed per kind; the count of the rest is kept
 STRENGTH_SPAN = 0.045  # within a kind's band: bands are 0.05 apart, so kinds never interleave
 
@@ -112,7 +115,8 @@ KINDS: tuple[FindingKind, ...] = (
                 "impact=True and similarity_images > 0", 0.75, True, "impact"),
     FindingKind("unstable", "Unstable", "Filters whose response to noise or to an adversarial attack is an outlier "
                 "of their layer.", f"robust z > {ROBUST_Z_FLAG} within the layer: noise instability (1 − noise "
-                "stability) or FGSM change", "perturbation responses", "perturbations=True", 0.7, False, "impact"),
+                f"stability) or FGSM change, and at least {UNSTABLE_RATIO}× the layer's median", "perturbation responses",
+                "perturbations=True", 0.7, False, "impact"),
     FindingKind("dead", "Dead", "Filters whose kernel is (near) zero: pruning them loses nothing.",
                 "kernel norm ≤ 1e-6 × the layer's median", "filter statistics", "(always logged)", 0.65, False, "filters"),
     FindingKind("duplicate", "Duplicate", "Pairs of filters with the same kernel up to a positive scale: one of "
@@ -587,7 +591,7 @@ def shortcut_findings(layer: str, edits: Mapping[str, Mapping[str, np.ndarray]],
         out.append(finding(
             "shortcut", layer, [f], [cls] if cls is not None else [],
             f"{layer} filter {f}: " + " and ".join(
-                f"{e!r} changes its activation by {_pct(v['change'])} (robust z {v['z']:.1f} in its layer)"
+                f"{e!r} changes its activation by {_pct(v['change'])} (robust z {v['z']:.3g} in its layer)"
                 for e, v in sorted(by_edit.items(), key=lambda kv: -kv[1]["z"])) + towards,
             {"edits": by_edit, "pushes_towards": cls, "predictions_moved": moved},
             _shortcut_strength(by_edit, len(edits)), {"layer": layer, "step": step, "filter": f, "sort": sort_of[edit]},
@@ -608,11 +612,11 @@ def unstable_findings(layer: str, stability: Optional[np.ndarray], fgsm: Optiona
         if len(values) < UNSTABLE_MIN_FILTERS or not np.isfinite(values).all():
             continue
         z = robust_z(torch.as_tensor(values)).numpy()
-        for f in np.flatnonzero(z > ROBUST_Z_FLAG):
+        for f in np.flatnonzero((z > ROBUST_Z_FLAG) & (values >= UNSTABLE_RATIO * np.median(values))):
             words = (f"noise instability {values[f]:.3f} (1 − map cosine under noise)" if what == "noise"
                      else f"FGSM activation change {values[f]:.3g}")
             out.append(finding(
-                "unstable", layer, [int(f)], [], f"{layer} filter {f}: {words}, robust z {z[f]:.1f} in its layer "
+                "unstable", layer, [int(f)], [], f"{layer} filter {f}: {words}, robust z {z[f]:.3g} in its layer "
                 f"(median {np.median(values):.3g})", {"measure": what, "value": float(values[f]), "z": float(z[f]),
                                                       "layer_median": float(np.median(values))},
                 _outlier_strength(float(z[f])), {"layer": layer, "step": step, "filter": int(f), "sort": sort},
