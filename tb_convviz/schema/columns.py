@@ -139,12 +139,14 @@ BUILTIN: tuple[Column, ...] = (
     _c(_P, "perturbation", "rotation_response", "Rotated-probe response", "Mean response to the probe rotated by each "
        "angle, relative to the unrotated probe (1: rotation-invariant)", first="low", reduce="mean"),
     _c(_P, "perturbation", "stability", "Noise stability", "Cosine of the filter's maps on the probe with and "
-       "without Gaussian noise, mean over the noise levels (1: unmoved by noise)", better="higher", first="low",
-       reduce="mean"),
+       "without Gaussian noise, mean over the noise levels (1: unmoved by noise). Its interval is the 95% t "
+       "interval over the probe's images", better="higher", first="low", reduce="mean", ci="stability_ci"),
     _c(_P, "perturbation", "fgsm", "FGSM", "Relative change of the filter's mean squared activation under an FGSM "
-       "attack on the probe", first="high"),
+       "attack on the probe. Its interval is the 95% interval over the probe's images (delta method)", first="high",
+       ci="fgsm_ci"),
     _c(_P, "perturbation", "pgd", "PGD", "Relative change of the filter's mean squared activation under a PGD "
-       "attack on the probe", first="high"),
+       "attack on the probe. Its interval is the 95% interval over the probe's images (delta method)", first="high",
+       ci="pgd_ci"),
     _c(_P, "perturbation", "shift", "Shift equivariance", "Cosine of the map on a circularly shifted input with the "
        "shifted map, mean over the shifts (1: follows the shift)", first="low", reduce="mean"),
     _c(_P, "perturbation", "reversal", "Reversal symmetry", "Cosine of the map on the time-reversed input with the "
@@ -172,15 +174,23 @@ LAYER_SCALARS: tuple[Column, ...] = (
 
 
 def counterfactual_columns(name: str) -> tuple[Column, ...]:
-    """The columns a user's counterfactual `name` adds to perturbation records."""
+    """The columns a user's counterfactual `name` adds to perturbation records (the interval, p and
+    q only in records logged since they were computed)."""
     key = fmt.COUNTERFACTUAL_PREFIX + name
     return (
         _c(_P, "counterfactual", key, f"{name}: change", f"Signed relative change of the filter's mean |activation| "
-           f"when the probe is edited by the counterfactual {name!r}", unit="fraction", first="abs", format="percent"),
+           f"when the probe is edited by the counterfactual {name!r}. Its interval is the 95% interval over the "
+           "probe's images (delta method), unadjusted", unit="fraction", first="abs", format="percent", ci=f"{key}/ci"),
+        _c(_P, "counterfactual", f"{key}/flag", f"{name}: flagged", "1 when the filter reacts to the edit for real "
+           "(q ≤ 0.05), by at least 5%, and far more than the layer's other filters (robust z > 3.5): it detects "
+           "what the edit removes", format="flag"),
+        _c(_P, "counterfactual", f"{key}/q", f"{name}: q (BH)", "Benjamini–Hochberg q-value within the layer of the "
+           "paired t test over probe images that the edit leaves the filter's mean |activation| unchanged",
+           better="lower", first="low"),
+        _c(_P, "counterfactual", f"{key}/p", f"{name}: p", "Unadjusted p-value of that paired t test over the probe's "
+           "images", better="lower", first="low"),
         _c(_P, "counterfactual", f"{key}/z", f"{name}: z", "Robust z-score of that change among the layer's filters "
            "(median and MAD): how unusual this filter's sensitivity is", first="abs", format="signed"),
-        _c(_P, "counterfactual", f"{key}/flag", f"{name}: outlier", "1 when the robust z-score flags the filter as "
-           "unusually sensitive to the edit", format="flag"),
         _c(_P, "counterfactual", f"{key}/cosine", f"{name}: map cosine", "Cosine of the filter's maps with and "
            "without the edit (1: the edit changes nothing)", first="low"),
     )
