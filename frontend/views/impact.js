@@ -21,7 +21,7 @@ import {
   shownColumns,
   tableCsvRows,
 } from "../columns.js";
-import { present } from "../numeric.js";
+import { formatP, present } from "../numeric.js";
 import { counterfactualKey, exactKey, significantKey, topExampleKey } from "../recordkeys.js";
 import { RowLimit, el, filterTableRow, markSelected, sortButton, svg, viewCard } from "./controls.js";
 import { dataCsvButton, setExportParts } from "./download.js";
@@ -45,7 +45,14 @@ function flagsOf(impact, responses, counterfactuals, names, f) {
   const flags = [];
   for (const name of counterfactuals) {
     if (filterValue(responses, counterfactualKey(names, name, "flag"), f)) {
-      flags.push({ flag: "counterfactual", text: name, title: `Reacts to "${name}" far more than the layer's other filters` });
+      const q = filterValue(responses, counterfactualKey(names, name, "q"), f);
+      flags.push({
+        flag: "counterfactual",
+        text: q !== null ? `${name} (q ${formatP(q)})` : name,
+        title:
+          `Reacts to "${name}" far more than the layer's other filters` +
+          (q !== null ? `; q ${formatP(q)}: Benjamini–Hochberg-adjusted p of a paired t test over the probe's images` : ""),
+      });
     }
   }
   if (filterValue(impact, topExampleKey(names, "flag"), f)) {

@@ -81,6 +81,7 @@ def index(reader: ConvVizReader) -> dict:
         except NotFound:
             pass  # not loaded yet (TensorBoard reads event files lazily): the probe shows up later
         runs.append({"run": run, "layers": layers, "probe": probe, "columns": _run_columns(reader, run, layers),
+                     "shape_texture": _logs_shape_texture(reader, run, layers),
                      "writer": newest_version(w for _, w in origins.get(run, ()))})
     return {
         "runs": runs,
@@ -104,6 +105,20 @@ def _newer_logs(origins: dict[str, set[tuple[int, Optional[str]]]]) -> list[dict
         if newer:
             out.append({"run": run, "format_version": max(v for v, _ in newer), "writer": newest_version(w for _, w in newer)})
     return out
+
+
+def _logs_shape_texture(reader: ConvVizReader, run: str, layers: list[dict]) -> bool:
+    """Whether the run logged shape–texture responses (its first responding layer's last record
+    holds them; they are logged for every responding layer or none), so the tab asks
+    `/shape_texture` only of a run that can answer it."""
+    holding = [entry["name"] for entry in layers if fmt.KIND_PERTURBATION in entry["kinds"]]
+    if not holding:
+        return False
+    try:
+        record = reader.bundle(run, holding[0], fmt.KIND_PERTURBATION, reader.steps(run, holding[0], fmt.KIND_PERTURBATION)[-1])
+    except NotFound:
+        return False
+    return fmt.SHAPE_TEXTURE_INDEX in record
 
 
 def _run_columns(reader: ConvVizReader, run: str, layers: list[dict]) -> list[dict]:

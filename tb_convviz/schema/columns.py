@@ -83,11 +83,14 @@ _F, _P, _I = fmt.KIND_FILTERS, fmt.KIND_PERTURBATION, fmt.KIND_IMPACT
 BUILTIN: tuple[Column, ...] = (
     # impact (exact ablation on the probe, Taylor estimate, selectivity): `impact=True`
     _c(_I, "impact", "d_accuracy", "Δaccuracy", "Change of probe accuracy when the filter is zeroed (exact ablation; "
-       "NaN where only estimated). Its interval is the 95% (1 − alpha) paired interval of that change.",
+       "NaN where only estimated). Its interval is the 95% (1 − alpha) paired interval of that change, for this "
+       "filter alone (not adjusted for the layer's many filters, so it can exclude 0 where the adjusted test "
+       "is not significant).",
        unit="fraction", better="higher", first="low", format="percent", ci="d_accuracy_ci", exact_only=True),
-    _c(_I, "impact", "significant", "Significant", "1 when the accuracy change is significant after Holm "
-       "correction over the ablated filters (exact McNemar test at the record's alpha)", first="high", format="flag", exact_only=True),
-    _c(_I, "impact", "p_adjusted", "p (Holm)", "Holm-adjusted p-value of the exact McNemar test that the filter's "
+    _c(_I, "impact", "significant", "Significant", "1 when the accuracy change is significant after "
+       "Benjamini–Hochberg adjustment over the layer's ablated filters (exact McNemar test, false discovery "
+       "rate at the record's alpha)", first="high", format="flag", exact_only=True),
+    _c(_I, "impact", "p_adjusted", "p (BH)", "Benjamini–Hochberg-adjusted p-value (over the layer's ablated filters) of the exact McNemar test that the filter's "
        "ablation changes probe predictions", better="lower", first="low", exact_only=True),
     _c(_I, "impact", "p_value", "p", "Unadjusted p-value of the exact McNemar test on the ablated filter's "
        "changed predictions", better="lower", first="low", exact_only=True),

@@ -1,0 +1,63 @@
+"""What the tab shows of how sure the perturbation numbers are, and what it does not ask for:
+noise stability, attack and counterfactual change with their intervals in the Impact table and the
+filter detail, a counterfactual flag with its q, and no /shape_texture request for a run that
+did not log it (headless Chromium, real TensorBoard)."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from conftest import LAST, RUN_IMPACT, RUN_INSIGHTS, answer, open_impact
+
+SHOTS = Path(os.environ.get("CONVVIZ_SCREENSHOTS", "/tmp/convviz_shots"))
+
+
+def test_the_impact_view_asks_shape_texture_only_of_a_run_that_logged_it(tab, frame, tensorboard_url):
+    asked: list[str] = []
+    listen = lambda request: asked.append(request.url) if "/shape_texture" in request.url else None  # noqa: E731
+    tab.page.on("request", listen)
+    try:
+        assert answer(tensorboard_url, "index")["runs"] and {
+            r["run"]: r["shape_texture"] for r in answer(tensorboard_url, "index")["runs"]
+        }[RUN_IMPACT] is False
+        open_impact(frame, RUN_IMPACT, "0")
+        frame.locator("[data-testid=epoch-slider]").fill("2")
+        frame.locator('[data-testid=impact-view][data-step="2"][data-loading=false]').wait_for()
+        assert asked == []  # logged perturbations, but no shape–texture: nothing to ask
+        frame.locator("[data-testid=mode-picker] button[data-value=filters]").click()
+        open_impact(frame, RUN_INSIGHTS, "0")
+        frame.locator("[data-testid=shape-texture-row]").first.wait_for()
+        assert len(asked) >= 1 and all(f"run={RUN_INSIGHTS}" in u for u in asked), asked
+    finally:
+        tab.page.remove_listener("request", listen)
+
+
+def test_perturbation_numbers_show_their_interval_and_a_flag_its_q(tab, frame, tensorboard_url):
+    rows = open_impact(frame, RUN_IMPACT, "0")
+    table = answer(tensorboard_url, f"table?run={RUN_IMPACT}&layer=0&step={LAST}")
+    by_name = {c["name"]: c for c in table["columns"]}
+    assert by_name["stability"]["ci"] and by_name["cf/no_red"]["ci"] and by_name["fgsm"]["ci"]
+    # Each value's cell carries its interval on hover and an error bar.
+    for name in ("stability", "fgsm", "cf/no_red"):
+        frame.locator(f'[data-testid=impact-sort][data-metric="{name}"]').click()
+        frame.locator(f'[data-testid=impact-view][data-sort="{name}"]').wait_for()
+        cell = rows.first.locator("td.cvz-sorted")
+        assert re.search(r"95% interval .+ … .+", cell.get_attribute("title") or ""), (name, cell.get_attribute("title"))
+    headers = frame.locator("[data-testid=impact-sort]").evaluate_all("bs => bs.map(b => b.dataset.metric)")
+    assert headers.index("cf/no_red/q") == headers.index("cf/no_red/flag") + 1
+    rows.first.click()
+    panel = frame.locator("[data-testid=detail-panel][data-loading=false]")
+    panel.wait_for()
+    assert re.fullmatch(r"Mean over the levels [\d.]+ \[[\d.]+, [\d.]+\]: 95% interval over the probe's images\.",
+                        panel.locator("[data-testid=stability-interval]").text_content())
+    counterfactual = panel.locator("[data-testid=counterfactual-row] .cvz-bars-value").text_content()
+    assert re.fullmatch(r"[+-]?[\d.<]+% \[[+-]?[\d.<]+%, [+-]?[\d.<]+%\] · q (< 0\.001|[\d.e-]+)", counterfactual), counterfactual
+    adversarial = panel.locator("[data-testid=adversarial-bars] .cvz-bars-value").first.text_content()
+    assert re.fullmatch(r"[\d.e+-]+ \[[\d.e+-]+, [\d.e+-]+\]", adversarial), adversarial
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    tab.page.set_viewport_size({"width": 1400, "height": 900})
+    tab.page.screenshot(path=str(SHOTS / "impact_detail_intervals.png"))
+    for testid in ("noise-chart", "adversarial-bars", "counterfactuals"):
+        panel.locator(f"[data-testid={testid}]").screenshot(path=str(SHOTS / f"detail_{testid}.png"))
+    tab.page.set_viewport_size({"width": 1440, "height": 1000})
