@@ -358,9 +358,8 @@ function historySection(data, runColumns, s, store) {
       yLabel: unit ? `${column.label} (${unit})` : column.label,
       format: (v) => formatValue(column, v, { signed }),
       current: data.step,
+      percent: column.format === "percent",
       testid: "history-chart",
-      width: 420,
-      height: 150,
       band: ci ? { lo: ci.map((b) => b[0]), hi: ci.map((b) => b[1]), label: "95% interval" } : undefined,
     }),
   );

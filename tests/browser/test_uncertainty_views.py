@@ -4,6 +4,7 @@ filter detail, a counterfactual flag with its q, and no /shape_texture request f
 did not log it (headless Chromium, real TensorBoard)."""
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -60,4 +61,43 @@ def test_perturbation_numbers_show_their_interval_and_a_flag_its_q(tab, frame, t
     tab.page.screenshot(path=str(SHOTS / "impact_detail_intervals.png"))
     for testid in ("noise-chart", "adversarial-bars", "counterfactuals"):
         panel.locator(f"[data-testid={testid}]").screenshot(path=str(SHOTS / f"detail_{testid}.png"))
+    tab.page.set_viewport_size({"width": 1440, "height": 1000})
+
+
+def test_charts_have_round_ticks_a_zero_line_and_fill_the_panel(tab, frame):
+    """The detail's charts: y ticks at round values without exponent notation (a shared power of
+    ten goes into the axis title), x ticks at whole steps, a zero line where the values change sign,
+    the panel's width, and the polar plot's radius scale beside it rather than on the curve."""
+    rows = open_impact(frame, RUN_IMPACT, "0")
+    rows.first.click()
+    panel = frame.locator("[data-testid=detail-panel][data-loading=false]")
+    panel.wait_for()
+    picker = panel.locator("[data-testid=history-column]")
+    crossing = None
+    for name in picker.locator("option").evaluate_all("os => os.map(o => o.value)"):
+        picker.select_option(name)
+        chart = panel.locator(f"[data-testid=history-chart][data-column='{name}']")
+        chart.wait_for()
+        values = [v for v in json.loads(chart.get_attribute("data-values")) if v is not None]
+        labels = chart.locator("text[data-tick=y]").all_text_contents()
+        assert len(labels) >= 3 or len(set(values)) <= 1, (name, labels)
+        assert not [t for t in labels if re.search(r"\de[-+]?\d", t)], (name, labels)
+        assert chart.locator("text[data-tick=x]").count() >= 2
+        if values and min(values) < 0 < max(values):
+            crossing = name
+            assert chart.locator("line.cvz-chart-zero").count() == 1, name
+    assert crossing is not None  # some column here changes sign over the steps
+    picker.select_option(crossing)
+    chart = panel.locator(f"[data-testid=history-chart][data-column='{crossing}'] svg")
+    width = chart.evaluate("s => s.getBoundingClientRect().width")
+    room = chart.evaluate("s => s.closest('section').getBoundingClientRect().width")
+    assert width >= 0.85 * room, (width, room)
+    polar = panel.locator("[data-testid=polar-chart]")
+    inside = polar.locator("svg text").all_text_contents()
+    assert all(t.endswith("°") for t in inside), inside  # only the angle labels on the plot
+    assert polar.locator("[data-testid=polar-scale]").text_content().startswith("grid circles:")
+    tab.page.set_viewport_size({"width": 1400, "height": 900})
+    panel.locator("[data-testid=history-chart]").screenshot(path=str(SHOTS / "history_chart.png"))
+    panel.locator("[data-testid=noise-chart]").screenshot(path=str(SHOTS / "noise_chart.png"))
+    polar.screenshot(path=str(SHOTS / "polar_chart.png"))
     tab.page.set_viewport_size({"width": 1440, "height": 1000})
