@@ -15,7 +15,12 @@ def test_impact_rows_carry_intervals_and_grey_what_is_not_significant(frame, ten
     ci = arrays["d_accuracy_ci"]["values"]
     assert rows.count() == len(exact)
     with_interval = sum(1 for f, e in enumerate(exact) if e and ci[2 * f] is not None and ci[2 * f + 1] is not None)
-    assert frame.locator("[data-testid=impact-errorbar]").count() == with_interval > 0
+    # Δaccuracy's column: an error bar per exactly ablated filter (other columns carry their own)
+    column = frame.locator("[data-testid=impact-sort]").evaluate_all("bs => bs.map(b => b.dataset.metric)").index("d_accuracy")
+    barred = rows.evaluate_all(
+        "(rs, k) => rs.filter(r => r.querySelectorAll('td.cvz-num')[k].querySelector('[data-testid=impact-errorbar]')).length", column
+    )
+    assert barred == with_interval > 0
     # Greyed: filters only estimated (not ablated exactly) and, where the index names the
     # significance column, those ablated exactly whose change is not significant.
     names = answer(tensorboard_url, "index")["names"]
