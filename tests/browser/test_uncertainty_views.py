@@ -9,7 +9,7 @@ import os
 import re
 from pathlib import Path
 
-from conftest import LAST, RUN_IMPACT, RUN_INSIGHTS, answer, open_impact
+from conftest import LAST, RUN_1D, RUN_IMPACT, RUN_INSIGHTS, answer, choose, open_impact
 
 SHOTS = Path(os.environ.get("CONVVIZ_SCREENSHOTS", "/tmp/convviz_shots"))
 
@@ -100,4 +100,27 @@ def test_charts_have_round_ticks_a_zero_line_and_fill_the_panel(tab, frame):
     panel.locator("[data-testid=history-chart]").screenshot(path=str(SHOTS / "history_chart.png"))
     panel.locator("[data-testid=noise-chart]").screenshot(path=str(SHOTS / "noise_chart.png"))
     polar.screenshot(path=str(SHOTS / "polar_chart.png"))
+    tab.page.set_viewport_size({"width": 1440, "height": 1000})
+
+
+def test_a_1d_activation_caption_heads_its_own_trace(tab, frame):
+    """MNIST-1D-like traces stack in a column: each caption sits right above its trace, well apart
+    from the trace before it, so it cannot be read as the other's."""
+    choose(frame, RUN_1D, "0", LAST)
+    frame.locator("[data-testid=filter-grid]").click(position={"x": 20, "y": 20})
+    panel = frame.locator("[data-testid=detail-panel][data-loading=false]")
+    panel.wait_for()
+    maps = panel.locator("[data-testid=detail-map]")
+    assert maps.count() >= 2
+    boxes = maps.evaluate_all(
+        "fs => fs.map(f => { const c = f.querySelector('figcaption').getBoundingClientRect();"
+        " const t = f.querySelector('canvas').getBoundingClientRect(); return [c.top, c.bottom, t.top, t.bottom]; })"
+    )
+    for k, (cap_top, cap_bottom, trace_top, trace_bottom) in enumerate(boxes):
+        assert 0 <= trace_top - cap_bottom <= 4, boxes[k]
+        if k and boxes[k - 1][3] < cap_top:  # the trace above it in the same column
+            assert cap_top - boxes[k - 1][3] >= 3 * (trace_top - cap_bottom) + 8, (boxes[k - 1], boxes[k])
+    tab.page.set_viewport_size({"width": 1400, "height": 900})
+    maps.nth(1).scroll_into_view_if_needed()
+    tab.page.screenshot(path=str(SHOTS / "detail_1d_maps.png"))
     tab.page.set_viewport_size({"width": 1440, "height": 1000})
