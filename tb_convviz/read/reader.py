@@ -356,11 +356,12 @@ class ConvVizReader:
         key = (self._eid, self._record_identity(data_a), self._record_identity(data_b))
 
         def solve() -> Pairing:
-            profile_a, profile_b = (self._decode(r, layer, fmt.KIND_PROFILE, d).array(records.PROFILE)
-                                    for r, d in ((run_a, data_a), (run_b, data_b)))
+            # The slot first: a request refused one has decoded nothing.
             if not _SOLVES.acquire(timeout=SOLVE_WAIT_S):
                 raise SolveBusy(f"{MAX_SOLVES} filter pairings are being solved; try again shortly", SOLVE_RETRY_S)
             try:
+                profile_a, profile_b = (self._decode(r, layer, fmt.KIND_PROFILE, d).array(records.PROFILE)
+                                        for r, d in ((run_a, data_a), (run_b, data_b)))
                 return pair_filters(profile_a, profile_b)
             finally:
                 _SOLVES.release()
