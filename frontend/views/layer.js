@@ -78,7 +78,7 @@ export function mountLayerView(root, store) {
       }),
     onSelect: (f) => store.selectFilter(f),
   });
-  tools.append(pngButton(() => grid.canvas, "grid"));
+  tools.append(pngButton(() => grid.canvas, "grid", () => legend));
   card.append(head, tools, note, footprint, grid.element);
   root.append(card);
 
