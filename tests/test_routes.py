@@ -342,3 +342,23 @@ def test_no_query_makes_a_500(client, route, query):
     assert r.mimetype == "application/json"
     if r.status_code >= 400:
         assert r.get_json()["error"]
+
+
+def test_a_request_lists_the_logs_records_once_however_many_layers(tmp_path, monkeypatch):
+    """/index asks every layer's kinds and steps: the records are listed and sorted by kind once
+    per request (per layer, that was much of /index's time on a ResNet-50's 53 layers), and the
+    next request lists anew, so steps written in between show up."""
+    from tb_convviz.read import reader as reader_module
+
+    with one_thread():
+        log_run(tmp_path / "run", two_conv_net((6, 8), classes=2), None, 0)
+    listed = []
+    real = reader_module.ConvVizReader._list
+    monkeypatch.setattr(reader_module.ConvVizReader, "_list", lambda self, run: listed.append(run) or real(self, run))
+    logs = load(tmp_path)
+    client = Client(TensorBoardWSGI([ConvVizPlugin(base_plugin.TBContext(data_provider=logs._provider, logdir=str(tmp_path)))]))
+    body = get_ok(client, "index")
+    assert len(body["runs"][0]["layers"]) == 2 and body["runs"][0]["shape_texture"] is False
+    assert listed == [None]  # every run's records at once, then every layer's kinds from that
+    get_ok(client, "layer?run=run&layer=0&step=1")
+    assert len(listed) == 2  # a new request lists anew, once
