@@ -5,7 +5,8 @@
 
 /**
  * @typedef {{kinds: string[], perturbation_groups: Record<string, string[]>, counterfactual_prefix: string,
- *   top_example_prefix: string, impact_exact: string, shape_texture_index: string, impact_significant?: string}} RecordNames
+ *   top_example_prefix: string, impact_exact: string, shape_texture_index: string, impact_significant?: string,
+ *   impact_p_adjusted?: string}} RecordNames
  */
 
 /**
@@ -39,6 +40,14 @@ export function exactKey(names) {
  */
 export function significantKey(names) {
   return names.impact_significant ?? null;
+}
+
+/**
+ * The impact column of that test's adjusted p-value; null when the server does not name one.
+ * @param {RecordNames} names @returns {?string}
+ */
+export function adjustedPKey(names) {
+  return names.impact_p_adjusted ?? null;
 }
 
 /**

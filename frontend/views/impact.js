@@ -15,6 +15,7 @@ import {
   headerTitle,
   holdsChanges,
   intervalOf,
+  notSignificantText,
   olderRecords,
   scalarText,
   scalarTitle,
@@ -22,7 +23,7 @@ import {
   tableCsvRows,
 } from "../columns.js";
 import { formatP, present } from "../numeric.js";
-import { counterfactualKey, exactKey, significantKey, topExampleKey } from "../recordkeys.js";
+import { adjustedPKey, counterfactualKey, exactKey, significantKey, topExampleKey } from "../recordkeys.js";
 import { RowLimit, el, filterTableRow, markSelected, sortButton, svg, viewCard } from "./controls.js";
 import { dataCsvButton, setExportParts } from "./download.js";
 import { shapeTextureSection } from "./shapetexture.js";
@@ -292,7 +293,9 @@ export function mountImpact(root, store) {
         row.title = "Not ablated exactly at this step (over the exact-ablation budget): only estimates are known";
       } else if (significant && tableData.values[significant] && valueOf(tableData, significant, f) === 0) {
         row.classList.add("cvz-insignificant");
-        row.title = "Greyed: the accuracy change of this filter's ablation is not significant on this probe";
+        const adjusted = adjustedPKey(names);
+        const why = adjusted ? notSignificantText(tableData, f, significant, adjusted) : null;
+        row.title = `Greyed: ${why ?? "the accuracy change of this filter's ablation is not significant on this probe"}`;
       }
       row.append(el("td", "cvz-pinned cvz-filter-cell", `#${f}`), flagCell);
       columns.forEach((c, k) => {

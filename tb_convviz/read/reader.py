@@ -133,6 +133,7 @@ class ConvVizReader:
         self.problems = problems if problems is not None else Problems()
         self._stamped_tags: dict[str, tuple[set[str], set[str]]] = {}  # run → (tags listed, stamped ones)
         self._listed: Optional[dict[Optional[str], dict[str, dict[str, str]]]] = {} if snapshot else None
+        self._by_layer: dict[str, dict[str, list[str]]] = {}  # a snapshot's run → layer → kinds
 
     def _problem(self, run: str, tag: str, step: Optional[int], reason: str) -> None:
         """A record that cannot be read: remembered, skipped, and reported (`Logs` warns)."""
@@ -193,8 +194,19 @@ class ConvVizReader:
         return [n for n in order if n in names] + sorted(names - set(order))
 
     def kinds(self, run: str, layer: str) -> list[str]:
-        tags = self._index(run).get(run, {})
-        return sorted(kind for tag, kind in tags.items() if fmt.parse_tag(tag)[0] == layer)
+        if self._listed is None:
+            return self._kinds_of_layers(run).get(layer, [])
+        # A snapshot sorts the run's records by layer once: /index asks every layer.
+        if run not in self._by_layer:
+            self._by_layer[run] = self._kinds_of_layers(run)
+        return self._by_layer[run].get(layer, [])
+
+    def _kinds_of_layers(self, run: str) -> dict[str, list[str]]:
+        """{layer: its record kinds, sorted} of the run."""
+        out: dict[str, list[str]] = {}
+        for tag, kind in self._index(run).get(run, {}).items():
+            out.setdefault(fmt.parse_tag(tag)[0], []).append(kind)
+        return {layer: sorted(kinds) for layer, kinds in out.items()}
 
     def _read_series(self, run: str, tags: Optional[list[str]]) -> dict[str, list[tb_provider.BlobSequenceDatum]]:
         data = self._provider.read_blob_sequences(
