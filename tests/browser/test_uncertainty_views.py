@@ -124,3 +124,17 @@ def test_a_1d_activation_caption_heads_its_own_trace(tab, frame):
     maps.nth(1).scroll_into_view_if_needed()
     tab.page.screenshot(path=str(SHOTS / "detail_1d_maps.png"))
     tab.page.set_viewport_size({"width": 1440, "height": 1000})
+
+
+def test_a_greyed_row_says_its_interval_is_unadjusted_and_its_p_adjusted(frame, tensorboard_url):
+    rows = open_impact(frame, RUN_IMPACT, "0")
+    greyed = frame.locator("[data-testid=impact-row].cvz-insignificant")
+    assert greyed.count() >= 1
+    title = greyed.first.get_attribute("title")
+    pct = r"[+-]?(<0\.01|\d+(\.\d+)?)%"
+    assert re.fullmatch(
+        rf"Greyed: Δaccuracy {pct} \[{pct}, {pct}\]: 95% interval for this filter alone, not adjusted; "
+        r"not significant once adjusted for the layer's \d+ tested filters \(p = (< 0\.001|[\d.]+), Benjamini–Hochberg\)\.",
+        title,
+    ), title
+    assert rows.count() == 8
