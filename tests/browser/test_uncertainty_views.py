@@ -138,3 +138,17 @@ def test_a_greyed_row_says_its_interval_is_unadjusted_and_its_p_adjusted(frame, 
         title,
     ), title
     assert rows.count() == 8
+
+
+def test_recall_per_class_reads_one_line_a_class(tab, frame):
+    rows = open_impact(frame, RUN_IMPACT, "0")
+    rows.first.click()
+    bars = frame.locator("[data-testid=detail-panel] [data-testid=recall-bars] .cvz-bars-row")
+    bars.first.wait_for()
+    heights = bars.evaluate_all("rs => rs.map(r => r.getBoundingClientRect().height)")
+    line = bars.first.locator(".cvz-bars-value").evaluate("v => parseFloat(getComputedStyle(v).lineHeight) || 16")
+    assert len(heights) == 3 and max(heights) < 1.6 * line, (heights, line)
+    tops = bars.first.evaluate(
+        "r => [...r.children].map(c => Math.round(c.getBoundingClientRect().top + c.getBoundingClientRect().height / 2))"
+    )
+    assert max(tops) - min(tops) <= 4, tops  # label, bar and value side by side
