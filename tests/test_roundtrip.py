@@ -206,7 +206,10 @@ def test_perturbation_and_impact_records_read_back_per_filter(tmp_path):
     orientation = logs.tuning(run, "0", 0, "orientation")
     assert orientation["tuning"].shape == (6, orientation["rotation_angles"].shape[0])
     assert logs.tuning(run, "4", 0, "noise")["stability"].shape[0] == 8
-    assert set(logs.tuning(run, "0", 0, "darker")) == {"change", "cosine", "z", "flag"}
+    darker = logs.tuning(run, "0", 0, "darker")
+    assert set(darker) == {"change", "ci", "p", "q", "cosine", "z", "flag"}
+    assert darker["ci"].shape == (6, 2) and darker["q"].shape == (6,)
+    assert logs.tuning(run, "4", 0, "noise")["stability_ci"].shape == (8, 2)
     impact = logs.impact(run, "4", 0)
     assert impact["d_accuracy"].shape == (8,) and impact["d_recall"].shape == (8, 3)
     top = logs.top_examples(run, "4", 0)
