@@ -7,7 +7,7 @@ import { formatCount, formatNumber, formatP, formatPercent, formatSigned, median
 
 /**
  * @typedef {{name: string, label: string, unit: string, description: string, better: ?("higher"|"lower"),
- *   group: string, ci: ?string, format: "number"|"percent"|"count"|"flag"|"angle"|"signed"|"index", kind: string,
+ *   group: string, ci: ?string, format: "number"|"percent"|"count"|"flag"|"angle"|"signed"|"index"|"pvalue", kind: string,
  *   first?: "low"|"high"|"abs", record_step?: number}} Column
  *   better: which end is better (null: neither); first: which filters a sorted table starts with (the
  *   lowest values, the highest, the largest magnitudes); ci: the name of its (F, 2) interval companion;
@@ -120,6 +120,8 @@ export function formatValue(column, v, { signed = true } = {}) {
       return v ? "yes" : "no";
     case "signed":
       return formatSigned(v);
+    case "pvalue":
+      return formatP(v);
     case "angle":
       return isDegrees(column.unit) ? (present(v) ? `${Math.round(v)}°` : "—") : formatNumber(v);
     default:

@@ -20,7 +20,7 @@ BETTER = ("higher", "lower")
 # filters a user looks at first (most accuracy lost, most selective, most drifted).
 FIRST = ("low", "high", "abs")
 # How the dashboard shows a value; CSV exports always write the raw number.
-FORMATS = ("number", "signed", "percent", "count", "flag", "angle", "index")
+FORMATS = ("number", "signed", "percent", "count", "flag", "angle", "index", "pvalue")  # pvalue: "< 0.001" below it
 # Table groups in the order the dashboard shows them.
 GROUPS = ("impact", "statistics", "drift", "activation", "perturbation", "counterfactual", "user")
 
@@ -91,9 +91,9 @@ BUILTIN: tuple[Column, ...] = (
        "Benjamini–Hochberg adjustment over the layer's ablated filters (exact McNemar test, false discovery "
        "rate at the record's alpha)", first="high", format="flag", exact_only=True),
     _c(_I, "impact", "p_adjusted", "p (BH)", "Benjamini–Hochberg-adjusted p-value (over the layer's ablated filters) of the exact McNemar test that the filter's "
-       "ablation changes probe predictions", better="lower", first="low", exact_only=True),
+       "ablation changes probe predictions", better="lower", first="low", format="pvalue", exact_only=True),
     _c(_I, "impact", "p_value", "p", "Unadjusted p-value of the exact McNemar test on the ablated filter's "
-       "changed predictions", better="lower", first="low", exact_only=True),
+       "changed predictions", better="lower", first="low", format="pvalue", exact_only=True),
     _c(_I, "impact", "d_loss", "Δloss", "Change of mean cross-entropy on the probe when the filter is zeroed "
        "(exact ablation)", better="lower", first="high", format="signed", exact_only=True),
     _c(_I, "impact", "d_confidence", "Δconfidence", "Change of the mean probability of the true class when the "
@@ -189,9 +189,9 @@ def counterfactual_columns(name: str) -> tuple[Column, ...]:
            "what the edit removes", format="flag"),
         _c(_P, "counterfactual", f"{key}/q", f"{name}: q (BH)", "Benjamini–Hochberg q-value within the layer of the "
            "paired t test over probe images that the edit leaves the filter's mean |activation| unchanged",
-           better="lower", first="low"),
+           better="lower", first="low", format="pvalue"),
         _c(_P, "counterfactual", f"{key}/p", f"{name}: p", "Unadjusted p-value of that paired t test over the probe's "
-           "images", better="lower", first="low"),
+           "images", better="lower", first="low", format="pvalue"),
         _c(_P, "counterfactual", f"{key}/z", f"{name}: z", "Robust z-score of that change among the layer's filters "
            "(median and MAD): how unusual this filter's sensitivity is", first="abs", format="signed"),
         _c(_P, "counterfactual", f"{key}/cosine", f"{name}: map cosine", "Cosine of the filter's maps with and "

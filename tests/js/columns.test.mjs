@@ -192,3 +192,10 @@ test("a greyed row's reason keeps the unadjusted interval and the adjusted p apa
   assert.equal(notSignificantText(table, 0, "sig", "absent"), null);
   assert.equal(notSignificantText({ ...table, columns: [flag, padj] }, 0, "sig", "padj"), null);
 });
+
+test("a p-value column reads '< 0.001' rather than an exponent", () => {
+  const p = col("q", { format: "pvalue" });
+  assert.equal(formatValue(p, 9.39e-9), "< 0.001");
+  assert.equal(formatValue(p, 0.186), "0.19");
+  assert.equal(formatValue(p, NaN), "—");
+});
