@@ -16,7 +16,7 @@ import * as api from "./api.js";
  * @typedef {{status: "idle"|"off"|"loading"|"ready"|"error", data: any, error: string, code?: number}} Load
  *   off: the run did not log this (an analysis left out of ConvViz(...)); code: the HTTP status of an error
  * @typedef {"perturbation"|"impact"|"table"} Analysis
- * @typedef {"filters"|"epochs"|"runs"|"impact"|"similarity"|"embedding"} Mode
+ * @typedef {"findings"|"filters"|"epochs"|"runs"|"impact"|"similarity"|"embedding"} Mode
  * @typedef {Load & {key?: string}} KeyedLoad  key: what was asked, so a repeated ask is not fetched again
  * @typedef {{
  *   phase: "loading"|"empty"|"error"|"ready", message: string,
@@ -33,7 +33,7 @@ import * as api from "./api.js";
  *   embedding: {method: "pca"|"umap"|"tsne", color: string, trails: boolean, load: KeyedLoad},
  *   embeddingMethods: string[],
  *   names: import("./recordkeys.js").RecordNames, shapeTexture: KeyedLoad, problems: Problem[],
- *   cost: KeyedLoad,
+ *   cost: KeyedLoad, findings: KeyedLoad,
  *   version: string, formatVersion: number, newerLogs: import("./versions.js").NewerLog[],
  * }} State
  *   analysis: the current layer's perturbation responses, impact record and table of every per-filter
@@ -50,7 +50,7 @@ import * as api from "./api.js";
  *   names: the record names of the index answer (how to read perturbation and impact arrays).
  *   shapeTexture: the run's per-layer shape–texture distribution at the slider's step (Impact view).
  *   cost: what each of the current run's logs cost (/cost, keyed by run): the cost line reads the
- *   slider's step from it.
+ *   slider's step from it. findings: the current run's findings at the slider's step (/findings).
  *   version, formatVersion: the serving tb_convviz and the log format it reads ("" and 0 before the
  *   index answered); newerLogs: runs holding records of a newer format, left out (the index answer's).
  */
@@ -99,7 +99,7 @@ export class Store {
       run: "",
       layer: "",
       step: -1, // none yet: the first layer opens at its last step
-      mode: "filters",
+      mode: "findings", // what a run opens on: what to look at, each with a link to its evidence
       show: "weights",
       norm: "filter",
       sort: "index",
@@ -122,6 +122,7 @@ export class Store {
       shapeTexture: IDLE,
       problems: [],
       cost: IDLE,
+      findings: IDLE,
       version: "",
       formatVersion: 0,
       newerLogs: [],
@@ -233,7 +234,7 @@ export class Store {
    * @param {import("./urlstate.js").ViewState} wanted
    */
   restoreView(wanted) {
-    const modes = ["filters", "epochs", "runs", "impact", "similarity", "embedding"];
+    const modes = ["findings", "filters", "epochs", "runs", "impact", "similarity", "embedding"];
     if (wanted.view && modes.includes(wanted.view) && wanted.view !== this.state.mode) {
       this.setMode(/** @type {Mode} */ (wanted.view));
     }
@@ -247,8 +248,42 @@ export class Store {
         ...(wanted.pairStep !== undefined && wanted.pairStep >= 0 ? { pairStep: wanted.pairStep } : {}),
       });
     }
+    if (wanted.sort) {
+      if (this.state.mode === "impact") this.setImpactSort(wanted.sort, false);
+      if (this.state.mode === "filters") this.setView({ sort: wanted.sort });
+    }
     const filters = this.layerEntry()?.info.filters ?? 0;
     if (wanted.filter !== undefined && wanted.filter >= 0 && wanted.filter < filters) this.selectFilter(wanted.filter);
+    if (this.state.mode === "findings") this.loadFindings();
+  }
+
+  /**
+   * Open what a finding points at (its `view`: the tab's view, layer, step, sort column, filter),
+   * as a shared address would.
+   * @param {import("./urlstate.js").ViewState} target
+   */
+  openView(target) {
+    if (target.layer && target.layer !== this.state.layer) {
+      if (target.step !== undefined) this.set({ step: target.step });
+      this.selectLayer(target.layer);
+    } else if (target.step !== undefined && target.step !== this.state.step) {
+      const steps = this.layerEntry()?.steps ?? [];
+      if (steps.includes(target.step)) this.selectStep(target.step);
+    }
+    this.selectFilter(null);
+    this.restoreView(target);
+  }
+
+  /** The current run's findings at the slider's step, fetched once per run and step. */
+  loadFindings() {
+    const { run, step } = this.state;
+    if (!run || step < 0) return;
+    const key = JSON.stringify([run, step]);
+    if (this.state.findings.key === key && this.state.findings.status !== "error") return;
+    this.set({ findings: { ...this.state.findings, status: "loading", key } });
+    api.fetchFindings(run, step).then(ready, failed).then((load) => {
+      if (this.state.findings.key === key) this.set({ findings: { ...load, key } });
+    });
   }
 
   /** @param {string} run */
@@ -295,6 +330,7 @@ export class Store {
     if (this.state.mode === "impact" || this.state.mode === "embedding") this.loadAnalysis();
     if (this.state.mode === "similarity") this.loadSimilarity();
     if (this.state.mode === "embedding") this.loadEmbedding();
+    if (this.state.mode === "findings") this.loadFindings();
     if (!cached) {
       const load = await api.fetchLayer(run, layer, step).then(ready, failed);
       if (this.state.run !== run || this.state.layer !== layer || this.state.step !== step) return; // stale
@@ -363,6 +399,7 @@ export class Store {
     if (mode === "impact" || mode === "embedding") this.loadAnalysis();
     if (mode === "similarity") this.loadSimilarity();
     if (mode === "embedding") this.loadEmbedding();
+    if (mode === "findings") this.loadFindings();
   }
 
   /** @param {?number} filter */

@@ -17,6 +17,7 @@ from tb_convviz.plugin import payloads
 from tb_convviz.plugin.cache import AnswerCache, CachingProvider
 from tb_convviz.plugin.history import HistoryCache
 from tb_convviz.plugin.params import RequestParams
+from tb_convviz.read.findings import run_findings
 from tb_convviz.read.reader import ConvVizReader, NotFound, Problems, SolveBusy
 
 _logger = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class ConvVizPlugin(base_plugin.TBPlugin):
             "/cka_final": self._route(lambda r, p: payloads.cka_to_final(r, p.run()), cached=True),
             "/embedding": self._route(self._embedding, cached=True),
             "/shape_texture": self._route(self._shape_texture),
+            "/findings": self._route(self._findings, cached=True),
         }
 
     def is_active(self) -> bool:
@@ -180,6 +182,11 @@ class ConvVizPlugin(base_plugin.TBPlugin):
     def _shape_texture(reader: ConvVizReader, p: RequestParams) -> dict:
         run = p.run()
         return payloads.shape_texture(reader, run, p.integer("step"))
+
+    @staticmethod
+    def _findings(reader: ConvVizReader, p: RequestParams) -> dict:
+        run = p.run()
+        return run_findings(reader, run, p.run_step(run))
 
     def _embedding(self, reader: ConvVizReader, p: RequestParams) -> dict:
         run, layer = self._run_layer(p)

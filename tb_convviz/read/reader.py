@@ -193,6 +193,14 @@ class ConvVizReader:
             order = []
         return [n for n in order if n in names] + sorted(names - set(order))
 
+    def layer_kinds(self, run: str) -> dict[str, list[str]]:
+        """{layer: its record kinds} of every layer of a run, from one listing (`kinds` lists the
+        run once per layer: a whole-network reader asks for this instead)."""
+        out: dict[str, list[str]] = {}
+        for tag, kind in self._index(run).get(run, {}).items():
+            out.setdefault(fmt.parse_tag(tag)[0], []).append(kind)
+        return {layer: sorted(found) for layer, found in out.items()}
+
     def kinds(self, run: str, layer: str) -> list[str]:
         if self._listed is None:
             return self._kinds_of_layers(run).get(layer, [])
@@ -262,8 +270,15 @@ class ConvVizReader:
         if blob is None:
             blob = self._provider.read_blob(self._ctx, blob_key=datum.values[0].blob_key)
         try:
-            return fmt.decode_bundle(blob)
-        except ValueError as e:
+            bundle = fmt.decode_bundle(blob)
+            reference = records.kernel_reference(bundle) if kind == fmt.KIND_KERNELS else None
+            if reference is not None:
+                keyframe = next((d for d in self._series(run, layer, kind) if d.step == reference < datum.step), None)
+                if keyframe is None:
+                    raise ValueError(f"its reference, the kernels at step {reference}, is not in the log")
+                records.resolve_reference(bundle, self._decode(run, layer, kind, keyframe))
+            return bundle
+        except (ValueError, NotFound) as e:
             self._problem(run, fmt.tag_for(layer, kind), datum.step, str(e))
             raise NotFound(f"record {kind!r} of layer {layer!r} at step {datum.step} is unreadable: {e}") from e
 
@@ -631,6 +646,20 @@ class Logs(ConvVizReader):
         """Top activating probe examples per filter: index, label (F, k), class, concentration, flag (F,)."""
         arrays = records.impact_arrays(self.bundle(run, layer, fmt.KIND_IMPACT, step), self.probe_labels(run))
         return {n[len(fmt.TOP_EXAMPLE_PREFIX) :]: a for n, a in arrays.items() if n.startswith(fmt.TOP_EXAMPLE_PREFIX)}
+
+    def findings(self, run: str, step: Optional[int] = None) -> list[dict]:
+        """What to look at in `run` at `step` (None: its last step), ranked by severity: each a dict
+        with kind, layer, filters, classes, summary, evidence, rule, certainty, severity and view
+        (the tab parameters that show it). Kinds and rules: `tb_convviz.analysis.findings.KINDS`."""
+        return self.findings_report(run, step)["findings"]
+
+    def findings_report(self, run: str, step: Optional[int] = None) -> dict:
+        """`findings` with what surrounds them: the step, counts per kind (before the per-kind cap),
+        the kinds that could not be looked for (why, and the option that enables them), the probe,
+        alpha and the kinds' declarations (`read.findings.run_findings`)."""
+        from tb_convviz.read.findings import run_findings  # it reads through this class
+
+        return run_findings(self, run, step)
 
     def layer_info(self, run: str, layer: str) -> dict:
         return self.bundle(run, layer, fmt.KIND_FILTERS).meta["info"]

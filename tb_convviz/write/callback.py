@@ -483,6 +483,8 @@ class ConvViz:
         except Exception as e:  # noqa: BLE001 - a full disk must not end the training run
             self._warn(f"writing failed ({type(e).__name__}: {e}); earlier steps are intact", job.step)
             return False
+        assert self._plan is not None
+        self._plan.keyframes_written()
         return True
 
     def _collect(self, model: nn.Module, job: _Job, meter: CostMeter) -> list[Record]:

@@ -9,7 +9,7 @@ import json
 import struct
 from pathlib import Path
 
-from conftest import LAST, RUN_1D, RUN_IMPACT, RUNS_2D, WIDE_FILTERS, choose
+from conftest import FILTERS_VIEW, LAST, RUN_1D, RUN_IMPACT, RUNS_2D, WIDE_FILTERS, choose
 
 
 def box(locator) -> dict:
@@ -24,7 +24,7 @@ def test_detail_reads_beside_the_grid_and_table_at_1400_by_900(browser, tensorbo
     page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
     page.set_default_timeout(15_000)
     try:
-        page.goto(f"{tensorboard_url}/#convviz")
+        page.goto(f"{tensorboard_url}/{FILTERS_VIEW}")
         frame = page.frame_locator('iframe[src*="name=convviz"]')
         grid = choose(frame, RUNS_2D[0], "0", LAST)
         grid.click(position={"x": 6, "y": 6})
