@@ -275,8 +275,13 @@ def test_per_filter_tables_export_as_csv(tmp_path):
     assert (tmp_path / "table.csv").read_text() == text and len(rows) == 4
     impact = logs.impact("run", "0", 0)
     stats = logs.filter_stats("run", "0", 0)
-    names = [c["name"] for c in logs.columns("run", "0", 0)]
-    assert list(rows[0]) == ["filter", *[h for n in names for h in ((n, f"{n}_lo", f"{n}_hi") if n == "d_accuracy" else (n,))]]
+    declared = logs.columns("run", "0", 0)
+    # Each column, and right after it its interval's bounds where it has one (Δaccuracy, noise
+    # stability, FGSM and PGD change).
+    assert list(rows[0]) == ["filter", *[h for c in declared for h in ((c["name"], f"{c['name']}_lo", f"{c['name']}_hi") if c["ci"] else (c["name"],))]]
+    assert {c["name"] for c in declared if c["ci"]} == {"d_accuracy", "stability", "fgsm", "pgd"}
+    noise = logs.tuning("run", "0", 0, "noise")
+    assert [float(r["stability_lo"]) for r in rows] == pytest.approx(noise["stability_ci"][:, 0].tolist())
     for f, row in enumerate(rows):
         assert int(row["filter"]) == f
         assert float(row["d_loss"]) == pytest.approx(float(impact["d_loss"][f]))
