@@ -8,8 +8,9 @@ import * as api from "./api.js";
  * @typedef {{kind: string, dims: number, filters: number, in_per_group: number, kernel_size: number[],
  *   groups: number, stride: number[], transposed: boolean, has_bias: boolean, batchnorm: ?string}} LayerInfo
  * @typedef {{run: string, layers: LayerEntry[], probe: ?{n: number, shape: number[], has_labels: boolean},
- *   columns?: import("./columns.js").Column[], writer?: ?string}} RunEntry  columns: the per-filter columns
- *   the run has; writer: the tb_convviz version that wrote it (null: before logs named it)
+ *   columns?: import("./columns.js").Column[], writer?: ?string, shape_texture?: boolean}} RunEntry  columns: the
+ *   per-filter columns the run has; writer: the tb_convviz version that wrote it (null: before logs named it);
+ *   shape_texture: whether it logged shape–texture responses
  * @typedef {{run: string, tag: string, step: ?number, reason: string}} Problem  a record that could not be read
  *   (step null: every step of its tag)
  * @typedef {{status: "idle"|"off"|"loading"|"ready"|"error", data: any, error: string, code?: number}} Load
@@ -521,7 +522,8 @@ export class Store {
     const now = this.state;
     if (now.run !== run || now.layer !== layer || now.step !== step) return; // stale
     const analysis = byKind(loads);
-    if (kinds.includes("perturbation")) this.loadShapeTexture();
+    // /index says whether the run logged shape–texture responses: asking a run without them is a 404.
+    if (kinds.includes("perturbation") && this.runEntry(run)?.shape_texture) this.loadShapeTexture();
     const same = ANALYSES.every((kind) => {
       const [a, b] = [analysis[kind], now.analysis[kind]];
       return a.status === b.status && a.data === b.data && a.error === b.error;

@@ -89,6 +89,9 @@ def test_the_marker_detector_is_the_top_shortcut_and_pushes_predictions_towards_
     assert set(top["evidence"]["edits"]) == {"remove marker", "add marker"}
     assert top["view"]["sort"].endswith(max(top["evidence"]["edits"], key=lambda e: top["evidence"]["edits"][e]["z"]))
     assert DEAD not in {f for s in shortcuts for f in s["filters"]}
+    # Its flags rest on the paired test over the probe images, and the finding says so.
+    assert all(e["q"] <= 0.05 for e in top["evidence"]["edits"].values())
+    assert top["certainty"].startswith("flagged by a paired t test over the probe images")
 
 
 def test_the_carrier_s_one_class_top_examples_make_it_a_class_detector(logs):

@@ -575,13 +575,14 @@ def _outlier_strength(z: float) -> float:
 
 def shortcut_findings(layer: str, edits: Mapping[str, Mapping[str, np.ndarray]], step: int,
                       pushed: Mapping[int, tuple[Optional[int], int]], sort_of: Mapping[str, str]) -> list[dict[str, Any]]:
-    """`shortcut`: filters any counterfactual flags; `edits`: {edit: {"change", "z", "flag", "cosine"}},
+    """`shortcut`: filters any counterfactual flags; `edits`: {edit: {"change", "z", "flag", "cosine", "q"}},
     `pushed`: {filter: (class zeroing it moves predictions away from, how many)}; sort_of: edit → column."""
     flagged: dict[int, dict[str, dict[str, float]]] = {}
     for edit, a in edits.items():
         for f in np.flatnonzero(np.asarray(a["flag"]).astype(bool)):
             flagged.setdefault(int(f), {})[edit] = {"change": float(a["change"][f]), "z": float(a["z"][f]),
-                                                   "map_cosine": float(a["cosine"][f]) if "cosine" in a else float("nan")}
+                                                   "map_cosine": float(a["cosine"][f]) if "cosine" in a else float("nan"),
+                                                   "q": float(a["q"][f]) if "q" in a else float("nan")}
     out = []
     for f, by_edit in flagged.items():
         edit = max(by_edit, key=lambda e: by_edit[e]["z"])
@@ -595,7 +596,10 @@ def shortcut_findings(layer: str, edits: Mapping[str, Mapping[str, np.ndarray]],
                 for e, v in sorted(by_edit.items(), key=lambda kv: -kv[1]["z"])) + towards,
             {"edits": by_edit, "pushes_towards": cls, "predictions_moved": moved},
             _shortcut_strength(by_edit, len(edits)), {"layer": layer, "step": step, "filter": f, "sort": sort_of[edit]},
-            "an outlier rule within the layer, not a significance test: check the filter's top examples"))
+            # Flags logged since the paired test over probe images carry its q; older ones are z alone.
+            "flagged by a paired t test over the probe images (BH q ≤ 0.05 in the layer) and an outlier rule "
+            "within the layer: check the filter's top examples" if all(np.isfinite(v["q"]) for v in by_edit.values())
+            else "an outlier rule within the layer, not a significance test: check the filter's top examples"))
     return out
 
 

@@ -94,7 +94,8 @@ class ConvVizPlugin(base_plugin.TBPlugin):
         @wrappers.Request.application
         def handler(request: wrappers.Request) -> wrappers.Response:
             reader = ConvVizReader(
-                self._provider, plugin_util.experiment_id(request.environ), plugin_util.context(request.environ), self._problems
+                self._provider, plugin_util.experiment_id(request.environ), plugin_util.context(request.environ), self._problems,
+                snapshot=True,
             )
             try:
                 params = RequestParams(request.args, reader)

@@ -179,8 +179,9 @@ def _perturbation_findings(step: int, perturbations: dict[str, fmt.Bundle], impa
             for e in edits:
                 key = fmt.COUNTERFACTUAL_PREFIX + e
                 by_edit[e] = {"change": b.array(key), "z": b.array(key + "/z"), "flag": b.array(key + "/flag")}
-                if key + "/cosine" in b:
-                    by_edit[e]["cosine"] = b.array(key + "/cosine")
+                for field in ("cosine", "q"):  # q: the flag's test over probe images, in logs since it was
+                    if f"{key}/{field}" in b:
+                        by_edit[e][field] = b.array(f"{key}/{field}")
             pushed = {}
             if layer in impacts:
                 a = impacts[layer]

@@ -63,12 +63,13 @@ RUN_LAYER = "_run"  # pseudo-layer under which run-level records live
 
 SHAPE_TEXTURE_INDEX = "st/index"  # per filter, −1 texture only … +1 shape only
 # Arrays of a perturbation record, grouped by the perturbation that produced them. A user's
-# counterfactual `c` adds "cf/<c>" (relative change), "cf/<c>/cosine", "cf/<c>/z", "cf/<c>/flag".
+# counterfactual `c` adds "cf/<c>" (relative change), "cf/<c>/ci", "cf/<c>/p", "cf/<c>/q",
+# "cf/<c>/cosine", "cf/<c>/z", "cf/<c>/flag".
 PERTURBATION_GROUPS = {
     "orientation": ("rotation_angles", "tuning", "osi", "preferred_orientation", "tuning_frequency"),
     "rotation": ("rotation_angles", "rotation_response"),
-    "noise": ("noise_sigmas", "stability"),
-    "adversarial": ("adv_epsilon", "fgsm", "pgd"),
+    "noise": ("noise_sigmas", "stability", "stability_ci"),
+    "adversarial": ("adv_epsilon", "fgsm", "pgd", "fgsm_ci", "pgd_ci"),
     "shift": ("shift_fractions", "shift"),
     "reversal": ("reversal",),
     "shape_texture": ("st/shape_sensitivity", "st/texture_sensitivity", SHAPE_TEXTURE_INDEX),

@@ -64,7 +64,8 @@ IMPACT_SAMPLED = "sampled"
 # Stored instead of the flag: the sampled filters' indices, and nothing for a whole layer (every
 # filter exact is every filter a check), so a ResNet-50 epoch pays tens of bytes, not 26 KB.
 IMPACT_SAMPLED_INDEX = "sampled_index"
-IMPACT_SIGNIFICANT = "significant"  # the significance flag (Holm-adjusted exact test at the record's alpha)
+IMPACT_SIGNIFICANT = "significant"  # the significance flag (Benjamini–Hochberg-adjusted exact test at the record's alpha)
+IMPACT_P_ADJUSTED = "p_adjusted"  # that test's adjusted p-value
 IMPACT_TAYLOR = "taylor_d_loss"
 IMPACT_D_LOSS = "d_loss"
 IMPACT_TAYLOR_SPEARMAN = "taylor_spearman"  # per record: ρ on that log's sample; readers pool several logs
@@ -90,6 +91,7 @@ def record_names() -> dict[str, Any]:
         "top_example_prefix": TOP_EXAMPLE_PREFIX,
         "impact_exact": IMPACT_EXACT,
         "impact_significant": IMPACT_SIGNIFICANT,
+        "impact_p_adjusted": IMPACT_P_ADJUSTED,
         "shape_texture_index": fmt.SHAPE_TEXTURE_INDEX,
     }
 

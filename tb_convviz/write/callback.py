@@ -109,7 +109,9 @@ class ConvViz:
             (1-D), Gaussian noise and FGSM/PGD attacks on the probe. A dict instead of True passes
             options to `perturbation_responses`, e.g. ``{"rotate_probe": True, "angles": 24}``.
         counterfactuals: ``{"name": edit(batch) -> batch}``; each filter's sensitivity to each edit
-            (e.g. "remove the watermark") is logged and outliers are flagged.
+            (e.g. "remove the watermark") is logged with its interval over the probe images, and
+            filters whose change is real (a paired test over the images, BH within the layer),
+            large and far beyond their layer's are flagged.
         impact: log what the model loses without each filter (exact ablation, Taylor estimate),
             class selectivity and top activating probe examples. Needs probe labels. A dict passes
             options to `filter_impact`.
