@@ -188,13 +188,19 @@ def test_class_effects_are_sparse_and_match_the_dense_per_class_table():
 
 
 def test_a_filter_far_more_active_on_errors_fires_on_errors_and_its_neighbours_do_not():
+    from tb_convviz.analysis.impact import errors_rank_test
+
     rng = np.random.default_rng(1)
-    correct = np.arange(32) % 4 != 0  # 8 errors, 24 correct
-    profile = rng.normal(size=(6, 32))
-    profile[2, ~correct] += 3.0  # filter 2 fires on the errors
-    found = rules.fires_on_errors({"c": profile}, correct, 0.05, 7, {"c": np.ones(6)}, {"c": np.ones(6)}, "sort")
+    wrong = np.arange(32) % 4 == 0  # 8 errors, 24 correct
+    scores = np.abs(rng.normal(size=(32, 6)))
+    scores[wrong, 2] += 3.0  # filter 2 fires on the errors
+    auc, p = errors_rank_test(torch.as_tensor(scores), torch.as_tensor(wrong))
+    a = {"errors_auc": auc, "errors_p": p, "act_on_errors": scores[wrong].mean(0), "act_on_correct": scores[~wrong].mean(0)}
+    found = rules.fires_on_errors({"c": a}, {"c": (8, 24)}, 0.05, 7, "sort")
     assert [(f["layer"], f["filters"]) for f in found] == [("c", [2])]
     assert found[0]["evidence"]["auc"] > 0.95 and found[0]["evidence"]["errors"] == 8
+    expected = stats.mannwhitneyu(scores[wrong, 2], scores[~wrong, 2], alternative="greater", method="asymptotic")
+    assert found[0]["evidence"]["p_value"] == pytest.approx(expected.pvalue, rel=1e-5)
 
 
 def test_a_texture_layer_and_a_settled_layer_are_found_and_their_opposites_are_not():

@@ -69,7 +69,7 @@ MIN_SUPPORT = 6  # fewer examples of a class and no Δrecall can be significant 
 CONCENTRATION = 0.9  # a filter's top examples "are one class" from this share on (the impact record's flag)
 FRAGILE_SHARE = 0.5  # a class is fragile when one filter takes at least half of its probe recall
 ERROR_AUC = 0.8  # "far more active on errors": an error outranks a correct example 4 times in 5
-MIN_GROUP = 5  # examples of each side (errors, correct) the rank test needs in the profile images
+MIN_GROUP = 5  # examples of each side (errors, correct) the rank test needs among the probe images
 TEXTURE_INDEX = -0.2  # a layer leans on texture when its filters' median index is at most this
 SETTLED_CKA = 0.99
 SETTLED_BY = 0.5  # "early": settled by half-way through the logged steps
@@ -83,6 +83,7 @@ STRENGTH_SPAN = 0.045  # within a kind's band: bands are 0.05 apart, so kinds ne
 # The logged arrays these rules read, as the analyses that write them name them.
 D_ACCURACY, D_ACCURACY_CI, P_VALUE, DISCORDANT = "d_accuracy", "d_accuracy_ci", "p_value", "discordant"
 ACT_ON_ERRORS, ACT_ON_CORRECT, STABILITY, FGSM = "act_on_errors", "act_on_correct", "stability", "fgsm"
+ERRORS_AUC, ERRORS_P = "errors_auc", "errors_p"
 L2 = "l2"
 TOP_FLAG, TOP_CLASS, TOP_CONCENTRATION = (TOP_EXAMPLE_PREFIX + k for k in ("flag", "class", "concentration"))
 RING_ENERGY, DUPLICATE_PAIR_COUNT = "ring_energy", "duplicate_pairs"  # a kernels record's footprint (analysis.footprint)
@@ -110,9 +111,9 @@ KINDS: tuple[FindingKind, ...] = (
                 "exact ablation on a labelled probe", "impact=True", 0.8, True, "impact"),
     FindingKind("fires_on_errors", "Fires on errors", "Filters far more active on probe images the model gets "
                 "wrong than on those it gets right.",
-                f"one-sided Mann–Whitney test over the profile images, Benjamini–Hochberg over the run's filters, "
-                f"p ≤ α and AUC ≥ {ERROR_AUC}", "impact records and response profiles",
-                "impact=True and similarity_images > 0", 0.75, True, "impact"),
+                f"one-sided Mann–Whitney test over the probe images of the filter's mean rectified activation, "
+                f"Benjamini–Hochberg over the run's filters, p ≤ α and AUC ≥ {ERROR_AUC}", "impact records",
+                "impact=True", 0.75, True, "impact"),
     FindingKind("unstable", "Unstable", "Filters whose response to noise or to an adversarial attack is an outlier "
                 "of their layer.", f"robust z > {ROBUST_Z_FLAG} within the layer: noise instability (1 − noise "
                 f"stability) or FGSM change, and at least {UNSTABLE_RATIO}× the layer's median", "perturbation responses",
@@ -430,39 +431,35 @@ def class_detectors(layers: Sequence[LayerImpact], labels: np.ndarray, alpha: fl
 # -- activity on errors --------------------------------------------------------------------
 
 
-def fires_on_errors(profiles: Mapping[str, np.ndarray], correct: np.ndarray, alpha: float, step: int,
-                    act_errors: Mapping[str, np.ndarray], act_correct: Mapping[str, np.ndarray],
-                    sort: str) -> list[dict[str, Any]]:
-    """`fires_on_errors`: per filter, a one-sided Mann–Whitney test that its mean activation on the
-    profile's misclassified images exceeds that on correct ones (profiles: {layer: (F, P)}; correct
-    (P,) bool), BH over every filter of the run, and AUC ≥ ERROR_AUC."""
-    wrong = ~correct
-    tested = []
-    for layer, prof in profiles.items():
-        prof = np.asarray(prof, np.float64)
-        u, p = stats.mannwhitneyu(prof[:, wrong], prof[:, correct], alternative="greater", axis=1, method="asymptotic")
-        auc = u / (wrong.sum() * correct.sum())
-        tested.append((layer, np.nan_to_num(p, nan=1.0), auc))
+def fires_on_errors(layers: Mapping[str, Mapping[str, np.ndarray]], counts: Mapping[str, tuple[int, int]], alpha: float,
+                    step: int, sort: str) -> list[dict[str, Any]]:
+    """`fires_on_errors`: per filter, the impact record's one-sided Mann–Whitney test over the probe
+    examples that it is more active on the misclassified ones (layers: {layer: {ERRORS_AUC, ERRORS_P,
+    ACT_ON_ERRORS, ACT_ON_CORRECT}, each (F,)}; counts: {layer: (errors, correct)} its record's),
+    BH over every filter of the run, and AUC ≥ ERROR_AUC."""
+    tested = [(layer, np.nan_to_num(np.asarray(a[ERRORS_P], np.float64), nan=1.0), np.asarray(a[ERRORS_AUC], np.float64), a)
+              for layer, a in layers.items()]
     if not tested:
         return []
-    adjusted = benjamini_hochberg(np.concatenate([p for _, p, _ in tested]))
+    adjusted = benjamini_hochberg(np.concatenate([p for _, p, _, _ in tested]))
     out = []
     at = 0
     total = len(adjusted)
-    for layer, p, auc in tested:
+    for layer, p, auc, a in tested:
         adj = adjusted[at : at + len(p)]
         at += len(p)
-        for f in np.flatnonzero((adj <= alpha) & (auc >= ERROR_AUC)):
-            e, c = float(act_errors[layer][f]), float(act_correct[layer][f])
+        errors, correct = counts[layer]
+        for f in np.flatnonzero((adj <= alpha) & (np.nan_to_num(auc) >= ERROR_AUC)):
+            e, c = float(a[ACT_ON_ERRORS][f]), float(a[ACT_ON_CORRECT][f])
             out.append(finding(
                 "fires_on_errors", layer, [int(f)], [],
                 f"{layer} filter {f}: more active on misclassified probe images (AUC {auc[f]:.2f}; mean {e:.3g} on "
                 f"errors vs {c:.3g} on correct)",
                 {"auc": float(auc[f]), "p_value": float(p[f]), "p_adjusted_run": float(adj[f]), "act_on_errors": e,
-                 "act_on_correct": c, "errors": int(wrong.sum()), "correct": int(correct.sum())},
+                 "act_on_correct": c, "errors": errors, "correct": correct},
                 (float(auc[f]) - ERROR_AUC) / (1 - ERROR_AUC), {"layer": layer, "step": step, "filter": int(f), "sort": sort},
                 f"significant at α = {alpha:g} after Benjamini–Hochberg over {total} filters; "
-                f"{int(wrong.sum())} errors vs {int(correct.sum())} correct images"))
+                f"{errors} errors vs {correct} correct images"))
     return out
 
 

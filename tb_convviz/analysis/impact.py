@@ -17,6 +17,7 @@ from typing import Iterable, Literal, Mapping, Sequence, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import stats
 from torch import nn
 
 from tb_convviz.analysis.ablation import FilterAblation, Method
@@ -256,6 +257,26 @@ def top_example_summary(index: np.ndarray, labels: np.ndarray) -> dict[str, np.n
     }
 
 
+def errors_rank_test(scores: torch.Tensor, wrong: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Is each filter more active on the probe examples the model gets wrong? From scores (N, F)
+    (how much it fires on each example) and wrong (N,) bool: per filter the AUC, the probability
+    that an error outranks a correct example (ties count half; 0.5: no difference), and the
+    one-sided Mann–Whitney p (normal approximation, tie-corrected) that errors rank higher. NaN
+    without errors or without correct examples.
+
+    Over every probe example's rectified activation, so a pattern detector that fires on the errors
+    counts: a conv's signed spatial mean is linear in its input's channel means and misses it."""
+    n_wrong, n_right = int(wrong.sum()), int((~wrong).sum())
+    filters = scores.shape[1]
+    if not n_wrong or not n_right:
+        return np.full(filters, np.nan), np.full(filters, np.nan)
+    s = scores.detach().double().cpu().numpy()
+    mask = wrong.cpu().numpy()
+    u, p = stats.mannwhitneyu(s[mask], s[~mask], alternative="greater", axis=0, method="asymptotic")
+    # a filter constant over the probe has no variance to test: no evidence either way
+    return (u / (n_wrong * n_right)).astype(np.float32), np.nan_to_num(p, nan=1.0).astype(np.float32)
+
+
 def taylor_activations(
     model: nn.Module, layers: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tensor
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -321,7 +342,8 @@ def filter_impact(
     correlation of taylor_d_loss with d_loss over the sampled filters (NaN with fewer than three, or
     either constant); "class_selectivity" (F,);
     "act_on_errors", "act_on_correct" (F,) mean score on probe examples the clean model gets
-    wrong / right (NaN when there are none); and `finish_impact`'s significance keys at level `alpha`.
+    wrong / right (NaN when there are none); "errors_auc", "errors_p" (F,) `errors_rank_test` of
+    the scores; and `finish_impact`'s significance keys at level `alpha`.
     share (rank, ranks): ablate only every ranks-th of the chosen filters, from the rank-th, and leave
     the layer unfinished, for `merge_impact` and `finish_impact` on the rank that gathers the parts.
     """
@@ -359,6 +381,7 @@ def filter_impact(
             act_on_errors=fires[wrong].mean(0).cpu().numpy(),
             act_on_correct=fires[~wrong].mean(0).cpu().numpy(),
         )
+        metrics["errors_auc"], metrics["errors_p"] = errors_rank_test(fires, wrong)
         metrics.update(top_activating(peak, y, top_k))
         result[name] = metrics if ranks > 1 else finish_impact(metrics, y.cpu().numpy(), alpha)
     return result

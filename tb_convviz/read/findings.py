@@ -77,7 +77,7 @@ def run_findings(reader: ConvVizReader, run: str, step: Optional[int] = None) ->
     probe = _probe_summary(reader, run, labels)
     # decoded once: the impact and the shortcut rules both read them
     arrays = {layer: records.impact_arrays(b, labels) for layer, b in impacts.items()} if labels is not None else {}
-    found += _impact_findings(run, step, arrays, labels, alpha, missing, reader, kinds)
+    found += _impact_findings(step, arrays, labels, alpha, missing)
     perturbations = {layer: b for layer in layers if (b := _record(reader, run, layer, fmt.KIND_PERTURBATION, step, kinds)) is not None}
     found += _perturbation_findings(step, perturbations, arrays, alpha, missing)
     found += _weight_findings(reader, run, step, layers, infos, missing, kinds)
@@ -103,8 +103,8 @@ def _probe_summary(reader: ConvVizReader, run: str, labels: Optional[np.ndarray]
     return out
 
 
-def _impact_findings(run: str, step: int, arrays: dict[str, dict[str, np.ndarray]], labels: Optional[np.ndarray],
-                     alpha: float, missing: _Unavailable, reader: ConvVizReader, kinds: Kinds) -> list[dict[str, Any]]:
+def _impact_findings(step: int, arrays: dict[str, dict[str, np.ndarray]], labels: Optional[np.ndarray],
+                     alpha: float, missing: _Unavailable) -> list[dict[str, Any]]:
     ablation = ("needed", "harmful", "fragile_class", "class_detector", "fires_on_errors")
     if not arrays or labels is None:
         why = "the run was logged without impact" if labels is not None else "the probe has no labels"
@@ -126,39 +126,31 @@ def _impact_findings(run: str, step: int, arrays: dict[str, dict[str, np.ndarray
         out += rules.ablation_findings(exact_layers, labels, alpha, step)
         out += rules.fragile_classes(exact_layers, labels, alpha, step)
         out += rules.class_detectors(exact_layers, labels, alpha, step)
-    out += _errors(reader, run, step, arrays, labels, alpha, missing, kinds)
+    out += _errors(arrays, labels, alpha, step, missing)
     return out
 
 
-def _errors(reader: ConvVizReader, run: str, step: int, arrays: dict[str, dict[str, np.ndarray]],
-            labels: np.ndarray, alpha: float, missing: _Unavailable, kinds: Kinds) -> list[dict[str, Any]]:
-    """`fires_on_errors` over the layers whose profile was logged at their impact record's step
-    (the clean predictions and the profile must describe the same weights)."""
-    profiles, correct = {}, None
-    for layer, a in arrays.items():
-        if records.IMPACT_CLEAN_PRED not in a or fmt.KIND_PROFILE not in kinds.get(layer, ()):
-            continue
-        impact_step = reader.latest_at_or_before(run, layer, fmt.KIND_IMPACT, step)
-        try:
-            if reader.profile_step(run, layer, step) != impact_step:
-                continue
-            prof = reader.profile(run, layer, step)
-        except NotFound:
-            continue
-        right = np.asarray(a[records.IMPACT_CLEAN_PRED])[: prof.shape[1]] == labels[: prof.shape[1]]
-        correct = right if correct is None else correct
-        profiles[layer] = prof
-    if correct is None:
-        missing.add("fires_on_errors", "no response profiles at the impact records' steps")
+def _errors(arrays: dict[str, dict[str, np.ndarray]], labels: np.ndarray, alpha: float, step: int,
+            missing: _Unavailable) -> list[dict[str, Any]]:
+    """`fires_on_errors` from the rank test each impact record holds over the probe images (each
+    layer's own record: a large model's layers may hold records of different steps)."""
+    tested = {layer: a for layer, a in arrays.items() if rules.ERRORS_P in a and records.IMPACT_CLEAN_PRED in a}
+    if not tested:
+        missing.add("fires_on_errors", "the impact records hold no test of activity on errors (logged by an "
+                                       "earlier version)", "impact=True, logged again")
         return []
-    errors, rights = int((~correct).sum()), int(correct.sum())
-    if min(errors, rights) < rules.MIN_GROUP:
-        missing.add("fires_on_errors", f"the {len(correct)} profile images hold {errors} misclassified and {rights} correct "
+    counts = {}
+    for layer, a in tested.items():
+        right = np.asarray(a[records.IMPACT_CLEAN_PRED]) == labels
+        counts[layer] = (int((~right).sum()), int(right.sum()))
+    enough = {layer: a for layer, a in tested.items() if min(counts[layer]) >= rules.MIN_GROUP}
+    if not enough:
+        errors, correct = next(iter(counts.values()))
+        missing.add("fires_on_errors", f"the {len(labels)} probe images hold {errors} misclassified and {correct} correct "
                                        f"ones: the rank test needs ≥ {rules.MIN_GROUP} of each",
-                    f"a probe whose first {len(correct)} images hold both (its first 32 give the profiles)")
+                    "a labelled probe with both errors and correct images")
         return []
-    return rules.fires_on_errors(profiles, correct, alpha, step, {l: arrays[l][rules.ACT_ON_ERRORS] for l in profiles},
-                                 {l: arrays[l][rules.ACT_ON_CORRECT] for l in profiles}, rules.ACT_ON_ERRORS)
+    return rules.fires_on_errors(enough, {layer: counts[layer] for layer in enough}, alpha, step, rules.ERRORS_AUC)
 
 
 def _perturbation_findings(step: int, perturbations: dict[str, fmt.Bundle], impacts: dict[str, dict[str, np.ndarray]],

@@ -109,6 +109,12 @@ BUILTIN: tuple[Column, ...] = (
        "0 fires alike for every class, 1 for one class only", first="high"),
     _c(_I, "impact", "act_on_errors", "Act. on errors", "Mean activation on probe examples the model gets wrong"),
     _c(_I, "impact", "act_on_correct", "Act. on correct", "Mean activation on probe examples the model gets right"),
+    _c(_I, "impact", "errors_auc", "AUC on errors", "Probability that a probe example the model gets wrong activates "
+       "the filter more than one it gets right (0.5: no difference, 1: every error above every correct example)",
+       first="high"),
+    _c(_I, "impact", "errors_p", "p (errors)", "One-sided Mann–Whitney p-value, over the probe examples, that the "
+       "filter is more active on errors than on correct examples (unadjusted; Findings adjusts it over the run)",
+       better="lower", first="low", format="pvalue"),
     _c(_I, "impact", fmt.TOP_EXAMPLE_PREFIX + "concentration", "Top-k concentration", "Share of the filter's top "
        "activating probe examples that carry its most common label", first="high", format="percent"),
     _c(_I, "impact", fmt.TOP_EXAMPLE_PREFIX + "class", "Top-k class", "The most common label among the filter's top "
