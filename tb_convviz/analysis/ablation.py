@@ -89,6 +89,20 @@ class FilterAblation:
         plan = self._plan(layer)
         return 1.0 if plan is None or self._traced is None else plan.flops / max(self._traced.forward_flops, 1.0)
 
+    def check_cost(self, layer: str) -> float:
+        """What making sure of `layer`'s replay costs before its first pass, in forward passes of the
+        probe (`_check`'s unablated copies); nothing once this graph's replay of it was checked, at
+        this log or an earlier one, or for hooks. Timing-free, like `cost`."""
+        if self._traced is None or layer in self._checked:
+            return 0.0
+        plan = self._plan(layer)
+        if plan is None:
+            return 0.0
+        with _verified_lock:
+            if (layer, tuple(self.x.shape)) in _verified.get(self._traced.gm, {}):
+                return 0.0
+        return len(_check_copies(plan)) * self.cost(layer)
+
     def passes(self, layer: str, filters: Optional[Sequence[int]] = None) -> Iterator[tuple[list[int], torch.Tensor]]:
         """Per pass: (the filters it ablated, their logits (len, N, classes)), filter i's row with
         filter i alone zeroed; `filters` (default all) in the order given. Each pass runs under
@@ -98,6 +112,8 @@ class FilterAblation:
         bad = [f for f in chosen if not 0 <= f < count]
         if bad:
             raise ValueError(f"filters: {bad[:5]} out of range for layer {layer!r} with {count} filters")
+        if not chosen:
+            return  # nothing to ablate: no check to pay for either
         plan = self._checked_plan(layer)
         if plan is None:
             per_pass = max(1, self.max_batch // self.n)
@@ -174,7 +190,7 @@ class FilterAblation:
         """
         traced = self._traced
         assert traced is not None
-        copies = sorted({0, plan.channels - 1})
+        copies = _check_copies(plan)
         try:
             check = replay(traced, plan, copies, identity=True)
         except Exception as err:  # noqa: BLE001 - any failure of a plan means "use the next one"
@@ -188,6 +204,12 @@ class FilterAblation:
         if self.method == "fx":
             raise err
         notice(f"ablation: {err}; using forward hooks for it")
+
+
+def _check_copies(plan: ReplayPlan) -> list[int]:
+    """The filters whose blocks an unablated check replays: the first and the last channel, two
+    stacked copies (a batch size captured elsewhere shows only when copies are stacked)."""
+    return sorted({0, plan.channels - 1})
 
 
 def _chunks(items: Sequence[int], size: int) -> Iterable[list[int]]:
