@@ -203,6 +203,23 @@ def test_a_filter_far_more_active_on_errors_fires_on_errors_and_its_neighbours_d
     assert found[0]["evidence"]["p_value"] == pytest.approx(expected.pvalue, rel=1e-5)
 
 
+def test_the_rank_test_of_activity_on_errors_is_mann_whitney_with_ties():
+    """Rectified activations tie at 0 often: the ranks, AUC and p are scipy's, ties included; a
+    filter silent on every image has no evidence (p = 1, AUC 0.5); no errors, no test."""
+    from tb_convviz.analysis.impact import errors_rank_test
+
+    rng = np.random.default_rng(3)
+    scores = np.maximum(rng.normal(size=(50, 5)), 0).round(1)
+    scores[:, 4] = 0.0
+    wrong = rng.random(50) < 0.3
+    auc, p = errors_rank_test(torch.as_tensor(scores), torch.as_tensor(wrong))
+    expected = stats.mannwhitneyu(scores[wrong], scores[~wrong], alternative="greater", axis=0, method="asymptotic")
+    np.testing.assert_allclose(p[:4], expected.pvalue[:4], rtol=1e-5)
+    np.testing.assert_allclose(auc, expected.statistic / (wrong.sum() * (~wrong).sum()), rtol=1e-6)
+    assert (p[4], auc[4]) == (1.0, 0.5)
+    assert np.isnan(errors_rank_test(torch.as_tensor(scores), torch.zeros(50, dtype=torch.bool))[1]).all()
+
+
 def test_a_texture_layer_and_a_settled_layer_are_found_and_their_opposites_are_not():
     rng = np.random.default_rng(2)
     texture = rules.texture_findings({"tex": -0.5 + 0.1 * rng.normal(size=20), "shape": 0.4 + 0.1 * rng.normal(size=20)},
@@ -227,3 +244,24 @@ def test_pruning_savings_count_the_layer_and_the_inputs_of_the_next_one():
     saved = rules.pruning_savings(8, 4, [3, 3], 144, nxt, 2)
     assert saved == {"params": 2 * (4 * 9 + 1), "macs": 2 * 4 * 9 * 144, "next_layer": "b",
                      "next_params": 2 * 8 * 9, "next_macs": 2 * 8 * 9 * 36}
+
+
+def _readme_row(kind: str) -> str:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    return next(line for line in readme.splitlines() if line.startswith(f"| `{kind}` |"))
+
+
+def test_the_shortcut_and_error_rules_say_what_the_flags_and_tests_compute_and_the_readme_agrees():
+    """The shortcut rule is the counterfactual flag (a paired test over the probe images, BH q, a
+    least change and the layer's outlier rule), fires_on_errors the rank test over every probe
+    image: the declared rule and README's Findings table both name each threshold."""
+    from tb_convviz.analysis.perturbation.counterfactual import FLAG_Q, MIN_CHANGE, ROBUST_Z_FLAG
+
+    shortcut = (rules.KIND_BY_NAME["shortcut"].rule, _readme_row("shortcut"))
+    for text in shortcut:
+        assert "paired t test over the probe images" in text and f"q ≤ {FLAG_Q:g}" in text
+        assert f"≥ {MIN_CHANGE:.0%}" in text and f"z > {ROBUST_Z_FLAG}" in text
+    errors = (rules.KIND_BY_NAME["fires_on_errors"].rule, _readme_row("fires_on_errors"))
+    for text in errors:
+        assert "Mann–Whitney over" in text or "Mann–Whitney test over" in text
+        assert "probe image" in text and "profile" not in text and f"AUC ≥ {rules.ERROR_AUC}" in text

@@ -27,7 +27,7 @@ import torch
 from scipy import stats
 
 from tb_convviz.analysis.footprint import DUPLICATE_COS, KEEP_ENERGY, _kept_size, _size_name
-from tb_convviz.analysis.perturbation.counterfactual import ROBUST_Z_FLAG, robust_z
+from tb_convviz.analysis.perturbation.counterfactual import FLAG_Q, MIN_CHANGE, ROBUST_Z_FLAG, robust_z
 from tb_convviz.schema.records import IMPACT_CLEAN_PRED, IMPACT_EXACT, IMPACT_FLIPS, TOP_EXAMPLE_PREFIX
 from tb_convviz.analysis.significance import (
     benjamini_hochberg,
@@ -92,10 +92,12 @@ CURVES = ("curve", RING_ENERGY, "steps")
 
 
 KINDS: tuple[FindingKind, ...] = (
-    FindingKind("shortcut", "Shortcut", "Filters that one of your counterfactual edits moves far more than the rest "
-                "of their layer, with the class zeroing them moves predictions away from: the pattern of a spurious cue. "
-                "Strongest first: flagged by more of the edits, then by the larger change.",
-                f"robust z > {ROBUST_Z_FLAG} and |change| ≥ 5% under a counterfactual edit (its flag)",
+    FindingKind("shortcut", "Shortcut", "Filters that one of your counterfactual edits moves for real and far more "
+                "than the rest of their layer, with the class zeroing them moves predictions away from: the pattern of a "
+                "spurious cue. Strongest first: flagged by more of the edits, then by the larger change.",
+                f"a counterfactual edit's flag: a paired t test over the probe images that the edit moves the filter's "
+                f"mean |activation| (Benjamini–Hochberg q ≤ {FLAG_Q:g} within the layer), a change of ≥ {MIN_CHANGE:.0%} "
+                f"and robust z > {ROBUST_Z_FLAG} within the layer",
                 "counterfactual responses", "counterfactuals={name: edit}", 0.95, False, "impact"),
     FindingKind("needed", "Needed", "Filters whose removal significantly lowers probe accuracy, strongest first, "
                 "with the classes whose recall falls most.",
