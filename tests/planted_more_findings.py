@@ -176,11 +176,16 @@ def write_texture_run(logdir: Path, broken: bool = False) -> Path:
 # -- settled --------------------------------------------------------------------------------
 
 SETTLED_EPOCHS = 6
-STEPS, LR = 30, 0.2
-FREEZE_AFTER = 1  # the first layer trains in epochs 0 and 1, then is frozen
+STEPS, STEP = 20, 0.05  # steps an epoch, and each step's length in weight space
+# Images mix this many random patterns: with fewer, every layer's Gram is the mixing weights' and
+# CKA stays ~1 whatever the weights; with none (white noise) the Gram is its diagonal, likewise.
+PATTERNS = 16
+FREEZE_AFTER = 1  # `early` trains in epochs 0 and 1, then is frozen
 
 
 class TwoStage(nn.Module):
+    """Two convs in a row; the head only makes it a classifier the probe runs through."""
+
     def __init__(self) -> None:
         super().__init__()
         self.early = nn.Conv2d(3, 8, 3, padding=1)
@@ -193,21 +198,23 @@ class TwoStage(nn.Module):
 
 
 def write_settled_run(logdir: Path, broken: bool = False) -> Path:
-    """TwoStage over SETTLED_EPOCHS logged epochs, each fitting `late`'s output to two other
-    channels of `early`'s (a task that keeps moving, so `late` never settles), with `early` frozen
-    (requires_grad=False) after epoch FREEZE_AFTER. `broken`: `early` is never frozen."""
+    """TwoStage over SETTLED_EPOCHS logged epochs, each fitting `late`'s output to the sum of two
+    of `early`'s channels, two others each epoch (a task that keeps moving, so `late` never
+    settles), with `early` frozen (requires_grad=False) after epoch FREEZE_AFTER. Steps are of a
+    fixed length (a normalised gradient), so both layers move at a known pace and never diverge,
+    on any seed tried. `broken`: `early` is never frozen."""
     from tb_convviz import ConvViz
 
     g = torch.Generator().manual_seed(5)
-    patterns = torch.randn(4, 3 * 10 * 10, generator=g)  # images mix 4 patterns: their Gram has structure to change
-    probe = (torch.randn(48, 4, generator=g) @ patterns).view(48, 3, 10, 10)
-    train = (torch.randn(64, 4, generator=g) @ patterns).view(64, 3, 10, 10)
+    patterns = torch.randn(PATTERNS, 3 * 10 * 10, generator=g)  # images mix a few patterns: structure to change
+    probe = (torch.randn(48, PATTERNS, generator=g) @ patterns).view(48, 3, 10, 10) / PATTERNS**0.5
+    train = (torch.randn(64, PATTERNS, generator=g) @ patterns).view(64, 3, 10, 10) / PATTERNS**0.5
     torch.manual_seed(5)
     model = TwoStage()
     with one_thread(), ConvViz(str(logdir), probe=probe, background=False, perturbations=False) as viz:
         for epoch in range(SETTLED_EPOCHS):
             task = torch.zeros(8, 8, 3, 3)
-            task[:, torch.randperm(8, generator=g)[:2].repeat(4), 1, 1] = 1.0  # two of early's channels
+            task[:, torch.randperm(8, generator=g)[:2], 1, 1] = 1.0  # every output: two of early's channels
             for _ in range(STEPS):
                 model.zero_grad()
                 h = torch.relu(model.early(train))
@@ -216,7 +223,7 @@ def write_settled_run(logdir: Path, broken: bool = False) -> Path:
                 with torch.no_grad():
                     for p in model.parameters():
                         if p.grad is not None:
-                            p -= LR * p.grad
+                            p -= STEP * p.grad / p.grad.norm().clamp_min(1e-12)
             viz.log(model, epoch)
             if epoch == FREEZE_AFTER and not broken:
                 model.early.requires_grad_(False)
