@@ -596,7 +596,7 @@ def shortcut_findings(layer: str, edits: Mapping[str, Mapping[str, np.ndarray]],
             {"edits": by_edit, "pushes_towards": cls, "predictions_moved": moved},
             _shortcut_strength(by_edit, len(edits)), {"layer": layer, "step": step, "filter": f, "sort": sort_of[edit]},
             # Flags logged since the paired test over probe images carry its q; older ones are z alone.
-            "flagged by a paired t test over the probe images (BH q ≤ 0.05 in the layer) and an outlier rule "
+            f"flagged by a paired t test over the probe images (BH q ≤ {FLAG_Q:g} in the layer) and an outlier rule "
             "within the layer: check the filter's top examples" if all(np.isfinite(v["q"]) for v in by_edit.values())
             else "an outlier rule within the layer, not a significance test: check the filter's top examples"))
     return out
