@@ -29,7 +29,10 @@ def test_the_html_report_is_self_contained_and_names_the_planted_findings(logdir
     assert references and all(r.startswith("data:image/png;base64,") for r in references), references
     assert "url(" not in text and "@import" not in text and "<script" not in text and "<link" not in text
     assert text.count("<img") == text.count('src="data:image/png;base64,') >= 4
-    assert f"conv filter {MARKER}: &#x27;add marker&#x27; changes its activation" in text and "away from class 3" in text
+    # the summary names every edit that flags the marker filter, largest robust z first
+    marker = re.search(rf"conv filter {MARKER}: [^<]*", text)
+    assert marker and "&#x27;add marker&#x27; changes its activation" in marker.group(0)
+    assert "&#x27;remove marker&#x27; changes its activation" in marker.group(0) and "away from class 3" in marker.group(0)
     assert f"conv filter {NEEDED}: zeroing it changes probe accuracy by -21.7%" in text
     assert f"class {NEEDED_CLASS} recall -100.0%" in text and "<svg" in text  # its per-class Δrecall bars
     assert "What this probe can and cannot detect" in text and "probe: 46 images" in text
