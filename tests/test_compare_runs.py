@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -256,6 +258,25 @@ def test_sign_flipped_pairs_are_marked_not_most_changed(logs_and_perms, tmp_path
     np.testing.assert_array_equal(flipped, [0, 0, 1, 0, 0, 0])
     np.testing.assert_allclose(decode_wire(answer["metrics"]["cosine_distance"]), 0, atol=1e-6)
     assert answer["sign_flipped"] == 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's own priority is Linux's")
+def test_a_solve_yields_the_cpu_to_the_other_routes(logs_and_perms, monkeypatch):
+    """The assignment runs in a solver thread niced below the server's threads, so on a machine with
+    few cores /index and the slider still get the core a solve is using."""
+    import tb_convviz.read.reader as reader_module
+
+    logs, _ = logs_and_perms
+    niceness, real = [], reader_module.pair_filters
+
+    def watched(a, b):
+        niceness.append(os.getpriority(os.PRIO_PROCESS, 0))  # 0: the calling thread, on Linux
+        return real(a, b)
+
+    monkeypatch.setattr(reader_module, "pair_filters", watched)
+    monkeypatch.setattr(reader_module, "_MATCHES", Memo(16))
+    get(fresh_client(logs), "compare?layer=6&run_a=a&step_a=1&run_b=other&step_b=1&align=match")
+    assert niceness == [min(19, os.getpriority(os.PRIO_PROCESS, 0) + reader_module.SOLVE_NICENESS)]
 
 
 def test_identical_concurrent_requests_share_one_solve(logs_and_perms, counted_solves):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -53,6 +54,24 @@ class SolveBusy(RuntimeError):
 
 
 _SOLVES = threading.BoundedSemaphore(MAX_SOLVES)
+# How much lower than the server's other threads a solve runs, in nice steps (Linux: per thread).
+# A slot keeps a solve from taking every core; on a 2-core machine the one it takes is still the
+# one /index waits for (for a core, not the GIL: a solve in another process slows it as much), so
+# the solve also yields that core to any route that wants it: weight 110 against 1024.
+SOLVE_NICENESS = 10
+
+
+def _solve_at_low_priority() -> None:
+    """The solver threads' initializer: lower this thread alone (Linux's setpriority takes a thread
+    id; elsewhere it would lower the whole TensorBoard process, so it is not done)."""
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + SOLVE_NICENESS)
+        except OSError as e:  # a sandbox that forbids it: solves run at the server's priority
+            warnings.warn(f"tb_convviz: filter pairings run at TensorBoard's own priority ({e})", RuntimeWarning)
+
+
+_SOLVER = ThreadPoolExecutor(MAX_SOLVES, thread_name_prefix="convviz-solve", initializer=_solve_at_low_priority)
 
 
 class NotFound(LookupError):
@@ -403,7 +422,7 @@ class ConvVizReader:
             try:
                 profile_a, profile_b = (self._decode(r, layer, fmt.KIND_PROFILE, d).array(records.PROFILE)
                                         for r, d in ((run_a, data_a), (run_b, data_b)))
-                return pair_filters(profile_a, profile_b)
+                return _SOLVER.submit(pair_filters, profile_a, profile_b).result()
             finally:
                 _SOLVES.release()
 
