@@ -615,11 +615,14 @@ class Logs(ConvVizReader):
         return b.array("images"), (b.array("labels") if "labels" in b else None)
 
 
-def load(logdir: str) -> Logs:
-    """Load every run under `logdir` (all steps kept) through TensorBoard's multiplexer data provider."""
+def load(logdir: Union[str, os.PathLike]) -> Logs:
+    """Load every run under `logdir` (all steps kept) through TensorBoard's multiplexer data provider:
+    a folder, or an object-store URL (``s3://bucket/runs``, ``gs://…``) TensorBoard reads (a folder
+    in a bucket: TensorBoard's S3 reader does not take a bucket's root)."""
     from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
 
+    logdir = os.fspath(logdir)
     mux = plugin_event_multiplexer.EventMultiplexer(tensor_size_guidance={fmt.PLUGIN_NAME: 0})
-    mux.AddRunsFromDirectory(str(logdir))
+    mux.AddRunsFromDirectory(logdir)
     mux.Reload()
-    return Logs(data_provider.MultiplexerDataProvider(mux, str(logdir)))
+    return Logs(data_provider.MultiplexerDataProvider(mux, logdir))

@@ -18,6 +18,7 @@ from typing import Any, Optional, Union
 import crc32c
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 
+from tb_convviz import storage
 from tb_convviz.schema import format as fmt
 from tb_convviz.write import runfolder
 from tb_convviz.schema.commits import new_stamp
@@ -77,6 +78,11 @@ class RecordWriter:
     Each step is one version (see `commits`): its records and its commit share one stamp. A failed
     write (a full disk) is rolled back to the last whole record, so the file stays readable and
     later steps append cleanly once space is back.
+
+    A log dir in an object store (``s3://…``, ``gs://…``: `storage`) has no append: each step is
+    one event-file object of its own, put whole at its commit, so a step is there whole or not at
+    all, and a bucket that fails loses that step alone (StorageError, warned once by ConvViz).
+    TensorBoard's loaders read a run's event files in name order, which is the steps' order.
     """
 
     def __init__(self, target: Union[str, os.PathLike, Any]):
@@ -90,13 +96,23 @@ class RecordWriter:
             raise TypeError(
                 f"log_dir_or_summary_writer must be a path or a torch SummaryWriter, not {type(target).__name__}"
             )
-        try:
-            os.makedirs(logdir, exist_ok=True)
-        except OSError as e:
-            raise ValueError(f"log_dir {logdir!r} is not writable: {e}") from e
-        if not os.access(logdir, os.W_OK | os.X_OK):
-            raise ValueError(f"log_dir {logdir!r} is not writable")
+        self._remote = storage.is_remote(logdir)
+        if self._remote:
+            try:
+                storage.filesystem(logdir)  # the protocol's library is installed (else: which extra)
+            except ValueError as e:
+                raise ValueError(f"log_dir: {e}") from e
+            logdir = logdir.rstrip("/")
+        else:
+            logdir = storage.local(logdir)
+            try:
+                os.makedirs(logdir, exist_ok=True)
+            except OSError as e:
+                raise ValueError(f"log_dir {logdir!r} is not writable: {e}") from e
+            if not os.access(logdir, os.W_OK | os.X_OK):
+                raise ValueError(f"log_dir {logdir!r} is not writable")
         self.logdir = logdir
+        self._step_records: list[bytes] = []  # an object-store step's framed records, put at its commit
         self._path: Optional[str] = None  # opened at the first record: a run that never logs leaves no file
         # The shared writer's file as last seen: it may be closed before the first step is written.
         self._shared = shared_event_file(self._summary_writer) if self._summary_writer is not None else None
@@ -151,8 +167,11 @@ class RecordWriter:
     def restart(self, step: int) -> None:
         """The run restarts at `step` (`ConvViz.resume`): what earlier writers left there and after
         is dropped. Marked at once, so that in a shared file it comes before the user's own records
-        of the restarted steps; a failed write is tried again before the next step's records."""
+        of the restarted steps; a failed write is tried again before the next step's records.
+        In an object store the mark opens the next step's object."""
         self._restart = int(step)
+        if self._remote:
+            return
         try:
             self._open()
             self._append_restart(self._restart)
@@ -164,6 +183,9 @@ class RecordWriter:
 
     def write(self, layer: str, kind: str, step: int, payload: bytes) -> None:
         """One record of the step being written; a commit record ends the step's version."""
+        if self._remote:
+            self._write_remote(layer, kind, step, payload)
+            return
         try:
             if self._stamp is None:
                 self._stamp = new_stamp()
@@ -180,13 +202,38 @@ class RecordWriter:
         if kind == fmt.KIND_COMMIT:
             self._stamp, self._last_step, self._restart, self._restart_own = None, int(step), None, False
 
+    def _write_remote(self, layer: str, kind: str, step: int, payload: bytes) -> None:
+        """Gather the step's records; at its commit, put them as one event-file object."""
+        if self._stamp is None:
+            self._stamp = new_stamp()
+            self._step_records = [tfrecord(event_pb2.Event(wall_time=self._stamp, file_version="brain.Event:2").SerializeToString())]
+            restart = self._restart
+            if restart is None and (self._restart_own or (self._last_step is not None and step <= self._last_step)):
+                restart = step
+            if restart is not None:
+                self._step_records.append(self._restart_mark(restart))
+        event = event_pb2.Event(wall_time=self._stamp, step=int(step), summary=record_summary(layer, kind, payload))
+        self._step_records.append(tfrecord(event.SerializeToString()))
+        if kind != fmt.KIND_COMMIT:
+            return
+        data, stamp = b"".join(self._step_records), self._stamp
+        self._step_records, self._stamp = [], None
+        path = storage.join(self.logdir, runfolder.own_file_name(stamp, self))
+        storage.put(path, data)  # StorageError: the step is lost, the next one starts afresh
+        self._path = path
+        self._last_step, self._restart, self._restart_own = int(step), None, False
+
+    @staticmethod
+    def _restart_mark(step: int) -> bytes:
+        start = event_pb2.Event(wall_time=time.time(), step=int(step), session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START))
+        return tfrecord(start.SerializeToString()) * 2
+
     def _append_restart(self, step: int) -> None:
         """TensorBoard's own restart mark, a SessionLog.START at `step`: the Python loader then drops
         every record of the run at `step` and after that it read before (as the Rust loader does
         tag by tag when a step repeats), so both show only this writer's version of those steps.
         Written twice: the first START of a run is not taken as a restart."""
-        start = event_pb2.Event(wall_time=time.time(), step=int(step), session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START))
-        self._append(tfrecord(start.SerializeToString()) * 2)
+        self._append(self._restart_mark(step))
 
     def flush(self) -> None:
         """Make what was written durable; our own file's last whole step is now its end."""
