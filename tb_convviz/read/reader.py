@@ -20,6 +20,7 @@ from tb_convviz.analysis.impact import class_table, spearman
 from tb_convviz.analysis.similarity import Pairing, debiased_cka_matrix, linear_cka, pair_filters
 from tb_convviz.schema.commits import whole_records
 from tb_convviz.read.memo import Memo
+from tb_convviz.read.store import RecordStore
 from tb_convviz.schema.columns import LAYER_SCALARS
 from tb_convviz.read.table import TABLE_KINDS, TableColumn, record_columns, table_csv
 
@@ -123,8 +124,9 @@ class ConvVizReader:
     """Runs → layers → steps → decoded bundles, over any `tensorboard.data.provider.DataProvider`."""
 
     def __init__(self, data_provider: tb_provider.DataProvider, experiment_id: str = "", ctx: Any = None,
-                 problems: Optional[Problems] = None):
+                 problems: Optional[Problems] = None, store: Optional[RecordStore] = None):
         self._provider = data_provider
+        self._store = store if store is not None else RecordStore(None)
         self._eid = experiment_id
         self._ctx = ctx if ctx is not None else tb_context.RequestContext()
         self.problems = problems if problems is not None else Problems()
@@ -133,6 +135,11 @@ class ConvVizReader:
     def _problem(self, run: str, tag: str, step: Optional[int], reason: str) -> None:
         """A record that cannot be read: remembered, skipped, and reported (`Logs` warns)."""
         self.problems.add(run, tag, step, reason)
+
+    @property
+    def logdir(self) -> Optional[str]:
+        """The logdir whose sidecar files this reader reads (None: inline records only)."""
+        return self._store.logdir
 
     @property
     def context(self) -> Any:
@@ -231,30 +238,43 @@ class ConvVizReader:
             raise NotFound(f"no {kind!r} record for layer {layer!r} of run {run!r} at step {step}")
         return self._decode(run, layer, kind, datum)
 
-    def _decode(self, run: str, layer: str, kind: str, datum: tb_provider.BlobSequenceDatum, blob: Optional[bytes] = None) -> fmt.Bundle:
-        """One record's bundle; an unreadable one is a problem of its own and NotFound here."""
-        if blob is None:
-            blob = self._provider.read_blob(self._ctx, blob_key=datum.values[0].blob_key)
+    def _record_bytes(self, run: str, datum: tb_provider.BlobSequenceDatum) -> bytes:
+        """One record's bytes, through the one lazy path (`store`): TensorBoard holds its event,
+        which is the record or a reference into the run's sidecar file. ValueError: unreadable."""
+        return self._store.record_bytes(run, self._provider.read_blob(self._ctx, blob_key=datum.values[0].blob_key))
+
+    def _decode(self, run: str, layer: str, kind: str, datum: tb_provider.BlobSequenceDatum,
+                data: Union[bytes, ValueError, None] = None) -> fmt.Bundle:
+        """One record's bundle (from `data` when it was read already, or why it could not be); an
+        unreadable one is a problem of its own and NotFound here."""
         try:
-            return fmt.decode_bundle(blob)
+            if isinstance(data, ValueError):
+                raise data
+            return fmt.decode_bundle(data if data is not None else self._record_bytes(run, datum))
         except ValueError as e:
             self._problem(run, fmt.tag_for(layer, kind), datum.step, str(e))
             raise NotFound(f"record {kind!r} of layer {layer!r} at step {datum.step} is unreadable: {e}") from e
 
-    def blob_keys(self, run: str, layer: str, kind: str) -> list[str]:
-        """The keys of every step's record of one stream (for prefetching)."""
-        return [d.values[0].blob_key for d in self._series(run, layer, kind)]
+    def prefetch(self, run: str, layer: str, kind: str) -> None:
+        """Read every step's record of one stream in the background (the slider comes next)."""
+        self._store.prefetch(functools.partial(self._record_bytes, run, d) for d in self._series(run, layer, kind))
+
+    def _read_or_why(self, run: str, datum: tb_provider.BlobSequenceDatum) -> Union[bytes, ValueError]:
+        try:
+            return self._record_bytes(run, datum)
+        except ValueError as e:
+            return e
 
     def bundles(self, run: str, layer: str, kind: str) -> list[tuple[int, fmt.Bundle]]:
         """Every step's readable record of one stream, read concurrently: a history needs them all
         (an unreadable one is left out, and listed as a problem)."""
         series = self._series(run, layer, kind)
         with ThreadPoolExecutor(_PARALLEL_READS) as pool:
-            blobs = list(pool.map(lambda d: self._provider.read_blob(self._ctx, blob_key=d.values[0].blob_key), series))
+            found = list(pool.map(functools.partial(self._read_or_why, run), series))
         out = []
-        for datum, blob in zip(series, blobs):
+        for datum, data in zip(series, found):
             try:
-                out.append((datum.step, self._decode(run, layer, kind, datum, blob)))
+                out.append((datum.step, self._decode(run, layer, kind, datum, data)))
             except NotFound:
                 continue
         return out
@@ -625,4 +645,4 @@ def load(logdir: Union[str, os.PathLike]) -> Logs:
     mux = plugin_event_multiplexer.EventMultiplexer(tensor_size_guidance={fmt.PLUGIN_NAME: 0})
     mux.AddRunsFromDirectory(logdir)
     mux.Reload()
-    return Logs(data_provider.MultiplexerDataProvider(mux, logdir))
+    return Logs(data_provider.MultiplexerDataProvider(mux, logdir), store=RecordStore(logdir))

@@ -15,6 +15,7 @@ import weakref
 from typing import Any
 
 from tb_convviz import storage
+from tb_convviz.schema.sidecar import SIDECAR_SUFFIX
 
 SUFFIX = ".convviz"
 _PREFIX = "events.out.tfevents."
@@ -25,6 +26,12 @@ _open_writers: "weakref.WeakSet[Any]" = weakref.WeakSet()  # RecordWriters of th
 def own_file_name(stamp: float, owner: object) -> str:
     """The name of a convviz event file: sorted by time like TensorBoard's, then host and process."""
     return f"{_PREFIX}{stamp:.6f}.{socket.gethostname()}.{os.getpid()}.{id(owner)}{SUFFIX}"
+
+
+def sidecar_file_name(stamp: float, owner: object) -> str:
+    """The name of a writer's sidecar file (`schema.sidecar`): beside its event files, named alike
+    but for what TensorBoard's loaders look for, so they leave it alone."""
+    return f"convviz.{stamp:.6f}.{socket.gethostname()}.{os.getpid()}.{id(owner)}{SIDECAR_SUFFIX}"
 
 
 def _writer_of(name: str) -> tuple[str, int, str]:

@@ -20,6 +20,7 @@ from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_
 
 from tb_convviz import storage
 from tb_convviz.schema import format as fmt
+from tb_convviz.schema import sidecar
 from tb_convviz.write import runfolder
 from tb_convviz.schema.commits import new_stamp
 
@@ -79,14 +80,26 @@ class RecordWriter:
     write (a full disk) is rolled back to the last whole record, so the file stays readable and
     later steps append cleanly once space is back.
 
+    A record over `sidecar.INLINE_MAX` bytes goes to the writer's sidecar file, its event holding a
+    reference (`schema.sidecar`), so TensorBoard's memory does not grow with the log; the sidecar is
+    written before the references to it, made durable first, and cut back with them. `sidecar=False`
+    writes every record into its event, as logs were written before sidecars (for benchmarks and
+    tests of those logs).
+
     A log dir in an object store (``s3://…``, ``gs://…``: `storage`) has no append: each step is
     one event-file object of its own, put whole at its commit, so a step is there whole or not at
     all, and a bucket that fails loses that step alone (StorageError, warned once by ConvViz).
     TensorBoard's loaders read a run's event files in name order, which is the steps' order.
     """
 
-    def __init__(self, target: Union[str, os.PathLike, Any]):
+    def __init__(self, target: Union[str, os.PathLike, Any], *, sidecar: bool = True):
         self._summary_writer = None
+        self._use_sidecar = sidecar
+        self._sidecar_fd: Optional[int] = None
+        self._sidecar_name = ""
+        self._sidecar_size = 0  # bytes in the sidecar file
+        self._sidecar_good = 0  # its size after the last whole step
+        self._step_sidecar: list[bytes] = []  # an object-store step's sidecar records, put before its events
         if isinstance(target, (str, os.PathLike)):
             logdir = os.fspath(target)
         elif hasattr(target, "get_logdir"):  # a torch.utils.tensorboard.SummaryWriter: share its run
@@ -194,7 +207,7 @@ class RecordWriter:
                     self._append_restart(self._restart)
                 elif (self._restart_own and self._own) or (self._last_step is not None and step <= self._last_step):
                     self._append_restart(step)
-            event = event_pb2.Event(wall_time=self._stamp, step=int(step), summary=record_summary(layer, kind, payload))
+            event = event_pb2.Event(wall_time=self._stamp, step=int(step), summary=record_summary(layer, kind, self._stored(payload)))
             self._append(tfrecord(event.SerializeToString()))
         except OSError:
             self._rollback()
@@ -202,24 +215,59 @@ class RecordWriter:
         if kind == fmt.KIND_COMMIT:
             self._stamp, self._last_step, self._restart, self._restart_own = None, int(step), None, False
 
+    def _stored(self, payload: bytes) -> bytes:
+        """What the record's event holds: the payload, or a reference to it in the sidecar file."""
+        if not self._use_sidecar or len(payload) <= sidecar.INLINE_MAX:
+            return payload
+        if self._remote:
+            offset = sum(len(b) for b in self._step_sidecar)
+            self._step_sidecar.append(payload)
+            return sidecar.reference(self._sidecar_name, offset, payload)
+        if self._sidecar_fd is None:
+            self._sidecar_name = runfolder.sidecar_file_name(time.time(), self)
+            path = os.path.join(self.logdir, self._sidecar_name)
+            self._sidecar_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            self._sidecar_size = self._sidecar_good = 0
+        offset, done = self._sidecar_size, 0
+        try:
+            while done < len(payload):
+                done += os.write(self._sidecar_fd, payload[done:])
+        except OSError:
+            self._cut_sidecar(offset)
+            raise
+        self._sidecar_size += len(payload)
+        return sidecar.reference(self._sidecar_name, offset, payload)
+
+    def _cut_sidecar(self, size: int) -> None:
+        try:
+            os.ftruncate(self._sidecar_fd, size)
+            self._sidecar_size = size
+        except OSError:
+            pass  # the original error is re-raised by the caller and warned about there
+
     def _write_remote(self, layer: str, kind: str, step: int, payload: bytes) -> None:
         """Gather the step's records; at its commit, put them as one event-file object."""
         if self._stamp is None:
             self._stamp = new_stamp()
+            self._sidecar_name, self._step_sidecar = runfolder.sidecar_file_name(self._stamp, self), []
             self._step_records = [tfrecord(event_pb2.Event(wall_time=self._stamp, file_version="brain.Event:2").SerializeToString())]
             restart = self._restart
             if restart is None and (self._restart_own or (self._last_step is not None and step <= self._last_step)):
                 restart = step
             if restart is not None:
                 self._step_records.append(self._restart_mark(restart))
-        event = event_pb2.Event(wall_time=self._stamp, step=int(step), summary=record_summary(layer, kind, payload))
+        event = event_pb2.Event(wall_time=self._stamp, step=int(step), summary=record_summary(layer, kind, self._stored(payload)))
         self._step_records.append(tfrecord(event.SerializeToString()))
         if kind != fmt.KIND_COMMIT:
             return
-        data, stamp = b"".join(self._step_records), self._stamp
-        self._step_records, self._stamp = [], None
+        data, records, stamp = b"".join(self._step_records), b"".join(self._step_sidecar), self._stamp
+        self._step_records, self._step_sidecar, self._stamp = [], [], None
+        # StorageError: the step is lost, the next one starts afresh. The sidecar goes first: an
+        # event object names only bytes that are there.
+        if records:
+            storage.put(storage.join(self.logdir, self._sidecar_name), records)
         path = storage.join(self.logdir, runfolder.own_file_name(stamp, self))
-        storage.put(path, data)  # StorageError: the step is lost, the next one starts afresh
+        storage.put(path, data)
         self._path = path
         self._last_step, self._restart, self._restart_own = int(step), None, False
 
@@ -240,9 +288,12 @@ class RecordWriter:
         if self._fd is None:
             return
         try:
+            if self._sidecar_fd is not None:  # before the references to it
+                os.fsync(self._sidecar_fd)
             os.fsync(self._fd)
             if self._own:
                 self._good = os.fstat(self._fd).st_size
+            self._sidecar_good = self._sidecar_size
         except OSError:
             self._rollback()
             raise
@@ -252,6 +303,8 @@ class RecordWriter:
         self._stamp = None
         if self._fd is not None and self._own:
             self._cut(self._good)
+        if self._sidecar_fd is not None:  # ours alone, also beside a shared event file
+            self._cut_sidecar(self._sidecar_good)
 
     def _cut(self, size: int) -> None:
         try:
@@ -266,4 +319,7 @@ class RecordWriter:
 
     def close(self) -> None:
         self._close_fd()
+        if self._sidecar_fd is not None:
+            os.close(self._sidecar_fd)
+            self._sidecar_fd = None
         runfolder.unregister(self)
