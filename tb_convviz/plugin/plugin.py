@@ -96,7 +96,7 @@ class ConvVizPlugin(base_plugin.TBPlugin):
         def handler(request: wrappers.Request) -> wrappers.Response:
             reader = ConvVizReader(
                 self._provider, plugin_util.experiment_id(request.environ), plugin_util.context(request.environ), self._problems,
-                self._store,
+                self._store, one_answer=True,
             )
             try:
                 params = RequestParams(request.args, reader)

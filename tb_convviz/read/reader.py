@@ -6,7 +6,7 @@ import os
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Iterable, NamedTuple, Optional, Union
 
 import numpy as np
 from packaging.version import InvalidVersion, Version
@@ -54,6 +54,19 @@ class SolveBusy(RuntimeError):
 
 
 _SOLVES = threading.BoundedSemaphore(MAX_SOLVES)
+
+# Records' headers (meta and array shapes) by the record they came from: `/index` and every
+# route's parameter checks need a run's layer order, each layer's facts and the probe's shape,
+# which are a few hundred bytes of records up to ~1 MB (the probe images), so they stay cached
+# even when the bulky records they sit in have left the record cache.
+_HEADS = Memo(16384)
+
+
+class RecordHead(NamedTuple):
+    """What a record says of itself without its arrays: its meta and each array's shape."""
+
+    meta: dict
+    shapes: dict[str, tuple[int, ...]]
 
 
 class NotFound(LookupError):
@@ -124,8 +137,11 @@ class ConvVizReader:
     """Runs → layers → steps → decoded bundles, over any `tensorboard.data.provider.DataProvider`."""
 
     def __init__(self, data_provider: tb_provider.DataProvider, experiment_id: str = "", ctx: Any = None,
-                 problems: Optional[Problems] = None, store: Optional[RecordStore] = None):
+                 problems: Optional[Problems] = None, store: Optional[RecordStore] = None, one_answer: bool = False):
+        """`one_answer`: the reader serves one route answer, and reads each run's streams once for
+        it (a listing of many runs can outlast the provider's cache, and would read them again)."""
         self._provider = data_provider
+        self._seen: Optional[dict[str, dict]] = {} if one_answer else None
         self._store = store if store is not None else RecordStore(None)
         self._eid = experiment_id
         self._ctx = ctx if ctx is not None else tb_context.RequestContext()
@@ -180,7 +196,7 @@ class ConvVizReader:
             raise NotFound(f"no convviz data for run {run!r}")
         names = {fmt.parse_tag(t)[0] for t in tags} - {fmt.RUN_LAYER}
         try:
-            order = self.bundle(run, fmt.RUN_LAYER, fmt.KIND_RUN).meta.get("layers", [])
+            order = self.head(run, fmt.RUN_LAYER, fmt.KIND_RUN).meta.get("layers", [])
         except NotFound:
             order = []
         return [n for n in order if n in names] + sorted(names - set(order))
@@ -190,6 +206,14 @@ class ConvVizReader:
         return sorted(kind for tag, kind in tags.items() if fmt.parse_tag(tag)[0] == layer)
 
     def _read_series(self, run: str, tags: Optional[list[str]]) -> dict[str, list[tb_provider.BlobSequenceDatum]]:
+        if self._seen is not None:  # one answer reads one state of the run, however long it takes
+            data = self._seen.get(run)
+            if data is None:
+                data = self._seen[run] = self._provider.read_blob_sequences(
+                    self._ctx, experiment_id=self._eid, plugin_name=fmt.PLUGIN_NAME, downsample=_ALL_STEPS,
+                    run_tag_filter=tb_provider.RunTagFilter(runs=[run]),
+                ).get(run, {})
+            return data if tags is None else {t: data[t] for t in tags if t in data}
         data = self._provider.read_blob_sequences(
             self._ctx,
             experiment_id=self._eid,
@@ -237,6 +261,19 @@ class ConvVizReader:
         if datum is None:
             raise NotFound(f"no {kind!r} record for layer {layer!r} of run {run!r} at step {step}")
         return self._decode(run, layer, kind, datum)
+
+    def head(self, run: str, layer: str, kind: str, step: Optional[int] = None) -> RecordHead:
+        """`bundle`'s meta and array shapes, kept apart from the record's arrays (see `_HEADS`)."""
+        series = self._series(run, layer, kind)
+        datum = series[0] if step is None else next((d for d in series if d.step == step), None)
+        if datum is None:
+            raise NotFound(f"no {kind!r} record for layer {layer!r} of run {run!r} at step {step}")
+
+        def read() -> RecordHead:
+            bundle = self._decode(run, layer, kind, datum)
+            return RecordHead(bundle.meta, {name: bundle.shape(name) for name in bundle.names()})
+
+        return _HEADS.get_or_compute((self._store.logdir, self._eid, run, *self._record_identity(datum)), read)
 
     def _record_bytes(self, run: str, datum: tb_provider.BlobSequenceDatum) -> bytes:
         """One record's bytes, through the one lazy path (`store`): TensorBoard holds its event,
@@ -403,7 +440,7 @@ class ConvVizReader:
 
     def filter_count(self, run: str, layer: str) -> int:
         """How many filters the layer has (its first filters record says)."""
-        info = self.bundle(run, layer, fmt.KIND_FILTERS).meta.get("info")
+        info = self.head(run, layer, fmt.KIND_FILTERS).meta.get("info")
         filters = info.get("filters") if isinstance(info, dict) else None
         if isinstance(filters, bool) or not isinstance(filters, int) or filters < 0:
             raise NotFound(f"layer {layer!r} of run {run!r}: its filters record does not say how many filters it has")
@@ -625,7 +662,7 @@ class Logs(ConvVizReader):
         return {n[len(fmt.TOP_EXAMPLE_PREFIX) :]: a for n, a in arrays.items() if n.startswith(fmt.TOP_EXAMPLE_PREFIX)}
 
     def layer_info(self, run: str, layer: str) -> dict:
-        return self.bundle(run, layer, fmt.KIND_FILTERS).meta["info"]
+        return self.head(run, layer, fmt.KIND_FILTERS).meta["info"]
 
     def probe(self, run: str) -> tuple[np.ndarray, Optional[np.ndarray]]:
         """The probe images (N, C, *spatial) and labels (N,) or None."""
