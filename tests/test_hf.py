@@ -130,8 +130,10 @@ def test_under_torchrun_every_rank_takes_part_and_the_first_alone_writes(tmp_pat
     job = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            str(Path(__file__).parent / "hf_ddp_job.py"), str(out)]
     subprocess.run(job, check=True, timeout=300, capture_output=True)
-    files = [p for p in out.rglob("*") if p.is_file()]
-    assert len(files) == 1 and files[0].parent.parent == out / "runs"  # rank 0's Trainer writer's file, nothing from rank 1
+    events = [p for p in out.rglob("*") if p.is_file() and "tfevents" in p.name]
+    assert len(events) == 1 and events[0].parent.parent == out / "runs"  # rank 0's Trainer writer's file, nothing from rank 1
+    files = [p for p in out.rglob("*") if p.is_file() and p not in events]
+    assert [p.parent for p in files] == [events[0].parent] and files[0].name.endswith(".records")  # rank 0's sidecar alone
     logs = load(out / "runs")
     (run,) = logs.runs()
     for layer in logs.layers(run):
