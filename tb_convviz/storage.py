@@ -129,15 +129,6 @@ def put(path: PathLike, data: bytes) -> None:
         raise StorageError(f"cannot write to {posixpath.dirname(text)}: {type(e).__name__}") from e
 
 
-def open_file(path: PathLike, mode: str = "rb") -> Any:
-    """A file object for `path`, local or remote (reads of a remote one fetch blocks on demand)."""
-    text = os.fspath(path)
-    if not is_remote(text):
-        return open(local(text), mode)
-    fs, inner = filesystem(text)
-    return fs.open(inner, mode)
-
-
 class URLPath(str):
     """An object-store URL with a Path's `name` and `stem`, so code that names local files (a
     checkpoint's step from its file name, a progress line) names remote ones too."""
