@@ -270,15 +270,19 @@ class ConvVizReader:
             raise NotFound(f"no {kind!r} record for layer {layer!r} of run {run!r} at step {step}")
 
         def read() -> RecordHead:
-            bundle = self._decode(run, layer, kind, datum)
+            try:
+                data: Union[bytes, ValueError] = self._record_bytes(run, datum, keep=False)
+            except ValueError as e:
+                data = e
+            bundle = self._decode(run, layer, kind, datum, data)
             return RecordHead(bundle.meta, {name: bundle.shape(name) for name in bundle.names()})
 
         return _HEADS.get_or_compute((self._store.logdir, self._eid, run, *self._record_identity(datum)), read)
 
-    def _record_bytes(self, run: str, datum: tb_provider.BlobSequenceDatum) -> bytes:
+    def _record_bytes(self, run: str, datum: tb_provider.BlobSequenceDatum, keep: bool = True) -> bytes:
         """One record's bytes, through the one lazy path (`store`): TensorBoard holds its event,
         which is the record or a reference into the run's sidecar file. ValueError: unreadable."""
-        return self._store.record_bytes(run, self._provider.read_blob(self._ctx, blob_key=datum.values[0].blob_key))
+        return self._store.record_bytes(run, self._provider.read_blob(self._ctx, blob_key=datum.values[0].blob_key), keep)
 
     def _decode(self, run: str, layer: str, kind: str, datum: tb_provider.BlobSequenceDatum,
                 data: Union[bytes, ValueError, None] = None) -> fmt.Bundle:

@@ -33,9 +33,10 @@ class RecordStore:
         self._cache: Memo[bytes] = Memo(max_bytes=cache_bytes, size=len)
         self._prefetcher: Optional[ThreadPoolExecutor] = None
 
-    def record_bytes(self, run: str, payload: bytes) -> bytes:
+    def record_bytes(self, run: str, payload: bytes, keep: bool = True) -> bytes:
         """The record an event payload holds or points to; ValueError says why it cannot be had
-        (a damaged reference, a sidecar missing, cut short or changed)."""
+        (a damaged reference, a sidecar missing, cut short or changed). `keep=False` reads it past
+        the cache (a record wanted for its header alone, which the reader keeps apart)."""
         ref = sidecar.parse_reference(payload)
         if ref is None:
             return payload
@@ -53,7 +54,8 @@ class RecordStore:
                 raise ValueError(f"its sidecar file {ref.file} cannot be read ({type(e).__name__}: {e})") from e
             return sidecar.check(ref, data)
 
-        return self._cache.get_or_compute((path, ref.offset, ref.length, ref.crc), fetch)
+        key = (path, ref.offset, ref.length, ref.crc)
+        return self._cache.get_or_compute(key, fetch) if keep or key in self._cache else fetch()
 
     def prefetch(self, reads: Iterable[Callable[[], object]]) -> None:
         """Run `reads` in the background (each fetches a record through `record_bytes`), so that
