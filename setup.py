@@ -42,7 +42,13 @@ setup(
         "tqdm",  # log-checkpoints: a progress bar with an ETA, the one every ML user knows
     ],
     extras_require={
-        "test": ["pytest", "playwright", "scikit-learn", "mnist1d", "lightning", "transformers[torch]>=4.40", "build"],
+        # moto[server]: a real S3-protocol server on loopback for the object-store tests.
+        "test": ["pytest", "playwright", "scikit-learn", "mnist1d", "lightning", "transformers[torch]>=4.40", "build",
+                 "fsspec", "s3fs", "boto3", "moto[server]"],
+        # Logdirs in object storage (tb_convviz/storage.py): fsspec with s3fs or gcsfs for the writer,
+        # load() and the plugin's reads; boto3 for TensorBoard's own S3 reader (`tensorboard --logdir s3://…`).
+        "s3": ["fsspec", "s3fs", "boto3"],
+        "gcs": ["fsspec", "gcsfs"],
         "lightning": ["lightning"],
         # tb_convviz.hf: the Trainer needs accelerate, which transformers' torch extra brings.
         "hf": ["transformers[torch]>=4.40"],

@@ -10,7 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence, Union
 
 
 def free_port() -> int:
@@ -26,11 +26,13 @@ def get_json(url: str, timeout: float = 10.0):
 
 @contextlib.contextmanager
 def tensorboard(
-    logdir: Path, *, python: str = sys.executable, args: Sequence[str] = (), wait_s: float = 60.0
+    logdir: Union[Path, str], *, python: str = sys.executable, args: Sequence[str] = (), wait_s: float = 60.0,
+    log_dir: Optional[Path] = None,
 ) -> Iterator[str]:
-    """Yield the base URL of a TensorBoard serving `logdir`, once its plugin listing answers."""
+    """Yield the base URL of a TensorBoard serving `logdir` (a folder or a bucket URL), once its
+    plugin listing answers. Its output goes to a file in `log_dir` (default: beside `logdir`)."""
     port = free_port()
-    log = open(Path(logdir).parent / f"tensorboard-{port}.log", "w")
+    log = open((log_dir or Path(logdir).parent) / f"tensorboard-{port}.log", "w")
     proc = subprocess.Popen(
         [python, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port), *args],
         stdout=log,

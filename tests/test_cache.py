@@ -5,10 +5,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tb_convviz import ConvViz, load
+from tb_convviz import ConvViz, load, storage
 from tb_convviz.schema import format as fmt
+from tb_convviz.schema import sidecar
 from tb_convviz.plugin.cache import CachingProvider
 from tb_convviz.read.reader import ConvVizReader
+from tb_convviz.read.store import RecordStore
 
 
 class Counting:
@@ -45,7 +47,7 @@ def _logs(tmp_path, epochs=4):
 def test_repeated_reads_hit_the_cache_and_agree_with_the_provider(tmp_path):
     logs = _logs(tmp_path)
     counting = Counting(logs._provider)
-    cached = ConvVizReader(CachingProvider(counting, ttl_s=60))
+    cached = ConvVizReader(CachingProvider(counting, ttl_s=60), store=logs._store)
     for _ in range(3):
         assert cached.steps("run", "0") == [0, 1, 2, 3]
         assert cached.steps("run", "1", fmt.KIND_MAPS) == [0, 1, 2, 3]
@@ -60,7 +62,7 @@ def test_listings_expire_so_new_epochs_appear(tmp_path):
     logs = _logs(tmp_path, epochs=2)
     counting = Counting(logs._provider)
     provider = CachingProvider(counting, ttl_s=0.05)
-    reader = ConvVizReader(provider)
+    reader = ConvVizReader(provider, store=logs._store)
     reader.runs()
     reader.runs()
     assert counting.calls["list"] == 1
@@ -72,23 +74,25 @@ def test_listings_expire_so_new_epochs_appear(tmp_path):
 def test_blob_cache_stays_within_its_byte_budget(tmp_path):
     logs = _logs(tmp_path)
     provider = CachingProvider(logs._provider, ttl_s=60, blob_bytes=1)
-    reader = ConvVizReader(provider)
+    reader = ConvVizReader(provider, store=logs._store)
     for step in range(4):
         reader.bundle("run", "0", fmt.KIND_FILTERS, step)
     assert len(provider._blobs) == 1  # only the newest survives a 1-byte budget
 
 
-def test_prefetch_warms_the_blob_cache(tmp_path):
+def test_prefetch_warms_the_record_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(sidecar, "INLINE_MAX", 0)  # this small net's records would stay in their events
     logs = _logs(tmp_path)
-    counting = Counting(logs._provider)
-    provider = CachingProvider(counting, ttl_s=60)
-    reader = ConvVizReader(provider)
-    provider.prefetch(reader.context, reader.blob_keys("run", "0", fmt.KIND_FILTERS))
-    provider._prefetcher.shutdown(wait=True)
-    before = counting.calls["blob"]
+    reads = []
+    real = storage.read_range
+    monkeypatch.setattr(storage, "read_range", lambda *a: reads.append(a) or real(*a))
+    reader = ConvVizReader(CachingProvider(logs._provider, ttl_s=60), store=RecordStore(tmp_path))
+    reader.prefetch("run", "1", fmt.KIND_MAPS)
+    reader._store.wait()
+    assert len(reads) == 4  # every step's maps, each one ranged read of the run's sidecar
     for step in range(4):
-        reader.bundle("run", "0", fmt.KIND_FILTERS, step)
-    assert before == 4 and counting.calls["blob"] == 4
+        reader.bundle("run", "1", fmt.KIND_MAPS, step)
+    assert len(reads) == 4
 
 
 def test_answer_cache_computes_once_per_key_and_keeps_the_latest_entries():

@@ -93,7 +93,7 @@ def test_cka_equals_a_direct_computation(logs_and_perms):
 @pytest.fixture(scope="module")
 def client(logs_and_perms) -> Client:
     logs, _ = logs_and_perms
-    plugin = ConvVizPlugin(base_plugin.TBContext(data_provider=logs._provider, logdir=""))
+    plugin = ConvVizPlugin(base_plugin.TBContext(data_provider=logs._provider, logdir=logs.logdir))
     return Client(TensorBoardWSGI([plugin]))
 
 
@@ -184,7 +184,7 @@ def counted_solves(monkeypatch):
 
 def fresh_client(logs) -> Client:
     """A client of a new plugin: no answers cached by earlier tests."""
-    return Client(TensorBoardWSGI([ConvVizPlugin(base_plugin.TBContext(data_provider=logs._provider, logdir=""))]))
+    return Client(TensorBoardWSGI([ConvVizPlugin(base_plugin.TBContext(data_provider=logs._provider, logdir=logs.logdir))]))
 
 
 def test_run_vs_run_pairs_once_at_the_pair_step_and_keeps_the_pairing_across_steps(logs_and_perms, counted_solves):

@@ -56,7 +56,7 @@ def test_the_cost_line_names_the_largest_part_first(logs):
 
 
 def test_the_cost_route_answers_every_step(logs):
-    client = Client(TensorBoardWSGI([ConvVizPlugin(base_plugin.TBContext(data_provider=logs._provider, logdir=""))]))
+    client = Client(TensorBoardWSGI([ConvVizPlugin(base_plugin.TBContext(data_provider=logs._provider, logdir=logs.logdir))]))
     answer = client.get("/data/plugin/convviz/cost?run=run").get_json()
     assert answer["steps"] == list(STEPS)
     assert answer["costs"][-1] == logs.cost("run", STEPS[-1])

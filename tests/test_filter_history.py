@@ -20,6 +20,7 @@ from tb_convviz.plugin import history, payloads
 from tb_convviz.plugin.history import HistoryCache, stack_columns
 from tb_convviz.plugin.plugin import ConvVizPlugin
 from tb_convviz.read.reader import ConvVizReader, Logs
+from tb_convviz.read.store import RecordStore
 from training import one_thread, sgd_step
 
 RUN = "analysed"
@@ -54,7 +55,7 @@ class Logdir:
         self.viz = ConvViz(str(root / RUN), probe=probe, **OPTIONS)
         self.root = root
         self.mux = plugin_event_multiplexer.EventMultiplexer(tensor_size_guidance={fmt.PLUGIN_NAME: 0})
-        self.reader = Logs(data_provider.MultiplexerDataProvider(self.mux, str(root)))
+        self.reader = Logs(data_provider.MultiplexerDataProvider(self.mux, str(root)), store=RecordStore(root))
 
     def log(self, steps: list[int]) -> None:
         with one_thread():
@@ -80,7 +81,7 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> Logdir:
 
 
 def _client(reader: ConvVizReader) -> Client:
-    plugin = ConvVizPlugin(base_plugin.TBContext(data_provider=reader._provider))
+    plugin = ConvVizPlugin(base_plugin.TBContext(data_provider=reader._provider, logdir=reader.logdir))
     return Client(TensorBoardWSGI([plugin]))
 
 

@@ -65,7 +65,7 @@ def test_trainer_logs_every_epoch_into_its_run_beside_the_scalars_and_trains_the
 
     runs_dir = tmp_path / "logged" / "runs"
     (run_dir,) = runs_dir.iterdir()  # the Trainer's run folder: runs/<date>_<host>
-    assert len(list(run_dir.iterdir())) == 1  # one event file: the Trainer's own writer's, shared
+    assert len([p for p in run_dir.iterdir() if "tfevents" in p.name]) == 1  # one event file: the Trainer's own writer's, shared
 
     # The Trainer's scalars, through TensorBoard's data provider (the Python loader: it follows one
     # event file per folder, so both must be in that one).
@@ -130,8 +130,10 @@ def test_under_torchrun_every_rank_takes_part_and_the_first_alone_writes(tmp_pat
     job = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            str(Path(__file__).parent / "hf_ddp_job.py"), str(out)]
     subprocess.run(job, check=True, timeout=300, capture_output=True)
-    files = [p for p in out.rglob("*") if p.is_file()]
-    assert len(files) == 1 and files[0].parent.parent == out / "runs"  # rank 0's Trainer writer's file, nothing from rank 1
+    events = [p for p in out.rglob("*") if p.is_file() and "tfevents" in p.name]
+    assert len(events) == 1 and events[0].parent.parent == out / "runs"  # rank 0's Trainer writer's file, nothing from rank 1
+    files = [p for p in out.rglob("*") if p.is_file() and p not in events]
+    assert [p.parent for p in files] == [events[0].parent] and files[0].name.endswith(".records")  # rank 0's sidecar alone
     logs = load(out / "runs")
     (run,) = logs.runs()
     for layer in logs.layers(run):

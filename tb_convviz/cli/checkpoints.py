@@ -16,7 +16,7 @@ free-form; ``epoch`` before ``global_step`` because the online callbacks log per
 """
 from __future__ import annotations
 
-import glob
+import io
 import os
 import pickle
 import re
@@ -28,6 +28,8 @@ from typing import Any, Literal, Mapping, Optional, Sequence, Union, get_args
 import numpy as np
 import torch
 from torch import nn
+
+from tb_convviz import storage
 
 StepSource = Literal["auto", "epoch", "global_step", "name"]
 STEP_SOURCES: tuple[str, ...] = get_args(StepSource)
@@ -53,25 +55,32 @@ class Checkpoint:
 
 
 def checkpoint_files(patterns: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]) -> list[Path]:
-    """Files named by paths or glob patterns (``**`` recurses), each once, sorted by path."""
+    """Files named by paths or glob patterns (``**`` recurses), each once, sorted by path; an
+    object-store URL (``s3://bucket/ckpts/*.pt``) gives `storage.URLPath`s."""
     if isinstance(patterns, (str, os.PathLike)):
         patterns = [patterns]
     found: set[Path] = set()
     for pattern in patterns:
-        found.update(Path(p) for p in glob.glob(os.fspath(pattern), recursive=True) if os.path.isfile(p))
-    return sorted(found)
+        remote = storage.is_remote(pattern)
+        found.update(p if remote else Path(p) for p in storage.glob(pattern))
+    return sorted(found, key=os.fspath)
 
 
 def read_checkpoint(path: Union[str, os.PathLike], *, trust: bool = False) -> Any:
     """`torch.load` on the CPU, memory-mapped when the file is in torch's zip format, so that
     opening a checkpoint reads its small pickle and only the tensors that are used later."""
+    source: Any = path
     try:
-        with open(path, "rb") as f:
-            zipped = f.read(4) == b"PK\x03\x04"  # torch's format since 1.6; the rest is a legacy pickle
-    except OSError as e:
+        if storage.is_remote(path):  # an object is fetched whole: there is no memory map of a bucket
+            source = io.BytesIO(storage.read_bytes(path))
+            zipped = False
+        else:
+            with open(path, "rb") as f:
+                zipped = f.read(4) == b"PK\x03\x04"  # torch's format since 1.6; the rest is a legacy pickle
+    except Exception as e:  # noqa: BLE001 - an object store's errors are not all OSErrors
         raise CheckpointError(f"unreadable ({one_line(e)})") from e
     try:
-        return torch.load(path, map_location="cpu", weights_only=not trust, mmap=zipped and zipfile.is_zipfile(path))
+        return torch.load(source, map_location="cpu", weights_only=not trust, mmap=zipped and zipfile.is_zipfile(path))
     except Exception as e:  # noqa: BLE001 - torch.load fails in many ways on a damaged file
         blocked = _BLOCKED_GLOBAL.search(str(e)) if isinstance(e, pickle.UnpicklingError) else None
         if blocked:
@@ -191,6 +200,8 @@ def read_ahead(path: Union[str, os.PathLike]) -> None:
     """Read a file through once, discarding the bytes, so the page cache holds it when it is
     loaded: run in a thread, the disk or network read overlaps other work without holding the
     GIL (a thread running torch.load itself would: its weights-only unpickler is Python)."""
+    if storage.is_remote(path):
+        return  # an object is fetched when it is loaded
     buffer = bytearray(1 << 23)
     try:
         with open(path, "rb", buffering=0) as f:

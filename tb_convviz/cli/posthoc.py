@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib
+import io
 import os
 import sys
 import time
@@ -27,6 +28,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from tb_convviz import storage
 from tb_convviz.write.callback import ConvViz
 from tb_convviz.cli.checkpoints import (
     STEP_SOURCES,
@@ -101,11 +103,12 @@ def read_probe(path: PathLike, *, npz: Optional[bool] = None) -> Any:
     ConvViz's `probe` argument takes it."""
     name = os.fspath(path)
     try:
+        source = io.BytesIO(storage.read_bytes(name)) if storage.is_remote(name) else name
         if npz or (npz is None and name.endswith(".npz")):
-            with np.load(name, allow_pickle=False) as arrays:
+            with np.load(source, allow_pickle=False) as arrays:
                 probe = {key: arrays[key] for key in arrays.files}
         else:
-            probe = torch.load(name, map_location="cpu", weights_only=True)
+            probe = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - a missing or damaged file, said in one line
         raise UsageError(f"cannot read probe {name!r} ({one_line(e)})") from e
     if isinstance(probe, dict):
@@ -136,7 +139,7 @@ class _CheckpointViz(ConvViz):
 
 def _existing_run(logdir: PathLike) -> Optional[Logs]:
     """The convviz run written directly in `logdir`, or None when there is none yet."""
-    if not os.path.isdir(logdir):
+    if not storage.isdir(logdir):
         return None
     logs = load(os.fspath(logdir))
     return logs if RUN in logs.runs() else None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import posixpath
 import re
 import struct
 import warnings
@@ -26,6 +27,7 @@ from google.protobuf import text_format
 from tensorboard.plugins.projector import metadata as projector_metadata
 from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 
+from tb_convviz import storage
 from tb_convviz.schema import format as fmt
 from tb_convviz.schema import records
 from tb_convviz.read.reader import Logs, NotFound, load
@@ -144,8 +146,25 @@ def _output_folder(root: Path, run: str, out_dir: Union[str, Path, None]) -> Pat
     return out
 
 
+def _remote_output_folder(root: str, run: str, out_dir: Union[str, Path, None]) -> storage.URLPath:
+    """`_output_folder` in an object store (no links there: only the logdir's bounds apply)."""
+    scheme, inside = root.split("://", 1)
+    inside = "/" + inside.strip("/")
+    default = posixpath.join(run, projector_metadata.PLUGINS_DIR, projector_metadata.PLUGIN_ASSETS_NAME)
+    out = posixpath.normpath(posixpath.join(inside, os.fspath(out_dir) if out_dir is not None else default))
+    if out != inside and not out.startswith(inside + "/"):
+        raise ValueError(f"output folder {str(out_dir)!r} is outside the logdir {root!r}")
+    return storage.URLPath(f"{scheme}:/{out}")
+
+
+def _child(folder: Union[Path, str], name: str) -> Union[Path, storage.URLPath]:
+    return storage.URLPath(storage.join(folder, name)) if storage.is_remote(folder) else Path(folder) / name
+
+
 def _make_dirs(root: Path, folder: Path) -> None:
     """Create `folder` under `root`, refusing any part of the way that is a symbolic link."""
+    if storage.is_remote(folder):
+        return  # an object store has no folders to make
     here = root
     for part in folder.relative_to(root).parts:
         here = here / part
@@ -156,6 +175,9 @@ def _make_dirs(root: Path, folder: Path) -> None:
 
 def _write(path: Path, data: bytes) -> None:
     """Write a file, never through a symbolic link in its place."""
+    if storage.is_remote(path):
+        storage.put(path, data)
+        return
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     except OSError as e:
@@ -171,9 +193,16 @@ def _add_embedding(
 ) -> None:
     """Add (or replace) the embedding `name` in the config, keeping every other export's entry."""
     config = ProjectorConfig()
-    if config_path.exists() and not config_path.is_symlink():
+    try:
+        if storage.is_remote(config_path):
+            text = storage.read_bytes(config_path).decode("utf-8")
+        else:
+            text = config_path.read_text(encoding="utf-8") if config_path.exists() and not config_path.is_symlink() else None
+    except FileNotFoundError:
+        text = None
+    if text is not None:
         try:
-            text_format.Parse(config_path.read_text(encoding="utf-8"), config)
+            text_format.Parse(text, config)
         except (text_format.ParseError, UnicodeDecodeError) as e:
             raise ValueError(f"the projector config {str(config_path)!r} is not one TensorBoard reads ({e}); move it away or fix it") from e
     kept = [e for e in config.embeddings if e.tensor_name != name]
@@ -216,30 +245,31 @@ def export_projector(
     do not hold, ValueError for an `out_dir` outside `logdir` (relative paths are taken from
     `logdir`) or a symbolic link on the way (nothing is written outside it, nor through a link).
     """
-    root = Path(os.path.realpath(logdir))
+    remote = storage.is_remote(logdir)
+    root = os.fspath(logdir).rstrip("/") if remote else Path(os.path.realpath(logdir))
     logs = load(str(root))
     if run not in logs.runs():
         raise NotFound(f"no convviz run {run!r} in {str(logdir)!r}; runs: {logs.runs()}")
     if layer not in logs.layers(run):
         raise NotFound(f"run {run!r} has no layer {layer!r}; layers: {logs.layers(run)}")
-    out = _output_folder(root, run, out_dir)
+    out = _remote_output_folder(root, run, out_dir) if remote else _output_folder(root, run, out_dir)
 
     tensor = source(logs, run, layer, step)
     filters_record = logs.bundle(run, layer, fmt.KIND_FILTERS, tensor.step)
     stats = {n: filters_record.array(n) for n in filters_record.names() if n != records.TILES}
     folder = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{layer}_{tensor.label}_step{tensor.step}")
-    target = out / folder
+    target = _child(out, folder)
     _make_dirs(root, target)
     rows = io.StringIO()
     np.savetxt(rows, tensor.rows, fmt="%.7g", delimiter="\t")
-    _write(target / "tensor.tsv", rows.getvalue().encode("utf-8"))
-    _write(target / "metadata.tsv", metadata_tsv(stats, tensor.rows.shape[0]).encode("utf-8"))
+    _write(_child(target, "tensor.tsv"), rows.getvalue().encode("utf-8"))
+    _write(_child(target, "metadata.tsv"), metadata_tsv(stats, tensor.rows.shape[0]).encode("utf-8"))
     sprite = sprite_sheet(tile_images(filters_record.array(records.TILES)))
     if sprite is None:
         warnings.warn(f"the tiles of {layer!r} do not fit a projector sprite; none written", stacklevel=2)
     else:
-        _write(target / "sprite.png", png_bytes(sprite[0]))
-    config_path = out / projector_metadata.PROJECTOR_FILENAME
+        _write(_child(target, "sprite.png"), png_bytes(sprite[0]))
+    config_path = _child(out, projector_metadata.PROJECTOR_FILENAME)
     name = f"{layer} {tensor.label} @ step {tensor.step}"
     _add_embedding(config_path, name, folder, tensor.rows.shape, None if sprite is None else sprite[1])
     return Exported(config_path, tensor.step)

@@ -4,21 +4,19 @@ Each call to the Rust data server costs ~40 ms whatever its size (seen here with
 dashboard answer needs several calls: the listing, a run's step references and a few blobs. So
 listings are reused for a few seconds (TensorBoard itself reloads every 5 s by default), one
 call fetches the references of every tag of a run, and blobs, which never change under a given
-key and wall time, stay in a byte-bounded LRU.
+key and wall time, stay in a byte-bounded LRU (for logs written before sidecars these are the
+records; since, mostly references into the sidecar files, whose records `read.store` keeps).
 """
 from __future__ import annotations
 
-import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 from tensorboard.data import provider as tb_provider
 
 from tb_convviz.read.memo import Memo
 
-_logger = logging.getLogger(__name__)
 
 LISTING_TTL_S = 3.0
 BLOB_CACHE_BYTES = 256 * 1024 * 1024
@@ -37,8 +35,6 @@ class CachingProvider:
         # Keyed by (blob key, wall time): a rewritten step (a restarted run) keeps its blob key but not its wall time.
         self._blobs: Memo[bytes] = Memo(max_bytes=blob_bytes, size=len)
         self._wall_time: dict[str, float] = {}
-        self._prefetcher = ThreadPoolExecutor(max_workers=4, thread_name_prefix="convviz-prefetch")
-        self._prefetching: set[str] = set()
 
     def _fresh(self, cache: dict, key: tuple) -> Optional[Any]:
         with self._lock:
@@ -91,24 +87,6 @@ class CachingProvider:
         with self._lock:
             key = (blob_key, self._wall_time.get(blob_key))
         return self._blobs.get_or_compute(key, lambda: self._inner.read_blob(ctx, blob_key=blob_key))
-
-    def prefetch(self, ctx: Any, blob_keys: Iterable[str]) -> None:
-        """Read blobs in the background, so moving the epoch slider finds them cached."""
-        for blob_key in blob_keys:
-            with self._lock:
-                if (blob_key, self._wall_time.get(blob_key)) in self._blobs or blob_key in self._prefetching:
-                    continue
-                self._prefetching.add(blob_key)
-            self._prefetcher.submit(self._prefetch_one, ctx, blob_key)
-
-    def _prefetch_one(self, ctx: Any, blob_key: str) -> None:
-        try:
-            self.read_blob(ctx, blob_key=blob_key)
-        except Exception as e:  # noqa: BLE001 - a failed warm-up costs only the later cache miss
-            _logger.warning("convviz: background read of a record failed (%s: %s)", type(e).__name__, e)
-        finally:
-            with self._lock:
-                self._prefetching.discard(blob_key)
 
 
 class AnswerCache(Memo):

@@ -65,7 +65,7 @@ def index(reader: ConvVizReader) -> dict:
             try:
                 entry = {
                     "name": layer,
-                    "info": reader.bundle(run, layer, fmt.KIND_FILTERS).meta["info"],
+                    "info": reader.head(run, layer, fmt.KIND_FILTERS).meta["info"],
                     "steps": reader.steps(run, layer),
                     "kernel_steps": reader.steps(run, layer, fmt.KIND_KERNELS) if fmt.KIND_KERNELS in kinds else [],
                     "kinds": kinds,
@@ -75,10 +75,10 @@ def index(reader: ConvVizReader) -> dict:
             layers.append(entry)
         probe = None
         try:
-            run_record = reader.bundle(run, fmt.RUN_LAYER, fmt.KIND_RUN)
-            if "images" in run_record:
-                shape = list(run_record.shape("images"))
-                probe = {"n": shape[0], "shape": shape, "has_labels": "labels" in run_record}
+            run_record = reader.head(run, fmt.RUN_LAYER, fmt.KIND_RUN)
+            if "images" in run_record.shapes:
+                shape = list(run_record.shapes["images"])
+                probe = {"n": shape[0], "shape": shape, "has_labels": "labels" in run_record.shapes}
         except NotFound:
             pass  # not loaded yet (TensorBoard reads event files lazily): the probe shows up later
         runs.append({"run": run, "layers": layers, "probe": probe, "columns": _run_columns(reader, run, layers),

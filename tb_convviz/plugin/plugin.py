@@ -19,6 +19,7 @@ from tb_convviz.plugin.history import HistoryCache
 from tb_convviz.plugin.params import RequestParams
 from tb_convviz.read.findings import run_findings
 from tb_convviz.read.reader import ConvVizReader, NotFound, Problems, SolveBusy
+from tb_convviz.read.store import RecordStore
 
 _logger = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ class ConvVizPlugin(base_plugin.TBPlugin):
 
     def __init__(self, context: base_plugin.TBContext):
         self._provider = CachingProvider(context.data_provider)
+        # Records in sidecar files are read from the logdir TensorBoard was started on.
+        self._store = RecordStore(context.logdir)
         self._answers = AnswerCache()
         self._histories = HistoryCache()
         self._problems = Problems()  # unreadable records met by any route, listed by /index
@@ -95,7 +98,7 @@ class ConvVizPlugin(base_plugin.TBPlugin):
         def handler(request: wrappers.Request) -> wrappers.Response:
             reader = ConvVizReader(
                 self._provider, plugin_util.experiment_id(request.environ), plugin_util.context(request.environ), self._problems,
-                snapshot=True,
+                self._store, one_answer=True,
             )
             try:
                 params = RequestParams(request.args, reader)
@@ -124,7 +127,7 @@ class ConvVizPlugin(base_plugin.TBPlugin):
         # The slider comes next: warm every step of this layer (filters ~10 KB, maps ~50 KB each).
         for kind in (fmt.KIND_FILTERS, fmt.KIND_MAPS):
             if kind in reader.kinds(run, layer):
-                self._provider.prefetch(reader.context, reader.blob_keys(run, layer, kind))
+                reader.prefetch(run, layer, kind)
         return answer
 
     def _filter(self, reader: ConvVizReader, p: RequestParams) -> dict:
@@ -163,7 +166,7 @@ class ConvVizPlugin(base_plugin.TBPlugin):
         for run in {run_a, run_b}:
             for kind in (fmt.KIND_FILTERS, fmt.KIND_PROFILE):
                 if kind in reader.kinds(run, layer):
-                    self._provider.prefetch(reader.context, reader.blob_keys(run, layer, kind))
+                    reader.prefetch(run, layer, kind)
         return answer
 
     @staticmethod

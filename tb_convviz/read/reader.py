@@ -7,7 +7,7 @@ import sys
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Iterable, NamedTuple, Optional, Union
 
 import numpy as np
 from packaging.version import InvalidVersion, Version
@@ -21,6 +21,7 @@ from tb_convviz.analysis.impact import class_table, spearman
 from tb_convviz.analysis.similarity import Pairing, debiased_cka_matrix, linear_cka, pair_filters
 from tb_convviz.schema.commits import whole_records
 from tb_convviz.read.memo import Memo
+from tb_convviz.read.store import RecordStore
 from tb_convviz.schema.columns import LAYER_SCALARS
 from tb_convviz.read.table import TABLE_KINDS, TableColumn, record_columns, table_csv
 
@@ -72,6 +73,19 @@ def _solve_at_low_priority() -> None:
 
 
 _SOLVER = ThreadPoolExecutor(MAX_SOLVES, thread_name_prefix="convviz-solve", initializer=_solve_at_low_priority)
+
+# Records' headers (meta and array shapes) by the record they came from: `/index` and every
+# route's parameter checks need a run's layer order, each layer's facts and the probe's shape,
+# which are a few hundred bytes of records up to ~1 MB (the probe images), so they stay cached
+# even when the bulky records they sit in have left the record cache.
+_HEADS = Memo(16384)
+
+
+class RecordHead(NamedTuple):
+    """What a record says of itself without its arrays: its meta and each array's shape."""
+
+    meta: dict
+    shapes: dict[str, tuple[int, ...]]
 
 
 class NotFound(LookupError):
@@ -142,21 +156,30 @@ class ConvVizReader:
     """Runs → layers → steps → decoded bundles, over any `tensorboard.data.provider.DataProvider`."""
 
     def __init__(self, data_provider: tb_provider.DataProvider, experiment_id: str = "", ctx: Any = None,
-                 problems: Optional[Problems] = None, snapshot: bool = False):
-        """`snapshot`: list the logs' records once and answer from that listing (one request's
-        reader: /index asks every layer's kinds, and listing a ResNet-50's records per layer was
-        most of its time); without it every question lists anew, so a long-lived `Logs` sees new steps."""
+                 problems: Optional[Problems] = None, store: Optional[RecordStore] = None, one_answer: bool = False):
+        """`one_answer`: the reader serves one route answer from one state of the logs: it lists the
+        records once (/index asks every layer's kinds, and listing a ResNet-50's records per layer
+        was most of its time) and reads each run's streams once (a listing of many runs can outlast
+        the provider's cache, and would read them again). Without it every question lists anew, so
+        a long-lived `Logs` sees new steps."""
         self._provider = data_provider
+        self._seen: Optional[dict[str, dict]] = {} if one_answer else None
+        self._store = store if store is not None else RecordStore(None)
         self._eid = experiment_id
         self._ctx = ctx if ctx is not None else tb_context.RequestContext()
         self.problems = problems if problems is not None else Problems()
         self._stamped_tags: dict[str, tuple[set[str], set[str]]] = {}  # run → (tags listed, stamped ones)
-        self._listed: Optional[dict[Optional[str], dict[str, dict[str, str]]]] = {} if snapshot else None
-        self._by_layer: dict[str, dict[str, list[str]]] = {}  # a snapshot's run → layer → kinds
+        self._listed: Optional[dict[Optional[str], dict[str, dict[str, str]]]] = {} if one_answer else None
+        self._by_layer: dict[str, dict[str, list[str]]] = {}  # one answer's run → layer → kinds
 
     def _problem(self, run: str, tag: str, step: Optional[int], reason: str) -> None:
         """A record that cannot be read: remembered, skipped, and reported (`Logs` warns)."""
         self.problems.add(run, tag, step, reason)
+
+    @property
+    def logdir(self) -> Optional[str]:
+        """The logdir whose sidecar files this reader reads (None: inline records only)."""
+        return self._store.logdir
 
     @property
     def context(self) -> Any:
@@ -207,7 +230,7 @@ class ConvVizReader:
             raise NotFound(f"no convviz data for run {run!r}")
         names = {fmt.parse_tag(t)[0] for t in tags} - {fmt.RUN_LAYER}
         try:
-            order = self.bundle(run, fmt.RUN_LAYER, fmt.KIND_RUN).meta.get("layers", [])
+            order = self.head(run, fmt.RUN_LAYER, fmt.KIND_RUN).meta.get("layers", [])
         except NotFound:
             order = []
         return [n for n in order if n in names] + sorted(names - set(order))
@@ -223,7 +246,7 @@ class ConvVizReader:
     def kinds(self, run: str, layer: str) -> list[str]:
         if self._listed is None:
             return self._kinds_of_layers(run).get(layer, [])
-        # A snapshot sorts the run's records by layer once: /index asks every layer.
+        # One answer's reader sorts the run's records by layer once: /index asks every layer.
         if run not in self._by_layer:
             self._by_layer[run] = self._kinds_of_layers(run)
         return self._by_layer[run].get(layer, [])
@@ -236,6 +259,14 @@ class ConvVizReader:
         return {layer: sorted(kinds) for layer, kinds in out.items()}
 
     def _read_series(self, run: str, tags: Optional[list[str]]) -> dict[str, list[tb_provider.BlobSequenceDatum]]:
+        if self._seen is not None:  # one answer reads one state of the run, however long it takes
+            data = self._seen.get(run)
+            if data is None:
+                data = self._seen[run] = self._provider.read_blob_sequences(
+                    self._ctx, experiment_id=self._eid, plugin_name=fmt.PLUGIN_NAME, downsample=_ALL_STEPS,
+                    run_tag_filter=tb_provider.RunTagFilter(runs=[run]),
+                ).get(run, {})
+            return data if tags is None else {t: data[t] for t in tags if t in data}
         data = self._provider.read_blob_sequences(
             self._ctx,
             experiment_id=self._eid,
@@ -284,12 +315,36 @@ class ConvVizReader:
             raise NotFound(f"no {kind!r} record for layer {layer!r} of run {run!r} at step {step}")
         return self._decode(run, layer, kind, datum)
 
-    def _decode(self, run: str, layer: str, kind: str, datum: tb_provider.BlobSequenceDatum, blob: Optional[bytes] = None) -> fmt.Bundle:
-        """One record's bundle; an unreadable one is a problem of its own and NotFound here."""
-        if blob is None:
-            blob = self._provider.read_blob(self._ctx, blob_key=datum.values[0].blob_key)
+    def head(self, run: str, layer: str, kind: str, step: Optional[int] = None) -> RecordHead:
+        """`bundle`'s meta and array shapes, kept apart from the record's arrays (see `_HEADS`)."""
+        series = self._series(run, layer, kind)
+        datum = series[0] if step is None else next((d for d in series if d.step == step), None)
+        if datum is None:
+            raise NotFound(f"no {kind!r} record for layer {layer!r} of run {run!r} at step {step}")
+
+        def read() -> RecordHead:
+            try:
+                data: Union[bytes, ValueError] = self._record_bytes(run, datum, keep=False)
+            except ValueError as e:
+                data = e
+            bundle = self._decode(run, layer, kind, datum, data)
+            return RecordHead(bundle.meta, {name: bundle.shape(name) for name in bundle.names()})
+
+        return _HEADS.get_or_compute((self._store.logdir, self._eid, run, *self._record_identity(datum)), read)
+
+    def _record_bytes(self, run: str, datum: tb_provider.BlobSequenceDatum, keep: bool = True) -> bytes:
+        """One record's bytes, through the one lazy path (`store`): TensorBoard holds its event,
+        which is the record or a reference into the run's sidecar file. ValueError: unreadable."""
+        return self._store.record_bytes(run, self._provider.read_blob(self._ctx, blob_key=datum.values[0].blob_key), keep)
+
+    def _decode(self, run: str, layer: str, kind: str, datum: tb_provider.BlobSequenceDatum,
+                data: Union[bytes, ValueError, None] = None) -> fmt.Bundle:
+        """One record's bundle (from `data` when it was read already, or why it could not be); an
+        unreadable one is a problem of its own and NotFound here."""
         try:
-            bundle = fmt.decode_bundle(blob)
+            if isinstance(data, ValueError):
+                raise data
+            bundle = fmt.decode_bundle(data if data is not None else self._record_bytes(run, datum))
             reference = records.kernel_reference(bundle) if kind == fmt.KIND_KERNELS else None
             if reference is not None:
                 keyframe = next((d for d in self._series(run, layer, kind) if d.step == reference < datum.step), None)
@@ -301,20 +356,26 @@ class ConvVizReader:
             self._problem(run, fmt.tag_for(layer, kind), datum.step, str(e))
             raise NotFound(f"record {kind!r} of layer {layer!r} at step {datum.step} is unreadable: {e}") from e
 
-    def blob_keys(self, run: str, layer: str, kind: str) -> list[str]:
-        """The keys of every step's record of one stream (for prefetching)."""
-        return [d.values[0].blob_key for d in self._series(run, layer, kind)]
+    def prefetch(self, run: str, layer: str, kind: str) -> None:
+        """Read every step's record of one stream in the background (the slider comes next)."""
+        self._store.prefetch(functools.partial(self._record_bytes, run, d) for d in self._series(run, layer, kind))
+
+    def _read_or_why(self, run: str, datum: tb_provider.BlobSequenceDatum) -> Union[bytes, ValueError]:
+        try:
+            return self._record_bytes(run, datum)
+        except ValueError as e:
+            return e
 
     def bundles(self, run: str, layer: str, kind: str) -> list[tuple[int, fmt.Bundle]]:
         """Every step's readable record of one stream, read concurrently: a history needs them all
         (an unreadable one is left out, and listed as a problem)."""
         series = self._series(run, layer, kind)
         with ThreadPoolExecutor(_PARALLEL_READS) as pool:
-            blobs = list(pool.map(lambda d: self._provider.read_blob(self._ctx, blob_key=d.values[0].blob_key), series))
+            found = list(pool.map(functools.partial(self._read_or_why, run), series))
         out = []
-        for datum, blob in zip(series, blobs):
+        for datum, data in zip(series, found):
             try:
-                out.append((datum.step, self._decode(run, layer, kind, datum, blob)))
+                out.append((datum.step, self._decode(run, layer, kind, datum, data)))
             except NotFound:
                 continue
         return out
@@ -444,7 +505,7 @@ class ConvVizReader:
 
     def filter_count(self, run: str, layer: str) -> int:
         """How many filters the layer has (its first filters record says)."""
-        info = self.bundle(run, layer, fmt.KIND_FILTERS).meta.get("info")
+        info = self.head(run, layer, fmt.KIND_FILTERS).meta.get("info")
         filters = info.get("filters") if isinstance(info, dict) else None
         if isinstance(filters, bool) or not isinstance(filters, int) or filters < 0:
             raise NotFound(f"layer {layer!r} of run {run!r}: its filters record does not say how many filters it has")
@@ -681,7 +742,7 @@ class Logs(ConvVizReader):
         return run_findings(self, run, step)
 
     def layer_info(self, run: str, layer: str) -> dict:
-        return self.bundle(run, layer, fmt.KIND_FILTERS).meta["info"]
+        return self.head(run, layer, fmt.KIND_FILTERS).meta["info"]
 
     def probe(self, run: str) -> tuple[np.ndarray, Optional[np.ndarray]]:
         """The probe images (N, C, *spatial) and labels (N,) or None."""
@@ -691,11 +752,14 @@ class Logs(ConvVizReader):
         return b.array("images"), (b.array("labels") if "labels" in b else None)
 
 
-def load(logdir: str) -> Logs:
-    """Load every run under `logdir` (all steps kept) through TensorBoard's multiplexer data provider."""
+def load(logdir: Union[str, os.PathLike]) -> Logs:
+    """Load every run under `logdir` (all steps kept) through TensorBoard's multiplexer data provider:
+    a folder, or an object-store URL (``s3://bucket/runs``, ``gs://…``) TensorBoard reads (a folder
+    in a bucket: TensorBoard's S3 reader does not take a bucket's root)."""
     from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
 
+    logdir = os.fspath(logdir)
     mux = plugin_event_multiplexer.EventMultiplexer(tensor_size_guidance={fmt.PLUGIN_NAME: 0})
-    mux.AddRunsFromDirectory(str(logdir))
+    mux.AddRunsFromDirectory(logdir)
     mux.Reload()
-    return Logs(data_provider.MultiplexerDataProvider(mux, str(logdir)))
+    return Logs(data_provider.MultiplexerDataProvider(mux, logdir), store=RecordStore(logdir))

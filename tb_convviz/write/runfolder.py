@@ -14,6 +14,9 @@ import socket
 import weakref
 from typing import Any
 
+from tb_convviz import storage
+from tb_convviz.schema.sidecar import SIDECAR_SUFFIX
+
 SUFFIX = ".convviz"
 _PREFIX = "events.out.tfevents."
 
@@ -25,13 +28,19 @@ def own_file_name(stamp: float, owner: object) -> str:
     return f"{_PREFIX}{stamp:.6f}.{socket.gethostname()}.{os.getpid()}.{id(owner)}{SUFFIX}"
 
 
-def _writer_of(name: str) -> tuple[str, int]:
-    """(host, pid) from an `own_file_name`; ("", 0) for any other name."""
+def sidecar_file_name(stamp: float, owner: object) -> str:
+    """The name of a writer's sidecar file (`schema.sidecar`): beside its event files, named alike
+    but for what TensorBoard's loaders look for, so they leave it alone."""
+    return f"convviz.{stamp:.6f}.{socket.gethostname()}.{os.getpid()}.{id(owner)}{SIDECAR_SUFFIX}"
+
+
+def _writer_of(name: str) -> tuple[str, int, str]:
+    """(host, pid, writer id) from an `own_file_name`; ("", 0, "") for any other name."""
     if not (name.startswith(_PREFIX) and name.endswith(SUFFIX)):
-        return "", 0
-    head, pid, _ = name[len(_PREFIX) : -len(SUFFIX)].rsplit(".", 2)
+        return "", 0, ""
+    head, pid, owner = name[len(_PREFIX) : -len(SUFFIX)].rsplit(".", 2)
     host = head.split(".", 2)[-1]
-    return host, int(pid) if pid.isdigit() else 0
+    return (host, int(pid), owner) if pid.isdigit() else ("", 0, "")
 
 
 def _alive(pid: int) -> bool:
@@ -45,6 +54,8 @@ def _alive(pid: int) -> bool:
 
 
 def _same_folder(a: str, b: str) -> bool:
+    if storage.is_remote(a) or storage.is_remote(b):
+        return a.rstrip("/") == b.rstrip("/")
     try:
         return os.path.samefile(a, b)
     except OSError:
@@ -58,15 +69,14 @@ def neighbours(logdir: str, me: object) -> tuple[int, int]:
     live = sum(1 for w in list(_open_writers) if w is not me and w.path and _same_folder(w.logdir, logdir))
     dead = 0
     try:
-        names = os.listdir(logdir)
-    except OSError:
+        names = storage.listdir(logdir)
+    except OSError:  # an object store that does not answer now: the first write will say so
         return live, dead
     here = socket.gethostname()
-    ours = {os.path.basename(w.path) for w in list(_open_writers) if w.path}  # counted above
-    for name in names:
-        host, pid = _writer_of(name)
-        if not pid or name in ours:
-            continue
+    ours = {_writer_of(os.path.basename(w.path)) for w in list(_open_writers) if w.path}  # counted above
+    # A writer to an object store leaves one file per step: a writer counts once, by (host, pid, id).
+    writers = {_writer_of(name) for name in names} - ours - {("", 0, "")}
+    for host, pid, _ in writers:
         if host == here and pid != os.getpid() and _alive(pid):
             live += 1
         else:

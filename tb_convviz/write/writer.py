@@ -18,7 +18,9 @@ from typing import Any, Optional, Union
 import crc32c
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 
+from tb_convviz import storage
 from tb_convviz.schema import format as fmt
+from tb_convviz.schema import sidecar
 from tb_convviz.write import runfolder
 from tb_convviz.schema.commits import new_stamp
 
@@ -77,10 +79,27 @@ class RecordWriter:
     Each step is one version (see `commits`): its records and its commit share one stamp. A failed
     write (a full disk) is rolled back to the last whole record, so the file stays readable and
     later steps append cleanly once space is back.
+
+    A record over `sidecar.INLINE_MAX` bytes goes to the writer's sidecar file, its event holding a
+    reference (`schema.sidecar`), so TensorBoard's memory does not grow with the log; the sidecar is
+    written before the references to it, made durable first, and cut back with them. `sidecar=False`
+    writes every record into its event, as logs were written before sidecars (for benchmarks and
+    tests of those logs).
+
+    A log dir in an object store (``s3://…``, ``gs://…``: `storage`) has no append: each step is
+    one event-file object of its own, put whole at its commit, so a step is there whole or not at
+    all, and a bucket that fails loses that step alone (StorageError, warned once by ConvViz).
+    TensorBoard's loaders read a run's event files in name order, which is the steps' order.
     """
 
-    def __init__(self, target: Union[str, os.PathLike, Any]):
+    def __init__(self, target: Union[str, os.PathLike, Any], *, sidecar: bool = True):
         self._summary_writer = None
+        self._use_sidecar = sidecar
+        self._sidecar_fd: Optional[int] = None
+        self._sidecar_name = ""
+        self._sidecar_size = 0  # bytes in the sidecar file
+        self._sidecar_good = 0  # its size after the last whole step
+        self._step_sidecar: list[bytes] = []  # an object-store step's sidecar records, put before its events
         if isinstance(target, (str, os.PathLike)):
             logdir = os.fspath(target)
         elif hasattr(target, "get_logdir"):  # a torch.utils.tensorboard.SummaryWriter: share its run
@@ -90,13 +109,23 @@ class RecordWriter:
             raise TypeError(
                 f"log_dir_or_summary_writer must be a path or a torch SummaryWriter, not {type(target).__name__}"
             )
-        try:
-            os.makedirs(logdir, exist_ok=True)
-        except OSError as e:
-            raise ValueError(f"log_dir {logdir!r} is not writable: {e}") from e
-        if not os.access(logdir, os.W_OK | os.X_OK):
-            raise ValueError(f"log_dir {logdir!r} is not writable")
+        self._remote = storage.is_remote(logdir)
+        if self._remote:
+            try:
+                storage.filesystem(logdir)  # the protocol's library is installed (else: which extra)
+            except ValueError as e:
+                raise ValueError(f"log_dir: {e}") from e
+            logdir = logdir.rstrip("/")
+        else:
+            logdir = storage.local(logdir)
+            try:
+                os.makedirs(logdir, exist_ok=True)
+            except OSError as e:
+                raise ValueError(f"log_dir {logdir!r} is not writable: {e}") from e
+            if not os.access(logdir, os.W_OK | os.X_OK):
+                raise ValueError(f"log_dir {logdir!r} is not writable")
         self.logdir = logdir
+        self._step_records: list[bytes] = []  # an object-store step's framed records, put at its commit
         self._path: Optional[str] = None  # opened at the first record: a run that never logs leaves no file
         # The shared writer's file as last seen: it may be closed before the first step is written.
         self._shared = shared_event_file(self._summary_writer) if self._summary_writer is not None else None
@@ -151,8 +180,11 @@ class RecordWriter:
     def restart(self, step: int) -> None:
         """The run restarts at `step` (`ConvViz.resume`): what earlier writers left there and after
         is dropped. Marked at once, so that in a shared file it comes before the user's own records
-        of the restarted steps; a failed write is tried again before the next step's records."""
+        of the restarted steps; a failed write is tried again before the next step's records.
+        In an object store the mark opens the next step's object."""
         self._restart = int(step)
+        if self._remote:
+            return
         try:
             self._open()
             self._append_restart(self._restart)
@@ -164,6 +196,9 @@ class RecordWriter:
 
     def write(self, layer: str, kind: str, step: int, payload: bytes) -> None:
         """One record of the step being written; a commit record ends the step's version."""
+        if self._remote:
+            self._write_remote(layer, kind, step, payload)
+            return
         try:
             if self._stamp is None:
                 self._stamp = new_stamp()
@@ -172,7 +207,7 @@ class RecordWriter:
                     self._append_restart(self._restart)
                 elif (self._restart_own and self._own) or (self._last_step is not None and step <= self._last_step):
                     self._append_restart(step)
-            event = event_pb2.Event(wall_time=self._stamp, step=int(step), summary=record_summary(layer, kind, payload))
+            event = event_pb2.Event(wall_time=self._stamp, step=int(step), summary=record_summary(layer, kind, self._stored(payload)))
             self._append(tfrecord(event.SerializeToString()))
         except OSError:
             self._rollback()
@@ -180,22 +215,85 @@ class RecordWriter:
         if kind == fmt.KIND_COMMIT:
             self._stamp, self._last_step, self._restart, self._restart_own = None, int(step), None, False
 
+    def _stored(self, payload: bytes) -> bytes:
+        """What the record's event holds: the payload, or a reference to it in the sidecar file."""
+        if not self._use_sidecar or len(payload) <= sidecar.INLINE_MAX:
+            return payload
+        if self._remote:
+            offset = sum(len(b) for b in self._step_sidecar)
+            self._step_sidecar.append(payload)
+            return sidecar.reference(self._sidecar_name, offset, payload)
+        if self._sidecar_fd is None:
+            self._sidecar_name = runfolder.sidecar_file_name(time.time(), self)
+            path = os.path.join(self.logdir, self._sidecar_name)
+            self._sidecar_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            self._sidecar_size = self._sidecar_good = 0
+        offset, done = self._sidecar_size, 0
+        try:
+            while done < len(payload):
+                done += os.write(self._sidecar_fd, payload[done:])
+        except OSError:
+            self._cut_sidecar(offset)
+            raise
+        self._sidecar_size += len(payload)
+        return sidecar.reference(self._sidecar_name, offset, payload)
+
+    def _cut_sidecar(self, size: int) -> None:
+        try:
+            os.ftruncate(self._sidecar_fd, size)
+            self._sidecar_size = size
+        except OSError:
+            pass  # the original error is re-raised by the caller and warned about there
+
+    def _write_remote(self, layer: str, kind: str, step: int, payload: bytes) -> None:
+        """Gather the step's records; at its commit, put them as one event-file object."""
+        if self._stamp is None:
+            self._stamp = new_stamp()
+            self._sidecar_name, self._step_sidecar = runfolder.sidecar_file_name(self._stamp, self), []
+            self._step_records = [tfrecord(event_pb2.Event(wall_time=self._stamp, file_version="brain.Event:2").SerializeToString())]
+            restart = self._restart
+            if restart is None and (self._restart_own or (self._last_step is not None and step <= self._last_step)):
+                restart = step
+            if restart is not None:
+                self._step_records.append(self._restart_mark(restart))
+        event = event_pb2.Event(wall_time=self._stamp, step=int(step), summary=record_summary(layer, kind, self._stored(payload)))
+        self._step_records.append(tfrecord(event.SerializeToString()))
+        if kind != fmt.KIND_COMMIT:
+            return
+        data, records, stamp = b"".join(self._step_records), b"".join(self._step_sidecar), self._stamp
+        self._step_records, self._step_sidecar, self._stamp = [], [], None
+        # StorageError: the step is lost, the next one starts afresh. The sidecar goes first: an
+        # event object names only bytes that are there.
+        if records:
+            storage.put(storage.join(self.logdir, self._sidecar_name), records)
+        path = storage.join(self.logdir, runfolder.own_file_name(stamp, self))
+        storage.put(path, data)
+        self._path = path
+        self._last_step, self._restart, self._restart_own = int(step), None, False
+
+    @staticmethod
+    def _restart_mark(step: int) -> bytes:
+        start = event_pb2.Event(wall_time=time.time(), step=int(step), session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START))
+        return tfrecord(start.SerializeToString()) * 2
+
     def _append_restart(self, step: int) -> None:
         """TensorBoard's own restart mark, a SessionLog.START at `step`: the Python loader then drops
         every record of the run at `step` and after that it read before (as the Rust loader does
         tag by tag when a step repeats), so both show only this writer's version of those steps.
         Written twice: the first START of a run is not taken as a restart."""
-        start = event_pb2.Event(wall_time=time.time(), step=int(step), session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START))
-        self._append(tfrecord(start.SerializeToString()) * 2)
+        self._append(self._restart_mark(step))
 
     def flush(self) -> None:
         """Make what was written durable; our own file's last whole step is now its end."""
         if self._fd is None:
             return
         try:
+            if self._sidecar_fd is not None:  # before the references to it
+                os.fsync(self._sidecar_fd)
             os.fsync(self._fd)
             if self._own:
                 self._good = os.fstat(self._fd).st_size
+            self._sidecar_good = self._sidecar_size
         except OSError:
             self._rollback()
             raise
@@ -205,6 +303,8 @@ class RecordWriter:
         self._stamp = None
         if self._fd is not None and self._own:
             self._cut(self._good)
+        if self._sidecar_fd is not None:  # ours alone, also beside a shared event file
+            self._cut_sidecar(self._sidecar_good)
 
     def _cut(self, size: int) -> None:
         try:
@@ -219,4 +319,7 @@ class RecordWriter:
 
     def close(self) -> None:
         self._close_fd()
+        if self._sidecar_fd is not None:
+            os.close(self._sidecar_fd)
+            self._sidecar_fd = None
         runfolder.unregister(self)

@@ -1,0 +1,182 @@
+"""Logdirs in an object store: ConvViz, `load()`, a real TensorBoard, log-checkpoints and
+export-projector on `s3://` URLs, against a real S3-protocol server on loopback (moto)."""
+from __future__ import annotations
+
+import re
+import time
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from s3server import s3_server
+from tbserver import get_json, tensorboard, wait_for
+from tb_convviz import ConvViz, load, storage
+from tb_convviz.schema import format as fmt
+from tb_convviz.cli.command import main
+from tb_convviz.cli.posthoc import log_checkpoints
+from tb_convviz.cli.projector import export_projector
+
+pytest.importorskip("s3fs", reason="the [s3] extra (in the test extra) brings s3fs")
+pytest.importorskip("moto.server", reason="the test extra brings moto[server]")
+
+IMAGES = torch.randn(4, 1, 10, 10, generator=torch.Generator().manual_seed(0))
+LABELS = torch.tensor([0, 1, 0, 1])
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 3), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+
+
+def _train_and_log(viz: ConvViz, model: nn.Module, epochs: range) -> list[dict]:
+    """A few SGD steps per epoch, logged at each epoch's end; the weights after each epoch."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    states = []
+    for epoch in epochs:
+        loss = nn.functional.cross_entropy(model(IMAGES), LABELS)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        viz.log(model, epoch)
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+    return states
+
+
+@pytest.fixture(scope="module")
+def s3():
+    with s3_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def logged(s3, tmp_path_factory):
+    """One run logged into a bucket and the same run into a local folder."""
+    bucket = s3.make_bucket("convviz-logs")
+    local = tmp_path_factory.mktemp("local")
+    for where in (f"{bucket}/exp/run", local / "run"):
+        with ConvViz(where, probe=(IMAGES, LABELS), impact=True) as viz:
+            _train_and_log(viz, _model(), range(3))
+    return f"{bucket}/exp", local
+
+
+def test_convviz_writes_to_s3_and_load_reads_what_a_local_folder_holds(logged):
+    url, local = logged
+    remote_logs, local_logs = load(url), load(str(local))
+    assert remote_logs.runs() == local_logs.runs() == ["run"]
+    assert remote_logs.layers("run") == local_logs.layers("run") == ["0", "2"]
+    for layer in ("0", "2"):
+        assert remote_logs.steps("run", layer) == [0, 1, 2]
+        for step in (0, 2):
+            assert np.array_equal(remote_logs.kernels("run", layer, 0), local_logs.kernels("run", layer, 0))
+            a, b = remote_logs.filter_stats("run", layer, step), local_logs.filter_stats("run", layer, step)
+            assert a.keys() == b.keys()
+            for name in a:
+                np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert remote_logs.impact("run", "2", 2)["d_loss"].shape == (4,)
+
+
+def test_a_real_tensorboard_serves_the_tab_from_the_bucket(logged, tmp_path):
+    url, _ = logged
+    with tensorboard(url, log_dir=tmp_path, args=["--reload_interval=1"]) as base:
+        api = base + "/data/plugin/convviz"
+        # TensorBoard reads a run's event files one after the other: wait for the last step's.
+        index = wait_for(lambda: (i := get_json(api + "/index")) and i["runs"]
+                         and all(layer["steps"][-1:] == [2] for layer in i["runs"][0]["layers"]) and i)
+        (run,) = index["runs"]
+        assert run["run"] == "run"
+        assert {layer["name"]: layer["steps"] for layer in run["layers"]} == {"0": [0, 1, 2], "2": [0, 1, 2]}
+        layer = get_json(api + "/layer?run=run&layer=2&step=1")
+        assert layer["step"] == 1 and layer["info"]["filters"] == 4
+        table = get_json(api + "/table?run=run&layer=2&step=2")
+        assert table["filters"] == 4 and table["columns"]
+        impact = get_json(api + "/impact?run=run&layer=2&step=2")
+        assert impact["record_step"] == 2 and impact["arrays"]
+
+
+def test_the_bucket_stopping_mid_run_is_one_warning_and_training_goes_on(s3):
+    url = s3.make_bucket("stops") + "/exp/run"
+    model = _model()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        viz = ConvViz(url, probe=(IMAGES, LABELS))
+        before = _train_and_log(viz, model, range(2))
+        viz.flush()
+        s3.stop()
+        try:
+            started = time.monotonic()
+            during = _train_and_log(viz, model, range(2, 5))
+            viz.flush()
+            spent = time.monotonic() - started
+        finally:
+            s3.start()
+        after = _train_and_log(viz, model, range(5, 7))  # the bucket answers again: logging resumes
+        viz.close()
+    failures = [str(w.message) for w in caught if "writing failed" in str(w.message)]
+    assert len(failures) == 1, [str(w.message) for w in caught]
+    assert url.rsplit("/", 1)[0] in failures[0] and "training goes on" in failures[0]
+    assert len(before) + len(during) + len(after) == 7  # every epoch trained
+    assert not torch.equal(during[-1]["2.weight"], before[-1]["2.weight"])
+    assert spent < 60, f"3 steps against a stopped bucket held training {spent:.0f} s"
+    logs = load(url.rsplit("/", 1)[0])
+    assert logs.steps("run", "0") == [0, 1, 5, 6]
+    assert logs.kernels("run", "0", 1).shape == (3, 1, 3, 3)
+
+
+def test_log_checkpoints_reads_checkpoints_from_and_writes_logs_to_the_bucket(s3, tmp_path, monkeypatch):
+    bucket = s3.make_bucket("posthoc")
+    (tmp_path / "nets.py").write_text(
+        "from torch import nn\n"
+        "def build():\n"
+        "    return nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 3), nn.ReLU(),\n"
+        "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from nets import build
+
+    model = _model()
+    states = []
+    for epoch in range(3):
+        with torch.no_grad():
+            model[0].weight.add_(0.1 * epoch)
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+        local = tmp_path / f"epoch_{epoch:02d}.pt"
+        torch.save({"model": states[-1], "epoch": epoch}, local)
+        storage.put(f"{bucket}/ckpts/epoch_{epoch:02d}.pt", local.read_bytes())
+        local.unlink()
+    torch.save((IMAGES, LABELS), tmp_path / "probe.pt")
+    storage.put(f"{bucket}/probe.pt", (tmp_path / "probe.pt").read_bytes())
+
+    status = main(["log-checkpoints", "--model", "nets:build", "--checkpoints", f"{bucket}/ckpts/epoch_0[01].pt",
+                   "--probe", f"{bucket}/probe.pt", "--logdir", f"{bucket}/posthoc", "--quiet"])
+    assert status == 0
+    assert load(f"{bucket}/posthoc").steps(".", "0") == [0, 1]
+    # A rerun with a new checkpoint resumes from the logs in the bucket: only step 2 is new.
+    report = log_checkpoints(build, f"{bucket}/ckpts/*.pt", f"{bucket}/probe.pt", f"{bucket}/posthoc", progress=False)
+    assert [c.step for c in report.already] == [0, 1] and [c.step for c in report.logged] == [2]
+    logs = load(f"{bucket}/posthoc")
+    assert logs.steps(".", "0") == [0, 1, 2]
+    step2 = logs.bundle(".", "0", fmt.KIND_FILTERS, 2)
+    assert (step2.meta["prev_step"], step2.meta["first_step"]) == (1, 0)  # drift continued from the bucket's run
+    for epoch, state in enumerate(states):
+        weight = state["0.weight"].numpy()
+        tolerance = (weight.max(axis=(1, 2, 3)) - weight.min(axis=(1, 2, 3))) / 510 + 1e-6
+        error = np.abs(logs.kernels(".", "0", epoch) - weight).max(axis=(1, 2, 3))
+        assert (error <= tolerance).all()
+
+
+def test_export_projector_writes_into_the_bucket(logged):
+    url, _ = logged
+    config, step = export_projector(url, "run", "2", 2)
+    folder = storage.join(url, "run", "plugins", "org_tensorflow_tensorboard_projector")
+    assert step == 2 and config == storage.join(folder, "projector_config.pbtxt")
+    text = storage.read_bytes(config).decode()
+    (tensor_path,) = re.findall(r'tensor_path: "([^"]+)"', text)
+    rows = storage.read_bytes(storage.join(folder, tensor_path)).decode().splitlines()
+    assert len(rows) == 4 and all(len(r.split("\t")) == 3 * 3 * 3 for r in rows)  # 4 filters of 3×3×3
+    with pytest.raises(ValueError, match="outside the logdir"):
+        export_projector(url, "run", "2", 2, out_dir="../elsewhere")
