@@ -44,11 +44,13 @@ setup(
     extras_require={
         # moto[server]: a real S3-protocol server on loopback for the object-store tests.
         "test": ["pytest", "playwright", "scikit-learn", "mnist1d", "lightning", "transformers[torch]>=4.40", "build",
-                 "fsspec", "s3fs", "boto3", "moto[server]"],
+                 "fsspec>=2023.12", "s3fs>=2023.12", "boto3", "moto[server]"],
         # Logdirs in object storage (tb_convviz/storage.py): fsspec with s3fs or gcsfs for the writer,
         # load() and the plugin's reads; boto3 for TensorBoard's own S3 reader (`tensorboard --logdir s3://…`).
-        "s3": ["fsspec", "s3fs", "boto3"],
-        "gcs": ["fsspec", "gcsfs"],
+        # s3fs pins the botocore its aiobotocore supports: without a floor, pip meets a newer boto3
+        # by falling back to s3fs 0.4 (2020), whose session no longer takes endpoint_url.
+        "s3": ["fsspec>=2023.12", "s3fs>=2023.12", "boto3"],
+        "gcs": ["fsspec>=2023.12", "gcsfs>=2023.12"],
         "lightning": ["lightning"],
         # tb_convviz.hf: the Trainer needs accelerate, which transformers' torch extra brings.
         "hf": ["transformers[torch]>=4.40"],
