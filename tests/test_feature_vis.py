@@ -119,9 +119,116 @@ def test_a_filter_image_does_not_depend_on_its_batch_companions():
 
 def test_conv1d_and_conv3d_give_a_sequence_and_a_clip():
     seq = nn.Sequential(nn.Conv1d(2, 4, 5, padding=2), nn.ReLU())
-    out = feature_visualization(seq, {"0": seq[0]}, torch.randn(4, 2, 40), {"0": [0, 3]}, steps=8)
+    out = feature_visualization(seq, {"0": seq[0]}, torch.randn(4, 2, 40), {"0": [0, 3]}, steps=32)
     assert out["0"]["images"].shape == (2, 2, 40)
+    assert np.all(out["0"]["objective"] > out["0"]["probe_best"])
     clip = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1), nn.GELU())
-    out = feature_visualization(clip, {"0": clip[0]}, torch.rand(2, 3, 4, 12, 12), {"0": [1]}, {"0": clip[1]}, steps=8)
+    out = feature_visualization(clip, {"0": clip[0]}, torch.rand(2, 3, 4, 12, 12), {"0": [1]}, {"0": clip[1]}, steps=32)
     assert out["0"]["images"].shape == (1, 3, 4, 12, 12)
-    assert np.all(out["0"]["objective"] >= 0)
+    assert np.all(out["0"]["objective"] > out["0"]["probe_best"])
+
+
+# -- through ConvViz, the event file and load() -------------------------------------------------
+
+import warnings  # noqa: E402
+
+import pytest  # noqa: E402
+
+from models import bn_cnn  # noqa: E402
+from tb_convviz import ConvViz, load  # noqa: E402
+from tb_convviz.model.layers import following_activation, following_batchnorm  # noqa: E402
+
+
+def probe_images(n: int = 6, size: int = 12) -> torch.Tensor:
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(2))
+
+
+def test_the_objective_reads_a_conv_after_its_batchnorm_and_relu():
+    net = bn_cnn()
+    convs = {"0": net[0], "4": net[4]}
+    bn = following_batchnorm(net, convs)
+    assert bn == {"0": "1", "4": "5"}
+    assert following_activation(net, convs, bn) == {"0": "2", "4": "6"}
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3))
+    assert following_activation(plain, {"0": plain[0], "2": plain[2]}, {}) == {}
+
+    class Functional(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.gelu(self.conv(x))
+
+    f = Functional()
+    assert following_activation(f, {"conv": f.conv}, {}) == {"conv": "torch.gelu"}
+
+
+def test_a_filter_that_changes_between_logs_changes_its_image_and_one_that_does_not_does_not(tmp_path):
+    net = bn_cnn()
+    x = probe_images()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning from the analysis
+        with ConvViz(str(tmp_path), probe=x, perturbations=False, similarity_images=0,
+                     feature_vis={"filters": {"4": [0, 1]}, "steps": 24}) as viz:
+            viz.log(net, 0)
+            viz.flush()
+            with torch.no_grad():
+                net[4].weight[1] += torch.randn(net[4].weight[1].shape, generator=torch.Generator().manual_seed(5))
+            viz.log(net, 1)
+    logs = load(str(tmp_path))
+    (run,) = logs.runs()
+    a, b = logs.feature_vis(run, "4", 0), logs.feature_vis(run, "4", 1)
+    assert list(a["filters"]) == [0, 1] and a["step"] == 0 and b["step"] == 1
+    assert a["images"].shape == (2, 3, 12, 12)
+    assert np.array_equal(a["images"][0], b["images"][0])  # filter 0 did not change: nor did its image
+    assert np.abs(a["images"][1] - b["images"][1]).max() > 0.05  # filter 1 did
+    # The images are in the probe's range (the model's input space) and reach the recorded objective.
+    assert a["images"].min() >= float(x.min()) - 1e-2 and a["images"].max() <= float(x.max()) + 1e-2
+    assert a["range"]["lo"] == pytest.approx(x.amin((0, 2, 3)).tolist())
+    with torch.no_grad():
+        net.eval()  # the analysis reads the model in eval mode (BatchNorm's running statistics)
+        act = net[6](net[5](net[4](net[2](net[1](net[0](torch.from_numpy(b["images"]).float()))))))
+    reached = act[[0, 1], [0, 1]].mean((1, 2)).numpy()
+    assert reached == pytest.approx(b["objective"], rel=0.05, abs=1e-3)  # within the 8-bit images' tolerance
+    assert np.all(b["probe_best"] >= 0)
+    # The last record at or before a step; the filmstrip of a filter over the logs.
+    assert logs.feature_vis(run, "4", 7)["step"] == 1
+    strip = logs.feature_vis_history(run, "4", 1)
+    assert [s["step"] for s in strip] == [0, 1] and strip[1]["image"].shape == (3, 12, 12)
+    assert logs.feature_vis_history(run, "4", 5) == []
+    assert logs.cost(run, 1)["parts"]["feature_vis"]["wall_s"] > 0
+
+
+def test_the_default_budget_picks_filters_and_is_counted_in_the_cost(tmp_path):
+    net = bn_cnn()
+    with ConvViz(str(tmp_path), probe=probe_images(), perturbations=False, background=False,
+                 feature_vis={"budget": 9.5, "steps": 16}) as viz:
+        viz.log(net, 0)
+    logs = load(str(tmp_path))
+    (run,) = logs.runs()
+    found = {layer: logs.feature_vis(run, layer, 0)["filters"] for layer in ("0", "4")}
+    # 16 steps × 2 passes of one image / 6 probe images: 5.3 forward-equivalents a filter of the last
+    # conv, 27% of that for the first (its share of the FLOPs): in rounds, 1.45 + 5.3, then 1.45.
+    assert len(found["4"]) == 1 and len(found["0"]) == 2
+    assert logs.cost(run, 0)["parts"]["feature_vis"]["forward_equivalents"] is not None
+
+
+@pytest.mark.parametrize("value, message", [
+    ("some", "feature_vis must be"),
+    ({"steps": 0}, "feature_vis: steps"),
+    ({"filterz": "all"}, "unknown options"),
+    ({"filters": {"0": [-1]}}, "filters['0']"),
+    ({"size": 2}, "size"),
+])
+def test_bad_feature_vis_arguments_fail_at_construction_naming_it(tmp_path, value, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        ConvViz(str(tmp_path), probe=probe_images(), feature_vis=value)
+
+
+def test_a_listed_layer_or_filter_that_does_not_exist_fails_at_the_first_log(tmp_path):
+    for filters, message in (({"nope": [0]}, "not a logged conv layer"), ({"0": [99]}, "has 6 filters")):
+        viz = ConvViz(str(tmp_path), probe=probe_images(), perturbations=False, feature_vis={"filters": filters})
+        with pytest.raises(ValueError, match=message):
+            viz.log(bn_cnn(), 0)
+        viz.close()
