@@ -135,8 +135,15 @@ import warnings  # noqa: E402
 import pytest  # noqa: E402
 
 from models import bn_cnn  # noqa: E402
+from tensorboard.backend.application import TensorBoardWSGI  # noqa: E402
+from tensorboard.plugins import base_plugin  # noqa: E402
+from werkzeug.test import Client  # noqa: E402
+from wire import decode_wire  # noqa: E402
+from tb_convviz.plugin.plugin import ConvVizPlugin  # noqa: E402
 from tb_convviz import ConvViz, load  # noqa: E402
 from tb_convviz.model.layers import following_activation, following_batchnorm  # noqa: E402
+
+BASE = "/data/plugin/convviz"
 
 
 def probe_images(n: int = 6, size: int = 12) -> torch.Tensor:
@@ -164,19 +171,28 @@ def test_the_objective_reads_a_conv_after_its_batchnorm_and_relu():
     assert following_activation(f, {"conv": f.conv}, {}) == {"conv": "torch.gelu"}
 
 
-def test_a_filter_that_changes_between_logs_changes_its_image_and_one_that_does_not_does_not(tmp_path):
+@pytest.fixture(scope="module")
+def two_logs(tmp_path_factory):
+    """Two logs of a BatchNorm CNN, filters 0 and 1 of its last conv visualised at each; between
+    them filter 1's weights change and filter 0's do not. Returns (logdir, probe, the model at the second log)."""
+    d = tmp_path_factory.mktemp("fv")
     net = bn_cnn()
     x = probe_images()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning from the analysis
-        with ConvViz(str(tmp_path), probe=x, perturbations=False, similarity_images=0,
+        with ConvViz(str(d), probe=x, perturbations=False, similarity_images=0,
                      feature_vis={"filters": {"4": [0, 1]}, "steps": 24}) as viz:
             viz.log(net, 0)
             viz.flush()
             with torch.no_grad():
                 net[4].weight[1] += torch.randn(net[4].weight[1].shape, generator=torch.Generator().manual_seed(5))
             viz.log(net, 1)
-    logs = load(str(tmp_path))
+    return d, x, net
+
+
+def test_a_filter_that_changes_between_logs_changes_its_image_and_one_that_does_not_does_not(two_logs):
+    d, x, net = two_logs
+    logs = load(str(d))
     (run,) = logs.runs()
     a, b = logs.feature_vis(run, "4", 0), logs.feature_vis(run, "4", 1)
     assert list(a["filters"]) == [0, 1] and a["step"] == 0 and b["step"] == 1
@@ -198,6 +214,28 @@ def test_a_filter_that_changes_between_logs_changes_its_image_and_one_that_does_
     assert [s["step"] for s in strip] == [0, 1] and strip[1]["image"].shape == (3, 12, 12)
     assert logs.feature_vis_history(run, "4", 5) == []
     assert logs.cost(run, 1)["parts"]["feature_vis"]["wall_s"] > 0
+
+
+def test_routes_send_the_layer_images_and_a_filters_filmstrip(two_logs):
+    d, _, _ = two_logs
+    logs = load(str(d))
+    client = Client(TensorBoardWSGI([ConvVizPlugin(base_plugin.TBContext(data_provider=logs._provider, logdir=str(d)))]))
+    answer = client.get(f"{BASE}/feature_vis?run=.&layer=4&step=1").get_json()
+    assert answer["record_step"] == 1 and answer["filters"] == [0, 1]
+    np.testing.assert_allclose(decode_wire(answer["images"]), logs.feature_vis(".", "4", 1)["images"], atol=1e-6)
+    assert answer["objective"] == pytest.approx(logs.feature_vis(".", "4", 1)["objective"].tolist())
+    strip = client.get(f"{BASE}/feature_vis_history?run=.&layer=4&filter=1").get_json()
+    assert strip["steps"] == [0, 1]
+    images = decode_wire(strip["images"])
+    assert images.shape == (2, 3, 12, 12)
+    np.testing.assert_allclose(images[0], logs.feature_vis(".", "4", 0)["images"][1], atol=1e-6)
+    never = client.get(f"{BASE}/feature_vis_history?run=.&layer=4&filter=7").get_json()
+    assert never["steps"] == [] and never["images"] is None
+    # Bad parameters: 4xx with a message, never a 500.
+    for query, code in (("layer=0&step=1", 404), ("layer=4&step=x", 400), ("layer=4&step=5", 404)):
+        got = client.get(f"{BASE}/feature_vis?run=.&{query}")
+        assert got.status_code == code and "error" in got.get_json()
+    assert client.get(f"{BASE}/feature_vis_history?run=.&layer=4&filter=99").status_code == 400
 
 
 def test_the_default_budget_picks_filters_and_is_counted_in_the_cost(tmp_path):
