@@ -163,9 +163,10 @@ def hooked_outputs(model: nn.Module, modules: Mapping[str, nn.Module], x: torch.
 
     def make_hook(name: str):
         def hook(_m: nn.Module, _inputs, out: torch.Tensor) -> None:
-            outputs[name] = out.clone()  # an in-place op downstream must not rewrite it
-            if len(outputs) == len(modules):
+            if len(outputs) + 1 == len(modules):
+                outputs[name] = out  # the last: nothing downstream runs to rewrite it
                 raise _Reached
+            outputs[name] = out.clone()  # an in-place op downstream must not rewrite it
 
         return hook
 
@@ -189,10 +190,16 @@ def channel_objective(out: torch.Tensor, filters: torch.Tensor, activation: Opti
     """(B,): each image's mean activation of its own filter, after `activation` (else the
     positive part), plus `leak` × its mean before it. out: (B, F, *spatial); filters: (B,) one
     filter index per image."""
-    act = activation(out) if activation is not None else out.clamp_min(0)
     rows = torch.arange(out.shape[0])
-    value = act[rows, filters].flatten(1).mean(1)
-    return value + leak * out[rows, filters].flatten(1).mean(1) if leak else value
+    picked = out[rows, filters]
+    if activation is None:
+        act = picked.clamp_min(0)
+    elif isinstance(activation, nn.PReLU):  # a slope per channel: applied to every channel, then picked
+        act = activation(out)[rows, filters]
+    else:  # elementwise: only the filter's own channel
+        act = activation(picked)
+    value = act.flatten(1).mean(1)
+    return value + leak * picked.flatten(1).mean(1) if leak else value
 
 
 def probe_best(model: nn.Module, modules: Mapping[str, nn.Module], x: torch.Tensor, targets: Mapping[str, Sequence[int]],

@@ -84,6 +84,7 @@ def record_names() -> dict[str, Any]:
         "impact_exact": IMPACT_EXACT,
         "impact_significant": IMPACT_SIGNIFICANT,
         "shape_texture_index": fmt.SHAPE_TEXTURE_INDEX,
+        "feature_vis_kind": fmt.KIND_FEATURE_VIS,
     }
 
 
