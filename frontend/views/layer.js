@@ -147,7 +147,9 @@ export function mountLayerView(root, store) {
     const showVis = s.show === "visualizations";
     grid.element.hidden = showVis;
     visGrid.element.hidden = !showVis;
+    sort.element.hidden = showVis; // the visualised filters are shown by index
     if (showVis) {
+      footprint.hidden = true;
       drawVisualizations(s.featureVis.layer, s);
       return;
     }

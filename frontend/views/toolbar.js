@@ -83,7 +83,8 @@ export function mountToolbar(root, store) {
     }
     show.setValue(s.show, off);
     norm.setValue(s.norm);
-    norm.element.hidden = s.mode === "impact" || s.mode === "similarity" || s.mode === "embedding";
+    norm.element.hidden = s.mode === "impact" || s.mode === "similarity" || s.mode === "embedding" ||
+      (s.mode === "filters" && s.show === "visualizations"); // visualisations are drawn in the probe's range
     show.element.hidden = s.mode !== "filters";
   });
 }
