@@ -238,17 +238,21 @@ def test_routes_send_the_layer_images_and_a_filters_filmstrip(two_logs):
     assert client.get(f"{BASE}/feature_vis_history?run=.&layer=4&filter=99").status_code == 400
 
 
-def test_the_default_budget_picks_filters_and_is_counted_in_the_cost(tmp_path):
+def test_the_default_budget_picks_filters_layers_take_turns_and_it_is_counted_in_the_cost(tmp_path):
     net = bn_cnn()
     with ConvViz(str(tmp_path), probe=probe_images(), perturbations=False, background=False,
                  feature_vis={"budget": 9.5, "steps": 16}) as viz:
-        viz.log(net, 0)
+        for step in range(3):
+            viz.log(net, step)
     logs = load(str(tmp_path))
     (run,) = logs.runs()
-    found = {layer: logs.feature_vis(run, layer, 0)["filters"] for layer in ("0", "4")}
     # 16 steps × 2 passes of one image / 6 probe images: 5.3 forward-equivalents a filter of the last
-    # conv, 27% of that for the first (its share of the FLOPs): in rounds, 1.45 + 5.3, then 1.45.
-    assert len(found["4"]) == 1 and len(found["0"]) == 2
+    # conv, 27% of that (1.45) for the first, its share of the FLOPs. Two filters of each do not fit
+    # 9.5 together: the layers take turns, the costlier first, each turn filled in rounds.
+    assert logs.steps(run, "4", "feature_vis") == [0, 2] and logs.steps(run, "0", "feature_vis") == [1]
+    assert len(logs.feature_vis(run, "4", 0)["filters"]) == 1  # 5.3; a second would make 10.7
+    assert list(logs.feature_vis(run, "0", 1)["filters"]) == list(range(6))  # 6 × 1.45 = 8.7: every filter
+    assert logs.feature_vis(run, "4", 1)["step"] == 0  # the last record at or before
     assert logs.cost(run, 0)["parts"]["feature_vis"]["forward_equivalents"] is not None
 
 

@@ -28,7 +28,7 @@ from tb_convviz.write.distributed import ALONE, Shard
 from tb_convviz.model.layers import activation_function, filter_weights, layer_info
 from tb_convviz.write.metrics import FilterMetric, layer_context, metric_columns
 from tb_convviz.write.probe import Probe
-from tb_convviz.write.visualize import FeatureVisSettings, chosen_filters, filter_cost, prefix_flops
+from tb_convviz.write.visualize import FeatureVisSettings, chosen_filters, filter_cost, prefix_flops, visit_turns
 
 # The first layers (the ones most often looked at) keep full kernels at every log, up to this many
 # weights in all (128 KB a log in q8): a fixed cost, not one that grows with the model — a ResNet-50
@@ -91,6 +91,7 @@ class Plan:
     memory: dict[str, _LayerMemory] = field(default_factory=dict)
     activation: dict[str, str] = field(default_factory=dict)  # conv name -> the nonlinearity right after it
     flop_share: dict[str, float] = field(default_factory=dict)  # `prefix_flops`, measured at the first visualisation
+    vis_turns: list[list[str]] = field(default_factory=list)  # `visualize.visit_turns`: whose filters each log visualises
 
     def responders(self, logs_done: int, full: bool) -> list[str]:
         """The layers whose perturbation responses and response profiles this log records: all of
@@ -211,7 +212,7 @@ def collect_step(
     if x is not None and settings.feature_vis is not None:
         try:
             with meter.part(fmt.KIND_FEATURE_VIS):
-                result.extend(_feature_vis_records(model, plan, modules, x, settings.feature_vis, list(responding), impact))
+                result.extend(_feature_vis_records(model, plan, modules, x, settings.feature_vis, log_index, impact))
         except Exception as e:  # noqa: BLE001 - the rest of the step still lands
             warn(f"the {fmt.KIND_FEATURE_VIS} analysis failed ({type(e).__name__}: {e})")
     return result
@@ -236,14 +237,18 @@ def _filter_scores(plan: Plan, impact: Mapping[str, Mapping[str, np.ndarray]]) -
 
 
 def _feature_vis_records(model: nn.Module, plan: Plan, modules: Mapping[str, nn.Module], x: torch.Tensor,
-                         vis: FeatureVisSettings, turn: list[str], impact: Mapping[str, Mapping[str, np.ndarray]]) -> list[Record]:
-    """This log's feature visualisations (`visualize.chosen_filters`), one record per layer. The
-    objective reads each conv after its BatchNorm and the nonlinearity that follows (`Plan.activation`)."""
+                         vis: FeatureVisSettings, log_index: int, impact: Mapping[str, Mapping[str, np.ndarray]]) -> list[Record]:
+    """This log's feature visualisations (`visualize.chosen_filters`: by default the filters that
+    matter most of this log's turn of layers), one record per layer. The objective reads each conv
+    after its BatchNorm and the nonlinearity that follows (`Plan.activation`)."""
     if not plan.flop_share:
         plan.flop_share = prefix_flops(model, x)
     counts = {name: filter_weights(modules[name]).shape[0] for name in plan.layers}
     ratio = float(np.prod(visualization_shape(x, vis.size))) / float(np.prod(x.shape[2:]))
     costs = {name: filter_cost(vis, plan.flop_share.get(name, 1.0), x.shape[0], ratio) for name in plan.layers}
+    if not plan.vis_turns:
+        plan.vis_turns = visit_turns(vis, costs)
+    turn = plan.vis_turns[log_index % len(plan.vis_turns)]
     targets = chosen_filters(vis, counts, turn, costs, _filter_scores(plan, impact) if vis.filters is None else {})
     if not targets:
         return []

@@ -4,9 +4,11 @@ what that costs.
 Optimising an image costs `steps` forward and backward passes of one image through the model up to
 the filter's layer, so a log can afford only some filters: by default a budget in forward-equivalents
 of the probe (`budget`) is spent on the filters that matter most — the largest impact where impact
-was measured this log, else the largest drift since the first log — of the layers whose turn it is
-(the turns of perturbation responses, `Plan.responders`). `"all"` or `{layer: [filters]}` choose
-every filter, or those listed, at every log.
+was measured this log, else the largest drift since the first log — of the layers whose turn it is.
+Layers take turns as they do at perturbation responses (`turns.layer_turns`), weighed by what
+`VISIT_FILTERS` of their filters cost, so a deep layer (a filter of a ResNet-50's last block costs
+35 times one of its first conv) has its turn too. `"all"` or `{layer: [filters]}` choose every
+filter, or those listed, at every log.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import torch
 from torch import nn
 
 from tb_convviz.analysis.feature_vis import DEFAULT_BATCH, DEFAULT_LR, DEFAULT_STEPS, Size
+from tb_convviz.analysis.turns import layer_turns
 from tb_convviz.model.layers import CONV_TYPES
 
 # Forward-equivalents of the probe one log may spend on the default choice of filters. With 128
@@ -27,6 +30,8 @@ from tb_convviz.model.layers import CONV_TYPES
 DEFAULT_BUDGET = 24.0
 # A backward pass for the input gradient only costs about one forward pass.
 PASSES_PER_STEP = 2.0
+# Filters of each layer a turn is sized for: every layer of a turn gets at least this many.
+VISIT_FILTERS = 2
 ALL = "all"
 
 FilterChoice = Union[None, str, Mapping[str, tuple[int, ...]]]
@@ -162,6 +167,12 @@ def filter_cost(settings: FeatureVisSettings, share: float, probe_n: int, pixels
     input-gradient passes of one image (`pixels_ratio` × a probe image's size) to a layer at
     `share` of the model's FLOPs."""
     return settings.steps * PASSES_PER_STEP * share * pixels_ratio / max(probe_n, 1)
+
+
+def visit_turns(settings: FeatureVisSettings, costs: Mapping[str, float]) -> list[list[str]]:
+    """Layers (model order within a turn) split into turns that each cost about `budget` when
+    every layer of the turn visualises `VISIT_FILTERS` filters (`turns.layer_turns`)."""
+    return layer_turns({name: cost * VISIT_FILTERS for name, cost in costs.items()}, settings.budget)
 
 
 def chosen_filters(settings: FeatureVisSettings, counts: Mapping[str, int], turn: Sequence[str],
