@@ -2,12 +2,22 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
+import pytest
 import torch
+from tensorboard.backend.application import TensorBoardWSGI
+from tensorboard.plugins import base_plugin
 from torch import nn
+from werkzeug.test import Client
 
+from models import bn_cnn
+from tb_convviz import ConvViz, load
 from tb_convviz.analysis.feature_vis import feature_visualization
+from tb_convviz.model.layers import following_activation, following_batchnorm
+from tb_convviz.plugin.plugin import ConvVizPlugin
+from wire import decode_wire
 
 SIZE = 32
 
@@ -66,6 +76,16 @@ def test_gabor_filter_image_has_its_orientation():
         assert np.all(out["0"]["objective"] > out["0"]["probe_best"])
         direct = net(torch.from_numpy(images)).mean((2, 3))
         assert np.allclose(direct.diagonal().detach().numpy(), out["0"]["objective"], rtol=1e-4)
+
+
+def test_the_objective_reported_is_the_mean_activation_after_a_per_channel_nonlinearity():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.PReLU(4, init=0.3)).eval()
+    with torch.no_grad():
+        net[1].weight.copy_(torch.tensor([0.1, 0.2, 0.3, 0.4]))
+    out = feature_visualization(net, {"0": net[0]}, torch.rand(4, 3, 10, 10), {"0": [3, 1]}, {"0": net[1]}, steps=6)["0"]
+    with torch.no_grad():
+        direct = net(torch.from_numpy(out["images"]))[[0, 1], [3, 1]].mean((1, 2)).numpy()
+    assert direct == pytest.approx(out["objective"], rel=1e-5)
 
 
 class CornerColourNet(nn.Module):
@@ -130,18 +150,6 @@ def test_conv1d_and_conv3d_give_a_sequence_and_a_clip():
 
 # -- through ConvViz, the event file and load() -------------------------------------------------
 
-import warnings  # noqa: E402
-
-import pytest  # noqa: E402
-
-from models import bn_cnn  # noqa: E402
-from tensorboard.backend.application import TensorBoardWSGI  # noqa: E402
-from tensorboard.plugins import base_plugin  # noqa: E402
-from werkzeug.test import Client  # noqa: E402
-from wire import decode_wire  # noqa: E402
-from tb_convviz.plugin.plugin import ConvVizPlugin  # noqa: E402
-from tb_convviz import ConvViz, load  # noqa: E402
-from tb_convviz.model.layers import following_activation, following_batchnorm  # noqa: E402
 
 BASE = "/data/plugin/convviz"
 

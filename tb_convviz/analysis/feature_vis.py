@@ -186,17 +186,17 @@ def hooked_outputs(model: nn.Module, modules: Mapping[str, nn.Module], x: torch.
     return outputs
 
 
-def channel_objective(out: torch.Tensor, filters: torch.Tensor, activation: Optional[Activation], leak: float = 0.0) -> torch.Tensor:
-    """(B,): each image's mean activation of its own filter, after `activation` (else the
-    positive part), plus `leak` × its mean before it. out: (B, F, *spatial); filters: (B,) one
-    filter index per image."""
-    rows = torch.arange(out.shape[0])
+def channel_objective(out: torch.Tensor, rows: torch.Tensor, filters: torch.Tensor, activation: Optional[Activation],
+                      leak: float = 0.0) -> torch.Tensor:
+    """(k,): image rows[i]'s mean activation of filter filters[i], after `activation` (else the
+    positive part), plus `leak` × its mean before it. out: (B, F, *spatial). Only the picked
+    channels are computed on (an elementwise nonlinearity needs no other)."""
     picked = out[rows, filters]
     if activation is None:
         act = picked.clamp_min(0)
     elif isinstance(activation, nn.PReLU):  # a slope per channel: applied to every channel, then picked
-        act = activation(out)[rows, filters]
-    else:  # elementwise: only the filter's own channel
+        act = activation(out[rows])[torch.arange(len(rows)), filters]
+    else:
         act = activation(picked)
     value = act.flatten(1).mean(1)
     return value + leak * picked.flatten(1).mean(1) if leak else value
@@ -285,7 +285,7 @@ def feature_visualization(
             outputs = hooked_outputs(model, used, batch_images)
             value = torch.zeros(len(chunk), device=device, dtype=dtype)
             for layer in used:
-                found = channel_objective(outputs[layer][rows[layer]], chans[layer], activations.get(layer), leak)
+                found = channel_objective(outputs[layer], rows[layer], chans[layer], activations.get(layer), leak)
                 value = value.index_put((rows[layer],), found)
             return value
 
