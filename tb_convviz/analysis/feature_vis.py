@@ -205,15 +205,15 @@ def channel_objective(out: torch.Tensor, rows: torch.Tensor, filters: torch.Tens
 def probe_best(model: nn.Module, modules: Mapping[str, nn.Module], x: torch.Tensor, targets: Mapping[str, Sequence[int]],
                activations: Mapping[str, Optional[Activation]]) -> dict[str, np.ndarray]:
     """{layer: (k,)} the largest objective any probe image reaches for each target filter."""
+    found = {}
     with torch.no_grad():
         outputs = hooked_outputs(model, modules, x)
-    found = {}
-    for layer, filters in targets.items():
-        out = outputs[layer]
-        act = activations.get(layer)
-        act_out = act(out) if act is not None else out.clamp_min(0)
-        means = act_out[:, list(filters)].flatten(2).mean(2)  # (N, k)
-        found[layer] = means.max(0).values.float().cpu().numpy()
+        for layer, filters in targets.items():
+            out = outputs[layer]
+            act = activations.get(layer)
+            act_out = act(out) if act is not None else out.clamp_min(0)
+            means = act_out[:, list(filters)].flatten(2).mean(2)  # (N, k)
+            found[layer] = means.max(0).values.float().cpu().numpy()
     return found
 
 
