@@ -131,7 +131,7 @@ def transformed(images: torch.Tensor, params: torch.Tensor, fill: torch.Tensor) 
     jitter, scale, angle = params[:, :3], params[:, 3], params[:, 4]
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     if dims == 1:
-        theta = torch.zeros(b, 2, 3, dtype=images.dtype)
+        theta = torch.zeros(b, 2, 3, dtype=images.dtype, device=images.device)
         theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1] = 1 / scale, jitter[:, 0], 1.0
         out = F.grid_sample(centred[:, :, None], F.affine_grid(theta, [b, images.shape[1], 1, images.shape[2]], align_corners=False),
                             align_corners=False)[:, :, 0]
@@ -195,7 +195,7 @@ def channel_objective(out: torch.Tensor, rows: torch.Tensor, filters: torch.Tens
     if activation is None:
         act = picked.clamp_min(0)
     elif isinstance(activation, nn.PReLU):  # a slope per channel: applied to every channel, then picked
-        act = activation(out[rows])[torch.arange(len(rows)), filters]
+        act = activation(out[rows])[torch.arange(len(rows), device=out.device), filters]
     else:
         act = activation(picked)
     value = act.flatten(1).mean(1)
