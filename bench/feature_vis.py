@@ -9,9 +9,9 @@
    same function: the filter's mean ReLU activation on the untransformed image. Goals: our
    activation ≥ 0.9× Lucent's (median over filters of the ratio), our time per filter with every
    filter in one batch ≤ 0.25× Lucent's.
-2. `--resnet50`: one log of the ResNet-50-shaped net (bench/models.py), 32-image probe at 64 px,
-   impact=True and feature_vis=True, every other option at its default: the log's forward-
-   equivalents by part (goal ≤ 300 for the whole log), the filters visualised.
+2. `--resnet50 LOGS`: logs of the ResNet-50-shaped net (bench/models.py), 32-image probe at 64 px,
+   impact=True and feature_vis=True, every other option at its default: each log's forward-
+   equivalents by part (goal ≤ 300 for the whole log; feature_vis's budget is 24), the filters visualised.
 
 Lucent (`pip install '.[bench]'`, then `pip install --no-deps torch-lucent`) imports torchvision
 (only its `Normalize`, unused with preprocess=False), IPython (only to show images) and kornia's old
@@ -19,7 +19,7 @@ top-level names; torchvision must not be installed here (its CUDA build fails to
 script stands in stubs for those two imports and aliases kornia's names. When Lucent still cannot
 run, it says why and prints our numbers alone.
 
-    python bench/feature_vis.py [--filters 16] [--steps 128] [--size 64] [--resnet50]
+    python bench/feature_vis.py [--filters 16] [--steps 128] [--size 64] [--resnet50 3] [--skip-lucent]
 """
 from __future__ import annotations
 
@@ -142,7 +142,7 @@ def compare_with_lucent(n_filters: int, steps: int, size: int, conv: int) -> Non
     print(f"  time per filter, ours batched / Lucent's: {ours_s / n_filters / per_filter:.2f}× (goal ≤ {GOAL_TIME})")
 
 
-def resnet50_log(steps: Optional[int]) -> None:
+def resnet50_log(logs_n: int) -> None:
     from bench.models import ResNet50Shaped
     from tb_convviz import ConvViz, load
     from tb_convviz.schema import format as fmt
@@ -151,16 +151,16 @@ def resnet50_log(steps: Optional[int]) -> None:
     gen = torch.Generator().manual_seed(1)
     probe = torch.randn(32, 3, 64, 64, generator=gen)
     labels = torch.randint(0, 1000, (32,), generator=gen)
-    vis = True if steps is None else {"steps": steps}
+    vis = True
     with tempfile.TemporaryDirectory() as d:
         with ConvViz(d, probe=(probe, labels), impact=True, feature_vis=vis) as viz:
-            for epoch in range(2):
+            for epoch in range(logs_n):
                 viz.log(model, epoch)
                 viz.flush()
         logs = load(d)
         run = logs.runs()[0]
         print(f"\nResNet-50-shaped, 32-image probe at 64 px, impact=True, feature_vis={vis!r}, other options default")
-        for epoch in range(2):
+        for epoch in range(logs_n):
             cost = logs.cost(run, epoch)
             shown = []
             for layer in logs.layers(run):
@@ -184,13 +184,14 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--steps", type=int, default=128)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--conv", type=int, default=8, help="index of the conv in the net (0, 4, 8, 12)")
-    parser.add_argument("--resnet50", action="store_true", help="also one log of the ResNet-50-shaped net")
+    parser.add_argument("--resnet50", type=int, default=0, metavar="LOGS",
+                        help="also this many logs of the ResNet-50-shaped net (the first keeps every full kernel)")
     parser.add_argument("--skip-lucent", action="store_true")
     args = parser.parse_args(argv)
     if not args.skip_lucent:
         compare_with_lucent(args.filters, args.steps, args.size, args.conv)
     if args.resnet50:
-        resnet50_log(None)
+        resnet50_log(args.resnet50)
 
 
 if __name__ == "__main__":

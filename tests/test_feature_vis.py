@@ -17,6 +17,7 @@ from tb_convviz import ConvViz, load
 from tb_convviz.analysis.feature_vis import feature_visualization
 from tb_convviz.model.layers import following_activation, following_batchnorm
 from tb_convviz.plugin.plugin import ConvVizPlugin
+from tb_convviz.write.visualize import FeatureVisSettings, calibrated, chosen_filters, visit_turns
 from wire import decode_wire
 
 SIZE = 32
@@ -246,20 +247,37 @@ def test_routes_send_the_layer_images_and_a_filters_filmstrip(two_logs):
     assert client.get(f"{BASE}/feature_vis_history?run=.&layer=4&filter=99").status_code == 400
 
 
-def test_the_default_budget_picks_filters_layers_take_turns_and_it_is_counted_in_the_cost(tmp_path):
+def test_the_default_budget_spends_rounds_over_a_turn_of_layers_most_important_filters_first():
+    vis = FeatureVisSettings(budget=10.0)
+    counts = {"a": 6, "b": 4, "c": 8}
+    costs = {"a": 1.0, "b": 3.0, "c": 9.0}
+    # Two filters of each cost 26 in all: three turns (`turns.layer_turns`), heaviest first.
+    assert visit_turns(vis, costs) == [["c"], ["b"], ["a"]]
+    scores = {"a": np.array([0.1, 0.9, 0.5, 0.0, 0.3, 0.2]), "b": np.array([0.0, 1.0, 2.0, 3.0])}
+    # Rounds: a then b (4), a then b (8), a (9), a (10): a's four best and b's two best.
+    assert chosen_filters(vis, counts, ["a", "b"], costs, scores) == {"a": [1, 2, 4, 5], "b": [2, 3]}
+    assert chosen_filters(vis, counts, ["c"], {"c": 11.0}, {}) == {}  # a filter over the whole budget never runs
+    assert chosen_filters(FeatureVisSettings(filters="all"), counts, ["c"], costs, {}) == {k: list(range(n)) for k, n in counts.items()}
+    # What a log measured scales the next estimates, within bounds.
+    assert calibrated(measured_fe=30.0, estimated_fe=10.0, previous=1.0) == 3.0
+    assert calibrated(measured_fe=30.0, estimated_fe=10.0, previous=2.0) == 5.0  # bounded
+    assert calibrated(measured_fe=0.0, estimated_fe=10.0, previous=2.0) == 2.0
+
+
+def test_logged_with_the_default_budget_layers_take_turns_and_the_cost_is_counted(tmp_path):
     net = bn_cnn()
     with ConvViz(str(tmp_path), probe=probe_images(), perturbations=False, background=False,
-                 feature_vis={"budget": 9.5, "steps": 16}) as viz:
-        for step in range(3):
+                 feature_vis={"budget": 28.0, "steps": 16}) as viz:
+        for step in range(2):
             viz.log(net, step)
     logs = load(str(tmp_path))
     (run,) = logs.runs()
-    # 16 steps × 2 passes of one image / 6 probe images: 5.3 forward-equivalents a filter of the last
-    # conv, 27% of that (1.45) for the first, its share of the FLOPs. Two filters of each do not fit
-    # 9.5 together: the layers take turns, the costlier first, each turn filled in rounds.
-    assert logs.steps(run, "4", "feature_vis") == [0, 2] and logs.steps(run, "0", "feature_vis") == [1]
-    assert len(logs.feature_vis(run, "4", 0)["filters"]) == 1  # 5.3; a second would make 10.7
-    assert list(logs.feature_vis(run, "0", 1)["filters"]) == list(range(6))  # 6 × 1.45 = 8.7: every filter
+    # Estimated, 16 steps × 6 passes of one image / 6 probe images: 16 forward-equivalents a filter
+    # of the last conv, 27% of that (4.35) for the first, its share of the FLOPs. Two filters of each
+    # do not fit 28 together: the layers take turns, the costlier first. The second log's estimates
+    # carry what the first measured (at most 5×: 21.7 for a filter of the first conv, which still fits).
+    assert logs.steps(run, "4", "feature_vis") == [0] and logs.steps(run, "0", "feature_vis") == [1]
+    assert len(logs.feature_vis(run, "4", 0)["filters"]) == 1  # a second would make 32
     assert logs.feature_vis(run, "4", 1)["step"] == 0  # the last record at or before
     assert logs.cost(run, 0)["parts"]["feature_vis"]["forward_equivalents"] is not None
 

@@ -5,6 +5,7 @@ reads the model. What it remembers between steps is the drift baseline of each l
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
@@ -28,7 +29,9 @@ from tb_convviz.write.distributed import ALONE, Shard
 from tb_convviz.model.layers import activation_function, filter_weights, layer_info
 from tb_convviz.write.metrics import FilterMetric, layer_context, metric_columns
 from tb_convviz.write.probe import Probe
-from tb_convviz.write.visualize import FeatureVisSettings, chosen_filters, filter_cost, prefix_flops, visit_turns
+from tb_convviz.write.visualize import (
+    FeatureVisSettings, calibrated, chosen_filters, filter_cost, prefix_flops, visit_turns,
+)
 
 # The first layers (the ones most often looked at) keep full kernels at every log, up to this many
 # weights in all (128 KB a log in q8): a fixed cost, not one that grows with the model — a ResNet-50
@@ -92,6 +95,7 @@ class Plan:
     activation: dict[str, str] = field(default_factory=dict)  # conv name -> the nonlinearity right after it
     flop_share: dict[str, float] = field(default_factory=dict)  # `prefix_flops`, measured at the first visualisation
     vis_turns: list[list[str]] = field(default_factory=list)  # `visualize.visit_turns`: whose filters each log visualises
+    vis_scale: float = 1.0  # `visualize.calibrated`: measured over estimated cost of the last visualisations
 
     def responders(self, logs_done: int, full: bool) -> list[str]:
         """The layers whose perturbation responses and response profiles this log records: all of
@@ -212,7 +216,8 @@ def collect_step(
     if x is not None and settings.feature_vis is not None:
         try:
             with meter.part(fmt.KIND_FEATURE_VIS):
-                result.extend(_feature_vis_records(model, plan, modules, x, settings.feature_vis, log_index, impact))
+                result.extend(_feature_vis_records(model, plan, modules, x, settings.feature_vis, log_index, impact,
+                                                   meter.parts[PROBE_PASS].wall_s if PROBE_PASS in meter.parts else 0.0))
         except Exception as e:  # noqa: BLE001 - the rest of the step still lands
             warn(f"the {fmt.KIND_FEATURE_VIS} analysis failed ({type(e).__name__}: {e})")
     return result
@@ -237,15 +242,18 @@ def _filter_scores(plan: Plan, impact: Mapping[str, Mapping[str, np.ndarray]]) -
 
 
 def _feature_vis_records(model: nn.Module, plan: Plan, modules: Mapping[str, nn.Module], x: torch.Tensor,
-                         vis: FeatureVisSettings, log_index: int, impact: Mapping[str, Mapping[str, np.ndarray]]) -> list[Record]:
+                         vis: FeatureVisSettings, log_index: int, impact: Mapping[str, Mapping[str, np.ndarray]],
+                         probe_s: float) -> list[Record]:
     """This log's feature visualisations (`visualize.chosen_filters`: by default the filters that
-    matter most of this log's turn of layers), one record per layer. The objective reads each conv
-    after its BatchNorm and the nonlinearity that follows (`Plan.activation`)."""
+    matter most of this log's turn of layers, within the budget), one record per layer. The
+    objective reads each conv after its BatchNorm and the nonlinearity that follows
+    (`Plan.activation`). `probe_s`: this log's probe pass, against which the visualisations' cost is
+    measured to calibrate the next log's estimates (`visualize.calibrated`)."""
     if not plan.flop_share:
         plan.flop_share = prefix_flops(model, x)
     counts = {name: filter_weights(modules[name]).shape[0] for name in plan.layers}
     ratio = float(np.prod(visualization_shape(x, vis.size))) / float(np.prod(x.shape[2:]))
-    costs = {name: filter_cost(vis, plan.flop_share.get(name, 1.0), x.shape[0], ratio) for name in plan.layers}
+    costs = {name: plan.vis_scale * filter_cost(vis, plan.flop_share.get(name, 1.0), x.shape[0], ratio) for name in plan.layers}
     if not plan.vis_turns:
         plan.vis_turns = visit_turns(vis, costs)
     turn = plan.vis_turns[log_index % len(plan.vis_turns)]
@@ -254,7 +262,11 @@ def _feature_vis_records(model: nn.Module, plan: Plan, modules: Mapping[str, nn.
         return []
     hooked = {name: modules[plan.batchnorm.get(name, name)] for name in targets}
     acts = {name: activation_function(model, plan.activation[name]) for name in targets if name in plan.activation}
+    started = time.perf_counter()
     found = feature_visualization(model, hooked, x, targets, acts, **vis.analysis_options())
+    if probe_s > 0:
+        estimated = sum(costs[name] * len(idx) for name, idx in targets.items())
+        plan.vis_scale = calibrated((time.perf_counter() - started) / probe_s, estimated, plan.vis_scale)
     value_range = input_range(x)
     settings = {"steps": vis.steps, "seed": vis.seed, "lr": vis.lr}
     return [(name, fmt.KIND_FEATURE_VIS, records.feature_vis_record(arrays, value_range.lo.cpu().numpy(), value_range.hi.cpu().numpy(), settings))

@@ -28,8 +28,15 @@ from tb_convviz.model.layers import CONV_TYPES
 # 8 (forward and input-gradient passes of one image, as far as its layer), one of its first layers
 # under 1; with `impact=True` a ResNet-50's log stays under 300 forward-equivalents (README).
 DEFAULT_BUDGET = 24.0
-# A backward pass for the input gradient only costs about one forward pass.
-PASSES_PER_STEP = 2.0
+# One optimisation step of one image, in forward passes of that image as far as its layer: a
+# forward and an input-gradient backward would be 2 by FLOPs, but on a CPU one image at a time runs
+# well below the probe pass's efficiency, with the transforms on top: about 6 measured on a
+# ResNet-50 (bench/feature_vis.py). The first visualising log starts from this; every later one
+# scales its estimates by what the previous one measured (`calibrated`).
+PASSES_PER_STEP = 6.0
+# A measured-to-estimated ratio is kept within these bounds: one disturbed log must not starve or
+# flood the next.
+CALIBRATION_BOUNDS = (0.2, 5.0)
 # Filters of each layer a turn is sized for: every layer of a turn gets at least this many.
 VISIT_FILTERS = 2
 ALL = "all"
@@ -167,6 +174,16 @@ def filter_cost(settings: FeatureVisSettings, share: float, probe_n: int, pixels
     input-gradient passes of one image (`pixels_ratio` × a probe image's size) to a layer at
     `share` of the model's FLOPs."""
     return settings.steps * PASSES_PER_STEP * share * pixels_ratio / max(probe_n, 1)
+
+
+def calibrated(measured_fe: float, estimated_fe: float, previous: float) -> float:
+    """The factor later estimates are multiplied by: what a log's visualisations cost (forward-
+    equivalents measured against its own probe pass) over what they were estimated to cost, times
+    the factor that estimate already carried."""
+    if not estimated_fe > 0 or not measured_fe > 0:
+        return previous
+    lo, hi = CALIBRATION_BOUNDS
+    return min(hi, max(lo, previous * measured_fe / estimated_fe))
 
 
 def visit_turns(settings: FeatureVisSettings, costs: Mapping[str, float]) -> list[list[str]]:
