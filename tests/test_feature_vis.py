@@ -258,10 +258,12 @@ def test_the_default_budget_spends_rounds_over_a_turn_of_layers_most_important_f
     assert chosen_filters(vis, counts, ["a", "b"], costs, scores) == {"a": [1, 2, 4, 5], "b": [2, 3]}
     assert chosen_filters(vis, counts, ["c"], {"c": 11.0}, {}) == {}  # a filter over the whole budget never runs
     assert chosen_filters(FeatureVisSettings(filters="all"), counts, ["c"], costs, {}) == {k: list(range(n)) for k, n in counts.items()}
-    # What a log measured scales the next estimates, within bounds.
-    assert calibrated(measured_fe=30.0, estimated_fe=10.0, previous=1.0) == 3.0
-    assert calibrated(measured_fe=30.0, estimated_fe=10.0, previous=2.0) == 5.0  # bounded
-    assert calibrated(measured_fe=0.0, estimated_fe=10.0, previous=2.0) == 2.0
+    # What a log measured moves the next estimates halfway (geometrically), within bounds; a log
+    # that measured nothing moves them halfway back to the first estimate.
+    assert calibrated(measured_fe=16.0, estimated_fe=10.0, previous=1.0) == pytest.approx(1.6 ** 0.5)
+    assert calibrated(measured_fe=90.0, estimated_fe=10.0, previous=1.0) == 2.0  # bounded
+    assert calibrated(measured_fe=1.0, estimated_fe=10.0, previous=1.0) == 0.5
+    assert calibrated(measured_fe=0.0, estimated_fe=0.0, previous=1.96) == pytest.approx(1.4)
 
 
 def test_logged_with_the_default_budget_layers_take_turns_and_the_cost_is_counted(tmp_path):
@@ -275,7 +277,7 @@ def test_logged_with_the_default_budget_layers_take_turns_and_the_cost_is_counte
     # Estimated, 16 steps × 6 passes of one image / 6 probe images: 16 forward-equivalents a filter
     # of the last conv, 27% of that (4.35) for the first, its share of the FLOPs. Two filters of each
     # do not fit 28 together: the layers take turns, the costlier first. The second log's estimates
-    # carry what the first measured (at most 5×: 21.7 for a filter of the first conv, which still fits).
+    # carry what the first measured (at most 2×: 8.7 for a filter of the first conv, which fits).
     assert logs.steps(run, "4", "feature_vis") == [0] and logs.steps(run, "0", "feature_vis") == [1]
     assert len(logs.feature_vis(run, "4", 0)["filters"]) == 1  # a second would make 32
     assert logs.feature_vis(run, "4", 1)["step"] == 0  # the last record at or before

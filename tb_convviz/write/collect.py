@@ -259,6 +259,7 @@ def _feature_vis_records(model: nn.Module, plan: Plan, modules: Mapping[str, nn.
     turn = plan.vis_turns[log_index % len(plan.vis_turns)]
     targets = chosen_filters(vis, counts, turn, costs, _filter_scores(plan, impact) if vis.filters is None else {})
     if not targets:
+        plan.vis_scale = calibrated(0.0, 0.0, plan.vis_scale)
         return []
     hooked = {name: modules[plan.batchnorm.get(name, name)] for name in targets}
     acts = {name: activation_function(model, plan.activation[name]) for name in targets if name in plan.activation}

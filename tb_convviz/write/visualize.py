@@ -12,6 +12,7 @@ filter, or those listed, at every log.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -23,20 +24,21 @@ from tb_convviz.analysis.feature_vis import DEFAULT_BATCH, DEFAULT_LR, DEFAULT_S
 from tb_convviz.analysis.turns import layer_turns
 from tb_convviz.model.layers import CONV_TYPES
 
-# Forward-equivalents of the probe one log may spend on the default choice of filters. With 128
-# steps and a 32-image probe at the probe's own size, a filter of a ResNet-50's last layer costs about
-# 8 (forward and input-gradient passes of one image, as far as its layer), one of its first layers
-# under 1; with `impact=True` a ResNet-50's log stays under 300 forward-equivalents (README).
-DEFAULT_BUDGET = 24.0
+# Forward-equivalents of the probe one log may spend on the default choice of filters: with 128
+# steps and a 32-image probe at the probe's own size, a filter of a ResNet-50's last block is
+# estimated at 24 (`filter_cost`), one of its first conv at 0.7; the budget fits the former while the
+# estimates run up to a third high.
+DEFAULT_BUDGET = 32.0
 # One optimisation step of one image, in forward passes of that image as far as its layer: a
 # forward and an input-gradient backward would be 2 by FLOPs, but on a CPU one image at a time runs
 # well below the probe pass's efficiency, with the transforms on top: about 6 measured on a
 # ResNet-50 (bench/feature_vis.py). The first visualising log starts from this; every later one
-# scales its estimates by what the previous one measured (`calibrated`).
+# scales its estimates by what the earlier ones measured (`calibrated`).
 PASSES_PER_STEP = 6.0
-# A measured-to-estimated ratio is kept within these bounds: one disturbed log must not starve or
-# flood the next.
-CALIBRATION_BOUNDS = (0.2, 5.0)
+# The calibration factor stays within these bounds, and moves halfway (geometrically) to what each
+# log measured: one log's time is noisy (its probe pass, the unit, is one short measurement), and one
+# disturbed log must neither starve nor flood the next.
+CALIBRATION_BOUNDS = (0.5, 2.0)
 # Filters of each layer a turn is sized for: every layer of a turn gets at least this many.
 VISIT_FILTERS = 2
 ALL = "all"
@@ -177,13 +179,14 @@ def filter_cost(settings: FeatureVisSettings, share: float, probe_n: int, pixels
 
 
 def calibrated(measured_fe: float, estimated_fe: float, previous: float) -> float:
-    """The factor later estimates are multiplied by: what a log's visualisations cost (forward-
-    equivalents measured against its own probe pass) over what they were estimated to cost, times
-    the factor that estimate already carried."""
-    if not estimated_fe > 0 or not measured_fe > 0:
-        return previous
+    """The factor later estimates are multiplied by: halfway (geometrically) from `previous` to what
+    a log's visualisations cost (forward-equivalents measured against its own probe pass) over what
+    they were estimated to cost with `previous`, within CALIBRATION_BOUNDS. Without a measurement (a
+    log that visualised nothing), halfway back to 1, so that a high factor cannot starve every log."""
     lo, hi = CALIBRATION_BOUNDS
-    return min(hi, max(lo, previous * measured_fe / estimated_fe))
+    if not estimated_fe > 0 or not measured_fe > 0:
+        return min(hi, max(lo, math.sqrt(previous)))
+    return min(hi, max(lo, math.sqrt(previous * previous * measured_fe / estimated_fe)))
 
 
 def visit_turns(settings: FeatureVisSettings, costs: Mapping[str, float]) -> list[list[str]]:
