@@ -30,7 +30,7 @@ from tb_convviz.model.layers import CONV_TYPES
 # estimates run up to a third high.
 DEFAULT_BUDGET = 32.0
 # One optimisation step of one image, in forward passes of that image as far as its layer: a
-# forward and an input-gradient backward would be 2 by FLOPs, but on a CPU one image at a time runs
+# forward and an input-gradient backward would be 2 by FLOPs, but on a CPU a few images at a time run
 # well below the probe pass's efficiency, with the transforms on top: about 6 measured on a
 # ResNet-50 (bench/feature_vis.py). The first visualising log starts from this; every later one
 # scales its estimates by what the earlier ones measured (`calibrated`).
