@@ -370,7 +370,7 @@ def paint_ms(tb: TensorBoard, steps: int, logs: Logs) -> Optional[list[float]]:
         )
         page = browser.new_page(viewport={"width": 1440, "height": 1000})
         page.set_default_timeout(60_000)
-        page.goto(f"{tb.url}/#convviz")
+        page.goto(f"{tb.url}/#convviz&cvz.view=filters")  # the tab opens on Findings otherwise
         frame = page.frame_locator('iframe[src*="name=convviz"]')
         slider = frame.locator("[data-testid=epoch-slider]")
         grid = frame.locator("[data-testid=filter-grid]")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Optional, TypeVar
@@ -182,7 +183,12 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, epochs: int, logdir
     parser.add_argument("--seed", type=int, default=0, help="seed of the first run (default: %(default)s)")
     parser.add_argument("--logdir", default=logdir, help="where the runs are written (default: %(default)s)")
     parser.add_argument("--no-serve", action="store_true", help="train and log only; do not start TensorBoard")
-    parser.add_argument("--port", type=int, default=6006, help="TensorBoard port on 127.0.0.1 (default: %(default)s)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help=f"TensorBoard port on 127.0.0.1 (default: {DEFAULT_PORT}, or a free one when another server holds it)",
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -207,6 +213,25 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+DEFAULT_PORT = 6006  # TensorBoard's own
+
+
+def port_to_serve(asked: Optional[int]) -> int:
+    """The port asked for; without one, TensorBoard's 6006, or a free port the system picks when
+    6006 is taken (another demo still serving it), said on stdout so the printed URL is no surprise."""
+    if asked is not None:
+        return asked
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as probe:
+        try:
+            probe.bind(("127.0.0.1", DEFAULT_PORT))
+            return DEFAULT_PORT
+        except OSError:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+    print(f"Port {DEFAULT_PORT} is taken (another TensorBoard still serving?): using {port}; --port picks one.", flush=True)
+    return port
 
 
 def launch(logdir: str, port: int) -> str:
@@ -239,7 +264,7 @@ def run_demo(args: argparse.Namespace, train: Callable[..., list[R]], **options:
     with torch_threads(args.threads):
         results = train(args.logdir, epochs=args.epochs, runs=args.runs, seed=args.seed, **options)
     if not args.no_serve:
-        serve(args.logdir, args.port)
+        serve(args.logdir, port_to_serve(args.port))
     return results
 
 

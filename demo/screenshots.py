@@ -4,6 +4,7 @@
   "remove marker" counterfactual, the most sensitive filter's detail open;
 * impact (docs/screenshot-impact.png): the same run's Impact view of conv1 by Δaccuracy, the
   first filter's tuning and top examples open;
+* findings (docs/screenshot-findings.png): the planted-bias demo's Findings view, what the run opens on;
 * compare (docs/screenshot-compare.png): the digits demo's run vs run view of its first layer,
   filters paired by activation, the most changed pair open.
 
@@ -28,6 +29,7 @@ import digits
 import planted_bias
 from demo_common import launch
 
+VIEWS = {"findings": "findings"}  # the view an address opens a shot on (else the Filters view)
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
@@ -82,7 +84,14 @@ def _compare(tab, layer: str) -> str:
     return panel.get_attribute("data-filter") or "?"
 
 
+def _findings(tab, layer: str) -> str:
+    """The Findings view the run opens on, once its findings are listed; returns the top finding's kind."""
+    tab.locator("[data-testid=findings-view][data-loading=false] [data-testid=finding]").first.wait_for()
+    return tab.locator("[data-testid=finding]").first.get_attribute("data-kind") or "?"
+
+
 SHOTS = {
+    "findings": _findings,
     "bias": lambda tab, layer: _impact(tab, layer, "cf/remove marker"),
     "impact": lambda tab, layer: _impact(tab, layer, None),
     "compare": _compare,
@@ -101,7 +110,7 @@ def screenshot(url: str, shot: str, layer: str, out: str, width: int, height: in
         try:
             page = browser.new_page(viewport={"width": width, "height": height})
             page.set_default_timeout(30_000)
-            page.goto(f"{url}/#convviz")
+            page.goto(f"{url}/#convviz&cvz.view={VIEWS.get(shot, 'filters')}")
             chosen = SHOTS[shot](page.frame_locator('iframe[src*="name=convviz"]'), layer)
             page.wait_for_timeout(500)  # let the last canvases paint
             page.screenshot(path=out)
@@ -112,6 +121,7 @@ def screenshot(url: str, shot: str, layer: str, out: str, width: int, height: in
 
 # shot → (demo, its logdir, layer, PNG)
 DEFAULTS = {
+    "findings": (planted_bias, "runs/convviz_bias", "conv2", "docs/screenshot-findings.png"),
     "bias": (planted_bias, "runs/convviz_bias", "conv2", "docs/screenshot-bias.png"),
     "impact": (planted_bias, "runs/convviz_bias", "conv1", "docs/screenshot-impact.png"),
     "compare": (digits, "runs/convviz_demo", "conv2", "docs/screenshot-compare.png"),

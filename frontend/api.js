@@ -100,6 +100,9 @@ export const fetchTable = (run, layer, step) =>
  * {layers, edges (bins over [−1, 1]), histograms (filters per bin, per layer), medians, filters}.
  * 404 when the run did not log shape_texture.
  */
+/** The run's findings at a step: ranked, with evidence, rules and the kinds that could not be looked for. */
+export const fetchFindings = (/** @type {string} */ run, /** @type {number} */ step) => getJson("findings", { run, step });
+
 export const fetchShapeTexture = (/** @type {string} */ run, /** @type {number} */ step) =>
   getJson("shape_texture", { run, step });
 

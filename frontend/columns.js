@@ -3,11 +3,11 @@
 // CSV. Nothing here knows a column by name: a user's FilterMetric reads like a built-in one.
 // Pure functions with no DOM, so node's test runner checks them (tests/js/).
 
-import { formatCount, formatNumber, formatPercent, formatSigned, median, present, sortOrder } from "./numeric.js";
+import { formatCount, formatNumber, formatP, formatPercent, formatSigned, median, present, sortOrder } from "./numeric.js";
 
 /**
  * @typedef {{name: string, label: string, unit: string, description: string, better: ?("higher"|"lower"),
- *   group: string, ci: ?string, format: "number"|"percent"|"count"|"flag"|"angle"|"signed"|"index", kind: string,
+ *   group: string, ci: ?string, format: "number"|"percent"|"count"|"flag"|"angle"|"signed"|"index"|"pvalue", kind: string,
  *   first?: "low"|"high"|"abs", record_step?: number}} Column
  *   better: which end is better (null: neither); first: which filters a sorted table starts with (the
  *   lowest values, the highest, the largest magnitudes); ci: the name of its (F, 2) interval companion;
@@ -120,6 +120,8 @@ export function formatValue(column, v, { signed = true } = {}) {
       return v ? "yes" : "no";
     case "signed":
       return formatSigned(v);
+    case "pvalue":
+      return formatP(v);
     case "angle":
       return isDegrees(column.unit) ? (present(v) ? `${Math.round(v)}°` : "—") : formatNumber(v);
     default:
@@ -197,6 +199,30 @@ export function tableCsvRows(table) {
   const rows = [["filter", ...cells.map(([name]) => name)]];
   for (let f = 0; f < table.filters; f++) rows.push([String(f), ...cells.map(([, cell]) => cell(f))]);
   return rows;
+}
+
+/**
+ * Why a filter's row is greyed, in words that keep its interval and the layer's test apart: the
+ * interval of the change the significance flag judges is for this filter alone (unadjusted), the
+ * p-value adjusted for the layer's tested filters, so an interval excluding 0 beside "not
+ * significant" is no contradiction. Null when the table lacks either column.
+ * @param {Table} table @param {number} f @param {string} significant the flag's column
+ * @param {string} adjusted the adjusted p-value's column
+ * @returns {?string}
+ */
+export function notSignificantText(table, f, significant, adjusted) {
+  const flag = table.columns.find((c) => c.name === significant);
+  const change = flag ? table.columns.find((c) => c.ci && c.kind === flag.kind && c.group === flag.group) : undefined;
+  const p = table.values[adjusted];
+  if (!change || !p || !table.values[change.name]) return null;
+  const tested = Array.from(p.values).filter(present).length;
+  const interval = intervalOf(table, change, f);
+  const v = table.values[change.name].values[f];
+  const range = interval ? ` [${formatValue(change, interval[0])}, ${formatValue(change, interval[1])}]` : "";
+  return (
+    `${change.label} ${formatValue(change, v)}${range}: 95% interval for this filter alone, not adjusted; ` +
+    `not significant once adjusted for the layer's ${tested} tested filters (p = ${formatP(p.values[f])}, Benjamini–Hochberg).`
+  );
 }
 
 /**

@@ -6,6 +6,7 @@ import { mountCompare } from "./static/views/compare.js";
 import { mountCost } from "./static/views/cost.js";
 import { mountDetail } from "./static/views/detail.js";
 import { mountEmbedding } from "./static/views/embedding.js";
+import { mountFindings } from "./static/views/findings.js";
 import { mountImpact } from "./static/views/impact.js";
 import { mountLayerView } from "./static/views/layer.js";
 import { mountProblems } from "./static/views/problems.js";
@@ -45,6 +46,7 @@ export function render() {
   mountProblems(app, store);
   mountNewerNotice(app, store);
   app.append(main);
+  mountFindings(primary, store);
   mountLayerView(primary, store);
   mountCompare(primary, store);
   mountImpact(primary, store);

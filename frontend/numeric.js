@@ -98,3 +98,13 @@ export function formatPercent(v, { signed = true } = {}) {
   const text = a < 0.1 ? a.toFixed(2) : a < 1000 ? a.toFixed(1) : String(Math.round(a));
   return `${sign}${text}%`;
 }
+
+/**
+ * A p- or q-value for people: "< 0.001" below a thousandth (where more digits claim a precision a
+ * probe does not have), else two significant digits; "—" when missing.
+ * @param {?number|undefined} p
+ */
+export function formatP(p) {
+  if (!present(p)) return "—";
+  return p < 0.001 ? "< 0.001" : String(Number(p.toPrecision(2)));
+}

@@ -6,13 +6,14 @@
 /**
  * @typedef {{kinds: string[], perturbation_groups: Record<string, string[]>, counterfactual_prefix: string,
  *   top_example_prefix: string, impact_exact: string, shape_texture_index: string, impact_significant?: string,
- *   feature_vis_kind?: string}} RecordNames
+ *   impact_p_adjusted?: string, feature_vis_kind?: string}} RecordNames
  */
 
 /**
  * The perturbation array of counterfactual `name` (a name from the answer's `counterfactuals`):
- * its signed relative change of mean |activation|, or its map cosine, robust z or outlier flag.
- * @param {RecordNames} names @param {string} name @param {"cosine"|"z"|"flag"} [field] @returns {string}
+ * its signed relative change of mean |activation|, or that change's 95% interval (F, 2), the p and
+ * BH q of its paired test over probe images, its map cosine, robust z or flag.
+ * @param {RecordNames} names @param {string} name @param {"ci"|"p"|"q"|"cosine"|"z"|"flag"} [field] @returns {string}
  */
 export function counterfactualKey(names, name, field) {
   const key = `${names.counterfactual_prefix}${name}`;
@@ -42,6 +43,14 @@ export function significantKey(names) {
 }
 
 /**
+ * The impact column of that test's adjusted p-value; null when the server does not name one.
+ * @param {RecordNames} names @returns {?string}
+ */
+export function adjustedPKey(names) {
+  return names.impact_p_adjusted ?? null;
+}
+
+/**
  * The perturbation array of the shape–texture index in [−1, 1] (F,), as the server names it;
  * null when the server lists no shape_texture group.
  * @param {RecordNames} names @returns {?string}
@@ -52,12 +61,13 @@ export function shapeTextureIndexKey(names) {
 
 /**
  * @typedef {{angles?: string, tuning?: string, osi?: string, preferred?: string, frequency?: string,
- *   rotation?: string, sigmas?: string, stability?: string, epsilon?: string, fgsm?: string, pgd?: string,
+ *   rotation?: string, sigmas?: string, stability?: string, stabilityCi?: string, epsilon?: string, fgsm?: string,
+ *   pgd?: string, fgsmCi?: string, pgdCi?: string,
  *   fractions?: string, shift?: string, reversal?: string}} PerturbationKeys
  *   the arrays the filter detail's response charts read: grating angles (also the rotation
  *   angles), tuning curve (F, A), orientation selectivity, preferred orientation and grating
- *   frequency (F,), rotated-probe response (F, A); noise levels and stability (F, S); attack ε and
- *   FGSM/PGD change (F,); shift fractions and shift cosines (F, X); reversal cosine (F,)
+ *   frequency (F,), rotated-probe response (F, A); noise levels and stability (F, S) with the 95%
+ *   interval of its mean over levels (F, 2); attack ε and FGSM/PGD change (F,) with intervals (F, 2); shift fractions and shift cosines (F, X); reversal cosine (F,)
  */
 
 /**
@@ -70,11 +80,11 @@ export function perturbationKeys(names) {
   const g = names.perturbation_groups;
   const [angles, tuning, osi, preferred, frequency] = g.orientation ?? [];
   const [, rotation] = g.rotation ?? [];
-  const [sigmas, stability] = g.noise ?? [];
-  const [epsilon, fgsm, pgd] = g.adversarial ?? [];
+  const [sigmas, stability, stabilityCi] = g.noise ?? [];
+  const [epsilon, fgsm, pgd, fgsmCi, pgdCi] = g.adversarial ?? [];
   const [fractions, shift] = g.shift ?? [];
   const [reversal] = g.reversal ?? [];
-  return { angles, tuning, osi, preferred, frequency, rotation, sigmas, stability, epsilon, fgsm, pgd, fractions, shift, reversal };
+  return { angles, tuning, osi, preferred, frequency, rotation, sigmas, stability, stabilityCi, epsilon, fgsm, pgd, fgsmCi, pgdCi, fractions, shift, reversal };
 }
 
 /**

@@ -9,14 +9,15 @@ import { hasFeatureVis } from "./recordkeys.js";
  * @typedef {{kind: string, dims: number, filters: number, in_per_group: number, kernel_size: number[],
  *   groups: number, stride: number[], transposed: boolean, has_bias: boolean, batchnorm: ?string}} LayerInfo
  * @typedef {{run: string, layers: LayerEntry[], probe: ?{n: number, shape: number[], has_labels: boolean},
- *   columns?: import("./columns.js").Column[], writer?: ?string}} RunEntry  columns: the per-filter columns
- *   the run has; writer: the tb_convviz version that wrote it (null: before logs named it)
+ *   columns?: import("./columns.js").Column[], writer?: ?string, shape_texture?: boolean}} RunEntry  columns: the
+ *   per-filter columns the run has; writer: the tb_convviz version that wrote it (null: before logs named it);
+ *   shape_texture: whether it logged shape–texture responses
  * @typedef {{run: string, tag: string, step: ?number, reason: string}} Problem  a record that could not be read
  *   (step null: every step of its tag)
  * @typedef {{status: "idle"|"off"|"loading"|"ready"|"error", data: any, error: string, code?: number}} Load
  *   off: the run did not log this (an analysis left out of ConvViz(...)); code: the HTTP status of an error
  * @typedef {"perturbation"|"impact"|"table"} Analysis
- * @typedef {"filters"|"epochs"|"runs"|"impact"|"similarity"|"embedding"} Mode
+ * @typedef {"findings"|"filters"|"epochs"|"runs"|"impact"|"similarity"|"embedding"} Mode
  * @typedef {Load & {key?: string}} KeyedLoad  key: what was asked, so a repeated ask is not fetched again
  * @typedef {{
  *   phase: "loading"|"empty"|"error"|"ready", message: string,
@@ -33,7 +34,7 @@ import { hasFeatureVis } from "./recordkeys.js";
  *   embedding: {method: "pca"|"umap"|"tsne", color: string, trails: boolean, load: KeyedLoad},
  *   embeddingMethods: string[],
  *   names: import("./recordkeys.js").RecordNames, shapeTexture: KeyedLoad, problems: Problem[],
- *   cost: KeyedLoad,
+ *   cost: KeyedLoad, findings: KeyedLoad,
  *   featureVis: {layer: KeyedLoad, history: KeyedLoad, runA: KeyedLoad, runB: KeyedLoad},
  *   version: string, formatVersion: number, newerLogs: import("./versions.js").NewerLog[],
  * }} State
@@ -51,7 +52,7 @@ import { hasFeatureVis } from "./recordkeys.js";
  *   names: the record names of the index answer (how to read perturbation and impact arrays).
  *   shapeTexture: the run's per-layer shape–texture distribution at the slider's step (Impact view).
  *   cost: what each of the current run's logs cost (/cost, keyed by run): the cost line reads the
- *   slider's step from it.
+ *   slider's step from it. findings: the current run's findings at the slider's step (/findings).
  *   featureVis: feature visualisations (/feature_vis): the layer's at the slider's step (the grid's
  *   "Visualizations"), the selected filter's over every step (the detail's filmstrip), and in run vs
  *   run each side's at its step.
@@ -103,7 +104,7 @@ export class Store {
       run: "",
       layer: "",
       step: -1, // none yet: the first layer opens at its last step
-      mode: "filters",
+      mode: "findings", // what a run opens on: what to look at, each with a link to its evidence
       show: "weights",
       norm: "filter",
       sort: "index",
@@ -127,6 +128,7 @@ export class Store {
       problems: [],
       cost: IDLE,
       featureVis: { layer: IDLE, history: IDLE, runA: IDLE, runB: IDLE },
+      findings: IDLE,
       version: "",
       formatVersion: 0,
       newerLogs: [],
@@ -238,7 +240,7 @@ export class Store {
    * @param {import("./urlstate.js").ViewState} wanted
    */
   restoreView(wanted) {
-    const modes = ["filters", "epochs", "runs", "impact", "similarity", "embedding"];
+    const modes = ["findings", "filters", "epochs", "runs", "impact", "similarity", "embedding"];
     if (wanted.view && modes.includes(wanted.view) && wanted.view !== this.state.mode) {
       this.setMode(/** @type {Mode} */ (wanted.view));
     }
@@ -252,8 +254,42 @@ export class Store {
         ...(wanted.pairStep !== undefined && wanted.pairStep >= 0 ? { pairStep: wanted.pairStep } : {}),
       });
     }
+    if (wanted.sort) {
+      if (this.state.mode === "impact") this.setImpactSort(wanted.sort, false);
+      if (this.state.mode === "filters") this.setView({ sort: wanted.sort });
+    }
     const filters = this.layerEntry()?.info.filters ?? 0;
     if (wanted.filter !== undefined && wanted.filter >= 0 && wanted.filter < filters) this.selectFilter(wanted.filter);
+    if (this.state.mode === "findings") this.loadFindings();
+  }
+
+  /**
+   * Open what a finding points at (its `view`: the tab's view, layer, step, sort column, filter),
+   * as a shared address would.
+   * @param {import("./urlstate.js").ViewState} target
+   */
+  openView(target) {
+    if (target.layer && target.layer !== this.state.layer) {
+      if (target.step !== undefined) this.set({ step: target.step });
+      this.selectLayer(target.layer);
+    } else if (target.step !== undefined && target.step !== this.state.step) {
+      const steps = this.layerEntry()?.steps ?? [];
+      if (steps.includes(target.step)) this.selectStep(target.step);
+    }
+    this.selectFilter(null);
+    this.restoreView(target);
+  }
+
+  /** The current run's findings at the slider's step, fetched once per run and step. */
+  loadFindings() {
+    const { run, step } = this.state;
+    if (!run || step < 0) return;
+    const key = JSON.stringify([run, step]);
+    if (this.state.findings.key === key && this.state.findings.status !== "error") return;
+    this.set({ findings: { ...this.state.findings, status: "loading", key } });
+    api.fetchFindings(run, step).then(ready, failed).then((load) => {
+      if (this.state.findings.key === key) this.set({ findings: { ...load, key } });
+    });
   }
 
   /** @param {string} run */
@@ -301,6 +337,7 @@ export class Store {
     if (this.state.mode === "similarity") this.loadSimilarity();
     if (this.state.mode === "embedding") this.loadEmbedding();
     this.loadFeatureVis();
+    if (this.state.mode === "findings") this.loadFindings();
     if (!cached) {
       const load = await api.fetchLayer(run, layer, step).then(ready, failed);
       if (this.state.run !== run || this.state.layer !== layer || this.state.step !== step) return; // stale
@@ -371,6 +408,7 @@ export class Store {
     if (mode === "similarity") this.loadSimilarity();
     if (mode === "embedding") this.loadEmbedding();
     this.loadFeatureVis();
+    if (mode === "findings") this.loadFindings();
   }
 
   /** @param {?number} filter */
@@ -517,7 +555,8 @@ export class Store {
     const now = this.state;
     if (now.run !== run || now.layer !== layer || now.step !== step) return; // stale
     const analysis = byKind(loads);
-    if (kinds.includes("perturbation")) this.loadShapeTexture();
+    // /index says whether the run logged shape–texture responses: asking a run without them is a 404.
+    if (kinds.includes("perturbation") && this.runEntry(run)?.shape_texture) this.loadShapeTexture();
     const same = ANALYSES.every((kind) => {
       const [a, b] = [analysis[kind], now.analysis[kind]];
       return a.status === b.status && a.data === b.data && a.error === b.error;

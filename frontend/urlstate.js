@@ -8,12 +8,13 @@ const PREFIX = "cvz.";
 
 /**
  * @typedef {{run?: string, layer?: string, view?: string, step?: number, filter?: number,
- *   runB?: string, stepA?: number, stepB?: number, pairStep?: number}} ViewState
- *   view: the store's mode; stepA: epoch vs epoch's other step; pairStep: run vs run's pairing step
+ *   runB?: string, stepA?: number, stepB?: number, pairStep?: number, sort?: string}} ViewState
+ *   view: the store's mode; stepA: epoch vs epoch's other step; pairStep: run vs run's pairing step;
+ *   sort: the column the Impact table (or the Filters grid) is sorted by
  */
 
 /** @type {Array<keyof ViewState>} */
-const TEXT_KEYS = ["run", "layer", "view", "runB"];
+const TEXT_KEYS = ["run", "layer", "view", "runB", "sort"];
 /** @type {Array<keyof ViewState>} */
 const NUMBER_KEYS = ["step", "filter", "stepA", "stepB", "pairStep"];
 
@@ -60,6 +61,8 @@ export function viewStateOf(s) {
   const out = { run: s.run, layer: s.layer, view: s.mode, step: s.step };
   if (s.filter !== null) out.filter = s.filter;
   if (s.mode === "epochs") out.stepA = s.compare.stepA;
+  if (s.mode === "impact" && s.impactSort.metric) out.sort = s.impactSort.metric;
+  if (s.mode === "filters" && s.sort !== "index") out.sort = s.sort;
   if (s.mode === "runs") {
     Object.assign(out, { runB: s.compare.runB, stepB: s.compare.stepB });
     if (s.compare.pairStep >= 0) out.pairStep = s.compare.pairStep;

@@ -1,6 +1,7 @@
 """Exact filter ablation (tb_convviz.analysis.ablation) against the reference: one full forward per filter."""
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Callable
 
@@ -258,6 +259,50 @@ def test_inplace_write_into_a_value_read_later_falls_back_to_hooks_exactly() -> 
         _, ablated = ablated_logits(model, ["conv", "conv2"], x)
     for name in ("conv", "conv2"):
         np.testing.assert_allclose(ablated[name], naive_ablation(model, name, x), atol=1e-5)
+
+
+def count_checks(monkeypatch) -> list:
+    """Every unablated replay (the check that a plan reproduces the clean logits) FilterAblation makes."""
+    from tb_convviz.analysis import ablation
+
+    checks, real = [], ablation.replay
+    monkeypatch.setattr(ablation, "replay", lambda probe, plan, filters, identity=False: (
+        checks.append(plan) if identity else None, real(probe, plan, filters, identity))[1])
+    return checks
+
+
+@pytest.mark.parametrize("name", ["residual_bn_inplace_relu", "inplace_alias"])
+def test_a_layers_replay_is_checked_at_the_first_log_only(name: str, monkeypatch) -> None:
+    """The check is about the graph, not the weights: a later FilterAblation of the same model
+    object (the callback's next log) skips it, picks the replay (or hooks) the first one settled
+    on, and is still exact after the weights changed."""
+    torch.manual_seed(0)
+    model = randomized(TinyResNet()) if name == "residual_bn_inplace_relu" else InplaceAlias().eval()
+    layers = conv_names(model)
+    x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    checks = count_checks(monkeypatch)
+    if name == "inplace_alias":
+        with pytest.warns(UserWarning, match="using forward hooks"):
+            ablated_logits(model, layers, x)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            ablated_logits(model, layers, x)
+    assert len(checks) >= len(layers)
+    first = len(checks)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fallback is noticed once, at the log that found it
+        _, ablated = ablated_logits(model, layers, x)
+    assert len(checks) == first  # no check at the second log
+    for layer in layers:
+        np.testing.assert_allclose(ablated[layer], naive_ablation(model, layer, x), atol=1e-5, err_msg=layer)
+    again = pytest.warns(UserWarning, match="using forward hooks") if name == "inplace_alias" else contextlib.nullcontext()
+    with again:
+        ablated_logits(model, layers, x[:2])  # another probe shape is checked again
+    assert len(checks) > first
 
 
 @pytest.mark.parametrize("method", ["fx", "hooks"])

@@ -101,6 +101,7 @@ def routes(run: str, step: int) -> list[str]:
         f"probe?run={run}", f"compare?layer=3&{two}&align=match", f"cka_layers?{two}", f"cka_epochs?run={run}&layer=3",
         f"cka_final?run={run}", f"embedding?run={run}&layer=3", f"shape_texture?run={run}&step={step}",
         f"layer?run={run}&layer=0&step={step}", f"filter?run={run}&layer=0&step={step}&filter=0",
+        f"findings?run={run}&step={step}",
     ]
 
 

@@ -53,8 +53,11 @@ def test_layers_take_turns_and_each_is_sampled_within_the_turns(logs):
     sampling = [[layer for layer in PARTIAL if impacts[layer][s]["sampled"].any()] for s in range(LOGS)]
     assert sampling == [["0"], ["2"]] * (LOGS // 2) or sampling == [["2"], ["0"]] * (LOGS // 2)  # two turns, alternating
     for layer in PARTIAL:
-        counts = {int(i["sampled"].sum()) for i in impacts[layer]}
-        assert counts - {0} and len(counts - {0}) == 1, (layer, counts)  # the same sample size on each of its turns
+        # The same sample size on each of its turns; the first log's may be smaller: it also pays,
+        # from the same budget, for making sure of each layer's replay.
+        counts = {int(i["sampled"].sum()) for i in impacts[layer][1:]}
+        assert counts - {0} and len(counts - {0}) == 1, (layer, counts)
+        assert int(impacts[layer][0]["sampled"].sum()) <= max(counts)
 
 
 def test_the_taylor_check_pools_the_last_samples(logs):

@@ -21,6 +21,7 @@ from wire import decode_wire
 from tb_convviz import ConvViz, load
 from tb_convviz.analysis.similarity import pair_filters, response_profile
 from tb_convviz.read.memo import Memo
+from tb_convviz.schema import format as fmt
 from tb_convviz.plugin.plugin import ConvVizPlugin
 
 CONVS = ("0", "3", "6")
@@ -321,3 +322,30 @@ def test_filter_map_axes_carry_their_share_of_variance(client, logs_and_perms):
     spectrum = np.linalg.svd(centred, compute_uv=False) ** 2
     np.testing.assert_allclose(shares[0], spectrum[:2] / spectrum.sum(), rtol=1e-4)  # the first map is not rotated
     assert (shares.sum(axis=1) <= 1 + 1e-6).all() and (shares > 0).all()
+
+
+def test_a_refused_run_vs_run_request_reads_no_kernels_and_no_profiles(logs_and_perms, counted_solves, monkeypatch):
+    """With every solve slot taken, a request needing a new solve is refused before it decodes the
+    two runs' kernels or profiles: GIL-bound work the server's other routes would wait behind."""
+    import tb_convviz.plugin.payloads as payloads_module
+    import tb_convviz.read.reader as reader_module
+
+    logs, _ = logs_and_perms
+    slots = threading.BoundedSemaphore(1)
+    monkeypatch.setattr(reader_module, "_SOLVES", slots)
+    monkeypatch.setattr(reader_module, "SOLVE_WAIT_S", 0.1)
+    kernels, decoded = [], []
+    real_weights, real_decode = payloads_module._weights_for, reader_module.ConvVizReader._decode
+    monkeypatch.setattr(payloads_module, "_weights_for", lambda *a: kernels.append(a) or real_weights(*a))
+    monkeypatch.setattr(reader_module.ConvVizReader, "_decode",
+                        lambda self, run, layer, kind, d, *rest: decoded.append(kind) or real_decode(self, run, layer, kind, d, *rest))
+    client = fresh_client(logs)
+    slots.acquire()  # a solve in progress elsewhere
+    try:
+        r = client.get(f"{BASE}/compare?layer=3&run_a=a&step_a=1&run_b=other&step_b=1&align=match")
+    finally:
+        slots.release()
+    assert r.status_code == 503
+    assert kernels == [] and fmt.KIND_PROFILE not in decoded
+    assert get(client, "compare?layer=3&run_a=a&step_a=1&run_b=other&step_b=1&align=match")["pairing"]  # then answered
+    assert kernels  # the answer diffs the kernels

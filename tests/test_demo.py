@@ -72,3 +72,27 @@ def test_running_a_demo_again_replaces_its_runs(tmp_path: Path) -> None:
     mnist1d_demo.main(args)
     assert len(list((tmp_path / "seed0").glob("events.out.tfevents.*"))) == 1
     assert load(str(tmp_path)).steps("seed0", "conv1") == [0, 1]
+
+
+def test_a_demo_serves_on_a_free_port_when_the_default_is_taken(monkeypatch, capsys):
+    """The README's walkthrough runs a second demo while the first still serves 6006: it must not
+    end in TensorBoardPortInUseError but pick a free port and say which."""
+    import socket
+
+    import demo_common
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        monkeypatch.setattr(demo_common, "DEFAULT_PORT", taken)
+        port = demo_common.port_to_serve(None)
+        assert port != taken and 0 < port < 65536
+        said = capsys.readouterr().out
+        assert f"Port {taken} is taken" in said and f"using {port}" in said
+    assert demo_common.port_to_serve(1234) == 1234  # asked for: kept
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        unused = free.getsockname()[1]
+    monkeypatch.setattr(demo_common, "DEFAULT_PORT", unused)
+    assert demo_common.port_to_serve(None) == unused

@@ -190,7 +190,8 @@ def test_impact_leaves_model_grad_hooks_and_rng(traceable: bool) -> None:
     np_state = np.random.get_state()
     layers = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     with contextlib.nullcontext() if traceable else pytest.warns(UserWarning, match="cannot trace"):
-        res = filter_impact(model, layers, x, y, exact_budget=0.5)  # over budget: the random sample is drawn too
+        checks = sum(FilterAblation(model, x).check_cost(n) for n in layers)  # the first log's, paid from the budget
+        res = filter_impact(model, layers, x, y, exact_budget=checks + 0.5)  # over budget: the random sample is drawn too
     assert set(res) == set(layers)
     assert torch.equal(rng, torch.get_rng_state()) and np_state[1].tolist() == np.random.get_state()[1].tolist()
     for p, g, w in zip(model.parameters(), grads, weights):
@@ -246,6 +247,24 @@ def test_over_budget_ablates_the_top_taylor_filters_and_a_random_sample(wide_cas
     # The Taylor check is on the random sample only: the top filters would flatter it.
     expected = spearman(res["taylor_d_loss"][sampled], full["d_loss"][sampled])
     assert float(res["taylor_spearman"]) == pytest.approx(expected)
+
+
+def test_the_first_logs_replay_checks_are_paid_from_the_budget() -> None:
+    """Making sure of a layer's replay costs the run's first log two unablated copies of it; they
+    come out of exact_budget, and a later log of the same model (the check is not repeated) spends
+    them on ablations instead."""
+    torch.manual_seed(0)
+    model = WideFirstLayer().eval()
+    gen = torch.Generator().manual_seed(6)
+    x, y = torch.randn(8, 3, 8, 8, generator=gen), torch.randint(0, 4, (8,), generator=gen)
+    fresh = FilterAblation(model, x)
+    cost, check = fresh.cost("conv"), fresh.check_cost("conv")
+    assert check == pytest.approx(2 * cost)
+    first = filter_impact(model, {"conv": model.conv}, x, y, exact_budget=20.0, seed=1)["conv"]["exact"]
+    assert FilterAblation(model, x).check_cost("conv") == 0.0
+    later = filter_impact(model, {"conv": model.conv}, x, y, exact_budget=20.0, seed=1)["conv"]["exact"]
+    assert first.sum() * cost + check <= 20.0 < (first.sum() + 3) * cost + check
+    assert later.sum() * cost <= 20.0 and later.sum() > first.sum()
 
 
 def test_the_calibration_sample_depends_on_the_seed_only(wide_case) -> None:

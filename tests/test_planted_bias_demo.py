@@ -53,10 +53,12 @@ def test_the_logs_flag_the_filters_that_see_the_marker(trained) -> None:
     for layer in layers:
         for name in planted_bias.COUNTERFACTUALS:
             response = logs.tuning("seed0", layer, EPOCHS, name)
-            assert set(response) == {"change", "cosine", "z", "flag"}
+            assert set(response) == {"change", "ci", "p", "q", "cosine", "z", "flag"}
             for f in np.flatnonzero(response["flag"]):
-                # Adding the marker excites a flagged filter, removing it quiets it.
+                # Adding the marker excites a flagged filter, removing it quiets it, and its paired
+                # test over the probe images says the change is real; its interval excludes 0.
                 assert (response["change"][f] > 0) == (name == "add marker")
+                assert response["q"][f] <= 0.05 and (response["ci"][f, 0] > 0 or response["ci"][f, 1] < 0)
                 flagged.append((layer, int(f)))
     assert flagged, "no filter was flagged for either marker edit"
     # The flagged filters fire most on marked probe images.

@@ -206,7 +206,10 @@ def test_perturbation_and_impact_records_read_back_per_filter(tmp_path):
     orientation = logs.tuning(run, "0", 0, "orientation")
     assert orientation["tuning"].shape == (6, orientation["rotation_angles"].shape[0])
     assert logs.tuning(run, "4", 0, "noise")["stability"].shape[0] == 8
-    assert set(logs.tuning(run, "0", 0, "darker")) == {"change", "cosine", "z", "flag"}
+    darker = logs.tuning(run, "0", 0, "darker")
+    assert set(darker) == {"change", "ci", "p", "q", "cosine", "z", "flag"}
+    assert darker["ci"].shape == (6, 2) and darker["q"].shape == (6,)
+    assert logs.tuning(run, "4", 0, "noise")["stability_ci"].shape == (8, 2)
     impact = logs.impact(run, "4", 0)
     assert impact["d_accuracy"].shape == (8,) and impact["d_recall"].shape == (8, 3)
     top = logs.top_examples(run, "4", 0)
@@ -272,8 +275,13 @@ def test_per_filter_tables_export_as_csv(tmp_path):
     assert (tmp_path / "table.csv").read_text() == text and len(rows) == 4
     impact = logs.impact("run", "0", 0)
     stats = logs.filter_stats("run", "0", 0)
-    names = [c["name"] for c in logs.columns("run", "0", 0)]
-    assert list(rows[0]) == ["filter", *[h for n in names for h in ((n, f"{n}_lo", f"{n}_hi") if n == "d_accuracy" else (n,))]]
+    declared = logs.columns("run", "0", 0)
+    # Each column, and right after it its interval's bounds where it has one (Δaccuracy, noise
+    # stability, FGSM and PGD change).
+    assert list(rows[0]) == ["filter", *[h for c in declared for h in ((c["name"], f"{c['name']}_lo", f"{c['name']}_hi") if c["ci"] else (c["name"],))]]
+    assert {c["name"] for c in declared if c["ci"]} == {"d_accuracy", "stability", "fgsm", "pgd"}
+    noise = logs.tuning("run", "0", 0, "noise")
+    assert [float(r["stability_lo"]) for r in rows] == pytest.approx(noise["stability_ci"][:, 0].tolist())
     for f, row in enumerate(rows):
         assert int(row["filter"]) == f
         assert float(row["d_loss"]) == pytest.approx(float(impact["d_loss"][f]))

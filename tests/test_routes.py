@@ -169,6 +169,25 @@ def test_every_per_filter_number_logged_is_a_described_column(client):
     assert by_name["rotation_response"]["record_step"] == 2 and decode(table["values"]["rotation_response"]).shape == (6,)
 
 
+def test_perturbation_numbers_carry_intervals_over_probe_images_and_counterfactuals_a_test(client):
+    """Noise stability, attack change and counterfactual change are declared with a 95% interval
+    companion, so /table sends it beside the value (and the filter's history too); a counterfactual's flag
+    comes with the p and BH q of its paired test over the probe images."""
+    table = get_ok(client, "table?run=analysed&layer=0&step=2")
+    by_name = {c["name"]: c for c in table["columns"]}
+    for name in ("stability", "fgsm", "pgd", "cf/dim"):
+        assert by_name[name]["ci"], name
+        values, ci = decode(table["values"][name]), decode(table["values"][by_name[name]["ci"]])
+        assert ci.shape == (6, 2) and np.isfinite(ci).all(), name
+        assert ((ci[:, 0] <= values + 1e-6) & (values <= ci[:, 1] + 1e-6)).all(), name
+    p, q = decode(table["values"]["cf/dim/p"]), decode(table["values"]["cf/dim/q"])
+    assert ((0 <= p) & (p <= q + 1e-6) & (q <= 1)).all()
+    names = [c["name"] for c in table["columns"]]
+    assert names.index("cf/dim/q") == names.index("cf/dim/flag") + 1  # shown next to the flag
+    history = get_ok(client, "filter?run=analysed&layer=0&step=1&filter=2")["column_history"]
+    assert len(history["stability"]["ci"]) == len(STEPS) and len(history["cf/dim"]["ci"]) == len(STEPS)
+
+
 def test_perturbation_responses_per_filter(client):
     body = get_ok(client, "perturbation?run=analysed&layer=0&step=2")
     assert (body["run"], body["layer"], body["step"], body["kind"]) == ("analysed", "0", 2, "perturbation")
@@ -323,3 +342,23 @@ def test_no_query_makes_a_500(client, route, query):
     assert r.mimetype == "application/json"
     if r.status_code >= 400:
         assert r.get_json()["error"]
+
+
+def test_a_request_lists_the_logs_records_once_however_many_layers(tmp_path, monkeypatch):
+    """/index asks every layer's kinds and steps: the records are listed and sorted by kind once
+    per request (per layer, that was much of /index's time on a ResNet-50's 53 layers), and the
+    next request lists anew, so steps written in between show up."""
+    from tb_convviz.read import reader as reader_module
+
+    with one_thread():
+        log_run(tmp_path / "run", two_conv_net((6, 8), classes=2), None, 0)
+    listed = []
+    real = reader_module.ConvVizReader._list
+    monkeypatch.setattr(reader_module.ConvVizReader, "_list", lambda self, run: listed.append(run) or real(self, run))
+    logs = load(tmp_path)
+    client = Client(TensorBoardWSGI([ConvVizPlugin(base_plugin.TBContext(data_provider=logs._provider, logdir=str(tmp_path)))]))
+    body = get_ok(client, "index")
+    assert len(body["runs"][0]["layers"]) == 2 and body["runs"][0]["shape_texture"] is False
+    assert listed == [None]  # every run's records at once, then every layer's kinds from that
+    get_ok(client, "layer?run=run&layer=0&step=1")
+    assert len(listed) == 2  # a new request lists anew, once

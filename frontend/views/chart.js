@@ -2,6 +2,7 @@
 // time), SVG polar charts (orientation tuning) and HTML bar lists (a few signed or positive values).
 
 import { formatNumber } from "../numeric.js";
+import { axisTicks, exponentText, tickLabels } from "../ticks.js";
 import { el, svg } from "./controls.js";
 import { pngButton } from "./download.js";
 
@@ -15,9 +16,10 @@ function caption(title, figure) {
 /**
  * @typedef {{label: string, values: Array<?number>, className?: string}} Series
  * @typedef {{title: string, x: number[], series: Series[], xLabel: string, yLabel: string,
- *   format?: (v: number) => string, current?: number, testid?: string, width?: number, height?: number,
+ *   format?: (v: number) => string, percent?: boolean, current?: number, testid?: string, width?: number, height?: number,
  *   band?: {lo: Array<?number>, hi: Array<?number>, label: string}}} ChartSpec
- *   xLabel, yLabel: the axis titles (what and, where it has one, the unit); format: the y ticks' text;
+ *   xLabel, yLabel: the axis titles (what and, where it has one, the unit); format: a value's text in
+ *   its tooltip (the ticks are round numbers, ticks.js); percent: fractions, ticked in percent;
  *   band: an interval per x (the first series' confidence interval), drawn shaded behind the lines
  */
 
@@ -27,10 +29,10 @@ function caption(title, figure) {
  * @returns {HTMLElement}
  */
 export function lineChart(spec) {
-  const width = spec.width ?? 340;
-  const height = spec.height ?? 110;
-  const pad = { left: 68, right: 8, top: 8, bottom: 30 };
-  const format = spec.format ?? ((/** @type {number} */ v) => formatNumber(v));
+  // Drawn at about a detail panel's width and scaled to the panel's (CSS), so it fills it.
+  const width = spec.width ?? 520;
+  const height = spec.height ?? 150;
+  const pad = { left: 58, right: 10, top: 8, bottom: 30 };
   const figure = el("figure", "cvz-chart");
   if (spec.testid) figure.dataset.testid = spec.testid;
   figure.append(caption(spec.title, figure));
@@ -39,20 +41,16 @@ export function lineChart(spec) {
   const finite = [...spec.series.flatMap((s) => s.values), ...bounds].filter(
     (v) => v !== null && v !== undefined && Number.isFinite(v),
   );
-  const root = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img" });
+  const root = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img", class: "cvz-line-chart" });
   root.setAttribute("aria-label", spec.title);
   figure.append(root);
   if (finite.length === 0 || spec.x.length === 0) {
     figure.append(el("div", "cvz-chart-empty", "no values logged"));
     return figure;
   }
-  let lo = Math.min(...finite);
-  let hi = Math.max(...finite);
-  if (hi === lo) {
-    const d = Math.abs(hi) * 0.05 || 1;
-    lo -= d;
-    hi += d;
-  }
+  // Round ticks spanning the values; the axis runs from the lowest tick to the highest.
+  const yAxis = axisTicks(Math.min(...finite), Math.max(...finite), { count: 4 });
+  const [lo, hi] = [yAxis.lo, yAxis.hi];
   const x0 = spec.x[0];
   const x1 = spec.x[spec.x.length - 1];
   const sx = (/** @type {number} */ x) =>
@@ -60,27 +58,43 @@ export function lineChart(spec) {
   const sy = (/** @type {number} */ y) => pad.top + (1 - (y - lo) / (hi - lo)) * (height - pad.top - pad.bottom);
 
   const axis = svg("g", { class: "cvz-chart-axis" });
-  axis.append(
-    svg("line", { x1: pad.left, x2: width - pad.right, y1: height - pad.bottom, y2: height - pad.bottom }),
-    svg("line", { x1: pad.left, x2: pad.left, y1: pad.top, y2: height - pad.bottom }),
-  );
   /** @param {string} text @param {Record<string, string|number>} attrs */
   const label = (text, attrs) => {
     const t = svg("text", attrs);
     t.textContent = text;
     axis.append(t);
+    return t;
   };
-  label(format(hi), { x: pad.left - 4, y: pad.top + 4, "text-anchor": "end" });
-  label(format(lo), { x: pad.left - 4, y: height - pad.bottom, "text-anchor": "end" });
-  label(String(x0), { x: pad.left, y: height - pad.bottom + 12, "text-anchor": "start" });
-  if (x1 !== x0) label(String(x1), { x: width - pad.right, y: height - pad.bottom + 12, "text-anchor": "end" });
+  // Fractions shown as percentages read in percent on the axis too ("−5%", not "−0.05").
+  const yStep = yAxis.ticks.length > 1 ? yAxis.ticks[1] - yAxis.ticks[0] : 1;
+  const yLabels = spec.percent ? tickLabels(yAxis.ticks.map((t) => t * 100), yStep * 100).labels.map((l) => `${l}%`) : yAxis.labels;
+  // A light grid line and a label per y tick; a darker line at zero where the values change sign.
+  yAxis.ticks.forEach((tick, i) => {
+    const y = sy(tick);
+    const zero = tick === 0 && lo < 0 && hi > 0;
+    axis.append(svg("line", { x1: pad.left, x2: width - pad.right, y1: y, y2: y, class: zero ? "cvz-chart-zero" : "cvz-chart-grid" }));
+    label(yLabels[i], { x: pad.left - 4, y: y + 3, "text-anchor": "end" }).dataset.tick = "y";
+  });
+  axis.append(
+    svg("line", { x1: pad.left, x2: width - pad.right, y1: height - pad.bottom, y2: height - pad.bottom }),
+    svg("line", { x1: pad.left, x2: pad.left, y1: pad.top, y2: height - pad.bottom }),
+  );
+  // x ticks inside the logged range: whole numbers when every x is one (steps), round values otherwise.
+  const integer = spec.x.every((v) => Number.isInteger(v));
+  const xAxis = x1 === x0 ? { ticks: [x0], labels: [String(x0)] } : axisTicks(x0, x1, { count: 5, integer });
+  xAxis.ticks.forEach((tick, i) => {
+    if (tick < x0 || tick > x1) return;
+    axis.append(svg("line", { x1: sx(tick), x2: sx(tick), y1: height - pad.bottom, y2: height - pad.bottom + 3 }));
+    label(xAxis.labels[i], { x: sx(tick), y: height - pad.bottom + 13, "text-anchor": "middle" }).dataset.tick = "x";
+  });
   const xTitle = svg("text", { x: (pad.left + width - pad.right) / 2, y: height - 3, "text-anchor": "middle", class: "cvz-axis-title" });
   xTitle.textContent = spec.xLabel;
   xTitle.dataset.axis = "x";
-  // The y title runs up the left edge, centred on the plot.
+  // The y title runs up the left edge, centred on the plot; a shared power of ten of the ticks goes in it.
   const yMid = (pad.top + height - pad.bottom) / 2;
   const yTitle = svg("text", { x: 10, y: yMid, "text-anchor": "middle", transform: `rotate(-90 10 ${yMid})`, class: "cvz-axis-title" });
-  yTitle.textContent = spec.yLabel;
+  const power = spec.percent ? "" : exponentText(yAxis.exponent);
+  yTitle.textContent = power ? `${spec.yLabel} (${power})` : spec.yLabel;
   yTitle.dataset.axis = "y";
   axis.append(xTitle, yTitle);
   root.append(axis);
@@ -213,10 +227,6 @@ export function polarChart(spec) {
   label("0°", 0, "start");
   label("90°", 90, "middle");
   if (!spec.axial) label("180°", 180, "end");
-  const [tx, ty] = at(90, 0.5 * radius);
-  const half = svg("text", { x: tx + 2, y: ty - 2, "text-anchor": "start" });
-  half.textContent = formatNumber(top / 2, 2);
-  grid.append(half);
   root.append(grid);
 
   if (spec.ring) {
@@ -268,6 +278,10 @@ export function polarChart(spec) {
     if (spec.ring) legend.append(el("span", "cvz-chart-key cvz-polar-ring-key", spec.ring.label));
     figure.append(legend);
   }
+  // The radius scale below the plot, not on it: a label inside would sit on the curve.
+  const scale = el("div", "cvz-polar-scale", `grid circles: ${formatNumber(top / 2, 2)}, ${formatNumber(top, 2)}`);
+  scale.dataset.testid = "polar-scale";
+  figure.append(scale);
   return figure;
 }
 

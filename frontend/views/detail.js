@@ -106,7 +106,7 @@ function sliceMosaic(kernel, scale) {
 function mapViews(maps, imageIds, probe, labels, alpha) {
   const scale = scaleOf(maps.values, "sequential");
   const dims = maps.shape.length - 1;
-  const wall = el("div", "cvz-maps");
+  const wall = el("div", dims === 1 ? "cvz-maps cvz-maps-1d" : "cvz-maps");
   for (let i = 0; i < maps.shape[0]; i++) {
     const map = along(maps, i);
     const id = imageIds[i] ?? i;
@@ -117,7 +117,9 @@ function mapViews(maps, imageIds, probe, labels, alpha) {
     cell.dataset.testid = "detail-map";
     cell.append(exampleView(input, map, scale, alpha, 112));
     const label = labels && labels[id] !== undefined ? `image #${id} · label ${labels[id]}` : `image #${id}`;
-    cell.append(el("figcaption", "cvz-map-label", label));
+    // A 1-D trace's caption heads it, like a chart's title: below, it sat as close to the next trace.
+    if (dims === 1) cell.prepend(el("figcaption", "cvz-map-label", label));
+    else cell.append(el("figcaption", "cvz-map-label", label));
     wall.append(cell);
   }
   const legend = el("div", "cvz-legend");
@@ -388,9 +390,8 @@ function historySection(data, runColumns, s, store) {
       yLabel: unit ? `${column.label} (${unit})` : column.label,
       format: (v) => formatValue(column, v, { signed }),
       current: data.step,
+      percent: column.format === "percent",
       testid: "history-chart",
-      width: 420,
-      height: 150,
       band: ci ? { lo: ci.map((b) => b[0]), hi: ci.map((b) => b[1]), label: "95% interval" } : undefined,
     }),
   );

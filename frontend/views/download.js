@@ -1,6 +1,7 @@
 // Downloads of what is on screen: every table as CSV (the cells as shown), every grid and plot as
-// PNG. A canvas is saved as its own pixels; anything else (an SVG chart, bars, a wall of canvases)
-// is drawn through an SVG <foreignObject> carrying its computed styles. A button names its file
+// PNG. A canvas is saved as its own pixels under a title, with its colour bar below; anything else
+// (an SVG chart, bars, a wall of canvases) is drawn through an SVG <foreignObject> carrying its
+// computed styles, without the UI's buttons. A button names its file
 // from the nearest [data-export-parts] (run, layer, step: set by the view) and its own part.
 
 import { downloadName, toCsv } from "../csv.js";
@@ -63,21 +64,6 @@ function pngOf(canvas) {
   return new Promise((resolve, reject) =>
     canvas.toBlob((blob) => (blob ? resolve(blob) : reject(new Error("the browser made no PNG"))), "image/png"),
   );
-}
-
-/**
- * A canvas's pixels on the colour behind it (a grid's gaps are transparent), at full resolution.
- * @param {HTMLCanvasElement} canvas @returns {Promise<Blob>}
- */
-function canvasPng(canvas) {
-  const out = document.createElement("canvas");
-  out.width = canvas.width;
-  out.height = canvas.height;
-  const ctx = /** @type {CanvasRenderingContext2D} */ (out.getContext("2d"));
-  ctx.fillStyle = backgroundOf(canvas);
-  ctx.fillRect(0, 0, out.width, out.height);
-  ctx.drawImage(canvas, 0, 0);
-  return pngOf(out);
 }
 
 /** Each element kind's computed style with no stylesheet, by "namespace tag". @type {Map<string, Map<string, string>>} */
@@ -255,14 +241,65 @@ export function dataCsvButton(anchor, part, rows) {
   });
 }
 
+/** A PNG blob as a drawable image. @param {Blob} blob @returns {Promise<ImageBitmap>} */
+function bitmapOf(blob) {
+  return createImageBitmap(blob);
+}
+
 /**
- * A button that saves what `target()` returns (a canvas, or any element) as PNG.
- * @param {() => Element} target @param {string} part what it shows, for the file name
+ * A canvas (a grid of kernels or maps) as a figure that reads on its own: a title line saying what
+ * it is (the view's run, layer, step and the part), the canvas's pixels as drawn, and below them
+ * `legend` (the colour bar with its values) as the screen shows it. Returns the PNG and where the
+ * canvas's pixels sit in it.
+ * @param {HTMLCanvasElement} canvas @param {string} title @param {?Element} legend
+ * @returns {Promise<{blob: Blob, x: number, y: number}>}
  */
-export function pngButton(target, part) {
-  return button("PNG", `Download this as a PNG image`, "download-png", async () => {
+async function figurePng(canvas, title, legend) {
+  const dpr = window.devicePixelRatio || 1;
+  const pad = Math.round(8 * dpr);
+  const lineHeight = Math.round(18 * dpr);
+  const bar = legend ? await bitmapOf(await elementPng(legend)) : null;
+  const style = getComputedStyle(canvas);
+  const font = `${Math.round(12 * dpr)}px ${style.fontFamily || "sans-serif"}`;
+  const measure = /** @type {CanvasRenderingContext2D} */ (document.createElement("canvas").getContext("2d"));
+  measure.font = font;
+  const width = Math.ceil(Math.max(canvas.width, bar ? bar.width : 0, measure.measureText(title).width) + 2 * pad);
+  const [x, y] = [pad, pad + lineHeight];
+  const height = y + canvas.height + (bar ? pad + bar.height : 0) + pad;
+  const out = document.createElement("canvas");
+  out.width = width;
+  out.height = height;
+  const ctx = /** @type {CanvasRenderingContext2D} */ (out.getContext("2d"));
+  ctx.fillStyle = backgroundOf(canvas);
+  ctx.fillRect(0, 0, width, height);
+  ctx.fillStyle = style.color || "#000";
+  ctx.font = font;
+  ctx.textBaseline = "top";
+  ctx.fillText(title, pad, pad);
+  ctx.drawImage(canvas, x, y);
+  if (bar) ctx.drawImage(bar, pad, y + canvas.height + pad);
+  return { blob: await pngOf(out), x, y };
+}
+
+/**
+ * A button that saves what `target()` returns (a canvas, or any element) as PNG. A canvas is saved
+ * as a figure (`figurePng`: a title from the view's name parts and `part`, and the colour bar
+ * `legend()` gives); an element (a chart, bars) as drawn, its own title in it, without the UI's
+ * buttons. After a canvas is saved the button's data-figure says where its pixels sit in the PNG.
+ * @param {() => Element} target @param {string} part what it shows, for the file name
+ * @param {() => ?Element} [legend] the colour bar of a canvas
+ */
+export function pngButton(target, part, legend) {
+  const b = button("PNG", `Download this as a PNG image`, "download-png", async () => {
     const node = target();
-    const blob = node instanceof HTMLCanvasElement ? await canvasPng(node) : await elementPng(node);
-    save(blob, downloadName(["convviz", ...exportParts(node), part], "png"));
+    const parts = exportParts(node);
+    if (node instanceof HTMLCanvasElement) {
+      const figure = await figurePng(node, [...parts, part].join(" · "), legend ? legend() : null);
+      b.dataset.figure = JSON.stringify({ x: figure.x, y: figure.y });
+      save(figure.blob, downloadName(["convviz", ...parts, part], "png"));
+      return;
+    }
+    save(await elementPng(node), downloadName(["convviz", ...parts, part], "png"));
   });
+  return b;
 }

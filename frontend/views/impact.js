@@ -15,14 +15,15 @@ import {
   headerTitle,
   holdsChanges,
   intervalOf,
+  notSignificantText,
   olderRecords,
   scalarText,
   scalarTitle,
   shownColumns,
   tableCsvRows,
 } from "../columns.js";
-import { present } from "../numeric.js";
-import { counterfactualKey, exactKey, significantKey, topExampleKey } from "../recordkeys.js";
+import { formatP, present } from "../numeric.js";
+import { adjustedPKey, counterfactualKey, exactKey, significantKey, topExampleKey } from "../recordkeys.js";
 import { RowLimit, el, filterTableRow, markSelected, sortButton, svg, viewCard } from "./controls.js";
 import { dataCsvButton, setExportParts } from "./download.js";
 import { shapeTextureSection } from "./shapetexture.js";
@@ -45,7 +46,14 @@ function flagsOf(impact, responses, counterfactuals, names, f) {
   const flags = [];
   for (const name of counterfactuals) {
     if (filterValue(responses, counterfactualKey(names, name, "flag"), f)) {
-      flags.push({ flag: "counterfactual", text: name, title: `Reacts to "${name}" far more than the layer's other filters` });
+      const q = filterValue(responses, counterfactualKey(names, name, "q"), f);
+      flags.push({
+        flag: "counterfactual",
+        text: q !== null ? `${name} (q ${formatP(q)})` : name,
+        title:
+          `Reacts to "${name}" far more than the layer's other filters` +
+          (q !== null ? `; q ${formatP(q)}: Benjamini–Hochberg-adjusted p of a paired t test over the probe's images` : ""),
+      });
     }
   }
   if (filterValue(impact, topExampleKey(names, "flag"), f)) {
@@ -285,7 +293,9 @@ export function mountImpact(root, store) {
         row.title = "Not ablated exactly at this step (over the exact-ablation budget): only estimates are known";
       } else if (significant && tableData.values[significant] && valueOf(tableData, significant, f) === 0) {
         row.classList.add("cvz-insignificant");
-        row.title = "Greyed: the accuracy change of this filter's ablation is not significant on this probe";
+        const adjusted = adjustedPKey(names);
+        const why = adjusted ? notSignificantText(tableData, f, significant, adjusted) : null;
+        row.title = `Greyed: ${why ?? "the accuracy change of this filter's ablation is not significant on this probe"}`;
       }
       row.append(el("td", "cvz-pinned cvz-filter-cell", `#${f}`), flagCell);
       columns.forEach((c, k) => {

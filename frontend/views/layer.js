@@ -91,7 +91,7 @@ export function mountLayerView(root, store) {
     onSelect: (i) => vis && store.selectFilter(vis.filters[i]),
   });
   visGrid.element.hidden = true;
-  tools.append(pngButton(() => (visGrid.element.hidden ? grid.canvas : visGrid.canvas), "grid"));
+  tools.append(pngButton(() => (visGrid.element.hidden ? grid.canvas : visGrid.canvas), "grid", () => legend));
   card.append(head, tools, note, footprint, grid.element, visGrid.element);
   root.append(card);
 
@@ -260,10 +260,13 @@ function fillFootprint(box, footprint, kernelSize) {
   box.hidden = !footprint || footprint.ring_energy.length < 2;
   if (box.hidden || !footprint) return;
   let kept = 0;
+  const last = footprint.ring_energy.length - 1;
   const shares = footprint.ring_energy.map((e, ring) => {
     kept += e;
     const size = kernelSize.map((k) => Math.min(k, 2 * ring + 1)).join("×");
-    return `${size} ${Math.floor(kept * 100 + 1e-9)}%`;
+    // Rounded down, so a window never claims more than it keeps; the whole kernel keeps all of it
+    // (its shares sum to 0.99999… in float32, which would read "99%").
+    return `${size} ${ring === last ? 100 : Math.floor(kept * 100 + 1e-9)}%`;
   });
   const label = el("strong", "", "Kernel footprint: ");
   const parts = [label];

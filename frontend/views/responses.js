@@ -4,7 +4,7 @@
 
 import { filterRow, filterValue, layerMedian, whole } from "../analysis.js";
 import { counterfactualKey, loggedGroups, perturbationKeys } from "../recordkeys.js";
-import { formatNumber, formatPercent, median } from "../numeric.js";
+import { formatNumber, formatP, formatPercent, median } from "../numeric.js";
 import { el, factList } from "./controls.js";
 import { pngButton } from "./download.js";
 import { barList, lineChart, polarChart } from "./chart.js";
@@ -26,6 +26,17 @@ function block(title, testid, note, bars = false) {
   box.append(heading);
   if (note) box.append(el("p", "cvz-note", note));
   return box;
+}
+
+/**
+ * " [lo, hi]" of filter `f`'s 95% interval in the (F, 2) array `name`, each end by `format`; empty
+ * when the record has none (logs from before intervals).
+ * @param {Arrays} arrays @param {string|undefined} name @param {number} f
+ * @param {(v: number) => string} format @returns {string}
+ */
+function bracket(arrays, name, f, format) {
+  const [lo, hi] = name ? filterRow(arrays, name, f) : [];
+  return lo !== undefined && lo !== null && hi !== undefined && hi !== null ? ` [${format(lo)}, ${format(hi)}]` : "";
 }
 
 /**
@@ -126,6 +137,13 @@ function noise(arrays, f, k) {
       testid: "response-chart",
     }),
   );
+  const mean = stability.reduce((s, v) => s + Number(v), 0) / stability.length;
+  const range = bracket(arrays, k.stabilityCi, f, (v) => formatNumber(v));
+  if (range) {
+    const line = el("p", "cvz-note", `Mean over the levels ${formatNumber(mean)}${range}: 95% interval over the probe's images.`);
+    line.dataset.testid = "stability-interval";
+    box.append(line);
+  }
   return [box];
 }
 
@@ -138,12 +156,13 @@ function adversarial(arrays, f, k) {
   const box = block(
     `Adversarial change (ε = ${formatNumber(eps, 2)} × probe std)`,
     "adversarial-bars",
-    "Relative activation change ‖a(x′) − a(x)‖ / ‖a(x)‖ under attacks on the model's loss.",
+    "Relative activation change ‖a(x′) − a(x)‖ / ‖a(x)‖ under attacks on the model's loss; bracketed: its 95% interval over the probe's images.",
     true,
   );
+  const number = (/** @type {number} */ v) => formatNumber(v);
   const items = [
-    { label: "FGSM", value: fgsm, mark: layerMedian(arrays, k.fgsm) },
-    { label: "PGD", value: pgd, mark: layerMedian(arrays, k.pgd) },
+    { label: "FGSM", value: fgsm, text: `${formatNumber(fgsm)}${bracket(arrays, k.fgsmCi, f, number)}`, mark: layerMedian(arrays, k.fgsm) },
+    { label: "PGD", value: pgd, text: `${formatNumber(pgd)}${bracket(arrays, k.pgdCi, f, number)}`, mark: layerMedian(arrays, k.pgd) },
   ];
   box.append(barList({ items }), el("p", "cvz-bars-key", "│ layer median"));
   return [box];
@@ -158,20 +177,27 @@ function counterfactualList(arrays, names, recordNames, f) {
   const box = block(
     "Counterfactuals",
     "counterfactuals",
-    "Signed change of mean |activation| when your edit is applied to the probe (│ layer median); flagged when the filter reacts far more than the layer's others.",
+    "Signed change of mean |activation| when your edit is applied to the probe, [95% interval over the probe's images] (│ layer median); " +
+      "flagged when the change is real (paired t test over the images, BH q ≤ 0.05 within the layer), at least 5% and far beyond the layer's others (robust z > 3.5).",
     true,
   );
   const items = names.map((name) => {
     const key = counterfactualKey(recordNames, name);
     const z = filterValue(arrays, counterfactualKey(recordNames, name, "z"), f);
     const cosine = filterValue(arrays, counterfactualKey(recordNames, name, "cosine"), f);
+    const p = filterValue(arrays, counterfactualKey(recordNames, name, "p"), f);
+    const q = filterValue(arrays, counterfactualKey(recordNames, name, "q"), f);
+    const tested = q !== null ? ` · q ${formatP(q)}` : "";
+    const flagged = filterValue(arrays, counterfactualKey(recordNames, name, "flag"), f);
     return {
       label: name,
       value: filterValue(arrays, key, f),
-      text: formatPercent(filterValue(arrays, key, f)),
+      text: `${formatPercent(filterValue(arrays, key, f))}${bracket(arrays, counterfactualKey(recordNames, name, "ci"), f, (v) => formatPercent(v))}${tested}`,
       mark: layerMedian(arrays, key),
-      title: `robust z ${formatNumber(z, 2)} within the layer · map cosine ${formatNumber(cosine, 3)}`,
-      badge: filterValue(arrays, counterfactualKey(recordNames, name, "flag"), f) ? "flagged" : undefined,
+      title:
+        (q !== null ? `paired t test over the probe's images: p ${formatP(p)}, q ${formatP(q)} (Benjamini–Hochberg within the layer) · ` : "") +
+        `robust z ${formatNumber(z, 2)} within the layer · map cosine ${formatNumber(cosine, 3)}`,
+      badge: flagged ? "flagged" : undefined,
     };
   });
   box.append(barList({ items, signed: true, itemTestid: "counterfactual-row" }));

@@ -29,6 +29,7 @@ export function mountToolbar(root, store) {
     "View",
     "mode-picker",
     [
+      { value: "findings", text: "Findings" },
       { value: "filters", text: "Filters" },
       { value: "epochs", text: "Epoch vs epoch" },
       { value: "runs", text: "Run vs run" },

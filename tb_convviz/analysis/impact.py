@@ -180,6 +180,8 @@ def exact_plan(taylor: Mapping[str, np.ndarray], costs: Mapping[str, float], bud
     filters, drawn by `rng`), a turn's samples costing at most CALIBRATION_SHARE of the budget;
     what is left goes, in equal shares, to each one's largest |Taylor Δloss| filters.
     """
+    if budget <= 0:  # e.g. the first log's replay checks took it all: the Taylor estimate alone
+        return {name: (np.zeros(len(t), bool), np.zeros(len(t), bool)) for name, t in taylor.items()}
     share = budget / max(len(taylor), 1)
     whole = [name for name, t in taylor.items() if len(t) * costs[name] <= share]
     partial = [name for name in taylor if name not in whole]
@@ -308,8 +310,8 @@ def filter_impact(
 
     x: probe (N, C, *spatial); y: integer labels (N,) < the model's number of classes.
     Every filter gets the Taylor estimate. exact="all" ablates every filter exactly; "budget"
-    spends at most `exact_budget` forward passes of the probe on the whole call, calibration
-    included (`exact_plan`: whole layers where they fit an equal share, else the top-Taylor
+    spends at most `exact_budget` forward passes of the probe on the whole call, calibration and
+    the first log's check of each layer's replay (`FilterAblation.check_cost`) included (`exact_plan`: whole layers where they fit an equal share, else the top-Taylor
     filters, and on the layer's calibration turn — the `log_index`-th log of the turns — a random
     sample drawn by a generator seeded with (`seed`, `log_index`)); a layer's cost per filter is
     FilterAblation.cost (suffix FLOPs, in forward passes). A filter's score on an image is the spatial mean of its rectified output
@@ -343,7 +345,8 @@ def filter_impact(
         plan = {name: (np.ones(len(t), bool),) * 2 for name, t in estimates.items()}
     else:
         costs = {name: ablation.cost(name) for name in acts}
-        plan = exact_plan(estimates, costs, exact_budget, log_index, np.random.default_rng((seed, log_index)))
+        checks = sum(ablation.check_cost(name) for name in acts)  # the run's first log makes sure of each replay
+        plan = exact_plan(estimates, costs, max(exact_budget - checks, 0.0), log_index, np.random.default_rng((seed, log_index)))
     result: Arrays = {}
     for name, a in acts.items():
         fires = a.float().clamp_min(0).flatten(2).mean(-1)  # (N, F)

@@ -47,6 +47,23 @@ def _export_projector(parser: argparse.ArgumentParser) -> Command:
     return run
 
 
+@subcommand("report", "write a run's findings, with their evidence and pictures, as one file to share")
+def _report(parser: argparse.ArgumentParser) -> Command:
+    parser.add_argument("logdir", help="the log directory ConvViz wrote")
+    parser.add_argument("--run", required=True, help="run name, as TensorBoard lists it")
+    parser.add_argument("--step", type=int, default=None, help="step (default: the run's last)")
+    parser.add_argument("-o", "--out", required=True, help="the file to write (report.html, or report.md with --format md)")
+    parser.add_argument("--format", choices=("html", "md"), default="html",
+                        help="html: one self-contained file (default); md: Markdown with its pictures in OUT's stem + '_files/'")
+
+    def run(args: argparse.Namespace) -> None:
+        from tb_convviz.cli.report import write_report
+
+        print(f"wrote {write_report(args.logdir, args.run, args.out, args.step, args.format)}")
+
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tb-convviz", description="Tools for tb_convviz log directories.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

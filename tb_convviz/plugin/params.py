@@ -75,6 +75,13 @@ class RequestParams:
             raise errors.NotFoundError(f"layer {layer!r} of run {run!r} has no {kind!r} record at step {step}")
         return step
 
+    def run_step(self, run: str, name: str = "step") -> Optional[int]:
+        """A step the run logged (every layer logs its filters each step), or None when left out."""
+        step = self.optional_integer(name)
+        if step is not None:
+            self.step(run, self._reader.layers(run)[0], name)
+        return step
+
     def filter(self, filters: int, name: str = "filter") -> int:
         index = self.integer(name)
         if not 0 <= index < filters:

@@ -1,8 +1,9 @@
 """What each route answers, built from the reader; no HTTP here."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 from tensorboard import errors
@@ -81,6 +82,7 @@ def index(reader: ConvVizReader) -> dict:
         except NotFound:
             pass  # not loaded yet (TensorBoard reads event files lazily): the probe shows up later
         runs.append({"run": run, "layers": layers, "probe": probe, "columns": _run_columns(reader, run, layers),
+                     "shape_texture": _logs_shape_texture(reader, run, layers),
                      "writer": newest_version(w for _, w in origins.get(run, ()))})
     return {
         "runs": runs,
@@ -104,6 +106,20 @@ def _newer_logs(origins: dict[str, set[tuple[int, Optional[str]]]]) -> list[dict
         if newer:
             out.append({"run": run, "format_version": max(v for v, _ in newer), "writer": newest_version(w for _, w in newer)})
     return out
+
+
+def _logs_shape_texture(reader: ConvVizReader, run: str, layers: list[dict]) -> bool:
+    """Whether the run logged shape–texture responses (its first responding layer's last record
+    holds them; they are logged for every responding layer or none), so the tab asks
+    `/shape_texture` only of a run that can answer it."""
+    holding = [entry["name"] for entry in layers if fmt.KIND_PERTURBATION in entry["kinds"]]
+    if not holding:
+        return False
+    try:
+        record = reader.bundle(run, holding[0], fmt.KIND_PERTURBATION, reader.steps(run, holding[0], fmt.KIND_PERTURBATION)[-1])
+    except NotFound:
+        return False
+    return fmt.SHAPE_TEXTURE_INDEX in record
 
 
 def _run_columns(reader: ConvVizReader, run: str, layers: list[dict]) -> list[dict]:
@@ -378,16 +394,16 @@ class _Paired:
 
 
 def _pairing(reader: ConvVizReader, layer: str, run_a: str, step_a: int, run_b: str, step_b: int,
-             pair_step: Optional[int], wa: np.ndarray, wb: np.ndarray) -> _Paired:
+             pair_step: Optional[int], weights: Callable[[], tuple[np.ndarray, np.ndarray]]) -> _Paired:
     """Pairs by what the filters do on the probe, solved once at `pair_step` and kept for every
     shown step, when both runs logged response profiles; else by weight cosine at the shown steps
-    (valid for a first layer)."""
+    (valid for a first layer). `weights` reads (A's, B's) kernels only when they are needed."""
     if pair_step is None:
-        return _Paired(match_weights(wa, wb), None, "weights", None)
+        return _Paired(match_weights(*weights()), None, "weights", None)
     try:
         found = reader.pairing(run_a, run_b, layer, pair_step, pair_step)
     except NotFound:
-        return _Paired(match_weights(wa, wb), None, "weights", None)
+        return _Paired(match_weights(*weights()), None, "weights", None)
     except ValueError as e:  # different probes
         raise errors.InvalidArgumentError(str(e)) from e
     try:
@@ -446,18 +462,28 @@ def compare(
         basis = "logged"
         drift = {key.removesuffix("_prev"): fb.array(key) for key in records.DRIFT_PREV}
     else:
-        wa, basis_a = _weights_for(reader, run_a, layer, step_a)
-        wb, basis_b = _weights_for(reader, run_b, layer, step_b)
-        basis = "kernels" if basis_a == basis_b == "kernels" else records.TILES
-        if basis == records.TILES:
-            wa, wb = fa.array(records.TILES), fb.array(records.TILES)
+        @functools.cache
+        def weights() -> tuple[np.ndarray, np.ndarray, str]:
+            """Both runs' kernels on one basis (full kernels where both steps kept them), read once."""
+            wa, basis_a = _weights_for(reader, run_a, layer, step_a)
+            wb, basis_b = _weights_for(reader, run_b, layer, step_b)
+            both = "kernels" if basis_a == basis_b == "kernels" else records.TILES
+            if both == records.TILES:
+                wa, wb = fa.array(records.TILES), fb.array(records.TILES)
+            return wa, wb, both
+
         prev_match = None
         if align != "index":
-            paired = _pairing(reader, layer, run_a, step_a, run_b, step_b, pair_step, wa, wb)
+            # The pairing first: a request that finds every solve slot taken is refused (503)
+            # before it decodes and diffs two layers of kernels, GIL-bound work every other route
+            # of the server waits behind.
+            paired = _pairing(reader, layer, run_a, step_a, run_b, step_b, pair_step, lambda: weights()[:2])
             match = paired.match
+        wa, wb, basis = weights()
+        if align != "index":
             feeding = _feeding_layer(reader, run_a, layer, info_a) if align == "aligned" and basis == "kernels" else None
             if feeding is not None:
-                before = _pairing(reader, feeding, run_a, step_a, run_b, step_b, pair_step, *(
+                before = _pairing(reader, feeding, run_a, step_a, run_b, step_b, pair_step, lambda: tuple(
                     _weights_for(reader, r, feeding, s)[0] for r, s in ((run_a, step_a), (run_b, step_b))))
                 prev_match = before.match
                 aligned_by = {"layer": feeding, "basis": before.basis}

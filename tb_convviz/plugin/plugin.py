@@ -17,6 +17,7 @@ from tb_convviz.plugin import payloads
 from tb_convviz.plugin.cache import AnswerCache, CachingProvider
 from tb_convviz.plugin.history import HistoryCache
 from tb_convviz.plugin.params import RequestParams
+from tb_convviz.read.findings import run_findings
 from tb_convviz.read.reader import ConvVizReader, NotFound, Problems, SolveBusy
 
 _logger = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class ConvVizPlugin(base_plugin.TBPlugin):
             "/shape_texture": self._route(self._shape_texture),
             "/feature_vis": self._route(self._feature_vis),
             "/feature_vis_history": self._route(self._feature_vis_history, cached=True),
+            "/findings": self._route(self._findings, cached=True),
         }
 
     def is_active(self) -> bool:
@@ -94,7 +96,8 @@ class ConvVizPlugin(base_plugin.TBPlugin):
         @wrappers.Request.application
         def handler(request: wrappers.Request) -> wrappers.Response:
             reader = ConvVizReader(
-                self._provider, plugin_util.experiment_id(request.environ), plugin_util.context(request.environ), self._problems
+                self._provider, plugin_util.experiment_id(request.environ), plugin_util.context(request.environ), self._problems,
+                snapshot=True,
             )
             try:
                 params = RequestParams(request.args, reader)
@@ -196,6 +199,11 @@ class ConvVizPlugin(base_plugin.TBPlugin):
     def _shape_texture(reader: ConvVizReader, p: RequestParams) -> dict:
         run = p.run()
         return payloads.shape_texture(reader, run, p.integer("step"))
+
+    @staticmethod
+    def _findings(reader: ConvVizReader, p: RequestParams) -> dict:
+        run = p.run()
+        return run_findings(reader, run, p.run_step(run))
 
     def _embedding(self, reader: ConvVizReader, p: RequestParams) -> dict:
         run, layer = self._run_layer(p)

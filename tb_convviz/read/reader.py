@@ -123,12 +123,17 @@ class ConvVizReader:
     """Runs → layers → steps → decoded bundles, over any `tensorboard.data.provider.DataProvider`."""
 
     def __init__(self, data_provider: tb_provider.DataProvider, experiment_id: str = "", ctx: Any = None,
-                 problems: Optional[Problems] = None):
+                 problems: Optional[Problems] = None, snapshot: bool = False):
+        """`snapshot`: list the logs' records once and answer from that listing (one request's
+        reader: /index asks every layer's kinds, and listing a ResNet-50's records per layer was
+        most of its time); without it every question lists anew, so a long-lived `Logs` sees new steps."""
         self._provider = data_provider
         self._eid = experiment_id
         self._ctx = ctx if ctx is not None else tb_context.RequestContext()
         self.problems = problems if problems is not None else Problems()
         self._stamped_tags: dict[str, tuple[set[str], set[str]]] = {}  # run → (tags listed, stamped ones)
+        self._listed: Optional[dict[Optional[str], dict[str, dict[str, str]]]] = {} if snapshot else None
+        self._by_layer: dict[str, dict[str, list[str]]] = {}  # a snapshot's run → layer → kinds
 
     def _problem(self, run: str, tag: str, step: Optional[int], reason: str) -> None:
         """A record that cannot be read: remembered, skipped, and reported (`Logs` warns)."""
@@ -140,7 +145,17 @@ class ConvVizReader:
         return self._ctx
 
     def _index(self, run: Optional[str] = None) -> dict[str, dict[str, str]]:
-        """{run: {tag: kind}} of records this version can read."""
+        """{run: {tag: kind}} of records this version can read (of `run` only, when given)."""
+        if self._listed is None:
+            return self._list(run)
+        if None in self._listed:  # every run listed already
+            everything = self._listed[None]
+            return everything if run is None else ({run: everything[run]} if run in everything else {})
+        if run not in self._listed:
+            self._listed[run] = self._list(run)
+        return self._listed[run]
+
+    def _list(self, run: Optional[str]) -> dict[str, dict[str, str]]:
         listing = self._provider.list_blob_sequences(
             self._ctx,
             experiment_id=self._eid,
@@ -178,9 +193,28 @@ class ConvVizReader:
             order = []
         return [n for n in order if n in names] + sorted(names - set(order))
 
+    def layer_kinds(self, run: str) -> dict[str, list[str]]:
+        """{layer: its record kinds} of every layer of a run, from one listing (`kinds` lists the
+        run once per layer: a whole-network reader asks for this instead)."""
+        out: dict[str, list[str]] = {}
+        for tag, kind in self._index(run).get(run, {}).items():
+            out.setdefault(fmt.parse_tag(tag)[0], []).append(kind)
+        return {layer: sorted(found) for layer, found in out.items()}
+
     def kinds(self, run: str, layer: str) -> list[str]:
-        tags = self._index(run).get(run, {})
-        return sorted(kind for tag, kind in tags.items() if fmt.parse_tag(tag)[0] == layer)
+        if self._listed is None:
+            return self._kinds_of_layers(run).get(layer, [])
+        # A snapshot sorts the run's records by layer once: /index asks every layer.
+        if run not in self._by_layer:
+            self._by_layer[run] = self._kinds_of_layers(run)
+        return self._by_layer[run].get(layer, [])
+
+    def _kinds_of_layers(self, run: str) -> dict[str, list[str]]:
+        """{layer: its record kinds, sorted} of the run."""
+        out: dict[str, list[str]] = {}
+        for tag, kind in self._index(run).get(run, {}).items():
+            out.setdefault(fmt.parse_tag(tag)[0], []).append(kind)
+        return {layer: sorted(kinds) for layer, kinds in out.items()}
 
     def _read_series(self, run: str, tags: Optional[list[str]]) -> dict[str, list[tb_provider.BlobSequenceDatum]]:
         data = self._provider.read_blob_sequences(
@@ -236,8 +270,15 @@ class ConvVizReader:
         if blob is None:
             blob = self._provider.read_blob(self._ctx, blob_key=datum.values[0].blob_key)
         try:
-            return fmt.decode_bundle(blob)
-        except ValueError as e:
+            bundle = fmt.decode_bundle(blob)
+            reference = records.kernel_reference(bundle) if kind == fmt.KIND_KERNELS else None
+            if reference is not None:
+                keyframe = next((d for d in self._series(run, layer, kind) if d.step == reference < datum.step), None)
+                if keyframe is None:
+                    raise ValueError(f"its reference, the kernels at step {reference}, is not in the log")
+                records.resolve_reference(bundle, self._decode(run, layer, kind, keyframe))
+            return bundle
+        except (ValueError, NotFound) as e:
             self._problem(run, fmt.tag_for(layer, kind), datum.step, str(e))
             raise NotFound(f"record {kind!r} of layer {layer!r} at step {datum.step} is unreadable: {e}") from e
 
@@ -376,11 +417,12 @@ class ConvVizReader:
         key = (self._eid, self._record_identity(data_a), self._record_identity(data_b))
 
         def solve() -> Pairing:
-            profile_a, profile_b = (self._decode(r, layer, fmt.KIND_PROFILE, d).array(records.PROFILE)
-                                    for r, d in ((run_a, data_a), (run_b, data_b)))
+            # The slot first: a request refused one has decoded nothing.
             if not _SOLVES.acquire(timeout=SOLVE_WAIT_S):
                 raise SolveBusy(f"{MAX_SOLVES} filter pairings are being solved; try again shortly", SOLVE_RETRY_S)
             try:
+                profile_a, profile_b = (self._decode(r, layer, fmt.KIND_PROFILE, d).array(records.PROFILE)
+                                        for r, d in ((run_a, data_a), (run_b, data_b)))
                 return pair_filters(profile_a, profile_b)
             finally:
                 _SOLVES.release()
@@ -546,7 +588,8 @@ class Logs(ConvVizReader):
     def tuning(self, run: str, layer: str, step: int, name: str) -> dict[str, np.ndarray]:
         """One perturbation's arrays: "orientation", "rotation", "noise", "adversarial", "shift",
         "reversal", "shape_texture" (keys "shape_sensitivity", "texture_sensitivity", "index"), or a
-        counterfactual's name (keys "change", "cosine", "z", "flag")."""
+        counterfactual's name (keys "change", "ci", "p", "q", "cosine", "z", "flag"; logs from
+        before the test over probe images lack "ci", "p" and "q")."""
         arrays = self.perturbation(run, layer, step)
         if name in fmt.PERTURBATION_GROUPS:
             # A group is logged when a key of its own is there: "rotation_angles" alone belongs to
@@ -623,6 +666,20 @@ class Logs(ConvVizReader):
         """Top activating probe examples per filter: index, label (F, k), class, concentration, flag (F,)."""
         arrays = records.impact_arrays(self.bundle(run, layer, fmt.KIND_IMPACT, step), self.probe_labels(run))
         return {n[len(fmt.TOP_EXAMPLE_PREFIX) :]: a for n, a in arrays.items() if n.startswith(fmt.TOP_EXAMPLE_PREFIX)}
+
+    def findings(self, run: str, step: Optional[int] = None) -> list[dict]:
+        """What to look at in `run` at `step` (None: its last step), ranked by severity: each a dict
+        with kind, layer, filters, classes, summary, evidence, rule, certainty, severity and view
+        (the tab parameters that show it). Kinds and rules: `tb_convviz.analysis.findings.KINDS`."""
+        return self.findings_report(run, step)["findings"]
+
+    def findings_report(self, run: str, step: Optional[int] = None) -> dict:
+        """`findings` with what surrounds them: the step, counts per kind (before the per-kind cap),
+        the kinds that could not be looked for (why, and the option that enables them), the probe,
+        alpha and the kinds' declarations (`read.findings.run_findings`)."""
+        from tb_convviz.read.findings import run_findings  # it reads through this class
+
+        return run_findings(self, run, step)
 
     def layer_info(self, run: str, layer: str) -> dict:
         return self.bundle(run, layer, fmt.KIND_FILTERS).meta["info"]

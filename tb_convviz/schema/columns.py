@@ -20,7 +20,7 @@ BETTER = ("higher", "lower")
 # filters a user looks at first (most accuracy lost, most selective, most drifted).
 FIRST = ("low", "high", "abs")
 # How the dashboard shows a value; CSV exports always write the raw number.
-FORMATS = ("number", "signed", "percent", "count", "flag", "angle", "index")
+FORMATS = ("number", "signed", "percent", "count", "flag", "angle", "index", "pvalue")  # pvalue: "< 0.001" below it
 # Table groups in the order the dashboard shows them.
 GROUPS = ("impact", "statistics", "drift", "activation", "perturbation", "counterfactual", "user")
 
@@ -83,14 +83,17 @@ _F, _P, _I = fmt.KIND_FILTERS, fmt.KIND_PERTURBATION, fmt.KIND_IMPACT
 BUILTIN: tuple[Column, ...] = (
     # impact (exact ablation on the probe, Taylor estimate, selectivity): `impact=True`
     _c(_I, "impact", "d_accuracy", "Δaccuracy", "Change of probe accuracy when the filter is zeroed (exact ablation; "
-       "NaN where only estimated). Its interval is the 95% (1 − alpha) paired interval of that change.",
+       "NaN where only estimated). Its interval is the 95% (1 − alpha) paired interval of that change, for this "
+       "filter alone (not adjusted for the layer's many filters, so it can exclude 0 where the adjusted test "
+       "is not significant).",
        unit="fraction", better="higher", first="low", format="percent", ci="d_accuracy_ci", exact_only=True),
-    _c(_I, "impact", "significant", "Significant", "1 when the accuracy change is significant after Holm "
-       "correction over the ablated filters (exact McNemar test at the record's alpha)", first="high", format="flag", exact_only=True),
-    _c(_I, "impact", "p_adjusted", "p (Holm)", "Holm-adjusted p-value of the exact McNemar test that the filter's "
-       "ablation changes probe predictions", better="lower", first="low", exact_only=True),
+    _c(_I, "impact", "significant", "Significant", "1 when the accuracy change is significant after "
+       "Benjamini–Hochberg adjustment over the layer's ablated filters (exact McNemar test, false discovery "
+       "rate at the record's alpha)", first="high", format="flag", exact_only=True),
+    _c(_I, "impact", "p_adjusted", "p (BH)", "Benjamini–Hochberg-adjusted p-value (over the layer's ablated filters) of the exact McNemar test that the filter's "
+       "ablation changes probe predictions", better="lower", first="low", format="pvalue", exact_only=True),
     _c(_I, "impact", "p_value", "p", "Unadjusted p-value of the exact McNemar test on the ablated filter's "
-       "changed predictions", better="lower", first="low", exact_only=True),
+       "changed predictions", better="lower", first="low", format="pvalue", exact_only=True),
     _c(_I, "impact", "d_loss", "Δloss", "Change of mean cross-entropy on the probe when the filter is zeroed "
        "(exact ablation)", better="lower", first="high", format="signed", exact_only=True),
     _c(_I, "impact", "d_confidence", "Δconfidence", "Change of the mean probability of the true class when the "
@@ -139,12 +142,14 @@ BUILTIN: tuple[Column, ...] = (
     _c(_P, "perturbation", "rotation_response", "Rotated-probe response", "Mean response to the probe rotated by each "
        "angle, relative to the unrotated probe (1: rotation-invariant)", first="low", reduce="mean"),
     _c(_P, "perturbation", "stability", "Noise stability", "Cosine of the filter's maps on the probe with and "
-       "without Gaussian noise, mean over the noise levels (1: unmoved by noise)", better="higher", first="low",
-       reduce="mean"),
+       "without Gaussian noise, mean over the noise levels (1: unmoved by noise). Its interval is the 95% t "
+       "interval over the probe's images", better="higher", first="low", reduce="mean", ci="stability_ci"),
     _c(_P, "perturbation", "fgsm", "FGSM", "Relative change of the filter's mean squared activation under an FGSM "
-       "attack on the probe", first="high"),
+       "attack on the probe. Its interval is the 95% interval over the probe's images (delta method)", first="high",
+       ci="fgsm_ci"),
     _c(_P, "perturbation", "pgd", "PGD", "Relative change of the filter's mean squared activation under a PGD "
-       "attack on the probe", first="high"),
+       "attack on the probe. Its interval is the 95% interval over the probe's images (delta method)", first="high",
+       ci="pgd_ci"),
     _c(_P, "perturbation", "shift", "Shift equivariance", "Cosine of the map on a circularly shifted input with the "
        "shifted map, mean over the shifts (1: follows the shift)", first="low", reduce="mean"),
     _c(_P, "perturbation", "reversal", "Reversal symmetry", "Cosine of the map on the time-reversed input with the "
@@ -172,15 +177,23 @@ LAYER_SCALARS: tuple[Column, ...] = (
 
 
 def counterfactual_columns(name: str) -> tuple[Column, ...]:
-    """The columns a user's counterfactual `name` adds to perturbation records."""
+    """The columns a user's counterfactual `name` adds to perturbation records (the interval, p and
+    q only in records logged since they were computed)."""
     key = fmt.COUNTERFACTUAL_PREFIX + name
     return (
         _c(_P, "counterfactual", key, f"{name}: change", f"Signed relative change of the filter's mean |activation| "
-           f"when the probe is edited by the counterfactual {name!r}", unit="fraction", first="abs", format="percent"),
+           f"when the probe is edited by the counterfactual {name!r}. Its interval is the 95% interval over the "
+           "probe's images (delta method), unadjusted", unit="fraction", first="abs", format="percent", ci=f"{key}/ci"),
+        _c(_P, "counterfactual", f"{key}/flag", f"{name}: flagged", "1 when the filter reacts to the edit for real "
+           "(q ≤ 0.05), by at least 5%, and far more than the layer's other filters (robust z > 3.5): it detects "
+           "what the edit removes", format="flag"),
+        _c(_P, "counterfactual", f"{key}/q", f"{name}: q (BH)", "Benjamini–Hochberg q-value within the layer of the "
+           "paired t test over probe images that the edit leaves the filter's mean |activation| unchanged",
+           better="lower", first="low", format="pvalue"),
+        _c(_P, "counterfactual", f"{key}/p", f"{name}: p", "Unadjusted p-value of that paired t test over the probe's "
+           "images", better="lower", first="low", format="pvalue"),
         _c(_P, "counterfactual", f"{key}/z", f"{name}: z", "Robust z-score of that change among the layer's filters "
            "(median and MAD): how unusual this filter's sensitivity is", first="abs", format="signed"),
-        _c(_P, "counterfactual", f"{key}/flag", f"{name}: outlier", "1 when the robust z-score flags the filter as "
-           "unusually sensitive to the edit", format="flag"),
         _c(_P, "counterfactual", f"{key}/cosine", f"{name}: map cosine", "Cosine of the filter's maps with and "
            "without the edit (1: the edit changes nothing)", first="low"),
     )

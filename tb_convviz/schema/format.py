@@ -20,6 +20,11 @@ and the array payloads. Arrays are encoded one of:
   putting the largest finite |x| just under 2^15: relative error ≤ 2^-11 for every
   |x| ≥ max|x|·2^-29, so per-filter scalars spanning eight decades (drift of a frozen filter
   next to a moving one) keep three significant digits at half the bytes of float32.
+* ``q8d``: a change from another step's ``q8`` array of the same name and shape (the record's
+  *reference*, named in its meta; see `records.kernels_record`): per group a float32 ``step``, then
+  zlib-compressed int8 ``q``; a value decodes as ``reference + step * q``, ``step`` being the one
+  ``q8`` would use for this array, so the tolerance is q8's. A kernel that barely moved since its
+  reference has small ``q``, which compresses to a fraction of a byte per weight.
 * ``f16``, ``f32``, ``i16``, ``i32``, ``u8``: raw little-endian arrays (``i16`` reads back as int32).
 """
 from __future__ import annotations
@@ -28,6 +33,7 @@ import base64
 import json
 import math
 import struct
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
@@ -58,12 +64,13 @@ RUN_LAYER = "_run"  # pseudo-layer under which run-level records live
 
 SHAPE_TEXTURE_INDEX = "st/index"  # per filter, −1 texture only … +1 shape only
 # Arrays of a perturbation record, grouped by the perturbation that produced them. A user's
-# counterfactual `c` adds "cf/<c>" (relative change), "cf/<c>/cosine", "cf/<c>/z", "cf/<c>/flag".
+# counterfactual `c` adds "cf/<c>" (relative change), "cf/<c>/ci", "cf/<c>/p", "cf/<c>/q",
+# "cf/<c>/cosine", "cf/<c>/z", "cf/<c>/flag".
 PERTURBATION_GROUPS = {
     "orientation": ("rotation_angles", "tuning", "osi", "preferred_orientation", "tuning_frequency"),
     "rotation": ("rotation_angles", "rotation_response"),
-    "noise": ("noise_sigmas", "stability"),
-    "adversarial": ("adv_epsilon", "fgsm", "pgd"),
+    "noise": ("noise_sigmas", "stability", "stability_ci"),
+    "adversarial": ("adv_epsilon", "fgsm", "pgd", "fgsm_ci", "pgd_ci"),
     "shift": ("shift_fractions", "shift"),
     "reversal": ("reversal",),
     "shape_texture": ("st/shape_sensitivity", "st/texture_sensitivity", SHAPE_TEXTURE_INDEX),
@@ -163,13 +170,47 @@ def dequantize(q: np.ndarray, lo: np.ndarray, step: np.ndarray, groups: int) -> 
     return flat.reshape(q.shape)
 
 
+@dataclass(frozen=True)
+class Delta:
+    """A ``q8d`` array before it is written: per-group step and the compressed int8 changes."""
+
+    shape: tuple[int, ...]
+    step: np.ndarray  # (groups,) float32
+    packed: bytes  # zlib of the int8 changes, group-major
+
+    @property
+    def nbytes(self) -> int:
+        return self.step.nbytes + len(self.packed)
+
+
+def q8_delta(a: np.ndarray, reference: np.ndarray) -> Optional[Delta]:
+    """`a` (F, ...) as a change from `reference` (the same shape, as a reader decodes it), at q8's
+    per-filter tolerance; None when a value moved more than 127 of its steps (a keyframe is then
+    the better record)."""
+    a = np.asarray(a, dtype=np.float32)
+    flat = np.where(np.isfinite(a), a, 0.0).reshape(a.shape[0], -1)
+    step = ((flat.max(axis=1) - flat.min(axis=1)) / 255.0).astype(np.float32) if flat.size else np.zeros(a.shape[0], np.float32)
+    change = flat - reference.reshape(flat.shape)
+    if np.any((step == 0) & np.any(change != 0, axis=1)):
+        return None  # a constant filter that changed: no step to express it in
+    q = np.rint(change / np.where(step > 0, step, 1.0)[:, None])
+    if q.size and np.abs(q).max() > 127:
+        return None
+    return Delta(tuple(a.shape), step, zlib.compress(q.astype(np.int8).tobytes(), 9))
+
+
 @dataclass
 class Bundle:
-    """Named arrays plus JSON metadata; arrays decode lazily so readers pay only for what they use."""
+    """Named arrays plus JSON metadata; arrays decode lazily so readers pay only for what they use.
+
+    `reference` is the bundle a ``q8d`` array is a change from; the reader sets it
+    (`records.resolve_reference`) before any such array is read."""
 
     meta: dict = field(default_factory=dict)
     _header: dict = field(default_factory=dict)
     _payload: memoryview = field(default_factory=lambda: memoryview(b""))
+    _changes: dict = field(default_factory=dict)  # q8d arrays' int8 changes, inflated once at decode
+    reference: Optional["Bundle"] = None
 
     def names(self) -> list[str]:
         return list(self._header)
@@ -184,6 +225,14 @@ class Bundle:
     def _raw(self, name: str) -> tuple[dict, memoryview]:
         h = self._header[name]
         return h, self._payload[h["offset"] : h["offset"] + h["nbytes"]]
+
+    def checksum(self, name: str) -> int:
+        """CRC-32 of an array's stored bytes: what a record stored as a change from this one names."""
+        return zlib.crc32(self._raw(name)[1])
+
+    def is_change(self, name: str) -> bool:
+        """Whether the array is stored as a change from the bundle's reference (``q8d``)."""
+        return self._header[name]["enc"] == "q8d"
 
     def array(self, name: str, select: Any = None) -> np.ndarray:
         """The decoded array as float32 (or its integer dtype for i32/u8).
@@ -205,6 +254,18 @@ class Bundle:
             rows = np.asarray(ids).ravel()
             values = q[rows].astype(np.float32) * step[rows, None] + lo[rows, None]
             return values.reshape(np.shape(ids) + shape[g:])
+        if h["enc"] == "q8d":
+            if self.reference is None:
+                raise ValueError(f"array {name!r} is a change from another step's record, which was not given")
+            n, g = h["ngroups"], h["groups"]
+            step = np.frombuffer(buf, np.float32, n, 0)
+            ids = np.arange(n).reshape(shape[:g])
+            if select is not None:
+                ids = ids[select]
+            rows = np.asarray(ids).ravel()
+            base = self.reference.array(name, select).reshape(len(rows), -1)
+            values = base + self._changes[name][rows].astype(np.float32) * step[rows, None]
+            return values.reshape(np.shape(ids) + shape[g:])
         if h["enc"] == "f16s":
             a = np.frombuffer(buf, np.float16).reshape(shape)
             return (a if select is None else a[select]).astype(np.float32) * np.float32(h["scale"])
@@ -223,6 +284,8 @@ class Bundle:
         ``scale``.
         """
         h, buf = self._raw(name)
+        if h["enc"] == "q8d":
+            return wire_array(self.array(name))
         out = {
             "shape": h["shape"],
             "enc": h["enc"],
@@ -284,12 +347,20 @@ def _f16s(a: np.ndarray) -> tuple[bytes, float]:
     return np.ascontiguousarray((a / scale).astype(np.float16)).tobytes(), scale
 
 
-def encode_bundle(arrays: Mapping[str, tuple[str, np.ndarray, int]], meta: Mapping[str, Any]) -> bytes:
-    """Serialize {name: (enc, array, quant_groups_axes)} and `meta` into bundle bytes."""
+def encode_bundle(arrays: Mapping[str, tuple[str, Any, int]], meta: Mapping[str, Any]) -> bytes:
+    """Serialize {name: (enc, array, quant_groups_axes)} and `meta` into bundle bytes; a ``q8d``
+    array comes as its `Delta`."""
     header: dict[str, dict] = {}
     chunks: list[bytes] = []
     offset = 0
     for name, (enc, arr, groups) in arrays.items():
+        if enc == "q8d":
+            blob = arr.step.tobytes() + arr.packed
+            header[name] = {"enc": enc, "shape": list(arr.shape), "offset": offset, "nbytes": len(blob),
+                            "groups": 1, "ngroups": int(arr.step.shape[0])}
+            chunks.append(blob)
+            offset += len(blob)
+            continue
         arr = np.asarray(arr)
         if enc == "q8":
             q, lo, step = quantize(arr, groups)
@@ -311,7 +382,7 @@ def encode_bundle(arrays: Mapping[str, tuple[str, np.ndarray, int]], meta: Mappi
     return MAGIC + struct.pack("<I", len(head)) + head + b"".join(chunks)
 
 
-_ENCODINGS = ("q8", "f16s", *_RAW)
+_ENCODINGS = ("q8", "q8d", "f16s", *_RAW)
 _ITEM_BYTES = {"f16s": 2, "f16": 2, "f32": 4, "i16": 2, "i32": 4, "u8": 1}
 
 
@@ -325,10 +396,14 @@ def _check_entry(name: str, h: Any, payload: int) -> None:
     if not all(isinstance(v, int) and v >= 0 for v in (offset, nbytes)) or offset + nbytes > payload:
         raise ValueError(f"array {name!r}: its bytes are missing (truncated record)")
     values = math.prod(shape)
-    if h["enc"] == "q8":
+    if h["enc"] in ("q8", "q8d"):
         n, g = h.get("ngroups"), h.get("groups")
         if not isinstance(n, int) or not isinstance(g, int) or not 0 <= g <= len(shape) or n != math.prod(shape[:g]):
             raise ValueError(f"array {name!r}: bad quantisation groups")
+        if h["enc"] == "q8d":  # compressed: its length is checked when it is inflated
+            if nbytes < 4 * n:
+                raise ValueError(f"array {name!r}: its bytes are missing (truncated record)")
+            return
         expected = 8 * n + values
     else:
         expected = _ITEM_BYTES[h["enc"]] * values
@@ -355,4 +430,20 @@ def decode_bundle(data: bytes) -> Bundle:
     payload = len(data) - 8 - hlen
     for name, entry in arrays.items():
         _check_entry(name, entry, payload)
-    return Bundle(meta, arrays, memoryview(data)[8 + hlen :])
+    bundle = Bundle(meta, arrays, memoryview(data)[8 + hlen :])
+    for name, entry in arrays.items():
+        if entry["enc"] == "q8d":
+            bundle._changes[name] = _inflate(name, entry, bundle._raw(name)[1])
+    return bundle
+
+
+def _inflate(name: str, h: dict, buf: memoryview) -> np.ndarray:
+    """A q8d array's int8 changes (groups, values per group); ValueError when they are not all there."""
+    n = h["ngroups"]
+    try:
+        raw = zlib.decompress(buf[4 * n :])
+    except zlib.error:
+        raise ValueError(f"array {name!r}: its changes do not decompress (truncated record)") from None
+    if len(raw) != math.prod(h["shape"]):
+        raise ValueError(f"array {name!r}: {len(raw)} changes where its shape needs {math.prod(h['shape'])}")
+    return np.frombuffer(raw, np.int8).reshape(n, -1)

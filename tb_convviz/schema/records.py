@@ -7,6 +7,7 @@ take their names from here.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 import numpy as np
@@ -33,6 +34,12 @@ FOOTPRINT_ARRAYS = ("offset_energy", "ring_energy")
 FOOTPRINT_META = "footprint"
 FOOTPRINT_PREFIX = "footprint/"
 
+# A kernels record stored as a change from an earlier one names it in its meta: {"step", "crc32"}.
+KERNEL_REFERENCE = "reference"
+# A change is written only when it is at most this share of the keyframe it replaces; a layer
+# that moved more starts a new keyframe, which later changes are then taken from.
+DELTA_SHARE = 0.8
+
 # The Gram record holds one array per layer; a profile record one array.
 GRAM_PREFIX = "gram/"
 PROFILE = "profile"
@@ -57,7 +64,8 @@ IMPACT_SAMPLED = "sampled"
 # Stored instead of the flag: the sampled filters' indices, and nothing for a whole layer (every
 # filter exact is every filter a check), so a ResNet-50 epoch pays tens of bytes, not 26 KB.
 IMPACT_SAMPLED_INDEX = "sampled_index"
-IMPACT_SIGNIFICANT = "significant"  # the significance flag (Holm-adjusted exact test at the record's alpha)
+IMPACT_SIGNIFICANT = "significant"  # the significance flag (Benjamini–Hochberg-adjusted exact test at the record's alpha)
+IMPACT_P_ADJUSTED = "p_adjusted"  # that test's adjusted p-value
 IMPACT_TAYLOR = "taylor_d_loss"
 IMPACT_D_LOSS = "d_loss"
 IMPACT_TAYLOR_SPEARMAN = "taylor_spearman"  # per record: ρ on that log's sample; readers pool several logs
@@ -83,6 +91,7 @@ def record_names() -> dict[str, Any]:
         "top_example_prefix": TOP_EXAMPLE_PREFIX,
         "impact_exact": IMPACT_EXACT,
         "impact_significant": IMPACT_SIGNIFICANT,
+        "impact_p_adjusted": IMPACT_P_ADJUSTED,
         "shape_texture_index": fmt.SHAPE_TEXTURE_INDEX,
         "feature_vis_kind": fmt.KIND_FEATURE_VIS,
     }
@@ -141,6 +150,22 @@ def maps_record(maps: np.ndarray, images: list[int], source_shape: list[int]) ->
     return fmt.encode_bundle({MAPS: ("q8", maps, 2)}, {"images": images, "source_shape": source_shape})
 
 
+@dataclass(frozen=True)
+class Keyframe:
+    """A kernels record whole in itself, which later kernels records of its layer may be stored as
+    changes from. The writer keeps one per layer, and only once its step is committed, so that a
+    change never names a record a reader cannot find."""
+
+    step: int
+    bundle: fmt.Bundle
+
+    @classmethod
+    def of(cls, step: int, record: bytes) -> Optional["Keyframe"]:
+        """The record as a keyframe, or None when it is itself a change."""
+        bundle = fmt.decode_bundle(record)
+        return None if bundle.is_change(KERNEL) else cls(step, bundle)
+
+
 def kernels_record(
     kernel: np.ndarray,
     bias: Optional[np.ndarray],
@@ -148,10 +173,21 @@ def kernels_record(
     bn_scale: Optional[np.ndarray],
     effective_bias: Optional[np.ndarray],
     footprint: Mapping[str, Any],
+    keyframe: Optional[Keyframe] = None,
 ) -> bytes:
     """Full raw kernels (q8 per filter), the conv bias, the following BatchNorm as one scale per
-    filter (readers fold it in: `format.effective_kernel`), and the layer's kernel footprint."""
+    filter (readers fold it in: `format.effective_kernel`), and the layer's kernel footprint.
+
+    Given the layer's `keyframe`, the kernel is stored as its change from it (``q8d``, the same
+    tolerance) when that is at most `DELTA_SHARE` of a keyframe's bytes: a layer that barely
+    moved since then costs a fraction of a byte per weight instead of one."""
+    meta: dict[str, Any] = {"batchnorm": batchnorm}
     arrays: dict[str, Encoded] = {KERNEL: ("q8", kernel, 1)}
+    if keyframe is not None and keyframe.bundle.shape(KERNEL) == tuple(kernel.shape):
+        delta = fmt.q8_delta(kernel, keyframe.bundle.array(KERNEL))
+        if delta is not None and delta.nbytes <= DELTA_SHARE * (kernel.size + 8 * kernel.shape[0]):
+            arrays[KERNEL] = ("q8d", delta, 1)
+            meta[KERNEL_REFERENCE] = {"step": keyframe.step, "crc32": keyframe.bundle.checksum(KERNEL)}
     arrays.update({FOOTPRINT_PREFIX + k: ("f32", np.asarray(footprint[k]), 0) for k in FOOTPRINT_ARRAYS})
     scalars = {k: v for k, v in footprint.items() if k not in FOOTPRINT_ARRAYS}
     if bn_scale is not None and effective_bias is not None:
@@ -159,7 +195,27 @@ def kernels_record(
         arrays[EFFECTIVE_BIAS] = ("f32", effective_bias, 0)
     if bias is not None:
         arrays[BIAS] = ("f32", bias, 0)
-    return fmt.encode_bundle(arrays, {"batchnorm": batchnorm, FOOTPRINT_META: scalars})
+    meta[FOOTPRINT_META] = scalars
+    return fmt.encode_bundle(arrays, meta)
+
+
+def kernel_reference(bundle: fmt.Bundle) -> Optional[int]:
+    """The step of the keyframe a kernels record is a change from; None for a keyframe."""
+    found = bundle.meta.get(KERNEL_REFERENCE)
+    changed = KERNEL in bundle and bundle.is_change(KERNEL)
+    if found is None and not changed:
+        return None
+    if not changed or not isinstance(found, dict) or not isinstance(found.get("step"), int):
+        raise ValueError("a kernels record's reference does not match how its kernel is stored")
+    return found["step"]
+
+
+def resolve_reference(bundle: fmt.Bundle, keyframe: fmt.Bundle) -> None:
+    """Give a change record its keyframe; ValueError when that is not the record it was taken from
+    (a step written twice, a log edited by hand)."""
+    if keyframe.is_change(KERNEL) or keyframe.checksum(KERNEL) != bundle.meta[KERNEL_REFERENCE].get("crc32"):
+        raise ValueError(f"its reference, the kernels at step {kernel_reference(bundle)}, is not the record it was stored against")
+    bundle.reference = keyframe
 
 
 def footprint(bundle: fmt.Bundle) -> Optional[dict[str, Any]]:

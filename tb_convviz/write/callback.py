@@ -113,7 +113,9 @@ class ConvViz:
             (1-D), Gaussian noise and FGSM/PGD attacks on the probe. A dict instead of True passes
             options to `perturbation_responses`, e.g. ``{"rotate_probe": True, "angles": 24}``.
         counterfactuals: ``{"name": edit(batch) -> batch}``; each filter's sensitivity to each edit
-            (e.g. "remove the watermark") is logged and outliers are flagged.
+            (e.g. "remove the watermark") is logged with its interval over the probe images, and
+            filters whose change is real (a paired test over the images, BH within the layer),
+            large and far beyond their layer's are flagged.
         impact: log what the model loses without each filter (exact ablation, Taylor estimate),
             class selectivity and top activating probe examples. Needs probe labels. A dict passes
             options to `filter_impact`.
@@ -503,6 +505,8 @@ class ConvViz:
         except Exception as e:  # noqa: BLE001 - a full disk must not end the training run
             self._warn(f"writing failed ({type(e).__name__}: {e}); earlier steps are intact", job.step)
             return False
+        assert self._plan is not None
+        self._plan.keyframes_written()
         return True
 
     def _collect(self, model: nn.Module, job: _Job, meter: CostMeter) -> list[Record]:

@@ -96,6 +96,15 @@ class Plan:
     flop_share: dict[str, float] = field(default_factory=dict)  # `prefix_flops`, measured at the first visualisation
     vis_turns: list[list[str]] = field(default_factory=list)  # `visualize.visit_turns`: whose filters each log visualises
     vis_scale: float = 1.0  # `visualize.calibrated`: measured over estimated cost of the last visualisations
+    # Per layer, the full kernels later logs' kernels are stored as changes from: only once their
+    # step is committed (`keyframes_written`), never a record a reader might not find.
+    keyframes: dict[str, records.Keyframe] = field(default_factory=dict)
+    pending_keyframes: dict[str, records.Keyframe] = field(default_factory=dict)
+
+    def keyframes_written(self) -> None:
+        """The step whose records were collected last is committed: its keyframes may be referred to."""
+        self.keyframes.update(self.pending_keyframes)
+        self.pending_keyframes.clear()
 
     def responders(self, logs_done: int, full: bool) -> list[str]:
         """The layers whose perturbation responses and response profiles this log records: all of
@@ -171,6 +180,7 @@ def collect_step(
     step, so the gather always meets); the rank that writes builds the rest and the records.
     """
     meter = meter if meter is not None else CostMeter()
+    plan.pending_keyframes.clear()  # those of a step that was never committed
     modules = dict(model.named_modules())
     layers = {n: modules[n] for n in plan.layers}
     responding = {n: layers[n] for n in (plan.layers if responders is None else responders)}
@@ -440,12 +450,20 @@ def _layer_records(
         result.append((name, fmt.KIND_MAPS, records.maps_record(maps.float().cpu().numpy(), list(range(n)), list(acts.shape[2:]))))
     result.insert(0, (name, fmt.KIND_FILTERS, records.filters_record(info, memory.prev_step, memory.first_step, kernel_tiles(w).numpy(), stats)))
     if full_kernels or name in plan.every_log_kernels:
-        result.append((name, fmt.KIND_KERNELS, _kernel_record(conv, bn, bn_name, w)))
+        keyframe = plan.keyframes.get(name)
+        if keyframe is not None and keyframe.step >= step:
+            keyframe = None  # a step logged again or going back drops what came after it, as a restart does
+        record = _kernel_record(conv, bn, bn_name, w, keyframe)
+        written = records.Keyframe.of(step, record)
+        if written is not None:
+            plan.pending_keyframes[name] = written
+        result.append((name, fmt.KIND_KERNELS, record))
     memory.prev_step, memory.prev = step, w
     return result
 
 
-def _kernel_record(conv: nn.Module, bn: Optional[nn.Module], bn_name: Optional[str], w: torch.Tensor) -> bytes:
+def _kernel_record(conv: nn.Module, bn: Optional[nn.Module], bn_name: Optional[str], w: torch.Tensor,
+                   keyframe: Optional[records.Keyframe]) -> bytes:
     bias = conv.bias.detach().float().cpu() if conv.bias is not None else None
     scale = b_eff = None
     if bn is not None:
@@ -461,4 +479,5 @@ def _kernel_record(conv: nn.Module, bn: Optional[nn.Module], bn_name: Optional[s
         scale.numpy() if scale is not None else None,
         b_eff.numpy() if b_eff is not None else None,
         kernel_footprint(effective, groups=conv.groups),
+        keyframe,
     )

@@ -31,6 +31,8 @@ RUN_INSIGHTS = "insights_5x5"  # shape_texture, impact, and a 5×5 first layer t
 RUNS = (*RUNS_2D, RUN_1D, RUN_IMPACT, RUN_INSIGHTS)
 EPOCHS = 6
 LAST = EPOCHS - 1  # the step most tests look at
+# The tab opens on the Findings view; most tests start from the Filters view, as this address asks.
+FILTERS_VIEW = "#convviz&cvz.view=filters"
 IMPACT_PROBE = 24  # labelled probe images of the impact run: top-5 examples out of these
 WIDE_FILTERS = 300  # the 1-D run's second layer: more rows than the Impact table draws before "show all"
 
@@ -175,14 +177,14 @@ class Tab:
 
 @contextlib.contextmanager
 def opened_tab(browser: Any, url: str) -> Iterator[tuple[Any, list]]:
-    """The CONVVIZ tab of the TensorBoard at `url` in a page of its own: its frame, and the page's
-    uncaught errors (for fixtures over a logdir of their own)."""
+    """The CONVVIZ tab of the TensorBoard at `url` in a page of its own, in the Filters view: its
+    frame, and the page's uncaught errors (for fixtures over a logdir of their own)."""
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
     page.set_default_timeout(15_000)
     errors: list = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{url}/#convviz")
+    page.goto(f"{url}/{FILTERS_VIEW}")
     try:
         yield page.frame_locator('iframe[src*="name=convviz"]'), errors
     finally:
@@ -200,7 +202,7 @@ def tab(browser, tensorboard_url: str) -> Iterator[Tab]:
     t = Tab(page, page.frame_locator('iframe[src*="name=convviz"]'))
     page.on("dialog", lambda d: (t.dialogs.append(d.message), d.dismiss()))
     page.on("pageerror", lambda e: t.errors.append(str(e)))
-    page.goto(f"{tensorboard_url}/#convviz")
+    page.goto(f"{tensorboard_url}/{FILTERS_VIEW}")
     t.frame.locator("[data-testid=filter-grid][data-paint-ms]").wait_for()
     try:
         yield t

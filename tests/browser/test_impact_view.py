@@ -125,9 +125,10 @@ def test_percentages_never_use_exponent_notation(frame):
     percents = [t for t in texts if "%" in t]
     assert len(percents) > 8
     for text in percents:
-        # a value, with its interval where it has one, or a lower bound ("≥ 30.9%": the detectable change)
+        # a value, with its interval where it has one, or a lower bound ("≥ 30.9%": the detectable change);
+        # a counterfactual's change with its test's q
         pct = r"[+-]?(<0\.01|\d+(\.\d+)?)%"
-        assert re.fullmatch(rf"(≥ )?{pct}( \[{pct}, {pct}\])?( · \d+/\d+)?", text), text
+        assert re.fullmatch(rf"(≥ )?{pct}( \[{pct}, {pct}\])?( · \d+/\d+)?( · q (< 0\.001|[\d.]+))?", text), text
 
 
 def test_run_without_impact_says_how_to_turn_it_on(frame, tensorboard_url):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import json
 import struct
 from pathlib import Path
 
-from conftest import LAST, RUN_1D, RUN_IMPACT, RUNS_2D, WIDE_FILTERS, choose
+from conftest import FILTERS_VIEW, LAST, RUN_1D, RUN_IMPACT, RUNS_2D, WIDE_FILTERS, choose
 
 
 def box(locator) -> dict:
@@ -23,7 +24,7 @@ def test_detail_reads_beside_the_grid_and_table_at_1400_by_900(browser, tensorbo
     page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
     page.set_default_timeout(15_000)
     try:
-        page.goto(f"{tensorboard_url}/#convviz")
+        page.goto(f"{tensorboard_url}/{FILTERS_VIEW}")
         frame = page.frame_locator('iframe[src*="name=convviz"]')
         grid = choose(frame, RUNS_2D[0], "0", LAST)
         grid.click(position={"x": 6, "y": 6})
@@ -91,12 +92,18 @@ def test_impact_table_downloads_the_numbers_of_its_cells(tab, frame):
 
 def test_grid_and_chart_download_as_png_of_what_is_drawn(tab, frame):
     grid = choose(frame, RUNS_2D[0], "3", LAST)
-    data, name = saved(tab.page, frame.locator("[data-testid=layer-view] [data-testid=download-png]"))
+    button = frame.locator("[data-testid=layer-view] [data-testid=download-png]")
+    data, name = saved(tab.page, button)
     assert name == f"convviz_baseline_3_step{LAST}_weights_grid.png"
-    assert png_size(data) == tuple(grid.evaluate("c => [c.width, c.height]"))
-    # Decoded by the browser: every opaque pixel of the grid's canvas is in the PNG as drawn.
-    same, opaque, colours = grid.evaluate(
-        """async (c, b64) => {
+    # A figure: a title above the grid's pixels and the colour bar below them, no UI buttons.
+    width, height = png_size(data)
+    canvas_w, canvas_h = grid.evaluate("c => [c.width, c.height]")
+    at = json.loads(button.get_attribute("data-figure"))
+    assert at["y"] >= 12 and width >= canvas_w + at["x"] and height > at["y"] + canvas_h + 12
+    # Decoded by the browser: every opaque pixel of the grid's canvas is in the PNG as drawn, where
+    # data-figure says; above it the title's dark text, below it the colour bar's colours.
+    same, opaque, colours, title_dark, below = grid.evaluate(
+        """async (c, [b64, x0, y0]) => {
           const bytes = Uint8Array.from(atob(b64), (ch) => ch.charCodeAt(0));
           const bmp = await createImageBitmap(new Blob([bytes], { type: "image/png" }));
           const out = new OffscreenCanvas(bmp.width, bmp.height).getContext("2d");
@@ -105,18 +112,25 @@ def test_grid_and_chart_download_as_png_of_what_is_drawn(tab, frame):
           const screen = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
           let same = 0, opaque = 0;
           const colours = new Set();
-          for (let i = 0; i < screen.length; i += 4) {
-            colours.add(png[i] * 65536 + png[i + 1] * 256 + png[i + 2]);
+          for (let r = 0; r < c.height; r++) for (let q = 0; q < c.width; q++) {
+            const i = 4 * (r * c.width + q), j = 4 * ((r + y0) * bmp.width + q + x0);
+            colours.add(png[j] * 65536 + png[j + 1] * 256 + png[j + 2]);
             if (screen[i + 3] !== 255) continue;
             opaque++;
-            if (png[i] === screen[i] && png[i + 1] === screen[i + 1] && png[i + 2] === screen[i + 2]) same++;
+            if (png[j] === screen[i] && png[j + 1] === screen[i + 1] && png[j + 2] === screen[i + 2]) same++;
           }
-          return [same, opaque, colours.size];
+          let titleDark = 0;
+          for (let j = 0; j < 4 * bmp.width * y0; j += 4) if (png[j] + png[j + 1] + png[j + 2] < 384) titleDark++;
+          const below = new Set();
+          for (let j = 4 * bmp.width * (y0 + c.height); j < png.length; j += 4) below.add(png[j] * 65536 + png[j + 1] * 256 + png[j + 2]);
+          return [same, opaque, colours.size, titleDark, below.size];
         }""",
-        base64.b64encode(data).decode(),
+        [base64.b64encode(data).decode(), at["x"], at["y"]],
     )
     assert opaque > 16 * 9 and same == opaque
     assert colours > 50  # sixteen filters of nine weights each, not a blank image
+    assert title_dark > 50  # the title's text
+    assert below > 30  # the colour bar's gradient and its numbers
 
     grid.click(position={"x": 6, "y": 6})
     chart = frame.locator("[data-testid=detail-panel] [data-testid=history-chart]").first

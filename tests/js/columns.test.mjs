@@ -11,6 +11,7 @@ import {
   headerText,
   headerTitle,
   intervalOf,
+  notSignificantText,
   olderRecords,
   rankOf,
   scalarText,
@@ -167,4 +168,34 @@ test("an interval that goes below zero reads signed even where every value is ze
     values: { d: { shape: [2], values: Float32Array.from([0, 0]) }, d_band: { shape: [2, 2], values: Float32Array.from([-0.164, 0.164, -0.1, 0.1]) } },
   };
   assert.equal(filterFacts(table, [d], 0)[0].text, "0% [-16.4%, +16.4%] · 1/2");
+});
+
+test("a greyed row's reason keeps the unadjusted interval and the adjusted p apart", () => {
+  const change = col("dacc", { label: "ΔACC", format: "percent", ci: "dacc_ci", group: "impact", kind: "i" });
+  const flag = col("sig", { format: "flag", group: "impact", kind: "i" });
+  const padj = col("padj", { group: "impact", kind: "i" });
+  const table = {
+    filters: 3,
+    columns: [change, flag, padj],
+    values: {
+      dacc: { shape: [3], values: [-0.081, 0, 0.01] },
+      dacc_ci: { shape: [3, 2], values: [-0.154, -0.005, -0.02, 0.02, -0.01, 0.03] },
+      sig: { shape: [3], values: [0, 0, 0] },
+      padj: { shape: [3], values: [0.26, 1, NaN] },
+    },
+  };
+  assert.equal(
+    notSignificantText(table, 0, "sig", "padj"),
+    "ΔACC -8.1% [-15.4%, -0.5%]: 95% interval for this filter alone, not adjusted; " +
+      "not significant once adjusted for the layer's 2 tested filters (p = 0.26, Benjamini–Hochberg).",
+  );
+  assert.equal(notSignificantText(table, 0, "sig", "absent"), null);
+  assert.equal(notSignificantText({ ...table, columns: [flag, padj] }, 0, "sig", "padj"), null);
+});
+
+test("a p-value column reads '< 0.001' rather than an exponent", () => {
+  const p = col("q", { format: "pvalue" });
+  assert.equal(formatValue(p, 9.39e-9), "< 0.001");
+  assert.equal(formatValue(p, 0.186), "0.19");
+  assert.equal(formatValue(p, NaN), "—");
 });

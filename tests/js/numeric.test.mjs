@@ -80,3 +80,13 @@ test("formatPercent of a share has no sign", () => {
   assert.equal(formatPercent(0.00001, { signed: false }), "<0.01%");
   assert.equal(formatPercent(0, { signed: false }), "0%");
 });
+
+test("formatP: two significant digits, '< 0.001' below a thousandth, never exponent notation", async () => {
+  const { formatP } = await import("../../frontend/numeric.js");
+  assert.equal(formatP(0.2634), "0.26");
+  assert.equal(formatP(1), "1");
+  assert.equal(formatP(0.0012), "0.0012");
+  assert.equal(formatP(9.39e-9), "< 0.001");
+  assert.equal(formatP(null), "—");
+  assert.equal(formatP(NaN), "—");
+});

@@ -18,8 +18,8 @@ const NAMES = {
   perturbation_groups: {
     orientation: ["ang", "curve", "sel", "pref", "freq"],
     rotation: ["ang", "rot"],
-    noise: ["sig", "stab"],
-    adversarial: ["eps", "attack1", "attack2"],
+    noise: ["sig", "stab", "stab_ci"],
+    adversarial: ["eps", "attack1", "attack2", "attack1_ci", "attack2_ci"],
     shift: ["frac", "shifted"],
     reversal: ["reversed"],
     shape_texture: ["tx:shape", "tx:texture", "tx:index"],
@@ -44,7 +44,8 @@ test("record keys are built from the index answer's names, not from literals", (
 test("the response charts' arrays come from the groups' declared order", () => {
   assert.deepEqual(perturbationKeys(NAMES), {
     angles: "ang", tuning: "curve", osi: "sel", preferred: "pref", frequency: "freq", rotation: "rot", sigmas: "sig",
-    stability: "stab", epsilon: "eps", fgsm: "attack1", pgd: "attack2", fractions: "frac", shift: "shifted", reversal: "reversed",
+    stability: "stab", stabilityCi: "stab_ci", epsilon: "eps", fgsm: "attack1", pgd: "attack2", fgsmCi: "attack1_ci",
+    pgdCi: "attack2_ci", fractions: "frac", shift: "shifted", reversal: "reversed",
   });
   const none = perturbationKeys({ ...NAMES, perturbation_groups: {} });
   assert.ok(Object.values(none).every((v) => v === undefined));

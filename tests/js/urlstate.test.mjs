@@ -17,6 +17,11 @@ test("writing replaces our keys and keeps TensorBoard's and others'", () => {
   assert.equal(hash, "#convviz&smoothing=0.6&cvz.run=new&cvz.step=2");
 });
 
+test("the sort column a finding opens with survives the address", () => {
+  const state = { run: "r", layer: "conv", view: "impact", step: 2, filter: 4, sort: "cf/remove marker" };
+  assert.deepEqual(readViewState(withViewState("#convviz", state)), state);
+});
+
 test("junk and missing keys read as absent", () => {
   assert.deepEqual(readViewState("#convviz&cvz.step=x&cvz.filter=&cvz.view=impact&other=1"), { view: "impact" });
   assert.deepEqual(readViewState(""), {});
