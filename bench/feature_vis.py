@@ -106,40 +106,53 @@ def scores(model: nn.Module, conv: int, images: torch.Tensor, filters: list[int]
     return out["a"][torch.arange(len(filters)), filters].mean((1, 2)).numpy()
 
 
-def compare_with_lucent(n_filters: int, steps: int, size: int, conv: int) -> None:
+def compare_with_lucent(n_filters: int, steps: int, size: int, conv: int, rounds: int) -> None:
+    """Timed in `rounds` rounds, each ours on every filter (one batch) then Lucent on every
+    `rounds`-th filter, so that a machine whose load changes meanwhile weighs on both alike; the
+    ratio is each round's, and their median."""
     model = vgg_like()
     filters = list(range(n_filters))
     probe = torch.rand(32, 3, size, size, generator=torch.Generator().manual_seed(0))  # the value range [0, 1], as Lucent's
     print(f"Conv-BN-ReLU net, conv at index {conv} ({model[conv].out_channels} filters), {n_filters} filters, "
-          f"{steps} steps, {size} px, {torch.get_num_threads()} threads")
-    start = time.perf_counter()
-    ours = feature_visualization(model, {str(conv): model[conv + 1]}, probe, {str(conv): filters}, {str(conv): model[conv + 2]},
-                                 steps=steps, batch=n_filters)[str(conv)]
-    ours_s = time.perf_counter() - start
-    ours_act = scores(model, conv, torch.from_numpy(ours["images"]), filters)
-    print(f"  ours, one batch of {n_filters}: {ours_s:.2f} s ({ours_s / n_filters:.3f} s a filter); "
-          f"activation median {np.median(ours_act):.3f} (probe's best {np.median(ours['probe_best']):.3f})")
+          f"{steps} steps, {size} px, {torch.get_num_threads()} threads, {rounds} rounds")
     found, why = lucent_render()
     if found is None:
-        print(f"  Lucent's render_vis cannot run here: {why}; only our numbers are above")
-        return
-    render, param = found
-    lucent_images, lucent_s = [], []
-    for f in filters:
-        fresh = copy.deepcopy(model)
-        torch.manual_seed(f)
+        print(f"  Lucent's render_vis cannot run here: {why}; only our numbers follow")
+    ours, lucent_images, ratios = None, {}, []
+    for r in range(rounds):
         start = time.perf_counter()
-        (image,) = render.render_vis(fresh, f"{conv + 2}:{f}", param_f=lambda: param.image(size, fft=True, decorrelate=True),
-                                     thresholds=(steps,), preprocess=False, progress=False, show_image=False, fixed_image_size=size)
-        lucent_s.append(time.perf_counter() - start)
-        lucent_images.append(torch.from_numpy(image[0]).permute(2, 0, 1))
-    lucent_act = scores(model, conv, torch.stack(lucent_images), filters)
-    per_filter = statistics.mean(lucent_s)
+        ours = feature_visualization(model, {str(conv): model[conv + 1]}, probe, {str(conv): filters}, {str(conv): model[conv + 2]},
+                                     steps=steps, batch=n_filters)[str(conv)]
+        ours_s = (time.perf_counter() - start) / n_filters
+        if found is None:
+            print(f"  round {r}: ours {ours_s:.3f} s a filter, batched")
+            continue
+        render, param = found
+        lucent_s = []
+        for f in filters[r::rounds]:
+            fresh = copy.deepcopy(model)
+            torch.manual_seed(f)
+            start = time.perf_counter()
+            (image,) = render.render_vis(fresh, f"{conv + 2}:{f}", param_f=lambda: param.image(size, fft=True, decorrelate=True),
+                                         thresholds=(steps,), preprocess=False, progress=False, show_image=False,
+                                         fixed_image_size=size)
+            lucent_s.append(time.perf_counter() - start)
+            lucent_images[f] = torch.from_numpy(image[0]).permute(2, 0, 1)
+        ratios.append(ours_s / statistics.mean(lucent_s))
+        print(f"  round {r}: ours {ours_s:.3f} s a filter, batched; Lucent {statistics.mean(lucent_s):.3f} s a filter, "
+              f"one at a time ({len(lucent_s)} filters): {ratios[-1]:.2f}×")
+    assert ours is not None
+    ours_act = scores(model, conv, torch.from_numpy(ours["images"]), filters)
+    print(f"  ours: activation median {np.median(ours_act):.3f} (probe's best {np.median(ours['probe_best']):.3f})")
+    if found is None:
+        return
+    lucent_act = scores(model, conv, torch.stack([lucent_images[f] for f in filters]), filters)
     ratio = np.median(ours_act / np.maximum(lucent_act, 1e-12))
-    print(f"  Lucent, one at a time: {sum(lucent_s):.2f} s ({per_filter:.3f} s a filter); activation median {np.median(lucent_act):.3f}")
+    print(f"  Lucent: activation median {np.median(lucent_act):.3f}")
     print(f"  activation, ours / Lucent's (median over filters): {ratio:.2f}× (goal ≥ {GOAL_ACTIVATION}); "
           f"ours ≥ 0.9× Lucent's on {int((ours_act >= 0.9 * lucent_act).sum())} of {n_filters} filters")
-    print(f"  time per filter, ours batched / Lucent's: {ours_s / n_filters / per_filter:.2f}× (goal ≤ {GOAL_TIME})")
+    print(f"  time per filter, ours batched / Lucent's: median over rounds {statistics.median(ratios):.2f}× "
+          f"(rounds {', '.join(f'{x:.2f}' for x in ratios)}; goal ≤ {GOAL_TIME})")
 
 
 def resnet50_log(logs_n: int) -> None:
@@ -186,10 +199,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--conv", type=int, default=8, help="index of the conv in the net (0, 4, 8, 12)")
     parser.add_argument("--resnet50", type=int, default=0, metavar="LOGS",
                         help="also this many logs of the ResNet-50-shaped net (the first keeps every full kernel)")
+    parser.add_argument("--rounds", type=int, default=4, help="timing rounds, each ours then a share of Lucent's filters")
     parser.add_argument("--skip-lucent", action="store_true")
     args = parser.parse_args(argv)
     if not args.skip_lucent:
-        compare_with_lucent(args.filters, args.steps, args.size, args.conv)
+        compare_with_lucent(args.filters, args.steps, args.size, args.conv, args.rounds)
     if args.resnet50:
         resnet50_log(args.resnet50)
 
