@@ -11,7 +11,7 @@
    filter in one batch ≤ 0.25× Lucent's.
 2. `--resnet50 LOGS`: logs of the ResNet-50-shaped net (bench/models.py), 32-image probe at 64 px,
    impact=True and feature_vis=True, every other option at its default: each log's forward-
-   equivalents by part (goal ≤ 300 for the whole log; feature_vis's budget is 32), the filters visualised.
+   equivalents by part (goal ≤ 300 for the whole log; feature_vis's budget is 40), the filters visualised.
 
 Lucent (`pip install '.[bench]'`, then `pip install --no-deps torch-lucent`) imports torchvision
 (only its `Normalize`, unused with preprocess=False), IPython (only to show images) and kornia's old

@@ -26,9 +26,9 @@ from tb_convviz.model.layers import CONV_TYPES
 
 # Forward-equivalents of the probe one log may spend on the default choice of filters: with 128
 # steps and a 32-image probe at the probe's own size, a filter of a ResNet-50's last block is
-# estimated at 24 (`filter_cost`), one of its first conv at 0.7; the budget fits the former while the
-# estimates run up to a third high.
-DEFAULT_BUDGET = 32.0
+# estimated at 24 (`filter_cost`) and measured 37-38 (bench/feature_vis.py), one of its first conv
+# at 0.7; the budget fits the former as measured.
+DEFAULT_BUDGET = 40.0
 # One optimisation step of one image, in forward passes of that image as far as its layer: a
 # forward and an input-gradient backward would be 2 by FLOPs, but on a CPU a few images at a time run
 # well below the probe pass's efficiency, with the transforms on top: about 6 measured on a
