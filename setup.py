@@ -56,7 +56,10 @@ setup(
         "hf": ["transformers[torch]>=4.40"],
         "demo": ["scikit-learn", "mnist1d"],
         # bench/impact.py compares exact ablation with Captum's LayerFeatureAblation.
-        "bench": ["captum", "psutil"],
+        # bench/feature_vis.py compares with Lucent's render_vis. torch-lucent itself is installed with
+        # --no-deps (its torchvision requirement would bring a CUDA build, and its kornia pin an old
+        # kornia); these are what its render path imports (the script stubs torchvision's Normalize).
+        "bench": ["captum", "psutil", "kornia", "decorator", "tqdm", "pillow"],
         # Non-linear filter maps (analysis/embedding.py); PCA needs neither.
         "embed": ["umap-learn", "scikit-learn"],
     },

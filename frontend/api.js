@@ -113,6 +113,18 @@ export const fetchShapeTexture = (/** @type {string} */ run, /** @type {number} 
  */
 export const fetchCost = (run) => getJson("cost", { run });
 
+/**
+ * A layer's feature visualisations from its last record at or before `step`: {record_step, filters,
+ * images (wire (k, C, *size), in the model's input space), objective, probe_best, range {lo, hi}}.
+ * 404 when the run did not log feature_vis or has none at or before `step`.
+ */
+export const fetchFeatureVis = (/** @type {string} */ run, /** @type {string} */ layer, /** @type {number} */ step) =>
+  getJson("feature_vis", { run, layer, step });
+
+/** One filter's visualisation at every step that has one: {steps, images (wire or null), objective, probe_best, range}. */
+export const fetchFeatureVisHistory = (/** @type {string} */ run, /** @type {string} */ layer, /** @type {number} */ filter) =>
+  getJson("feature_vis_history", { run, layer, filter });
+
 /** The run's probe inputs and labels. */
 export const fetchProbe = (/** @type {string} */ run) => getJson("probe", { run });
 

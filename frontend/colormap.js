@@ -38,3 +38,6 @@ export function cssGradient(lut) {
   }
   return `linear-gradient(to right, ${stops.join(", ")})`;
 }
+
+/** Black to white: inputs that are not 3-channel images (a feature visualisation of one channel, a sequence). */
+export const GREY = lookupTable([[0, 0, 0], [255, 255, 255]]);

@@ -266,3 +266,45 @@ export function signalCanvas(input, activation, scale, lut, cssWidth, cssHeight,
   ctx.drawImage(bitmap(heat), left, cssHeight - strip, plotW, strip);
   return canvas;
 }
+
+/**
+ * A feature visualisation (C, ...spatial) drawn as a picture: true colour when it has 3 channels
+ * and is an image or a clip (a clip's frames side by side); null for anything else, which is drawn
+ * per channel by `itemLayout` in grey.
+ * @param {number[]} shape
+ * @returns {?(ItemLayout & {stride: number})} offsets index one channel's values; stride: between channels
+ */
+export function rgbLayout(shape) {
+  const [channels, ...spatial] = shape;
+  if (channels !== 3 || spatial.length < 2) return null;
+  const [d, h, w] = spatial.length === 3 ? spatial : [1, ...spatial];
+  const width = d * w + (d - 1);
+  const offsets = new Int32Array(width * h).fill(-1);
+  for (let f = 0; f < d; f++) {
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) offsets[y * width + f * (w + 1) + x] = (f * h + y) * w + x;
+    }
+  }
+  return { width, height: h, offsets, stride: d * h * w };
+}
+
+/**
+ * Paint one true-colour item into `image` at (x0, y0): channel c maps lo[c]..hi[c] to 0..255 (the
+ * probe's range, so colours read as the model's inputs do).
+ * @param {ImageData} image @param {ArrayLike<number>} values (3, ...spatial)
+ * @param {ItemLayout & {stride: number}} layout @param {{lo: number[], hi: number[]}} range
+ * @param {number} x0 @param {number} y0
+ */
+export function paintRgb(image, values, layout, range, x0, y0) {
+  const { data, width: iw } = image;
+  const k = [0, 1, 2].map((c) => 255 / ((range.hi[c] - range.lo[c]) || 1));
+  for (let y = 0; y < layout.height; y++) {
+    let p = 4 * ((y0 + y) * iw + x0);
+    for (let x = 0; x < layout.width; x++, p += 4) {
+      const o = layout.offsets[y * layout.width + x];
+      if (o < 0) continue;
+      for (let c = 0; c < 3; c++) data[p + c] = (values[o + c * layout.stride] - range.lo[c]) * k[c];
+      data[p + 3] = 255;
+    }
+  }
+}

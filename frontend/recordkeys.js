@@ -6,7 +6,7 @@
 /**
  * @typedef {{kinds: string[], perturbation_groups: Record<string, string[]>, counterfactual_prefix: string,
  *   top_example_prefix: string, impact_exact: string, shape_texture_index: string, impact_significant?: string,
- *   impact_p_adjusted?: string}} RecordNames
+ *   impact_p_adjusted?: string, feature_vis_kind?: string}} RecordNames
  */
 
 /**
@@ -112,4 +112,12 @@ export function driftKeys(columns) {
     normPrevious: norm?.name ?? null,
     first: distances.length ? distances[distances.length - 1].name : null,
   };
+}
+
+/**
+ * Whether a layer's records include feature visualisations (ConvViz(feature_vis=...)).
+ * @param {RecordNames} names @param {?{kinds: string[]}} entry the layer's /index entry
+ */
+export function hasFeatureVis(names, entry) {
+  return Boolean(names.feature_vis_kind && entry?.kinds.includes(names.feature_vis_kind));
 }

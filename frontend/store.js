@@ -2,6 +2,7 @@
 // data through api.js on the way). Views read `store.state`, call actions and subscribe.
 
 import * as api from "./api.js";
+import { hasFeatureVis } from "./recordkeys.js";
 
 /**
  * @typedef {{name: string, info: LayerInfo, steps: number[], kernel_steps: number[], kinds: string[]}} LayerEntry
@@ -21,7 +22,7 @@ import * as api from "./api.js";
  * @typedef {{
  *   phase: "loading"|"empty"|"error"|"ready", message: string,
  *   runs: RunEntry[], run: string, layer: string, step: number,
- *   mode: Mode, show: "weights"|"activations", norm: "filter"|"layer",
+ *   mode: Mode, show: "weights"|"activations"|"visualizations", norm: "filter"|"layer",
  *   sort: string, driftSince: "first"|"previous",
  *   image: number,
  *   layerData: Load, filter: ?number, detail: Load, probes: Record<string, Load>, overlay: number,
@@ -34,6 +35,7 @@ import * as api from "./api.js";
  *   embeddingMethods: string[],
  *   names: import("./recordkeys.js").RecordNames, shapeTexture: KeyedLoad, problems: Problem[],
  *   cost: KeyedLoad, findings: KeyedLoad,
+ *   featureVis: {layer: KeyedLoad, history: KeyedLoad, runA: KeyedLoad, runB: KeyedLoad},
  *   version: string, formatVersion: number, newerLogs: import("./versions.js").NewerLog[],
  * }} State
  *   analysis: the current layer's perturbation responses, impact record and table of every per-filter
@@ -51,6 +53,9 @@ import * as api from "./api.js";
  *   shapeTexture: the run's per-layer shape–texture distribution at the slider's step (Impact view).
  *   cost: what each of the current run's logs cost (/cost, keyed by run): the cost line reads the
  *   slider's step from it. findings: the current run's findings at the slider's step (/findings).
+ *   featureVis: feature visualisations (/feature_vis): the layer's at the slider's step (the grid's
+ *   "Visualizations"), the selected filter's over every step (the detail's filmstrip), and in run vs
+ *   run each side's at its step.
  *   version, formatVersion: the serving tb_convviz and the log format it reads ("" and 0 before the
  *   index answered); newerLogs: runs holding records of a newer format, left out (the index answer's).
  */
@@ -122,6 +127,7 @@ export class Store {
       shapeTexture: IDLE,
       problems: [],
       cost: IDLE,
+      featureVis: { layer: IDLE, history: IDLE, runA: IDLE, runB: IDLE },
       findings: IDLE,
       version: "",
       formatVersion: 0,
@@ -330,6 +336,7 @@ export class Store {
     if (this.state.mode === "impact" || this.state.mode === "embedding") this.loadAnalysis();
     if (this.state.mode === "similarity") this.loadSimilarity();
     if (this.state.mode === "embedding") this.loadEmbedding();
+    this.loadFeatureVis();
     if (this.state.mode === "findings") this.loadFindings();
     if (!cached) {
       const load = await api.fetchLayer(run, layer, step).then(ready, failed);
@@ -379,6 +386,7 @@ export class Store {
   /** @param {Partial<Pick<State, "show"|"norm"|"sort"|"driftSince"|"image"|"overlay">>} patch */
   setView(patch) {
     this.set(patch);
+    if (patch.show) this.loadFeatureVis();
   }
 
   /** @param {Mode} mode */
@@ -399,6 +407,7 @@ export class Store {
     if (mode === "impact" || mode === "embedding") this.loadAnalysis();
     if (mode === "similarity") this.loadSimilarity();
     if (mode === "embedding") this.loadEmbedding();
+    this.loadFeatureVis();
     if (mode === "findings") this.loadFindings();
   }
 
@@ -406,6 +415,29 @@ export class Store {
   selectFilter(filter) {
     this.set({ filter, detail: filter === null ? IDLE : LOADING });
     if (filter !== null) this.loadDetail();
+    this.loadFeatureVis();
+  }
+
+  /**
+   * The feature visualisations the current view shows, where the layer logged them: the layer's at the
+   * slider's step (grid), the selected filter's filmstrip, and both runs' in run vs run.
+   */
+  loadFeatureVis() {
+    const { run, layer, step, mode, show, filter, compare, names } = this.state;
+    if (!layer || step < 0) return;
+    const on = (/** @type {string} */ r) => hasFeatureVis(names, this.layerEntry(r, layer) ?? null);
+    if (!on(run)) return;
+    if (mode === "filters" && show === "visualizations") {
+      this.fetchInto("featureVis", "layer", JSON.stringify([run, layer, step]), () => api.fetchFeatureVis(run, layer, step));
+    }
+    if (filter !== null) {
+      this.fetchInto("featureVis", "history", JSON.stringify([run, layer, filter]), () => api.fetchFeatureVisHistory(run, layer, filter));
+    }
+    if (mode === "runs" && on(compare.runB)) {
+      this.fetchInto("featureVis", "runA", JSON.stringify([run, layer, step]), () => api.fetchFeatureVis(run, layer, step));
+      const { runB, stepB } = compare;
+      this.fetchInto("featureVis", "runB", JSON.stringify([runB, layer, stepB]), () => api.fetchFeatureVis(runB, layer, stepB));
+    }
   }
 
   async loadDetail() {
@@ -458,6 +490,7 @@ export class Store {
     }
     this.set({ compare });
     if (patch.sort === undefined || Object.keys(patch).length > 1) this.loadCompare();
+    this.loadFeatureVis();
   }
 
   /** The query the side-by-side view needs in the current mode. */
@@ -548,7 +581,7 @@ export class Store {
   /**
    * Fetch into `state[group][slot]` unless it already holds (or is fetching) the answer for `key`;
    * an answer that arrives after the ask changed is dropped.
-   * @param {"similarity"|"embedding"} group @param {string} slot @param {string} key
+   * @param {"similarity"|"embedding"|"featureVis"} group @param {string} slot @param {string} key
    * @param {() => Promise<any>} fetch
    */
   async fetchInto(group, slot, key, fetch) {

@@ -56,6 +56,7 @@ def test_log_leaves_a_training_batchnorm_model_bitwise_unchanged(tmp_path, backg
         impact=True,  # ablation and Taylor backward passes run too
         counterfactuals={"darker": lambda batch: batch * 0.5},
         background=background,
+        feature_vis={"filters": "all", "steps": 4},  # gradients w.r.t. images, through the model's own modules inline
     )
     for epoch in range(2):
         before = _snapshot(model)
@@ -64,6 +65,7 @@ def test_log_leaves_a_training_batchnorm_model_bitwise_unchanged(tmp_path, backg
         _assert_same(before, _snapshot(model))
     viz.close()
     assert load(tmp_path).steps(load(tmp_path).runs()[0], "0", "impact") == [0, 1]
+    assert load(tmp_path).steps(load(tmp_path).runs()[0], "4", "feature_vis") == [0, 1]
 
 
 @pytest.mark.parametrize("background", [False, True])

@@ -336,6 +336,29 @@ def test_a_logdir_of_another_probe_is_a_usage_error(tmp_path, nets):
 # -- failures --------------------------------------------------------------------------------------
 
 
+def test_feature_vis_all_visualises_every_filter_of_every_checkpoint(tmp_path, nets):
+    save(weight_series(nets.build, 2), [0, 1], tmp_path / "ckpts", "raw")
+    torch.save((IMAGES, LABELS), tmp_path / "probe.pt")
+
+    done = cli_process(["log-checkpoints", "--model", f"{MODULE}:build", "--checkpoints", "ckpts/*.pt", "--probe", "probe.pt",
+                        "--logdir", "posthoc", "--no-perturbations", "--feature-vis", "all",
+                        "--similarity-images", "0"], cwd=tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    logs = load(tmp_path / "posthoc")
+    for step in (0, 1):
+        for layer, filters in (("0", 6), ("3", 8)):
+            found = logs.feature_vis(".", layer, step)
+            assert found["step"] == step and list(found["filters"]) == list(range(filters))
+            assert found["images"].shape == (filters, 3, 8, 8)
+    # The dict form, and the two forms together refused.
+    argv = ["log-checkpoints", "--model", "m:f", "--checkpoints", "c.pt", "--logdir", "d"]
+    assert _convviz_options(build_parser().parse_args([*argv, "--feature-vis-options", '{"steps": 8}'])) == {"feature_vis": {"steps": 8}}
+    assert _convviz_options(build_parser().parse_args([*argv, "--feature-vis"])) == {"feature_vis": True}
+    with pytest.raises(UsageError, match="not both"):
+        _convviz_options(build_parser().parse_args([*argv, "--feature-vis", "all", "--feature-vis-options", "{}"]))
+
+
 def test_corrupt_truncated_and_foreign_checkpoints_are_named_and_the_rest_land(tmp_path, nets):
     states = weight_series(nets.build, 5)
     paths = save(states, [0, 1, 2, 3, 4], tmp_path / "ckpts", "raw")

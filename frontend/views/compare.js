@@ -7,10 +7,12 @@ import { DIVERGING } from "../colormap.js";
 import { scaleOf } from "../raster.js";
 import { decodeWire } from "../wire.js";
 import { formatFixed, formatNumber, formatPercent, mean, median, sortOrder } from "../numeric.js";
-import { RowLimit, el, filterTableRow, labelledSelect, markSelected, segmented, sortButton, viewCard } from "./controls.js";
+import { RowLimit, el, filterTableRow, labelledSelect, markSelected, section, segmented, sortButton, viewCard } from "./controls.js";
 import { csvButton, pngButton, setExportParts } from "./download.js";
 import { FilterGrid } from "./grid.js";
 import { drawLegend } from "./layer.js";
+import { visualizationPairs } from "./featurevis.js";
+import { hasFeatureVis } from "../recordkeys.js";
 
 /** @typedef {"cosine_distance"|"norm_change"|"act_mean_change"} Metric */
 
@@ -147,7 +149,13 @@ export function mountCompare(root, store) {
   const bottom = el("div", "cvz-compare-bottom");
   bottom.append(tableBox, summary);
 
-  card.append(head, controls, headline, basis, message, pair, bottom);
+  const visBox = section("Feature visualisations of the pairs", "compare-visualizations");
+  const visBody = el("div", "");
+  visBox.append(visBody);
+  /** What the pairs were drawn from. */
+  let visDrawn = /** @type {unknown[]} */ ([]);
+
+  card.append(head, controls, headline, basis, message, pair, visBox, bottom);
   root.append(card);
 
   /** What was drawn last, so unrelated state changes do not redraw. */
@@ -206,6 +214,13 @@ export function mountCompare(root, store) {
     }
     message.hidden = true;
     pair.hidden = bottom.hidden = basis.hidden = false;
+    visBox.hidden = epochs || !hasFeatureVis(s.names, entry ?? null) || !hasFeatureVis(s.names, store.layerEntry(q.runB) ?? null);
+    const visNow = [load.data, s.featureVis.runA, s.featureVis.runB, s.compare.sort];
+    if (!visBox.hidden && !visNow.every((v, i) => v === visDrawn[i])) {
+      visDrawn = visNow;
+      const ranked = rankBy(load.data, s.compare.sort);
+      visBody.replaceChildren(...visualizationPairs(s.featureVis.runA, s.featureVis.runB, load.data.match, ranked, (f) => store.selectFilter(f)));
+    }
     if (drawn.data === load.data && drawn.sort === s.compare.sort && drawn.norm === s.norm && drawn.filter === s.filter) return;
     const onlySelection = drawn.data === load.data && drawn.sort === s.compare.sort && drawn.norm === s.norm;
     drawn = { data: load.data, sort: s.compare.sort, norm: s.norm, filter: s.filter };

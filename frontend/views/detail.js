@@ -15,7 +15,9 @@ import { exampleView, signalLegend, zoomFor } from "./examples.js";
 import { impactViews } from "./filterimpact.js";
 import { setExportParts } from "./download.js";
 import { FilterGrid } from "./grid.js";
+import { filmstrip, reachedText } from "./featurevis.js";
 import { drawLegend } from "./layer.js";
+import { hasFeatureVis } from "../recordkeys.js";
 import { responseViews } from "./responses.js";
 
 /**
@@ -173,7 +175,7 @@ export function mountDetail(root, store) {
     const { perturbation, impact } = s.analysis;
     const { table } = s.analysis;
     const now = [data, probeData, s.overlay, s.mode === "impact", perturbation.status, perturbation.data, impact.status, impact.data,
-      table.data, s.historyColumn];
+      table.data, s.historyColumn, s.featureVis.history];
     if (now.every((v, i) => v === shown[i])) return;
     shown = now;
     if (probeDecoded.data !== probeData) probeDecoded = { data: probeData, array: probeData ? decodeWire(probeData.images) : null };
@@ -251,6 +253,7 @@ function render(data, probe, labels, s, store) {
     maps.append(el("p", "cvz-note", "No activation maps: this run was logged without a probe."));
   }
   weights.push(maps);
+  if (hasFeatureVis(s.names, store.layerEntry() ?? null)) weights.push(visualizationSection(s.featureVis.history, data));
 
   // The layer's columns as its table declares them (a counterfactual's among them), then any other
   // the run declares.
@@ -264,6 +267,33 @@ function render(data, probe, labels, s, store) {
   const analysis = [...impactSections(s.analysis.impact, data, examples, s.names, table), responseSection(s.analysis.perturbation, data, s.names)];
   // Opened from the Impact view, what the filter does for the model comes first.
   return s.mode === "impact" ? [facts, ...analysis, ...weights, ...histories] : [facts, ...weights, ...analysis, ...histories];
+}
+
+/**
+ * The filter's feature visualisation at every logged step that has one, as a filmstrip: how the
+ * input it wants most formed over training (the same seed at every log, so frames differ only
+ * because the filter did), with the activation the frame at the slider's step reached.
+ * @param {import("../store.js").KeyedLoad} load the /feature_vis_history answer @param {any} data the /filter payload
+ * @returns {HTMLElement}
+ */
+function visualizationSection(load, data) {
+  const box = section("Feature visualisation over the epochs", "detail-visualization");
+  const answer = load.status === "ready" && load.data?.filter === data.filter && load.data?.layer === data.layer ? load.data : null;
+  if (!answer) {
+    box.append(el("p", "cvz-note", load.status === "error" ? `No visualisations: ${load.error}` : "Loading the visualisations…"));
+    return box;
+  }
+  const i = answer.steps.filter((/** @type {number} */ st) => st <= data.step).length - 1;
+  if (i >= 0) {
+    const note = el("p", "cvz-note",
+      `At step ${answer.steps[i]}: ${reachedText(answer.objective[i], answer.probe_best[i])}; the probe's best example reaches ` +
+      `${formatNumber(answer.probe_best[i] ?? NaN)}. Each frame is the input optimised to drive this filter's mean activation ` +
+      "(after its nonlinearity) up, in the model's input space; the outlined one is the slider's step.");
+    note.dataset.testid = "filmstrip-note";
+    box.append(note);
+  }
+  box.append(filmstrip(answer, data.step));
+  return box;
 }
 
 /**

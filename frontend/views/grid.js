@@ -2,7 +2,7 @@
 // it (so a sorted grid still says which filter is which), hover tooltip, click or Enter to select.
 // Used by the single-layer view and by both sides of a comparison.
 
-import { itemLayout, paintItem, scaleOf } from "../raster.js";
+import { itemLayout, paintItem, paintRgb, rgbLayout, scaleOf } from "../raster.js";
 import { el } from "./controls.js";
 
 /**
@@ -11,9 +11,11 @@ import { el } from "./controls.js";
  *   values: Float32Array, itemShape: number[], count: number, order: number[],
  *   lut: Uint8ClampedArray, kind: "diverging"|"sequential", norm: "filter"|"layer",
  *   layerScale?: Scale, selected: ?number, strip: boolean, receivedAt?: number,
+ *   rgb?: {lo: number[], hi: number[]},
  * }} GridSpec
  *   values: (count, ...itemShape) row-major; itemShape is (channels, ...spatial);
- *   order[k] is the filter drawn in cell k; strip: 1-D data, drawn taller than one row per channel.
+ *   order[k] is the filter drawn in cell k; strip: 1-D data, drawn taller than one row per channel;
+ *   rgb: draw 3-channel images in true colour, each channel's lo..hi to 0..255 (feature visualisations).
  */
 
 /** CSS px under each cell for its filter index (clear of the 2 px selection outline). */
@@ -74,7 +76,8 @@ export class FilterGrid {
   draw(spec) {
     this.spec = spec;
     this.width = this.element.clientWidth;
-    const layout = itemLayout(spec.itemShape);
+    const rgb = spec.rgb ? rgbLayout(spec.itemShape) : null;
+    const layout = rgb ?? itemLayout(spec.itemShape);
     const target = targetCell(spec.count);
     // Cells of about target² area whatever the item's aspect, no side over 2.5 × target.
     const zoom = Math.max(
@@ -104,8 +107,10 @@ export class FilterGrid {
     for (let k = 0; k < spec.count; k++) {
       const f = spec.order[k];
       const values = spec.values.subarray(f * size, (f + 1) * size);
-      const scale = shared ?? scaleOf(values, spec.kind);
-      paintItem(image, values, layout, scale, spec.lut, (k % cols) * layout.width, Math.floor(k / cols) * layout.height);
+      const x0 = (k % cols) * layout.width;
+      const y0 = Math.floor(k / cols) * layout.height;
+      if (rgb && spec.rgb) paintRgb(image, values, rgb, spec.rgb, x0, y0);
+      else paintItem(image, values, layout, shared ?? scaleOf(values, spec.kind), spec.lut, x0, y0);
     }
     atlas.getContext("2d").putImageData(image, 0, 0);
 

@@ -9,6 +9,7 @@ import { formatNumber } from "../numeric.js";
 import { el, labelledSelect, segmented, viewCard } from "./controls.js";
 import { pngButton, setExportParts } from "./download.js";
 import { FilterGrid } from "./grid.js";
+import { reachedText, visualizationSpec } from "./featurevis.js";
 import { layerFacts } from "./toolbar.js";
 
 /**
@@ -78,8 +79,20 @@ export function mountLayerView(root, store) {
       }),
     onSelect: (f) => store.selectFilter(f),
   });
-  tools.append(pngButton(() => grid.canvas, "grid", () => legend));
-  card.append(head, tools, note, footprint, grid.element);
+  /** The visualisations on show: their filters and answer, so the grid's cells map to filters. */
+  let vis = /** @type {?import("./featurevis.js").FeatureVisAnswer} */ (null);
+  const visGrid = new FilterGrid({
+    testid: "vis-grid",
+    label: "Feature visualisations of the selected layer",
+    name: (i) => `Filter #${vis?.filters[i]}`,
+    caption: (i) => String(vis?.filters[i] ?? ""),
+    describe: (i) => [["Reached", reachedText(vis?.objective[i] ?? null, vis?.probe_best[i] ?? null)],
+      ["Probe's best", formatNumber(vis?.probe_best[i] ?? NaN)]],
+    onSelect: (i) => vis && store.selectFilter(vis.filters[i]),
+  });
+  visGrid.element.hidden = true;
+  tools.append(pngButton(() => (visGrid.element.hidden ? grid.canvas : visGrid.canvas), "grid", () => legend));
+  card.append(head, tools, note, footprint, grid.element, visGrid.element);
   root.append(card);
 
   /** Decoded arrays of the payload last drawn, so toggles do not decode again. */
@@ -111,7 +124,8 @@ export function mountLayerView(root, store) {
       prev.sort === s.sort &&
       prev.image === s.image &&
       prev.filter === s.filter &&
-      prev.mode === s.mode;
+      prev.mode === s.mode &&
+      prev.featureVis.layer === s.featureVis.layer;
     if (same) return;
     // Paint time runs from the data's arrival, or for a redraw of the same data, from now.
     const since = decoded.data === data ? performance.now() : data.receivedAt;
@@ -130,6 +144,15 @@ export function mountLayerView(root, store) {
 
     const imageValues = (data.map_images ?? []).map(String);
     imageRow.replaceChildren();
+    const showVis = s.show === "visualizations";
+    grid.element.hidden = showVis;
+    visGrid.element.hidden = !showVis;
+    sort.element.hidden = showVis; // the visualised filters are shown by index
+    if (showVis) {
+      footprint.hidden = true;
+      drawVisualizations(s.featureVis.layer, s);
+      return;
+    }
     const showMaps = s.show === "activations";
     if (showMaps && decoded.maps) {
       const picker = segmented(
@@ -193,6 +216,37 @@ export function mountLayerView(root, store) {
     setExportParts(card, [data.run, data.layer, `step${data.step}`, s.show === "activations" && decoded.maps ? "activations" : "weights"]);
     grid.canvas.dataset.layer = data.layer;
   });
+
+  /**
+   * The layer's feature visualisations in the grid, in place of its kernels; say what is shown, and
+   * when it comes from an earlier step (the default budget visits layers in turns).
+   * @param {import("../store.js").KeyedLoad} load @param {State} s
+   */
+  function drawVisualizations(load, s) {
+    legend.replaceChildren(el("span", "cvz-legend-note", "inputs in the model's input space, each channel over the probe's range"));
+    if (load.status !== "ready" || !load.data) {
+      vis = null;
+      visGrid.element.hidden = true;
+      note.textContent = load.status === "error"
+        ? `No feature visualisations: ${load.error}`
+        : "Loading feature visualisations…";
+      note.hidden = false;
+      return;
+    }
+    vis = load.data;
+    const images = decodeWire(load.data.images);
+    const selected = s.filter === null ? -1 : load.data.filters.indexOf(s.filter);
+    const spec = visualizationSpec(images, load.data.range, selected < 0 ? null : selected);
+    visGrid.draw(spec);
+    visGrid.canvas.dataset.step = String(load.data.record_step);
+    visGrid.canvas.dataset.filters = load.data.filters.join(",");
+    const from = load.data.record_step === s.step ? "" : ` from step ${load.data.record_step}, this layer's last at or before step ${s.step}`;
+    note.textContent = `Feature visualisations of ${load.data.filters.length} of ${s.layerData.data?.info.filters} filters${from}: ` +
+      "for each filter, the input optimised to drive its mean activation (after its nonlinearity) as high as it goes. " +
+      "Hover a cell for the activation it reached beside the probe's best example's.";
+    note.hidden = false;
+    setExportParts(card, [s.run, s.layer, `step${load.data.record_step}`, "visualizations"]);
+  }
 }
 
 /**

@@ -3,6 +3,7 @@
 // The grid's order is picked on the grid's own card (views/layer.js), which keeps this bar one row at 1400 px.
 
 import { el, labelledSelect, segmented } from "./controls.js";
+import { hasFeatureVis } from "../recordkeys.js";
 
 /** @typedef {import("../store.js").Store} Store */
 
@@ -44,8 +45,9 @@ export function mountToolbar(root, store) {
     [
       { value: "weights", text: "Weights" },
       { value: "activations", text: "Activations" },
+      { value: "visualizations", text: "Visualizations" },
     ],
-    (v) => store.setView({ show: /** @type {"weights"|"activations"} */ (v) }),
+    (v) => store.setView({ show: /** @type {"weights"|"activations"|"visualizations"} */ (v) }),
   );
   const norm = segmented(
     "Color scale",
@@ -74,9 +76,16 @@ export function mountToolbar(root, store) {
     const others = store.comparableRuns().filter((r) => r.run !== s.run);
     mode.setValue(s.mode, others.length ? {} : { runs: "No other run logs this layer with the same shape" });
     const hasMaps = store.layerEntry()?.kinds.includes("maps");
-    show.setValue(s.show, hasMaps ? {} : { activations: "This run was logged without a probe: no activations" });
+    /** @type {Record<string, string>} */
+    const off = {};
+    if (!hasMaps) off.activations = "This run was logged without a probe: no activations";
+    if (!hasFeatureVis(s.names, store.layerEntry() ?? null)) {
+      off.visualizations = "This layer has no feature visualisations: log with ConvViz(..., feature_vis=True)";
+    }
+    show.setValue(s.show, off);
     norm.setValue(s.norm);
-    norm.element.hidden = s.mode === "impact" || s.mode === "similarity" || s.mode === "embedding";
+    norm.element.hidden = s.mode === "impact" || s.mode === "similarity" || s.mode === "embedding" ||
+      (s.mode === "filters" && s.show === "visualizations"); // visualisations are drawn in the probe's range
     show.element.hidden = s.mode !== "filters";
   });
 }

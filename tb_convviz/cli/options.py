@@ -11,6 +11,8 @@ here. How an argument is written follows its type:
 - an iterable of ``str`` (maybe among other choices): ``--name A B ...``;
 - ``bool`` or a mapping of options: the flag above, and ``--name-options JSON`` (names lose a
   plural ``s``: ``--perturbation-options``);
+- ``bool``, words (a ``Literal``) or a mapping of options: ``--name`` alone (True) or ``--name WORD``,
+  and ``--name-options JSON`` (``--feature-vis all``);
 - a mapping of names to callables: ``--name NAME=MODULE:FUNCTION``, repeatable (``--counterfactual``);
 - an object of a class of this package, or a list of them (``metrics``): ``--name MODULE:ATTR ...``,
   each naming such an object or a list of them, all joined into one list.
@@ -140,6 +142,29 @@ def _switch_with_options(name: str, default: Any, doc: str) -> Option:
     return Option(name, add, value)
 
 
+def _switch_word_or_options(name: str, default: Any, doc: str, words: tuple[str, ...]) -> Option:
+    """True/False, one of `words`, or a dict of options: ``--name [WORD]`` and ``--name-options JSON``."""
+    flag = f"--{_dashed(name)}"
+    options_flag = f"--{_dashed(name)}-options"
+    dest = f"{name}__options"
+    if default is not False:
+        raise ValueError(f"{name}: a switch with words must default to False")
+
+    def add(p: argparse.ArgumentParser) -> None:
+        p.add_argument(flag, dest=name, nargs="?", const=True, default=NOT_GIVEN, choices=list(words), metavar="|".join(words),
+                       help=_help(f"turn on, or give one of {list(words)}: {doc}"))
+        p.add_argument(options_flag, dest=dest, type=_json_object, metavar="JSON",
+                       help=_help(f"the dict form of {name}, as a JSON object (turns it on): {doc}"))
+
+    def value(args: argparse.Namespace, _resolve: Callable[[str], Any]) -> Any:
+        options, on = getattr(args, dest), getattr(args, name)
+        if options is not None and on is not NOT_GIVEN:
+            raise ValueError(f"give {flag} or {options_flag}, not both")
+        return options if options is not None else on
+
+    return Option(name, add, value)
+
+
 def _value(name: str, default: Any, doc: str, convert: Callable[[str], Any], optional: bool) -> Option:
     metavar = "N" if convert in (int, float) else name.rsplit("_", 1)[-1].upper()
     notes = [] if default is None else [f"default: {default}"]
@@ -212,6 +237,10 @@ def _option(name: str, hint: Any, default: Any, doc: str) -> Optional[Option]:
         return _flag(name, default, doc)
     if len(members) == 2 and bool in members and any(typing.get_origin(m) is collections.abc.Mapping for m in members):
         return _switch_with_options(name, default, doc)
+    words = [m for m in members if typing.get_origin(m) is typing.Literal]
+    if (len(members) == 3 and bool in members and len(words) == 1
+            and any(typing.get_origin(m) is collections.abc.Mapping for m in members)):
+        return _switch_word_or_options(name, default, doc, typing.get_args(words[0]))
     if len(members) == 1 and members[0] in (int, float):
         return _value(name, default, doc, members[0], optional)
     if str in members:

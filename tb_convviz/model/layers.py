@@ -128,3 +128,61 @@ def following_batchnorm(model: nn.Module, convs: dict[str, nn.Module]) -> dict[s
         if conv_name in convs and fits(conv_name, next_name):
             found[conv_name] = next_name
     return found
+
+
+# Elementwise nonlinearities a conv's output may go through: the feature-visualization objective
+# reads a filter after the one that follows it. Modules by type, functions and tensor methods by name.
+ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish,
+                      nn.Hardtanh, nn.Tanh, nn.Sigmoid, nn.Softplus, nn.PReLU)
+ACTIVATION_FUNCTIONS = ("relu", "relu6", "leaky_relu", "elu", "selu", "celu", "gelu", "silu", "mish", "hardswish",
+                        "hardtanh", "tanh", "sigmoid", "softplus")
+
+
+def following_activation(model: nn.Module, convs: dict[str, nn.Module], batchnorm: dict[str, str]) -> dict[str, str]:
+    """{conv name: the nonlinearity applied to its output} — a module name, or "torch.<function>"
+    — where the conv's output (after its BatchNorm, `batchnorm`) goes straight into one. Convs
+    followed by anything else (an addition, a pool, nothing) are left out.
+
+    The fx graph is the truth when the model traces; otherwise the leaf module registered right
+    after the conv (or its BatchNorm) is taken, as in nn.Sequential stacks.
+    """
+    model = unwrap(model)
+    modules = dict(model.named_modules())
+    try:
+        graph = traced(model).graph
+    except Exception:  # noqa: BLE001 - any tracing failure means "use registration order"
+        graph = None
+    found: dict[str, str] = {}
+    if graph is not None:
+        by_target = {n.target: n for n in graph.nodes if n.op == "call_module"}
+        for name in convs:
+            node = by_target.get(batchnorm.get(name, name))
+            if node is None or len(node.users) != 1:
+                continue
+            (user,) = node.users
+            if user.op == "call_module" and isinstance(modules.get(user.target), ACTIVATION_MODULES):
+                found[name] = user.target
+            elif user.op in ("call_function", "call_method") and getattr(user.target, "__name__", user.target) in ACTIVATION_FUNCTIONS \
+                    and user.args and user.args[0] is node:
+                found[name] = "torch." + getattr(user.target, "__name__", user.target)
+        return found
+    names = [n for n, m in model.named_modules() if not list(m.children())]
+    following = dict(zip(names, names[1:]))
+    for name in convs:
+        after = following.get(batchnorm.get(name, name))
+        if after is not None and isinstance(modules[after], ACTIVATION_MODULES):
+            found[name] = after
+    return found
+
+
+def activation_function(model: nn.Module, spec: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The nonlinearity `following_activation` named, as a function that leaves its input as it
+    was (an in-place ReLU runs on a copy)."""
+    if spec.startswith("torch."):
+        name = spec[len("torch."):]
+        fn = {"sigmoid": torch.sigmoid, "tanh": torch.tanh}.get(name) or getattr(torch.nn.functional, name)
+        return lambda t: fn(t)
+    module = model.get_submodule(spec)
+    if getattr(module, "inplace", False):
+        return lambda t: module(t.clone())
+    return module

@@ -316,6 +316,42 @@ def shape_texture(reader: ConvVizReader, run: str, step: int) -> dict:
             "medians": medians, "filters": counts}
 
 
+def _feature_vis_answer(found: dict) -> dict:
+    return {
+        "filters": np.asarray(found[records.FV_FILTERS]).tolist(),
+        "images": fmt.wire_array(np.asarray(found[records.FV_IMAGES], np.float32)),
+        "objective": _floats(found[records.FV_OBJECTIVE]),
+        "probe_best": _floats(found[records.FV_PROBE_BEST]),
+        "range": found[records.FV_RANGE],
+    }
+
+
+def feature_vis(reader: ConvVizReader, run: str, layer: str, step: int) -> dict:
+    """The layer's feature visualisations from its last record at or before `step` ("record_step":
+    the default budget visits layers in turns): filters, images (k, C, *size) in the model's input
+    space, the objective each reaches, the probe's best, and the probe's range per channel."""
+    record_step = reader.latest_at_or_before(run, layer, fmt.KIND_FEATURE_VIS, step)
+    record = reader.bundle(run, layer, fmt.KIND_FEATURE_VIS, record_step)
+    answer = _feature_vis_answer(records.feature_vis(record))
+    answer["images"] = record.wire(records.FV_IMAGES)  # the stored 8-bit bytes: a quarter of float32's
+    return {"run": run, "layer": layer, "step": step, "record_step": record_step, **answer}
+
+
+def feature_vis_history(reader: ConvVizReader, run: str, layer: str, index: int) -> dict:
+    """One filter's visualisation at every step that visualised it (a filmstrip over the epochs):
+    steps, images (steps, C, *size), objective and probe_best per step; empty lists when never."""
+    strip = reader.feature_vis_history(run, layer, index)
+    out: dict[str, Any] = {"run": run, "layer": layer, "filter": index, "steps": [s["step"] for s in strip]}
+    if not strip:
+        return {**out, "images": None, "objective": [], "probe_best": [], "range": None}
+    stacked = {records.FV_FILTERS: [index] * len(strip), records.FV_IMAGES: np.stack([s["image"] for s in strip]),
+               records.FV_OBJECTIVE: [s["objective"] for s in strip], records.FV_PROBE_BEST: [s["probe_best"] for s in strip],
+               records.FV_RANGE: strip[-1]["range"]}
+    answer = _feature_vis_answer(stacked)
+    del answer["filters"]
+    return {**out, **answer}
+
+
 def probe(reader: ConvVizReader, run: str) -> dict:
     """The probe inputs (for overlays) and their labels."""
     record = reader.bundle(run, fmt.RUN_LAYER, fmt.KIND_RUN)

@@ -77,6 +77,8 @@ class ConvVizPlugin(base_plugin.TBPlugin):
             "/cka_final": self._route(lambda r, p: payloads.cka_to_final(r, p.run()), cached=True),
             "/embedding": self._route(self._embedding, cached=True),
             "/shape_texture": self._route(self._shape_texture),
+            "/feature_vis": self._route(self._feature_vis),
+            "/feature_vis_history": self._route(self._feature_vis_history, cached=True),
             "/findings": self._route(self._findings, cached=True),
         }
 
@@ -180,6 +182,21 @@ class ConvVizPlugin(base_plugin.TBPlugin):
         step_a = p.step(run_a, fmt.RUN_LAYER, "step_a", kind=fmt.KIND_GRAM)
         step_b = p.step(run_b, fmt.RUN_LAYER, "step_b", kind=fmt.KIND_GRAM)
         return payloads.cka_layers(reader, run_a, step_a, run_b, step_b)
+
+    @staticmethod
+    def _feature_vis(reader: ConvVizReader, p: RequestParams) -> dict:
+        run = p.run()
+        layer = p.layer(run)
+        step = p.step(run, layer)
+        p.kind(run, layer, fmt.KIND_FEATURE_VIS)
+        return payloads.feature_vis(reader, run, layer, step)
+
+    @staticmethod
+    def _feature_vis_history(reader: ConvVizReader, p: RequestParams) -> dict:
+        run = p.run()
+        layer = p.layer(run)
+        p.kind(run, layer, fmt.KIND_FEATURE_VIS)
+        return payloads.feature_vis_history(reader, run, layer, p.filter(reader.filter_count(run, layer)))
 
     @staticmethod
     def _shape_texture(reader: ConvVizReader, p: RequestParams) -> dict:

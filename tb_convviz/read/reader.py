@@ -415,6 +415,26 @@ class ConvVizReader:
         the last profile at or before `step` (`profile_step`)."""
         return self._decode(run, layer, fmt.KIND_PROFILE, self._latest(run, layer, fmt.KIND_PROFILE, step)).array(records.PROFILE)
 
+    def feature_vis(self, run: str, layer: str, step: int) -> dict:
+        """The layer's feature visualisations from its last feature_vis record at or before `step`:
+        {"filters" (k,), "images" (k, C, *size) in the model's input space, "objective" (k,) the
+        mean activation each image reaches, "probe_best" (k,) the best any probe image reaches,
+        "range" ({"lo", "hi"} per channel: the probe's), "step" (the record's step)}."""
+        datum = self._latest(run, layer, fmt.KIND_FEATURE_VIS, step)
+        return {**records.feature_vis(self._decode(run, layer, fmt.KIND_FEATURE_VIS, datum)), "step": datum.step}
+
+    def feature_vis_history(self, run: str, layer: str, filter_: int) -> list[dict]:
+        """Every logged visualisation of one filter, oldest first: [{"step", "image" (C, *size),
+        "objective", "probe_best"}], for a filmstrip over the epochs; [] when it was never visualised."""
+        found = []
+        for step, bundle in self.bundles(run, layer, fmt.KIND_FEATURE_VIS):
+            where = np.flatnonzero(bundle.array(records.FV_FILTERS) == filter_)
+            if len(where):
+                arrays = records.feature_vis(bundle, int(where[0]))
+                found.append({"step": step, "image": arrays[records.FV_IMAGES], "objective": float(arrays[records.FV_OBJECTIVE]),
+                              "probe_best": float(arrays[records.FV_PROBE_BEST]), "range": arrays[records.FV_RANGE]})
+        return found
+
     def profile_step(self, run: str, layer: str, step: int) -> int:
         """The step of the profile `profile` reads for `step`."""
         return self.latest_at_or_before(run, layer, fmt.KIND_PROFILE, step)

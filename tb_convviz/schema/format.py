@@ -55,9 +55,10 @@ KIND_IMPACT = "impact"  # per layer: ablation / Taylor impact, selectivity, top 
 KIND_GRAM = "gram"  # per step, under RUN_LAYER: every layer's Gram matrix over the probe (for CKA)
 KIND_PROFILE = "profile"  # per layer and step: each filter's mean activation per probe image (matching, maps)
 KIND_METRICS = "metrics"  # per layer and step: the user's FilterMetric columns, each declared in the record's meta
+KIND_FEATURE_VIS = "feature_vis"  # per layer and step: optimised inputs of some filters (`feature_vis`)
 KIND_COMMIT = "commit"  # per step, under RUN_LAYER, after all its other records: the step is whole
 KINDS = (KIND_RUN, KIND_FILTERS, KIND_MAPS, KIND_KERNELS, KIND_PERTURBATION, KIND_IMPACT, KIND_GRAM, KIND_PROFILE,
-         KIND_METRICS, KIND_COMMIT)
+         KIND_METRICS, KIND_FEATURE_VIS, KIND_COMMIT)
 
 RUN_LAYER = "_run"  # pseudo-layer under which run-level records live
 

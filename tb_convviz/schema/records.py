@@ -93,6 +93,7 @@ def record_names() -> dict[str, Any]:
         "impact_significant": IMPACT_SIGNIFICANT,
         "impact_p_adjusted": IMPACT_P_ADJUSTED,
         "shape_texture_index": fmt.SHAPE_TEXTURE_INDEX,
+        "feature_vis_kind": fmt.KIND_FEATURE_VIS,
     }
 
 
@@ -325,6 +326,38 @@ def metric_columns(bundle: fmt.Bundle) -> list[Column]:
         raise ValueError("the metrics record's column declarations are not an object")
     return [column_from_declaration({**decl, "name": name} if isinstance(decl, dict) else decl, fmt.KIND_METRICS)
             for name, decl in declared.items() if name in bundle]
+
+
+# A feature_vis record: which filters it visualised, their images (k, C, *size) in the model's input
+# space, the objective each image reaches and the best any probe image reaches; its meta holds the
+# probe's per-channel range (for display) and the optimisation's settings.
+FV_FILTERS = "filters"
+FV_IMAGES = "images"
+FV_OBJECTIVE = "objective"
+FV_PROBE_BEST = "probe_best"
+FV_ARRAYS = (FV_FILTERS, FV_IMAGES, FV_OBJECTIVE, FV_PROBE_BEST)
+FV_RANGE = "range"
+
+
+def feature_vis_record(arrays: Mapping[str, np.ndarray], lo: np.ndarray, hi: np.ndarray, settings: Mapping[str, Any]) -> bytes:
+    """One layer's visualisations at one step: images q8 per image (within (max − min) / 510 of each
+    image's own range), objectives float32 (compared across epochs and with the probe's best)."""
+    encoded: dict[str, Encoded] = {
+        FV_FILTERS: fmt.integer_encoding(arrays[FV_FILTERS]),
+        FV_IMAGES: ("q8", np.asarray(arrays[FV_IMAGES], np.float32), 1),
+        FV_OBJECTIVE: ("f32", np.asarray(arrays[FV_OBJECTIVE], np.float32), 0),
+        FV_PROBE_BEST: ("f32", np.asarray(arrays[FV_PROBE_BEST], np.float32), 0),
+    }
+    meta = {FV_RANGE: {"lo": [float(v) for v in lo], "hi": [float(v) for v in hi]}, "settings": dict(settings)}
+    return fmt.encode_bundle(encoded, meta)
+
+
+def feature_vis(bundle: fmt.Bundle, select: Any = None) -> dict[str, Any]:
+    """A feature_vis record's arrays by name (`FV_ARRAYS`), `select` picking rows (positions in
+    its filter list), and "range" ({"lo", "hi"} per channel)."""
+    out: dict[str, Any] = {name: bundle.array(name, select) for name in FV_ARRAYS}
+    out[FV_RANGE] = bundle.meta.get(FV_RANGE)
+    return out
 
 
 COST = "cost"  # a commit record's meta: what the step's log cost, by part (`cost.CostMeter.summary`)

@@ -12,7 +12,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Literal, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from torch import nn
 
 from tb_convviz.schema import format as fmt
 from tb_convviz.schema import records
+from tb_convviz.analysis.feature_vis import visualization_shape
 from tb_convviz.analysis.impact import DEFAULT_ALPHA, filter_impact
 from tb_convviz.analysis.perturbation import perturbation_responses
 from tb_convviz.analysis.significance import detectable_effect
@@ -32,13 +33,16 @@ from tb_convviz.write.collect import (
 from tb_convviz.write.distributed import ALONE, current_shard
 from tb_convviz.write.cost import ADVICE, GENERAL_ADVICE, LOADING, WRITING, CostMeter, cost_line
 from tb_convviz.write.metrics import MetricFailed, MetricsArgument, check_metrics, layer_context
-from tb_convviz.model.layers import LayerSelector, conv_layers, following_batchnorm, layer_info, unwrap
+from tb_convviz.model.layers import (
+    LayerSelector, conv_layers, filter_weights, following_activation, following_batchnorm, layer_info, unwrap,
+)
 from tb_convviz.model.notices import collecting
 from tb_convviz.model.observe import untouched
 from tb_convviz.write.probe import make_probe
 from tb_convviz.model.tracing import running_models, traced
 from tb_convviz.write.snapshot import ModelCopy, State, analysis_dtype, architecture_mismatch, signature, state_snapshot
 from tb_convviz.write.worker import BackgroundWorker
+from tb_convviz.write.visualize import check_choice, feature_vis_settings
 from tb_convviz.write.writer import RecordWriter
 
 # Fewer probe examples of a class than this, and only large per-class changes can be told from noise.
@@ -128,6 +132,11 @@ class ConvViz:
         metrics: a `FilterMetric` or a list of them: per-filter numbers of your own, computed on
             the probe at every log and shown in the tab, `load()` and every export like the
             built-in ones.
+        feature_vis: the input each filter responds to most, optimised from noise (Lucent-style,
+            many filters at once, the same seed every log). True: each log spends a budget of
+            forward-equivalents of the probe on the filters with the largest impact or drift of
+            the layers whose turn it is; "all": every filter every log; a dict sets filters
+            (None, "all" or {layer: [indices]}), budget, size, steps, seed, lr, batch.
 
     Under torch.distributed every rank's ConvViz takes part: each ablates its share of the filters
     (on a gloo group of ConvViz's own), and rank 0 gathers the shares and alone writes.
@@ -156,6 +165,7 @@ class ConvViz:
         background: bool = True,
         analysis_device: Optional[Union[str, torch.device]] = None,
         metrics: MetricsArgument = None,
+        feature_vis: Union[bool, Literal["all"], Mapping[str, Any]] = False,
     ):
         self.every_n_epochs = _positive_int(every_n_epochs, "every_n_epochs")
         self.kernels_every = _positive_int(kernels_every, "kernels_every")
@@ -199,9 +209,12 @@ class ConvViz:
             similarity_images=int(similarity_images),
             response_filters=response_filters,
             metrics=tuple(check_metrics(metrics)),
+            feature_vis=feature_vis_settings(feature_vis),
         )
         if (self.settings.impact or self.settings.counterfactuals) and self._probe is None:
             raise ValueError("impact and counterfactuals need a probe: pass probe=(images, labels)")
+        if self.settings.feature_vis is not None and self._probe is None:
+            raise ValueError("feature_vis needs a probe (its value range, colours and size): pass probe=images")
         if self.settings.metrics and self._probe is None:
             raise ValueError("metrics need a probe: pass probe=images or probe=(images, labels)")
         if self.settings.impact and self._probe.labels is None:
@@ -376,6 +389,15 @@ class ConvViz:
             batchnorm = following_batchnorm(model, layers)
         turns = layer_turns({name: layer_info(conv)["filters"] for name, conv in layers.items()}, self.settings.response_filters)
         plan = Plan(list(layers), batchnorm, first_layers(layers), turns)
+        if self.settings.feature_vis is not None:
+            with untouched(model):
+                plan.activation = following_activation(model, layers, batchnorm)
+            check_choice(self.settings.feature_vis, {name: filter_weights(conv).shape[0] for name, conv in layers.items()})
+            assert self._probe is not None
+            try:
+                visualization_shape(self._probe.images, self.settings.feature_vis.size)
+            except ValueError as e:
+                raise ValueError(f"feature_vis: {e}") from None
         # Every rank logs the same steps, so every rank gets here at the same first log.
         self._shard = current_shard()
         self._buffers = [name for name, _ in model.named_buffers()]

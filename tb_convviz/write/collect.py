@@ -5,6 +5,7 @@ reads the model. What it remembers between steps is the drift baseline of each l
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
@@ -16,6 +17,7 @@ from tb_convviz.schema import format as fmt
 from tb_convviz.schema import records
 from tb_convviz.analysis.activations import activation_stats, downsample_maps, map_resolution
 from tb_convviz.analysis.compare import weight_drift
+from tb_convviz.analysis.feature_vis import feature_visualization, input_range, visualization_shape
 from tb_convviz.analysis.footprint import kernel_footprint
 from tb_convviz.analysis.impact import DEFAULT_ALPHA, filter_impact, finish_impact, merge_impact
 from tb_convviz.analysis.kernels import filter_stats, fold_batchnorm, kernel_tiles
@@ -24,9 +26,12 @@ from tb_convviz.analysis.similarity import gram_matrix, response_profile
 from tb_convviz.model.capture import as_model_input, run_with_hooks
 from tb_convviz.write.cost import PROBE_PASS, SIMILARITY, WEIGHTS_AND_MAPS, CostMeter
 from tb_convviz.write.distributed import ALONE, Shard
-from tb_convviz.model.layers import filter_weights, layer_info
+from tb_convviz.model.layers import activation_function, filter_weights, layer_info
 from tb_convviz.write.metrics import FilterMetric, layer_context, metric_columns
 from tb_convviz.write.probe import Probe
+from tb_convviz.write.visualize import (
+    FeatureVisSettings, calibrated, chosen_filters, filter_cost, prefix_flops, visit_turns,
+)
 
 # The first layers (the ones most often looked at) keep full kernels at every log, up to this many
 # weights in all (128 KB a log in q8): a fixed cost, not one that grows with the model — a ResNet-50
@@ -64,6 +69,7 @@ class Settings:
     similarity_images: int  # probe images in the Gram and profile records; 0: none are written
     response_filters: Optional[int]  # filters a log records responses of (`layer_turns`); None: all
     metrics: tuple[FilterMetric, ...] = ()  # the user's per-filter metrics
+    feature_vis: Optional[FeatureVisSettings] = None  # None: no feature visualization
 
 
 @dataclass
@@ -86,6 +92,10 @@ class Plan:
     every_log_kernels: set[str] = field(default_factory=set)  # layers whose full kernels every log keeps
     turns: list[list[str]] = field(default_factory=list)  # `layer_turns`: whose responses each log records
     memory: dict[str, _LayerMemory] = field(default_factory=dict)
+    activation: dict[str, str] = field(default_factory=dict)  # conv name -> the nonlinearity right after it
+    flop_share: dict[str, float] = field(default_factory=dict)  # `prefix_flops`, measured at the first visualisation
+    vis_turns: list[list[str]] = field(default_factory=list)  # `visualize.visit_turns`: whose filters each log visualises
+    vis_scale: float = 1.0  # `visualize.calibrated`: measured over estimated cost of the last visualisations
     # Per layer, the full kernels later logs' kernels are stored as changes from: only once their
     # step is committed (`keyframes_written`), never a record a reader might not find.
     keyframes: dict[str, records.Keyframe] = field(default_factory=dict)
@@ -209,10 +219,69 @@ def collect_step(
         with meter.part(fmt.KIND_METRICS):
             result.extend(_metric_records(model, layers, x, outputs, probe, settings.metrics, step, warn))
     del outputs
+    impact: dict[str, dict[str, np.ndarray]] = {}
     if x is not None and probe is not None:
         result.extend(_analysis_records(model, layers, responding, probe, settings, x, warn, meter, log_index, shared_impact,
-                                        shared_responses))
+                                        shared_responses, impact))
+    if x is not None and settings.feature_vis is not None:
+        try:
+            with meter.part(fmt.KIND_FEATURE_VIS):
+                result.extend(_feature_vis_records(model, plan, modules, x, settings.feature_vis, log_index, impact,
+                                                   meter.parts[PROBE_PASS].wall_s if PROBE_PASS in meter.parts else 0.0))
+        except Exception as e:  # noqa: BLE001 - the rest of the step still lands
+            warn(f"the {fmt.KIND_FEATURE_VIS} analysis failed ({type(e).__name__}: {e})")
     return result
+
+
+def _filter_scores(plan: Plan, impact: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """How much each filter matters, for the default choice of filters to visualise: |Δloss| where
+    impact was measured this log (exact where ablated, else the Taylor estimate), else the drift
+    since the first log (the weights' norm breaks ties, as on a first log where nothing drifted)."""
+    scores = {}
+    for name in plan.layers:
+        found = impact.get(name, {})
+        if records.IMPACT_TAYLOR in found:
+            exact = np.asarray(found.get(records.IMPACT_D_LOSS, np.full(len(found[records.IMPACT_TAYLOR]), np.nan)), np.float64)
+            scores[name] = np.abs(np.where(np.isfinite(exact), exact, found[records.IMPACT_TAYLOR]))
+            continue
+        memory = plan.memory[name]
+        norm = memory.prev.flatten(1).norm(dim=1).numpy()
+        drift = weight_drift(memory.first.numpy(), memory.prev.numpy())["cosine_distance"]
+        scores[name] = np.nan_to_num(drift) + 1e-6 * norm / max(float(norm.max()), 1e-12)
+    return scores
+
+
+def _feature_vis_records(model: nn.Module, plan: Plan, modules: Mapping[str, nn.Module], x: torch.Tensor,
+                         vis: FeatureVisSettings, log_index: int, impact: Mapping[str, Mapping[str, np.ndarray]],
+                         probe_s: float) -> list[Record]:
+    """This log's feature visualisations (`visualize.chosen_filters`: by default the filters that
+    matter most of this log's turn of layers, within the budget), one record per layer. The
+    objective reads each conv after its BatchNorm and the nonlinearity that follows
+    (`Plan.activation`). `probe_s`: this log's probe pass, against which the visualisations' cost is
+    measured to calibrate the next log's estimates (`visualize.calibrated`)."""
+    if not plan.flop_share:
+        plan.flop_share = prefix_flops(model, x)
+    counts = {name: filter_weights(modules[name]).shape[0] for name in plan.layers}
+    ratio = float(np.prod(visualization_shape(x, vis.size))) / float(np.prod(x.shape[2:]))
+    costs = {name: plan.vis_scale * filter_cost(vis, plan.flop_share.get(name, 1.0), x.shape[0], ratio) for name in plan.layers}
+    if not plan.vis_turns:
+        plan.vis_turns = visit_turns(vis, costs)
+    turn = plan.vis_turns[log_index % len(plan.vis_turns)]
+    targets = chosen_filters(vis, counts, turn, costs, _filter_scores(plan, impact) if vis.filters is None else {})
+    if not targets:
+        plan.vis_scale = calibrated(0.0, 0.0, plan.vis_scale)
+        return []
+    hooked = {name: modules[plan.batchnorm.get(name, name)] for name in targets}
+    acts = {name: activation_function(model, plan.activation[name]) for name in targets if name in plan.activation}
+    started = time.perf_counter()
+    found = feature_visualization(model, hooked, x, targets, acts, **vis.analysis_options())
+    if probe_s > 0:
+        estimated = sum(costs[name] * len(idx) for name, idx in targets.items())
+        plan.vis_scale = calibrated((time.perf_counter() - started) / probe_s, estimated, plan.vis_scale)
+    value_range = input_range(x)
+    settings = {"steps": vis.steps, "seed": vis.seed, "lr": vis.lr}
+    return [(name, fmt.KIND_FEATURE_VIS, records.feature_vis_record(arrays, value_range.lo.cpu().numpy(), value_range.hi.cpu().numpy(), settings))
+            for name, arrays in found.items()]
 
 
 def _impact_shares(model: nn.Module, layers: Mapping[str, nn.Module], x: Any, probe: Any, settings: Settings,
@@ -308,11 +377,12 @@ def _map_resolution(settings: Settings, probe: Optional[Probe], outputs: dict[st
 def _analysis_records(
     model: nn.Module, layers: Mapping[str, nn.Module], responding: Mapping[str, nn.Module], probe: Probe,
     settings: Settings, x: torch.Tensor, warn: Warn, meter: CostMeter, log_index: int,
-    shared_impact: Optional[list] = None, shared_responses: Any = None,
+    shared_impact: Optional[list] = None, shared_responses: Any = None, impact_out: Optional[dict] = None,
 ) -> list[Record]:
     """Perturbation records of the `responding` layers and impact records of all `layers`; one
     failing analysis warns and the others still land.
-    `shared_impact`, `shared_responses`: what several ranks computed together, when they did."""
+    `shared_impact`, `shared_responses`: what several ranks computed together, when they did.
+    `impact_out` receives the impact analysis' per-layer arrays (feature visualization ranks by them)."""
     y = probe.labels.to(x.device) if probe.labels is not None else None
     analyses: list[tuple[str, Callable[[], dict]]] = []
     if shared_responses is not None:
@@ -337,6 +407,8 @@ def _analysis_records(
         try:
             with meter.part(kind):
                 per_layer = run_analysis()
+                if kind == fmt.KIND_IMPACT and impact_out is not None:
+                    impact_out.update(per_layer)
                 encoded = [(name, kind, records.analysis_record(kind, arrays)) for name, arrays in per_layer.items()]
         except Exception as e:  # noqa: BLE001 - the rest of the step still lands
             warn(f"the {kind} analysis failed ({type(e).__name__}: {e})")

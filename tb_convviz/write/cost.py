@@ -30,6 +30,8 @@ ADVICE = {
     WEIGHTS_AND_MAPS: "fewer or smaller activation maps: map_images=..., map_size=...",
     SIMILARITY: "fewer probe images for CKA and Gram matrices: similarity_images=... (0: off)",
     WRITING: "full kernels less often: kernels_every=...",
+    fmt.KIND_FEATURE_VIS: 'a smaller budget or fewer steps, feature_vis={"budget": ..., "steps": ...}, or '
+                          "feature_vis=False",
     fmt.KIND_METRICS: "your own metrics (metrics=[...]): make them cheaper, or restrict them to fewer layers",
     PROBE_PASS: 'a smaller probe, or analysis_device="cuda"',
     LOADING: 'analysis_device="cuda" where the model trains on a GPU',
