@@ -98,17 +98,17 @@ def impact_epochs(epochs: int) -> None:
             seconds.append(time.perf_counter() - start)
             sizes.append((sum(f.stat().st_size for f in Path(d).iterdir()) - before) / MB)
         viz.close()
-        logs = load(d)
+        logs = load(d)  # read before the folder goes: the records' bytes live in its sidecar file
         run = logs.runs()[0]
         exact = sum(int(logs.bundle(run, layer, fmt.KIND_IMPACT, epochs - 1).array(records.IMPACT_EXACT).sum()) for layer in logs.layers(run))
+        costs = [logs.cost(run, epoch) for epoch in range(epochs)]
     print(f"\nResNet-50-shaped ({filters} filters, 1000 classes), 32-image probe at 64 px, impact=True, defaults")
     print(f"  background analysis per epoch: {', '.join(f'{s:.1f}' for s in seconds)} s")
     print(f"  MB per epoch: {', '.join(f'{s:.2f}' for s in sizes)} (the first keeps full kernels of every layer)")
     print(f"  filters ablated exactly at the last epoch: {exact} of {filters}")
     bare = bare_forward_s(model, probe)
     print(f"  bare probe forward in this run: {bare:.3f} s; each log's cost (goal ≤ {GOAL_FORWARDS} forward-equivalents):")
-    for epoch in range(epochs):
-        cost = logs.cost(run, epoch)
+    for epoch, cost in enumerate(costs):
         parts = sorted(cost["parts"].items(), key=lambda kv: -kv[1]["wall_s"])
         print(f"    epoch {epoch}: {cost['wall_s']:.1f} s = {cost['wall_s'] / bare:.0f} bare forwards "
               f"({cost['forward_equivalents']:.0f} of the log's own probe pass) — "

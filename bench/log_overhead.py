@@ -159,9 +159,14 @@ def tree_bytes(path: str) -> int:
 
 def convviz_bytes_by_array(logdir: str) -> dict[str, int]:
     """Bytes per "kind/array" (e.g. "kernels/effective_kernel") across every event file under `logdir`;
-    "<kind>/(header)" is each bundle's JSON header and "(tensorboard framing)" the event protos around them."""
+    "<kind>/(header)" is each bundle's JSON header, "(tensorboard framing)" the event protos around
+    them and "(sidecar references)" the events' pointers to records kept in a sidecar file."""
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
+    from tb_convviz.read.store import RecordStore
+    from tb_convviz.schema import sidecar
+
+    store = RecordStore(logdir)
     totals: dict[str, int] = defaultdict(int)
     for d, _, files in os.walk(logdir):
         for f in files:
@@ -173,11 +178,13 @@ def convviz_bytes_by_array(logdir: str) -> dict[str, int]:
                     for blob in value.tensor.string_val:
                         kind = fmt.parse_tag(value.tag)[1]
                         totals["(tensorboard framing)"] -= len(blob)
-                        bundle = fmt.decode_bundle(blob)
-                        arrays = bundle._header  # the bench reads the layout, not the values
+                        if sidecar.parse_reference(blob) is not None:
+                            totals["(sidecar references)"] += len(blob)
+                        record = store.record_bytes(os.path.relpath(d, logdir), blob)
+                        arrays = fmt.decode_bundle(record)._header  # the bench reads the layout, not the values
                         for name, h in arrays.items():
                             totals[f"{kind}/{name}"] += h["nbytes"]
-                        totals[f"{kind}/(header)"] += len(blob) - sum(h["nbytes"] for h in arrays.values())
+                        totals[f"{kind}/(header)"] += len(record) - sum(h["nbytes"] for h in arrays.values())
     return dict(totals)
 
 

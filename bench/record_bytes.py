@@ -28,9 +28,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.models import ResNet50Shaped, perturb_weights  # noqa: E402
 from tb_convviz import ConvViz  # noqa: E402
 from tb_convviz.schema import format as fmt  # noqa: E402
+from tb_convviz.schema import sidecar  # noqa: E402
 
 MB = 1e6
 GOAL_MB = {False: 2.0, True: 4.0}
+
+
+def _record_length(payload: bytes) -> int:
+    """A record's bytes: the event's payload, or what its sidecar reference points to."""
+    found = sidecar.parse_reference(payload)
+    return len(payload) if found is None else found.length
 
 
 def bytes_by_step_and_kind(logdir: str) -> dict[int, collections.Counter]:
@@ -42,7 +49,7 @@ def bytes_by_step_and_kind(logdir: str) -> dict[int, collections.Counter]:
                 if value.metadata.plugin_data.plugin_name != fmt.PLUGIN_NAME:
                     continue
                 kind = json.loads(value.metadata.plugin_data.content or b"{}").get("kind") or fmt.parse_tag(value.tag)[1]
-                out[event.step][kind] += sum(len(s) for s in value.tensor.string_val)
+                out[event.step][kind] += sum(_record_length(s) for s in value.tensor.string_val)
     return out
 
 

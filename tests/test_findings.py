@@ -54,7 +54,7 @@ def test_every_finding_has_its_fields_and_the_list_is_ranked_by_severity(logs):
 
 
 def test_the_route_answers_what_logs_findings_says_and_bad_parameters_are_4xx(logs):
-    client = Client(TensorBoardWSGI([ConvVizPlugin(base_plugin.TBContext(data_provider=logs._provider, logdir=""))]))
+    client = Client(TensorBoardWSGI([ConvVizPlugin(base_plugin.TBContext(data_provider=logs._provider, logdir=logs.logdir))]))
     answer = client.get("/data/plugin/convviz/findings?run=planted&step=1")
     assert answer.status_code == 200
     body = answer.get_json()

@@ -327,13 +327,18 @@ def integer_encoding(a: np.ndarray) -> tuple[str, np.ndarray, int]:
     return ("i16" if fits else "i32"), a, 0
 
 
+Q8_MIN_ROW = 8  # a row of 8 values is 16 bytes in f16s and 16 in q8 (8 of them the row's scale)
+
+
 def natural_encoding(a: np.ndarray) -> tuple[str, np.ndarray, int]:
     """Encoding for analysis results: `integer_encoding` for counts and flags, q8 per filter for
-    per-filter curves (F, X), which are most of the bytes, and f16s for per-filter scalars."""
+    per-filter curves (F, X), which are most of the bytes, and f16s for per-filter scalars and
+    short rows: a row of up to `Q8_MIN_ROW` values (an interval (F, 2), four noise levels) is
+    smaller in f16s than with q8's 8 bytes of scale per filter, and more precise."""
     a = np.asarray(a)
     if a.dtype == np.bool_ or np.issubdtype(a.dtype, np.integer):
         return integer_encoding(a)
-    if a.ndim >= 2 and np.isfinite(a).all():
+    if a.ndim >= 2 and a[0].size > Q8_MIN_ROW and np.isfinite(a).all():
         return "q8", a, 1
     return "f16s", a, 0
 
