@@ -47,7 +47,8 @@ export function heatmap(spec) {
   const cols = spec.colLabels.length;
   const cell = Math.max(4, Math.min(36, Math.floor(360 / Math.max(1, rows, cols))));
   const every = Math.ceil(12 / cell); // label every k-th row and column so labels never overlap
-  const pad = { left: 48, top: 6, bottom: 30 };
+  // Room on the left for the longest row label and the rotated row-axis title beside it.
+  const pad = { left: 24 + 6 * Math.max(2, ...spec.rowLabels.map((l) => l.length)), top: 6, bottom: 30 };
   const width = pad.left + cols * cell + 4;
   const height = pad.top + rows * cell + pad.bottom;
   const figure = el("figure", "cvz-chart cvz-heatmap");
@@ -121,6 +122,8 @@ export function heatmap(spec) {
     if (c % every === 0) label(text, { x: pad.left + c * cell + cell / 2, y: pad.top + rows * cell + 12, "text-anchor": "middle" }, `${spec.testid}-col-label`);
   });
   label(spec.colName, { x: pad.left + (cols * cell) / 2, y: height - 2, "text-anchor": "middle" }, `${spec.testid}-axis`);
+  const rowMid = pad.top + (rows * cell) / 2;
+  label(spec.rowName, { x: 10, y: rowMid, "text-anchor": "middle", transform: `rotate(-90 10 ${rowMid})` }, `${spec.testid}-row-axis`);
   const outline = { fill: "none", stroke: "var(--cvz-accent, #e8710a)", "stroke-width": 2, "pointer-events": "none" };
   if (spec.markRow !== undefined && spec.markRow >= 0) {
     root.append(svg("rect", { ...outline, x: pad.left, y: pad.top + spec.markRow * cell, width: cols * cell, height: cell }));

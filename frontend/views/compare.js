@@ -7,7 +7,8 @@ import { DIVERGING } from "../colormap.js";
 import { scaleOf } from "../raster.js";
 import { decodeWire } from "../wire.js";
 import { formatFixed, formatNumber, formatPercent, mean, median, sortOrder } from "../numeric.js";
-import { RowLimit, el, filterTableRow, labelledSelect, markSelected, section, segmented, sortButton, viewCard } from "./controls.js";
+import { axisTicks } from "../ticks.js";
+import { RowLimit, el, filterTableRow, labelledSelect, markSelected, section, segmented, sortButton, svg, viewCard } from "./controls.js";
 import { csvButton, pngButton, setExportParts } from "./download.js";
 import { FilterGrid } from "./grid.js";
 import { drawLegend } from "./layer.js";
@@ -389,22 +390,64 @@ function fillSummary(box, data) {
   const range = data.align === "index" ? 2 : 1;
   const bins = new Array(20).fill(0);
   for (const v of drift) bins[Math.min(19, Math.max(0, Math.floor((v / range) * 20)))]++;
-  const top = Math.max(1, ...bins);
-  const histogram = el("div", "cvz-histogram");
-  histogram.setAttribute("role", "img");
-  histogram.setAttribute("aria-label", `Histogram of per-filter drift from 0 to ${range}`);
-  bins.forEach((count, i) => {
-    const bar = el("span", "cvz-histogram-bar");
-    bar.style.height = `${(count / top) * 100}%`;
-    bar.title = `drift ${((i * range) / 20).toFixed(2)}–${(((i + 1) * range) / 20).toFixed(2)}: ${count} filter${count === 1 ? "" : "s"}`;
-    histogram.append(bar);
-  });
-  const axis = el("div", "cvz-histogram-axis");
-  axis.append(el("span", "", "0"), el("span", "", String(range / 2)), el("span", "", String(range)));
   const plot = el("figure", "cvz-chart");
   plot.dataset.testid = "drift-histogram";
   const heading = el("h4", "cvz-detail-heading", "Drift per filter");
   heading.append(pngButton(() => plot, "drift-histogram"));
-  plot.append(heading, histogram, axis, el("div", "cvz-histogram-axis-title", "drift (cosine distance); bar height: number of filters"));
+  plot.append(heading, driftHistogram(bins, range));
   box.replaceChildren(el("h4", "cvz-detail-heading", "Layer summary"), facts, plot);
+}
+
+/**
+ * The drift histogram as an SVG chart with round ticks (ticks.js): drift along x, filters per bin
+ * up y (whole numbers), each axis titled, scaled to its panel's width (CSS).
+ * @param {number[]} bins filters per bin, equal bins over 0 … range @param {number} range
+ */
+function driftHistogram(bins, range) {
+  const [width, height] = [320, 150];
+  const pad = { left: 40, right: 10, top: 8, bottom: 32 };
+  const root = svg("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img", class: "cvz-line-chart" });
+  root.setAttribute("aria-label", `Histogram of per-filter drift from 0 to ${range}`);
+  const yAxis = axisTicks(0, Math.max(1, ...bins), { count: 3, integer: true });
+  const xAxis = axisTicks(0, range, { count: 4 });
+  const [w, h] = [width - pad.left - pad.right, height - pad.top - pad.bottom];
+  const sx = (/** @type {number} */ x) => pad.left + (x / range) * w;
+  const sy = (/** @type {number} */ y) => pad.top + (1 - y / yAxis.hi) * h;
+  const axis = svg("g", { class: "cvz-chart-axis" });
+  /** @param {string} text @param {Record<string, string|number>} attrs @param {string} [tick] */
+  const label = (text, attrs, tick) => {
+    const t = svg("text", attrs);
+    t.textContent = text;
+    if (tick) t.dataset.tick = tick;
+    axis.append(t);
+    return t;
+  };
+  yAxis.ticks.forEach((tick, i) => {
+    axis.append(svg("line", { x1: pad.left, x2: width - pad.right, y1: sy(tick), y2: sy(tick), class: "cvz-chart-grid" }));
+    label(yAxis.labels[i], { x: pad.left - 4, y: sy(tick) + 3, "text-anchor": "end" }, "y");
+  });
+  xAxis.ticks.forEach((tick, i) => {
+    axis.append(svg("line", { x1: sx(tick), x2: sx(tick), y1: height - pad.bottom, y2: height - pad.bottom + 3 }));
+    label(xAxis.labels[i], { x: sx(tick), y: height - pad.bottom + 13, "text-anchor": "middle" }, "x");
+  });
+  axis.append(
+    svg("line", { x1: pad.left, x2: width - pad.right, y1: height - pad.bottom, y2: height - pad.bottom }),
+    svg("line", { x1: pad.left, x2: pad.left, y1: pad.top, y2: height - pad.bottom }),
+  );
+  label("drift (cosine distance)", { x: pad.left + w / 2, y: height - 3, "text-anchor": "middle", class: "cvz-axis-title" }).dataset.axis = "x";
+  const yMid = pad.top + h / 2;
+  label("filters", { x: 10, y: yMid, "text-anchor": "middle", transform: `rotate(-90 10 ${yMid})`, class: "cvz-axis-title" }).dataset.axis = "y";
+  root.append(axis);
+  const bin = range / bins.length;
+  bins.forEach((count, i) => {
+    const bar = svg("rect", {
+      x: sx(i * bin) + 0.5, width: Math.max(1, sx(bin) - sx(0) - 1), y: sy(count), height: Math.max(0, sy(0) - sy(count)),
+      class: "cvz-histogram-bar",
+    });
+    const tip = svg("title", {});
+    tip.textContent = `drift ${formatFixed(i * bin)}–${formatFixed((i + 1) * bin)}: ${count} filter${count === 1 ? "" : "s"}`;
+    bar.append(tip);
+    root.append(bar);
+  });
+  return root;
 }

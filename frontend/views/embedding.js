@@ -11,13 +11,15 @@ import { defaultSortColumn, formatValue, groupTitle, headerText, holdsChanges, s
 import { decodeWire } from "../wire.js";
 import { ckaColour } from "./cka.js";
 import { formatNumber } from "../numeric.js";
+import { axisTicks, exponentText } from "../ticks.js";
 import { el, labelledSelect, svg, viewCard } from "./controls.js";
 import { dataCsvButton, pngButton, setExportParts } from "./download.js";
 
 /** Plot margins: room for the y axis' ticks and label on the left, the x axis' below. */
 const MARGIN = { left: 58, right: 14, top: 10, bottom: 40 };
 const MIN_WIDTH = 420;
-const TICKS = 5;
+// The most intervals over the data: the round step (ticks.js) is at least span / TICKS, so 4-8 ticks show.
+const TICKS = 8;
 /** What each method's axes are called. */
 const AXIS_NAMES = { pca: "PC", umap: "UMAP", tsne: "t-SNE" };
 const METHOD_NAMES = { pca: "PCA", umap: "UMAP", tsne: "t-SNE" };
@@ -63,18 +65,16 @@ function frameOf(xy, width, height) {
 }
 
 /**
- * Round tick values inside [lo, hi]: steps of 1, 2 or 5 × a power of ten.
- * @param {number} lo @param {number} hi @returns {number[]}
+ * Round ticks (ticks.js) inside the plot's range [lo, hi]: the axis is scaled to the data, so the
+ * outer round ticks that lie beyond it are left out.
+ * @param {number} lo @param {number} hi
+ * @returns {{ticks: number[], labels: string[], exponent: number}}
  */
-export function niceTicks(lo, hi) {
-  const raw = (hi - lo) / TICKS;
-  if (!(raw > 0) || !Number.isFinite(raw)) return [];
-  const power = 10 ** Math.floor(Math.log10(raw));
-  // The round step whose tick count is nearest TICKS.
-  const step = [1, 2, 5, 10].map((m) => m * power).reduce((a, b) => (Math.abs((hi - lo) / b - TICKS) < Math.abs((hi - lo) / a - TICKS) ? b : a));
-  const out = [];
-  for (let i = Math.ceil(lo / step); i * step <= hi + step * 1e-9; i++) out.push(Number((i * step).toPrecision(12)) || 0);
-  return out;
+export function mapTicks(lo, hi) {
+  if (!(hi > lo) || !Number.isFinite(hi - lo)) return { ticks: [], labels: [], exponent: 0 };
+  const axis = axisTicks(lo, hi, { count: TICKS });
+  const inside = axis.ticks.map((t, i) => i).filter((i) => axis.ticks[i] >= lo && axis.ticks[i] <= hi);
+  return { ticks: inside.map((i) => axis.ticks[i]), labels: inside.map((i) => axis.labels[i]), exponent: axis.exponent };
 }
 
 /**
@@ -278,18 +278,24 @@ function drawAxes(frame, width, height, titles) {
     if (testid) t.dataset.testid = testid;
     g.append(t);
   };
-  for (const v of niceTicks(frame.x[0], frame.x[1])) {
+  // Round ticks, a darker line at zero where an axis' values change sign, a shared power of ten in its title.
+  const [xs, ys] = [mapTicks(frame.x[0], frame.x[1]), mapTicks(frame.y[0], frame.y[1])];
+  xs.ticks.forEach((v, i) => {
     const [x] = frame.at(v, frame.y[0]);
+    if (v === 0) g.append(svg("line", { x1: x, x2: x, y1: top, y2: bottom, stroke: "currentColor", "stroke-opacity": 0.25 }));
     g.append(svg("line", { x1: x, x2: x, y1: bottom, y2: bottom + 4, stroke: "currentColor", "stroke-opacity": 0.5 }));
-    label(formatNumber(v, 2), { x, y: bottom + 16, "text-anchor": "middle" });
-  }
-  for (const v of niceTicks(frame.y[0], frame.y[1])) {
+    label(xs.labels[i], { x, y: bottom + 16, "text-anchor": "middle" }, "embedding-x-tick");
+  });
+  ys.ticks.forEach((v, i) => {
     const [, y] = frame.at(frame.x[0], v);
+    if (v === 0) g.append(svg("line", { x1: left, x2: right, y1: y, y2: y, stroke: "currentColor", "stroke-opacity": 0.25 }));
     g.append(svg("line", { x1: left - 4, x2: left, y1: y, y2: y, stroke: "currentColor", "stroke-opacity": 0.5 }));
-    label(formatNumber(v, 2), { x: left - 6, y: y + 4, "text-anchor": "end" });
-  }
-  label(titles[0], { x: (left + right) / 2, y: height - 6, "text-anchor": "middle" }, "embedding-x-title");
-  label(titles[1], { x: 14, y: (top + bottom) / 2, "text-anchor": "middle", transform: `rotate(-90 14 ${(top + bottom) / 2})` }, "embedding-y-title");
+    label(ys.labels[i], { x: left - 6, y: y + 4, "text-anchor": "end" }, "embedding-y-tick");
+  });
+  /** A title with its axis' power of ten, if any. @param {string} title @param {number} exponent */
+  const titled = (title, exponent) => (exponent ? `${title} (${exponentText(exponent)})` : title);
+  label(titled(titles[0], xs.exponent), { x: (left + right) / 2, y: height - 6, "text-anchor": "middle" }, "embedding-x-title");
+  label(titled(titles[1], ys.exponent), { x: 14, y: (top + bottom) / 2, "text-anchor": "middle", transform: `rotate(-90 14 ${(top + bottom) / 2})` }, "embedding-y-title");
   return g;
 }
 

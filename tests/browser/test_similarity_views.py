@@ -15,6 +15,15 @@ def values(cells) -> list[float]:
     return [float(v) for v in cells.evaluate_all("cs => cs.map(c => c.dataset.value)")]
 
 
+def assert_readable_axis(ticks, title, name: str) -> None:
+    """An axis a reader can read: at least two tick labels, none in exponent notation ("-3.06e-5"),
+    and a non-empty title."""
+    labels = ticks.all_text_contents()
+    assert len(labels) >= 2, (name, labels)
+    assert not any("e-" in t or "e+" in t for t in labels), (name, labels)
+    assert title.text_content().strip(), name
+
+
 def test_cka_layer_by_layer_of_a_run_against_itself_has_ones_on_its_diagonal(frame):
     choose(frame, RUNS_2D[0], "3", EPOCHS - 1)
     layers = frame.locator("[data-testid=layer-picker] option").evaluate_all("os => os.map(o => o.value)")
@@ -81,6 +90,16 @@ def test_cka_step_by_step_and_to_final(frame):
     to_final = values(final.locator("[data-testid=cka-final-cell]"))
     for r in range(len(layers)):
         assert to_final[r * EPOCHS + EPOCHS - 1] == pytest.approx(1.0, abs=1e-4)  # the last step with itself
+    # Both axes of each heatmap carry their labels and a title (the rows' runs up the left edge).
+    for name, figure in (("cka-epochs", epochs), ("cka-final", final)):
+        assert_readable_axis(figure.locator(f"[data-testid={name}-col-label]"), figure.locator(f"[data-testid={name}-axis]"), name)
+        assert_readable_axis(figure.locator(f"[data-testid={name}-row-label]"),
+                             figure.locator(f"[data-testid={name}-row-axis]"), f"{name} rows")
+    assert final.locator("[data-testid=cka-final-row-axis]").text_content() == "layer"
+    # No row label runs into the rotated row title.
+    title_box = final.locator("[data-testid=cka-final-row-axis]").bounding_box()
+    for label in final.locator("[data-testid=cka-final-row-label]").all():
+        assert label.bounding_box()["x"] >= title_box["x"] + title_box["width"], "row label overlaps the row title"
 
 
 def test_filter_map_fills_its_panel_reads_out_at_the_cursor_and_a_click_opens_it(frame):
@@ -103,8 +122,11 @@ def test_filter_map_fills_its_panel_reads_out_at_the_cursor_and_a_click_opens_it
     # Axes name their component and its share of variance.
     x_title = plot.locator("[data-testid=embedding-x-title]").text_content()
     y_title = plot.locator("[data-testid=embedding-y-title]").text_content()
-    assert x_title.startswith("PC 1 · ") and x_title.endswith("% of variance (axes scaled separately)")
+    assert x_title.startswith("PC 1 · ") and "% of variance (axes scaled separately)" in x_title
     assert y_title.startswith("PC 2 · ")
+    # Round tick labels on both axes (ticks.js), no "e-5" exponents: a shared power of ten goes in the title.
+    for axis in ("x", "y"):
+        assert_readable_axis(plot.locator(f"[data-testid=embedding-{axis}-tick]"), plot.locator(f"[data-testid=embedding-{axis}-title]"), axis)
 
     # Trails are optional, and off at first.
     assert plot.locator("polyline").count() == 0
@@ -179,6 +201,12 @@ def test_run_vs_run_leads_with_pair_similarity_against_chance_and_pairs_at_a_cho
                                                    ": near chance, the pairs say little" if gap > -0.1 else ": below chance")
     assert "paired at step" in frame.locator("[data-testid=compare-headline]").text_content()
     assert frame.locator("[data-testid=compare-headline-drift]").text_content().startswith("Weight drift of the pairs (sign-aware")
+    # The drift histogram: round ticks and a title on both axes, and it spans its panel's width.
+    histogram = frame.locator("[data-testid=drift-histogram]")
+    for axis in ("x", "y"):
+        assert_readable_axis(histogram.locator(f"svg text[data-tick={axis}]"), histogram.locator(f"svg text[data-axis={axis}]"), axis)
+    assert histogram.locator("svg text[data-tick=x]").all_text_contents()[0] == "0"
+    assert histogram.locator("svg").bounding_box()["width"] > 0.95 * histogram.bounding_box()["width"]
     # Pairing at another step asks for it, and the headline says which.
     with tab.page.expect_request(lambda r: "/compare?" in r.url and "pair_step=1" in r.url):
         frame.locator("[data-testid=compare-pair-step]").select_option("1")

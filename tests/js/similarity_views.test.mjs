@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 
 import { colourRange } from "../../frontend/views/cka.js";
-import { niceTicks } from "../../frontend/views/embedding.js";
+import { mapTicks } from "../../frontend/views/embedding.js";
 import { formatFixed } from "../../frontend/numeric.js";
 
 test("a heatmap's colours span its shown values, missing ones left out", () => {
@@ -14,10 +14,15 @@ test("a heatmap's colours span its shown values, missing ones left out", () => {
   assert.deepEqual(colourRange([null]), { lo: 0, hi: 1 });
 });
 
-test("axis ticks are round and inside the range", () => {
-  assert.deepEqual(niceTicks(-0.23, 0.91), [-0.2, 0, 0.2, 0.4, 0.6, 0.8]);
-  assert.deepEqual(niceTicks(0, 10), [0, 2, 4, 6, 8, 10]);
-  assert.deepEqual(niceTicks(1, 1), []);
+test("the map's axis ticks are round, inside the range, and share a power of ten", () => {
+  assert.deepEqual(mapTicks(-0.23, 0.91).ticks, [-0.2, 0, 0.2, 0.4, 0.6, 0.8]);
+  assert.deepEqual(mapTicks(-0.23, 0.91).labels, ["−0.2", "0", "0.2", "0.4", "0.6", "0.8"]);
+  assert.deepEqual(mapTicks(0, 10).ticks, [0, 2, 4, 6, 8, 10]);
+  assert.deepEqual(mapTicks(1, 1).ticks, []);
+  // A component of tiny variance: "−2 0 2" in ×10⁻⁵ (the title says so), never "-3.06e-5".
+  const tiny = mapTicks(-3.06e-5, 3.1e-5);
+  assert.equal(tiny.exponent, -5);
+  assert.ok(tiny.labels.length >= 3 && tiny.labels.every((l) => !/e/i.test(l)), tiny.labels.join(" "));
 });
 
 test("numbers on one scale read with the same decimals", () => {
