@@ -1,9 +1,10 @@
 """Which modules of a model are conv layers, and how their weights read as filters."""
 from __future__ import annotations
 
-from typing import Callable, Iterable, Union
+from typing import Callable, Iterable, Optional, Union
 
 import torch
+import torch.fx as fx
 from torch import nn
 
 from tb_convviz.model.tracing import traced
@@ -111,10 +112,7 @@ def following_batchnorm(model: nn.Module, convs: dict[str, nn.Module]) -> dict[s
             and bn.num_features == filter_weights(convs[conv_name]).shape[0]
         )
 
-    try:
-        graph = traced(model).graph
-    except Exception:  # noqa: BLE001 - any tracing failure means "use registration order"
-        graph = None
+    graph = _graph_or_none(model)
     found: dict[str, str] = {}
     if graph is not None:
         for node in graph.nodes:
@@ -128,6 +126,14 @@ def following_batchnorm(model: nn.Module, convs: dict[str, nn.Module]) -> dict[s
         if conv_name in convs and fits(conv_name, next_name):
             found[conv_name] = next_name
     return found
+
+
+def _graph_or_none(model: nn.Module) -> Optional[fx.Graph]:
+    """The model's fx graph, or None when it does not trace (callers then use registration order)."""
+    try:
+        return traced(model).graph
+    except Exception:  # noqa: BLE001 - any tracing failure means "use registration order"
+        return None
 
 
 # Elementwise nonlinearities a conv's output may go through: the feature-visualization objective
@@ -148,10 +154,7 @@ def following_activation(model: nn.Module, convs: dict[str, nn.Module], batchnor
     """
     model = unwrap(model)
     modules = dict(model.named_modules())
-    try:
-        graph = traced(model).graph
-    except Exception:  # noqa: BLE001 - any tracing failure means "use registration order"
-        graph = None
+    graph = _graph_or_none(model)
     found: dict[str, str] = {}
     if graph is not None:
         by_target = {n.target: n for n in graph.nodes if n.op == "call_module"}
