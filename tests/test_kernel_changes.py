@@ -137,3 +137,19 @@ def test_a_change_without_its_reference_is_a_problem_of_that_record_alone(tmp_pa
     assert "not the record it was stored against" in reasons[10]  # step 0 exists, but is another kernel
     assert "is not in the log" in reasons[11]
     assert logs.kernels("run", LAYER, 2).shape == (16, 8, 3, 3)  # the run's own steps still read
+
+
+def test_a_change_that_does_not_inflate_says_so_when_read():
+    """Its header is whole (the record decodes, its footprint reads) but its compressed changes are
+    not: reading the kernel is a ValueError naming the array, not wrong numbers."""
+    kernel = np.random.default_rng(4).standard_normal((16, 8, 3, 3)).astype(np.float32)
+    keyframe = records.Keyframe.of(0, kernels_record(kernel))
+    change = bytearray(kernels_record(kernel + 0.001, keyframe))
+    bundle = fmt.decode_bundle(bytes(change))
+    start = len(change) - len(bundle._payload) + bundle._raw(records.KERNEL)[0]["offset"] + 4 * 16
+    change[start + 2 : start + 6] = b"\xff\xff\xff\xff"  # inside the zlib stream, past its header
+    broken = fmt.decode_bundle(bytes(change))
+    records.resolve_reference(broken, keyframe.bundle)
+    assert records.footprint(broken)["ring_energy"].shape == records.footprint(bundle)["ring_energy"].shape
+    with pytest.raises(ValueError, match="'kernel'"):
+        broken.array(records.KERNEL)

@@ -209,7 +209,7 @@ class Bundle:
     meta: dict = field(default_factory=dict)
     _header: dict = field(default_factory=dict)
     _payload: memoryview = field(default_factory=lambda: memoryview(b""))
-    _changes: dict = field(default_factory=dict)  # q8d arrays' int8 changes, inflated once at decode
+    _changes: dict = field(default_factory=dict)  # q8d arrays' int8 changes, inflated at first read
     reference: Optional["Bundle"] = None
 
     def names(self) -> list[str]:
@@ -263,8 +263,11 @@ class Bundle:
             if select is not None:
                 ids = ids[select]
             rows = np.asarray(ids).ravel()
+            changes = self._changes.get(name)
+            if changes is None:  # inflated at first read: a footprint or a header read never pays for it
+                changes = self._changes[name] = _inflate(name, h, buf)
             base = self.reference.array(name, select).reshape(len(rows), -1)
-            values = base + self._changes[name][rows].astype(np.float32) * step[rows, None]
+            values = base + changes[rows].astype(np.float32) * step[rows, None]
             return values.reshape(np.shape(ids) + shape[g:])
         if h["enc"] == "f16s":
             a = np.frombuffer(buf, np.float16).reshape(shape)
@@ -421,7 +424,10 @@ def _check_entry(name: str, h: Any, payload: int) -> None:
 def decode_bundle(data: bytes) -> Bundle:
     """Parse bundle bytes written by `encode_bundle`; ValueError on anything else, including a
     header that promises bytes the payload does not hold (a truncated record), so that an array
-    read later never fails."""
+    read later never fails — but for a ``q8d`` array's compressed changes, which are inflated (and
+    their count checked) at its first read: the record's CRC (TensorBoard's, or its sidecar
+    reference's) already vouches for its bytes, and most reads of a kernels record (its footprint,
+    its header) never need them."""
     if len(data) < 8 or data[:4] != MAGIC:
         raise ValueError("not a convviz bundle")
     (hlen,) = struct.unpack("<I", data[4:8])
@@ -435,11 +441,7 @@ def decode_bundle(data: bytes) -> Bundle:
     payload = len(data) - 8 - hlen
     for name, entry in arrays.items():
         _check_entry(name, entry, payload)
-    bundle = Bundle(meta, arrays, memoryview(data)[8 + hlen :])
-    for name, entry in arrays.items():
-        if entry["enc"] == "q8d":
-            bundle._changes[name] = _inflate(name, entry, bundle._raw(name)[1])
-    return bundle
+    return Bundle(meta, arrays, memoryview(data)[8 + hlen :])
 
 
 def _inflate(name: str, h: dict, buf: memoryview) -> np.ndarray:
