@@ -98,10 +98,18 @@ class FilterAblation:
         plan = self._plan(layer)
         if plan is None:
             return 0.0
-        with _verified_lock:
-            if (layer, tuple(self.x.shape)) in _verified.get(self._traced.gm, {}):
-                return 0.0
+        if self._verified(layer)[0]:
+            return 0.0
         return len(_check_copies(plan)) * self.cost(layer)
+
+    def _verified(self, layer: str) -> tuple[bool, Optional[bool]]:
+        """(whether an earlier FilterAblation of this graph and probe shape checked `layer`, what it
+        settled on: see `_verified`)."""
+        assert self._traced is not None
+        key = (layer, tuple(self.x.shape))
+        with _verified_lock:
+            known = _verified.get(self._traced.gm, {})
+            return key in known, known.get(key)
 
     def passes(self, layer: str, filters: Optional[Sequence[int]] = None) -> Iterator[tuple[list[int], torch.Tensor]]:
         """Per pass: (the filters it ablated, their logits (len, N, classes)), filter i's row with
@@ -146,10 +154,7 @@ class FilterAblation:
             return plan
         traced = self._traced
         assert traced is not None
-        key = (layer, tuple(self.x.shape))
-        with _verified_lock:
-            known = _verified.get(traced.gm, {})
-            found, outcome = key in known, known.get(key)
+        found, outcome = self._verified(layer)
         if found:  # the first log said which replay works, and noticed any fallback
             if outcome is None and self.method == "fx":
                 raise AblationPlanError(f"replaying the graph below {layer!r} failed at an earlier log")
@@ -160,7 +165,7 @@ class FilterAblation:
         else:
             plan = self._verify(layer, plan)
             with _verified_lock:
-                _verified.setdefault(traced.gm, {})[key] = None if plan is None else plan.fast
+                _verified.setdefault(traced.gm, {})[(layer, tuple(self.x.shape))] = None if plan is None else plan.fast
         self._plans[layer] = plan
         self._checked.add(layer)
         return plan

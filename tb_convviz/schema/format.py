@@ -341,7 +341,7 @@ def natural_encoding(a: np.ndarray) -> tuple[str, np.ndarray, int]:
     a = np.asarray(a)
     if a.dtype == np.bool_ or np.issubdtype(a.dtype, np.integer):
         return integer_encoding(a)
-    if a.ndim >= 2 and a[0].size > Q8_MIN_ROW and np.isfinite(a).all():
+    if a.ndim >= 2 and math.prod(a.shape[1:]) > Q8_MIN_ROW and np.isfinite(a).all():  # values per filter, without indexing a row
         return "q8", a, 1
     return "f16s", a, 0
 
