@@ -66,6 +66,11 @@ class PlantedNet(nn.Module):
         return self.head(torch.relu(self.conv(x)).mean(dim=(2, 3)))
 
 
+def of_kind(found: list[dict], kind: str) -> list[dict]:
+    """The findings of one kind, in the order `logs.findings` ranked them."""
+    return [f for f in found if f["kind"] == kind]
+
+
 def add_marker(x: torch.Tensor) -> torch.Tensor:
     """A checkerboard in the top-left corner of channel 3 (the marked class's own channel)."""
     out = x.clone()

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from diskfull import writes_cut_short
 from tb_convviz import ConvViz, load
 from tb_convviz.write import collect as collect_module
 
@@ -158,17 +159,7 @@ def test_a_record_cut_short_by_a_full_disk_is_rolled_back(tmp_path, monkeypatch)
     assert viz.log(model, 0)
     path = viz._writer.path
     size = os.path.getsize(path)
-    real_write = os.write
-
-    def half_writes(fd, data):
-        """Writes half of the event file's record, then fails as a full disk does."""
-        if fd != viz._writer._fd:
-            return real_write(fd, data)
-        if len(data) > 1:
-            return real_write(fd, data[: len(data) // 2])
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(os, "write", half_writes)
+    monkeypatch.setattr(os, "write", writes_cut_short(lambda: viz._writer._fd))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert not viz.log(model, 1)

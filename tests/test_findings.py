@@ -13,8 +13,8 @@ import torch
 from scipy import stats
 
 from models import two_conv_net
-from planted_findings import (COPY, DEAD, LAYER, MARKER, MARKER_CLASS, NEEDED, NEEDED_CLASS, write_kernel_size_run,
-                              write_planted_run)
+from planted_findings import (COPY, DEAD, LAYER, MARKER, MARKER_CLASS, NEEDED, NEEDED_CLASS, of_kind,
+                              write_kernel_size_run, write_planted_run)
 from training import one_thread
 from tensorboard.backend.application import TensorBoardWSGI
 from tensorboard.plugins import base_plugin
@@ -34,10 +34,6 @@ def logs(tmp_path_factory: pytest.TempPathFactory):
     write_planted_run(root / "tiny", probe_images=6)
     write_kernel_size_run(root / "k5")
     return load(str(root))
-
-
-def of_kind(found: list[dict], kind: str) -> list[dict]:
-    return [f for f in found if f["kind"] == kind]
 
 
 def test_every_finding_has_its_fields_and_the_list_is_ranked_by_severity(logs):

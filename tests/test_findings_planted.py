@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from planted_findings import of_kind
 from planted_more_findings import (FREEZE_AFTER, SABOTEUR, SHAPE_LAYER, TEXTURE_LAYER, VICTIMS, WRONG_CLASS,
                                    write_sabotaged_run, write_settled_run, write_texture_run)
 
@@ -24,10 +25,6 @@ def logs(tmp_path_factory: pytest.TempPathFactory):
     write_texture_run(root / "texture")
     write_settled_run(root / "settled")
     return load(str(root))
-
-
-def of_kind(found: list[dict], kind: str) -> list[dict]:
-    return [f for f in found if f["kind"] == kind]
 
 
 def test_the_saboteur_whose_removal_fixes_every_error_is_the_one_harmful_finding(logs):

@@ -15,6 +15,7 @@ from torch import nn
 from werkzeug.test import Client
 
 from tbserver import get_json, tensorboard, wait_for
+from diskfull import writes_cut_short
 from tb_convviz import ConvViz, load
 from tb_convviz.plugin.plugin import ConvVizPlugin
 from tb_convviz.schema import format as fmt
@@ -130,17 +131,7 @@ def test_a_full_disk_while_writing_the_sidecar_rolls_back_both_files(tmp_path, m
     assert viz.log(model, 0)
     writer = viz._writer
     sizes = (os.path.getsize(writer.path), writer._sidecar_size)
-    real_write = os.write
-
-    def half_writes(fd, data):
-        """Writes half of a sidecar record, then fails as a full disk does."""
-        if fd != writer._sidecar_fd:
-            return real_write(fd, data)
-        if len(data) > 1:
-            return real_write(fd, data[: len(data) // 2])
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(os, "write", half_writes)
+    monkeypatch.setattr(os, "write", writes_cut_short(lambda: writer._sidecar_fd))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert not viz.log(model, 1)
