@@ -398,7 +398,12 @@ class ConvVizReader:
         (*kernel), "dead_share", "duplicate_share", "duplicate_pairs", "hint" (plain words or None),
         and "step" (the kernels' step)."""
         kernel_step = self.latest_at_or_before(run, layer, fmt.KIND_KERNELS, step)
-        found = records.footprint(self.bundle(run, layer, fmt.KIND_KERNELS, kernel_step))
+        try:  # in that step's small filters record; logs from before that keep it with the kernels
+            found = records.footprint(self.bundle(run, layer, fmt.KIND_FILTERS, kernel_step))
+        except NotFound:
+            found = None
+        if found is None:
+            found = records.footprint(self.bundle(run, layer, fmt.KIND_KERNELS, kernel_step))
         if found is None:
             raise NotFound(f"layer {layer!r} of run {run!r} was logged without kernel footprints")
         return {**found, "step": kernel_step}
