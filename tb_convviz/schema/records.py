@@ -153,6 +153,12 @@ def filters_record(
     return fmt.encode_bundle(arrays, meta)
 
 
+def filter_stat_names(bundle: fmt.Bundle) -> list[str]:
+    """The per-filter statistics of a filters record: its arrays but the kernel tiles and the
+    layer's footprint (kept there at steps logging full kernels)."""
+    return [n for n in bundle.names() if n != TILES and not n.startswith(FOOTPRINT_PREFIX)]
+
+
 def maps_record(maps: np.ndarray, images: list[int], source_shape: list[int]) -> bytes:
     """Activation maps (images, filters, *spatial), q8 per image × filter."""
     return fmt.encode_bundle({MAPS: ("q8", maps, 2)}, {"images": images, "source_shape": source_shape})
