@@ -1,16 +1,20 @@
 """The dashboard's caching view of the data provider: fewer calls, never stale after a rewrite."""
+import functools
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
 from tb_convviz import ConvViz, load, storage
 from tb_convviz.schema import format as fmt
-from tb_convviz.schema import sidecar
+from tb_convviz.schema import records, sidecar
 from tb_convviz.plugin.cache import CachingProvider
 from tb_convviz.read.reader import ConvVizReader
 from tb_convviz.read.store import RecordStore
+from tb_convviz.write import callback
+from tb_convviz.write.writer import RecordWriter
 
 
 class Counting:
@@ -24,38 +28,66 @@ class Counting:
         self.calls["list"] += 1
         return self.inner.list_blob_sequences(ctx, **kw)
 
+    def list_tensors(self, ctx=None, **kw):
+        self.calls["list"] += 1
+        return self.inner.list_tensors(ctx, **kw)
+
     def read_blob_sequences(self, ctx=None, **kw):
         self.calls["series"] += 1
         return self.inner.read_blob_sequences(ctx, **kw)
+
+    def read_tensors(self, ctx=None, **kw):
+        self.calls["series"] += 1
+        return self.inner.read_tensors(ctx, **kw)
 
     def read_blob(self, ctx=None, **kw):
         self.calls["blob"] += 1
         return self.inner.read_blob(ctx, **kw)
 
 
-def _logs(tmp_path, epochs=4):
+def _logs(tmp_path, epochs=4, format_1=False):
+    """A small run; `format_1`: written as logs were before groups (one blob-sequence event per record)."""
+    torch.manual_seed(0)  # whether a step's kernels are stored as a change depends on the weights
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Conv2d(2, 3, 3))
-    viz = ConvViz(tmp_path / "run", probe=torch.randn(2, 1, 8, 8), perturbations=False)
-    for epoch in range(epochs):
-        with torch.no_grad():
-            model[0].weight.add_(0.1)
-        viz.log(model, epoch)
-    viz.close()
+    with pytest.MonkeyPatch.context() as patch:
+        if format_1:
+            patch.setattr(callback, "RecordWriter", functools.partial(RecordWriter, sidecar=False))
+        viz = ConvViz(tmp_path / "run", probe=torch.randn(2, 1, 8, 8), perturbations=False)
+        for epoch in range(epochs):
+            with torch.no_grad():
+                model[0].weight.add_(0.1)
+            viz.log(model, epoch)
+        viz.close()
     return load(tmp_path)
 
 
-def test_repeated_reads_hit_the_cache_and_agree_with_the_provider(tmp_path):
-    logs = _logs(tmp_path)
+@pytest.mark.parametrize("format_1", [False, True])
+def test_repeated_reads_hit_the_cache_and_agree_with_the_provider(tmp_path, format_1):
+    logs = _logs(tmp_path, format_1=format_1)
     counting = Counting(logs._provider)
     cached = ConvVizReader(CachingProvider(counting, ttl_s=60), store=logs._store)
     for _ in range(3):
         assert cached.steps("run", "0") == [0, 1, 2, 3]
         assert cached.steps("run", "1", fmt.KIND_MAPS) == [0, 1, 2, 3]
-        got = cached.bundle("run", "0", fmt.KIND_KERNELS, 2).array("kernel")
-    # one read of all the run's tags, and one listing: whether its streams follow the commit rule
-    assert counting.calls == {"list": 1, "series": 1, "blob": 1}
+        kernels = cached.bundle("run", "0", fmt.KIND_KERNELS, 2)
+        got = kernels.array("kernel")
+    # One listing and one read of all the run's tags, of each data class. Format 2 hands over each
+    # step's groups with the series: no blob is read; format 1 reads the kernels' blob once (and
+    # its keyframe's, where they are stored as a change).
+    blobs = 1 + (records.kernel_reference(kernels) is not None) if format_1 else 0
+    assert counting.calls == {"list": 2, "series": 2, "blob": blobs}
     assert (got == logs.kernels("run", "0", 2)).all()
     assert [s for s, _ in cached.bundles("run", "1", fmt.KIND_FILTERS)] == [0, 1, 2, 3]
+
+
+def test_a_run_is_listed_from_the_last_listing_of_every_run(tmp_path):
+    """The tab lists every run each few seconds (/index): a route about one run lists nothing anew."""
+    logs = _logs(tmp_path, epochs=2)
+    counting = Counting(logs._provider)
+    reader = ConvVizReader(CachingProvider(counting, ttl_s=60), store=logs._store)
+    assert reader.runs() == ["run"] and counting.calls["list"] == 2
+    assert reader.steps("run", "0") == [0, 1]
+    assert counting.calls["list"] == 2
 
 
 def test_listings_expire_so_new_epochs_appear(tmp_path):
@@ -65,14 +97,14 @@ def test_listings_expire_so_new_epochs_appear(tmp_path):
     reader = ConvVizReader(provider, store=logs._store)
     reader.runs()
     reader.runs()
-    assert counting.calls["list"] == 1
+    assert counting.calls["list"] == 2  # blob sequences and tensors
     time.sleep(0.1)
     reader.runs()
-    assert counting.calls["list"] == 2
+    assert counting.calls["list"] == 4
 
 
 def test_blob_cache_stays_within_its_byte_budget(tmp_path):
-    logs = _logs(tmp_path)
+    logs = _logs(tmp_path, format_1=True)  # format 2 reads no blobs
     provider = CachingProvider(logs._provider, ttl_s=60, blob_bytes=1)
     reader = ConvVizReader(provider, store=logs._store)
     for step in range(4):

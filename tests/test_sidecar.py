@@ -82,9 +82,9 @@ def test_a_step_is_one_event_per_layer_then_its_commit(logdir):
     new, old = _summary_tags(logdir / "new"), _summary_tags(logdir / "old")
     for step in STEPS:
         tags = [t for s, t in new if s == step]
-        assert tags[-1] == commit
+        assert tags[-1] == groups.COMMIT_TAG
         assert sorted(fmt.parse_tag(t)[0] for t in tags[:-1]) == ["0", "2", fmt.RUN_LAYER]
-        assert all("/@" in t for t in tags[:-1])
+        assert all(groups.is_group_tag(t) for t in tags[:-1])
         # the same records as the older layout's one event each
         kinds = sorted(f"{fmt.parse_tag(t)[0]}/{k}" for t in tags[:-1] for k in fmt.parse_tag(t)[1][1:].split("+"))
         assert kinds == sorted(t for s, t in old if s == step and t != commit)

@@ -57,6 +57,7 @@ def index(reader: ConvVizReader) -> dict:
     """Runs → layers (facts and logged steps) → probe summary; which tb_convviz serves and which wrote each run."""
     origins = reader.origins()
     runs = []
+    reader.read_runs(reader.runs())
     for run in reader.runs():
         layers = []
         for layer in reader.layers(run):

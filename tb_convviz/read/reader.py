@@ -93,24 +93,29 @@ class NotFound(LookupError):
 
 
 class Stream(NamedTuple):
-    """What one tag holds: the record kinds of its every event, and whether each event is a group
-    of a layer's records (`schema.groups`) rather than one record."""
+    """What one tag holds: the record kinds of its every event; whether each event is a group of
+    a layer's records (`schema.groups`) rather than one record; whether it follows the commit
+    rule's stamps (`commits`); and whether TensorBoard hands its events over with the series
+    (format 2's string tensors) rather than one blob read each (format 1's blob sequences)."""
 
     kinds: tuple[str, ...]
     grouped: bool
+    stamped: bool
+    held: bool = False
 
 
-class _Part(NamedTuple):
-    """One record of a group event, in a series of records: a BlobSequenceDatum's `step`,
-    `wall_time` and `values`, and the `kind` to take from the group."""
+class _Held(NamedTuple):
+    """A record TensorBoard handed over with its series: the event's payload (a group's, or the
+    record itself when `kind` is None), where it is (`tag`, `step`, `wall_time`)."""
 
     step: int
     wall_time: float
-    values: tuple
-    kind: str
+    tag: str
+    payload: bytes
+    kind: Optional[str]
 
 
-Datum = Union[tb_provider.BlobSequenceDatum, _Part]  # one record, as `_series` lists it
+Datum = Union[tb_provider.BlobSequenceDatum, _Held]  # one record, as `_series` lists it
 
 
 @functools.lru_cache(maxsize=256)
@@ -124,7 +129,15 @@ def _record_stream(content: bytes) -> tuple[Optional[Stream], str]:
         return None, str(e)
     known, unknown = fmt.known_kinds(meta)
     why = f"record kinds {unknown} in it are not ones this version reads" if unknown else ""
-    return Stream(tuple(known), meta["kind"] == groups.KIND_GROUP), why
+    return Stream(tuple(known), meta["kind"] == groups.KIND_GROUP, bool(meta.get(fmt.STAMPED))), why
+
+
+def _held_payload(datum: tb_provider.TensorDatum) -> bytes:
+    """The bytes of a scalar string tensor's datum."""
+    value = np.asarray(datum.numpy).reshape(-1)
+    if value.size != 1 or not isinstance(value[0], bytes):
+        raise ValueError(f"a tensor event holds {value.size} values of {value.dtype}, not one string")
+    return value[0]
 
 
 def _version_order(version: Optional[str]) -> tuple:
@@ -168,15 +181,6 @@ class Problems:
         return [{"run": r, "tag": t, "step": s, "reason": why} for (r, t, s), why in found]
 
 
-@functools.lru_cache(maxsize=64)
-def _is_stamped(content: bytes) -> bool:
-    """Whether a stream follows the commit rule's stamps; an unreadable one (a problem) does not."""
-    try:
-        return bool(fmt.parse_plugin_content(content).get(fmt.STAMPED))
-    except ValueError:
-        return False
-
-
 class ConvVizReader:
     """Runs → layers → steps → decoded bundles, over any `tensorboard.data.provider.DataProvider`."""
 
@@ -193,7 +197,6 @@ class ConvVizReader:
         self._eid = experiment_id
         self._ctx = ctx if ctx is not None else tb_context.RequestContext()
         self.problems = problems if problems is not None else Problems()
-        self._stamped_tags: dict[str, tuple[set[str], set[str]]] = {}  # run → (tags listed, stamped ones)
         self._listed: Optional[dict[Optional[str], dict[str, dict[str, Stream]]]] = {} if one_answer else None
         self._by_layer: dict[str, dict[str, list[str]]] = {}  # one answer's run → layer → kinds
 
@@ -222,21 +225,24 @@ class ConvVizReader:
             self._listed[run] = self._list(run)
         return self._listed[run]
 
+    def _listings(self, run: Optional[str]) -> tuple[dict, dict]:
+        """TensorBoard's listings of this plugin's (blob sequences, tensors): format 1 and 2."""
+        where = dict(experiment_id=self._eid, plugin_name=fmt.PLUGIN_NAME,
+                     run_tag_filter=tb_provider.RunTagFilter(runs=[run]) if run is not None else None)
+        return self._provider.list_blob_sequences(self._ctx, **where), self._provider.list_tensors(self._ctx, **where)
+
     def _list(self, run: Optional[str]) -> dict[str, dict[str, Stream]]:
-        listing = self._provider.list_blob_sequences(
-            self._ctx,
-            experiment_id=self._eid,
-            plugin_name=fmt.PLUGIN_NAME,
-            run_tag_filter=tb_provider.RunTagFilter(runs=[run]) if run is not None else None,
-        )
         index: dict[str, dict[str, Stream]] = {}
-        for run_name, tags in listing.items():
-            for tag, series in tags.items():
-                stream, reason = _record_stream(series.plugin_content)
-                if stream is not None:
-                    index.setdefault(run_name, {})[tag] = stream
-                if reason:
-                    self._problem(run_name, tag, None, reason)
+        for held, listing in enumerate(self._listings(run)):
+            for run_name, tags in listing.items():
+                for tag, series in tags.items():
+                    stream, reason = _record_stream(series.plugin_content)
+                    if stream is not None and stream.grouped and not held:
+                        stream, reason = None, "a group of records in a blob sequence: groups are string tensors"
+                    if stream is not None:
+                        index.setdefault(run_name, {})[tag] = stream._replace(held=bool(held))
+                    if reason:
+                        self._problem(run_name, tag, None, reason)
         return index
 
     def runs(self) -> list[str]:
@@ -245,8 +251,11 @@ class ConvVizReader:
     def origins(self) -> dict[str, set[tuple[int, Optional[str]]]]:
         """{run: {(format version, tb_convviz version that wrote it or None)}} of every record
         stream, also those this version cannot read: which version wrote a log, which to install."""
-        listing = self._provider.list_blob_sequences(self._ctx, experiment_id=self._eid, plugin_name=fmt.PLUGIN_NAME)
-        return {run: {fmt.record_origin(series.plugin_content) for series in tags.values()} for run, tags in listing.items()}
+        out: dict[str, set[tuple[int, Optional[str]]]] = {}
+        for listing in self._listings(None):
+            for run, tags in listing.items():
+                out.setdefault(run, set()).update(fmt.record_origin(series.plugin_content) for series in tags.values())
+        return out
 
     def layers(self, run: str) -> list[str]:
         """Layer names in model order (as the run record lists them), else sorted."""
@@ -276,53 +285,67 @@ class ConvVizReader:
             self._by_layer[run] = self.layer_kinds(run)
         return self._by_layer[run].get(layer, [])
 
-    def _read_series(self, run: str, tags: Optional[list[str]]) -> dict[str, list[tb_provider.BlobSequenceDatum]]:
+    def _read_series(self, run: str, tags: Optional[list[str]]) -> dict[str, list]:
+        """{tag: its events} of the run (of `tags` only, when given): BlobSequenceDatums of format 1's
+        blob sequences, TensorDatums of format 2's string tensors."""
         if self._seen is not None:  # one answer reads one state of the run, however long it takes
             data = self._seen.get(run)
             if data is None:
-                data = self._seen[run] = self._provider.read_blob_sequences(
-                    self._ctx, experiment_id=self._eid, plugin_name=fmt.PLUGIN_NAME, downsample=_ALL_STEPS,
-                    run_tag_filter=tb_provider.RunTagFilter(runs=[run]),
-                ).get(run, {})
+                data = self._seen[run] = self._read_both(run, None)
             return data if tags is None else {t: data[t] for t in tags if t in data}
-        data = self._provider.read_blob_sequences(
-            self._ctx,
-            experiment_id=self._eid,
-            plugin_name=fmt.PLUGIN_NAME,
-            downsample=_ALL_STEPS,
-            run_tag_filter=tb_provider.RunTagFilter(runs=[run], tags=tags),
-        )
-        return data.get(run, {})
+        return self._read_both(run, tags)
+
+    def _read_both(self, run: str, tags: Optional[list[str]]) -> dict[str, list]:
+        """Each data class the run's listed streams use, in one call each (a call to TensorBoard's
+        Rust data server costs ~40 ms: a format-2 run costs one)."""
+        streams = self._index(run).get(run, {})
+        held = {stream.held for tag, stream in streams.items() if tags is None or tag in tags}
+        kwargs = dict(experiment_id=self._eid, plugin_name=fmt.PLUGIN_NAME, downsample=_ALL_STEPS,
+                      run_tag_filter=tb_provider.RunTagFilter(runs=[run], tags=tags))
+        out: dict[str, list] = {}
+        for is_held, read in ((False, self._provider.read_blob_sequences), (True, self._provider.read_tensors)):
+            if is_held in held:
+                for tag, data in read(self._ctx, **kwargs).get(run, {}).items():
+                    out.setdefault(tag, []).extend(data)
+        return out
+
+    def read_runs(self, runs: Iterable[str]) -> None:
+        """Read these runs' series at once (one answer's reader): each is a call to TensorBoard's
+        data server, which answers calls in parallel, and /index reads every run."""
+        if self._seen is None:
+            return
+        todo = [run for run in runs if run not in self._seen]
+        self._index()  # listed once, before the threads ask
+        with ThreadPoolExecutor(_PARALLEL_READS) as pool:
+            for run, data in zip(todo, pool.map(lambda run: self._read_both(run, None), todo)):
+                self._seen[run] = data
 
     def _series(self, run: str, layer: str, kind: str) -> list[Datum]:
         """A layer's `kind` records of whole steps only, one per step (`commits.whole_records`):
-        from its own stream (logs before groups) and from the layer's group streams holding it."""
-        commit_tag = fmt.tag_for(fmt.RUN_LAYER, fmt.KIND_COMMIT)
+        from its own stream (format 1) and from the layer's group streams holding it (format 2)."""
+        index = self._index(run).get(run, {})
+        commit_tags = [tag for tag, stream in index.items() if fmt.KIND_COMMIT in stream.kinds]
         if kind == fmt.KIND_COMMIT:
-            sources = {commit_tag: Stream((kind,), False)}
+            sources = {tag: index[tag] for tag in commit_tags}
         else:
-            sources = {tag: stream for tag, stream in self._index(run).get(run, {}).items()
-                       if kind in stream.kinds and fmt.parse_tag(tag)[0] == layer}
-        data = self._read_series(run, [*sources, commit_tag])
+            sources = {tag: stream for tag, stream in index.items() if kind in stream.kinds and fmt.parse_tag(tag)[0] == layer}
+        data = self._read_series(run, [*sources, *commit_tags])
+        commits = [d for tag in commit_tags for d in data.get(tag, [])]
         found: dict[int, Datum] = {}
         for tag, stream in sources.items():
-            for datum in whole_records(data.get(tag, []), data.get(commit_tag, []), self._stamped(run, tag)):
-                if datum.step not in found or datum.wall_time > found[datum.step].wall_time:  # a step in two layouts: the later
-                    found[datum.step] = _Part(datum.step, datum.wall_time, datum.values, kind) if stream.grouped else datum
+            for datum in whole_records(data.get(tag, []), commits, stream.stamped):
+                if datum.step in found and datum.wall_time <= found[datum.step].wall_time:
+                    continue  # a step in two layouts (a run resumed by a newer version): the later
+                if stream.held:
+                    try:
+                        datum = _Held(datum.step, datum.wall_time, tag, _held_payload(datum), kind if stream.grouped else None)
+                    except ValueError as e:
+                        self._problem(run, tag, datum.step, str(e))
+                        continue
+                found[datum.step] = datum
         if not found:
             raise NotFound(f"no {kind!r} records for layer {layer!r} in run {run!r}")
         return [found[step] for step in sorted(found)]
-
-    def _stamped(self, run: str, tag: str) -> bool:
-        """Whether the stream was written under the commit rule's stamps (see `commits`). A stream's
-        plugin content is its first record's, so one listing answers for every tag it lists."""
-        known = self._stamped_tags.get(run)
-        if known is None or tag not in known[0]:
-            listing = self._provider.list_blob_sequences(
-                self._ctx, experiment_id=self._eid, plugin_name=fmt.PLUGIN_NAME, run_tag_filter=tb_provider.RunTagFilter(runs=[run])
-            ).get(run, {})
-            known = self._stamped_tags[run] = (set(listing), {t for t, series in listing.items() if _is_stamped(series.plugin_content)})
-        return tag in known[1]
 
     def signature(self, run: str) -> tuple:
         """What the run holds now, cheaply: every stream's record count and last step. An answer
@@ -362,9 +385,12 @@ class ConvVizReader:
         """One record's bytes, through the one lazy path (`store`): TensorBoard holds its event,
         which is the record, a reference into the run's sidecar file, or a group of the layer's
         records of the step, each one of those. ValueError: unreadable."""
-        payload = self._provider.read_blob(self._ctx, blob_key=datum.values[0].blob_key)
-        if isinstance(datum, _Part):
-            payload = groups.group_part(payload, datum.kind)
+        if not isinstance(datum, _Held):
+            payload = self._provider.read_blob(self._ctx, blob_key=datum.values[0].blob_key)
+        elif datum.kind is None:
+            payload = datum.payload
+        else:
+            payload = groups.group_part(datum.payload, datum.kind)
         return self._store.record_bytes(run, payload, keep)
 
     def _decode(self, run: str, layer: str, kind: str, datum: Datum,
@@ -545,10 +571,11 @@ class ConvVizReader:
         return _MATCHES.get_or_compute(key, solve)
 
     @staticmethod
-    def _record_identity(datum: Datum) -> tuple[str, float, Optional[str]]:
-        # A rewritten step (a restarted run) keeps its blob key but not its wall time; a group's
-        # records share both.
-        return datum.values[0].blob_key, datum.wall_time, datum.kind if isinstance(datum, _Part) else None
+    def _record_identity(datum: Datum) -> tuple:
+        # A rewritten step (a restarted run) keeps its blob key but not its wall time.
+        if isinstance(datum, _Held):
+            return datum.tag, datum.step, datum.wall_time, datum.kind
+        return datum.values[0].blob_key, datum.wall_time
 
     def costs(self, run: str) -> list[tuple[int, Optional[dict]]]:
         """(step, what its log cost) for every whole step: `cost.CostMeter.summary`'s parts, totals

@@ -7,6 +7,9 @@ one per record; grouping a layer's records of a step makes that ~21, so what Ten
 for a sweep of many runs stays near its own footprint (`bench/many_runs.py`). The Rust loader and
 every listing also handle a fifth of the data points.
 
+* a scalar string tensor (TensorBoard's data class "tensor", not "blob sequence"): a reader gets
+  every step's groups of a run in the one call that lists its steps, where a blob is one call
+  each (~40 ms per call to TensorBoard's Rust data server on Linux, seen here);
 * tag ``<layer>/@<kind>+<kind>…`` (the group's kinds, sorted): a tag's plugin content is its first
   event's, so each set of kinds a layer logs (full kernels every few steps, layers taking turns
   at responses) is a stream of its own; its plugin content has kind ``group`` and the list
@@ -15,7 +18,9 @@ every listing also handle a fifth of the data points.
   ``[[kind, length], …]``, then each part's bytes in that order: the record itself (small ones)
   or its sidecar reference (`schema.sidecar`).
 
-A step's commit record stays an event of its own, after its groups (`schema.commits`).
+A step's commit record is an event of its own after its groups, a string tensor too, under
+``COMMIT_TAG`` (format 1's blob-sequence commits keep ``_run/commit``: one tag never changes its
+data class). See `schema.commits`.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ GROUP_MAGIC = b"CVZG"
 KIND_GROUP = "group"
 _HEADER = struct.Struct("<I")
 _TAG_MARK = "@"
+COMMIT_TAG = f"_run/{_TAG_MARK}commit"  # `format.RUN_LAYER`, `format.KIND_COMMIT`
 
 
 def group_tag(layer: str, kinds: Sequence[str]) -> str:
@@ -42,7 +48,7 @@ def encode_group(parts: Sequence[tuple[str, bytes]]) -> bytes:
 
 def is_group_tag(tag: str) -> bool:
     """Whether a tag names a group stream (tools reading event files; readers go by the content)."""
-    return f"/{_TAG_MARK}" in tag
+    return f"/{_TAG_MARK}" in tag and tag != COMMIT_TAG
 
 
 def group_parts(payload: bytes) -> list[tuple[str, bytes]]:

@@ -26,27 +26,31 @@ from tb_convviz.schema.commits import new_stamp
 
 
 def record_summary(layer: str, kind: str, payload: bytes) -> summary_pb2.Summary:
-    """One summary value holding one record's `payload` as a length-1 blob sequence."""
-    return _summary(fmt.tag_for(layer, kind), fmt.plugin_content(kind), payload)
+    """One record's `payload` as a length-1 blob sequence: format 1's one event per record."""
+    return _summary(fmt.tag_for(layer, kind), fmt.plugin_content(kind), payload, held=False)
 
 
 def group_summary(layer: str, parts: dict[str, bytes]) -> summary_pb2.Summary:
-    """One summary value holding a layer's records of a step, {kind: stored bytes} (`schema.groups`)."""
+    """A layer's records of a step, {kind: stored bytes}, as one string tensor (`schema.groups`)."""
     kinds = sorted(parts)
     return _summary(groups.group_tag(layer, kinds), fmt.plugin_content(groups.KIND_GROUP, kinds),
-                    groups.encode_group([(k, parts[k]) for k in kinds]))
+                    groups.encode_group([(k, parts[k]) for k in kinds]), held=True)
 
 
-def _summary(tag: str, content: bytes, payload: bytes) -> summary_pb2.Summary:
+def commit_summary(payload: bytes) -> summary_pb2.Summary:
+    """A step's commit record as a string tensor, after its groups (`schema.groups`)."""
+    return _summary(groups.COMMIT_TAG, fmt.plugin_content(fmt.KIND_COMMIT), payload, held=True)
+
+
+def _summary(tag: str, content: bytes, payload: bytes, held: bool) -> summary_pb2.Summary:
+    """`held`: a scalar string tensor, which TensorBoard hands a reader with the series listing
+    (one call for every step of a run) instead of a blob, which is one call each."""
     metadata = summary_pb2.SummaryMetadata(
         plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=fmt.PLUGIN_NAME, content=content),
-        data_class=summary_pb2.DATA_CLASS_BLOB_SEQUENCE,
+        data_class=summary_pb2.DATA_CLASS_TENSOR if held else summary_pb2.DATA_CLASS_BLOB_SEQUENCE,
     )
-    tensor = tensor_pb2.TensorProto(
-        dtype=types_pb2.DT_STRING,
-        tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=1)]),
-        string_val=[payload],
-    )
+    shape = tensor_shape_pb2.TensorShapeProto(dim=[] if held else [tensor_shape_pb2.TensorShapeProto.Dim(size=1)])
+    tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_shape=shape, string_val=[payload])
     return summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, metadata=metadata, tensor=tensor)])
 
 
@@ -239,7 +243,7 @@ class RecordWriter:
         """The step's framed events: one group per layer, in the order layers came, then its commit."""
         events = [self._event(step, group_summary(layer, parts)) for layer, parts in self._pending.items()]
         self._pending = {}
-        return [*events, self._event(step, record_summary(fmt.RUN_LAYER, fmt.KIND_COMMIT, commit))]
+        return [*events, self._event(step, commit_summary(commit))]
 
     def _stored(self, payload: bytes) -> bytes:
         """What the record's event holds: the payload, or a reference to it in the sidecar file."""
