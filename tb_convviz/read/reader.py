@@ -330,7 +330,7 @@ class ConvVizReader:
             bundle = self._decode(run, layer, kind, datum, data)
             return RecordHead(bundle.meta, {name: bundle.shape(name) for name in bundle.names()})
 
-        return _HEADS.get_or_compute((self._store.logdir, self._eid, run, *self._record_identity(datum)), read)
+        return _HEADS.get_or_compute((self._store.folders, self._eid, run, *self._record_identity(datum)), read)
 
     def _record_bytes(self, run: str, datum: tb_provider.BlobSequenceDatum, keep: bool = True) -> bytes:
         """One record's bytes, through the one lazy path (`store`): TensorBoard holds its event,
