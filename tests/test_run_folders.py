@@ -37,6 +37,14 @@ def _tensorboard_runs(**flags) -> tuple[dict[str, str], RunFolders]:
     return ingester.deprecated_multiplexer.RunPaths(), RunFolders.of_tensorboard(context)
 
 
+def _sidecar_in(folder: Path) -> bytes:
+    """A sidecar file in `folder` holding RECORD, and the event payload that points at it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    name = "convviz.1.host.1.1" + sidecar.SIDECAR_SUFFIX
+    (folder / name).write_bytes(RECORD)
+    return sidecar.reference(name, 0, RECORD)
+
+
 def test_each_run_resolves_to_the_folder_tensorboard_read_it_from(tmp_path):
     a = _runs(tmp_path / "a", ".", "x", "x/y")
     b = _runs(tmp_path / "b", "z")
@@ -48,23 +56,19 @@ def test_each_run_resolves_to_the_folder_tensorboard_read_it_from(tmp_path):
 
 
 def test_a_folder_given_without_a_name_lists_its_runs_as_under_logdir(tmp_path):
+    tmp_path = tmp_path.resolve()  # as TensorBoard's parser gives a spec's folders
     a = _runs(tmp_path / "a", "x")
     b = _runs(tmp_path / "b", "z")
     read, folders = _tensorboard_runs(logdir_spec=f"named:{a},{b}")
     assert sorted(read) == ["named/x", "z"]
     for run, folder in read.items():
         assert folder in folders.candidates(run), run
+    # "named/x" could also be a run of b, given later: the record is read where its sidecar is.
+    assert folders.candidates("named/x") == [str(b / "named" / "x"), str(a / "x")]
+    assert RecordStore(folders).record_bytes("named/x", _sidecar_in(a / "x")) == RECORD
     read, folders = _tensorboard_runs(logdir=str(b))
     assert {run: folders.candidates(run) for run in read} == {"z": [str(b / "z")]}
     assert folders.logdir == str(b)
-
-
-def _sidecar_in(folder: Path) -> bytes:
-    """A sidecar file in `folder` holding RECORD, and the event payload that points at it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    name = "convviz.1.host.1.1" + sidecar.SIDECAR_SUFFIX
-    (folder / name).write_bytes(RECORD)
-    return sidecar.reference(name, 0, RECORD)
 
 
 def test_a_crafted_run_or_reference_reads_nothing_outside_the_named_folders(tmp_path, monkeypatch):

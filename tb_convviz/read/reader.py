@@ -178,7 +178,8 @@ class ConvVizReader:
 
     @property
     def logdir(self) -> Optional[str]:
-        """The logdir whose sidecar files this reader reads (None: inline records only)."""
+        """The logdir whose sidecar files this reader reads (None: inline records only, or the
+        several folders of a `--logdir_spec`)."""
         return self._store.logdir
 
     @property
