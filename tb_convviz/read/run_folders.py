@@ -69,7 +69,7 @@ class RunFolders(NamedTuple):
             if relative is not None and _inside(relative):
                 found.append(root.folder if relative in ("", ".") else storage.join(root.folder, relative))
         if not found:
-            raise ValueError(f"run {run!r} is not a folder under the logdir TensorBoard was given")
+            raise ValueError(f"run {run!r} is not a folder under the logdir TensorBoard was given (or its --logdir_spec's)")
         return found
 
 
@@ -79,9 +79,7 @@ def _relative_to(run: str, name: Optional[str]) -> Optional[str]:
         return run
     if run == name:
         return ""
-    head = run[: len(name)]
-    rest = run[len(name):]
-    return rest[1:] if head == name and rest[:1] in ("/", "\\") else None
+    return run[len(name) + 1:] if run.startswith(name) and run[len(name):len(name) + 1] in ("/", "\\") else None
 
 
 def _inside(relative: str) -> bool:
