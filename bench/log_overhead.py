@@ -160,11 +160,12 @@ def tree_bytes(path: str) -> int:
 def convviz_bytes_by_array(logdir: str) -> dict[str, int]:
     """Bytes per "kind/array" (e.g. "kernels/effective_kernel") across every event file under `logdir`;
     "<kind>/(header)" is each bundle's JSON header, "(tensorboard framing)" the event protos around
-    them and "(sidecar references)" the events' pointers to records kept in a sidecar file."""
+    them, "(group headers)" what lists a layer's records in its event of the step, and "(sidecar
+    references)" the events' pointers to records kept in a sidecar file."""
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
     from tb_convviz.read.store import RecordStore
-    from tb_convviz.schema import sidecar
+    from tb_convviz.schema import groups, sidecar
 
     store = RecordStore(logdir)
     totals: dict[str, int] = defaultdict(int)
@@ -175,16 +176,19 @@ def convviz_bytes_by_array(logdir: str) -> dict[str, int]:
             for event in EventFileLoader(os.path.join(d, f)).Load():
                 totals["(tensorboard framing)"] += event.ByteSize() + 16  # + TFRecord length and CRCs
                 for value in event.summary.value:
-                    for blob in value.tensor.string_val:
-                        kind = fmt.parse_tag(value.tag)[1]
-                        totals["(tensorboard framing)"] -= len(blob)
-                        if sidecar.parse_reference(blob) is not None:
-                            totals["(sidecar references)"] += len(blob)
-                        record = store.record_bytes(os.path.relpath(d, logdir), blob)
-                        arrays = fmt.decode_bundle(record)._header  # the bench reads the layout, not the values
-                        for name, h in arrays.items():
-                            totals[f"{kind}/{name}"] += h["nbytes"]
-                        totals[f"{kind}/(header)"] += len(record) - sum(h["nbytes"] for h in arrays.values())
+                    for payload in value.tensor.string_val:
+                        totals["(tensorboard framing)"] -= len(payload)
+                        stored_records = groups.stored_records(value.tag, payload)
+                        if groups.is_group_tag(value.tag):
+                            totals["(group headers)"] += len(payload) - sum(len(blob) for _, blob in stored_records)
+                        for kind, blob in stored_records:
+                            if sidecar.parse_reference(blob) is not None:
+                                totals["(sidecar references)"] += len(blob)
+                            record = store.record_bytes(os.path.relpath(d, logdir), blob)
+                            arrays = fmt.decode_bundle(record)._header  # the bench reads the layout, not the values
+                            for name, h in arrays.items():
+                                totals[f"{kind}/{name}"] += h["nbytes"]
+                            totals[f"{kind}/(header)"] += len(record) - sum(h["nbytes"] for h in arrays.values())
     return dict(totals)
 
 

@@ -31,7 +31,6 @@ from pathlib import Path
 
 import psutil
 import torch
-from tensorboard.data.provider import RunTagFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -60,14 +59,10 @@ def real_records(folder: Path) -> tuple[list[tuple[str, str, bytes]], list[tuple
     logs = load(str(folder.parent))
     run = folder.name
     out: dict[int, list[tuple[str, str, bytes]]] = {0: [], 1: []}
-    listing = logs._provider.read_blob_sequences(logs.context, experiment_id="", plugin_name=fmt.PLUGIN_NAME, downsample=1 << 30,
-                                                  run_tag_filter=RunTagFilter(runs=[run]))[run]
-    for tag, series in listing.items():
-        layer, kind = fmt.parse_tag(tag)
-        if kind == fmt.KIND_COMMIT:
-            continue
-        for datum in series:
-            out[datum.step].append((layer, kind, logs._record_bytes(run, datum)))
+    for layer, kinds in logs.layer_kinds(run).items():
+        for kind in kinds:
+            for datum in logs._series(run, layer, kind) if kind != fmt.KIND_COMMIT else []:
+                out[datum.step].append((layer, kind, logs._record_bytes(run, datum)))
     return out[0], out[1]
 
 

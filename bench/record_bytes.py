@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import statistics
 import sys
 import tempfile
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.models import ResNet50Shaped, perturb_weights  # noqa: E402
 from tb_convviz import ConvViz  # noqa: E402
 from tb_convviz.schema import format as fmt  # noqa: E402
-from tb_convviz.schema import sidecar  # noqa: E402
+from tb_convviz.schema import groups, sidecar  # noqa: E402
 
 MB = 1e6
 GOAL_MB = {False: 2.0, True: 4.0}
@@ -48,8 +47,9 @@ def bytes_by_step_and_kind(logdir: str) -> dict[int, collections.Counter]:
             for value in event.summary.value:
                 if value.metadata.plugin_data.plugin_name != fmt.PLUGIN_NAME:
                     continue
-                kind = json.loads(value.metadata.plugin_data.content or b"{}").get("kind") or fmt.parse_tag(value.tag)[1]
-                out[event.step][kind] += sum(_record_length(s) for s in value.tensor.string_val)
+                for payload in value.tensor.string_val:
+                    for kind, stored in groups.stored_records(value.tag, payload):
+                        out[event.step][kind] += _record_length(stored)
     return out
 
 

@@ -1,6 +1,7 @@
 """A bad record is that record's problem: crafted records in one run of a two-run logdir (a version
 that is not a number, `[]` content, a newer version, an unknown kind, truncated payloads with valid
-CRCs, a field of the wrong type) leave every route of the other run answering exactly as before,
+CRCs, a field of the wrong type, a layer's group of records cut short or holding a kind this
+version does not know) leave every route of the other run answering exactly as before,
 the bad run's routes answer what they can or a 4xx JSON, `/index` lists each problem, `load()`
 warns once per bad record, and nothing answers 500."""
 from __future__ import annotations
@@ -25,13 +26,15 @@ from tb_convviz.schema import format as fmt
 from tb_convviz.schema import records
 from tb_convviz.plugin.plugin import ConvVizPlugin
 from tb_convviz.read.reader import load
-from tb_convviz.write.writer import record_summary, tfrecord
+from tb_convviz.schema import groups
+from tb_convviz.write.writer import group_summary, record_summary, tfrecord
 from training import one_thread, train_and_log
 from user_metrics import HOYER
 
 BASE = "/data/plugin/convviz"
 STEPS = [0, 1, 2]
 BAD_STEP = 10  # a whole (committed) step whose records are broken
+GROUP_STEP = 11  # a whole step whose groups (`schema.groups`) are: layer 3's cut short, layer 0's holding a later kind
 CONTENTS = {  # tag → plugin content of a record no reader can use
     "0/odd_version": json.dumps({"version": "2", "kind": "maps"}),
     "0/listed": "[]",
@@ -50,6 +53,14 @@ def crafted_event(tag_layer: str, kind: str, step: int, payload: bytes, content:
     return tfrecord(event_pb2.Event(wall_time=STAMP, step=step, summary=summary).SerializeToString())
 
 
+def crafted_group(layer: str, step: int, parts: dict[str, bytes], cut: int = 0) -> bytes:
+    """A group event of `parts`, its payload cut `cut` bytes short (its CRC valid)."""
+    summary = group_summary(layer, parts)
+    tensor = summary.value[0].tensor
+    tensor.string_val[0] = tensor.string_val[0][: len(tensor.string_val[0]) - cut]
+    return tfrecord(event_pb2.Event(wall_time=STAMP, step=step, summary=summary).SerializeToString())
+
+
 def add_bad_records(run_dir: Path) -> None:
     """A second event file in the run: unreadable contents, and a committed step whose filters,
     profile and Gram records are cut short (the CRC of each is valid: only the bundle is short)."""
@@ -60,7 +71,11 @@ def add_bad_records(run_dir: Path) -> None:
     gram = records.gram_record({"0": np.eye(6), "3": np.eye(6)})
     wrong_info = fmt.encode_bundle({"l2": ("f32", np.ones(4, np.float32), 0)}, {"info": "four filters"})
     events = [crafted_event(*tag.rsplit("/", 1), STEPS[-1], b"", content) for tag, content in CONTENTS.items()]
+    layer0 = logs._record_bytes(run_dir.name, next(d for d in logs._series(run_dir.name, "0", fmt.KIND_FILTERS) if d.step == STEPS[-1]))
     events += [
+        crafted_group("3", GROUP_STEP, {fmt.KIND_FILTERS: filters}, cut=5),
+        crafted_group("0", GROUP_STEP, {fmt.KIND_FILTERS: layer0, "sparkles": b"later"}),
+        crafted_event(fmt.RUN_LAYER, fmt.KIND_COMMIT, GROUP_STEP, records.commit_record(2)),
         crafted_event("3", fmt.KIND_FILTERS, BAD_STEP, filters[: len(filters) - 7]),
         crafted_event("0", fmt.KIND_FILTERS, BAD_STEP, wrong_info),
         crafted_event("3", fmt.KIND_PROFILE, BAD_STEP, profile[:-9]),
@@ -131,11 +146,16 @@ def test_the_bad_run_answers_what_it_can_and_never_500(logdirs):
     assert detail["column_history"]["hoyer"]["steps"] == STEPS
     assert mixed.get(f"{BASE}/cka_epochs?run=bad&layer=3").get_json()["steps"] == STEPS
     assert mixed.get(f"{BASE}/layer?run=bad&layer=3&step={BAD_STEP}").status_code == 404
+    # A group cut short costs its layer's records of that step; a kind this version does not know
+    # costs that kind alone: the layer's filters beside it read as the step they were copied from.
+    assert mixed.get(f"{BASE}/layer?run=bad&layer=3&step={GROUP_STEP}").status_code == 404
+    assert mixed.get(f"{BASE}/layer?run=bad&layer=0&step={GROUP_STEP}").get_json()["stats"] == \
+        mixed.get(f"{BASE}/layer?run=bad&layer=0&step={STEPS[-1]}").get_json()["stats"]
 
 
 def test_index_lists_each_problem_once(logdirs):
     mixed = client_for(logdirs[1])
-    for route in routes("bad", BAD_STEP):  # meet the cut records
+    for route in (*routes("bad", BAD_STEP), *routes("bad", GROUP_STEP)):  # meet the cut records
         mixed.get(f"{BASE}/{route}")
     problems = mixed.get(f"{BASE}/index").get_json()["problems"]
     by_tag = {(p["tag"], p["step"]): p["reason"] for p in problems}
@@ -147,6 +167,8 @@ def test_index_lists_each_problem_once(logdirs):
     assert "truncated" in by_tag[("3/filters", BAD_STEP)]
     assert "truncated" in by_tag[("3/profile", BAD_STEP)]
     assert ("_run/gram", BAD_STEP) in by_tag
+    assert "truncated" in by_tag[("3/filters", GROUP_STEP)]
+    assert "'sparkles'" in by_tag[(groups.group_tag("0", [fmt.KIND_FILTERS, "sparkles"]), None)]
     assert len(problems) == len(by_tag)
 
 
@@ -168,6 +190,8 @@ def test_load_warns_once_per_bad_record_and_reads_the_rest(logdirs):
             assert "hoyer" in logs.filter_table("bad", "3", STEPS[-1])
             with pytest.raises(LookupError, match="unreadable"):
                 logs.filter_stats("bad", "3", BAD_STEP)
+            with pytest.raises(LookupError, match="truncated"):
+                logs.filter_stats("bad", "3", GROUP_STEP)
     skipped = [str(w.message) for w in caught if "skipped record" in str(w.message)]
-    assert len(skipped) == len(set(skipped)) == len(CONTENTS) + 1
+    assert len(skipped) == len(set(skipped)) == len(CONTENTS) + 3  # + the group holding a later kind
     assert any("'3/filters'" in m and f"step {BAD_STEP}" in m for m in skipped)

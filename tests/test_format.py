@@ -6,6 +6,7 @@ import pytest
 
 import tb_convviz
 from tb_convviz.schema import format as fmt
+from tb_convviz.schema import groups
 from tb_convviz.read.reader import newest_version
 
 
@@ -93,6 +94,36 @@ def test_a_truncated_payload_fails_at_decode_not_at_read():
 
 def test_tags_round_trip_with_dotted_layer_names():
     assert fmt.parse_tag(fmt.tag_for("layer1.0.conv1", "kernels")) == ("layer1.0.conv1", "kernels")
+    tag = groups.group_tag("layer1.0.conv1", ["maps", "filters"])
+    assert tag == "layer1.0.conv1/@filters+maps" and fmt.parse_tag(tag)[0] == "layer1.0.conv1"
+    assert groups.is_group_tag(tag) and not groups.is_group_tag(fmt.tag_for("layer1.0.conv1", "maps"))
+
+
+def test_a_group_holds_each_record_as_stored_and_says_when_it_is_not_whole():
+    parts = [("filters", b"\x01" * 10), ("maps", b""), ("profile", b"CVZS-a-reference")]
+    payload = groups.encode_group(parts)
+    assert groups.group_parts(payload) == parts
+    assert groups.group_part(payload, "profile") == b"CVZS-a-reference"
+    assert groups.stored_records("3/@filters+maps+profile", payload) == parts
+    assert groups.stored_records("3/maps", b"a record") == [("maps", b"a record")]
+    with pytest.raises(ValueError, match="no 'kernels' record"):
+        groups.group_part(payload, "kernels")
+    for broken, why in ((payload[:-1], "truncated"), (payload + b"x", "longer"), (payload[:6], "truncated"),
+                        (b"CVZ1" + payload[4:], "not one"), (payload[:8] + b"{" + payload[9:], "header")):
+        with pytest.raises(ValueError, match=why):
+            groups.group_parts(broken)
+
+
+def test_a_group_names_its_kinds_and_one_this_version_does_not_know_costs_that_kind_alone():
+    meta = fmt.parse_plugin_content(fmt.plugin_content(groups.KIND_GROUP, ["maps", "filters"]))
+    assert meta["kinds"] == ["filters", "maps"] and fmt.known_kinds(meta) == (["filters", "maps"], [])
+    later = fmt.parse_plugin_content(json.dumps({"version": fmt.FORMAT_VERSION, "kind": "group", "kinds": ["maps", "sparkles"]}).encode())
+    assert fmt.known_kinds(later) == (["maps"], ["sparkles"])
+    assert fmt.known_kinds(fmt.parse_plugin_content(fmt.plugin_content("commit"))) == (["commit"], [])
+    for kinds, why in ((["sparkles"], "none this version reads"), (["commit"], "none this version reads"),
+                       ("maps", "not a list"), ([], "not a list"), ([3], "not a list")):
+        with pytest.raises(ValueError, match=why):
+            fmt.parse_plugin_content(json.dumps({"version": fmt.FORMAT_VERSION, "kind": "group", "kinds": kinds}).encode())
 
 
 def test_selecting_filters_decodes_the_same_values_as_the_whole_array():

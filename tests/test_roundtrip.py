@@ -263,6 +263,52 @@ def test_footprint_of_a_5x5_layer_used_as_a_3x3(tmp_path):
     assert found["step"] == 1 and found["dead_share"] == 0
 
 
+def test_footprint_is_read_from_the_small_filters_record_and_older_logs_still_read(tmp_path, monkeypatch):
+    """/layer shows the footprint of the last full kernels: it is kept in that step's filters record
+    (tens of kB), so the kernels record (MBs for a wide layer) is not read for it; logs written
+    before that kept it in the kernels record, and read the same."""
+    from tb_convviz.schema import format as fmt
+    from tb_convviz.schema import records
+    from tb_convviz.write.writer import RecordWriter
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 5, padding=2), nn.ReLU(), nn.Conv2d(8, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    with ConvViz(tmp_path / "new", probe=torch.randn(2, 3, 8, 8), perturbations=False) as viz:
+        for step in range(3):
+            viz.log(model, step)
+    logs = load(tmp_path)
+    decoded, real = [], logs._decode
+    monkeypatch.setattr(logs, "_decode", lambda run, layer, kind, datum, data=None: decoded.append(kind) or real(run, layer, kind, datum, data))
+    found = logs.footprint("new", "0", 1)
+    assert found["step"] == 1 and decoded == [fmt.KIND_FILTERS]
+    assert records.footprint(logs.bundle("new", "0", fmt.KIND_KERNELS, 1)) is None  # not stored twice
+
+    # The same log in the older layout: the footprint in the kernels record, none in the filters record.
+    writer = RecordWriter(tmp_path / "old")
+    for step in range(3):
+        for layer, kinds in logs.layer_kinds("new").items():
+            for kind in kinds:
+                if step not in logs.steps("new", layer, kind) or kind == fmt.KIND_COMMIT:
+                    continue
+                datum = next(d for d in logs._series("new", layer, kind) if d.step == step)
+                payload = logs._record_bytes("new", datum)
+                if kind in (fmt.KIND_FILTERS, fmt.KIND_KERNELS) and layer == "0" and step == 1:
+                    bundle = logs.bundle("new", layer, kind, step)  # a kernels change resolved against its keyframe
+                    if kind == fmt.KIND_FILTERS:
+                        stats = {k: bundle.array(k) for k in bundle.names() if k != records.TILES and not k.startswith(records.FOOTPRINT_PREFIX)}
+                        payload = records.filters_record(bundle.meta["info"], 0, 0, bundle.array(records.TILES), stats)
+                    else:
+                        arrays = {records.KERNEL: ("q8", bundle.array(records.KERNEL), 1)}
+                        arrays.update({records.FOOTPRINT_PREFIX + k: ("f32", v, 0) for k, v in found.items() if k in records.FOOTPRINT_ARRAYS})
+                        scalars = {k: v for k, v in found.items() if k not in (*records.FOOTPRINT_ARRAYS, "step")}
+                        payload = fmt.encode_bundle(arrays, {"batchnorm": None, records.FOOTPRINT_META: scalars})
+                writer.write(layer, kind, step, payload)
+        writer.write(fmt.RUN_LAYER, fmt.KIND_COMMIT, step, records.commit_record(1, None))
+    writer.close()
+    old = load(tmp_path).footprint("old", "0", 1)
+    assert old["step"] == 1 and old["hint"] == found["hint"]
+    np.testing.assert_array_equal(old["ring_energy"], found["ring_energy"])
+
+
 def test_per_filter_tables_export_as_csv(tmp_path):
     import csv
 

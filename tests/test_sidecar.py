@@ -1,7 +1,9 @@
-"""Bulky records in a sidecar file per run, references in TensorBoard's events: every reader reads
-both this layout and logs written before it, and a damaged sidecar costs its own records only."""
+"""Bulky records in a sidecar file per run, references in TensorBoard's events, one event per layer
+and step: every reader reads both this layout and logs written before it, and a damaged sidecar
+costs its own records only."""
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -10,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from tensorboard.backend.application import TensorBoardWSGI
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.plugins import base_plugin
 from torch import nn
 from werkzeug.test import Client
@@ -19,7 +22,9 @@ from diskfull import writes_cut_short
 from tb_convviz import ConvViz, load
 from tb_convviz.plugin.plugin import ConvVizPlugin
 from tb_convviz.schema import format as fmt
-from tb_convviz.schema import sidecar
+from tb_convviz.schema import groups, sidecar
+from tb_convviz.write import callback
+from tb_convviz.write.writer import RecordWriter
 
 BASE = "/data/plugin/convviz"
 STEPS = [0, 1, 2]
@@ -40,12 +45,12 @@ def _log(folder: Path, **options) -> None:
 
 @pytest.fixture(scope="module")
 def logdir(tmp_path_factory) -> Path:
-    """Run "new" as ConvViz writes now; run "old" as logs were written before sidecars (every
-    record inside its event: what a sidecar-less writer wrote, byte for byte)."""
+    """Run "new" as ConvViz writes now; run "old" as logs were written before sidecars and groups
+    (every record inside an event of its own: what that writer wrote, byte for byte)."""
     root = tmp_path_factory.mktemp("sidecar") / "logs"
     _log(root / "new")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sidecar, "INLINE_MAX", 1 << 40)
+        patch.setattr(callback, "RecordWriter", functools.partial(RecordWriter, sidecar=False))
         _log(root / "old")
     return root
 
@@ -59,6 +64,31 @@ def test_bulky_records_live_in_the_sidecar_and_events_hold_references(logdir):
     assert set(old) == {"events"} and set(new) == {"events", "sidecar"}
     assert new["events"] < 0.15 * old["events"]  # what TensorBoard holds in memory (small records stay inline)
     assert new["events"] + new["sidecar"] == pytest.approx(old["events"], rel=0.1)
+
+
+def _summary_tags(folder: Path) -> list[tuple[int, str]]:
+    """(step, tag) of every summary value in the run's event files, in file order."""
+    out = []
+    for path in sorted(folder.glob("*tfevents*")):
+        for event in EventFileLoader(str(path)).Load():
+            out += [(event.step, value.tag) for value in event.summary.value]
+    return out
+
+
+def test_a_step_is_one_event_per_layer_then_its_commit(logdir):
+    """TensorBoard's Python loader holds ~1 KB of objects per event, whatever it carries: a step's
+    records travel in one event per layer (`schema.groups`), not one per record."""
+    commit = fmt.tag_for(fmt.RUN_LAYER, fmt.KIND_COMMIT)
+    new, old = _summary_tags(logdir / "new"), _summary_tags(logdir / "old")
+    for step in STEPS:
+        tags = [t for s, t in new if s == step]
+        assert tags[-1] == commit
+        assert sorted(fmt.parse_tag(t)[0] for t in tags[:-1]) == ["0", "2", fmt.RUN_LAYER]
+        assert all("/@" in t for t in tags[:-1])
+        # the same records as the older layout's one event each
+        kinds = sorted(f"{fmt.parse_tag(t)[0]}/{k}" for t in tags[:-1] for k in fmt.parse_tag(t)[1][1:].split("+"))
+        assert kinds == sorted(t for s, t in old if s == step and t != commit)
+    assert groups.group_tag("0", [fmt.KIND_KERNELS, fmt.KIND_FILTERS, fmt.KIND_MAPS, fmt.KIND_PROFILE]) in {t for _, t in new}
 
 
 def test_load_reads_both_layouts_alike(logdir):

@@ -256,7 +256,7 @@ def export_projector(
 
     tensor = source(logs, run, layer, step)
     filters_record = logs.bundle(run, layer, fmt.KIND_FILTERS, tensor.step)
-    stats = {n: filters_record.array(n) for n in filters_record.names() if n != records.TILES}
+    stats = {n: filters_record.array(n) for n in records.filter_stat_names(filters_record)}
     folder = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{layer}_{tensor.label}_step{tensor.step}")
     target = _child(out, folder)
     _make_dirs(root, target)

@@ -47,10 +47,9 @@ def _floats(a: np.ndarray) -> list:
 
 def _stats(bundle: fmt.Bundle, index: Optional[int] = None) -> dict[str, Any]:
     out = {}
-    for name in bundle.names():
-        if name != records.TILES:
-            values = bundle.array(name, index)
-            out[name] = _floats(values) if index is None else _floats(values)[0]
+    for name in records.filter_stat_names(bundle):
+        values = bundle.array(name, index)
+        out[name] = _floats(values) if index is None else _floats(values)[0]
     return out
 
 
@@ -172,7 +171,7 @@ def layer(reader: ConvVizReader, run: str, layer: str, step: int) -> dict:
         "first_step": filters.meta.get("first_step"),
         # Wire arrays, not JSON number lists: 2048 filters × 11 statistics as JSON floats were most
         # of a layer answer's time; the dashboard decodes them once, on arrival.
-        "stats": {name: filters.wire(name) for name in filters.names() if name != records.TILES},
+        "stats": {name: filters.wire(name) for name in records.filter_stat_names(filters)},
         records.TILES: filters.wire(records.TILES),
         "maps": None,
         "map_images": [],

@@ -241,7 +241,10 @@ def _weight_findings(reader: ConvVizReader, run: str, step: int, layers: list[st
         if kernels is None:
             continue
         kernels_seen = True
-        foot = records.footprint(kernels)
+        try:
+            foot = reader.footprint(run, layer, step)
+        except NotFound:
+            foot = None
         # The footprint logged with the kernels counts near-duplicate pairs (|cos| > 0.95, a superset
         # of ours): where it found none, the kernels need not be decoded and compared again.
         if foot is None or foot.get(rules.DUPLICATE_PAIR_COUNT, 1) > 0:
@@ -252,8 +255,7 @@ def _weight_findings(reader: ConvVizReader, run: str, step: int, layers: list[st
                 out += rules.duplicate_findings(layer, pairs[: rules.MAX_PER_KIND], savings(layer, 1), step, rules.L2)
         if foot is not None:
             params = info["filters"] * info["in_per_group"] * math.prod(info["kernel_size"])
-            kernel_step = reader.latest_at_or_before(run, layer, fmt.KIND_KERNELS, step)
-            out += rules.kernel_size_finding(layer, info["kernel_size"], foot[rules.RING_ENERGY], params, kernel_step, step)
+            out += rules.kernel_size_finding(layer, info["kernel_size"], foot[rules.RING_ENERGY], params, foot["step"], step)
     if not kernels_seen:
         for kind in ("duplicate", "kernel_size"):
             missing.add(kind, "no full kernels were logged at or before this step")

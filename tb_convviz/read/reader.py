@@ -15,7 +15,7 @@ from tensorboard import context as tb_context
 from tensorboard.data import provider as tb_provider
 
 from tb_convviz.schema import format as fmt
-from tb_convviz.schema import records
+from tb_convviz.schema import groups, records
 from tb_convviz.analysis.embedding import axis_variance_share, embedding_trail, filter_embedding
 from tb_convviz.analysis.impact import class_table, spearman
 from tb_convviz.analysis.similarity import Pairing, debiased_cka_matrix, linear_cka, pair_filters
@@ -92,14 +92,39 @@ class NotFound(LookupError):
     """A run, layer, kind or step that the logs do not hold; the message says which."""
 
 
-@functools.lru_cache(maxsize=64)
-def _record_kind(content: bytes) -> tuple[Optional[str], str]:
-    """(kind, "") of a record this version reads, else (None, why not). Cached: a large model's
-    listing repeats the same few contents hundreds of times, and every route lists."""
+class Stream(NamedTuple):
+    """What one tag holds: the record kinds of its every event, and whether each event is a group
+    of a layer's records (`schema.groups`) rather than one record."""
+
+    kinds: tuple[str, ...]
+    grouped: bool
+
+
+class _Part(NamedTuple):
+    """One record of a group event, in a series of records: a BlobSequenceDatum's `step`,
+    `wall_time` and `values`, and the `kind` to take from the group."""
+
+    step: int
+    wall_time: float
+    values: tuple
+    kind: str
+
+
+Datum = Union[tb_provider.BlobSequenceDatum, _Part]  # one record, as `_series` lists it
+
+
+@functools.lru_cache(maxsize=256)
+def _record_stream(content: bytes) -> tuple[Optional[Stream], str]:
+    """(the stream, "") of a tag this version reads, with why it leaves out kinds it does not know;
+    (None, why) for one it cannot read. Cached: a large model's listing repeats the same few
+    contents hundreds of times, and every route lists."""
     try:
-        return fmt.parse_plugin_content(content)["kind"], ""
+        meta = fmt.parse_plugin_content(content)
     except ValueError as e:
         return None, str(e)
+    known, unknown = fmt.known_kinds(meta)
+    why = f"record kinds {unknown} in it are not ones this version reads" if unknown else ""
+    return Stream(tuple(known), meta["kind"] == groups.KIND_GROUP), why
 
 
 def _version_order(version: Optional[str]) -> tuple:
@@ -169,7 +194,7 @@ class ConvVizReader:
         self._ctx = ctx if ctx is not None else tb_context.RequestContext()
         self.problems = problems if problems is not None else Problems()
         self._stamped_tags: dict[str, tuple[set[str], set[str]]] = {}  # run → (tags listed, stamped ones)
-        self._listed: Optional[dict[Optional[str], dict[str, dict[str, str]]]] = {} if one_answer else None
+        self._listed: Optional[dict[Optional[str], dict[str, dict[str, Stream]]]] = {} if one_answer else None
         self._by_layer: dict[str, dict[str, list[str]]] = {}  # one answer's run → layer → kinds
 
     def _problem(self, run: str, tag: str, step: Optional[int], reason: str) -> None:
@@ -187,8 +212,8 @@ class ConvVizReader:
         """The TensorBoard request context this reader reads under."""
         return self._ctx
 
-    def _index(self, run: Optional[str] = None) -> dict[str, dict[str, str]]:
-        """{run: {tag: kind}} of records this version can read (of `run` only, when given)."""
+    def _index(self, run: Optional[str] = None) -> dict[str, dict[str, Stream]]:
+        """{run: {tag: its stream}} of records this version can read (of `run` only, when given)."""
         if self._listed is None:
             return self._list(run)
         if None in self._listed:  # every run listed already
@@ -198,20 +223,20 @@ class ConvVizReader:
             self._listed[run] = self._list(run)
         return self._listed[run]
 
-    def _list(self, run: Optional[str]) -> dict[str, dict[str, str]]:
+    def _list(self, run: Optional[str]) -> dict[str, dict[str, Stream]]:
         listing = self._provider.list_blob_sequences(
             self._ctx,
             experiment_id=self._eid,
             plugin_name=fmt.PLUGIN_NAME,
             run_tag_filter=tb_provider.RunTagFilter(runs=[run]) if run is not None else None,
         )
-        index: dict[str, dict[str, str]] = {}
+        index: dict[str, dict[str, Stream]] = {}
         for run_name, tags in listing.items():
             for tag, series in tags.items():
-                kind, reason = _record_kind(series.plugin_content)
-                if kind is not None:
-                    index.setdefault(run_name, {})[tag] = kind
-                else:
+                stream, reason = _record_stream(series.plugin_content)
+                if stream is not None:
+                    index.setdefault(run_name, {})[tag] = stream
+                if reason:
                     self._problem(run_name, tag, None, reason)
         return index
 
@@ -237,27 +262,20 @@ class ConvVizReader:
         return [n for n in order if n in names] + sorted(names - set(order))
 
     def layer_kinds(self, run: str) -> dict[str, list[str]]:
-        """{layer: its record kinds} of every layer of a run, from one listing (`kinds` lists the
-        run once per layer: a whole-network reader asks for this instead)."""
-        out: dict[str, list[str]] = {}
-        for tag, kind in self._index(run).get(run, {}).items():
-            out.setdefault(fmt.parse_tag(tag)[0], []).append(kind)
+        """{layer: its record kinds, sorted} of every layer of a run, from one listing (`kinds`
+        lists the run once per layer: a whole-network reader asks for this instead)."""
+        out: dict[str, set[str]] = {}
+        for tag, stream in self._index(run).get(run, {}).items():
+            out.setdefault(fmt.parse_tag(tag)[0], set()).update(stream.kinds)
         return {layer: sorted(found) for layer, found in out.items()}
 
     def kinds(self, run: str, layer: str) -> list[str]:
         if self._listed is None:
-            return self._kinds_of_layers(run).get(layer, [])
+            return self.layer_kinds(run).get(layer, [])
         # One answer's reader sorts the run's records by layer once: /index asks every layer.
         if run not in self._by_layer:
-            self._by_layer[run] = self._kinds_of_layers(run)
+            self._by_layer[run] = self.layer_kinds(run)
         return self._by_layer[run].get(layer, [])
-
-    def _kinds_of_layers(self, run: str) -> dict[str, list[str]]:
-        """{layer: its record kinds, sorted} of the run."""
-        out: dict[str, list[str]] = {}
-        for tag, kind in self._index(run).get(run, {}).items():
-            out.setdefault(fmt.parse_tag(tag)[0], []).append(kind)
-        return {layer: sorted(kinds) for layer, kinds in out.items()}
 
     def _read_series(self, run: str, tags: Optional[list[str]]) -> dict[str, list[tb_provider.BlobSequenceDatum]]:
         if self._seen is not None:  # one answer reads one state of the run, however long it takes
@@ -277,16 +295,24 @@ class ConvVizReader:
         )
         return data.get(run, {})
 
-    def _series(self, run: str, layer: str, kind: str) -> list[tb_provider.BlobSequenceDatum]:
-        """A stream's records of whole steps only, one per step: `commits.whole_records`."""
-        tag, commit_tag = fmt.tag_for(layer, kind), fmt.tag_for(fmt.RUN_LAYER, fmt.KIND_COMMIT)
-        data = self._read_series(run, [tag, commit_tag])
-        series = data.get(tag)
-        if series:
-            series = whole_records(series, data.get(commit_tag, []), self._stamped(run, tag))
-        if not series:
+    def _series(self, run: str, layer: str, kind: str) -> list[Datum]:
+        """A layer's `kind` records of whole steps only, one per step (`commits.whole_records`):
+        from its own stream (logs before groups) and from the layer's group streams holding it."""
+        commit_tag = fmt.tag_for(fmt.RUN_LAYER, fmt.KIND_COMMIT)
+        if kind == fmt.KIND_COMMIT:
+            sources = {commit_tag: Stream((kind,), False)}
+        else:
+            sources = {tag: stream for tag, stream in self._index(run).get(run, {}).items()
+                       if kind in stream.kinds and fmt.parse_tag(tag)[0] == layer}
+        data = self._read_series(run, [*sources, commit_tag])
+        found: dict[int, Datum] = {}
+        for tag, stream in sources.items():
+            for datum in whole_records(data.get(tag, []), data.get(commit_tag, []), self._stamped(run, tag)):
+                if datum.step not in found or datum.wall_time > found[datum.step].wall_time:  # a step in two layouts: the later
+                    found[datum.step] = _Part(datum.step, datum.wall_time, datum.values, kind) if stream.grouped else datum
+        if not found:
             raise NotFound(f"no {kind!r} records for layer {layer!r} in run {run!r}")
-        return series
+        return [found[step] for step in sorted(found)]
 
     def _stamped(self, run: str, tag: str) -> bool:
         """Whether the stream was written under the commit rule's stamps (see `commits`). A stream's
@@ -333,12 +359,16 @@ class ConvVizReader:
 
         return _HEADS.get_or_compute((self._store.folders, self._eid, run, *self._record_identity(datum)), read)
 
-    def _record_bytes(self, run: str, datum: tb_provider.BlobSequenceDatum, keep: bool = True) -> bytes:
+    def _record_bytes(self, run: str, datum: Datum, keep: bool = True) -> bytes:
         """One record's bytes, through the one lazy path (`store`): TensorBoard holds its event,
-        which is the record or a reference into the run's sidecar file. ValueError: unreadable."""
-        return self._store.record_bytes(run, self._provider.read_blob(self._ctx, blob_key=datum.values[0].blob_key), keep)
+        which is the record, a reference into the run's sidecar file, or a group of the layer's
+        records of the step, each one of those. ValueError: unreadable."""
+        payload = self._provider.read_blob(self._ctx, blob_key=datum.values[0].blob_key)
+        if isinstance(datum, _Part):
+            payload = groups.group_part(payload, datum.kind)
+        return self._store.record_bytes(run, payload, keep)
 
-    def _decode(self, run: str, layer: str, kind: str, datum: tb_provider.BlobSequenceDatum,
+    def _decode(self, run: str, layer: str, kind: str, datum: Datum,
                 data: Union[bytes, ValueError, None] = None) -> fmt.Bundle:
         """One record's bundle (from `data` when it was read already, or why it could not be); an
         unreadable one is a problem of its own and NotFound here."""
@@ -361,7 +391,7 @@ class ConvVizReader:
         """Read every step's record of one stream in the background (the slider comes next)."""
         self._store.prefetch(functools.partial(self._record_bytes, run, d) for d in self._series(run, layer, kind))
 
-    def _read_or_why(self, run: str, datum: tb_provider.BlobSequenceDatum) -> Union[bytes, ValueError]:
+    def _read_or_why(self, run: str, datum: Datum) -> Union[bytes, ValueError]:
         try:
             return self._record_bytes(run, datum)
         except ValueError as e:
@@ -381,7 +411,7 @@ class ConvVizReader:
                 continue
         return out
 
-    def _latest(self, run: str, layer: str, kind: str, step: int) -> tb_provider.BlobSequenceDatum:
+    def _latest(self, run: str, layer: str, kind: str, step: int) -> Datum:
         """The last `kind` record at or before `step`: full kernels are kept only every few steps,
         and a large model's layers take turns at responses and profiles."""
         found = [d for d in self._series(run, layer, kind) if d.step <= step]
@@ -399,7 +429,12 @@ class ConvVizReader:
         (*kernel), "dead_share", "duplicate_share", "duplicate_pairs", "hint" (plain words or None),
         and "step" (the kernels' step)."""
         kernel_step = self.latest_at_or_before(run, layer, fmt.KIND_KERNELS, step)
-        found = records.footprint(self.bundle(run, layer, fmt.KIND_KERNELS, kernel_step))
+        try:  # in that step's small filters record; logs from before that keep it with the kernels
+            found = records.footprint(self.bundle(run, layer, fmt.KIND_FILTERS, kernel_step))
+        except NotFound:
+            found = None
+        if found is None:
+            found = records.footprint(self.bundle(run, layer, fmt.KIND_KERNELS, kernel_step))
         if found is None:
             raise NotFound(f"layer {layer!r} of run {run!r} was logged without kernel footprints")
         return {**found, "step": kernel_step}
@@ -511,9 +546,10 @@ class ConvVizReader:
         return _MATCHES.get_or_compute(key, solve)
 
     @staticmethod
-    def _record_identity(datum: tb_provider.BlobSequenceDatum) -> tuple[str, float]:
-        # A rewritten step (a restarted run) keeps its blob key but not its wall time.
-        return datum.values[0].blob_key, datum.wall_time
+    def _record_identity(datum: Datum) -> tuple[str, float, Optional[str]]:
+        # A rewritten step (a restarted run) keeps its blob key but not its wall time; a group's
+        # records share both.
+        return datum.values[0].blob_key, datum.wall_time, datum.kind if isinstance(datum, _Part) else None
 
     def costs(self, run: str) -> list[tuple[int, Optional[dict]]]:
         """(step, what its log cost) for every whole step: `cost.CostMeter.summary`'s parts, totals
@@ -659,7 +695,7 @@ class Logs(ConvVizReader):
     def filter_stats(self, run: str, layer: str, step: int) -> dict[str, np.ndarray]:
         """Per-filter arrays: l2, mean_abs, dead, drift vs previous and first log, activation stats."""
         b = self.bundle(run, layer, fmt.KIND_FILTERS, step)
-        return {n: b.array(n) for n in b.names() if n != records.TILES}
+        return {n: b.array(n) for n in records.filter_stat_names(b)}
 
     def perturbation(self, run: str, layer: str, step: int) -> dict[str, np.ndarray]:
         """Every perturbation-response array of the layer at `step` (keys: format.PERTURBATION_GROUPS)."""

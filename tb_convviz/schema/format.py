@@ -2,8 +2,11 @@
 
 A record is a TensorBoard tensor summary under the plugin name ``convviz``:
 
-* tag ``<layer>/<kind>`` (``_run/run`` for run-level data), one record per logged step;
-* plugin content: JSON ``{"version": FORMAT_VERSION, "kind": kind, "stamped": true, "writer": "0.1.0"}``;
+* tag ``<layer>/<kind>`` (``_run/run`` for run-level data), one record per logged step; since format
+  2 a layer's records of a step travel in one event, a *group* (`schema.groups`), and only the
+  commit record keeps a tag of its own;
+* plugin content: JSON ``{"version": FORMAT_VERSION, "kind": kind, "stamped": true, "writer": "0.1.0"}``
+  (a group's kind is ``group``, with ``"kinds": [...]``, the kinds it holds);
   ``stamped`` says the record follows the commit rule of `tb_convviz.schema.commits` (all of a step's
   records and its commit share one wall time; logs without it count every step as whole);
   ``writer`` is the tb_convviz version that wrote it (logs from before it was recorded lack it);
@@ -35,14 +38,15 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
 from tb_convviz._version import __version__
+from tb_convviz.schema.groups import KIND_GROUP
 
 PLUGIN_NAME = "convviz"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a layer's records of a step grouped in one event (`schema.groups`); 1 is read too
 MAGIC = b"CVZ1"
 
 # Record kinds. Later analyses add kinds here; readers skip kinds they do not know.
@@ -104,13 +108,17 @@ def parse_tag(tag: str) -> tuple[str, str]:
     return layer, kind
 
 
-def plugin_content(kind: str) -> bytes:
-    """SummaryMetadata.plugin_data.content for a record of `kind`."""
-    return json.dumps({"version": FORMAT_VERSION, "kind": kind, STAMPED: True, WRITER: __version__}).encode()
+def plugin_content(kind: str, kinds: Optional[Sequence[str]] = None) -> bytes:
+    """SummaryMetadata.plugin_data.content for a record of `kind` (a group: of `kinds`)."""
+    content: dict[str, Any] = {"version": FORMAT_VERSION, "kind": kind, STAMPED: True, WRITER: __version__}
+    if kinds is not None:
+        content[GROUP_KINDS] = sorted(kinds)
+    return json.dumps(content).encode()
 
 
 STAMPED = "stamped"  # plugin-content key: the record's step shows only once committed, see `commits`
 WRITER = "writer"  # plugin-content key: the tb_convviz version that wrote the record
+GROUP_KINDS = "kinds"  # plugin-content key of a group stream: the kinds each of its events holds
 
 
 def record_origin(content: bytes) -> tuple[int, Optional[str]]:
@@ -128,9 +136,9 @@ def record_origin(content: bytes) -> tuple[int, Optional[str]]:
 
 
 def parse_plugin_content(content: bytes) -> dict:
-    """Decode plugin content: ``{"version", "kind"}``. ValueError says why a record cannot be read
-    (not JSON, not an object, a version that is not a number or newer than this reader, an unknown
-    kind), so a reader skips that record, names it, and reads the rest."""
+    """Decode plugin content: ``{"version", "kind"}`` (and a group's ``"kinds"``). ValueError says
+    why a record cannot be read (not JSON, not an object, a version that is not a number or newer
+    than this reader, an unknown kind), so a reader skips that record, names it, and reads the rest."""
     try:
         meta = json.loads(content.decode())
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -142,9 +150,24 @@ def parse_plugin_content(content: bytes) -> dict:
         raise ValueError(f"format version {version!r} is not an integer")
     if version > FORMAT_VERSION:
         raise ValueError(f"format version {version} is newer than this tb_convviz reads ({FORMAT_VERSION}); upgrade tb_convviz to see it")
+    if meta.get("kind") == KIND_GROUP:
+        kinds = meta.get(GROUP_KINDS)
+        if not isinstance(kinds, list) or not kinds or not all(isinstance(k, str) for k in kinds):
+            raise ValueError(f"a group of records lists its kinds as {kinds!r}, not a list of names")
+        if not any(k in KINDS and k != KIND_COMMIT for k in kinds):  # the others: `known_kinds`
+            raise ValueError(f"record kinds {kinds!r} are none this version reads")
+        return meta
     if meta.get("kind") not in KINDS:
         raise ValueError(f"record kind {meta.get('kind')!r} is not one this version reads")
     return meta
+
+
+def known_kinds(meta: dict) -> tuple[list[str], list[str]]:
+    """(kinds this version reads, kinds it does not) of parsed plugin content: one for a record,
+    a group's list for a group (a later version's kind in it costs that kind alone)."""
+    kinds = meta[GROUP_KINDS] if meta["kind"] == KIND_GROUP else [meta["kind"]]
+    readable = [k for k in kinds if k in KINDS and (k != KIND_COMMIT or meta["kind"] != KIND_GROUP)]
+    return readable, [k for k in kinds if k not in readable]
 
 
 def quantize(a: np.ndarray, groups: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

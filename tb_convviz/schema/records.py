@@ -29,7 +29,9 @@ MAPS = "maps"
 PROBE_IMAGES = "images"
 PROBE_LABELS = "labels"
 
-# A kernels record's footprint of the layer (analysis.footprint): arrays, and scalars in its meta.
+# The layer's kernel footprint (analysis.footprint), computed where full kernels are logged: arrays,
+# and scalars in the meta, of that step's filters record (small, so /layer does not read the whole
+# kernels record for it); logs from before that kept it in the kernels record, which readers still read.
 FOOTPRINT_ARRAYS = ("offset_energy", "ring_energy")
 FOOTPRINT_META = "footprint"
 FOOTPRINT_PREFIX = "footprint/"
@@ -137,12 +139,24 @@ def run_record(layers: list[str], images: Optional[np.ndarray], labels: Optional
 
 
 def filters_record(
-    info: dict, prev_step: int, first_step: int, tiles: np.ndarray, stats: Mapping[str, np.ndarray]
+    info: dict, prev_step: int, first_step: int, tiles: np.ndarray, stats: Mapping[str, np.ndarray],
+    footprint: Optional[Mapping[str, Any]] = None,
 ) -> bytes:
-    """Per layer and step: layer facts, kernel tiles and per-filter stats."""
+    """Per layer and step: layer facts, kernel tiles and per-filter stats; at a step logging full
+    kernels, the layer's kernel footprint too."""
     arrays: dict[str, Encoded] = {TILES: _tile_encoding(tiles)}
     arrays.update({k: _stat_encoding(k, v) for k, v in stats.items()})
-    return fmt.encode_bundle(arrays, {"info": info, "prev_step": prev_step, "first_step": first_step})
+    meta: dict[str, Any] = {"info": info, "prev_step": prev_step, "first_step": first_step}
+    if footprint is not None:
+        arrays.update({FOOTPRINT_PREFIX + k: ("f32", np.asarray(footprint[k]), 0) for k in FOOTPRINT_ARRAYS})
+        meta[FOOTPRINT_META] = {k: v for k, v in footprint.items() if k not in FOOTPRINT_ARRAYS}
+    return fmt.encode_bundle(arrays, meta)
+
+
+def filter_stat_names(bundle: fmt.Bundle) -> list[str]:
+    """The per-filter statistics of a filters record: its arrays but the kernel tiles and the
+    layer's footprint (kept there at steps logging full kernels)."""
+    return [n for n in bundle.names() if n != TILES and not n.startswith(FOOTPRINT_PREFIX)]
 
 
 def maps_record(maps: np.ndarray, images: list[int], source_shape: list[int]) -> bytes:
@@ -172,11 +186,10 @@ def kernels_record(
     batchnorm: Optional[str],
     bn_scale: Optional[np.ndarray],
     effective_bias: Optional[np.ndarray],
-    footprint: Mapping[str, Any],
     keyframe: Optional[Keyframe] = None,
 ) -> bytes:
-    """Full raw kernels (q8 per filter), the conv bias, the following BatchNorm as one scale per
-    filter (readers fold it in: `format.effective_kernel`), and the layer's kernel footprint.
+    """Full raw kernels (q8 per filter), the conv bias, and the following BatchNorm as one scale
+    per filter (readers fold it in: `format.effective_kernel`).
 
     Given the layer's `keyframe`, the kernel is stored as its change from it (``q8d``, the same
     tolerance) when that is at most `DELTA_SHARE` of a keyframe's bytes: a layer that barely
@@ -188,14 +201,11 @@ def kernels_record(
         if delta is not None and delta.nbytes <= DELTA_SHARE * (kernel.size + 8 * kernel.shape[0]):
             arrays[KERNEL] = ("q8d", delta, 1)
             meta[KERNEL_REFERENCE] = {"step": keyframe.step, "crc32": keyframe.bundle.checksum(KERNEL)}
-    arrays.update({FOOTPRINT_PREFIX + k: ("f32", np.asarray(footprint[k]), 0) for k in FOOTPRINT_ARRAYS})
-    scalars = {k: v for k, v in footprint.items() if k not in FOOTPRINT_ARRAYS}
     if bn_scale is not None and effective_bias is not None:
         arrays[BN_SCALE] = ("f32", bn_scale, 0)
         arrays[EFFECTIVE_BIAS] = ("f32", effective_bias, 0)
     if bias is not None:
         arrays[BIAS] = ("f32", bias, 0)
-    meta[FOOTPRINT_META] = scalars
     return fmt.encode_bundle(arrays, meta)
 
 
@@ -219,7 +229,7 @@ def resolve_reference(bundle: fmt.Bundle, keyframe: fmt.Bundle) -> None:
 
 
 def footprint(bundle: fmt.Bundle) -> Optional[dict[str, Any]]:
-    """The footprint stored in a kernels record (None in logs from before it was kept)."""
+    """The footprint a filters record holds (or, in older logs, a kernels record); None without one."""
     if FOOTPRINT_META not in bundle.meta:
         return None
     out: dict[str, Any] = dict(bundle.meta[FOOTPRINT_META])

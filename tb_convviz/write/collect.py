@@ -448,22 +448,26 @@ def _layer_records(
         n, side = maps_kept
         maps = acts[:n] if side is None else downsample_maps(acts[:n], side)
         result.append((name, fmt.KIND_MAPS, records.maps_record(maps.float().cpu().numpy(), list(range(n)), list(acts.shape[2:]))))
-    result.insert(0, (name, fmt.KIND_FILTERS, records.filters_record(info, memory.prev_step, memory.first_step, kernel_tiles(w).numpy(), stats)))
+    kernels = footprint = None
     if full_kernels or name in plan.every_log_kernels:
         keyframe = plan.keyframes.get(name)
         if keyframe is not None and keyframe.step >= step:
             keyframe = None  # a step logged again or going back drops what came after it, as a restart does
-        record = _kernel_record(conv, bn, bn_name, w, keyframe)
-        written = records.Keyframe.of(step, record)
+        kernels, footprint = _kernel_record(conv, bn, bn_name, w, keyframe)
+        written = records.Keyframe.of(step, kernels)
         if written is not None:
             plan.pending_keyframes[name] = written
-        result.append((name, fmt.KIND_KERNELS, record))
+    filters = records.filters_record(info, memory.prev_step, memory.first_step, kernel_tiles(w).numpy(), stats, footprint)
+    result.insert(0, (name, fmt.KIND_FILTERS, filters))
+    if kernels is not None:
+        result.append((name, fmt.KIND_KERNELS, kernels))
     memory.prev_step, memory.prev = step, w
     return result
 
 
 def _kernel_record(conv: nn.Module, bn: Optional[nn.Module], bn_name: Optional[str], w: torch.Tensor,
-                   keyframe: Optional[records.Keyframe]) -> bytes:
+                   keyframe: Optional[records.Keyframe]) -> tuple[bytes, dict]:
+    """The kernels record, and the layer's footprint (kept in the step's small filters record)."""
     bias = conv.bias.detach().float().cpu() if conv.bias is not None else None
     scale = b_eff = None
     if bn is not None:
@@ -472,12 +476,12 @@ def _kernel_record(conv: nn.Module, bn: Optional[nn.Module], bn_name: Optional[s
         scale, b_eff = fold_batchnorm(bias, bn.running_mean.cpu(), bn.running_var.cpu(), gamma, beta, bn.eps)
     # Footprint of what each filter does at inference: the BatchNorm-folded kernel where there is one.
     effective = w if scale is None else w * scale.reshape(-1, *([1] * (w.dim() - 1)))
-    return records.kernels_record(
+    record = records.kernels_record(
         w.numpy(),
         bias.numpy() if bias is not None else None,
         bn_name,
         scale.numpy() if scale is not None else None,
         b_eff.numpy() if b_eff is not None else None,
-        kernel_footprint(effective, groups=conv.groups),
         keyframe,
     )
+    return record, kernel_footprint(effective, groups=conv.groups)

@@ -20,17 +20,26 @@ from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_
 
 from tb_convviz import storage
 from tb_convviz.schema import format as fmt
-from tb_convviz.schema import sidecar
+from tb_convviz.schema import groups, sidecar
 from tb_convviz.write import runfolder
 from tb_convviz.schema.commits import new_stamp
 
 
 def record_summary(layer: str, kind: str, payload: bytes) -> summary_pb2.Summary:
-    """One summary value holding `payload` as a length-1 blob sequence."""
+    """One summary value holding one record's `payload` as a length-1 blob sequence."""
+    return _summary(fmt.tag_for(layer, kind), fmt.plugin_content(kind), payload)
+
+
+def group_summary(layer: str, parts: dict[str, bytes]) -> summary_pb2.Summary:
+    """One summary value holding a layer's records of a step, {kind: stored bytes} (`schema.groups`)."""
+    kinds = sorted(parts)
+    return _summary(groups.group_tag(layer, kinds), fmt.plugin_content(groups.KIND_GROUP, kinds),
+                    groups.encode_group([(k, parts[k]) for k in kinds]))
+
+
+def _summary(tag: str, content: bytes, payload: bytes) -> summary_pb2.Summary:
     metadata = summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(
-            plugin_name=fmt.PLUGIN_NAME, content=fmt.plugin_content(kind)
-        ),
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=fmt.PLUGIN_NAME, content=content),
         data_class=summary_pb2.DATA_CLASS_BLOB_SEQUENCE,
     )
     tensor = tensor_pb2.TensorProto(
@@ -38,7 +47,7 @@ def record_summary(layer: str, kind: str, payload: bytes) -> summary_pb2.Summary
         tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=1)]),
         string_val=[payload],
     )
-    return summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=fmt.tag_for(layer, kind), metadata=metadata, tensor=tensor)])
+    return summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, metadata=metadata, tensor=tensor)])
 
 
 def _masked_crc(data: bytes) -> bytes:
@@ -80,11 +89,13 @@ class RecordWriter:
     write (a full disk) is rolled back to the last whole record, so the file stays readable and
     later steps append cleanly once space is back.
 
-    A record over `sidecar.INLINE_MAX` bytes goes to the writer's sidecar file, its event holding a
-    reference (`schema.sidecar`), so TensorBoard's memory does not grow with the log; the sidecar is
-    written before the references to it, made durable first, and cut back with them. `sidecar=False`
-    writes every record into its event, as logs were written before sidecars (for benchmarks and
-    tests of those logs).
+    A record over `sidecar.INLINE_MAX` bytes goes to the writer's sidecar file at once, and a
+    reference to it (`schema.sidecar`) waits with the step's small records for the step's commit:
+    then each layer's records go out as one event (`schema.groups`), followed by the commit, so
+    TensorBoard's memory does not grow with the log. The sidecar is written before the references
+    to it, made durable first, and cut back with them. `sidecar=False` writes every record into an
+    event of its own as it comes, as logs were written before sidecars (for benchmarks and tests of
+    those logs).
 
     A log dir in an object store (``s3://…``, ``gs://…``: `storage`) has no append: each step is
     one event-file object of its own, put whole at its commit, so a step is there whole or not at
@@ -100,6 +111,7 @@ class RecordWriter:
         self._sidecar_size = 0  # bytes in the sidecar file
         self._sidecar_good = 0  # its size after the last whole step
         self._step_sidecar: list[bytes] = []  # an object-store step's sidecar records, put before its events
+        self._pending: dict[str, dict[str, bytes]] = {}  # the step's records by layer and kind, as stored, until its commit
         if isinstance(target, (str, os.PathLike)):
             logdir = os.fspath(target)
         elif hasattr(target, "get_logdir"):  # a torch.utils.tensorboard.SummaryWriter: share its run
@@ -201,19 +213,33 @@ class RecordWriter:
             return
         try:
             if self._stamp is None:
-                self._stamp = new_stamp()
+                self._stamp, self._pending = new_stamp(), {}
                 self._open()
                 if self._restart is not None:
                     self._append_restart(self._restart)
                 elif (self._restart_own and self._own) or (self._last_step is not None and step <= self._last_step):
                     self._append_restart(step)
-            event = event_pb2.Event(wall_time=self._stamp, step=int(step), summary=record_summary(layer, kind, self._stored(payload)))
-            self._append(tfrecord(event.SerializeToString()))
+            if not self._use_sidecar:  # the layout from before sidecars: one event per record, as it comes
+                self._append(self._event(step, record_summary(layer, kind, payload)))
+            elif kind != fmt.KIND_COMMIT:
+                self._pending.setdefault(layer, {})[kind] = self._stored(payload)
+            else:  # the step's groups and its commit in one write: in a shared file, nothing comes between
+                self._append(b"".join(self._step_events(step, payload)))
         except OSError:
             self._rollback()
             raise
         if kind == fmt.KIND_COMMIT:
             self._stamp, self._last_step, self._restart, self._restart_own = None, int(step), None, False
+
+    def _event(self, step: int, summary: summary_pb2.Summary) -> bytes:
+        """A framed event of the step being written, stamped with its version."""
+        return tfrecord(event_pb2.Event(wall_time=self._stamp, step=int(step), summary=summary).SerializeToString())
+
+    def _step_events(self, step: int, commit: bytes) -> list[bytes]:
+        """The step's framed events: one group per layer, in the order layers came, then its commit."""
+        events = [self._event(step, group_summary(layer, parts)) for layer, parts in self._pending.items()]
+        self._pending = {}
+        return [*events, self._event(step, record_summary(fmt.RUN_LAYER, fmt.KIND_COMMIT, commit))]
 
     def _stored(self, payload: bytes) -> bytes:
         """What the record's event holds: the payload, or a reference to it in the sidecar file."""
@@ -248,7 +274,7 @@ class RecordWriter:
     def _write_remote(self, layer: str, kind: str, step: int, payload: bytes) -> None:
         """Gather the step's records; at its commit, put them as one event-file object."""
         if self._stamp is None:
-            self._stamp = new_stamp()
+            self._stamp, self._pending = new_stamp(), {}
             self._sidecar_name, self._step_sidecar = runfolder.sidecar_file_name(self._stamp, self), []
             self._step_records = [tfrecord(event_pb2.Event(wall_time=self._stamp, file_version="brain.Event:2").SerializeToString())]
             restart = self._restart
@@ -256,10 +282,14 @@ class RecordWriter:
                 restart = step
             if restart is not None:
                 self._step_records.append(self._restart_mark(restart))
-        event = event_pb2.Event(wall_time=self._stamp, step=int(step), summary=record_summary(layer, kind, self._stored(payload)))
-        self._step_records.append(tfrecord(event.SerializeToString()))
+        if not self._use_sidecar:
+            self._step_records.append(self._event(step, record_summary(layer, kind, payload)))
+        elif kind != fmt.KIND_COMMIT:
+            self._pending.setdefault(layer, {})[kind] = self._stored(payload)
         if kind != fmt.KIND_COMMIT:
             return
+        if self._use_sidecar:
+            self._step_records += self._step_events(step, payload)
         data, records, stamp = b"".join(self._step_records), b"".join(self._step_sidecar), self._stamp
         self._step_records, self._step_sidecar, self._stamp = [], [], None
         # StorageError: the step is lost, the next one starts afresh. The sidecar goes first: an
@@ -300,7 +330,7 @@ class RecordWriter:
 
     def _rollback(self) -> None:
         """Drop the step being written: readers would not show it, and a full disk wants the space."""
-        self._stamp = None
+        self._stamp, self._pending = None, {}
         if self._fd is not None and self._own:
             self._cut(self._good)
         if self._sidecar_fd is not None:  # ours alone, also beside a shared event file
