@@ -10,7 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Union
+from typing import Iterator, Mapping, Optional, Sequence, Union
 
 
 def free_port() -> int:
@@ -26,15 +26,21 @@ def get_json(url: str, timeout: float = 10.0):
 
 @contextlib.contextmanager
 def tensorboard(
-    logdir: Union[Path, str], *, python: str = sys.executable, args: Sequence[str] = (), wait_s: float = 60.0,
-    log_dir: Optional[Path] = None,
+    logdir: Union[Path, str, Mapping[str, Path]], *, python: str = sys.executable, args: Sequence[str] = (),
+    wait_s: float = 60.0, log_dir: Optional[Path] = None,
 ) -> Iterator[str]:
-    """Yield the base URL of a TensorBoard serving `logdir` (a folder or a bucket URL), once its
-    plugin listing answers. Its output goes to a file in `log_dir` (default: beside `logdir`)."""
+    """Yield the base URL of a TensorBoard serving `logdir` (a folder or a bucket URL; a mapping
+    {name: folder} is given as `--logdir_spec name:folder,...`), once its plugin listing answers.
+    Its output goes to a file in `log_dir` (default: beside `logdir`, or its first folder)."""
+    if isinstance(logdir, Mapping):
+        where = ["--logdir_spec", ",".join(f"{name}:{folder}" for name, folder in logdir.items())]
+        beside = Path(next(iter(logdir.values()))).parent
+    else:
+        where, beside = ["--logdir", str(logdir)], Path(logdir).parent
     port = free_port()
-    log = open((log_dir or Path(logdir).parent) / f"tensorboard-{port}.log", "w")
+    log = open((log_dir or beside) / f"tensorboard-{port}.log", "w")
     proc = subprocess.Popen(
-        [python, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port), *args],
+        [python, "-m", "tensorboard.main", *where, "--host", "127.0.0.1", "--port", str(port), *args],
         stdout=log,
         stderr=subprocess.STDOUT,
     )

@@ -103,10 +103,10 @@ def test_load_reads_both_layouts_alike(logdir):
             np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
-def _answers(get) -> list:
-    """The routes' answers for both runs, with the run's name taken out."""
+def _answers(get, runs: tuple[str, ...] = ("new", "old")) -> list:
+    """The routes' answers for `runs` (four each), with the run's name taken out."""
     out = []
-    for run in ("new", "old"):
+    for run in runs:
         for route in ("layer?layer=0&step=1", "filter?layer=2&step=2&filter=3", "table?layer=2&step=2", "cka_epochs?layer=2"):
             answer = get(f"{route}&run={run}")
             answer.pop("run", None)
@@ -128,10 +128,22 @@ def test_every_route_answers_both_layouts_alike(logdir):
     assert not get("index?x=1")["problems"]
 
 
+def _loaded(base: str, runs: int) -> dict:
+    """/index once `runs` runs' two layers show every step (TensorBoard loads event files lazily)."""
+    seen: dict = {}
+
+    def every_step() -> bool:
+        seen.update(get_json(f"{base}{BASE}/index"))
+        return [len(layer["steps"]) for run in seen["runs"] for layer in run["layers"]] == [len(STEPS)] * 2 * runs
+
+    assert wait_for(every_step), seen["problems"]
+    return seen
+
+
 @pytest.mark.parametrize("load_fast", ["true", "false"])
 def test_a_real_tensorboard_serves_both_layouts_alike_under_each_loader(logdir, load_fast):
     with tensorboard(logdir, args=[f"--load_fast={load_fast}"]) as base:
-        wait_for(lambda: [len(layer["steps"]) for run in get_json(f"{base}{BASE}/index")["runs"] for layer in run["layers"]] == [3] * 4)
+        _loaded(base, runs=2)
         answers = _answers(lambda route: get_json(f"{base}{BASE}/{route}"))
     assert answers[:4] == answers[4:]
 
@@ -185,3 +197,27 @@ def test_a_reference_names_only_a_sidecar_file_of_its_run_folder(payload, why):
     with pytest.raises(ValueError, match=why):
         sidecar.parse_reference(payload)
     assert sidecar.parse_reference(b"CVZ1 a bundle") is None
+
+
+@pytest.fixture(scope="module")
+def second_logdir(tmp_path_factory) -> Path:
+    """Another logdir, as a second team member's: the same run as "new", written now."""
+    root = tmp_path_factory.mktemp("sidecar_b") / "logs"
+    _log(root / "run")
+    return root
+
+
+# Under --logdir_spec TensorBoard's default (--load_fast=auto) falls back to its Python loader, and
+# --load_fast=true exits ("Could not start data server: empty --logdir"): its data server takes a
+# --logdir only. The --logdir answers compared with are each loader's own.
+@pytest.mark.parametrize("load_fast", ["auto", "false"])
+def test_a_real_tensorboard_under_logdir_spec_serves_each_folders_records(logdir, second_logdir, load_fast):
+    with tensorboard(logdir, args=[f"--load_fast={load_fast}"]) as base:
+        _loaded(base, runs=2)
+        alone = _answers(lambda route: get_json(f"{base}{BASE}/{route}"))
+    with tensorboard({"a": logdir, "b": second_logdir}, args=[f"--load_fast={load_fast}"]) as base:
+        index = _loaded(base, runs=3)
+        assert [run["run"] for run in index["runs"]] == ["a/new", "a/old", "b/run"]
+        assert not index["problems"]
+        answers = _answers(lambda route: get_json(f"{base}{BASE}/{route}"), ("a/new", "a/old", "b/run"))
+    assert answers == alone + alone[:4]  # b/run is "new" logged again, alike to the byte

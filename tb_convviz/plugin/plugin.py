@@ -19,6 +19,7 @@ from tb_convviz.plugin.history import HistoryCache
 from tb_convviz.plugin.params import RequestParams
 from tb_convviz.read.findings import run_findings
 from tb_convviz.read.reader import ConvVizReader, NotFound, Problems, SolveBusy
+from tb_convviz.read.run_folders import RunFolders
 from tb_convviz.read.store import RecordStore
 
 _logger = logging.getLogger(__name__)
@@ -52,8 +53,9 @@ class ConvVizPlugin(base_plugin.TBPlugin):
 
     def __init__(self, context: base_plugin.TBContext):
         self._provider = CachingProvider(context.data_provider)
-        # Records in sidecar files are read from the logdir TensorBoard was started on.
-        self._store = RecordStore(context.logdir)
+        # Records in sidecar files are read from the folders TensorBoard was started on
+        # (`--logdir`, or each folder of a `--logdir_spec`).
+        self._store = RecordStore(RunFolders.of_tensorboard(context))
         self._answers = AnswerCache()
         self._histories = HistoryCache()
         self._problems = Problems()  # unreadable records met by any route, listed by /index

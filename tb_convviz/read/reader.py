@@ -206,7 +206,8 @@ class ConvVizReader:
 
     @property
     def logdir(self) -> Optional[str]:
-        """The logdir whose sidecar files this reader reads (None: inline records only)."""
+        """The logdir whose sidecar files this reader reads (None: inline records only, or the
+        several folders of a `--logdir_spec`)."""
         return self._store.logdir
 
     @property
@@ -379,7 +380,7 @@ class ConvVizReader:
             bundle = self._decode(run, layer, kind, datum, data)
             return RecordHead(bundle.meta, {name: bundle.shape(name) for name in bundle.names()})
 
-        return _HEADS.get_or_compute((self._store.logdir, self._eid, run, *self._record_identity(datum)), read)
+        return _HEADS.get_or_compute((self._store.folders, self._eid, run, *self._record_identity(datum)), read)
 
     def _record_bytes(self, run: str, datum: Datum, keep: bool = True) -> bytes:
         """One record's bytes, through the one lazy path (`store`): TensorBoard holds its event,

@@ -16,6 +16,7 @@ from typing import Callable, Iterable, Optional, Union
 
 from tb_convviz import storage
 from tb_convviz.read.memo import Memo
+from tb_convviz.read.run_folders import RunFolders
 from tb_convviz.schema import sidecar
 
 _logger = logging.getLogger(__name__)
@@ -25,11 +26,13 @@ _PREFETCHERS = 4  # reads in flight while warming: each waits on the disk or the
 
 
 class RecordStore:
-    """Fetches the records that references point to, under `logdir` (where TensorBoard's run names
-    are relative to; "." is the logdir itself). A reader with no logdir reads inline records only."""
+    """Fetches the records that references point to, in their runs' folders: under `logdir` (where
+    TensorBoard's run names are relative to; "." is the logdir itself), or under the folders of a
+    `--logdir_spec` (`RunFolders`). A reader with neither reads inline records only."""
 
-    def __init__(self, logdir: Union[str, os.PathLike, None], cache_bytes: int = RECORD_CACHE_BYTES):
-        self.logdir = os.fspath(logdir) if logdir else None
+    def __init__(self, logdir: Union[str, os.PathLike, RunFolders, None], cache_bytes: int = RECORD_CACHE_BYTES):
+        self.folders = logdir if isinstance(logdir, RunFolders) else RunFolders.of_logdir(logdir)
+        self.logdir = self.folders.logdir
         self._cache: Memo[bytes] = Memo(max_bytes=cache_bytes, size=len)
         self._prefetcher: Optional[ThreadPoolExecutor] = None
 
@@ -40,21 +43,22 @@ class RecordStore:
         ref = sidecar.parse_reference(payload)
         if ref is None:
             return payload
-        if self.logdir is None:
-            raise ValueError("the record is kept in a sidecar file, and this reader was not told the logdir")
-        folder = self.logdir if run in (".", "") else storage.join(self.logdir, run)
-        path = storage.join(folder, ref.file)
+        # Almost always one folder; a run name that several `--logdir_spec` folders could give is
+        # the one whose sidecar holds the record (its name is unique to a writer, its CRC checked).
+        paths = [storage.join(folder, ref.file) for folder in self.folders.candidates(run)]
 
         def fetch() -> bytes:
-            try:
-                data = storage.read_range(path, ref.offset, ref.length)
-            except FileNotFoundError:
-                raise ValueError(f"its sidecar file {ref.file} is missing") from None
-            except Exception as e:  # noqa: BLE001 - an object store's errors are not all OSErrors
-                raise ValueError(f"its sidecar file {ref.file} cannot be read ({type(e).__name__}: {e})") from e
-            return sidecar.check(ref, data)
+            for path in paths:
+                try:
+                    data = storage.read_range(path, ref.offset, ref.length)
+                except FileNotFoundError:
+                    continue
+                except Exception as e:  # noqa: BLE001 - an object store's errors are not all OSErrors
+                    raise ValueError(f"its sidecar file {ref.file} cannot be read ({type(e).__name__}: {e})") from e
+                return sidecar.check(ref, data)
+            raise ValueError(f"its sidecar file {ref.file} is missing")
 
-        key = (path, ref.offset, ref.length, ref.crc)
+        key = (*paths, ref.offset, ref.length, ref.crc)
         return self._cache.get_or_compute(key, fetch) if keep or key in self._cache else fetch()
 
     def prefetch(self, reads: Iterable[Callable[[], object]]) -> None:
