@@ -71,11 +71,11 @@ def test_repeated_reads_hit_the_cache_and_agree_with_the_provider(tmp_path, form
         assert cached.steps("run", "1", fmt.KIND_MAPS) == [0, 1, 2, 3]
         kernels = cached.bundle("run", "0", fmt.KIND_KERNELS, 2)
         got = kernels.array("kernel")
-    # One listing and one read of all the run's tags, of each data class. Format 2 hands over each
-    # step's groups with the series: no blob is read; format 1 reads the kernels' blob once (and
-    # its keyframe's, where they are stored as a change).
+    # One listing of each data class, and one read of all the run's tags in the one its streams
+    # use. Format 2 hands over each step's groups with the series: no blob is read; format 1 reads
+    # the kernels' blob once (and its keyframe's, where they are stored as a change).
     blobs = 1 + (records.kernel_reference(kernels) is not None) if format_1 else 0
-    assert counting.calls == {"list": 2, "series": 2, "blob": blobs}
+    assert counting.calls == {"list": 2, "series": 1, "blob": blobs}
     assert (got == logs.kernels("run", "0", 2)).all()
     assert [s for s, _ in cached.bundles("run", "1", fmt.KIND_FILTERS)] == [0, 1, 2, 3]
 
@@ -93,7 +93,7 @@ def test_a_run_is_listed_from_the_last_listing_of_every_run(tmp_path):
 def test_listings_expire_so_new_epochs_appear(tmp_path):
     logs = _logs(tmp_path, epochs=2)
     counting = Counting(logs._provider)
-    provider = CachingProvider(counting, ttl_s=0.05)
+    provider = CachingProvider(counting, ttl_s=0.05, stale_s=0)
     reader = ConvVizReader(provider, store=logs._store)
     reader.runs()
     reader.runs()
@@ -101,6 +101,31 @@ def test_listings_expire_so_new_epochs_appear(tmp_path):
     time.sleep(0.1)
     reader.runs()
     assert counting.calls["list"] == 4
+
+
+def test_a_stale_listing_answers_at_once_while_the_background_brings_the_new_epochs(tmp_path):
+    """Past the TTL (but within `stale_s`) the last listing and series answer without a call to
+    TensorBoard; one background call each brings them up to date for the next answer."""
+    logs = _logs(tmp_path / "then", epochs=2)
+    counting = Counting(logs._provider)
+    provider = CachingProvider(counting, ttl_s=0.05, stale_s=60)
+    assert ConvVizReader(provider, store=logs._store).steps("run", "0") == [0, 1]
+    calls = dict(counting.calls)
+    fresh = _logs(tmp_path / "now", epochs=3)  # what TensorBoard holds a moment later: a new epoch
+    counting.inner = fresh._provider
+    time.sleep(0.1)
+    assert ConvVizReader(provider, store=fresh._store).steps("run", "0") == [0, 1]  # the stale answer, at once
+    assert wait_until(lambda: ConvVizReader(provider, store=fresh._store).steps("run", "0") == [0, 1, 2])
+    assert counting.calls["list"] == calls["list"] + 2 and counting.calls["series"] == calls["series"] + 1
+
+
+def wait_until(condition, timeout: float = 10.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def test_blob_cache_stays_within_its_byte_budget(tmp_path):

@@ -106,6 +106,7 @@ def test_a_group_holds_each_record_as_stored_and_says_when_it_is_not_whole():
     assert groups.group_part(payload, "profile") == b"CVZS-a-reference"
     assert groups.stored_records("3/@filters+maps+profile", payload) == parts
     assert groups.stored_records("3/maps", b"a record") == [("maps", b"a record")]
+    assert groups.stored_records(groups.COMMIT_TAG, b"a commit") == [("commit", b"a commit")]
     with pytest.raises(ValueError, match="no 'kernels' record"):
         groups.group_part(payload, "kernels")
     for broken, why in ((payload[:-1], "truncated"), (payload + b"x", "longer"), (payload[:6], "truncated"),

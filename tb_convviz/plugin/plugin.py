@@ -18,11 +18,13 @@ from tb_convviz.plugin.cache import AnswerCache, CachingProvider
 from tb_convviz.plugin.history import HistoryCache
 from tb_convviz.plugin.params import RequestParams
 from tb_convviz.read.findings import run_findings
+from tb_convviz.read.memo import Memo
 from tb_convviz.read.reader import ConvVizReader, NotFound, Problems, SolveBusy
 from tb_convviz.read.run_folders import RunFolders
 from tb_convviz.read.store import RecordStore
 
 _logger = logging.getLogger(__name__)
+INDEX_ENTRIES = 512  # runs whose /index entry is kept: a sweep's, tens of kB each
 
 
 def frontend_dir() -> Path:
@@ -57,6 +59,7 @@ class ConvVizPlugin(base_plugin.TBPlugin):
         # (`--logdir`, or each folder of a `--logdir_spec`).
         self._store = RecordStore(RunFolders.of_tensorboard(context))
         self._answers = AnswerCache()
+        self._index_entries: Memo[dict] = Memo(INDEX_ENTRIES)  # each run's /index entry, by its signature
         self._histories = HistoryCache()
         self._problems = Problems()  # unreadable records met by any route, listed by /index
         self._static_root = frontend_dir().resolve()
@@ -65,7 +68,7 @@ class ConvVizPlugin(base_plugin.TBPlugin):
         return {
             "/index.js": self._serve_entry,
             "/static/*": self._serve_static,
-            "/index": self._route(lambda r, p: payloads.index(r)),
+            "/index": self._route(lambda r, p: payloads.index(r, self._index_entries)),
             "/layer": self._route(self._layer),
             "/filter": self._route(self._filter),
             "/probe": self._route(lambda r, p: payloads.probe(r, p.run())),

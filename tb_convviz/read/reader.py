@@ -32,6 +32,10 @@ _PARALLEL_READS = 8  # blob reads in flight at once: each waits on the data serv
 CALIBRATION_LOGS = 4
 
 
+# Runs' series read at once for /index (`read_runs`), shared by every answer: a pool of its own
+# for each /index started 8 threads each time.
+_RUN_READERS = ThreadPoolExecutor(_PARALLEL_READS, thread_name_prefix="convviz-runs")
+
 # Filter matchings by the two profile records they were solved on: an optimal assignment of a
 # 2048-filter layer takes ~0.5 s, and while a large model's layers take turns, several steps share
 # one profile. 256 matchings of 2048 filters are 8 MB.
@@ -105,13 +109,14 @@ class Stream(NamedTuple):
 
 
 class _Held(NamedTuple):
-    """A record TensorBoard handed over with its series: the event's payload (a group's, or the
-    record itself when `kind` is None), where it is (`tag`, `step`, `wall_time`)."""
+    """A record TensorBoard handed over with its series: the event's value (a string tensor: a
+    group's payload, or the record itself when `kind` is None), where it is (`tag`, `step`,
+    `wall_time`)."""
 
     step: int
     wall_time: float
     tag: str
-    payload: bytes
+    value: Any
     kind: Optional[str]
 
 
@@ -132,11 +137,11 @@ def _record_stream(content: bytes) -> tuple[Optional[Stream], str]:
     return Stream(tuple(known), meta["kind"] == groups.KIND_GROUP, bool(meta.get(fmt.STAMPED))), why
 
 
-def _held_payload(datum: tb_provider.TensorDatum) -> bytes:
-    """The bytes of a scalar string tensor's datum."""
-    value = np.asarray(datum.numpy).reshape(-1)
+def _held_payload(value: Any) -> bytes:
+    """The bytes of a scalar string tensor's value; ValueError for any other tensor."""
+    value = np.asarray(value).reshape(-1)
     if value.size != 1 or not isinstance(value[0], bytes):
-        raise ValueError(f"a tensor event holds {value.size} values of {value.dtype}, not one string")
+        raise ValueError(f"its event holds {value.size} values of {value.dtype}, not one string")
     return value[0]
 
 
@@ -193,6 +198,7 @@ class ConvVizReader:
         a long-lived `Logs` sees new steps."""
         self._provider = data_provider
         self._seen: Optional[dict[str, dict]] = {} if one_answer else None
+        self._series_seen: Optional[dict[tuple[str, str, str], Union[list, NotFound]]] = {} if one_answer else None
         self._store = store if store is not None else RecordStore(None)
         self._eid = experiment_id
         self._ctx = ctx if ctx is not None else tb_context.RequestContext()
@@ -317,13 +323,27 @@ class ConvVizReader:
             return
         todo = [run for run in runs if run not in self._seen]
         self._index()  # listed once, before the threads ask
-        with ThreadPoolExecutor(_PARALLEL_READS) as pool:
-            for run, data in zip(todo, pool.map(lambda run: self._read_both(run, None), todo)):
-                self._seen[run] = data
+        for run, data in zip(todo, _RUN_READERS.map(lambda run: self._read_both(run, None), todo)):
+            self._seen[run] = data
 
     def _series(self, run: str, layer: str, kind: str) -> list[Datum]:
         """A layer's `kind` records of whole steps only, one per step (`commits.whole_records`):
-        from its own stream (format 1) and from the layer's group streams holding it (format 2)."""
+        from its own stream (format 1) and from the layer's group streams holding it (format 2).
+        One answer's reader works each out once (/index asks each layer's twice)."""
+        if self._series_seen is None:
+            return self._whole_series(run, layer, kind)
+        key = (run, layer, kind)
+        if key not in self._series_seen:
+            try:
+                self._series_seen[key] = self._whole_series(run, layer, kind)
+            except NotFound as e:
+                self._series_seen[key] = e
+        found = self._series_seen[key]
+        if isinstance(found, NotFound):
+            raise found
+        return found
+
+    def _whole_series(self, run: str, layer: str, kind: str) -> list[Datum]:
         index = self._index(run).get(run, {})
         commit_tags = [tag for tag, stream in index.items() if fmt.KIND_COMMIT in stream.kinds]
         if kind == fmt.KIND_COMMIT:
@@ -337,22 +357,17 @@ class ConvVizReader:
             for datum in whole_records(data.get(tag, []), commits, stream.stamped):
                 if datum.step in found and datum.wall_time <= found[datum.step].wall_time:
                     continue  # a step in two layouts (a run resumed by a newer version): the later
-                if stream.held:
-                    try:
-                        datum = _Held(datum.step, datum.wall_time, tag, _held_payload(datum), kind if stream.grouped else None)
-                    except ValueError as e:
-                        self._problem(run, tag, datum.step, str(e))
-                        continue
-                found[datum.step] = datum
+                found[datum.step] = _Held(datum.step, datum.wall_time, tag, datum.numpy, kind if stream.grouped else None) if stream.held else datum
         if not found:
             raise NotFound(f"no {kind!r} records for layer {layer!r} in run {run!r}")
         return [found[step] for step in sorted(found)]
 
     def signature(self, run: str) -> tuple:
-        """What the run holds now, cheaply: every stream's record count and last step. An answer
-        computed from the run stays valid while this stays the same."""
+        """What the run holds now, cheaply: every stream's record count and last record's step and
+        stamp (a step written again changes it). An answer computed from the run stays valid while
+        this stays the same."""
         series = self._read_series(run, None)
-        return tuple(sorted((tag, len(data), data[-1].step if data else None) for tag, data in series.items()))
+        return tuple(sorted((tag, len(data), (data[-1].step, data[-1].wall_time) if data else None) for tag, data in series.items()))
 
     def steps(self, run: str, layer: str, kind: str = fmt.KIND_FILTERS) -> list[int]:
         return [d.step for d in self._series(run, layer, kind)]
@@ -389,9 +404,9 @@ class ConvVizReader:
         if not isinstance(datum, _Held):
             payload = self._provider.read_blob(self._ctx, blob_key=datum.values[0].blob_key)
         elif datum.kind is None:
-            payload = datum.payload
+            payload = _held_payload(datum.value)
         else:
-            payload = groups.group_part(datum.payload, datum.kind)
+            payload = groups.group_part(_held_payload(datum.value), datum.kind)
         return self._store.record_bytes(run, payload, keep)
 
     def _decode(self, run: str, layer: str, kind: str, datum: Datum,

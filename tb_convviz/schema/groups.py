@@ -83,4 +83,4 @@ def group_part(payload: bytes, kind: str) -> bytes:
 
 def stored_records(tag: str, payload: bytes) -> list[tuple[str, bytes]]:
     """(kind, stored bytes) of each record one event holds: a group's, or the one its tag names."""
-    return group_parts(payload) if is_group_tag(tag) else [(tag.rpartition("/")[2], payload)]
+    return group_parts(payload) if is_group_tag(tag) else [(tag.rpartition("/")[2].removeprefix(_TAG_MARK), payload)]
