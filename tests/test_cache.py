@@ -196,3 +196,32 @@ def test_every_lru_of_the_package_is_the_memo():
         if "move_to_end" in p.read_text() or "popitem(last=False)" in p.read_text()
     )
     assert holders == ["read/memo.py"]
+
+
+def test_index_is_answered_again_once_a_run_changes(tmp_path):
+    """The tab's /index is kept whole (in JSON) while no run changes: a new epoch, once TensorBoard
+    has read it, is in the next answers; until then the kept one is served, byte for byte."""
+    from tensorboard.backend.application import TensorBoardWSGI
+    from tensorboard.plugins import base_plugin
+    from werkzeug.test import Client
+
+    from tb_convviz.plugin.plugin import ConvVizPlugin
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Conv2d(2, 3, 3))
+    viz = ConvViz(tmp_path / "run", probe=torch.randn(2, 1, 8, 8), perturbations=False, background=False)
+    viz.log(model, 0)
+    logs = load(tmp_path)
+    plugin = ConvVizPlugin(base_plugin.TBContext(data_provider=logs._provider, logdir=str(tmp_path)))
+    plugin._provider._ttl = 0.05
+    client = Client(TensorBoardWSGI([plugin]))
+
+    def index() -> bytes:
+        return client.get("/data/plugin/convviz/index").get_data()
+
+    first = index()
+    assert index() == first and b'"steps": [0]' in first
+    viz.log(model, 1)
+    viz.close()
+    logs._provider._multiplexer.Reload()  # TensorBoard reads the new epoch
+    assert wait_until(lambda: b'"steps": [0, 1]' in index())

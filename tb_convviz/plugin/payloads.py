@@ -54,6 +54,15 @@ def _stats(bundle: fmt.Bundle, index: Optional[int] = None) -> dict[str, Any]:
     return out
 
 
+def index_state(reader: ConvVizReader) -> tuple:
+    """What `/index` answers from, cheaply (TensorBoard's listings and series are cached): the
+    runs' signatures, which versions wrote them, and how many problems are known."""
+    names = reader.runs()
+    reader.read_runs(names)
+    origins = tuple(sorted((run, tuple(sorted(found, key=repr))) for run, found in reader.origins().items()))
+    return tuple((run, reader.signature(run)) for run in names), origins, len(reader.problems.listed())
+
+
 def index(reader: ConvVizReader, answers: Memo) -> dict:
     """Runs → layers (facts and logged steps) → probe summary; which tb_convviz serves and which
     wrote each run. A run's entry is kept in `answers` under the run's signature: the tab asks

@@ -137,6 +137,9 @@ def _record_stream(content: bytes) -> tuple[Optional[Stream], str]:
     return Stream(tuple(known), meta["kind"] == groups.KIND_GROUP, bool(meta.get(fmt.STAMPED))), why
 
 
+_record_origin = functools.lru_cache(maxsize=256)(fmt.record_origin)  # a sweep's listing repeats a few contents thousands of times
+
+
 def _held_payload(value: Any) -> bytes:
     """The bytes of a scalar string tensor's value; ValueError for any other tensor."""
     value = np.asarray(value).reshape(-1)
@@ -261,7 +264,7 @@ class ConvVizReader:
         out: dict[str, set[tuple[int, Optional[str]]]] = {}
         for listing in self._listings(None):
             for run, tags in listing.items():
-                out.setdefault(run, set()).update(fmt.record_origin(series.plugin_content) for series in tags.values())
+                out.setdefault(run, set()).update(_record_origin(series.plugin_content) for series in tags.values())
         return out
 
     def layers(self, run: str) -> list[str]:
