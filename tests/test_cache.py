@@ -225,3 +225,34 @@ def test_index_is_answered_again_once_a_run_changes(tmp_path):
     viz.close()
     logs._provider._multiplexer.Reload()  # TensorBoard reads the new epoch
     assert wait_until(lambda: b'"steps": [0, 1]' in index())
+
+
+def test_index_follows_a_listing_that_lagged_the_series(tmp_path):
+    """TensorBoard's listing and a run's series are read by separate calls, refreshed apart: an
+    /index worked out while the listing still lacked a stream is answered again once it has it."""
+    from tensorboard.backend.application import TensorBoardWSGI
+    from tensorboard.plugins import base_plugin
+    from werkzeug.test import Client
+
+    from tb_convviz.plugin.plugin import ConvVizPlugin
+
+    logs = _logs(tmp_path, epochs=2)
+    hidden = {"0/@filters+kernels+maps+profile"}  # one of layer 0's streams, not yet listed
+
+    class Lagging(Counting):
+        def list_tensors(self, ctx=None, **kw):
+            listing = super().list_tensors(ctx, **kw)
+            return {run: {t: s for t, s in tags.items() if t not in hidden} for run, tags in listing.items()}
+
+    assert hidden <= set(logs._provider.list_tensors(logs.context, experiment_id="", plugin_name=fmt.PLUGIN_NAME)["run"])
+    plugin = ConvVizPlugin(base_plugin.TBContext(data_provider=Lagging(logs._provider), logdir=str(tmp_path)))
+    plugin._provider._ttl = 0.05
+    client = Client(TensorBoardWSGI([plugin]))
+
+    def layer_steps() -> list:
+        runs = client.get("/data/plugin/convviz/index").get_json()["runs"]
+        return [layer["steps"] for layer in runs[0]["layers"] if layer["name"] == "0"]
+
+    assert layer_steps() == []  # its filters are in the stream not yet listed
+    hidden.clear()
+    assert wait_until(lambda: layer_steps() == [[0, 1]])

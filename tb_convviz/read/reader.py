@@ -366,11 +366,12 @@ class ConvVizReader:
         return [found[step] for step in sorted(found)]
 
     def signature(self, run: str) -> tuple:
-        """What the run holds now, cheaply: every stream's record count and last record's step and
-        stamp (a step written again changes it). An answer computed from the run stays valid while
-        this stays the same."""
+        """What the run holds now, cheaply: its listed streams, and every stream's record count and
+        last record's step and stamp (a step written again changes it). An answer computed from the
+        run stays valid while this stays the same."""
         series = self._read_series(run, None)
-        return tuple(sorted((tag, len(data), (data[-1].step, data[-1].wall_time) if data else None) for tag, data in series.items()))
+        listed = tuple(sorted(self._index(run).get(run, {})))  # its series are read through its listing, which may lag them
+        return listed, tuple(sorted((tag, len(data), (data[-1].step, data[-1].wall_time) if data else None) for tag, data in series.items()))
 
     def steps(self, run: str, layer: str, kind: str = fmt.KIND_FILTERS) -> list[int]:
         return [d.step for d in self._series(run, layer, kind)]

@@ -5,7 +5,7 @@ A record is a TensorBoard tensor summary under the plugin name ``convviz``:
 * tag ``<layer>/<kind>`` (``_run/run`` for run-level data), one record per logged step; since format
   2 a layer's records of a step travel in one event, a *group* (`schema.groups`), and only the
   commit record keeps a tag of its own;
-* plugin content: JSON ``{"version": FORMAT_VERSION, "kind": kind, "stamped": true, "writer": "0.1.0"}``
+* plugin content: JSON ``{"version": FORMAT_VERSION, "kind": kind, "stamped": true, "writer": "0.2.0"}``
   (a group's kind is ``group``, with ``"kinds": [...]``, the kinds it holds);
   ``stamped`` says the record follows the commit rule of `tb_convviz.schema.commits` (all of a step's
   records and its commit share one wall time; logs without it count every step as whole);
