@@ -1,7 +1,9 @@
-"""Writes convviz records as TensorBoard blob-sequence summaries, in an event file of our own.
+"""Writes convviz records as TensorBoard summaries, in an event file of our own (or the user's).
 
-Blob sequences (not plain tensors) let a reader list every step cheaply and fetch one step's
-bytes alone, which keeps dashboard routes fast however many epochs were logged.
+A step's records of one layer go out as one small string-tensor event (`schema.groups`), their
+bulk in a sidecar file (`schema.sidecar`): TensorBoard holds about a kilobyte per event, and hands
+a reader every step's small events of a run in one call, so its memory and the dashboard's routes
+stay the same however many epochs and runs were logged.
 
 The event file is written here rather than through TensorBoard's EventFileWriter because, without
 TensorFlow, that one checksums every byte in pure Python (~0.35 s per MB, seen here): longer than
