@@ -23,12 +23,20 @@ class LoopbackStore:
     def __init__(self) -> None:
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._server = None
+
+    def _new_server(self):
+        """A server object with start() and stop(), not yet started (neither runs twice)."""
+        raise NotImplementedError
 
     def start(self) -> None:
-        raise NotImplementedError
+        self._server = self._new_server()
+        self._server.start()
 
     def stop(self) -> None:
-        raise NotImplementedError
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
 
     def env(self) -> dict[str, str]:
         """The variables that point every client (this process's and TensorBoard's) at the server."""
@@ -49,16 +57,9 @@ class S3Server(LoopbackStore):
 
         super().__init__()
         self._server_class = ThreadedMotoServer
-        self._server = None
 
-    def start(self) -> None:
-        self._server = self._server_class(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self._server.start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
+    def _new_server(self):
+        return self._server_class(ip_address="127.0.0.1", port=self.port, verbose=False)
 
     def env(self) -> dict[str, str]:
         return {**CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint, "S3_ENDPOINT": self.endpoint}
@@ -82,16 +83,9 @@ class GCSServer(LoopbackStore):
         super().__init__()
         self._create_server = create_server
         self._data_dir = data_dir
-        self._server = None
 
-    def start(self) -> None:
-        self._server = self._create_server("127.0.0.1", self.port, in_memory=False, data_dir=self._data_dir)
-        self._server.start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
+    def _new_server(self):
+        return self._create_server("127.0.0.1", self.port, in_memory=False, data_dir=self._data_dir)
 
     def env(self) -> dict[str, str]:
         # STORAGE_EMULATOR_HOST: read by gcsfs and by Google's own clients. TensorBoard's Python

@@ -61,6 +61,14 @@ def _new_store(scheme: str, tmp_path_factory) -> LoopbackStore:
     return GCSServer(str(tmp_path_factory.mktemp("gcs-emulator")))
 
 
+def _assert_kernels_are(logs, run: str, step: int, weight: torch.Tensor) -> None:
+    """Layer 0's logged kernels at `step` are `weight`, to the 8-bit code's half step per filter."""
+    weight = weight.numpy()
+    tolerance = (weight.max(axis=(1, 2, 3)) - weight.min(axis=(1, 2, 3))) / 510 + 1e-6
+    error = np.abs(logs.kernels(run, "0", step) - weight).max(axis=(1, 2, 3))
+    assert (error <= tolerance).all(), (step, error, tolerance)
+
+
 @pytest.fixture(scope="module", params=["s3", "gs"])
 def store(request, tmp_path_factory):
     with serving(_new_store(request.param, tmp_path_factory)) as server:
@@ -127,23 +135,24 @@ def test_the_bucket_stopping_mid_run_is_one_warning_and_training_goes_on(store):
         store.stop()
         try:
             started = time.monotonic()
-            during = _train_and_log(viz, model, range(2, 5))
+            during = _train_and_log(viz, model, range(2, 4))  # two failed writes, one warning
             viz.flush()
             spent = time.monotonic() - started
         finally:
             store.start()
-        after = _train_and_log(viz, model, range(5, 7))  # the bucket answers again: logging resumes
+        after = _train_and_log(viz, model, range(4, 6))  # the bucket answers again: logging resumes
         viz.close()
     failures = [str(w.message) for w in caught if "writing failed" in str(w.message)]
     assert len(failures) == 1, [str(w.message) for w in caught]
     assert url.rsplit("/", 1)[0] in failures[0] and "training goes on" in failures[0]
-    assert len(before) + len(during) + len(after) == 7  # every epoch trained
+    assert len(before) + len(during) + len(after) == 6  # every epoch trained
     assert not torch.equal(during[-1]["2.weight"], before[-1]["2.weight"])
-    limit = 3 * FAILED_WRITE_S[store.scheme]
-    assert spent < limit, f"3 steps against a stopped bucket held training {spent:.0f} s (> {limit} s)"
+    limit = 2 * FAILED_WRITE_S[store.scheme]
+    assert spent < limit, f"2 steps against a stopped bucket held training {spent:.0f} s (> {limit} s)"
     logs = load(url.rsplit("/", 1)[0])
-    assert logs.steps("run", "0") == [0, 1, 5, 6]
-    assert logs.kernels("run", "0", 1).shape == (3, 1, 3, 3)
+    assert logs.steps("run", "0") == [0, 1, 4, 5]
+    for step, state in ((0, before[0]), (1, before[1]), (5, after[1])):
+        _assert_kernels_are(logs, "run", step, state["0.weight"])
 
 
 def test_log_checkpoints_reads_checkpoints_from_and_writes_logs_to_the_bucket(store, tmp_path, monkeypatch):
@@ -183,10 +192,7 @@ def test_log_checkpoints_reads_checkpoints_from_and_writes_logs_to_the_bucket(st
     step2 = logs.bundle(".", "0", fmt.KIND_FILTERS, 2)
     assert (step2.meta["prev_step"], step2.meta["first_step"]) == (1, 0)  # drift continued from the bucket's run
     for epoch, state in enumerate(states):
-        weight = state["0.weight"].numpy()
-        tolerance = (weight.max(axis=(1, 2, 3)) - weight.min(axis=(1, 2, 3))) / 510 + 1e-6
-        error = np.abs(logs.kernels(".", "0", epoch) - weight).max(axis=(1, 2, 3))
-        assert (error <= tolerance).all()
+        _assert_kernels_are(logs, ".", epoch, state["0.weight"])
 
 
 def test_export_projector_writes_into_the_bucket(logged):
