@@ -8,7 +8,9 @@ layer serves the writer, `load()`, the plugin's sidecar reads and the command-li
 
 S3 settings come from the usual places: credentials from AWS_* environment variables (or any
 other source botocore reads), the endpoint from AWS_ENDPOINT_URL (botocore reads it) or
-S3_ENDPOINT (the variable TensorBoard's own S3 reader uses), so one setting serves both.
+S3_ENDPOINT (the variable TensorBoard's own S3 reader uses), so one setting serves both. GCS
+credentials come from where gcsfs looks (Application Default Credentials and the like), and a GCS
+emulator is named by STORAGE_EMULATOR_HOST, as for Google's own clients.
 """
 from __future__ import annotations
 
@@ -56,9 +58,9 @@ def filesystem(url: str) -> tuple[Any, str]:
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("S3_ENDPOINT")
         if endpoint:
             options["endpoint_url"] = endpoint if "://" in endpoint else f"https://{endpoint}"
-    emulator = os.environ.get("STORAGE_EMULATOR_HOST") if protocol in ("gs", "gcs") else None
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST", "") if protocol in ("gs", "gcs") else ""
     try:
-        if emulator:
+        if emulator not in ("", "default"):  # "default": Google's endpoint, as gcsfs reads it
             return _gcs_emulator(url, emulator, options)
         return fsspec.core.url_to_fs(url, **options)
     except (ImportError, ValueError) as e:
