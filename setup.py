@@ -42,9 +42,12 @@ setup(
         "tqdm",  # log-checkpoints: a progress bar with an ETA, the one every ML user knows
     ],
     extras_require={
-        # moto[server]: a real S3-protocol server on loopback for the object-store tests.
+        # moto[server] and gcp-storage-emulator: real S3- and GCS-protocol servers on loopback for the
+        # object-store tests (the emulator is pure Python; its floor is the release they were written
+        # against, whose on-disk store keeps a bucket's objects across the restart a test makes).
         "test": ["pytest", "playwright", "scikit-learn", "mnist1d", "lightning", "transformers[torch]>=4.40", "build",
-                 "fsspec>=2023.12", "s3fs>=2023.12", "boto3", "moto[server]"],
+                 "fsspec>=2023.12", "s3fs>=2023.12", "boto3", "moto[server]",
+                 "gcsfs>=2023.12", "gcp-storage-emulator>=2026.7.19,<2027"],
         # Logdirs in object storage (tb_convviz/storage.py): fsspec with s3fs or gcsfs for the writer,
         # load() and the plugin's reads; boto3 for TensorBoard's own S3 reader (`tensorboard --logdir s3://…`).
         # s3fs pins the botocore its aiobotocore supports: without a floor, pip meets a newer boto3

@@ -8,7 +8,9 @@ layer serves the writer, `load()`, the plugin's sidecar reads and the command-li
 
 S3 settings come from the usual places: credentials from AWS_* environment variables (or any
 other source botocore reads), the endpoint from AWS_ENDPOINT_URL (botocore reads it) or
-S3_ENDPOINT (the variable TensorBoard's own S3 reader uses), so one setting serves both.
+S3_ENDPOINT (the variable TensorBoard's own S3 reader uses), so one setting serves both. GCS
+credentials come from where gcsfs looks (Application Default Credentials and the like), and a GCS
+emulator is named by STORAGE_EMULATOR_HOST, as for Google's own clients.
 """
 from __future__ import annotations
 
@@ -56,12 +58,27 @@ def filesystem(url: str) -> tuple[Any, str]:
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("S3_ENDPOINT")
         if endpoint:
             options["endpoint_url"] = endpoint if "://" in endpoint else f"https://{endpoint}"
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST", "") if protocol in ("gs", "gcs") else ""
     try:
+        if emulator not in ("", "default"):  # "default": Google's endpoint, as gcsfs reads it
+            return _gcs_emulator(url, emulator, options)
         return fsspec.core.url_to_fs(url, **options)
     except (ImportError, ValueError) as e:
         extra = _EXTRA.get(protocol)
         hint = f": pip install 'tb_convviz[{extra}]'" if extra else ""
         raise ValueError(f"cannot open {url!r} ({e}){hint}") from e
+
+
+def _gcs_emulator(url: str, host: str, options: dict[str, Any]) -> tuple[Any, str]:
+    """gcsfs against a GCS emulator named by STORAGE_EMULATOR_HOST, the variable Google's own
+    clients read. Anonymous, as google-cloud-storage is against an emulator. gcsfs's JSON-API class,
+    not the default one: that one first asks a bucket's layout over gRPC, which an emulator does not
+    speak, and waits 60 s for it on every call (the answer is not cached when the ask fails)."""
+    from gcsfs.core import GCSFileSystem
+
+    endpoint = host if "://" in host else f"http://{host}"
+    fs = GCSFileSystem(endpoint_url=endpoint, token="anon", **options)
+    return fs, fs._strip_protocol(url)
 
 
 def join(base: PathLike, *parts: str) -> str:
