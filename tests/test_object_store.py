@@ -223,3 +223,24 @@ def test_export_projector_writes_into_the_bucket(logged):
     assert len(rows) == 4 and all(len(r.split("\t")) == 3 * 3 * 3 for r in rows)  # 4 filters of 3×3×3
     with pytest.raises(ValueError, match="outside the logdir"):
         export_projector(url, "run", "2", 2, out_dir="../elsewhere")
+
+
+def test_a_real_tensorboard_follows_a_live_run_in_the_bucket(store, tmp_path):
+    """A team watches a run train into the bucket: every step, each its own object, shows up in
+    the running TensorBoard (its file layer must not keep the run folder's first listing)."""
+    url = store.make_bucket("followed") + "/exp"
+    model = _model()
+    with ConvViz(url + "/run", probe=(IMAGES, LABELS), perturbations=False) as viz:
+        _train_and_log(viz, model, range(1))
+        viz.flush()
+        with tensorboard(url, log_dir=tmp_path, args=["--reload_interval=1", "--load_fast=false"]) as base:
+            api = base + "/data/plugin/convviz/index"
+
+            def steps() -> list:
+                runs = get_json(api)["runs"]
+                return runs[0]["layers"][0]["steps"] if runs and runs[0]["layers"] else []
+
+            assert wait_for(lambda: steps() == [0], timeout=60), steps()
+            _train_and_log(viz, model, range(1, 3))
+            viz.flush()
+            assert wait_for(lambda: steps() == [0, 1, 2], timeout=60), steps()
