@@ -26,7 +26,7 @@ from tb_convviz.analysis.similarity import (
 from tb_convviz.write.cost import ADVICE, GENERAL_ADVICE
 from tb_convviz.plugin.history import Columns, HistoryCache, read_columns
 from tb_convviz.read.memo import Memo
-from tb_convviz.read.reader import ConvVizReader, NotFound, newest_version
+from tb_convviz.read.reader import ConvVizReader, NotFound, cka_to_last, newest_version
 from tb_convviz.schema.columns import BUILTIN, counterfactual_columns_of
 from tb_convviz.read.table import TABLE_KINDS
 
@@ -586,20 +586,9 @@ def cka_to_final(reader: ConvVizReader, run: str) -> dict:
     if not series:
         raise errors.NotFoundError(f"run {run!r} has no Gram records (similarity_images=0?)")
     steps = [s for s, _ in series]
-    final = series[-1][1]
-    value, lo, hi = {}, {}, {}
-    images = 0
-    for layer in reader.layers(run):
-        key = records.GRAM_PREFIX + layer
-        if key not in final:
-            continue
-        having = [i for i, (_, b) in enumerate(series) if key in b]
-        estimate = debiased_cka_matrix([records.gram(series[i][1], layer) for i in having], [records.gram(final, layer)])
-        images = estimate.images
-        for out, found in ((value, estimate.value), (lo, estimate.lo), (hi, estimate.hi)):
-            column = np.full(len(series), np.nan)
-            column[having] = found[:, 0]
-            out[layer] = _floats(column)
+    found = cka_to_last(series, reader.layers(run))
+    value, lo, hi = ({layer: _floats(getattr(f, part)) for layer, f in found.items()} for part in ("value", "lo", "hi"))
+    images = next(reversed(found.values())).images if found else 0
     return {"run": run, "steps": steps, "final_step": steps[-1], "layers": list(value), "cka": value, "cka_lo": lo,
             "cka_hi": hi, "images": images, "estimator": CKA_ESTIMATOR}
 

@@ -15,8 +15,7 @@ import numpy as np
 from tb_convviz._version import __version__
 from tb_convviz.analysis import findings as rules
 from tb_convviz.analysis.significance import examples_needed
-from tb_convviz.analysis.similarity import debiased_cka_matrix
-from tb_convviz.read.reader import ConvVizReader, NotFound
+from tb_convviz.read.reader import ConvVizReader, NotFound, cka_to_last
 from tb_convviz.schema import format as fmt
 from tb_convviz.schema import records
 
@@ -270,19 +269,5 @@ def _settled(reader: ConvVizReader, run: str, step: int, missing: _Unavailable) 
     if len(series) < 3:
         missing.add("settled", f"CKA to the final step needs Gram matrices at ≥ 3 steps up to this one ({len(series)} logged)")
         return []
-    steps = [s for s, _ in series]
-    final = series[-1][1]
-    cka = {}
-    for layer in reader.layers(run):
-        key = records.GRAM_PREFIX + layer
-        if key not in final:
-            continue
-        having = [i for i, (_, b) in enumerate(series) if key in b]
-        est = debiased_cka_matrix([records.gram(series[i][1], layer) for i in having], [records.gram(final, layer)])
-        columns = []
-        for found in (est.value, est.lo, est.hi):
-            column = np.full(len(series), np.nan)
-            column[having] = found[:, 0]
-            columns.append(column)
-        cka[layer] = tuple(columns)
-    return rules.settled_findings(steps, cka, step)
+    cka = {layer: (found.value, found.lo, found.hi) for layer, found in cka_to_last(series, reader.layers(run)).items()}
+    return rules.settled_findings([s for s, _ in series], cka, step)

@@ -855,6 +855,36 @@ class Logs(ConvVizReader):
         return b.array("images"), (b.array("labels") if "labels" in b else None)
 
 
+class ToLast(NamedTuple):
+    """One layer's debiased CKA of each step's representation with the last step's (`cka_to_last`)."""
+
+    value: np.ndarray  # (steps,), NaN where the step has no Gram matrix of the layer
+    lo: np.ndarray
+    hi: np.ndarray
+    images: int  # probe images the Gram matrices are over
+
+
+def cka_to_last(series: list[tuple[int, fmt.Bundle]], layers: Iterable[str]) -> dict[str, ToLast]:
+    """Per layer with a Gram matrix at the last of `series` (a run's Gram records, step order):
+    CKA of every step with that one, with its interval — which layers settle first (the Findings'
+    "settled" rule and the Similarity view's CKA-to-final read the same numbers)."""
+    final = series[-1][1]
+    out = {}
+    for layer in layers:
+        key = records.GRAM_PREFIX + layer
+        if key not in final:
+            continue
+        having = [i for i, (_, b) in enumerate(series) if key in b]
+        estimate = debiased_cka_matrix([records.gram(series[i][1], layer) for i in having], [records.gram(final, layer)])
+        columns = []
+        for found in (estimate.value, estimate.lo, estimate.hi):
+            column = np.full(len(series), np.nan)
+            column[having] = found[:, 0]
+            columns.append(column)
+        out[layer] = ToLast(*columns, estimate.images)
+    return out
+
+
 def load(logdir: Union[str, os.PathLike]) -> Logs:
     """Load every run under `logdir` (all steps kept) through TensorBoard's multiplexer data provider:
     a folder, or an object-store URL (``s3://bucket/runs``, ``gs://…``) TensorBoard reads (a folder
